@@ -1,0 +1,268 @@
+"""The ``velocast`` command: a thin shell over velocast's library functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from velocast.config import get_settings
+
+app = typer.Typer(help="velocast: hourly bike-count forecasting with a champion/challenger lifecycle.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Ingest, split, generate and inspect data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+log = logging.getLogger("velocast.cli")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    level = logging.INFO if verbose else getattr(logging, get_settings().log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "numexpr", "httpx", "optuna", "streamlit"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress (INFO).")) -> None:
+    _setup_logging(verbose)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _echo_json(payload: Any) -> None:
+    typer.echo(json.dumps(payload, indent=2, default=str))
+
+
+def _metrics_line(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return "-"
+    keys = ("rmse", "mae", "r2", "rmse_log1p") if "rmse" in metrics else ("auc", "f1", "precision", "recall", "accuracy")
+    return "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if metrics.get(k) is not None) + f"  (n={metrics.get('n')})"
+
+
+# ------------------------------------------------------------------------------------------ data
+@data_app.command("ingest")
+def data_ingest(path: Path = typer.Argument(..., help="Open-data export (CSV), tidy parquet/CSV, or any table with --mapping."),
+                fmt: str = typer.Option("auto", "--format", help="auto | opendata | tidy"),
+                mapping: Optional[Path] = typer.Option(None, "--mapping", help="YAML column mapping for other tables."),
+                as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Validate a counts file, quarantine bad rows, and add it to the store (idempotent)."""
+    from velocast.data.ingest import IngestError, ingest_file
+
+    try:
+        report = ingest_file(path, fmt, mapping)
+    except IngestError as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        typer.echo("\n".join(report.lines()))
+
+
+@data_app.command("ingest-weather")
+def data_ingest_weather(path: Path = typer.Argument(..., help="Météo-France SYNOP CSV (e.g. weather_orly_synop.csv).")) -> None:
+    """Convert 3-hourly SYNOP observations to hourly weather and store them beside the counts."""
+    from velocast.data.weather import WeatherError, ingest_weather
+
+    try:
+        result = ingest_weather(path)
+    except WeatherError as exc:
+        _fail(str(exc), 2)
+    typer.echo(f"weather: {result['observations']} observations -> {result['hours_stored']} hours stored "
+               f"({result['first']} .. {result['last']}) in {result['path']}")
+
+
+@data_app.command("split")
+def data_split(cutoff: Optional[str] = typer.Option(None, help="First day of 'current' (YYYY-MM-DD); default: last 30 days."),
+               test_fraction: float = typer.Option(0.2, help="Share of baseline days held out as test_baseline."),
+               seed: int = typer.Option(42, help="Seed of the held-out day choice.")) -> None:
+    """Record a new baseline split (train_baseline / test_baseline / current)."""
+    from velocast.data import splits
+
+    try:
+        record = splits.record_split(cutoff, test_fraction, seed)
+    except splits.SplitError as exc:
+        _fail(str(exc), 2)
+    _print_split(splits.describe(record))
+
+
+def _print_split(info: dict[str, Any]) -> None:
+    typer.echo(f"split v{info['version']} (cutoff {info['cutoff']}):")
+    for name in ("train_baseline", "test_baseline", "train_current", "test_current"):
+        part = info[name]
+        extra = f"{part['days']} whole days" if "days" in part else part.get("period", "")
+        typer.echo(f"  {name:15s} {part['rows']:>9,} rows  {extra}")
+
+
+@data_app.command("summary")
+def data_summary(as_json: bool = typer.Option(False, "--json")) -> None:
+    """What the store holds: counters, period, rows, quarantine and splits."""
+    payload = _data_summary()
+    if as_json:
+        _echo_json(payload)
+        return
+    s = payload["store"]
+    typer.echo(f"store: {s['rows']:,} rows, {s['counters']} counters, {s['first']} .. {s['last']}")
+    typer.echo(f"quarantined rows: {payload['quarantined_rows']:,} in {payload['quarantine_files']} file(s)")
+    typer.echo(f"weather: {payload['weather_hours']:,} hours")
+    if payload["split"]:
+        _print_split(payload["split"])
+
+
+def _data_summary() -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    from velocast.data import splits, store
+    from velocast.data.weather import load_weather
+
+    settings = get_settings()
+    qfiles = sorted(settings.quarantine_dir.glob("*.parquet"))
+    weather = load_weather(settings)
+    split = splits.active_split(settings)
+    return {"store": store.summary(settings), "quarantine_files": len(qfiles),
+            "quarantined_rows": sum(pq.ParquetFile(f).metadata.num_rows for f in qfiles),
+            "weather_hours": 0 if weather is None else len(weather),
+            "split": splits.describe(split, settings) if split else None}
+
+
+@data_app.command("counters")
+def data_counters(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Counters in the store with their first and last seen hours."""
+    from velocast.data import store
+
+    table = store.counters()
+    if as_json:
+        _echo_json(table.to_dict(orient="records"))
+    else:
+        typer.echo(table[["counter_id", "counter_name", "first_seen", "last_seen", "hours"]].to_string(index=False))
+
+
+@data_app.command("generate")
+def data_generate(counters: int = typer.Option(20, help="Number of counters."),
+                  days: int = typer.Option(120, help="Number of days."),
+                  start: str = typer.Option("2021-01-01", help="First day (Europe/Paris)."),
+                  drift: Optional[str] = typer.Option(None, help="level_shift | new_counters | strike | seasonal"),
+                  drift_start: Optional[str] = typer.Option(None, help="Day the drift starts (default: mid-period)."),
+                  seed: int = typer.Option(0),
+                  output: Optional[Path] = typer.Option(None, help="Write the tidy file here (parquet or csv)."),
+                  ingest: bool = typer.Option(True, help="Also ingest the generated rows into the store."),
+                  arrive_daily: bool = typer.Option(False, "--arrive-daily",
+                                                    help="Append one new day after the store's last day (simulated arrival).")) -> None:
+    """Generate realistic synthetic counts (and drift scenarios) in the tidy format."""
+    import tempfile
+
+    from velocast.data import synthetic
+    from velocast.data.ingest import ingest_file
+
+    try:
+        frame = (synthetic.next_day(seed=seed, counters=counters) if arrive_daily else
+                 synthetic.generate(counters=counters, days=days, start=start, seed=seed, drift=drift,
+                                    drift_start=drift_start))
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    target = output or Path(tempfile.mkdtemp(prefix="velocast-gen-")) / "synthetic.parquet"
+    synthetic.write(frame, target)
+    typer.echo(f"generated {len(frame):,} rows for {frame['counter_id'].nunique()} counters -> {target}")
+    if ingest:
+        typer.echo("\n".join(ingest_file(target).lines()))
+
+
+# ------------------------------------------------------------------------------------------ models
+@app.command("train")
+def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_class | baseline | all"),
+              data_source: str = typer.Option("baseline", help="baseline | current | reference"),
+              env: str = typer.Option("dev", help="dev | prod"),
+              model_test: bool = typer.Option(False, "--model-test", help="Quick run on a 1,000-row sample."),
+              horizon: Optional[str] = typer.Option(None, help="calendar | day-ahead (default per model)."),
+              hyperopt: bool = typer.Option(False, "--hyperopt", help="Tune with Optuna over time-series CV folds."),
+              n_trials: int = typer.Option(20, help="Optuna trials with --hyperopt."),
+              study_storage: Optional[str] = typer.Option(None, help="Optuna storage URL shared by workers."),
+              study_name: Optional[str] = typer.Option(None, help="Optuna study name (with --study-storage)."),
+              data: Optional[Path] = typer.Option(None, "--data", help="Train on this file without ingesting it."),
+              hyperparams: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"num_leaves": 31}\'.'),
+              seed: int = typer.Option(42),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """Train, score on test_baseline/test_current, log to MLflow, register, record in summary.json."""
+    from rich.progress import Progress
+
+    from velocast.lifecycle.train import ALL, train_many
+
+    types = list(ALL) if model_type == "all" else [model_type]
+    try:
+        params = json.loads(hyperparams) if hyperparams else None
+    except json.JSONDecodeError as exc:
+        _fail(f"--hyperparams is not valid JSON: {exc}", 2)
+    results = []
+    try:
+        with Progress(transient=True) as progress:
+            task = progress.add_task("training", total=len(types))
+            for model in types:
+                progress.update(task, description=f"training {model}")
+                results += train_many([model], data_source=data_source, env=env, model_test=model_test,
+                                      horizon=horizon, hyperparams=params, hyperopt=hyperopt, n_trials=n_trials,
+                                      data_path=data, seed=seed, study_storage=study_storage, study_name=study_name)
+                progress.advance(task)
+    except (ValueError, LookupError, ImportError) as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        _echo_json([r.to_dict() for r in results])
+        return
+    for r in results:
+        typer.echo(f"{r.model_type} ({r.horizon}) -> {r.registry_uri}  run {r.run_id}  fit {r.train_seconds:.1f}s")
+        typer.echo(f"  train          {_metrics_line(r.metrics_train)}")
+        typer.echo(f"  test_baseline  {_metrics_line(r.metrics_baseline)}")
+        typer.echo(f"  test_current   {_metrics_line(r.metrics_current)}")
+        for note in r.notes:
+            typer.echo(f"  note: {note}")
+    settings = get_settings()
+    typer.echo(f"MLflow: mlflow ui --backend-store-uri {settings.tracking_uri}   summary: {settings.summary_location}")
+
+
+@app.command("predict")
+def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict (tidy or open-data; bike_count optional)."),
+                output: Path = typer.Option(..., "--output", help="CSV or parquet with a prediction column added."),
+                model_type: str = typer.Option("lgbm"),
+                model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (default: the champion)."),
+                horizon: Optional[str] = typer.Option(None, help="Pick the latest model with this horizon.")) -> None:
+    """Predict a file with the champion (or a named model); print metrics when counts are given."""
+    from velocast.data.ingest import IngestError
+    from velocast.lifecycle.predict import predict_file
+
+    try:
+        result = predict_file(input, output, model_type, model_uri, horizon)
+    except (IngestError, LookupError, ValueError) as exc:
+        _fail(str(exc), 2)
+    model = result.model
+    typer.echo(f"predicted {len(result.frame):,} rows with {model.uri} ({model.horizon}) -> {output}")
+    for warning in result.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
+    if result.metrics:
+        typer.echo(f"metrics on the given counts: {_metrics_line(result.metrics)}")
+
+
+# ------------------------------------------------------------------------------------------ demo
+@app.command("demo")
+def demo_cmd(data: Optional[Path] = typer.Option(None, help="Counts file to use (default: the real Paris file if "
+                                                          "found beside the project, else synthetic data)."),
+             weather: Optional[Path] = typer.Option(None, help="SYNOP weather file (default: found beside the project)."),
+             fast: bool = typer.Option(False, help="Train on samples only (seconds).")) -> None:
+    """Run the main job end to end on the embedded defaults and say where to look."""
+    from velocast.demo import run_demo
+
+    run_demo(data, weather, fast, echo=typer.echo)
+
+
+if __name__ == "__main__":
+    app()

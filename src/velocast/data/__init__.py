@@ -1,0 +1,1 @@
+"""The data layer: schema, ingest, store, splits, calendars, weather and synthetic data."""

@@ -1,0 +1,193 @@
+"""The embedded store: canonical counts as Parquet partitioned by month, queried with DuckDB.
+
+Layout under ``VELOCAST_HOME/store``::
+
+    counts/month=2021-03/counts.parquet   one file per month (Europe/Paris month)
+    weather/weather_hourly.parquet        hourly weather (see velocast.data.weather)
+
+An upsert rewrites only the months it touches, each atomically and under a store lock, so that
+re-ingesting a file adds nothing and a newer overlapping file updates the counts it carries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from velocast.config import PARIS_TZ, Settings, get_settings
+from velocast.data.schema import CANONICAL_COLUMNS, KEY_COLUMNS, empty_counts, to_paris
+from velocast.fileio import atomic_write_parquet, file_lock
+
+log = logging.getLogger(__name__)
+
+_COMPARED = [c for c in CANONICAL_COLUMNS if c not in KEY_COLUMNS]
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    added: int
+    updated: int
+    unchanged: int
+
+
+def _month_path(settings: Settings, month: str) -> Path:
+    return settings.counts_dir / f"month={month}" / "counts.parquet"
+
+
+def _glob(settings: Settings) -> str:
+    return str(settings.counts_dir / "month=*" / "*.parquet")
+
+
+# Parquet holds nanosecond timestamps; DuckDB compares microsecond TIMESTAMPTZ values.
+_COUNTS = "(SELECT * REPLACE (CAST(timestamp AS TIMESTAMPTZ) AS timestamp) FROM read_parquet(?))"
+
+
+def has_counts(settings: Settings | None = None) -> bool:
+    settings = settings or get_settings()
+    return any(settings.counts_dir.glob("month=*/*.parquet"))
+
+
+def upsert_counts(frame: pd.DataFrame, settings: Settings | None = None) -> UpsertResult:
+    """Insert new counter-hours and update changed ones; identical rows are left as they are."""
+    settings = settings or get_settings()
+    frame = frame[CANONICAL_COLUMNS]
+    months = frame["timestamp"].dt.strftime("%Y-%m")
+    added = updated = unchanged = 0
+    with file_lock(settings.locks_dir / "store.lock"):
+        for month, part in frame.groupby(months, sort=True):
+            path = _month_path(settings, str(month))
+            if path.exists():
+                old = _normalise(pd.read_parquet(path))
+                merged = part.merge(old, on=KEY_COLUMNS, how="left", suffixes=("", "_old"),
+                                    indicator=True)
+                is_new = merged["_merge"].eq("left_only").to_numpy()
+                same = pd.Series(True, index=merged.index)
+                for column in _COMPARED:
+                    a, b = merged[column], merged[f"{column}_old"]
+                    same &= (a == b) | (a.isna() & b.isna())
+                changed = ~is_new & ~same.to_numpy()
+                added += int(is_new.sum())
+                updated += int(changed.sum())
+                unchanged += int((~is_new & ~changed).sum())
+                if not (is_new.any() or changed.any()):
+                    continue
+                keys = pd.MultiIndex.from_frame(part[KEY_COLUMNS])
+                keep_old = ~pd.MultiIndex.from_frame(old[KEY_COLUMNS]).isin(keys)
+                table = pd.concat([old[keep_old], part], ignore_index=True)
+            else:
+                added += len(part)
+                table = part
+            table = table.sort_values(["timestamp", "counter_id"]).reset_index(drop=True)
+            atomic_write_parquet(table, path)
+    log.info("store upsert: %d added, %d updated, %d unchanged", added, updated, unchanged)
+    return UpsertResult(added, updated, unchanged)
+
+
+def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Bring a frame read back from Parquet/DuckDB to the canonical dtypes."""
+    if frame.empty:
+        return empty_counts()
+    frame = frame[CANONICAL_COLUMNS].copy()
+    frame["timestamp"] = to_paris(frame["timestamp"])
+    frame["installation_date"] = pd.to_datetime(frame["installation_date"]).astype("datetime64[ns]")
+    for column in ("counter_id", "counter_name", "site_id", "site_name"):
+        frame[column] = frame[column].astype(object)
+    frame["bike_count"] = frame["bike_count"].astype(float)
+    return frame
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def query_counts(start: pd.Timestamp | str | None = None, end: pd.Timestamp | str | None = None,
+                 counter_ids: list[str] | None = None, settings: Settings | None = None) -> pd.DataFrame:
+    """Counts with ``start <= timestamp < end`` (dates are read as Europe/Paris), sorted by time."""
+    settings = settings or get_settings()
+    if not has_counts(settings):
+        return empty_counts()
+    where, params = ["1=1"], []
+    if start is not None:
+        where.append("timestamp >= ?")
+        params.append(_as_paris(start).tz_convert("UTC").to_pydatetime())
+    if end is not None:
+        where.append("timestamp < ?")
+        params.append(_as_paris(end).tz_convert("UTC").to_pydatetime())
+    if counter_ids:
+        where.append(f"counter_id IN ({', '.join('?' for _ in counter_ids)})")
+        params.extend(counter_ids)
+    sql = (f"SELECT {', '.join(CANONICAL_COLUMNS)} FROM {_COUNTS} "
+           f"WHERE {' AND '.join(where)} ORDER BY timestamp, counter_id")
+    with _connect() as con:
+        frame = con.execute(sql, [_glob(settings), *params]).df()
+    return _normalise(frame)
+
+
+def _as_paris(value: pd.Timestamp | str) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize(PARIS_TZ) if stamp.tzinfo is None else stamp.tz_convert(PARIS_TZ)
+
+
+def latest_timestamp(settings: Settings | None = None) -> pd.Timestamp | None:
+    settings = settings or get_settings()
+    if not has_counts(settings):
+        return None
+    with _connect() as con:
+        value = con.execute(f"SELECT max(timestamp) FROM {_COUNTS}", [_glob(settings)]).fetchone()[0]
+    return None if value is None else pd.Timestamp(value).tz_convert(PARIS_TZ)
+
+
+def last_days(days: int, settings: Settings | None = None) -> pd.DataFrame:
+    """The last ``days`` whole days of counts, ending with the latest day in the store."""
+    settings = settings or get_settings()
+    latest = latest_timestamp(settings)
+    if latest is None:
+        return empty_counts()
+    end = latest.normalize() + timedelta(days=1)
+    start = (end - timedelta(days=days)).normalize()
+    return query_counts(start, end, settings=settings)
+
+
+def counters(settings: Settings | None = None) -> pd.DataFrame:
+    """One row per counter: names, site, location, first/last seen and number of hours stored."""
+    settings = settings or get_settings()
+    columns = ["counter_id", "counter_name", "site_id", "site_name", "latitude", "longitude",
+               "installation_date", "first_seen", "last_seen", "hours"]
+    if not has_counts(settings):
+        return pd.DataFrame(columns=columns)
+    sql = f"""
+        SELECT counter_id, arg_max(counter_name, timestamp) AS counter_name,
+               arg_max(site_id, timestamp) AS site_id, arg_max(site_name, timestamp) AS site_name,
+               arg_max(latitude, timestamp) AS latitude, arg_max(longitude, timestamp) AS longitude,
+               max(installation_date) AS installation_date,
+               min(timestamp) AS first_seen, max(timestamp) AS last_seen, count(*) AS hours
+        FROM {_COUNTS} GROUP BY counter_id ORDER BY counter_id
+    """
+    with _connect() as con:
+        frame = con.execute(sql, [_glob(settings)]).df()
+    for column in ("first_seen", "last_seen"):
+        frame[column] = to_paris(frame[column])
+    return frame[columns]
+
+
+def summary(settings: Settings | None = None) -> dict:
+    """Counters, period and rows of the store (for the CLI, the demo and the UI)."""
+    settings = settings or get_settings()
+    table = counters(settings)
+    if table.empty:
+        return {"rows": 0, "counters": 0, "first": None, "last": None, "months": 0}
+    months = sorted(p.parent.name.split("=", 1)[1] for p in settings.counts_dir.glob("month=*/*.parquet"))
+    return {
+        "rows": int(table["hours"].sum()),
+        "counters": len(table),
+        "first": str(table["first_seen"].min()),
+        "last": str(table["last_seen"].max()),
+        "months": len(months),
+    }

@@ -1,0 +1,105 @@
+"""``velocast demo``: the main job end to end on the embedded defaults (files, SQLite, local MLflow).
+
+Data (the real Paris file when it sits beside the project, else synthetic) → ingest → weather →
+split → train ``lgbm`` and ``rf`` → forecast the day after the last stored day → say where to look.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from velocast.config import PARIS_TZ, get_settings
+
+_SHARED = Path("paris")
+_COUNTS = "counts_2020-09-01_2021-08-09.parquet"
+_WEATHER = "weather_orly_synop.csv"
+
+
+def _find_shared(name: str) -> Path | None:
+    roots = [Path.cwd() / ".." / "shared" / "data", Path(__file__).resolve().parents[3] / ".." / "shared" / "data"]
+    for root in roots:
+        candidate = (root / _SHARED / name).resolve()
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def next_day_rows(day: pd.Timestamp) -> pd.DataFrame:
+    """One row per stored counter and hour of ``day`` (Europe/Paris), without counts."""
+    from velocast.data import store
+
+    counters = store.counters()
+    hours = pd.date_range(day, day + timedelta(days=1), freq="h", tz=PARIS_TZ, inclusive="left")
+    rows = counters.merge(pd.DataFrame({"timestamp": hours}), how="cross")
+    return rows[["counter_id", "counter_name", "site_id", "site_name", "timestamp", "latitude", "longitude"]]
+
+
+def forecast_day(latest: pd.Timestamp) -> pd.Timestamp:
+    """The day to forecast: the latest stored day if it is incomplete, else the next one."""
+    local = latest.tz_convert(PARIS_TZ)
+    return local.normalize() if local.hour < 23 else local.normalize() + timedelta(days=1)
+
+
+def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool = False,
+             echo: Callable[[str], None] = print) -> dict:
+    from velocast.data import splits, store
+    from velocast.data.ingest import ingest_file
+    from velocast.data.weather import ingest_weather
+    from velocast.lifecycle.predict import load_model, predict_rows
+    from velocast.lifecycle.train import train
+
+    settings = get_settings()
+    started = time.perf_counter()
+    echo(f"velocast demo — home: {settings.home.resolve()}")
+    data = data or _find_shared(_COUNTS)
+    if data is None:
+        from velocast.data import synthetic
+
+        data = settings.home / "demo" / "synthetic.parquet"
+        synthetic.write(synthetic.generate(counters=20, days=300, start="2020-09-01", seed=0), data)
+        echo(f"1. no real data found beside the project: generated synthetic counts -> {data}")
+    else:
+        echo(f"1. real Paris counts: {data}")
+    report = ingest_file(data)
+    echo("   " + "\n   ".join(report.lines()))
+    weather = weather or _find_shared(_WEATHER)
+    if weather is not None:
+        result = ingest_weather(weather)
+        echo(f"2. weather: {result['hours_stored']:,} hourly rows from {weather.name}")
+    else:
+        echo("2. no weather file found: models train without weather features")
+    split = splits.ensure_split(settings)
+    info = splits.describe(split, settings)
+    echo(f"3. split v{split.version}, cutoff {split.cutoff}: train_baseline {info['train_baseline']['rows']:,} rows, "
+         f"test_baseline {info['test_baseline']['rows']:,} rows ({info['test_baseline']['days']} whole days), "
+         f"test_current {info['test_current']['rows']:,} rows ({info['test_current']['period']})")
+    results = {}
+    for model_type in ("lgbm", "rf"):
+        result = train(model_type, model_test=fast, settings=settings)
+        results[model_type] = result
+        b, c = result.metrics_baseline, result.metrics_current or {}
+        echo(f"4. trained {model_type} ({result.horizon}) in {result.train_seconds:.1f}s -> {result.registry_uri}: "
+             f"test_baseline RMSE {b['rmse']:.1f} R² {b['r2']:.3f}"
+             + (f"; test_current RMSE {c['rmse']:.1f} R² {c['r2']:.3f}" if c else ""))
+    day = forecast_day(store.latest_timestamp(settings))
+    model = load_model("lgbm", version=results["lgbm"].model_version, settings=settings)
+    forecast = predict_rows(next_day_rows(day), model, settings).frame
+    out = settings.reports_dir / f"demo_forecast_{day.date()}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    forecast.to_csv(out, index=False)
+    totals = forecast.groupby("counter_name")["prediction"].sum().sort_values(ascending=False)
+    echo(f"5. day-ahead forecast for {day.date()} ({len(forecast):,} counter-hours) -> {out}")
+    for name, total in totals.head(5).items():
+        echo(f"     {name:45s} {total:8.0f} bikes")
+    elapsed = time.perf_counter() - started
+    echo(f"done in {elapsed:.0f}s. Look at:")
+    echo(f"   MLflow UI:  mlflow ui --backend-store-uri {settings.tracking_uri}")
+    echo(f"   summary:    {settings.summary_location}")
+    echo(f"   reports:    {settings.reports_dir.resolve()}")
+    echo("   API / UI:   velocast serve   |   velocast ui")
+    return {"results": results, "forecast": out, "seconds": elapsed}

@@ -1,0 +1,143 @@
+"""The datasets of a training run: what it trains on and the fixed sets it is scored on.
+
+``data_source``:
+- ``baseline``: ``train_baseline`` of the active split;
+- ``current``: ``train_current`` (the first 80% of the days after the cutoff);
+- ``reference``: the sliding window ``train_baseline`` + ``train_current`` (the original system's
+  fine-tuning set).
+``--data PATH`` trains on a file that is not ingested; its rows on any test day of the active
+split are left out of training, so the test sets stay unseen. Posted ``current_data`` (the API)
+is split by time: its first 80% joins training, its latest 20% becomes ``test_current``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from velocast.config import Settings, get_settings
+from velocast.data import splits, store
+from velocast.data.ingest import read_table, validate
+from velocast.data.splits import SplitRecord, frame_hash, paris_day, split_by_time
+
+log = logging.getLogger(__name__)
+
+DATA_SOURCES = ("baseline", "current", "reference")
+MODEL_TEST_ROWS = 1000
+MODEL_TEST_EVAL_ROWS = 3000
+
+
+@dataclass
+class Dataset:
+    name: str
+    frame: pd.DataFrame
+    source: str
+
+    @property
+    def content_hash(self) -> str:
+        return frame_hash(self.frame)
+
+
+@dataclass
+class Datasets:
+    train: Dataset
+    test_baseline: Dataset
+    test_current: Dataset | None
+    split: SplitRecord | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Labelled rows that may serve as history for features (the store adds the rest)."""
+        return self.train.frame
+
+
+def read_rows(path: Path | str) -> pd.DataFrame:
+    """Canonical rows of a file (any supported format) without ingesting it; bad rows raise."""
+    result = validate(read_table(path), known_counters=store.counters())
+    if not result.rejected.empty:
+        first = result.rejected.iloc[0]
+        log.warning("%s: %d rows rejected (first: row %s, %s)", path, len(result.rejected),
+                    first["source_row"], first["detail"])
+    return result.accepted
+
+
+def _sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    if len(frame) <= rows:
+        return frame
+    return frame.sample(rows, random_state=seed).sort_values(["timestamp", "counter_id"]).reset_index(drop=True)
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["timestamp", "counter_id"], kind="stable").reset_index(drop=True)
+
+
+def load_datasets(data_source: str = "baseline", settings: Settings | None = None,
+                  data_path: Path | str | None = None, current_data: pd.DataFrame | None = None,
+                  model_test: bool = False, seed: int = 42, split: SplitRecord | None = None) -> Datasets:
+    settings = settings or get_settings()
+    if data_source not in DATA_SOURCES:
+        raise ValueError(f"unknown data source {data_source!r}: expected one of {', '.join(DATA_SOURCES)}")
+    notes: list[str] = []
+    if data_path is not None:
+        file_rows = read_rows(data_path)
+        if file_rows.empty:
+            raise ValueError(f"{data_path}: no valid rows to train on")
+        split = split or splits.active_split(settings)
+        if split is None:
+            # nothing recorded: hold out whole days of the file itself
+            test_days = splits.choose_test_days(list(paris_day(file_rows["timestamp"]).unique()), 0.2, seed)
+            train, test_b = splits.split_baseline(file_rows, test_days)
+            test_baseline = Dataset("test_baseline", test_b, f"{data_path} (held-out days)")
+            test_current = None
+            notes.append("no split recorded: test_baseline = whole held-out days of the file")
+        else:
+            test_baseline = Dataset("test_baseline", splits.load_split("test_baseline", split, settings),
+                                    f"split v{split.version}")
+            test_c = splits.load_split("test_current", split, settings)
+            test_current = Dataset("test_current", test_c, f"split v{split.version}") if len(test_c) else None
+            held_out = set(split.test_days) | set(str(d) for d in paris_day(test_c["timestamp"]).unique())
+            keep = ~paris_day(file_rows["timestamp"]).astype(str).isin(held_out)
+            if (~keep).any():
+                notes.append(f"{int((~keep).sum())} rows of the file fall on test days and were left out of training")
+            train = file_rows[keep.to_numpy()]
+        train_ds = Dataset("train_file", _sorted(train), str(data_path))
+    else:
+        split = split or splits.ensure_split(settings)
+        source = f"split v{split.version}"
+        train_b = splits.load_split("train_baseline", split, settings)
+        test_baseline = Dataset("test_baseline", splits.load_split("test_baseline", split, settings), source)
+        train_c, test_c = splits.split_by_time(splits.load_split("current", split, settings),
+                                               split.current_test_fraction)
+        test_current = Dataset("test_current", test_c, f"store after {split.cutoff}") if len(test_c) else None
+        if data_source == "baseline":
+            train_ds = Dataset("train_baseline", train_b, source)
+        elif data_source == "current":
+            if train_c.empty:
+                raise ValueError(f"no current data after the cutoff {split.cutoff}: ingest newer data first")
+            train_ds = Dataset("train_current", train_c, f"store after {split.cutoff}")
+        else:
+            train_ds = Dataset("reference", _sorted(pd.concat([train_b, train_c], ignore_index=True)),
+                               f"{source} + store after {split.cutoff}")
+    if current_data is not None and not current_data.empty:
+        posted_train, posted_test = split_by_time(_sorted(current_data), 0.2)
+        train_ds = Dataset(f"{train_ds.name}+posted_current",
+                           _sorted(pd.concat([train_ds.frame, posted_train], ignore_index=True)
+                                   .drop_duplicates(["counter_id", "timestamp"], keep="last")),
+                           f"{train_ds.source} + posted rows")
+        test_current = Dataset("test_current", posted_test, "posted rows (latest 20% of days)")
+        notes.append(f"posted current data: {len(posted_train)} rows trained on, {len(posted_test)} held out")
+    if model_test:
+        train_ds = Dataset(train_ds.name, _sample(train_ds.frame, MODEL_TEST_ROWS, seed), train_ds.source + " (sample)")
+        test_baseline = Dataset("test_baseline", _sample(test_baseline.frame, MODEL_TEST_EVAL_ROWS, seed),
+                                test_baseline.source + " (sample)")
+        if test_current is not None:
+            test_current = Dataset("test_current", _sample(test_current.frame, MODEL_TEST_EVAL_ROWS, seed),
+                                   test_current.source + " (sample)")
+        notes.append(f"test mode: {MODEL_TEST_ROWS} training rows, at most {MODEL_TEST_EVAL_ROWS} per test set")
+    if train_ds.frame.empty:
+        raise ValueError("no training rows")
+    return Datasets(train_ds, test_baseline, test_current, split, notes)

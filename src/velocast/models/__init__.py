@@ -1,0 +1,262 @@
+"""The model catalogue: name -> how to build it, its hyper-parameters, how it fine-tunes.
+
+Every model is one scikit-learn ``Pipeline``: ``FeatureBuilder`` then an estimator, so the same
+object is fitted, logged to MLflow, loaded and served.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.pipeline import Pipeline
+
+from velocast.features import HORIZONS, FeatureBuilder
+from velocast.models import baseline as _baseline
+from velocast.models import lgbm as _lgbm
+from velocast.models import nn as _nn
+from velocast.models import rf as _rf
+from velocast.models import rf_class as _rf_class
+
+MODEL_TYPES = ("lgbm", "rf", "nn", "rf_class", "baseline")
+REGISTERED_NAME = "bike-traffic-{model_type}"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable hyper-parameter: its type, bounds or choices."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+    nullable: bool = False
+
+    def check(self, name: str, value: Any) -> Any:
+        if value is None and self.nullable:
+            return None
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"hyperparameter {name}={value!r}: expected one of {list(self.choices)}")
+            return value
+        if self.kind is int and (isinstance(value, bool) or not float(value).is_integer()):
+            raise ValueError(f"hyperparameter {name}={value!r}: expected an integer")
+        try:
+            value = self.kind(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"hyperparameter {name}={value!r}: expected {self.kind.__name__}") from exc
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise ValueError(f"hyperparameter {name}={value!r}: expected between {self.low} and {self.high}")
+        return value
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str  # "regression" or "classification"
+    default_horizon: str
+    description: str
+    params: dict[str, Param]
+    defaults: dict[str, Any]
+    make_estimator: Callable[[dict[str, Any], int], Any]
+    fine_tune_continue: str  # how the "continue" strategy works for this family
+    continue_defaults: dict[str, Any] = field(default_factory=dict)
+    counter_as_category: bool = False
+    search_space: Callable[[Any], dict[str, Any]] | None = None
+
+
+def _lgbm_space(trial: Any) -> dict[str, Any]:
+    return {
+        "num_leaves": trial.suggest_int("num_leaves", 31, 255, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.15, log=True),
+        "n_estimators": trial.suggest_int("n_estimators", 200, 1200, step=100),
+        "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
+        "subsample": trial.suggest_float("subsample", 0.6, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+    }
+
+
+def _rf_space(trial: Any) -> dict[str, Any]:
+    return {
+        "n_estimators": trial.suggest_int("n_estimators", 30, 120, step=10),
+        "max_depth": trial.suggest_int("max_depth", 8, 30),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 20, log=True),
+        "max_features": trial.suggest_float("max_features", 0.3, 1.0),
+    }
+
+
+def _nn_space(trial: Any) -> dict[str, Any]:
+    return {
+        "embedding_dim": trial.suggest_categorical("embedding_dim", [8, 16, 32]),
+        "hidden": trial.suggest_categorical("hidden", [64, 128, 256]),
+        "learning_rate": trial.suggest_float("learning_rate", 3e-4, 3e-3, log=True),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.3),
+    }
+
+
+def _rf_class_space(trial: Any) -> dict[str, Any]:
+    return {
+        "n_estimators": trial.suggest_int("n_estimators", 50, 200, step=25),
+        "max_depth": trial.suggest_int("max_depth", 8, 24),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 20, log=True),
+    }
+
+
+CATALOGUE: dict[str, ModelSpec] = {
+    "lgbm": ModelSpec(
+        name="lgbm", task="regression", default_horizon="day-ahead",
+        description="LightGBM on log1p(count); the default champion",
+        params={"n_estimators": Param(int, 1, 10_000), "learning_rate": Param(float, 1e-4, 1.0),
+                "num_leaves": Param(int, 2, 4096), "min_child_samples": Param(int, 1, 10_000),
+                "subsample": Param(float, 0.1, 1.0), "subsample_freq": Param(int, 0, 100),
+                "colsample_bytree": Param(float, 0.1, 1.0), "reg_lambda": Param(float, 0.0, 1e4)},
+        defaults=_lgbm.DEFAULTS,
+        make_estimator=lambda p, seed: _lgbm.LGBMCountRegressor(**p, random_state=seed),
+        fine_tune_continue="LightGBM init_model: extra trees at a lower learning rate",
+        continue_defaults=_lgbm.CONTINUE_DEFAULTS, counter_as_category=True, search_space=_lgbm_space,
+    ),
+    "rf": ModelSpec(
+        name="rf", task="regression", default_horizon="calendar",
+        description="RandomForest on raw counts (n_estimators=50, max_depth=20 as the original)",
+        params={"n_estimators": Param(int, 1, 2000), "max_depth": Param(int, 1, 200, nullable=True),
+                "min_samples_leaf": Param(int, 1, 10_000), "max_features": Param(float, 0.01, 1.0),
+                "extra_estimators": Param(int, 1, 1000)},
+        defaults=_rf.DEFAULTS,
+        make_estimator=lambda p, seed: RandomForestRegressor(
+            **{k: v for k, v in p.items() if k != "extra_estimators"}, random_state=seed, n_jobs=2),
+        fine_tune_continue="RandomForest warm start: extra trees grown on the new data",
+        continue_defaults=_rf.CONTINUE_DEFAULTS, search_space=_rf_space,
+    ),
+    "nn": ModelSpec(
+        name="nn", task="regression", default_horizon="calendar",
+        description="PyTorch: counter embedding + scaled numeric features (extra 'nn')",
+        params={"embedding_dim": Param(int, 1, 512), "hidden": Param(int, 4, 4096),
+                "dropout": Param(float, 0.0, 0.9), "epochs": Param(int, 1, 1000),
+                "learning_rate": Param(float, 1e-6, 1.0), "batch_size": Param(int, 8, 1 << 20),
+                "patience": Param(int, 1, 100)},
+        defaults=_nn.DEFAULTS,
+        make_estimator=lambda p, seed: _nn.TorchRegressor(**p, random_state=seed),
+        fine_tune_continue="more epochs from the champion's weights at a lower learning rate",
+        continue_defaults=_nn.CONTINUE_DEFAULTS, search_space=_nn_space,
+    ),
+    "rf_class": ModelSpec(
+        name="rf_class", task="classification", default_horizon="day-ahead",
+        description="Affluence classifier: busier than this counter's usual for that hour? (calibrated)",
+        params={"n_estimators": Param(int, 1, 2000), "max_depth": Param(int, 1, 200, nullable=True),
+                "min_samples_leaf": Param(int, 1, 10_000),
+                "calibration": Param(str, choices=("isotonic", "sigmoid"))},
+        defaults=_rf_class.DEFAULTS,
+        make_estimator=lambda p, seed: _rf_class.AffluenceClassifier(**p, random_state=seed),
+        fine_tune_continue="refit on the sliding window (calibration needs fresh rows)",
+        search_space=_rf_class_space,
+    ),
+    "baseline": ModelSpec(
+        name="baseline", task="regression", default_horizon="calendar",
+        description="Seasonal naive: mean per counter x weekday x hour (Paris time)",
+        params={}, defaults={},
+        make_estimator=lambda p, seed: _baseline.SeasonalNaiveRegressor(),
+        fine_tune_continue="refit on the sliding window",
+    ),
+}
+
+
+def get_spec(model_type: str) -> ModelSpec:
+    try:
+        return CATALOGUE[model_type]
+    except KeyError:
+        raise ValueError(f"unknown model type {model_type!r}: expected one of {', '.join(MODEL_TYPES)}") from None
+
+
+def registered_name(model_type: str) -> str:
+    get_spec(model_type)
+    return REGISTERED_NAME.format(model_type=model_type)
+
+
+def validate_hyperparams(model_type: str, hyperparams: dict[str, Any] | None) -> dict[str, Any]:
+    """Check names, types and ranges; return the values converted to their types."""
+    spec = get_spec(model_type)
+    hyperparams = hyperparams or {}
+    unknown = sorted(set(hyperparams) - set(spec.params))
+    if unknown:
+        allowed = ", ".join(sorted(spec.params)) or "none"
+        raise ValueError(f"unknown hyperparameters for {model_type}: {unknown}; allowed: {allowed}")
+    return {name: spec.params[name].check(name, value) for name, value in hyperparams.items()}
+
+
+def resolve_horizon(model_type: str, horizon: str | None) -> str:
+    spec = get_spec(model_type)
+    horizon = horizon or spec.default_horizon
+    if horizon not in HORIZONS:
+        raise ValueError(f"unknown horizon {horizon!r}: expected one of {', '.join(HORIZONS)}")
+    return horizon
+
+
+def build_pipeline(model_type: str, hyperparams: dict[str, Any] | None = None, horizon: str | None = None,
+                   seed: int = 42, feature_set: str = "full") -> Pipeline:
+    spec = get_spec(model_type)
+    params = {**spec.defaults, **validate_hyperparams(model_type, hyperparams)}
+    params.pop("extra_estimators", None)
+    features = FeatureBuilder(horizon=resolve_horizon(model_type, horizon), feature_set=feature_set,
+                              counter_as_category=spec.counter_as_category and feature_set == "full")
+    return Pipeline([("features", features), ("model", spec.make_estimator(params, seed))])
+
+
+def continue_training(champion: Pipeline, model_type: str, X: pd.DataFrame, y: np.ndarray,
+                      hyperparams: dict[str, Any] | None = None) -> Pipeline:
+    """A challenger that continues from the champion's fitted state on new rows (not in place)."""
+    spec = get_spec(model_type)
+    params = {**spec.continue_defaults, **validate_hyperparams(model_type, hyperparams)}
+    features = champion.named_steps["features"]
+    old = champion.named_steps["model"]
+    Xf = features.transform(X)
+    if model_type == "lgbm":
+        merged = {**old.get_params(), **{k: v for k, v in params.items() if k in old.get_params()}}
+        model = _lgbm.LGBMCountRegressor(**merged).fit(Xf, y, init_model=old)
+    elif model_type == "rf":
+        model = copy.deepcopy(old)
+        model.set_params(warm_start=True, n_estimators=old.n_estimators + int(params["extra_estimators"]))
+        model.fit(Xf, y)
+        model.set_params(warm_start=False)
+    elif model_type == "nn":
+        model = copy.deepcopy(old)
+        model._get_module()
+        model.continue_fit(Xf, y, epochs=int(params["epochs"]), learning_rate=float(params["learning_rate"]))
+    else:
+        raise ValueError(f"{model_type} has no 'continue' fine-tuning: {spec.fine_tune_continue}; "
+                         "use the sliding_window strategy")
+    return Pipeline([("features", features), ("model", model)])
+
+
+def predict_frame(pipeline: Pipeline, X: pd.DataFrame) -> pd.DataFrame:
+    """``prediction`` (and ``probability`` for classifiers) for rows of canonical input."""
+    Xf = pipeline.named_steps["features"].transform(X)
+    model = pipeline.named_steps["model"]
+    out = pd.DataFrame(index=X.index)
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(Xf)[:, 1]
+        out["probability"] = proba
+        out["prediction"] = (proba >= 0.5).astype(int)
+    else:
+        out["prediction"] = model.predict(Xf)
+    return out
+
+
+def classification_labels(pipeline: Pipeline, X: pd.DataFrame, counts: np.ndarray) -> np.ndarray:
+    """The affluence labels of rows, with the medians learned by this classifier."""
+    Xf = pipeline.named_steps["features"].transform(X)
+    return pipeline.named_steps["model"].labels(Xf, counts)
+
+
+def feature_importance(pipeline: Pipeline) -> pd.Series | None:
+    model = pipeline.named_steps["model"]
+    values = getattr(model, "feature_importances_", None)
+    if values is None:
+        return None
+    names = pipeline.named_steps["features"].feature_names_out_
+    return pd.Series(np.asarray(values, float), index=names).sort_values(ascending=False)

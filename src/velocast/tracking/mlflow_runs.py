@@ -1,0 +1,146 @@
+"""MLflow plumbing: configuration, dataset inputs, figures and model logging.
+
+Default tracking store: a SQLite file in the velocast home, artifacts in ``home/mlartifacts``;
+``MLFLOW_TRACKING_URI`` points everything at a server instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from velocast.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# Types velocast models are made of; anything else found in a model refuses to be logged.
+_TRUSTED_PREFIXES = ("velocast.", "sklearn.", "lightgbm.", "numpy.", "collections.OrderedDict",
+                     "builtins.", "scipy.")
+
+
+def configure(settings: Settings | None = None) -> str:
+    """Point MLflow at the configured tracking store and make sure the experiment exists."""
+    settings = settings or get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        artifact_location = None if settings.mlflow_tracking_uri else settings.artifact_location
+        try:
+            client.create_experiment(settings.experiment_name, artifact_location=artifact_location)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by another process
+            pass
+    mlflow.set_experiment(settings.experiment_name)
+    return settings.tracking_uri
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements of a logged model (inferring them costs seconds per model)."""
+    names = ["velocast", "scikit-learn", "lightgbm", "pandas", "numpy", "skops", "holidays", "pyyaml"]
+    out = []
+    for name in names:
+        try:
+            version = metadata.version(name)
+            out.append(f"{name}=={version}" if name != "velocast" else name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def trusted_types(model: Any) -> list[str]:
+    """The skops types of ``model``; raise if any is outside what velocast builds."""
+    import skops.io as sio
+
+    types = sio.get_untrusted_types(data=sio.dumps(model))
+    foreign = [t for t in types if not t.startswith(_TRUSTED_PREFIXES)]
+    if foreign:
+        raise TypeError(f"model holds types velocast does not trust for loading: {foreign}")
+    return types
+
+
+def input_example(frame: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """A few rows of model input, timestamps as ISO strings with offsets (JSON-friendly)."""
+    example = frame.head(rows).copy()
+    for column in example.columns:
+        if isinstance(example[column].dtype, pd.DatetimeTZDtype):
+            example[column] = example[column].map(lambda t: t.isoformat())
+        elif pd.api.types.is_datetime64_any_dtype(example[column]):
+            example[column] = example[column].dt.strftime("%Y-%m-%d")
+    return example
+
+
+def model_signature(classification: bool = False) -> Any:
+    """Inputs a velocast model accepts: counter and timestamp required, the rest optional."""
+    from mlflow.types import ColSpec, Schema
+
+    from velocast.data.weather import WEATHER_COLUMNS
+    from velocast.features import HISTORY_COLUMNS
+
+    inputs = [ColSpec("string", "counter_id"), ColSpec("string", "timestamp")]
+    inputs += [ColSpec("string", c, required=False) for c in ("counter_name", "site_id", "site_name")]
+    inputs += [ColSpec("double", c, required=False)
+               for c in ("latitude", "longitude", *WEATHER_COLUMNS, *HISTORY_COLUMNS)]
+    outputs = Schema([ColSpec("long" if classification else "double")])
+    return mlflow.models.ModelSignature(inputs=Schema(inputs), outputs=outputs)
+
+
+def log_model(pipeline: Any, example: pd.DataFrame, classification: bool = False) -> Any:
+    """Log a fitted pipeline (skops, explicit signature, input example); return MLflow's ModelInfo."""
+    import mlflow.sklearn
+
+    keep = [c for c in ("counter_id", "counter_name", "site_id", "site_name", "timestamp", "latitude", "longitude")
+            if c in example]
+    return mlflow.sklearn.log_model(
+        pipeline, name="model", signature=model_signature(classification), input_example=example[keep],
+        pip_requirements=pip_requirements(), serialization_format="skops",
+        skops_trusted_types=trusted_types(pipeline))
+
+
+def log_dataset(frame: pd.DataFrame, name: str, content_hash: str, source: str, context: str) -> None:
+    """Record a dataset used by the run: name, rows, period and content hash."""
+    period = ("" if frame.empty else
+              f"{frame['timestamp'].min().isoformat()} .. {frame['timestamp'].max().isoformat()}")
+    profile = pd.DataFrame({"rows": [len(frame)], "counters": [frame["counter_id"].nunique() if len(frame) else 0],
+                            "period": [period], "content_hash": [content_hash]})
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    dataset = mlflow.data.from_pandas(profile, source=CodeDatasetSource(tags={"velocast_source": source}), name=name,
+                                      digest=content_hash[:16])
+    mlflow.log_input(dataset, context=context, tags={"rows": str(len(frame)), "period": period,
+                                                     "content_hash": content_hash})
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    mlflow.log_figure(figure, artifact_file)
+
+
+def log_frame(frame: pd.DataFrame, artifact_file: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        frame.to_csv(path)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_file).parent) if "/" in artifact_file else None)
+
+
+def log_metrics(prefix: str, metrics: dict[str, Any]) -> None:
+    mlflow.log_metrics({f"{prefix}_{k}": float(v) for k, v in metrics.items()
+                        if v is not None and k != "n" and isinstance(v, (int, float))})
+
+
+def artifact_location(model_info: Any) -> str:
+    """The physical location of a logged model, loadable without the tracking server."""
+    return mlflow.get_logged_model(model_info.model_id).artifact_location
+
+
+def silence_mlflow_logs() -> None:
+    """MLflow prints migration and registration chatter at INFO; keep velocast's output readable."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

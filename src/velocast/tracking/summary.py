@@ -1,0 +1,199 @@
+"""``summary.json``: an append-only list of every training run, readable without MLflow.
+
+Each entry says what was trained, where the model lives (``model_uri``: an artifact location a
+consumer can load directly, no tracking server needed) and how it scored. ``rmse``, ``mae`` and
+``r2`` are **test_baseline** metrics (never training metrics, which sit in ``train_metrics``);
+``r2_current``/``rmse_current`` are on ``test_current`` when the run had one.
+
+Entries are never removed; only ``is_champion`` flags move on promotion and rollback. Every write
+is a read-modify-write under an inter-process lock, published atomically (a temporary file then a
+rename), so concurrent writers never lose an entry and a crash leaves the previous file intact.
+The location may be a local path or any fsspec URI (``s3://bucket/models/summary.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from velocast.config import Settings, get_settings
+from velocast.evaluation.metrics import lower_is_better
+from velocast.fileio import atomic_write_bytes, file_lock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SummaryEntry:
+    timestamp: str
+    model_type: str
+    env: str
+    test_mode: bool
+    run_id: str
+    model_uri: str
+    registered_model: str | None = None
+    model_version: str | None = None
+    horizon: str | None = None
+    data_source: str | None = None
+    split_version: int | None = None
+    metrics_scope: str = "test_baseline"
+    rmse: float | None = None
+    mae: float | None = None
+    r2: float | None = None
+    double_evaluation_enabled: bool = False
+    r2_baseline: float | None = None
+    rmse_baseline: float | None = None
+    r2_current: float | None = None
+    rmse_current: float | None = None
+    baseline_regression: bool | None = None
+    is_champion: bool = False
+    train_metrics: dict[str, Any] = field(default_factory=dict)
+    extra_metrics: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SummaryEntry:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _local_path(uri: str) -> Path:
+    return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+
+
+def _lock_path(uri: str, settings: Settings) -> Path:
+    if _is_local(uri):
+        path = _local_path(uri)
+        return path.with_name(path.name + ".lock")
+    digest = hashlib.sha1(uri.encode()).hexdigest()[:12]
+    return settings.locks_dir / f"summary-{digest}.lock"
+
+
+class SummaryStore:
+    """Read and write one summary.json location."""
+
+    def __init__(self, uri: str | None = None, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        self.uri = uri or self.settings.summary_location
+
+    # ------------------------------------------------------------------ reading
+    def read(self) -> list[SummaryEntry]:
+        return [SummaryEntry.from_dict(d) for d in self._read_raw()]
+
+    def _read_raw(self) -> list[dict[str, Any]]:
+        try:
+            if _is_local(self.uri):
+                path = _local_path(self.uri)
+                if not path.exists():
+                    return []
+                text = path.read_text(encoding="utf-8")
+            else:
+                fs, path = fsspec.core.url_to_fs(self.uri)
+                if not fs.exists(path):
+                    return []
+                with fs.open(path, "r", encoding="utf-8") as handle:
+                    text = handle.read()
+        except FileNotFoundError:
+            return []
+        data = json.loads(text) if text.strip() else []
+        if not isinstance(data, list):
+            raise ValueError(f"{self.uri}: expected a JSON list of runs")
+        return data
+
+    # ------------------------------------------------------------------ writing
+    def _write_raw(self, data: list[dict[str, Any]]) -> None:
+        payload = json.dumps(data, indent=2, default=str).encode("utf-8")
+        if _is_local(self.uri):
+            atomic_write_bytes(_local_path(self.uri), payload)
+            return
+        fs, path = fsspec.core.url_to_fs(self.uri)
+        tmp = f"{path}.tmp"
+        with fs.open(tmp, "wb") as handle:  # object stores publish a whole object at once
+            handle.write(payload)
+        fs.mv(tmp, path)
+
+    @contextmanager
+    def _locked(self) -> Iterator[list[dict[str, Any]]]:
+        with file_lock(_lock_path(self.uri, self.settings)):
+            data = self._read_raw()
+            yield data
+            self._write_raw(data)
+
+    def append(self, entry: SummaryEntry) -> None:
+        with self._locked() as data:
+            data.append(entry.to_dict())
+        log.info("summary.json: appended run %s (%s)", entry.run_id, entry.model_type)
+
+    def update(self, change: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Apply ``change`` to the list under the lock (used to move champion flags)."""
+        with self._locked() as data:
+            before = len(data)
+            change(data)
+            if len(data) < before:
+                raise RuntimeError("summary.json is append-only: an update may not remove entries")
+
+    def set_champion(self, model_type: str, run_id: str | None) -> None:
+        """Flag ``run_id`` as the champion of ``model_type`` (None: no champion) and clear the others."""
+        def change(data: list[dict[str, Any]]) -> None:
+            if run_id is not None and not any(
+                    d.get("run_id") == run_id and d.get("model_type") == model_type for d in data):
+                raise KeyError(f"run {run_id} of {model_type} is not in {self.uri}")
+            for d in data:
+                if d.get("model_type") == model_type:
+                    d["is_champion"] = d.get("run_id") == run_id
+        self.update(change)
+
+    # ------------------------------------------------------------------ lookups
+    def champion(self, model_type: str) -> SummaryEntry | None:
+        matches = [e for e in self.read() if e.model_type == model_type and e.is_champion]
+        return matches[-1] if matches else None
+
+    def find(self, run_id: str) -> SummaryEntry | None:
+        matches = [e for e in self.read() if e.run_id == run_id]
+        return matches[-1] if matches else None
+
+    def best_model(self, model_type: str, metric: str = "rmse", env: str | None = None,
+                   test_mode: bool | None = None) -> SummaryEntry | None:
+        """The champion of ``model_type`` if there is one, else the best run by ``metric``."""
+        champion = self.champion(model_type)
+        if champion is not None:
+            return champion
+        candidates = [e for e in self.read() if e.model_type == model_type
+                      and (env is None or e.env == env) and (test_mode is None or e.test_mode == test_mode)]
+        scored = [e for e in candidates if _metric(e, metric) is not None]
+        if not scored:
+            return None
+        reverse = not lower_is_better(metric)
+        return sorted(scored, key=lambda e: _metric(e, metric), reverse=reverse)[0]
+
+
+def _metric(entry: SummaryEntry, metric: str) -> float | None:
+    value = getattr(entry, metric, None)
+    if value is None:
+        value = entry.extra_metrics.get(metric)
+    return None if value is None else float(value)
+
+
+def load_best_model(model_type: str, metric: str = "rmse", env: str | None = None,
+                    test_mode: bool | None = None, uri: str | None = None) -> Any:
+    """Load the best model straight from its artifact location (no MLflow server needed)."""
+    import mlflow.sklearn
+
+    entry = SummaryStore(uri).best_model(model_type, metric, env, test_mode)
+    if entry is None:
+        raise LookupError(f"no {model_type} model in summary.json")
+    return mlflow.sklearn.load_model(entry.model_uri)

@@ -1,0 +1,93 @@
+"""Store queries and time-honest splits on real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from velocast.config import get_settings
+from velocast.data import splits, store
+from velocast.data.splits import SplitError
+
+
+def test_store_layout_and_queries(real_home: Path) -> None:
+    settings = get_settings()
+    months = sorted(p.parent.name for p in settings.counts_dir.glob("month=*/counts.parquet"))
+    assert months[0] == "month=2020-09" and months[-1] == "month=2021-08" and len(months) == 12
+    week = store.query_counts("2021-03-01", "2021-03-08")
+    assert week["timestamp"].min() >= pd.Timestamp("2021-03-01", tz="Europe/Paris")
+    assert week["timestamp"].max() < pd.Timestamp("2021-03-08", tz="Europe/Paris")
+    one = store.counters()["counter_id"].iloc[0]
+    only = store.query_counts("2021-03-01", "2021-03-08", counter_ids=[one])
+    assert set(only["counter_id"]) == {one} and len(only) <= 7 * 24
+    last = store.last_days(7)
+    assert last["timestamp"].max() == store.latest_timestamp()
+    assert (last["timestamp"].max() - last["timestamp"].min()) < pd.Timedelta(days=7)
+    table = store.counters()
+    assert len(table) == 8 and (table["first_seen"] < table["last_seen"]).all()
+
+
+def test_no_test_day_hour_in_train(real_home: Path) -> None:
+    record = splits.active_split()
+    train = splits.load_split("train_baseline", record)
+    test = splits.load_split("test_baseline", record)
+    train_days = set(splits.paris_day(train["timestamp"]))
+    test_days = set(splits.paris_day(test["timestamp"]))
+    assert train_days.isdisjoint(test_days)
+    assert {d.isoformat() for d in test_days} == set(record.test_days)
+    # whole days spread over the period: every 10-day chunk of the baseline... at most ~2x the mean gap
+    days = sorted(pd.to_datetime(record.test_days))
+    gaps = np.diff(days).astype("timedelta64[D]").astype(int)
+    assert gaps.max() <= 10
+    assert abs(len(test) / (len(train) + len(test)) - 0.2) < 0.03
+    assert train["timestamp"].max() < record.cutoff_timestamp
+
+
+def test_splits_are_reproducible_and_recorded(real_home: Path) -> None:
+    first = splits.record_split("2021-06-01", seed=42)
+    second = splits.record_split("2021-06-01", seed=42)
+    other = splits.record_split("2021-06-01", seed=3)
+    assert first.test_days == second.test_days and first.hashes == second.hashes
+    assert first.test_days != other.test_days
+    assert [r.version for r in splits.list_versions()] == [1, 2, 3, 4]
+    assert splits.active_split().version == 4
+    # later ingests do not change a recorded baseline: the snapshot is what training reads
+    assert splits.load_split("test_baseline", first).shape[0] == first.sizes["test_baseline"]
+
+
+def test_current_is_split_by_time(real_home: Path) -> None:
+    record = splits.active_split()
+    train_c = splits.load_split("train_current", record)
+    test_c = splits.load_split("test_current", record)
+    assert train_c["timestamp"].min() >= record.cutoff_timestamp
+    assert train_c["timestamp"].max() < test_c["timestamp"].min()
+    days_train = len(set(splits.paris_day(train_c["timestamp"])))
+    days_test = len(set(splits.paris_day(test_c["timestamp"])))
+    assert days_test == round((days_train + days_test) * 0.2)
+
+
+def test_altered_snapshot_is_refused(real_home: Path) -> None:
+    record = splits.active_split()
+    path = get_settings().splits_dir / f"v{record.version}" / "test_baseline.parquet"
+    frame = pd.read_parquet(path)
+    frame.loc[0, "bike_count"] += 1
+    frame.to_parquet(path)
+    with pytest.raises(SplitError, match="altered"):
+        splits.load_split("test_baseline", record)
+
+
+def test_split_rules_pure() -> None:
+    days = list(pd.date_range("2021-01-01", periods=100).date)
+    chosen = splits.choose_test_days(days, 0.2, seed=1)
+    assert len(chosen) == 20 and chosen == sorted(chosen)
+    with pytest.raises(SplitError):
+        splits.choose_test_days(days, 1.5, seed=1)
+    assert splits.default_cutoff(pd.Timestamp("2021-01-01", tz="UTC"), pd.Timestamp("2021-12-31", tz="UTC")).isoformat() == "2021-12-02"
+
+
+def test_empty_store_split_says_what_to_do(home: Path) -> None:
+    with pytest.raises(SplitError, match="ingest or generate data first"):
+        splits.record_split()

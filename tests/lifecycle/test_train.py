@@ -1,0 +1,97 @@
+"""Training end to end: MLflow run, registered version, summary.json, failure cleanup, predict."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import REAL_COUNTS
+from velocast.cli import app
+from velocast.config import get_settings
+from velocast.lifecycle.train import train
+from velocast.tracking.registry import Registry
+from velocast.tracking.summary import SummaryStore
+
+runner = CliRunner()
+
+
+def test_model_test_run_is_tracked_registered_and_summarised(real_home: Path) -> None:
+    result = train("lgbm", model_test=True)
+    assert result.rows["train"] == 1000 and result.model_version == "1"
+    assert result.double_evaluation_enabled and result.metrics_current["n"] > 0
+    run = mlflow.get_run(result.run_id)
+    for key in ("train_rmse", "test_baseline_rmse", "test_baseline_r2", "test_baseline_rmse_log1p", "test_current_rmse"):
+        assert key in run.data.metrics
+    assert run.data.params["hp_num_leaves"] == "63" and run.data.tags["horizon"] == "day-ahead"
+    inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
+    assert inputs == {"train_baseline", "test_baseline", "test_current"}
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
+    assert "plots/feature_importance.png" in artifacts and "plots/test_baseline_predicted_vs_actual.png" in artifacts
+    entry = SummaryStore().find(result.run_id)
+    assert entry.rmse == pytest.approx(result.metrics_baseline["rmse"])  # test_baseline, not training
+    assert entry.train_metrics["rmse"] == pytest.approx(result.metrics_train["rmse"])
+    assert entry.metrics_scope == "test_baseline" and not entry.is_champion
+    # loadable from summary.json's artifact location, and by registry URI in plain MLflow
+    frame = pd.read_parquet(REAL_COUNTS).head(3).rename(columns={"date": "timestamp"})
+    frame["timestamp"] = frame["timestamp"].dt.tz_localize("UTC").map(lambda t: t.isoformat())
+    code = ("import mlflow, pandas as pd, sys; m = mlflow.pyfunc.load_model(sys.argv[1]); "
+            "frame = pd.read_json(sys.argv[2], convert_dates=False, dtype={'counter_id': str, 'site_id': str}); "
+            "print(len(m.predict(frame)))")
+    for uri in (entry.model_uri, result.registry_uri):
+        out = subprocess.run([sys.executable, "-c", code, uri, frame.drop(columns=["bike_count"]).to_json()],
+                             capture_output=True, text=True, env={"MLFLOW_TRACKING_URI": get_settings().tracking_uri,
+                                                                  "PATH": "/usr/bin:/bin"}, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip().endswith("3")
+
+
+def test_failed_run_leaves_no_registered_version(real_home: Path) -> None:
+    summary = Path(get_settings().summary_location)
+    summary.mkdir(parents=True)  # a folder where the file should be: appending fails
+    with pytest.raises(OSError):
+        train("baseline", model_test=True)
+    assert Registry().versions("baseline") == []
+    assert mlflow.search_runs(experiment_names=["velocast"], filter_string="status = 'FAILED'").shape[0] == 1
+
+
+def test_train_on_a_file_keeps_test_days_unseen(real_home: Path, real_subset_file: Path) -> None:
+    result = train("baseline", data_path=real_subset_file)
+    assert any("fall on test days" in note for note in result.notes)
+    assert result.rows["train"] < len(pd.read_parquet(real_subset_file))
+
+
+def test_hyperopt_logs_each_trial_as_a_nested_run(real_home: Path) -> None:
+    result = train("lgbm", model_test=True, hyperopt=True, n_trials=2)
+    children = mlflow.search_runs(experiment_names=["velocast"],
+                                  filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert len(children) == 2 and "metrics.cv_rmse" in children.columns
+
+
+def test_cli_train_and_predict_held_out_rows(real_home: Path, tmp_path: Path, real_counts: pd.DataFrame) -> None:
+    out = runner.invoke(app, ["train", "--model-type", "lgbm", "--model-test"])
+    assert out.exit_code == 0, out.output
+    assert "models:/bike-traffic-lgbm/1" in out.output and "test_baseline" in out.output
+    held_out = real_counts[real_counts["date"] >= "2021-08-02"]
+    held_out = held_out[held_out["counter_id"].isin(held_out["counter_id"].unique()[:5])]
+    source = tmp_path / "held_out.parquet"
+    held_out.to_parquet(source)
+    target = tmp_path / "predicted.csv"
+    out = runner.invoke(app, ["predict", "--input", str(source), "--output", str(target)])
+    assert out.exit_code == 0, out.output
+    predicted = pd.read_csv(target)
+    assert len(predicted) == len(held_out) and predicted["prediction"].notna().all()
+    assert "rmse=" in out.output  # counts were given, so metrics are printed
+    assert "unknown to the model" in out.output  # some of those counters are not in the subset
+
+
+def test_unknown_type_and_bad_hyperparams_are_clear_errors(real_home: Path) -> None:
+    out = runner.invoke(app, ["train", "--model-type", "xgb", "--model-test"])
+    assert out.exit_code == 2 and "unknown model type 'xgb'" in out.output
+    out = runner.invoke(app, ["train", "--model-type", "rf", "--model-test", "--hyperparams", '{"eta": 1}'])
+    assert out.exit_code == 2 and "unknown hyperparameters for rf" in out.output

@@ -1,0 +1,78 @@
+"""Features: day-ahead history never reads the predicted day or later; unknown counters work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from velocast.data import splits, store
+from velocast.features import HISTORY_COLUMNS, FeatureBuilder, add_history
+from velocast.lifecycle.inputs import enrich
+from velocast.models import build_pipeline, predict_frame
+
+
+def test_history_features_values() -> None:
+    ts = pd.date_range("2021-03-01", periods=24 * 20, freq="h", tz="Europe/Paris")
+    hist = pd.DataFrame({"counter_id": "c", "timestamp": ts, "bike_count": np.arange(len(ts), dtype=float)})
+    day = pd.Timestamp("2021-03-16 08:00", tz="Europe/Paris")
+    rows = pd.DataFrame({"counter_id": ["c", "new"], "timestamp": [day, day]})
+    out = add_history(rows, hist)
+    value = lambda t: float(hist.loc[hist["timestamp"] == pd.Timestamp(t, tz="Europe/Paris"), "bike_count"].item())
+    assert out["lag_1d"].iloc[0] == value("2021-03-15 08:00")
+    assert out["lag_7d"].iloc[0] == value("2021-03-09 08:00")
+    assert out["lag_14d"].iloc[0] == value("2021-03-02 08:00")
+    expected_mean = np.mean([value(f"2021-03-{d:02d} 08:00") for d in range(9, 16)])
+    assert out["mean_7d_same_hour"].iloc[0] == expected_mean
+    yesterday = hist[hist["timestamp"].dt.date == pd.Timestamp("2021-03-15").date()]["bike_count"]
+    assert out["yesterday_total"].iloc[0] == yesterday.sum()
+    assert out.loc[1, HISTORY_COLUMNS].isna().all()  # no history: NaN, not an error
+
+
+def test_history_same_wall_clock_hour_across_dst() -> None:
+    ts = pd.date_range("2021-03-20", "2021-03-31", freq="h", tz="Europe/Paris", inclusive="left")
+    hist = pd.DataFrame({"counter_id": "c", "timestamp": ts, "bike_count": ts.hour.astype(float)})
+    rows = pd.DataFrame({"counter_id": ["c"], "timestamp": [pd.Timestamp("2021-03-29 08:00", tz="Europe/Paris")]})
+    assert add_history(rows, hist)["lag_1d"].item() == 8.0  # 08:00 the day before the DST change too
+
+
+def test_no_future_count_changes_a_day_ahead_prediction(real_home: Path) -> None:
+    train = splits.load_split("train_baseline")
+    pipeline = build_pipeline("lgbm", {"n_estimators": 60}, "day-ahead")
+    fitted_rows = enrich(train)
+    pipeline.fit(fitted_rows, fitted_rows["bike_count"].to_numpy())
+    day = pd.Timestamp("2021-06-15", tz="Europe/Paris")
+    history = store.query_counts("2021-05-25", "2021-06-30")
+    rows = history[(history["timestamp"] >= day) & (history["timestamp"] < day + pd.Timedelta(days=1))]
+    before = predict_frame(pipeline, add_history(rows, history))["prediction"].to_numpy()
+    tampered = history.copy()
+    future = tampered["timestamp"] >= day
+    tampered.loc[future, "bike_count"] = tampered.loc[future, "bike_count"] * 10 + 1000
+    after = predict_frame(pipeline, add_history(rows, tampered))["prediction"].to_numpy()
+    np.testing.assert_array_equal(before, after)
+    # ... while changing the day before does change them (the check can fail)
+    tampered.loc[(tampered["timestamp"] >= day - pd.Timedelta(days=1)) & ~future, "bike_count"] += 500
+    changed = predict_frame(pipeline, add_history(rows, tampered))["prediction"].to_numpy()
+    assert not np.allclose(before, changed)
+
+
+def test_unknown_counter_is_predicted_from_its_neighbours(real_home: Path) -> None:
+    train = splits.load_split("train_baseline")
+    builder = FeatureBuilder().fit(train, train["bike_count"])
+    known = train.iloc[[0]].copy()
+    stranger = known.assign(counter_id="999-unknown", latitude=known["latitude"] + 0.0005)
+    features = builder.transform(pd.concat([known, stranger], ignore_index=True))
+    assert builder.unknown_counters(stranger) == ["999-unknown"]
+    assert features["counter_code"].iloc[1] == -1
+    assert np.isfinite(features["counter_how_level"]).all()
+    # its nearest known counter dominates its level: close to the known counter's level
+    assert abs(features["counter_level"].iloc[1] - features["counter_level"].iloc[0]) < 1.5
+
+
+def test_string_timestamps_are_accepted() -> None:
+    rows = pd.DataFrame({"counter_id": ["a", "a"], "latitude": 48.85, "longitude": 2.35, "bike_count": [1.0, 2.0],
+                         "timestamp": ["2021-03-01T08:00:00+01:00", "2021-03-01 09:00"]})
+    builder = FeatureBuilder().fit(rows, rows["bike_count"])
+    out = builder.transform(rows)
+    assert out["hour"].tolist() == [8, 9]  # naive text is Paris wall-clock time
