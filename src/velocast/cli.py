@@ -252,6 +252,133 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
         typer.echo(f"metrics on the given counts: {_metrics_line(result.metrics)}")
 
 
+# ------------------------------------------------------------------------------------------ decisions
+def _print_paired(label: str, paired: Any) -> None:
+    if paired is None:
+        typer.echo(f"  {label:14s} no rows")
+        return
+    typer.echo(f"  {label:14s} ({paired.rows:,} rows, same for both)")
+    typer.echo(f"    challenger   {_metrics_line(paired.challenger)}")
+    typer.echo(f"    champion     {_metrics_line(paired.champion)}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(model_type: str = typer.Option("lgbm"),
+                 run_id: Optional[str] = typer.Option(None, help="Registered run to evaluate (default: latest version)."),
+                 version: Optional[str] = typer.Option(None, help="Registered version to evaluate."),
+                 model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI."),
+                 current: Optional[Path] = typer.Option(None, help="File of recent labelled rows used as test_current."),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Double-evaluate a model against the champion and show what each policy would decide."""
+    from velocast.lifecycle.evaluate import evaluate
+
+    try:
+        outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current)
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        _echo_json(outcome.to_dict())
+        return
+    ev = outcome.evaluation
+    typer.echo(f"challenger: {ev.challenger}")
+    typer.echo(f"champion:   {ev.champion or '(none yet)'}")
+    _print_paired("test_baseline", ev.baseline)
+    _print_paired("test_current", ev.current)
+    if outcome.classifier:
+        typer.echo(f"  classifier gates: {'PASS' if outcome.classifier['passed'] else 'FAIL'} "
+                   f"(report: {outcome.reports.get('html')})")
+    for name, decision in outcome.decisions.items():
+        typer.echo(f"policy {name:14s} -> {decision.kind}")
+        for reason in decision.reasons:
+            typer.echo(f"    - {reason}")
+
+
+@app.command("promote")
+def promote_cmd(model_type: str = typer.Option("lgbm"),
+                run_id: Optional[str] = typer.Option(None, help="Run whose registered version becomes champion."),
+                version: Optional[str] = typer.Option(None, help="Registered version that becomes champion."),
+                reason: str = typer.Option("", help="Why (kept in the history).")) -> None:
+    """Move the champion alias and summary.json flag to a version, as one step."""
+    from velocast.lifecycle.promotion import PromotionError, promote
+
+    try:
+        done = promote(model_type, version=version, run_id=run_id, reason=reason)
+    except PromotionError as exc:
+        _fail(str(exc), 2)
+    typer.echo(f"{model_type}: champion {done.from_version or '-'} -> {done.to_version} "
+               f"(previous-champion: {done.previous_alias_after or '-'})")
+
+
+@app.command("rollback")
+def rollback_cmd(model_type: str = typer.Option("lgbm"), reason: str = typer.Option("")) -> None:
+    """Give the champion alias back to the previous champion."""
+    from velocast.lifecycle.promotion import PromotionError, rollback
+
+    try:
+        done = rollback(model_type, reason=reason)
+    except PromotionError as exc:
+        _fail(str(exc), 2)
+    typer.echo(f"{model_type}: champion {done.from_version} -> {done.to_version} (rolled back)")
+
+
+@app.command("champion")
+def champion_cmd(model_type: str = typer.Option("lgbm"),
+                 history: bool = typer.Option(False, "--history", help="Show promotions and rollbacks."),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """The current champion of a model type (and its promotion history)."""
+    from velocast.lifecycle import promotion
+    from velocast.tracking.registry import PREVIOUS, Registry
+
+    registry = Registry()
+    promotion.recover(model_type, registry=registry)
+    ref = registry.champion(model_type, with_metrics=True)
+    previous = registry.by_alias(model_type, PREVIOUS)
+    entry = registry.summary.champion(model_type)
+    past = promotion.history(model_type) if history else []
+    if as_json:
+        _echo_json({"champion": ref.to_dict() if ref else None, "previous_champion": previous.version if previous else None,
+                    "summary_champion_run": entry.run_id if entry else None, "history": [h.to_dict() for h in past]})
+        return
+    if ref is None:
+        typer.echo(f"{model_type}: no champion yet")
+    else:
+        metrics = {k.removeprefix("test_baseline_"): v for k, v in ref.metrics.items() if k.startswith("test_baseline_")}
+        typer.echo(f"{model_type}: champion {ref.uri} (run {ref.run_id}); previous-champion: "
+                   f"{previous.version if previous else '-'}")
+        typer.echo(f"  test_baseline {_metrics_line(metrics)}")
+    for h in past:
+        typer.echo(f"  {h.timestamp:%Y-%m-%d %H:%M:%S} {h.event:9s} {h.from_version or '-':>4} -> {h.to_version:<4} "
+                   f"by {h.actor}: {'; '.join(h.reasons)}")
+
+
+audit_app = typer.Typer(help="The append-only audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("list")
+def audit_list(limit: int = typer.Option(20), event: Optional[str] = typer.Option(None, help="Only this event type."),
+               model_type: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Latest audit events, newest first."""
+    from velocast.lifecycle.audit import AuditLog
+
+    events = AuditLog().list(limit=limit, event=event, model_type=model_type)
+    if as_json:
+        _echo_json([e.to_dict() for e in events])
+        return
+    for e in events:
+        decision = e.deployment_decision or "-"
+        line = f"{e.timestamp:%Y-%m-%d %H:%M:%S} {e.event:10s} {e.model_type or '-':9s} {decision:20s}"
+        if e.r2_baseline is not None:
+            line += f" r2_baseline={e.r2_baseline:.3f}"
+        if e.r2_current is not None:
+            line += f" r2_current={e.r2_current:.3f}"
+        if e.error_message:
+            line += f" error={e.error_message}"
+        typer.echo(line)
+        for reason in e.reasons:
+            typer.echo(f"      - {reason}")
+
+
 # ------------------------------------------------------------------------------------------ demo
 @app.command("demo")
 def demo_cmd(data: Optional[Path] = typer.Option(None, help="Counts file to use (default: the real Paris file if "

@@ -1,0 +1,183 @@
+"""The audit log: one append-only row per lifecycle event (SQLite by default, PostgreSQL by URL).
+
+There is no update or delete path in velocast, and the database itself refuses them (triggers on
+SQLite and PostgreSQL). Each row carries an ``event_id`` so a retried write is recorded once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from velocast.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain", "error")
+
+metadata = sa.MetaData()
+audit_table = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("event", sa.String(32), nullable=False, index=True),
+    sa.Column("model_type", sa.String(32)),
+    sa.Column("deployment_decision", sa.String(32)),
+    sa.Column("drift_detected", sa.Boolean),
+    sa.Column("drift_share", sa.Float),
+    sa.Column("health_state", sa.String(16)),
+    sa.Column("r2_train", sa.Float), sa.Column("rmse_train", sa.Float),
+    sa.Column("r2_baseline", sa.Float), sa.Column("rmse_baseline", sa.Float),
+    sa.Column("r2_current", sa.Float), sa.Column("rmse_current", sa.Float),
+    sa.Column("champion_r2_baseline", sa.Float), sa.Column("champion_rmse_baseline", sa.Float),
+    sa.Column("champion_r2_current", sa.Float), sa.Column("champion_rmse_current", sa.Float),
+    sa.Column("baseline_regression", sa.Boolean),
+    sa.Column("model_improvement", sa.Boolean),
+    sa.Column("model_uri", sa.Text),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("env", sa.String(16)),
+    sa.Column("actor", sa.String(128)),
+    sa.Column("from_version", sa.String(16)),
+    sa.Column("to_version", sa.String(16)),
+    sa.Column("reasons", sa.Text),
+    sa.Column("error_message", sa.Text),
+    sa.Column("details", sa.Text),
+)
+
+_SQLITE_GUARDS = [
+    "CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+]
+_POSTGRES_GUARDS = [
+    "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger AS $$ "
+    "BEGIN RAISE EXCEPTION 'the audit log is append-only'; END; $$ LANGUAGE plpgsql",
+    "DROP TRIGGER IF EXISTS audit_log_no_change ON audit_log",
+    "CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log "
+    "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+]
+
+
+@dataclass
+class AuditEvent:
+    event: str
+    model_type: str | None = None
+    deployment_decision: str | None = None
+    drift_detected: bool | None = None
+    drift_share: float | None = None
+    health_state: str | None = None
+    r2_train: float | None = None
+    rmse_train: float | None = None
+    r2_baseline: float | None = None
+    rmse_baseline: float | None = None
+    r2_current: float | None = None
+    rmse_current: float | None = None
+    champion_r2_baseline: float | None = None
+    champion_rmse_baseline: float | None = None
+    champion_r2_current: float | None = None
+    champion_rmse_current: float | None = None
+    baseline_regression: bool | None = None
+    model_improvement: bool | None = None
+    model_uri: str | None = None
+    run_id: str | None = None
+    env: str | None = None
+    actor: str | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    error_message: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def __post_init__(self) -> None:
+        if self.event not in EVENTS:
+            raise ValueError(f"unknown audit event {self.event!r}: expected one of {', '.join(EVENTS)}")
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["reasons"] = json.dumps(self.reasons)
+        row["details"] = json.dumps(self.details, default=str)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> AuditEvent:
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in row.items() if k in known}
+        data["reasons"] = json.loads(row.get("reasons") or "[]")
+        data["details"] = json.loads(row.get("details") or "{}")
+        stamp = data.get("timestamp")
+        if isinstance(stamp, datetime) and stamp.tzinfo is None:
+            data["timestamp"] = stamp.replace(tzinfo=timezone.utc)
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["timestamp"] = self.timestamp.isoformat()
+        return out
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, pool_pre_ping=True, future=True)
+    metadata.create_all(engine)
+    with engine.begin() as con:
+        guards = _SQLITE_GUARDS if engine.dialect.name == "sqlite" else \
+            _POSTGRES_GUARDS if engine.dialect.name == "postgresql" else []
+        for statement in guards:
+            con.execute(sa.text(statement))
+    return engine
+
+
+class AuditLog:
+    def __init__(self, url: str | None = None, settings: Settings | None = None):
+        self.url = url or (settings or get_settings()).audit_location
+        self.engine = _engine(self.url)
+
+    def record(self, event: AuditEvent) -> AuditEvent:
+        """Append one event; recording the same ``event_id`` twice keeps the first."""
+        try:
+            with self.engine.begin() as con:
+                con.execute(audit_table.insert().values(**event.to_row()))
+        except IntegrityError:
+            if self.get(event.event_id) is None:
+                raise
+            log.info("audit event %s was already recorded", event.event_id)
+        return event
+
+    def get(self, event_id: str) -> AuditEvent | None:
+        with self.engine.connect() as con:
+            row = con.execute(sa.select(audit_table).where(audit_table.c.event_id == event_id)).mappings().first()
+        return AuditEvent.from_row(dict(row)) if row else None
+
+    def list(self, limit: int = 50, event: str | None = None, model_type: str | None = None,
+             events: tuple[str, ...] | None = None) -> list[AuditEvent]:
+        """Newest first."""
+        query = sa.select(audit_table).order_by(audit_table.c.id.desc()).limit(limit)
+        if event:
+            query = query.where(audit_table.c.event == event)
+        if events:
+            query = query.where(audit_table.c.event.in_(events))
+        if model_type:
+            query = query.where(audit_table.c.model_type == model_type)
+        with self.engine.connect() as con:
+            rows = con.execute(query).mappings().all()
+        return [AuditEvent.from_row(dict(r)) for r in rows]
+
+    def count(self) -> int:
+        with self.engine.connect() as con:
+            return int(con.execute(sa.select(sa.func.count()).select_from(audit_table)).scalar_one())

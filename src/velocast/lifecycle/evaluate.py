@@ -1,0 +1,149 @@
+"""Double evaluation: challenger and champion scored now, on the same test rows, then decided.
+
+``test_baseline`` comes from the split snapshot; ``test_current`` from the store's latest 20% of
+days after the cutoff, or from a file given by the user. Both models see exactly the same enriched
+rows. For ``rf_class`` the classifier validation suite runs on ``test_baseline`` and its gates
+decide whether the classifier may be promoted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from velocast.config import Settings, get_settings
+from velocast.data import splits
+from velocast.evaluation.classifier import ClassifierGates, plot_classifier, time_fold_aucs, validate_classifier, write_report
+from velocast.evaluation.policies import Decision, DoubleEvaluation, PairedScores, Policy, decide_all
+from velocast.evaluation.reports import regression_report
+from velocast.lifecycle.datasets import read_rows
+from velocast.lifecycle.inputs import enrich
+from velocast.lifecycle.predict import LoadedModel, load_model
+from velocast.lifecycle.scoring import score
+from velocast.models import get_spec
+from velocast.tracking.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def _paired(name: str, rows: pd.DataFrame, model_type: str, challenger: Any, champion: Any | None) -> PairedScores:
+    ch = score(challenger, model_type, rows)
+    cp = score(champion, model_type, rows) if champion is not None else None
+    paired = PairedScores(name, len(rows), ch.metrics.to_dict(), cp.metrics.to_dict() if cp else None)
+    if cp is not None and get_spec(model_type).task == "regression":
+        y = rows["bike_count"].to_numpy(float)
+        frame = pd.DataFrame({"day": splits.paris_day(rows["timestamp"]).to_numpy(),
+                              "counter": rows["counter_id"].astype(str).to_numpy(),
+                              "se_challenger": (ch.predictions - y) ** 2, "se_champion": (cp.predictions - y) ** 2})
+        daily = frame.groupby("day").agg(n=("se_challenger", "size"), se_challenger=("se_challenger", "sum"),
+                                         se_champion=("se_champion", "sum")).reset_index()
+        counters = frame.groupby("counter").agg(n=("se_challenger", "size"), se_challenger=("se_challenger", "mean"),
+                                                se_champion=("se_champion", "mean")).reset_index()
+        counters["rmse_challenger"] = np.sqrt(counters.pop("se_challenger"))
+        counters["rmse_champion"] = np.sqrt(counters.pop("se_champion"))
+        paired.daily, paired.per_counter = daily, counters
+    return paired
+
+
+def double_evaluate(model_type: str, challenger: Any, challenger_uri: str, champion: Any | None,
+                    champion_uri: str | None, test_baseline: pd.DataFrame, test_current: pd.DataFrame | None,
+                    gates_passed: bool | None = None) -> DoubleEvaluation:
+    """Score both models on the same enriched rows of both test sets."""
+    task = get_spec(model_type).task
+    baseline = _paired("test_baseline", test_baseline, model_type, challenger, champion)
+    current = (_paired("test_current", test_current, model_type, challenger, champion)
+               if test_current is not None and len(test_current) else None)
+    notes = [] if current is not None else ["no test_current rows"]
+    return DoubleEvaluation(model_type, task, challenger_uri, champion_uri if champion is not None else None,
+                            baseline, current, gates_passed, notes)
+
+
+@dataclass
+class EvaluationOutcome:
+    evaluation: DoubleEvaluation
+    decisions: dict[str, Decision]
+    reports: dict[str, str] = field(default_factory=dict)
+    classifier: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"double_evaluation": self.evaluation.to_dict(),
+                "decisions": {k: d.to_dict() for k, d in self.decisions.items()},
+                "reports": self.reports, "classifier_validation": self.classifier}
+
+
+def classifier_validation(pipeline: Any, rows: pd.DataFrame, out_dir: Path,
+                          gates: ClassifierGates | None = None) -> tuple[Any, dict[str, str]]:
+    """The rf_class validation suite on labelled rows, with its text/HTML report and plots."""
+    from velocast.models import classification_labels, predict_frame
+
+    y = classification_labels(pipeline, rows, rows["bike_count"].to_numpy(float))
+    proba = predict_frame(pipeline, rows)["probability"].to_numpy()
+    folds = time_fold_aucs(y, proba, rows["timestamp"], n_folds=5)
+    validation = validate_classifier(y, proba, folds, gates or ClassifierGates())
+    plots = plot_classifier(y, proba, out_dir)
+    paths = write_report(validation, out_dir, plots)
+    return validation, {k: str(v) for k, v in {**plots, **paths}.items()}
+
+
+def evaluate_candidate(model_type: str, challenger: LoadedModel, settings: Settings | None = None,
+                       current: pd.DataFrame | None = None, policy: Policy | None = None,
+                       champion: LoadedModel | None = None, sample: int | None = None,
+                       write_reports: bool = True) -> EvaluationOutcome:
+    """Double-evaluate ``challenger`` against the current champion and decide with every policy."""
+    settings = settings or get_settings()
+    policy = policy or Policy(r2_threshold=settings.r2_baseline_threshold)
+    if champion is None:
+        registry = Registry(settings)
+        ref = registry.champion(model_type)
+        champion = LoadedModel(model_type, registry.load(ref), ref, ref.uri) if ref else None
+    split = splits.ensure_split(settings)
+    test_b = splits.load_split("test_baseline", split, settings)
+    test_c = current if current is not None else splits.load_split("test_current", split, settings)
+    if sample:
+        test_b = test_b.sample(min(sample, len(test_b)), random_state=0).sort_values("timestamp")
+        if test_c is not None and len(test_c) > sample:
+            test_c = test_c.sample(sample, random_state=0).sort_values("timestamp")
+    test_b = enrich(test_b.reset_index(drop=True), settings)
+    test_c = enrich(test_c.reset_index(drop=True), settings) if test_c is not None and len(test_c) else None
+    reports: dict[str, str] = {}
+    folder = settings.reports_dir / "evaluations" / f"{model_type}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    gates_passed, classifier = None, None
+    if get_spec(model_type).task == "classification":
+        validation, paths = classifier_validation(challenger.pipeline, test_b, folder / "classifier")
+        gates_passed, classifier = validation.passed, validation.to_dict()
+        reports.update(paths)
+    evaluation = double_evaluate(model_type, challenger.pipeline, challenger.uri,
+                                 champion.pipeline if champion else None, champion.uri if champion else None,
+                                 test_b, test_c, gates_passed)
+    if write_reports and get_spec(model_type).task == "regression":
+        for name, rows in (("test_baseline", test_b), ("test_current", test_c)):
+            if rows is None:
+                continue
+            predictions = score(challenger.pipeline, model_type, rows).predictions
+            written = regression_report(rows, predictions, name).write(folder)
+            reports.update({k: str(v) for k, v in written.items() if k.startswith(name) or k.startswith("per_")})
+    return EvaluationOutcome(evaluation, decide_all(evaluation, policy), reports, classifier)
+
+
+def evaluate(model_type: str, version: str | None = None, run_id: str | None = None, model_uri: str | None = None,
+             current_path: Path | str | None = None, policy: Policy | None = None,
+             settings: Settings | None = None) -> EvaluationOutcome:
+    """``velocast evaluate``: a registered version (default: the latest) against the champion."""
+    settings = settings or get_settings()
+    registry = Registry(settings)
+    if model_uri:
+        challenger = load_model(model_type, model_uri=model_uri, settings=settings)
+    else:
+        ref = registry.resolve(model_type, version=version, run_id=run_id) if (version or run_id) \
+            else registry.latest(model_type)
+        if ref is None:
+            raise LookupError(f"no registered {model_type} model yet")
+        challenger = LoadedModel(model_type, registry.load(ref), ref, ref.uri)
+    current = read_rows(current_path) if current_path else None
+    return evaluate_candidate(model_type, challenger, settings, current, policy)

@@ -1,0 +1,149 @@
+"""Double evaluation on real data, promotion/rollback consistency, crash recovery."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from velocast.cli import app
+from velocast.data import splits
+from velocast.lifecycle.datasets import Dataset, load_datasets
+from velocast.lifecycle.evaluate import evaluate
+from velocast.lifecycle.promotion import PromotionError, history, promote, recover, rollback
+from velocast.lifecycle.train import train
+from velocast.tracking.registry import Registry
+from velocast.tracking.summary import SummaryStore
+
+runner = CliRunner()
+
+
+def _state(model_type: str = "baseline") -> tuple[str | None, str | None, list[str]]:
+    registry = Registry()
+    champion = registry.champion(model_type)
+    previous = registry.by_alias(model_type, "previous-champion")
+    flagged = [e.run_id for e in SummaryStore().read() if e.model_type == model_type and e.is_champion]
+    return (champion.version if champion else None, previous.version if previous else None, flagged)
+
+
+def _run_of(version: str, model_type: str = "baseline") -> str:
+    return Registry().get(model_type, version).run_id
+
+
+def test_small_sample_challenger_is_rejected_for_regression(real_home: Path) -> None:
+    champion = train("rf", hyperparams={"n_estimators": 20})
+    promote("rf", version=champion.model_version, reason="first champion")
+    datasets = load_datasets("baseline")
+    month = datasets.train.frame
+    month = month[(month["timestamp"] >= "2021-05-01") & (month["timestamp"] < "2021-06-01")]
+    datasets.train = Dataset("train_small", month.sample(964, random_state=1).sort_values("timestamp"), "test")
+    challenger = train("rf", datasets=datasets, horizon="calendar", hyperparams={"n_estimators": 20})
+    outcome = evaluate("rf", version=challenger.model_version)
+    decision = outcome.decisions["double_eval"]
+    assert decision.kind == "reject_regression"
+    r2 = outcome.evaluation.baseline.challenger["r2"]
+    assert r2 < 0.6 and f"{r2:.4g}" in decision.reasons[0]
+    # both were scored on exactly the same rows
+    assert outcome.evaluation.baseline.rows == splits.active_split().sizes["test_baseline"]
+    assert outcome.evaluation.baseline.champion["n"] == outcome.evaluation.baseline.challenger["n"]
+
+
+def test_identical_challenger_is_skipped_by_every_policy(real_home: Path) -> None:
+    first = train("baseline")
+    promote("baseline", version=first.model_version)
+    outcome = evaluate("baseline", version=first.model_version)
+    assert {d.kind for d in outcome.decisions.values()} == {"skip_no_improvement"}
+    assert outcome.evaluation.current.rows > 0
+    assert Path(outcome.reports["test_current_predicted_vs_actual"]).exists()
+
+
+def test_promote_rollback_promote_keeps_everything_in_step(real_home: Path) -> None:
+    v1, v2, v3 = (train("baseline", model_test=True).model_version for _ in range(3))
+    promote("baseline", version=v1, reason="first")
+    assert _state() == (v1, None, [_run_of(v1)])
+    promote("baseline", run_id=_run_of(v2), reason="better")
+    assert _state() == (v2, v1, [_run_of(v2)])
+    promote("baseline", version=v3, reason="even better")
+    assert _state() == (v3, v2, [_run_of(v3)])
+    rollback("baseline", reason="v3 misbehaves")
+    assert _state() == (v2, v1, [_run_of(v2)])
+    promote("baseline", version=v3, reason="fixed")
+    assert _state() == (v3, v2, [_run_of(v3)])
+    past = history("baseline")
+    assert [(h.event, h.from_version, h.to_version) for h in past] == [
+        ("promotion", v2, v3), ("rollback", v3, v2), ("promotion", v2, v3), ("promotion", v1, v2), ("promotion", None, v1)]
+    assert past[1].reasons == ["v3 misbehaves"] and past[0].actor
+    # the alias is what MLflow serves
+    loaded = mlflow.pyfunc.load_model("models:/bike-traffic-baseline@champion")
+    assert loaded.metadata.model_id == Registry().get("baseline", v3).source.split("/")[-1]
+
+
+def test_nothing_to_roll_back_is_a_clear_error(real_home: Path) -> None:
+    with pytest.raises(PromotionError, match="no previous champion"):
+        rollback("baseline")
+    with pytest.raises(PromotionError, match="no version 9"):
+        promote("baseline", version="9")
+
+
+def test_kill_between_the_two_writes_is_recovered(real_home: Path) -> None:
+    v1, v2 = (train("baseline", model_test=True).model_version for _ in range(2))
+    promote("baseline", version=v1)
+    env = {**os.environ, "VELOCAST_FAULT": "promotion:after_alias"}
+    done = subprocess.run([sys.executable, "-m", "velocast.cli", "promote", "--model-type", "baseline",
+                           "--version", v2], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 137, done.stderr[-2000:]
+    alias, _, flagged = _state()
+    assert alias == v2 and flagged == [_run_of(v1)]  # the crash left them disagreeing...
+    assert recover("baseline")                          # ...until the journal is replayed
+    assert _state() == (v2, v1, [_run_of(v2)])
+    assert history("baseline")[0].to_version == v2
+    assert not recover("baseline")
+
+
+def test_a_failed_summary_write_undoes_the_alias(real_home: Path) -> None:
+    v1, v2 = (train("baseline", model_test=True).model_version for _ in range(2))
+    promote("baseline", version=v1)
+    summary = Path(SummaryStore().uri)
+    good = summary.read_text()
+    summary.write_text("{ not json")  # the summary write of the next promotion fails
+    with pytest.raises(ValueError):
+        promote("baseline", version=v2)
+    assert Registry().champion("baseline").version == v1  # the alias write was undone at once
+    summary.write_text(good)
+    assert recover("baseline")  # the summary part of the undo is finished by the journal
+    assert _state() == (v1, None, [_run_of(v1)])
+    assert history("baseline")[0].to_version == v1
+    from velocast.lifecycle.audit import AuditLog
+    errors = AuditLog().list(event="error")
+    assert len(errors) == 1 and "failed and was undone" in errors[0].error_message
+
+
+def test_classifier_report_lists_every_metric_and_gate(real_home: Path) -> None:
+    trained = train("rf_class", hyperparams={"n_estimators": 40})
+    outcome = evaluate("rf_class", version=trained.model_version)
+    text = Path(outcome.reports["text"]).read_text()
+    for word in ("auc", "average_precision", "brier", "log_loss", "ece", "calibration_slope",
+                 "calibration_intercept", "f1_optimal_threshold", "precision_at_07", "recall_at_07", "cv_auc_std"):
+        assert word in text, word
+    assert ("PASS" in text) or ("FAIL" in text)
+    assert outcome.classifier["auc"] > 0.8
+    assert outcome.decisions["double_eval"].kind == ("deploy" if outcome.classifier["passed"] else "reject_regression")
+
+
+def test_cli_evaluate_promote_champion(real_home: Path) -> None:
+    trained = train("baseline", model_test=True)
+    out = runner.invoke(app, ["evaluate", "--model-type", "baseline", "--version", trained.model_version])
+    assert out.exit_code == 0, out.output
+    for policy in ("double_eval", "relative_rmse", "significant"):
+        assert f"policy {policy}" in out.output
+    out = runner.invoke(app, ["promote", "--model-type", "baseline", "--run-id", trained.run_id, "--reason", "ok"])
+    assert out.exit_code == 0 and "champion - -> 1" in out.output
+    out = runner.invoke(app, ["champion", "--model-type", "baseline", "--history"])
+    assert "models:/bike-traffic-baseline/1" in out.output and "promotion" in out.output
+    out = runner.invoke(app, ["audit", "list"])
+    assert "promotion" in out.output
