@@ -379,6 +379,135 @@ def audit_list(limit: int = typer.Option(20), event: Optional[str] = typer.Optio
             typer.echo(f"      - {reason}")
 
 
+# ------------------------------------------------------------------------------------------ lifecycle
+@app.command("drift")
+def drift_cmd(model_type: str = typer.Option("lgbm", help="Whose inputs and predictions to monitor."),
+              reference: Optional[Path] = typer.Option(None, help="Reference rows (default: test_baseline)."),
+              current: Optional[Path] = typer.Option(None, help="Current rows (default: the store's last N days)."),
+              window_days: int = typer.Option(30, help="Days of the default current window."),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """Drift of the champion's real inputs, target and predictions (JSON + HTML report)."""
+    from velocast.lifecycle.datasets import read_rows
+    from velocast.lifecycle.monitor import check_drift
+
+    try:
+        check = check_drift(model_type, read_rows(reference) if reference else None,
+                            read_rows(current) if current else None, window_days)
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc), 2)
+    r = check.report
+    if as_json:
+        _echo_json(check.to_dict())
+        return
+    typer.echo(f"status: {r.status}   drift detected: {r.drift_detected}   share of drifted features: "
+               f"{r.drift_share if r.drift_share is None else round(r.drift_share, 3)} ({r.n_drifted}/{r.n_features})")
+    typer.echo(f"reference: {r.reference_rows:,} rows {r.reference_period}; current: {r.current_rows:,} rows "
+               f"{r.current_period}; seasonal matching: {r.seasonal_matching}")
+    for f in r.features:
+        flag = "DRIFT" if f.drifted else "  ok "
+        typer.echo(f"  {flag} {f.name:20s} {f.test:5s} effect={f.effect if f.effect is None else round(f.effect, 3)}"
+                   f" p={f.p_value if f.p_value is None else f'{f.p_value:.2g}'}")
+    for label, f in (("target", r.target_drift), ("prediction", r.prediction_drift)):
+        if f is not None:
+            typer.echo(f"  {'DRIFT' if f.drifted else '  ok '} {label} ({f.name}) effect={f.effect if f.effect is None else round(f.effect, 3)}")
+    if r.new_counters:
+        typer.echo(f"  new counters unknown to the champion: {', '.join(r.new_counters)}")
+    if r.error or r.note:
+        typer.echo(f"  note: {r.error or r.note}")
+    for kind, path in check.paths.items():
+        typer.echo(f"  report ({kind}): {path}")
+    if r.status == "error":
+        raise typer.Exit(1)
+
+
+def _print_step(step: Any) -> None:
+    mark = {"done": "✓", "skipped": "–", "failed": "✗"}.get(step.status, "?")
+    typer.echo(f"{mark} {step.name:10s} {step.seconds:6.1f}s  {step.summary}")
+
+
+@app.command("cycle")
+def cycle_cmd(model_type: str = typer.Option("lgbm"),
+              force_fine_tune: bool = typer.Option(False, "--force-fine-tune", help="Fine-tune even without drift."),
+              test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (says what it skips)."),
+              window_days: int = typer.Option(30, help="Recent days to fine-tune on (80%) and test on (20%)."),
+              strategy: str = typer.Option("sliding_window", help="sliding_window | continue"),
+              policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant"),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """monitor_and_fine_tune: new data? → drift → health → fine-tune → double evaluation → decision → audit."""
+    from velocast.lifecycle.cycle import CycleBusy, monitor_and_fine_tune
+
+    try:
+        result = monitor_and_fine_tune(model_type, force_fine_tune, test_mode, window_days, strategy, policy,
+                                       on_step=None if as_json else _print_step)
+    except CycleBusy as exc:
+        _fail(str(exc), 3)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        typer.echo(f"cycle {result.cycle_id}: {result.status}; decision {result.decision or '-'}; champion "
+                   f"{result.champion_before or '-'} -> {result.champion_after or '-'}; {result.seconds:.1f}s")
+        for reason in result.reasons:
+            typer.echo(f"  - {reason}")
+    if result.error:
+        raise typer.Exit(1)
+
+
+@app.command("retrain")
+def retrain_cmd(model_type: str = typer.Option("lgbm"),
+                merge: bool = typer.Option(False, "--merge", help="Merge current data into a new baseline version."),
+                cutoff: Optional[str] = typer.Option(None, help="Cutoff of the new baseline (default: last 30 days current)."),
+                policy: str = typer.Option("double_eval"),
+                promote_on_deploy: bool = typer.Option(False, "--promote", help="Promote if the decision is deploy."),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Quarterly retrain: new baseline version, retrain from scratch, double-evaluate on the old test_baseline."""
+    from velocast.lifecycle.cycle import quarterly_retrain
+
+    try:
+        out = quarterly_retrain(model_type, merge, cutoff, policy, promote_on_deploy=promote_on_deploy)
+    except (ValueError, LookupError) as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        _echo_json(out)
+        return
+    typer.echo(f"baseline v{out['old_split']} -> v{out['new_split']} (cutoff {out['new_cutoff']}); "
+               f"trained version {out['version']}; decision on the old test_baseline: {out['decision']}"
+               + (f"; promoted to champion" if out["promoted"] else ""))
+    for reason in out["reasons"]:
+        typer.echo(f"  - {reason}")
+
+
+@app.command("simulate")
+def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the baseline is the data before it)."),
+                 weeks: int = typer.Option(20), model_type: str = typer.Option("lgbm"),
+                 policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant"),
+                 strategy: str = typer.Option("sliding_window"), window_days: int = typer.Option(30),
+                 test_mode: bool = typer.Option(False, "--test-mode")) -> None:
+    """Replay stored data week by week: weekly RMSE of never / always retrain / the policy, every decision."""
+    from rich.progress import Progress
+
+    from velocast.lifecycle.simulate import simulate
+
+    typer.echo(f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7}  champion  decision")
+    with Progress(transient=True) as progress:
+        task = progress.add_task("simulating", total=weeks)
+
+        def show(w: Any) -> None:
+            progress.advance(task)
+            progress.console.print(f"{w.week:>4} {w.start:10s} {w.rmse_never:7.2f} {w.rmse_always:7.2f} "
+                                   f"{w.rmse_policy:7.2f}  v{w.champion_version:<7} {w.decision or '-'}"
+                                   f"{' (promoted)' if w.promoted else ''}", highlight=False)
+        try:
+            result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show)
+        except ValueError as exc:
+            _fail(str(exc), 2)
+    totals = result.totals()
+    typer.echo("overall RMSE: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
+    typer.echo(f"table: {result.files['markdown']}   plot: {result.files['plot']}")
+    typer.echo(f"simulation home (its MLflow runs and audit log): VELOCAST_HOME={result.home} velocast audit list")
+
+
 # ------------------------------------------------------------------------------------------ demo
 @app.command("demo")
 def demo_cmd(data: Optional[Path] = typer.Option(None, help="Counts file to use (default: the real Paris file if "

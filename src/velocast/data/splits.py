@@ -155,7 +155,15 @@ def record_split(cutoff: date | str | None = None, test_fraction: float = 0.2, s
     baseline = store.query_counts(end=pd.Timestamp(cutoff_day), settings=settings)
     if baseline.empty:
         raise SplitError(f"no data before the cutoff {cutoff_day}")
-    test_days = choose_test_days(list(paris_day(baseline["timestamp"]).unique()), test_fraction, seed)
+    days = list(paris_day(baseline["timestamp"]).unique())
+    if parent_version is not None:
+        # a merged baseline keeps its parent's test days held out, plus new ones from the added period
+        parent = get_split(parent_version, settings)
+        kept = [date.fromisoformat(d) for d in parent.test_days]
+        added = [d for d in days if d >= date.fromisoformat(parent.cutoff)]
+        test_days = sorted(set(kept) | set(choose_test_days(added, test_fraction, seed) if len(added) >= 2 else []))
+    else:
+        test_days = choose_test_days(days, test_fraction, seed)
     train, test = split_baseline(baseline, test_days)
     with file_lock(settings.locks_dir / "splits.lock"):
         versions = [r.version for r in list_versions(settings)]

@@ -94,7 +94,7 @@ def classifier_validation(pipeline: Any, rows: pd.DataFrame, out_dir: Path,
 def evaluate_candidate(model_type: str, challenger: LoadedModel, settings: Settings | None = None,
                        current: pd.DataFrame | None = None, policy: Policy | None = None,
                        champion: LoadedModel | None = None, sample: int | None = None,
-                       write_reports: bool = True) -> EvaluationOutcome:
+                       write_reports: bool = True, split: splits.SplitRecord | None = None) -> EvaluationOutcome:
     """Double-evaluate ``challenger`` against the current champion and decide with every policy."""
     settings = settings or get_settings()
     policy = policy or Policy(r2_threshold=settings.r2_baseline_threshold)
@@ -102,7 +102,7 @@ def evaluate_candidate(model_type: str, challenger: LoadedModel, settings: Setti
         registry = Registry(settings)
         ref = registry.champion(model_type)
         champion = LoadedModel(model_type, registry.load(ref), ref, ref.uri) if ref else None
-    split = splits.ensure_split(settings)
+    split = split or splits.ensure_split(settings)
     test_b = splits.load_split("test_baseline", split, settings)
     test_c = current if current is not None else splits.load_split("test_current", split, settings)
     if sample:

@@ -142,8 +142,10 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
             info = mlflow_runs.log_model(pipeline, mlflow_runs.input_example(
                 datasets.test_baseline.frame.drop(columns=["bike_count"])), spec.task == "classification")
             model_uri = mlflow_runs.artifact_location(info)
+            data_end = str(datasets.train.frame["timestamp"].max().isoformat())
             registered = registry.register(model_type, info.model_uri, run.info.run_id,
-                                           tags={"env": env, "test_mode": str(model_test), "horizon": horizon})
+                                           tags={"env": env, "test_mode": str(model_test), "horizon": horizon,
+                                                 "data_end": data_end})
             mlflow.set_tag("registered_version", registered.version)
             baseline_regression = _baseline_regression(spec.task, metrics_baseline, settings)
             entry = _summary_entry(model_type, env, model_test, run.info.run_id, model_uri, registered.version,

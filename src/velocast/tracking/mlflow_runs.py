@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,12 @@ def log_model(pipeline: Any, example: pd.DataFrame, classification: bool = False
 
     keep = [c for c in ("counter_id", "counter_name", "site_id", "site_name", "timestamp", "latitude", "longitude")
             if c in example]
-    return mlflow.sklearn.log_model(
-        pipeline, name="model", signature=model_signature(classification), input_example=example[keep],
-        pip_requirements=pip_requirements(), serialization_format="skops",
-        skops_trusted_types=trusted_types(pipeline))
+    with warnings.catch_warnings():  # MLflow hints about integer columns of the example; the signature is explicit
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.sklearn.log_model(
+            pipeline, name="model", signature=model_signature(classification), input_example=example[keep],
+            pip_requirements=pip_requirements(), serialization_format="skops",
+            skops_trusted_types=trusted_types(pipeline))
 
 
 def log_dataset(frame: pd.DataFrame, name: str, content_hash: str, source: str, context: str) -> None:

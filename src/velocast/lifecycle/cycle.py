@@ -1,0 +1,470 @@
+"""The weekly cycle ``monitor_and_fine_tune`` and the quarterly retrain.
+
+new data since the last training? → drift → champion health → fine-tune? → fine-tune →
+double evaluation → decision → promote or keep → audit → notify.
+
+Each step is a function taking and returning small JSON-able values (versions, run ids, paths),
+so the Airflow DAG can run them as separate tasks; ``monitor_and_fine_tune`` runs them in one
+process for the CLI. An exception in any step is audited as ``error`` with its message and the
+champion stays as it was (a promotion that fails undoes itself). Two cycles of one model type
+never run at once: the second refuses with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from velocast.config import PARIS_TZ, Settings, get_settings
+from velocast.data import splits, store
+from velocast.data.splits import split_by_time
+from velocast.evaluation.policies import Policy
+from velocast.fileio import atomic_write_json, file_lock
+from velocast.lifecycle import notify
+from velocast.lifecycle.audit import AuditEvent, AuditLog
+from velocast.lifecycle.datasets import MODEL_TEST_EVAL_ROWS, Dataset, load_datasets
+from velocast.lifecycle.evaluate import evaluate_candidate
+from velocast.lifecycle.monitor import champion_health, champion_model, check_drift, window
+from velocast.lifecycle.predict import LoadedModel
+from velocast.lifecycle.promotion import promote
+from velocast.lifecycle.train import train
+from velocast.models import get_spec
+from velocast.tracking.registry import Registry
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("sliding_window", "continue")
+
+
+class CycleBusy(RuntimeError):
+    """Another cycle of the same model type is running."""
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    status: str  # done | skipped | failed
+    summary: str
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CycleResult:
+    cycle_id: str
+    model_type: str
+    started_at: str
+    test_mode: bool
+    forced: bool
+    strategy: str
+    policy: str
+    window_days: int
+    steps: list[StepOutcome] = field(default_factory=list)
+    new_data: bool | None = None
+    drift_detected: bool | None = None
+    drift_share: float | None = None
+    health_state: str | None = None
+    fine_tuned: bool = False
+    challenger_version: str | None = None
+    challenger_run_id: str | None = None
+    challenger_uri: str | None = None
+    decision: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    promoted: bool = False
+    champion_before: str | None = None
+    champion_after: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    audit_event_id: str | None = None
+    notified: bool | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        return "skipped" if self.new_data is False else "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status}
+
+
+# --------------------------------------------------------------------------- state
+def _state_path(settings: Settings):
+    return settings.home / "cycle_state.json"
+
+
+def _read_state(settings: Settings) -> dict[str, Any]:
+    path = _state_path(settings)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _write_state(settings: Settings, model_type: str, **values: Any) -> None:
+    with file_lock(settings.locks_dir / "cycle_state.lock"):
+        state = _read_state(settings)
+        state.setdefault(model_type, {}).update(values)
+        atomic_write_json(_state_path(settings), state)
+
+
+def _ts(value: str | None) -> pd.Timestamp | None:
+    return None if value is None else pd.Timestamp(value).tz_convert(PARIS_TZ)
+
+
+# --------------------------------------------------------------------------- steps
+def check_new_data(model_type: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Did counts arrive after the data the last training or cycle of this type saw?"""
+    settings = settings or get_settings()
+    latest = store.latest_timestamp(settings)
+    if latest is None:
+        return {"new_data": False, "latest": None, "seen_until": None, "summary": "the store is empty"}
+    seen = [_ts(_read_state(settings).get(model_type, {}).get("data_end"))]
+    champion = Registry(settings).champion(model_type)
+    if champion and champion.tags.get("data_end"):
+        seen.append(_ts(champion.tags["data_end"]))
+    seen_until = max((s for s in seen if s is not None), default=None)
+    new = seen_until is None or latest > seen_until
+    summary = (f"latest count {latest}; last training/cycle saw data until {seen_until}" if seen_until
+               else f"latest count {latest}; nothing trained or checked yet")
+    return {"new_data": bool(new), "latest": latest.isoformat(), "seen_until": seen_until.isoformat() if seen_until else None,
+            "summary": summary}
+
+
+def run_drift(model_type: str, window_days: int, end: str | None, settings: Settings | None = None) -> dict[str, Any]:
+    check = check_drift(model_type, window_days=window_days, end=_ts(end), settings=settings)
+    r = check.report
+    drifted = [f.name for f in r.features if f.drifted]
+    summary = (f"{r.status}: drift {'detected' if r.drift_detected else 'not detected' if r.drift_detected is False else 'unknown'}"
+               f", {r.n_drifted}/{r.n_features} features drifted ({', '.join(drifted) or 'none'})"
+               f"; target drift {bool(r.target_drift and r.target_drift.drifted)}"
+               f"; new counters {len(r.new_counters)}" + (f"; {r.error or r.note}" if (r.error or r.note) else ""))
+    return {"status": r.status, "drift_detected": r.drift_detected, "drift_share": r.drift_share,
+            "drifted_features": drifted, "target_drift": bool(r.target_drift and r.target_drift.drifted),
+            "prediction_drift": bool(r.prediction_drift and r.prediction_drift.drifted),
+            "new_counters": r.new_counters, "reports": check.paths, "summary": summary}
+
+
+def run_health(model_type: str, end: str | None, settings: Settings | None = None, days: int = 7) -> dict[str, Any]:
+    report = champion_health(model_type, days=days, end=_ts(end), settings=settings)
+    return {**report.to_dict(), "summary": f"{report.state}: {'; '.join(report.reasons)}"}
+
+
+def should_fine_tune(drift: dict[str, Any], health: dict[str, Any], force: bool, has_champion: bool) -> dict[str, Any]:
+    """Pure: fine-tune when forced, without champion, on drift, or when the champion is not ok."""
+    reasons = []
+    if force:
+        reasons.append("forced (force_fine_tune)")
+    if not has_champion:
+        reasons.append("there is no champion yet")
+    if drift.get("drift_detected"):
+        reasons.append(f"drift detected (share {drift.get('drift_share')})")
+    if drift.get("status") in ("error", "insufficient_data"):
+        reasons.append(f"the drift check could not conclude ({drift.get('status')})")
+    if health.get("state") in ("degraded", "critical"):
+        reasons.append(f"champion health is {health['state']}")
+    if not reasons:
+        reasons.append("no drift and the champion is healthy: nothing to fine-tune")
+        return {"fine_tune": False, "reasons": reasons}
+    return {"fine_tune": True, "reasons": reasons}
+
+
+def _window_parts(window_days: int, end: str | None, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = window(window_days, _ts(end), settings)
+    if rows.empty:
+        raise ValueError(f"no counts in the last {window_days} days to fine-tune on")
+    return split_by_time(rows.sort_values(["timestamp", "counter_id"]).reset_index(drop=True), 0.2)
+
+
+def fine_tune(model_type: str, strategy: str = "sliding_window", window_days: int = 30, end: str | None = None,
+              test_mode: bool = False, env: str = "prod", seed: int = 42,
+              settings: Settings | None = None) -> dict[str, Any]:
+    """Train a challenger on the recent window (sliding window, or continuing from the champion)."""
+    settings = settings or get_settings()
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    train_w, test_w = _window_parts(window_days, end, settings)
+    datasets = load_datasets("baseline", settings, current_data=pd.concat([train_w, test_w], ignore_index=True),
+                             model_test=test_mode, seed=seed)
+    continue_from = None
+    if strategy == "continue":
+        champion = champion_model(model_type, settings)
+        if champion is None:
+            raise ValueError("the 'continue' strategy needs a champion to continue from")
+        continue_from = champion.pipeline
+        recent = datasets.train.frame[datasets.train.frame["timestamp"] >= train_w["timestamp"].min()]
+        datasets.train = Dataset("train_current_window", recent, f"last {window_days} days (80%)")
+    horizon = None
+    if continue_from is not None:
+        horizon = continue_from.named_steps["features"].horizon
+    result = train(model_type, data_source="reference", env=env, model_test=test_mode, horizon=horizon, seed=seed,
+                   settings=settings, datasets=datasets, continue_from=continue_from,
+                   run_name=f"{model_type}-fine-tune-{strategy}", tags={"strategy": strategy, "cycle": "weekly"})
+    return {"version": result.model_version, "run_id": result.run_id, "model_uri": result.model_uri,
+            "registry_uri": result.registry_uri, "metrics_train": result.metrics_train,
+            "metrics_baseline": result.metrics_baseline, "metrics_current": result.metrics_current,
+            "rows": result.rows, "notes": result.notes,
+            "summary": f"{strategy}: {result.registry_uri} trained on {result.rows['train']:,} rows"
+                       + (" (test mode sample)" if test_mode else "")}
+
+
+def evaluate_challenger(model_type: str, version: str, window_days: int = 30, end: str | None = None,
+                        policy: str = "double_eval", test_mode: bool = False,
+                        settings: Settings | None = None) -> dict[str, Any]:
+    """Double evaluation of a registered challenger vs the champion, then the policy's decision."""
+    settings = settings or get_settings()
+    registry = Registry(settings)
+    ref = registry.get(model_type, version)
+    challenger = LoadedModel(model_type, registry.load(ref), ref, ref.uri)
+    _, test_w = _window_parts(window_days, end, settings)
+    chosen = Policy(name=policy, r2_threshold=settings.r2_baseline_threshold)
+    outcome = evaluate_candidate(model_type, challenger, settings, current=test_w, policy=chosen,
+                                 sample=MODEL_TEST_EVAL_ROWS if test_mode else None)
+    decision = outcome.decisions[policy]
+    ev = outcome.evaluation
+    metrics = {"r2_baseline": ev.baseline.challenger.get("r2"), "rmse_baseline": ev.baseline.challenger.get("rmse"),
+               "champion_r2_baseline": (ev.baseline.champion or {}).get("r2"),
+               "champion_rmse_baseline": (ev.baseline.champion or {}).get("rmse")}
+    if ev.current is not None:
+        metrics.update({"r2_current": ev.current.challenger.get("r2"), "rmse_current": ev.current.challenger.get("rmse"),
+                        "champion_r2_current": (ev.current.champion or {}).get("r2"),
+                        "champion_rmse_current": (ev.current.champion or {}).get("rmse")})
+    return {"decision": decision.kind, "policy": policy, "reasons": decision.reasons,
+            "baseline_regression": decision.baseline_regression, "model_improvement": decision.model_improvement,
+            "metrics": metrics, "all_decisions": {k: d.kind for k, d in outcome.decisions.items()},
+            "reports": outcome.reports, "summary": f"{decision.kind} ({policy}): {decision.reasons[-1]}"}
+
+
+def promote_if_deployed(model_type: str, version: str, decision: str, reasons: list[str],
+                        settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+    registry = Registry(settings)
+    before = registry.champion(model_type)
+    if decision != "deploy":
+        return {"promoted": False, "champion_before": before.version if before else None,
+                "champion_after": before.version if before else None,
+                "summary": f"champion kept ({before.uri if before else 'none'}): decision {decision}"}
+    done = promote(model_type, version=version, reason="; ".join(reasons), settings=settings)
+    return {"promoted": True, "champion_before": done.from_version, "champion_after": done.to_version,
+            "summary": f"champion {done.from_version or '-'} -> {done.to_version}"}
+
+
+def audit_cycle(result: dict[str, Any], settings: Settings | None = None) -> str:
+    """One audit row for the whole cycle (``error`` when a step failed)."""
+    settings = settings or get_settings()
+    metrics = result.get("metrics") or {}
+    train_metrics = metrics.get("train") or {}
+    event = AuditEvent(
+        event="error" if result.get("error") else "cycle", model_type=result["model_type"],
+        deployment_decision=result.get("decision") or ("skip_no_new_data" if result.get("new_data") is False else
+                                                       "no_fine_tune" if not result.get("error") else None),
+        drift_detected=result.get("drift_detected"), drift_share=result.get("drift_share"),
+        health_state=result.get("health_state"), r2_train=train_metrics.get("r2"), rmse_train=train_metrics.get("rmse"),
+        **{k: metrics.get(k) for k in ("r2_baseline", "rmse_baseline", "r2_current", "rmse_current",
+                                       "champion_r2_baseline", "champion_rmse_baseline",
+                                       "champion_r2_current", "champion_rmse_current")},
+        baseline_regression=result.get("baseline_regression"), model_improvement=result.get("model_improvement"),
+        model_uri=result.get("challenger_uri"), run_id=result.get("challenger_run_id"), env=result.get("env"),
+        from_version=result.get("champion_before"), to_version=result.get("champion_after"),
+        reasons=list(result.get("reasons") or []), error_message=result.get("error"),
+        details={"cycle_id": result.get("cycle_id"), "test_mode": result.get("test_mode"),
+                 "forced": result.get("forced"), "strategy": result.get("strategy"), "policy": result.get("policy"),
+                 "steps": [{"name": s["name"], "status": s["status"], "summary": s["summary"]}
+                           for s in result.get("steps", [])]},
+        event_id=result.get("cycle_id") or str(uuid.uuid4()))
+    AuditLog(settings=settings).record(event)
+    return event.event_id
+
+
+def notify_cycle(result: dict[str, Any], settings: Settings | None = None) -> bool:
+    """Webhook on promotion, rejection and error (other outcomes are not worth a message)."""
+    decision, error = result.get("decision"), result.get("error")
+    if not (error or result.get("promoted") or decision == "reject_regression"):
+        return False
+    if error:
+        message = f"velocast {result['model_type']}: weekly cycle FAILED: {error}"
+    elif result.get("promoted"):
+        message = (f"velocast {result['model_type']}: new champion v{result.get('champion_after')} "
+                   f"(was v{result.get('champion_before') or '-'}): {'; '.join(result.get('reasons', [])[-1:])}")
+    else:
+        message = f"velocast {result['model_type']}: challenger v{result.get('challenger_version')} rejected: " \
+                  f"{'; '.join(result.get('reasons', [])[:1])}"
+    return notify.send(message, {k: result.get(k) for k in ("cycle_id", "model_type", "decision", "promoted",
+                                                             "champion_before", "champion_after", "error")},
+                       settings)
+
+
+# --------------------------------------------------------------------------- the whole cycle
+def monitor_and_fine_tune(model_type: str = "lgbm", force_fine_tune: bool = False, test_mode: bool = False,
+                          window_days: int = 30, strategy: str = "sliding_window", policy: str = "double_eval",
+                          env: str = "prod", settings: Settings | None = None,
+                          on_step: Callable[[StepOutcome], None] | None = None) -> CycleResult:
+    """Run the weekly cycle once; never raises for a failing step (it is audited as ``error``)."""
+    settings = settings or get_settings()
+    get_spec(model_type)
+    Policy(name=policy)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    lock_path = settings.locks_dir / f"cycle-{model_type}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise CycleBusy(f"another {model_type} cycle is running (lock {lock_path}); try again when it ends") from None
+    try:
+        return _run_cycle(model_type, force_fine_tune, test_mode, window_days, strategy, policy, env, settings, on_step)
+    finally:
+        lock.release()
+
+
+def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, strategy: str, policy: str,
+               env: str, settings: Settings, on_step: Callable[[StepOutcome], None] | None) -> CycleResult:
+    started = time.perf_counter()
+    result = CycleResult(cycle_id=str(uuid.uuid4()), model_type=model_type,
+                         started_at=datetime.now(timezone.utc).isoformat(), test_mode=test_mode, forced=force,
+                         strategy=strategy, policy=policy, window_days=window_days)
+
+    def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        out = fn()
+        outcome = StepOutcome(name, "done", out.get("summary", ""), round(time.perf_counter() - t0, 3),
+                              {k: v for k, v in out.items() if k != "summary"})
+        result.steps.append(outcome)
+        if on_step:
+            on_step(outcome)
+        return out
+
+    def skip(name: str, why: str) -> None:
+        outcome = StepOutcome(name, "skipped", why)
+        result.steps.append(outcome)
+        if on_step:
+            on_step(outcome)
+
+    current = None
+    try:
+        registry = Registry(settings)
+        champion = registry.champion(model_type)
+        result.champion_before = result.champion_after = champion.version if champion else None
+        new = step("new_data", lambda: check_new_data(model_type, settings))
+        result.new_data = new["new_data"]
+        end = new["latest"]
+        if not new["new_data"] and not force:
+            for name in ("drift", "health", "fine_tune", "evaluate", "promote"):
+                skip(name, "no new data since the last training or cycle")
+        else:
+            current = "drift"
+            drift = step("drift", lambda: run_drift(model_type, window_days, end, settings))
+            result.drift_detected, result.drift_share = drift["drift_detected"], drift["drift_share"]
+            current = "health"
+            health = step("health", lambda: run_health(model_type, end, settings))
+            result.health_state = health["state"]
+            verdict = should_fine_tune(drift, health, force, champion is not None)
+            result.reasons = list(verdict["reasons"])
+            if not verdict["fine_tune"]:
+                for name in ("fine_tune", "evaluate", "promote"):
+                    skip(name, verdict["reasons"][0])
+            else:
+                current = "fine_tune"
+                tuned = step("fine_tune", lambda: fine_tune(model_type, strategy, window_days, end, test_mode, env,
+                                                            settings=settings))
+                result.fine_tuned = True
+                result.challenger_version, result.challenger_run_id = tuned["version"], tuned["run_id"]
+                result.challenger_uri = tuned["registry_uri"]
+                result.metrics["train"] = tuned["metrics_train"]
+                current = "evaluate"
+                evaluated = step("evaluate", lambda: evaluate_challenger(model_type, tuned["version"], window_days, end,
+                                                                         policy, test_mode, settings))
+                result.decision = evaluated["decision"]
+                result.reasons += evaluated["reasons"]
+                result.metrics.update(evaluated["metrics"])
+                result.metrics["baseline_regression"] = evaluated["baseline_regression"]
+                current = "promote"
+                promoted = step("promote", lambda: promote_if_deployed(model_type, tuned["version"], evaluated["decision"],
+                                                                       evaluated["reasons"], settings))
+                result.promoted = promoted["promoted"]
+                result.champion_after = promoted["champion_after"]
+            _write_state(settings, model_type, data_end=end, last_cycle=result.started_at, last_cycle_id=result.cycle_id)
+    except Exception as exc:
+        result.error = f"{current or 'cycle'} step failed: {type(exc).__name__}: {exc}"
+        log.error("cycle %s: %s\n%s", result.cycle_id, result.error, traceback.format_exc())
+        failed = StepOutcome(current or "cycle", "failed", result.error)
+        result.steps.append(failed)
+        if on_step:
+            on_step(failed)
+        result.champion_after = result.champion_before  # nothing was promoted
+    if test_mode:
+        result.reasons.append("test mode: small samples were used for training and evaluation")
+    payload = {**result.to_dict(), "env": env,
+               "baseline_regression": result.metrics.get("baseline_regression"),
+               "model_improvement": result.promoted if result.decision else None}
+    try:
+        t0 = time.perf_counter()
+        result.audit_event_id = audit_cycle(payload, settings)
+        result.steps.append(StepOutcome("audit", "done", f"audit event {result.audit_event_id}",
+                                        round(time.perf_counter() - t0, 3)))
+    except Exception as exc:  # the audit log being down must be visible too
+        result.steps.append(StepOutcome("audit", "failed", f"{type(exc).__name__}: {exc}"))
+        result.error = result.error or f"audit step failed: {exc}"
+    if on_step:
+        on_step(result.steps[-1])
+    result.notified = notify_cycle({**payload, "error": result.error}, settings)
+    result.steps.append(StepOutcome("notify", "done" if result.notified else "skipped",
+                                    "webhook sent" if result.notified else
+                                    ("no webhook configured" if not settings.webhook_url else
+                                     "nothing to notify or webhook failed (see log)")))
+    if on_step:
+        on_step(result.steps[-1])
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+# --------------------------------------------------------------------------- quarterly retrain
+def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str | None = None,
+                      policy: str = "double_eval", settings: Settings | None = None, test_mode: bool = False,
+                      promote_on_deploy: bool = False) -> dict[str, Any]:
+    """Merge current data into a new baseline version and retrain from scratch.
+
+    The new version keeps the old test days held out (plus new ones from the added period), so the
+    new model is double-evaluated against the champion on the *old* ``test_baseline``, unseen by both.
+    """
+    settings = settings or get_settings()
+    old = splits.ensure_split(settings)
+    if not merge:
+        raise ValueError("quarterly retrain without --merge is a plain `velocast train`")
+    new = splits.record_split(cutoff, old.test_fraction, old.seed, old.current_test_fraction, settings,
+                              parent_version=old.version, notes=[f"quarterly retrain: merged current data into v{old.version}"])
+    result = train(model_type, data_source="baseline", env="prod", model_test=test_mode, settings=settings,
+                   run_name=f"{model_type}-quarterly-retrain", tags={"retrain": "quarterly",
+                                                                      "split_parent": str(old.version)})
+    registry = Registry(settings)
+    ref = registry.get(model_type, result.model_version)
+    outcome = evaluate_candidate(model_type, LoadedModel(model_type, registry.load(ref), ref, ref.uri), settings,
+                                 policy=Policy(name=policy, r2_threshold=settings.r2_baseline_threshold), split=old,
+                                 sample=MODEL_TEST_EVAL_ROWS if test_mode else None)
+    decision = outcome.decisions[policy]
+    promoted = None
+    if promote_on_deploy and decision.kind == "deploy":
+        promoted = promote(model_type, version=result.model_version, reason="quarterly retrain: " + decision.reasons[-1],
+                           settings=settings).to_version
+    ev = outcome.evaluation
+    AuditLog(settings=settings).record(AuditEvent(
+        event="retrain", model_type=model_type, deployment_decision=decision.kind,
+        r2_train=result.metrics_train.get("r2"), rmse_train=result.metrics_train.get("rmse"),
+        r2_baseline=ev.baseline.challenger.get("r2"), rmse_baseline=ev.baseline.challenger.get("rmse"),
+        champion_r2_baseline=(ev.baseline.champion or {}).get("r2"),
+        champion_rmse_baseline=(ev.baseline.champion or {}).get("rmse"),
+        baseline_regression=decision.baseline_regression, model_improvement=decision.model_improvement,
+        model_uri=result.registry_uri, run_id=result.run_id, env="prod", reasons=decision.reasons,
+        to_version=promoted, details={"old_split": old.version, "new_split": new.version}))
+    return {"old_split": old.version, "new_split": new.version, "new_cutoff": new.cutoff,
+            "version": result.model_version, "run_id": result.run_id, "decision": decision.kind,
+            "reasons": decision.reasons, "promoted": promoted, "evaluation": ev.to_dict()}

@@ -1,0 +1,141 @@
+"""Monitoring with I/O: drift of the champion's real inputs, and the champion's health.
+
+Drift compares the features the champion actually computes (weather, history, calendar flags,
+the counter), its predictions and the counts of a reference (default: ``test_baseline``) with a
+current window (default: the store's last 30 days), with seasonal matching; the verdict is ours
+(``velocast.monitoring.drift``), evidently renders the HTML report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from velocast.config import Settings, get_settings
+from velocast.data import splits, store
+from velocast.evaluation.metrics import regression_metrics
+from velocast.features import FeatureBuilder
+from velocast.fileio import atomic_write_json
+from velocast.lifecycle.inputs import enrich
+from velocast.lifecycle.predict import LoadedModel
+from velocast.models import get_spec, predict_frame
+from velocast.monitoring.drift import DriftPolicy, DriftReport, detect_drift, seasonal_reference, write_reports
+from velocast.monitoring.health import HealthPolicy, HealthReport, health_state
+from velocast.tracking.registry import Registry
+
+log = logging.getLogger(__name__)
+
+# the model inputs monitored for drift (calendar position such as month is expected to move)
+DRIFT_NUMERICAL = ["temperature_c", "humidity", "wind_ms", "rain_mm", "cloud_cover",
+                   "lag_1d", "lag_7d", "mean_7d_same_hour", "yesterday_total"]
+DRIFT_CATEGORICAL = ["counter_id", "hour", "weekday", "is_public_holiday", "is_school_holiday",
+                     "event_lockdown", "event_curfew", "event_strike"]
+
+
+@dataclass
+class DriftCheck:
+    report: DriftReport
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.report.to_dict(), "reports": self.paths}
+
+
+def window(days: int, end: pd.Timestamp | None = None, settings: Settings | None = None) -> pd.DataFrame:
+    """Labelled rows of the ``days`` whole days ending with ``end``'s day (default: the latest day)."""
+    settings = settings or get_settings()
+    if end is None:
+        return store.last_days(days, settings)
+    stop = end.normalize() + timedelta(days=1)
+    return store.query_counts(stop - timedelta(days=days), stop, settings=settings)
+
+
+def champion_model(model_type: str, settings: Settings) -> LoadedModel | None:
+    registry = Registry(settings)
+    ref = registry.champion(model_type, with_metrics=True)
+    return LoadedModel(model_type, registry.load(ref), ref, ref.uri) if ref else None
+
+
+def _monitored(rows: pd.DataFrame, builder: FeatureBuilder, pipeline: Any | None) -> pd.DataFrame:
+    features = builder.transform(rows)
+    out = pd.DataFrame({"timestamp": rows["timestamp"].to_numpy(), "counter_id": rows["counter_id"].astype(str).to_numpy(),
+                        "bike_count": rows["bike_count"].to_numpy(float)}, index=rows.index)
+    for column in DRIFT_NUMERICAL:
+        out[column] = rows[column].to_numpy(float) if column in rows else float("nan")
+    for column in DRIFT_CATEGORICAL:
+        if column in features and column != "counter_id":
+            out[column] = features[column].astype(int).astype(str).to_numpy()
+    if pipeline is not None and "prediction" not in out:
+        out["prediction"] = predict_frame(pipeline, rows)["prediction"].to_numpy(float)
+    return out
+
+
+def check_drift(model_type: str = "lgbm", reference: pd.DataFrame | None = None, current: pd.DataFrame | None = None,
+                window_days: int = 30, end: pd.Timestamp | None = None, settings: Settings | None = None,
+                policy: DriftPolicy | None = None, write: bool = True) -> DriftCheck:
+    """Drift of the current window against the reference, on the champion's inputs and predictions."""
+    settings = settings or get_settings()
+    reference = reference if reference is not None else splits.load_split("test_baseline", splits.ensure_split(settings), settings)
+    current = current if current is not None else window(window_days, end, settings)
+    champion = champion_model(model_type, settings)
+    ref_rows = enrich(reference.reset_index(drop=True), settings)
+    cur_rows = enrich(current.reset_index(drop=True), settings)
+    if champion is not None:
+        builder, pipeline = champion.pipeline.named_steps["features"], champion.pipeline
+        known = set(builder.counter_ids_)
+        with_prediction = get_spec(model_type).task == "regression"
+    else:  # no champion yet: monitor the data alone
+        builder = FeatureBuilder().fit(ref_rows, ref_rows["bike_count"])
+        pipeline, known, with_prediction = None, set(ref_rows["counter_id"].astype(str)), False
+    ref = _monitored(ref_rows, builder, pipeline if with_prediction else None)
+    cur = _monitored(cur_rows, builder, pipeline if with_prediction else None) if len(cur_rows) else cur_rows
+    categorical = [c for c in DRIFT_CATEGORICAL if c in ref]
+    report = detect_drift(ref, cur, DRIFT_NUMERICAL, categorical, target="bike_count",
+                          prediction="prediction" if with_prediction else None, known_counters=known,
+                          policy=policy or DriftPolicy())
+    paths: dict[str, str] = {}
+    if write:
+        folder = settings.reports_dir / "drift" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+        matched = seasonal_reference(ref, cur)[0] if report.status not in ("error", "insufficient_data") else ref
+        columns = [c for c in (*DRIFT_NUMERICAL, *categorical, "bike_count", "prediction") if c in ref]
+        written = write_reports(report, matched, cur, columns, folder) if len(cur) else {}
+        paths = {k: str(v) for k, v in written.items()}
+        atomic_write_json(settings.reports_dir / "drift" / "latest.json", {"folder": str(folder), **paths,
+                                                                           "report": report.to_dict()})
+    return DriftCheck(report, paths)
+
+
+def latest_drift(settings: Settings | None = None) -> dict[str, Any] | None:
+    path = (settings or get_settings()).reports_dir / "drift" / "latest.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp | None = None,
+                    settings: Settings | None = None, policy: HealthPolicy | None = None,
+                    champion: LoadedModel | None = None) -> HealthReport:
+    """The champion's RMSE and R² on the latest labelled days vs its own test_baseline score."""
+    settings = settings or get_settings()
+    policy = policy or HealthPolicy(rmse_threshold=settings.health_rmse_threshold)
+    champion = champion or champion_model(model_type, settings)
+    if champion is None:
+        return HealthReport("unknown", None, None, None, None, None, 0, None, [f"no {model_type} champion yet"])
+    if get_spec(model_type).task != "regression":
+        return HealthReport("unknown", None, None, None, None, None, 0, None, ["health is defined for regressors"])
+    rows = window(days, end, settings)
+    if rows.empty:
+        return health_state(None, None, None, None, 0, policy)
+    rows = enrich(rows.reset_index(drop=True), settings)
+    metrics = regression_metrics(rows["bike_count"], predict_frame(champion.pipeline, rows)["prediction"])
+    recorded = champion.ref.metrics if champion.ref else {}
+    period = f"{rows['timestamp'].min().date()} .. {rows['timestamp'].max().date()}"
+    return health_state(metrics.rmse, metrics.r2, recorded.get("test_baseline_rmse"), recorded.get("test_baseline_r2"),
+                        len(rows), policy, period)
+
+
+__all__ = ["DriftCheck", "check_drift", "champion_health", "latest_drift", "window"]

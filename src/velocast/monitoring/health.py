@@ -1,0 +1,59 @@
+"""Champion health: is the champion still as good on recent labelled days as on test_baseline?
+
+States follow the original system's decision table: ``ok``; ``degraded`` when RMSE rose 10-20%
+above its own test_baseline RMSE (lightweight adaptation); ``critical`` when it rose more than 20%
+or the RMSE is above an absolute threshold (default 50). A pure function of the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    degraded_drop: float = 0.10
+    critical_drop: float = 0.20
+    rmse_threshold: float = 50.0
+
+
+@dataclass
+class HealthReport:
+    state: str  # ok | degraded | critical | unknown
+    rmse: float | None
+    r2: float | None
+    baseline_rmse: float | None
+    baseline_r2: float | None
+    drop: float | None  # relative RMSE increase vs test_baseline
+    rows: int
+    period: str | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def health_state(rmse: float | None, r2: float | None, baseline_rmse: float | None, baseline_r2: float | None,
+                 rows: int, policy: HealthPolicy | None = None, period: str | None = None) -> HealthReport:
+    policy = policy or HealthPolicy()
+    if rmse is None or rows == 0:
+        return HealthReport("unknown", rmse, r2, baseline_rmse, baseline_r2, None, rows, period,
+                            ["no recent labelled rows to check the champion on"])
+    drop = (rmse - baseline_rmse) / baseline_rmse if baseline_rmse else None
+    reasons = []
+    if rmse > policy.rmse_threshold:
+        reasons.append(f"RMSE {rmse:.2f} is above the absolute threshold {policy.rmse_threshold:g}")
+    if drop is not None and drop > policy.critical_drop:
+        reasons.append(f"RMSE {rmse:.2f} is {drop:.0%} above its test_baseline RMSE {baseline_rmse:.2f} "
+                       f"(> {policy.critical_drop:.0%})")
+    if reasons:
+        return HealthReport("critical", rmse, r2, baseline_rmse, baseline_r2, drop, rows, period, reasons)
+    if drop is not None and drop > policy.degraded_drop:
+        return HealthReport("degraded", rmse, r2, baseline_rmse, baseline_r2, drop, rows, period,
+                            [f"RMSE {rmse:.2f} is {drop:.0%} above its test_baseline RMSE {baseline_rmse:.2f} "
+                             f"({policy.degraded_drop:.0%}-{policy.critical_drop:.0%})"])
+    shown = "n/a" if drop is None else f"{drop:+.0%}"
+    return HealthReport("ok", rmse, r2, baseline_rmse, baseline_r2, drop, rows, period,
+                        [f"RMSE {rmse:.2f} vs test_baseline {baseline_rmse if baseline_rmse is not None else float('nan'):.2f} "
+                         f"({shown}), under {policy.rmse_threshold:g}"])
