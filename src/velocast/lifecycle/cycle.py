@@ -93,7 +93,7 @@ class CycleResult:
     def status(self) -> str:
         if self.error:
             return "error"
-        return "skipped" if self.new_data is False else "ok"
+        return "skipped" if self.new_data is False and not self.forced else "ok"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "status": self.status}

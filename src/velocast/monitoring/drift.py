@@ -63,7 +63,8 @@ class DriftPolicy:
 
     ``alpha`` is the per-report family-wise level (Bonferroni over the tested columns);
     ``numerical_threshold`` is on the normalised Wasserstein distance, ``categorical_threshold``
-    on the Jensen-Shannon distance; ``window_weeks`` and ``seed`` drive the seasonal reference.
+    on the Jensen-Shannon distance; ``window_weeks`` and ``seed`` drive the seasonal reference;
+    ``min_days`` is the minimum of days for columns tested on daily means.
     """
 
     alpha: float = 0.05
@@ -74,6 +75,7 @@ class DriftPolicy:
     bonferroni: bool = True
     window_weeks: int = 2
     seed: int = 0
+    min_days: int = 5  # for ``daily`` columns, tested on one value per day
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -268,10 +270,14 @@ def _period(frame: pd.DataFrame, timestamp_col: str) -> tuple[str, str] | None:
     return (ts.min().isoformat(), ts.max().isoformat())
 
 
-def _cells(ts: pd.Series) -> np.ndarray:
-    """weekday x hour cell (0..167) of each Paris timestamp, -1 where missing."""
+def _cells(ts: pd.Series, coarse: bool = False) -> np.ndarray:
+    """weekday x hour cell (0..167) of each Paris timestamp, -1 where missing.
+
+    ``coarse``: day type (weekday 0 / weekend 1) x hour instead (0..47).
+    """
     ts = _paris(ts)
-    cell = (ts.dt.weekday * 24 + ts.dt.hour).to_numpy(dtype=float, na_value=np.nan)
+    day = (ts.dt.weekday >= 5).astype(float) if coarse else ts.dt.weekday
+    cell = (day * 24 + ts.dt.hour).to_numpy(dtype=float, na_value=np.nan)
     return np.where(np.isnan(cell), -1, cell).astype(np.int64)
 
 
@@ -401,7 +407,9 @@ def seasonal_reference(reference: pd.DataFrame, current: pd.DataFrame,
     """The part of ``reference`` comparable with ``current``, and whether it is season-matched.
 
     Keeps reference rows whose ISO week of the year is within ``window_weeks`` of a week of the
-    current window (circularly: week 52 neighbours week 1), then draws from them, without
+    current window (circularly: week 52 neighbours week 1; widened to 2x then 3x ``window_weeks``
+    when that leaves too few rows or cells, then matched on weekday/weekend x hour when the window
+    lacks some weekdays), then draws from them, without
     replacement and seeded, a sample whose weekday x hour mix equals the current window's.
     When fewer than ``min_rows`` rows remain, or the window lacks the weekday x hour cells of
     more than 10 % of the current rows (e.g. the reference covers another season only), the
@@ -421,10 +429,20 @@ def seasonal_reference(reference: pd.DataFrame, current: pd.DataFrame,
     if len(cur_weeks):
         diff = np.abs(ref_weeks[:, None] - cur_weeks[None, :]) % _WEEKS_PER_YEAR
         dist = np.nanmin(np.minimum(diff, _WEEKS_PER_YEAR - diff), axis=1, initial=np.inf)
-        in_window = np.nan_to_num(dist, nan=np.inf) <= window_weeks
-        if in_window.any():
+        dist = np.nan_to_num(dist, nan=np.inf)
+        # a sparse reference (e.g. test_baseline: one day in five) may need a wider window
+        for width in (window_weeks, 2 * window_weeks, 3 * window_weeks):
+            in_window = dist <= width
+            if not in_window.any():
+                continue
             subset = reference.iloc[np.flatnonzero(in_window)]
             matched, coverage = _match_mix(subset, ref_cells[in_window], cur_cells, seed)
+            if len(matched) >= min_rows and coverage >= _MIN_MIX_COVERAGE:
+                return matched, True
+        # still not every weekday in the window: match weekday/weekend x hour instead
+        if in_window.any():
+            coarse_ref, coarse_cur = _cells(ref_ts, coarse=True), _cells(cur_ts, coarse=True)
+            matched, coverage = _match_mix(subset, coarse_ref[in_window], coarse_cur, seed)
             if len(matched) >= min_rows and coverage >= _MIN_MIX_COVERAGE:
                 return matched, True
     matched, coverage = _match_mix(reference, ref_cells, cur_cells, seed)
@@ -437,20 +455,23 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, numerical: list
                  categorical: list[str], target: str | None = None, prediction: str | None = None,
                  known_counters: set[str] | None = None, counter_col: str = "counter_id",
                  policy: DriftPolicy = DriftPolicy(), seasonal: bool = True,
-                 timestamp_col: str = "timestamp") -> DriftReport:
+                 timestamp_col: str = "timestamp", daily: list[str] | None = None) -> DriftReport:
     """Drift of ``current`` against ``reference``; never raises, failures give status "error".
 
     ``known_counters``: the counter ids the model knows; when None, those of ``reference``
     (if it has ``counter_col``). ``new_counters`` lists the current ids outside that set.
     ``seasonal``: compare with ``seasonal_reference(reference, current)`` rather than the
     whole reference (needs ``timestamp_col``).
+    ``daily``: numerical columns whose values are shared by all rows of an hour and autocorrelated
+    over the day (weather): they are tested on their daily means, so the test counts independent
+    observations (days), not thousands of repeated hourly rows.
     """
     base: dict[str, Any] = {"policy": policy}
     try:
         base["reference_rows"] = len(reference)
         base["current_rows"] = len(current)
         return _detect(reference, current, list(numerical), list(categorical), target, prediction,
-                       known_counters, counter_col, policy, seasonal, timestamp_col, base)
+                       known_counters, counter_col, policy, seasonal, timestamp_col, base, list(daily or []))
     except Exception as exc:  # a failed check must say so, never pass as "no drift"
         detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         message = f"{type(exc).__name__}: {detail}"
@@ -462,8 +483,12 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, numerical: list
 def _detect(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str],
             categorical: list[str], target: str | None, prediction: str | None,
             known_counters: set[str] | None, counter_col: str, policy: DriftPolicy,
-            seasonal: bool, timestamp_col: str, base: dict[str, Any]) -> DriftReport:
+            seasonal: bool, timestamp_col: str, base: dict[str, Any],
+            daily: list[str] | None = None) -> DriftReport:
     # ---- validate the request
+    daily = list(daily or [])
+    if set(daily) - set(numerical):
+        raise ValueError(f"daily columns must be numerical features: {sorted(set(daily) - set(numerical))}")
     both = set(numerical) & set(categorical)
     if both:
         raise ValueError(f"columns listed as both numerical and categorical: {sorted(both)}")
@@ -473,7 +498,7 @@ def _detect(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str]
     columns = [*numerical, *categorical, *extra]
     if not columns:
         raise ValueError("no columns to test: give numerical, categorical, target or prediction")
-    if seasonal:
+    if seasonal or daily:
         columns_needed = [*columns, timestamp_col]
     else:
         columns_needed = columns
@@ -528,8 +553,15 @@ def _detect(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str]
     for c in extra:
         kinds[c] = NUMERICAL if pd.api.types.is_numeric_dtype(reference[c]) else CATEGORICAL
     prepared: dict[str, tuple[Any, Any, float, float]] = {}
+    days_ref = _paris(ref_used[timestamp_col]).dt.date.to_numpy() if daily else None
+    days_cur = _paris(current[timestamp_col]).dt.date.to_numpy() if daily else None
     for col in columns:
-        if kinds[col] == NUMERICAL:
+        if col in daily:
+            r = pd.Series(_as_float(ref_used[col], col)).groupby(days_ref).mean().to_numpy()
+            c = pd.Series(_as_float(current[col], col)).groupby(days_cur).mean().to_numpy()
+            r_ok, c_ok = np.isfinite(r), np.isfinite(c)
+            prepared[col] = (r[r_ok], c[c_ok], 1 - r_ok.mean() if len(r) else 1.0, 1 - c_ok.mean() if len(c) else 1.0)
+        elif kinds[col] == NUMERICAL:
             r, c = _as_float(ref_used[col], col), _as_float(current[col], col)
             r_ok, c_ok = np.isfinite(r), np.isfinite(c)
             prepared[col] = (r[r_ok], c[c_ok], 1 - r_ok.mean(), 1 - c_ok.mean())
@@ -537,8 +569,11 @@ def _detect(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str]
             r_s, c_s = ref_used[col], current[col]
             prepared[col] = (r_s.dropna(), c_s.dropna(), float(r_s.isna().mean()),
                              float(c_s.isna().mean()))
+    def minimum(col: str) -> int:
+        return policy.min_days if col in daily else policy.min_rows
+
     testable = [c for c, (r, cu, _, _) in prepared.items()
-                if len(r) >= policy.min_rows and len(cu) >= policy.min_rows]
+                if len(r) >= minimum(c) and len(cu) >= minimum(c)]
     n_tests = max(len(testable), 1)
     alpha = policy.alpha / n_tests if policy.bonferroni else policy.alpha
 
@@ -548,7 +583,7 @@ def _detect(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str]
         threshold = policy.numerical_threshold if kind == NUMERICAL else policy.categorical_threshold
         if col not in testable:
             results[col] = _untested(col, kind, threshold, alpha, len(r), len(cu), float(miss_r),
-                                     float(miss_c), policy.min_rows)
+                                     float(miss_c), minimum(col))
         elif kind == NUMERICAL:
             results[col] = _numerical_drift(col, r, cu, alpha, threshold, float(miss_r), float(miss_c))
         else:

@@ -1,0 +1,529 @@
+"""The FastAPI app: thin routes over ``velocast.lifecycle`` and ``velocast.tracking``.
+
+``create_app(settings)`` builds one app with its own model cache, training-job runner and
+Prometheus registry; ``velocast serve`` runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    status,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+
+from velocast import __version__
+from velocast.api.config import ApiConfig
+from velocast.api.jobs import JobManager, QueueFull, TrainSpec
+from velocast.api.metrics import ApiMetrics, MetricsMiddleware
+from velocast.api.models_cache import ModelCache, NoModelError, ServedModel
+from velocast.api.records import KnownCounters, RecordsRejected, error, to_rows
+from velocast.api.schemas import (
+    OPENDATA_EXAMPLE,
+    TIDY_EXAMPLE,
+    AuditEventName,
+    AuditResponse,
+    ErrorResponse,
+    EvaluateRequest,
+    EvaluateResponse,
+    HealthResponse,
+    JobStatus,
+    ModelsResponse,
+    ModelType,
+    ModelTypeInfo,
+    ModelVersionInfo,
+    MonitorRequest,
+    MonitorResponse,
+    PredictRecord,
+    PredictRequest,
+    PredictResponse,
+    PromoteRequest,
+    PromotionResponse,
+    ReadyResponse,
+    RollbackRequest,
+    ServedInfo,
+    TrainAccepted,
+    TrainRequest,
+    ValidationErrorResponse,
+)
+from velocast.api.security import DISABLED, key_configured, require_api_key
+from velocast.config import Settings, get_settings
+from velocast.lifecycle import promotion
+from velocast.lifecycle.audit import AuditLog
+from velocast.lifecycle.evaluate import evaluate
+from velocast.lifecycle.monitor import check_drift, latest_drift
+from velocast.lifecycle.predict import predict_rows
+from velocast.models import MODEL_TYPES, get_spec, registered_name, validate_hyperparams
+from velocast.tracking.registry import PREVIOUS, ModelRef
+
+log = logging.getLogger("velocast.api")
+
+DESCRIPTION = """
+Hourly bike-count forecasts for the Paris counters, served by the current **champion** of each
+model type (hot-swapped within seconds of a promotion made anywhere: this API, the CLI, Airflow).
+
+* Read-only routes (`/health`, `/ready`, `/models`, `/predict`, `/jobs/{id}`, `/audit`, `/metrics`,
+  `/reports/drift/{name}.html`) need no key.
+* Mutating routes (`/train`, `/evaluate`, `/monitor`, `/promote_champion`, `/rollback`) need the
+  header `X-API-Key` equal to the server's `VELOCAST_API_KEY`; without a configured key they answer 503.
+* Records use the tidy field names (`counter_id`, `timestamp`/`date`, `latitude`, ...) or the Paris
+  open-data headers (`Identifiant du compteur`, `Date et heure de comptage`, ...), and are validated
+  exactly like an ingested file: every rejected record is reported with a 422 naming its `index`
+  in the request and the `field`.
+"""
+
+RECORD_LISTS = ("records", "current_data")
+VALIDATION_422 = {422: {"model": ValidationErrorResponse, "description": "Invalid request: every problem with "
+                        "the index of the record and the field."}}
+KEY_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or wrong X-API-Key."},
+              503: {"model": ErrorResponse, "description": DISABLED}}
+_REPORT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+router = APIRouter()
+
+
+# ------------------------------------------------------------------------------ dependencies
+def app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def app_config(request: Request) -> ApiConfig:
+    return request.app.state.config
+
+
+def model_cache(request: Request) -> ModelCache:
+    return request.app.state.cache
+
+
+def job_manager(request: Request) -> JobManager:
+    return request.app.state.jobs
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
+ConfigDep = Annotated[ApiConfig, Depends(app_config)]
+CacheDep = Annotated[ModelCache, Depends(model_cache)]
+JobsDep = Annotated[JobManager, Depends(job_manager)]
+
+
+# ------------------------------------------------------------------------------ helpers
+def _check_count(records: list[PredictRecord] | None, name: str, config: ApiConfig) -> None:
+    if records is not None and len(records) > config.max_records:
+        raise RecordsRejected([error(f"{name} holds {len(records):,} records: at most {config.max_records:,} "
+                                     f"per request (VELOCAST_API_MAX_RECORDS)", name, loc=[name])])
+
+
+def _rows(request: Request, records: list[PredictRecord], name: str, require_count: bool) -> Any:
+    state = request.app.state
+    _check_count(records, name, state.config)
+    return to_rows(records, state.settings, state.counters.get(), require_count=require_count, loc=name)
+
+
+def _served(cache: ModelCache, model_type: str, horizon: str | None = None) -> ServedModel:
+    try:
+        return cache.get(model_type, horizon)
+    except NoModelError as exc:
+        if horizon:
+            raise RecordsRejected([error(str(exc), "horizon", loc=["horizon"])]) from exc
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+
+
+def _iso_ms(millis: int | None) -> str | None:
+    return datetime.fromtimestamp(millis / 1000, timezone.utc).isoformat() if millis else None
+
+
+def _version_info(ref: ModelRef) -> ModelVersionInfo:
+    metrics = {k: float(v) for k, v in ref.metrics.items() if k.startswith(("test_baseline_", "test_current_"))}
+    return ModelVersionInfo(version=ref.version, run_id=ref.run_id, uri=ref.uri, aliases=ref.aliases,
+                            created_at=_iso_ms(ref.created_at), tags=ref.tags, metrics=metrics)
+
+
+def _relative(path: str, base: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except ValueError:
+        return Path(path).name
+
+
+# ------------------------------------------------------------------------------ read-only routes
+@router.get("/", include_in_schema=False)
+def root() -> RedirectResponse:
+    return RedirectResponse("/docs")
+
+
+@router.get("/health", response_model=HealthResponse, tags=["service"], summary="Liveness (always 200)")
+def health() -> HealthResponse:
+    return HealthResponse(version=__version__)
+
+
+@router.get("/ready", response_model=ReadyResponse, tags=["service"], summary="Readiness: a model is loaded",
+            responses={503: {"model": ReadyResponse, "description": "No model can serve (the reason says why)."}})
+def ready(cache: CacheDep, config: ConfigDep) -> Any:
+    model_type = config.default_model_type
+    try:
+        served = cache.get(model_type)
+    except Exception as exc:  # noqa: BLE001 - NoModelError, or a model that cannot be loaded
+        reason = str(exc) if isinstance(exc, NoModelError) else f"cannot load the {model_type} model: {exc}"
+        body = ReadyResponse(status="not_ready", model_type=model_type, reason=reason)
+        return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return ReadyResponse(status="ready", model_type=model_type, model_version=served.version,
+                         model_uri=served.model.uri, champion=served.champion, warnings=served.warnings)
+
+
+@router.get("/models", response_model=ModelsResponse, tags=["models"],
+            summary="Champion (with its test metrics) and registered versions of every model type")
+def models(cache: CacheDep, settings: SettingsDep) -> ModelsResponse:
+    registry = cache.registry
+    served = cache.snapshot()
+    out = {}
+    for model_type in MODEL_TYPES:
+        spec = get_spec(model_type)
+        promotion.recover(model_type, settings, registry)
+        champion = registry.champion(model_type, with_metrics=True)
+        previous = registry.by_alias(model_type, PREVIOUS)
+        now = served.get((model_type, None))
+        out[model_type] = ModelTypeInfo(
+            model_type=model_type, registered_name=registered_name(model_type), task=spec.task,
+            description=spec.description, default_horizon=spec.default_horizon,
+            champion=_version_info(champion) if champion else None,
+            previous_champion=previous.version if previous else None,
+            served=ServedInfo(version=now.version, uri=now.model.uri, champion=now.champion, horizon=now.model.horizon,
+                              loaded_at=now.loaded_at.isoformat()) if now else None,
+            versions=[_version_info(ref) for ref in registry.versions(model_type)])
+    return ModelsResponse(models=out)
+
+
+@router.post("/predict", response_model=PredictResponse, tags=["predictions"],
+             summary="Predict counter-hours with the champion",
+             responses={**VALIDATION_422, 503: {"model": ErrorResponse, "description": "No model registered yet."}})
+def predict(body: Annotated[PredictRequest, Body(openapi_examples={
+                "tidy": {"summary": "tidy field names", "value": {"records": TIDY_EXAMPLE, "model_type": "lgbm"}},
+                "opendata": {"summary": "open-data export field names", "value": {"records": OPENDATA_EXAMPLE}}})],
+            request: Request, cache: CacheDep, config: ConfigDep, settings: SettingsDep) -> PredictResponse:
+    model_type = body.model_type or config.default_model_type
+    converted = _rows(request, body.records, "records", require_count=False)
+    served = _served(cache, model_type, body.horizon)
+    result = predict_rows(converted.rows, served.model, settings)
+    frame = result.frame
+    row_of = converted.row_of
+    predictions = frame["prediction"].to_numpy(float)[row_of]
+    probabilities = frame["probability"].to_numpy(float)[row_of] if "probability" in frame else None
+    counters = frame["counter_id"].astype(str).to_numpy()[row_of]
+    stamps = np.asarray([t.isoformat() for t in frame["timestamp"]], dtype=object)[row_of]
+    unknown = set(result.unknown_counters)
+    items = []
+    for i in range(len(row_of)):
+        warnings = []
+        if counters[i] in unknown:
+            warnings.append(f"counter {counters[i]} is unknown to the model: predicted from its location and the "
+                            "calendar")
+        if i in converted.duplicate_of:
+            warnings.append(f"same counter and hour as record {converted.duplicate_of[i]}")
+        items.append({"index": i, "counter_id": counters[i], "timestamp": stamps[i],
+                      "prediction": float(predictions[i]),
+                      "probability": None if probabilities is None else float(probabilities[i]), "warnings": warnings})
+    request.app.state.metrics.predictions.labels(model_type).inc(len(items))
+    model = served.model
+    return PredictResponse.model_validate({
+        "model": {"model_type": model_type, "version": model.version, "uri": model.uri,
+                  "run_id": model.ref.run_id if model.ref else None, "horizon": model.horizon,
+                  "champion": served.champion},
+        "predictions": items, "warnings": [*served.warnings, *result.warnings], "metrics": result.metrics})
+
+
+@router.get("/jobs/{job_id}", response_model=JobStatus, tags=["lifecycle"], summary="Status of a training job",
+            responses={404: {"model": ErrorResponse}})
+def job_status(job_id: str, jobs: JobsDep) -> JobStatus:
+    job = jobs.get(job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no training job {job_id!r} (jobs live in the server's "
+                            "memory: a restart forgets them)")
+    return JobStatus.model_validate(job.to_dict())
+
+
+@router.get("/audit", response_model=AuditResponse, tags=["lifecycle"], summary="The audit log, newest first",
+            responses=VALIDATION_422)
+def audit(settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+          event: AuditEventName | None = None, model_type: ModelType | None = None) -> AuditResponse:
+    events = AuditLog(settings=settings).list(limit=limit, event=event, model_type=model_type)
+    return AuditResponse(count=len(events), events=[e.to_dict() for e in events])
+
+
+@router.get("/metrics", tags=["service"], summary="Prometheus metrics",
+            response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics(request: Request) -> Response:
+    exporter: ApiMetrics = request.app.state.metrics
+    return Response(exporter.render(), media_type=exporter.content_type)
+
+
+@router.get("/reports/drift/{name}.html", name="drift_report", tags=["lifecycle"],
+            summary="A drift report written by /monitor (or `latest`)", response_class=FileResponse,
+            responses={200: {"content": {"text/html": {}}}, 404: {"model": ErrorResponse}})
+def drift_report(name: str, settings: SettingsDep) -> FileResponse:
+    base = (settings.reports_dir / "drift").resolve()
+    if name == "latest":
+        folder = (latest_drift(settings) or {}).get("folder")
+        name = Path(folder).name if folder else ""
+    missing = HTTPException(status.HTTP_404_NOT_FOUND, "no such drift report")
+    if not _REPORT_NAME.fullmatch(name):
+        raise missing
+    target = (base / name / "drift.html").resolve()
+    if not target.is_relative_to(base) or not target.is_file():
+        raise missing
+    return FileResponse(target, media_type="text/html")
+
+
+# ------------------------------------------------------------------------------ mutating routes
+@router.post("/train", response_model=TrainAccepted, status_code=status.HTTP_202_ACCEPTED, tags=["lifecycle"],
+             summary="Train a challenger in the background (never promotes)",
+             dependencies=[Depends(require_api_key)],
+             responses={**VALIDATION_422, **KEY_ERRORS, 429: {"model": ErrorResponse}})
+def train_job(body: TrainRequest, request: Request, response: Response, jobs: JobsDep) -> TrainAccepted:
+    try:
+        hyperparams = validate_hyperparams(body.model_type, body.hyperparams)
+    except ValueError as exc:
+        raise RecordsRejected([error(str(exc), "hyperparams", loc=["hyperparams"])]) from exc
+    current = _rows(request, body.current_data, "current_data", require_count=True).rows \
+        if body.current_data is not None else None
+    spec = TrainSpec(body.model_type, body.data_source, body.env, hyperparams, body.test_mode, body.horizon, current)
+    try:
+        job = jobs.submit(spec)
+    except QueueFull as exc:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc)) from exc
+    url = request.app.url_path_for("job_status", job_id=job.job_id)
+    response.headers["Location"] = str(url)
+    return TrainAccepted(job_id=job.job_id, status="queued", model_type=body.model_type, status_url=str(url))
+
+
+@router.post("/evaluate", response_model=EvaluateResponse, tags=["lifecycle"],
+             summary="Double evaluation of a version against the champion, and every policy's decision",
+             dependencies=[Depends(require_api_key)],
+             responses={**VALIDATION_422, **KEY_ERRORS, 404: {"model": ErrorResponse}})
+def evaluate_version(body: EvaluateRequest, settings: SettingsDep) -> EvaluateResponse:
+    try:
+        outcome = evaluate(body.model_type, version=body.version, run_id=body.run_id, settings=settings)
+    except LookupError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    out = outcome.to_dict()
+    out["reports"] = {k: _relative(v, settings.reports_dir) for k, v in outcome.reports.items()}
+    return EvaluateResponse.model_validate(out)
+
+
+@router.post("/monitor", response_model=MonitorResponse, tags=["lifecycle"],
+             summary="Drift of posted records (or the store's last days) against test_baseline",
+             dependencies=[Depends(require_api_key)], responses={**VALIDATION_422, **KEY_ERRORS})
+def monitor(body: MonitorRequest, request: Request, settings: SettingsDep, config: ConfigDep) -> MonitorResponse:
+    model_type = body.model_type or config.default_model_type
+    current = _rows(request, body.records, "records", require_count=True).rows if body.records else None
+    check = check_drift(model_type, current=current, window_days=body.window_days, settings=settings)
+    html = check.paths.get("html")
+    name = Path(html).parent.name if html else None
+    verdict = check.report.to_dict()
+    return MonitorResponse(model_type=model_type, status=verdict["status"], drift_detected=verdict["drift_detected"],
+                           drift_share=verdict["drift_share"], verdict=verdict, report_name=name,
+                           report_url=str(request.app.url_path_for("drift_report", name=name)) if name else None)
+
+
+@router.post("/promote_champion", response_model=PromotionResponse, tags=["lifecycle"],
+             summary="Make a registered version the champion (alias, summary.json and audit together)",
+             dependencies=[Depends(require_api_key)],
+             responses={**VALIDATION_422, **KEY_ERRORS, 404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+def promote_champion(body: PromoteRequest, settings: SettingsDep, cache: CacheDep) -> PromotionResponse:
+    try:
+        done = promotion.promote(body.model_type, version=body.version, run_id=body.run_id,
+                                 reason=body.reason or "promoted through the API", settings=settings)
+    except promotion.PromotionError as exc:
+        code = status.HTTP_404_NOT_FOUND if isinstance(exc.__cause__, LookupError) else status.HTTP_409_CONFLICT
+        raise HTTPException(code, str(exc)) from exc
+    cache.invalidate(body.model_type)
+    return PromotionResponse(**done.to_dict())
+
+
+@router.post("/rollback", response_model=PromotionResponse, tags=["lifecycle"],
+             summary="Give the champion alias back to the previous champion",
+             dependencies=[Depends(require_api_key)],
+             responses={**VALIDATION_422, **KEY_ERRORS, 409: {"model": ErrorResponse}})
+def rollback(body: RollbackRequest, settings: SettingsDep, cache: CacheDep) -> PromotionResponse:
+    try:
+        done = promotion.rollback(body.model_type, reason=body.reason or "rolled back through the API",
+                                  settings=settings)
+    except promotion.PromotionError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    cache.invalidate(body.model_type)
+    return PromotionResponse(**done.to_dict())
+
+
+# ------------------------------------------------------------------------------ errors
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _message(kind: str, msg: str, field: str | None, value: Any, in_record: bool) -> str:
+    if kind == "missing":
+        return f"{field}: field required"
+    if kind == "extra_forbidden":
+        hint = ": use the tidy or the open-data field names (see /docs)" if in_record else ""
+        return f"unknown field {field!r}{hint}"
+    if kind == "too_short" and field in RECORD_LISTS:
+        return f"{field} is empty: give at least one record"
+    if kind == "finite_number":
+        return f"{field}={value!r}: expected a finite number (NaN and infinity are not accepted)"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return f"{field}={_shown(value)}: {msg}"
+    return f"{field}: {msg}"
+
+
+def validation_items(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors as ``ErrorItem`` dicts naming the record index and the field."""
+    items = []
+    for err in exc.errors():
+        loc = list(err.get("loc") or ())
+        where = loc.pop(0) if loc and loc[0] in ("body", "query", "path", "header") else None
+        kind, msg, ctx = err.get("type", ""), err.get("msg", ""), err.get("ctx") or {}
+        if kind == "json_invalid":
+            position = f" at character {loc[0]}" if loc else ""
+            items.append(error(f"the body is not valid JSON: {ctx.get('error', msg)}{position}", "body", reason=kind,
+                               loc=["body"]))
+            continue
+        if not loc and where == "body" and not ctx.get("field"):
+            text = "the request needs a JSON body" if kind == "missing" else \
+                "the body must be a JSON object (send it with Content-Type: application/json)"
+            items.append(error(f"{text}: {msg}", "body", reason=kind, loc=["body"]))
+            continue
+        index = None
+        if len(loc) >= 2 and loc[0] in RECORD_LISTS and isinstance(loc[1], int):
+            index, rest = loc[1], loc[2:]
+            field = str(rest[0]) if rest else ctx.get("field")
+            message = msg if not rest else _message(kind, msg, field, err.get("input"), True)
+            if index is not None:
+                message = f"record {index}: {message}"
+        else:
+            field = ".".join(str(x) for x in loc) if loc else ctx.get("field")
+            message = _message(kind, msg, field, err.get("input"), False) if loc else msg
+        items.append(error(message, field, index, kind, [str(x) if not isinstance(x, int) else x for x in loc]))
+    return items
+
+
+async def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"detail": validation_items(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _rejected_handler(request: Request, exc: RecordsRejected) -> JSONResponse:
+    errors = exc.errors
+    for item in errors:
+        if item["index"] is not None and not item["message"].startswith("record "):
+            item["message"] = f"record {item['index']}: {item['message']}"
+    return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _internal_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"},
+                        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+# ------------------------------------------------------------------------------ body size limit
+class BodySizeLimitMiddleware:
+    """Reject request bodies larger than ``max_bytes`` with a 413 (declared or streamed sizes)."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    def _detail(self, size: int | None) -> str:
+        told = f"{size:,} bytes" if size is not None else "more"
+        return (f"request body too large: {told} > the limit of {self.max_bytes:,} bytes "
+                f"({self.max_bytes / 1024 / 1024:.4g} MB, VELOCAST_API_MAX_BODY_MB)")
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            response = JSONResponse({"detail": self._detail(int(declared))},
+                                    status_code=status.HTTP_413_CONTENT_TOO_LARGE)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, self._detail(None))
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+# ------------------------------------------------------------------------------ the app
+def create_app(settings: Settings | None = None, *, config: ApiConfig | None = None) -> FastAPI:
+    """The API over ``settings`` (default: from the environment) and ``config`` (default: VELOCAST_API_*)."""
+    settings = settings or get_settings()
+    config = config or ApiConfig.from_env()
+    cache = ModelCache(settings, config.model_refresh_seconds)
+    jobs = JobManager(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not key_configured(settings.api_key):
+            log.warning("VELOCAST_API_KEY is not set: %s (train, evaluate, monitor, promote_champion and rollback "
+                        "answer 503; read-only routes work)", DISABLED)
+        log.info("velocast API %s: home %s, tracking %s, default model %s, champion re-checked every %gs",
+                 __version__, settings.home, settings.tracking_uri, config.default_model_type,
+                 config.model_refresh_seconds)
+        cache.start(warm=(config.default_model_type,))
+        try:
+            yield
+        finally:
+            cache.stop()
+            jobs.shutdown()
+
+    app = FastAPI(title="velocast API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  openapi_tags=[{"name": "predictions", "description": "Forecasts by the champion."},
+                                {"name": "models", "description": "Registered models and champions."},
+                                {"name": "lifecycle", "description": "Training, evaluation, drift, promotion, "
+                                 "audit."},
+                                {"name": "service", "description": "Health, readiness, metrics."}],
+                  contact={"name": "velocast"}, license_info={"name": "MIT"})
+    app.state.settings = settings
+    app.state.config = config
+    app.state.cache = cache
+    app.state.jobs = jobs
+    app.state.counters = KnownCounters(settings)
+    app.state.metrics = ApiMetrics(settings, cache, jobs)
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(RecordsRejected, _rejected_handler)
+    app.add_exception_handler(Exception, _internal_handler)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "X-API-Key"])
+    return app
+
+
+__all__ = ["create_app", "validation_items"]

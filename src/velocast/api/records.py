@@ -1,0 +1,187 @@
+"""Posted records -> canonical rows, with exactly the validation of ``velocast.data.ingest``.
+
+Each record is renamed to the canonical fields with the ingest's own maps (``TIDY_COLUMNS``,
+``OPENDATA_COLUMNS``), then the records are validated by ``ingest.validate`` in groups that share
+how a naive timestamp is read (``timestamp``: Europe/Paris; ``date`` and the open-data
+``Date et heure de comptage``: UTC, as the ingest reads those files) and how coordinates are
+written. Every rejected record comes back with its index in the request and the field under the
+name the client used.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from velocast.api.schemas import PredictRecord
+from velocast.config import PARIS_TZ, Settings
+from velocast.data import store
+from velocast.data.ingest import (
+    OPENDATA_COLUMNS,
+    TIDY_COLUMNS,
+    RawTable,
+    parse_timestamps,
+    validate,
+)
+from velocast.data.schema import REASON_BAD_COORDINATES, REASON_COUNT_NOT_NUMBER
+from velocast.data.weather import WEATHER_COLUMNS
+
+# timestamps a counter-hour may plausibly have (the Paris counters started in 2009)
+EARLIEST = pd.Timestamp("2000-01-01", tz=PARIS_TZ)
+LATEST = pd.Timestamp("2100-01-01", tz=PARIS_TZ)
+OUT_OF_RANGE = "timestamp out of range"
+
+_CANONICAL_OF = {**TIDY_COLUMNS, **OPENDATA_COLUMNS}
+_NUMERIC = {"bike_count", "latitude", "longitude", *WEATHER_COLUMNS}
+_FIELD_IN_DETAIL = re.compile(r"^([A-Za-z_]+)")
+
+
+class RecordsRejected(Exception):
+    """Some records (or the request) cannot be used; ``errors`` are ``ErrorItem`` dicts."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        super().__init__(f"{len(errors)} problem(s) in the request")
+        self.errors = errors
+
+
+def error(message: str, field: str | None = None, index: int | None = None, reason: str | None = None,
+          loc: list[str | int] | None = None) -> dict[str, Any]:
+    return {"index": index, "field": field, "message": message, "reason": reason,
+            "loc": loc if loc is not None else [x for x in (index, field) if x is not None]}
+
+
+@dataclass
+class RecordRows:
+    """Accepted canonical rows and, for each posted record, the row that carries it."""
+
+    rows: pd.DataFrame
+    row_of: np.ndarray  # row position in ``rows`` for each record
+    duplicate_of: dict[int, int]  # record index -> earlier record with the same counter-hour
+
+
+class KnownCounters:
+    """``store.counters`` (names and coordinates of known counters), re-read at most every ``ttl`` s."""
+
+    def __init__(self, settings: Settings, ttl: float = 30.0):
+        self.settings, self.ttl = settings, ttl
+        self._value: pd.DataFrame | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+
+    def get(self) -> pd.DataFrame:
+        with self._lock:
+            if self._value is None or time.monotonic() - self._at > self.ttl:
+                self._value = store.counters(self.settings)
+                self._at = time.monotonic()
+            return self._value
+
+
+def _canonical(record: PredictRecord) -> tuple[dict[str, Any], dict[str, str]]:
+    """Values under canonical names, and canonical name -> the client's name."""
+    values, names = {}, {}
+    for name, value in record.given().items():
+        canonical = _CANONICAL_OF.get(name, name)
+        values[canonical] = value
+        names[canonical] = name
+    return values, names
+
+
+def _group_key(names: dict[str, str]) -> tuple[str, bool]:
+    naive_tz = PARIS_TZ if names["timestamp"] == "timestamp" else "UTC"
+    return naive_tz, "coordinates" in names
+
+
+def _frame(values: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = sorted({c for v in values for c in v})
+    data = {}
+    for column in columns:
+        column_values = [v.get(column) for v in values]
+        data[column] = pd.Series(column_values, dtype=float) if column in _NUMERIC else \
+            pd.Series(column_values, dtype=object)
+    return pd.DataFrame(data)
+
+
+def _rejection(index: int, reason: str, detail: str, record: tuple[dict[str, Any], dict[str, str]],
+               loc: str) -> dict[str, Any]:
+    """An ingest rejection, under the field name the client used."""
+    values, names = record
+    found = _FIELD_IN_DETAIL.match(detail)
+    column = found.group(1) if found else None
+    field = names.get(column, column) if column else None
+    if column and field != column:
+        detail = field + detail[len(column):]
+    if reason == REASON_COUNT_NOT_NUMBER and "bike_count" not in names:
+        detail = "bike_count is required here (labelled rows): give bike_count or 'Comptage horaire'"
+    if reason == REASON_BAD_COORDINATES and not {"latitude", "longitude", "coordinates"} & set(names):
+        field = "latitude"
+        detail = (f"counter {values.get('counter_id')!r} is not in the store, so its location is needed: give "
+                  "latitude and longitude (or 'Coordonnées géographiques')")
+    return error(f"{reason}: {detail}", field, index, reason, [loc, index, field] if field else [loc, index])
+
+
+def to_rows(records: list[PredictRecord], settings: Settings, known_counters: pd.DataFrame | None,
+            require_count: bool = False, loc: str = "records") -> RecordRows:
+    """Validate posted records like an ingested file; raise ``RecordsRejected`` listing every bad one."""
+    canonical = [_canonical(r) for r in records]
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for i, (_, names) in enumerate(canonical):
+        groups.setdefault(_group_key(names), []).append(i)
+
+    errors: list[dict[str, Any]] = []
+    parts: list[pd.DataFrame] = []
+    keys: dict[int, tuple[str, pd.Timestamp]] = {}
+    for (naive_tz, _), members in groups.items():
+        frame = _frame([canonical[i][0] for i in members])
+        if require_count and "bike_count" not in frame:
+            frame["bike_count"] = np.nan  # each record is then rejected for its missing count
+        raw = RawTable(frame, "api", Path("<request body>"), {c: c for c in frame.columns}, naive_timezone=naive_tz)
+        checked = validate(raw, require_count=require_count, known_counters=known_counters)
+        rejected = set()
+        for row in checked.rejected.itertuples(index=False):
+            index = members[int(row.source_row) - 1]
+            rejected.add(index)
+            errors.append(_rejection(index, str(row.reason), str(row.detail), canonical[index], loc))
+        accepted = checked.accepted
+        positions = np.asarray(checked.accepted_positions, dtype=int)
+        for column in WEATHER_COLUMNS:
+            if column in frame:
+                accepted[column] = frame[column].to_numpy(float)[positions]
+        accepted["_record"] = np.asarray(members)[positions]
+        outside = ((accepted["timestamp"] < EARLIEST) | (accepted["timestamp"] >= LATEST)).to_numpy()
+        for position in positions[outside]:
+            index = members[position]
+            field = canonical[index][1]["timestamp"]
+            rejected.add(index)
+            errors.append(error(f"{OUT_OF_RANGE}: {field}={frame['timestamp'].iloc[position]!r}: expected an hour "
+                                f"between {EARLIEST.date()} and {(LATEST - pd.Timedelta(days=1)).date()}",
+                                field, index, OUT_OF_RANGE, [loc, index, field]))
+        parts.append(accepted[~outside])
+        # the counter-hour of every record, to find the row of identical duplicates
+        counter_ids = frame["counter_id"].astype("string").str.strip()
+        stamps, _ = parse_timestamps(frame["timestamp"], counter_ids, naive_tz)
+        for position, index in enumerate(members):
+            if index not in rejected:
+                keys[index] = (str(counter_ids.iloc[position]), stamps.iloc[position])
+    if errors:
+        raise RecordsRejected(sorted(errors, key=lambda e: (e["index"], str(e["field"]))))
+
+    rows = pd.concat(parts, ignore_index=True).sort_values("_record", kind="stable").reset_index(drop=True)
+    row_by_key: dict[tuple[str, pd.Timestamp], int] = {}
+    for position, (counter, stamp) in enumerate(zip(rows["counter_id"].astype(str), rows["timestamp"])):
+        row_by_key.setdefault((counter, stamp), position)
+    first_record = rows["_record"].to_numpy()
+    row_of = np.empty(len(records), dtype=int)
+    duplicate_of: dict[int, int] = {}
+    for index in range(len(records)):
+        position = row_by_key[keys[index]]
+        row_of[index] = position
+        if first_record[position] != index:
+            duplicate_of[index] = int(first_record[position])
+    return RecordRows(rows.drop(columns="_record"), row_of, duplicate_of)

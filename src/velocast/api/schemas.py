@@ -1,0 +1,460 @@
+"""Pydantic models of every request and response of the HTTP API.
+
+Records (``/predict``, ``/monitor``, ``/train``'s ``current_data``) accept the tidy English field
+names of ``shared/data/paris`` or the French headers of the Paris open-data export, field by
+field; the values are then converted with the ingest validation (``velocast.api.records``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from velocast.data.ingest import OPENDATA_COLUMNS, TIDY_COLUMNS
+
+ModelType = Literal["lgbm", "rf", "nn", "rf_class", "baseline"]
+Horizon = Literal["calendar", "day-ahead"]
+DataSource = Literal["baseline", "current", "reference"]
+Env = Literal["dev", "prod"]
+JobState = Literal["queued", "running", "succeeded", "failed"]
+AuditEventName = Literal["training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain",
+                         "error"]
+
+# columns of the open-data export and of the tidy file that carry nothing a prediction needs:
+# accepted in a record and ignored
+IGNORED_FIELDS = frozenset({
+    "Lien vers photo du site de comptage", "Identifiant technique compteur", "ID Photos",
+    "test_lien_vers_photos_du_site_de_comptage_", "id_photo_1", "url_sites", "type_dimage", "mois_annee_comptage",
+    "counter_technical_id", "log_bike_count",
+})
+
+EXAMPLE_COUNTER = {"counter_id": "100003096-353242251", "counter_name": "97 avenue Denfert Rochereau SO-NE",
+                   "latitude": 48.83504, "longitude": 2.33314}
+
+
+def _id_text(value: Any) -> Any:
+    """Identifiers may be numbers in the tidy parquet (``site_id``); booleans never are."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("string_type", "Input should be a valid string identifier, not a boolean")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "Input should be a valid number, not a boolean")
+    return value
+
+
+IdText = Annotated[str, BeforeValidator(_id_text)]
+Number = Annotated[float, BeforeValidator(_number)]
+
+
+class PredictRecord(BaseModel):
+    """One counter-hour, in tidy or open-data field names (one name per field, not both)."""
+
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, str_strip_whitespace=True,
+        json_schema_extra={"description": (
+            "One counter-hour. Give `counter_id` (or `Identifiant du compteur`) and one of `timestamp` "
+            "(ISO 8601; naive = Europe/Paris time), `date` (naive UTC, as in the tidy file) or "
+            "`Date et heure de comptage` (ISO with offset, as in the open-data export). Coordinates are "
+            "needed only for counters the store does not know. The open-data photo/url columns and the "
+            "tidy `counter_technical_id`/`log_bike_count` are accepted and ignored; any other unknown "
+            "field is an error.")},
+    )
+
+    # tidy names
+    counter_id: IdText | None = Field(None, max_length=200, description="Counter identifier.",
+                                      examples=["100003096-353242251"])
+    counter_name: str | None = Field(None, max_length=500, examples=["97 avenue Denfert Rochereau SO-NE"])
+    site_id: IdText | None = Field(None, max_length=200, examples=["100003096"])
+    site_name: str | None = Field(None, max_length=500, examples=["97 avenue Denfert Rochereau"])
+    timestamp: str | None = Field(None, max_length=64, description="ISO 8601 hour; without offset it is "
+                                  "Europe/Paris local time.", examples=["2021-08-02T08:00:00+02:00"])
+    date: str | None = Field(None, max_length=64, description="Naive UTC hour (the tidy file's `date`).",
+                             examples=["2021-08-02 06:00:00"])
+    bike_count: Number | None = Field(None, description="Observed count (optional; >= 0). When given, "
+                                      "metrics are returned.", examples=[112.0])
+    latitude: Number | None = Field(None, description="WGS84, within Île-de-France.", examples=[48.83504])
+    longitude: Number | None = Field(None, description="WGS84, within Île-de-France.", examples=[2.33314])
+    installation_date: str | None = Field(None, max_length=64, examples=["2012-02-22"])
+    counter_installation_date: str | None = Field(None, max_length=64, examples=["2012-02-22"])
+    # open-data names
+    fr_counter_id: IdText | None = Field(None, alias="Identifiant du compteur", max_length=200)
+    fr_counter_name: str | None = Field(None, alias="Nom du compteur", max_length=500)
+    fr_site_id: IdText | None = Field(None, alias="Identifiant du site de comptage", max_length=200)
+    fr_site_name: str | None = Field(None, alias="Nom du site de comptage", max_length=500)
+    fr_bike_count: Number | None = Field(None, alias="Comptage horaire")
+    fr_timestamp: str | None = Field(None, alias="Date et heure de comptage", max_length=64,
+                                     description="ISO 8601 with offset (naive = UTC, as the ingest reads it).")
+    fr_installation_date: str | None = Field(None, alias="Date d'installation du site de comptage", max_length=64)
+    fr_coordinates: str | None = Field(None, alias="Coordonnées géographiques", max_length=100,
+                                       description='"lat,lon"', examples=["48.83504,2.33314"])
+    # optional weather of that hour (else the stored weather is used)
+    temperature_c: Number | None = Field(None, ge=-60, le=60, description="°C")
+    humidity: Number | None = Field(None, ge=0, le=100, description="%")
+    wind_ms: Number | None = Field(None, ge=0, le=100, description="m/s")
+    cloud_cover: Number | None = Field(None, ge=0, le=100, description="%")
+    rain_mm: Number | None = Field(None, ge=0, le=500, description="mm in the hour")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_ignored(cls, data: Any) -> Any:
+        if isinstance(data, dict) and IGNORED_FIELDS.intersection(data):
+            return {k: v for k, v in data.items() if k not in IGNORED_FIELDS}
+        return data
+
+    @model_validator(mode="after")
+    def _one_name_per_field(self) -> PredictRecord:
+        given = self.given()
+        for canonical, names in _NAMES_BY_CANONICAL.items():
+            used = [n for n in names if n in given]
+            if len(used) > 1:
+                raise PydanticCustomError(
+                    "record_conflicting_fields", "give only one of {names} (got {used})",
+                    {"field": used[-1], "names": " / ".join(repr(n) for n in names), "used": ", ".join(used)})
+            if not used and canonical in _REQUIRED:
+                raise PydanticCustomError("record_missing_field", "field required: give {names}",
+                                          {"field": names[0], "names": " or ".join(repr(n) for n in names)})
+        if "Coordonnées géographiques" in given and ("latitude" in given or "longitude" in given):
+            raise PydanticCustomError(
+                "record_conflicting_fields", "give either 'Coordonnées géographiques' or latitude/longitude, not both",
+                {"field": "Coordonnées géographiques"})
+        return self
+
+    def given(self) -> dict[str, Any]:
+        """The fields the client gave, under the names the client used."""
+        values = self.__dict__
+        return {key: values[name] for name, key in _KEYS if values[name] is not None}
+
+
+_REQUIRED = ("counter_id", "timestamp")
+# (python attribute, name in the JSON) of every record field
+_KEYS = [(name, info.alias or name) for name, info in PredictRecord.model_fields.items()]
+# canonical field -> the record names that may carry it (the canonical name first)
+_NAMES_BY_CANONICAL: dict[str, tuple[str, ...]] = {}
+for _name, _canonical in [*TIDY_COLUMNS.items(), *OPENDATA_COLUMNS.items()]:
+    if any(key == _name for _, key in _KEYS):
+        _NAMES_BY_CANONICAL[_canonical] = _NAMES_BY_CANONICAL.get(_canonical, ()) + (_name,)
+_NAMES_BY_CANONICAL = {c: tuple(sorted(names, key=lambda n: n != c)) for c, names in _NAMES_BY_CANONICAL.items()}
+
+TIDY_EXAMPLE = [
+    {"counter_id": "100003096-353242251", "timestamp": "2021-08-02T08:00:00+02:00"},
+    {"counter_id": "100003096-353242251", "date": "2021-08-02 07:00:00", "bike_count": 140.0,
+     "temperature_c": 18.5},
+    {"counter_id": "999999999-1", "counter_name": "a new counter", "timestamp": "2021-08-02T08:00:00",
+     "latitude": 48.8566, "longitude": 2.3522},
+]
+OPENDATA_EXAMPLE = [
+    {"Identifiant du compteur": "100003096-353242251", "Nom du compteur": "97 avenue Denfert Rochereau SO-NE",
+     "Identifiant du site de comptage": "100003096", "Nom du site de comptage": "97 avenue Denfert Rochereau",
+     "Comptage horaire": 16.0, "Date et heure de comptage": "2021-09-01T06:00:00+02:00",
+     "Date d'installation du site de comptage": "2012-02-22", "Coordonnées géographiques": "48.83504,2.33314",
+     "mois_annee_comptage": "2021-09"},
+]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"records": TIDY_EXAMPLE, "model_type": "lgbm"},
+        {"records": OPENDATA_EXAMPLE, "model_type": "lgbm", "horizon": "day-ahead"},
+    ]})
+
+    records: list[PredictRecord] = Field(min_length=1, description="Counter-hours to predict (at least one; at "
+                                         "most VELOCAST_API_MAX_RECORDS, 20,000 by default).")
+    model_type: ModelType | None = Field(None, description="Default: the server's default model type (lgbm).")
+    horizon: Horizon | None = Field(None, description="Serve the latest model of this horizon when the champion "
+                                    "has another one.")
+
+
+class ErrorItem(BaseModel):
+    """One problem of a request: which record (``index`` in the posted list) and which field."""
+
+    index: int | None = Field(None, description="Position of the record in the posted list (None: the request).")
+    field: str | None = Field(None, description="Field name as the client wrote it.")
+    message: str
+    reason: str | None = Field(None, description="Category (the ingest quarantine reasons, or pydantic's type).")
+    loc: list[str | int] = Field(default_factory=list, description="Full location in the body.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"index": 3, "field": "bike_count", "message": "negative bike_count: bike_count='-4.0': expected a count >= 0",
+         "reason": "negative bike_count", "loc": ["records", 3, "bike_count"]}]})
+
+
+class ValidationErrorResponse(BaseModel):
+    detail: list[ErrorItem]
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(examples=["no lgbm model is registered yet"])
+
+
+class ModelUsed(BaseModel):
+    model_type: str
+    version: str | None
+    uri: str
+    run_id: str | None = None
+    horizon: str
+    champion: bool = Field(description="False when no champion exists and the latest version serves instead.")
+
+
+class RecordPrediction(BaseModel):
+    index: int = Field(description="Position of the record in the request.")
+    counter_id: str
+    timestamp: str = Field(description="The hour predicted, ISO 8601 in Europe/Paris time.")
+    prediction: float = Field(description="Bikes in that hour (rf_class: 1 = busier than usual).")
+    probability: float | None = Field(None, description="rf_class only: probability of a busy hour.")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class PredictResponse(BaseModel):
+    model: ModelUsed
+    predictions: list[RecordPrediction]
+    warnings: list[str] = Field(default_factory=list, description="Warnings about the whole request.")
+    metrics: dict[str, Any] | None = Field(None, description="Scores on the records that carried a count.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "model": {"model_type": "lgbm", "version": "3", "uri": "models:/bike-traffic-lgbm/3",
+                  "run_id": "0b5c...", "horizon": "day-ahead", "champion": True},
+        "predictions": [{"index": 0, "counter_id": "100003096-353242251", "timestamp": "2021-08-02T08:00:00+02:00",
+                         "prediction": 131.4, "probability": None, "warnings": []}],
+        "warnings": [], "metrics": None}]})
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "not_ready"]
+    model_type: str
+    model_version: str | None = None
+    model_uri: str | None = None
+    champion: bool | None = None
+    reason: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ModelVersionInfo(BaseModel):
+    version: str
+    run_id: str | None
+    uri: str
+    aliases: list[str] = Field(default_factory=list)
+    created_at: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict, description="test_baseline_* (and test_current_*) "
+                                      "metrics of the MLflow run.")
+
+
+class ServedInfo(BaseModel):
+    version: str | None
+    uri: str
+    champion: bool
+    horizon: str
+    loaded_at: str
+
+
+class ModelTypeInfo(BaseModel):
+    model_type: str
+    registered_name: str
+    task: str
+    description: str
+    default_horizon: str
+    champion: ModelVersionInfo | None
+    previous_champion: str | None = None
+    served: ServedInfo | None = Field(None, description="What /predict serves now for this type (if loaded).")
+    versions: list[ModelVersionInfo] = Field(default_factory=list)
+
+
+class ModelsResponse(BaseModel):
+    models: dict[str, ModelTypeInfo]
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model_type": "lgbm", "data_source": "baseline", "env": "dev", "hyperparams": {"num_leaves": 31},
+         "test_mode": True},
+        {"model_type": "rf", "data_source": "reference", "env": "dev", "hyperparams": {"n_estimators": 50,
+         "max_depth": 20}, "test_mode": False, "current_data": TIDY_EXAMPLE[1:2]},
+    ]})
+
+    model_type: ModelType = "lgbm"
+    data_source: DataSource = "baseline"
+    env: Env = "dev"
+    hyperparams: dict[str, Any] = Field(default_factory=dict, description="Checked against the model type "
+                                        "before the job is queued.")
+    test_mode: bool = Field(False, description="Quick run on samples (1,000 training rows).")
+    horizon: Horizon | None = None
+    current_data: list[PredictRecord] | None = Field(None, description="Labelled recent rows: the first 80% "
+                                                     "of their days join training, the latest 20% become "
+                                                     "test_current.")
+
+
+class TrainAccepted(BaseModel):
+    job_id: str
+    status: JobState
+    model_type: str
+    status_url: str
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    status: JobState
+    model_type: str
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    request: dict[str, Any] = Field(default_factory=dict)
+    # when done (field names of the original system's summary)
+    run_id: str | None = None
+    model_uri: str | None = None
+    registry_uri: str | None = None
+    model_version: str | None = None
+    metrics_train: dict[str, Any] | None = None
+    metrics_baseline: dict[str, Any] | None = None
+    metrics_current: dict[str, Any] | None = None
+    double_evaluation_enabled: bool | None = None
+    baseline_regression: bool | None = None
+    deployment_decision: str | None = Field(None, description="double_eval policy: deploy | reject_regression | "
+                                            "skip_no_improvement. The job never promotes.")
+    decision_reasons: list[str] = Field(default_factory=list)
+    decisions: dict[str, str] = Field(default_factory=dict, description="What every policy would decide.")
+    double_evaluation: dict[str, Any] | None = None
+    hyperparams: dict[str, Any] | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class EvaluateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"model_type": "lgbm", "version": "2"}]})
+
+    model_type: ModelType = "lgbm"
+    version: IdText | None = Field(None, description="Registered version (default: the latest).")
+    run_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> EvaluateRequest:
+        if self.version is not None and self.run_id is not None:
+            raise PydanticCustomError("conflicting_fields", "give version or run_id, not both", {"field": "run_id"})
+        return self
+
+
+class DecisionModel(BaseModel):
+    kind: str
+    policy: str
+    reasons: list[str]
+    baseline_regression: bool
+    model_improvement: bool
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluateResponse(BaseModel):
+    double_evaluation: dict[str, Any]
+    decisions: dict[str, DecisionModel]
+    reports: dict[str, str] = Field(default_factory=dict, description="Report files, relative to the reports folder.")
+    classifier_validation: dict[str, Any] | None = None
+
+
+class MonitorRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model_type": "lgbm", "window_days": 30},
+        {"model_type": "lgbm", "records": TIDY_EXAMPLE[1:2]},
+    ]})
+
+    model_type: ModelType | None = None
+    records: list[PredictRecord] | None = Field(None, min_length=1, description="Labelled rows (bike_count "
+                                                "required) used as the current window.")
+    window_days: int = Field(30, ge=1, le=366, description="Without records: the store's last N days.")
+
+
+class MonitorResponse(BaseModel):
+    model_type: str
+    status: str
+    drift_detected: bool | None
+    drift_share: float | None
+    verdict: dict[str, Any] = Field(description="The drift report (DriftReport.to_dict()).")
+    report_name: str | None = None
+    report_url: str | None = Field(None, description="The HTML report served by this API.")
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model_type": "lgbm", "version": "3", "reason": "beats the champion on test_current"}]})
+
+    model_type: ModelType
+    version: IdText | None = None
+    run_id: str | None = None
+    reason: str = Field("", max_length=1000)
+
+    @model_validator(mode="after")
+    def _exactly_one_reference(self) -> PromoteRequest:
+        if (self.version is None) == (self.run_id is None):
+            raise PydanticCustomError("version_or_run_id", "give exactly one of version or run_id",
+                                      {"field": "version"})
+        return self
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model_type": "lgbm", "reason": "the new champion misbehaves"}]})
+
+    model_type: ModelType
+    reason: str = Field("", max_length=1000)
+
+
+class PromotionResponse(BaseModel):
+    promotion_id: str
+    model_type: str
+    action: str
+    from_version: str | None
+    to_version: str
+    to_run_id: str | None
+    previous_alias_before: str | None
+    previous_alias_after: str | None
+    reason: str
+    actor: str
+    at: str
+
+
+class AuditEventModel(BaseModel):
+    event_id: str
+    timestamp: str
+    event: str
+    model_type: str | None = None
+    deployment_decision: str | None = None
+    drift_detected: bool | None = None
+    drift_share: float | None = None
+    health_state: str | None = None
+    r2_train: float | None = None
+    rmse_train: float | None = None
+    r2_baseline: float | None = None
+    rmse_baseline: float | None = None
+    r2_current: float | None = None
+    rmse_current: float | None = None
+    champion_r2_baseline: float | None = None
+    champion_rmse_baseline: float | None = None
+    champion_r2_current: float | None = None
+    champion_rmse_current: float | None = None
+    baseline_regression: bool | None = None
+    model_improvement: bool | None = None
+    model_uri: str | None = None
+    run_id: str | None = None
+    env: str | None = None
+    actor: str | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    reasons: list[str] = Field(default_factory=list)
+    error_message: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditResponse(BaseModel):
+    count: int
+    events: list[AuditEventModel]

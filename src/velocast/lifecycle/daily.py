@@ -1,0 +1,155 @@
+"""The two daily jobs: ingest what arrived in the inbox, then forecast the next day.
+
+``ingest_new_files`` reads every counts file dropped into ``<VELOCAST_HOME>/inbox`` (any format
+``velocast data ingest`` reads), upserts it into the store and moves it to ``inbox/done/``; a file
+that cannot be read at all goes to ``inbox/failed/`` with a ``.error.txt`` beside it, so one bad
+file neither blocks the others nor is retried forever. Hidden files and names ending in ``.tmp``
+or ``.part`` are left alone: a writer should copy under such a name, then rename. With
+``synthetic=True`` the day after the store's latest one is generated into the inbox first
+(``velocast.data.synthetic.next_day``), which simulates data arriving daily.
+
+``predict_tomorrow`` writes the day-ahead forecast of every stored counter for the day to forecast
+(the latest stored day if incomplete, else the next one) to
+``<VELOCAST_HOME>/store/forecasts/date=YYYY-MM-DD/forecasts.parquet``, atomically.
+
+Both return small JSON-able dicts, so the Airflow DAGs pass them on as XComs.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from velocast.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+INBOX_SUFFIXES = (".csv", ".parquet", ".pq", ".txt")
+_IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial")
+DONE, FAILED = "done", "failed"
+
+
+def default_inbox(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).home / "inbox"
+
+
+def forecasts_dir(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).store_dir / "forecasts"
+
+
+def forecast_path(day: str, settings: Settings | None = None) -> Path:
+    """Where the forecast of ``day`` (``YYYY-MM-DD``, Europe/Paris) is stored."""
+    return forecasts_dir(settings) / f"date={day}" / "forecasts.parquet"
+
+
+def _pending(inbox: Path) -> list[Path]:
+    return sorted(p for p in inbox.iterdir()
+                  if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() not in _IN_PROGRESS_SUFFIXES and p.suffix.lower() in INBOX_SUFFIXES)
+
+
+def _move(path: Path, folder: Path) -> Path:
+    """Move ``path`` into ``folder``; a name already there gets a UTC time stamp, never overwritten."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    if target.exists():
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = folder / f"{path.stem}-{stamp}{path.suffix}"
+    return Path(shutil.move(str(path), str(target)))
+
+
+def ingest_new_files(inbox: Path | str | None = None, synthetic: bool = False, seed: int = 0,
+                     settings: Settings | None = None) -> dict[str, Any]:
+    """Ingest every new file of ``inbox`` (default ``<home>/inbox``) and move it to ``inbox/done``.
+
+    With ``synthetic=True`` one synthetic day (the day after the store's latest) is written into
+    the inbox first and ingested with the rest. Files that cannot be read at all
+    (:class:`~velocast.data.ingest.IngestError`) are moved to ``inbox/failed`` and listed under
+    ``failed``; any other error (disk, lock) propagates with the file left in place, for a retry.
+    """
+    from velocast.data import store
+    from velocast.data.ingest import IngestError, ingest_file
+
+    settings = settings or get_settings()
+    inbox = Path(inbox) if inbox else default_inbox(settings)
+    inbox.mkdir(parents=True, exist_ok=True)
+    generated = None
+    if synthetic:
+        from velocast.data import synthetic as synth
+
+        frame = synth.next_day(settings, seed=seed)
+        day = frame["date"].min().tz_localize("UTC").tz_convert("Europe/Paris").date()
+        generated = synth.write(frame, inbox / f"synthetic_{day.isoformat()}.parquet")
+    files: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for path in _pending(inbox):
+        try:
+            report = ingest_file(path, settings=settings)
+        except IngestError as exc:
+            moved = _move(path, inbox / FAILED)
+            moved.with_name(moved.name + ".error.txt").write_text(f"{exc}\n", encoding="utf-8")
+            log.error("inbox: %s could not be ingested (moved to %s): %s", path.name, moved, exc)
+            failed.append({"file": path.name, "moved_to": str(moved), "error": str(exc)})
+            continue
+        moved = _move(path, inbox / DONE)
+        log.info("inbox: %s ingested (%d added, %d updated, %d rejected) -> %s", path.name, report.added,
+                 report.updated, report.rejected, moved)
+        files.append({"file": path.name, "moved_to": str(moved), "format": report.format,
+                      "rows_read": report.rows_read, "accepted": report.accepted, "rejected": report.rejected,
+                      "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
+                      "quarantine_path": report.quarantine_path})
+    latest = store.latest_timestamp(settings)
+    return {
+        "inbox": str(inbox), "synthetic_file": str(generated) if generated else None,
+        "files": files, "ingested": len(files), "failed": failed,
+        "rows_read": sum(f["rows_read"] for f in files), "rows_added": sum(f["added"] for f in files),
+        "rows_updated": sum(f["updated"] for f in files), "rows_rejected": sum(f["rejected"] for f in files),
+        "latest": latest.isoformat() if latest is not None else None,
+        "summary": (f"{len(files)} file(s) ingested ({sum(f['added'] for f in files):,} rows added, "
+                    f"{sum(f['updated'] for f in files):,} updated, {sum(f['rejected'] for f in files):,} "
+                    f"quarantined), {len(failed)} unreadable; latest count {latest}"),
+    }
+
+
+def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None) -> dict[str, Any]:
+    """Day-ahead forecasts of every stored counter for the day to forecast, stored as Parquet.
+
+    The model is the champion of ``model_type`` (the latest version when there is no champion).
+    The rows carry ``model_type``, ``model_version``, ``model_uri``, ``forecast_date`` and
+    ``generated_at`` (UTC) beside the counter, the hour (``timestamp``, Europe/Paris) and
+    ``prediction``. Rewriting the same day replaces its file atomically.
+    """
+    import pandas as pd
+
+    from velocast.data import store
+    from velocast.demo import forecast_day, next_day_rows
+    from velocast.fileio import atomic_write_parquet
+    from velocast.lifecycle.predict import load_model, predict_rows
+
+    settings = settings or get_settings()
+    latest = store.latest_timestamp(settings)
+    if latest is None:
+        raise ValueError(f"the store under {settings.home} is empty: ingest counts before forecasting")
+    day = forecast_day(latest)
+    rows = next_day_rows(day)  # the store's counters (read through VELOCAST_HOME, like settings)
+    if rows.empty:
+        raise ValueError(f"the store under {settings.home} has no counters to forecast")
+    model = load_model(model_type, settings=settings)
+    result = predict_rows(rows, model, settings)
+    generated_at = pd.Timestamp.now(tz="UTC")
+    frame = result.frame.assign(model_type=model_type, model_version=model.version, model_uri=model.uri,
+                                forecast_date=day.date().isoformat(), generated_at=generated_at)
+    path = forecast_path(day.date().isoformat(), settings)
+    atomic_write_parquet(frame, path)
+    log.info("forecast of %s: %d rows by %s -> %s", day.date(), len(frame), model.uri, path)
+    return {
+        "path": str(path), "date": day.date().isoformat(), "rows": len(frame),
+        "counters": int(frame["counter_id"].nunique()), "model_type": model_type,
+        "model_version": model.version, "model_uri": model.uri, "generated_at": generated_at.isoformat(),
+        "latest_count": latest.isoformat(), "total_predicted": round(float(frame["prediction"].sum()), 1),
+        "warnings": list(result.warnings),
+        "summary": f"{len(frame):,} counter-hours of {day.date()} forecast by {model.uri} -> {path}",
+    }

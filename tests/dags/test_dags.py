@@ -1,0 +1,272 @@
+"""The Airflow DAGs: they load, import cheaply, match the spec, and run end to end with ``dag.test``.
+
+Airflow runs in subprocesses (``airflow_runner.py``) on a temporary AIRFLOW_HOME whose metadata
+database is migrated once for the module; the velocast home is the test's ``real_home``. The
+daily jobs' library functions are tested directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import OPENDATA_SAMPLE
+
+pytest.importorskip("airflow", reason="Airflow is an optional extra: pip install -e '.[airflow]'")
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+RUNNER = Path(__file__).with_name("airflow_runner.py")
+DAG_IDS = {"monitor_and_fine_tune", "daily_ingest", "daily_predict", "quarterly_retrain"}
+WEEKLY_TASKS = ["check_new_data", "run_drift", "run_health", "decide", "fine_tune", "evaluate_challenger",
+                "promote_if_deployed", "audit", "notify", "fail_run_on_error"]
+DECISIONS = {"deploy", "reject_regression", "skip_no_improvement"}
+HEAVY = ("velocast", "mlflow", "lightgbm", "sklearn", "torch", "evidently", "pandas")
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A migrated Airflow metadata database in a temporary AIRFLOW_HOME, the dags folder configured."""
+    home = tmp_path_factory.mktemp("airflow")
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}
+    out = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=False, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return env
+
+
+def _airflow(env: dict[str, str], *args: str, timeout: int = 600) -> dict:
+    """Run ``airflow_runner.py`` with ``args`` in ``env`` (VELOCAST_HOME of the current test)."""
+    env = {**env, "VELOCAST_HOME": os.environ["VELOCAST_HOME"]}
+    out = subprocess.run([sys.executable, str(RUNNER), *args], check=False, env=env, capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert out.returncode == 0 and lines, out.stdout[-5000:] + out.stderr[-5000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _dag_test(env: dict[str, str], dag_id: str, conf: dict | None = None) -> dict:
+    return _airflow(env, "test", str(DAGS), dag_id, json.dumps(conf or {}))
+
+
+def _champion(model_type: str = "lgbm") -> str:
+    from velocast.lifecycle.promotion import promote
+    from velocast.lifecycle.train import train
+
+    result = train(model_type, model_test=True)
+    promote(model_type, version=result.model_version, reason="test champion")
+    return result.model_version
+
+
+# --------------------------------------------------------------------------- parsing
+def test_dags_load_without_errors_and_match_the_spec(airflow_env: dict[str, str]) -> None:
+    found = _airflow(airflow_env, "describe", str(DAGS))
+    assert found["import_errors"] == {}
+    dags = found["dags"]
+    assert set(dags) == DAG_IDS
+    schedules = {dag_id: d["schedule"] for dag_id, d in dags.items()}
+    assert schedules == {"monitor_and_fine_tune": "0 0 * * 0", "daily_ingest": "0 0 * * *",
+                         "daily_predict": "0 0 * * *", "quarterly_retrain": "0 3 1 */3 *"}
+    for dag_id, d in dags.items():
+        assert d["catchup"] is False and d["max_active_runs"] == 1, dag_id
+        assert d["owner"] == "velocast" and "velocast" in d["tags"] and dag_id in d["doc_md"], dag_id
+        retries = {t["retries"] for t in d["tasks"].values()}
+        assert retries == ({2} if dag_id == "daily_ingest" else {0}), dag_id
+
+    weekly = dags["monitor_and_fine_tune"]
+    assert weekly["task_ids"] == WEEKLY_TASKS
+    assert {k: v["value"] for k, v in weekly["params"].items()} == {
+        "force_fine_tune": False, "test_mode": False, "model_type": "lgbm", "window_days": 30,
+        "strategy": "sliding_window", "policy": "double_eval"}
+    from velocast.evaluation.policies import POLICIES
+    from velocast.lifecycle.cycle import STRATEGIES
+
+    assert weekly["params"]["strategy"]["schema"]["enum"] == list(STRATEGIES)
+    assert weekly["params"]["policy"]["schema"]["enum"] == list(POLICIES)
+    tasks = weekly["tasks"]
+    assert tasks["audit"]["trigger_rule"] == "all_done" and tasks["notify"]["trigger_rule"] == "all_done"
+    # both branches can jump straight to the audit
+    assert {"check_new_data", "decide", "promote_if_deployed"} <= set(tasks["audit"]["upstream"])
+    assert tasks["fail_run_on_error"]["trigger_rule"] == "one_failed"
+    assert set(tasks["fail_run_on_error"]["upstream"]) == set(WEEKLY_TASKS) - {"fail_run_on_error"}
+
+    assert {k: v["value"] for k, v in dags["daily_ingest"]["params"].items()} == {"synthetic": False, "inbox": ""}
+    assert {k: v["value"] for k, v in dags["daily_predict"]["params"].items()} == {"model_type": "lgbm"}
+    assert dags["quarterly_retrain"]["params"]["promote_on_deploy"]["value"] is False
+
+
+@pytest.mark.parametrize("name", sorted(DAG_IDS))
+def test_dag_files_import_quickly_without_velocast(name: str, airflow_env: dict[str, str]) -> None:
+    code = ("import json, runpy, sys; runpy.run_path(sys.argv[1]); "
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code, str(DAGS / f"{name}.py")], check=False, env=airflow_env,
+                         capture_output=True, text=True, timeout=60)
+    seconds = time.perf_counter() - started
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []  # nothing heavy at parse time
+    assert seconds < 5, f"{name}.py took {seconds:.1f}s to import (airflow.sdk included)"
+
+
+# --------------------------------------------------------------------------- the weekly cycle
+def test_weekly_dag_decides_audits_then_skips_without_new_data(airflow_env: dict[str, str], real_home: Path) -> None:
+    from velocast.lifecycle.audit import AuditLog
+    from velocast.tracking.registry import Registry
+
+    before = _champion()
+    run = _dag_test(airflow_env, "monitor_and_fine_tune", {"force_fine_tune": True, "test_mode": True})
+    assert run["state"] == "success", run["tasks"]
+    assert {t: s for t, s in run["tasks"].items() if s != "success"} == {"fail_run_on_error": "skipped"}
+    rows = AuditLog().list(event="cycle")
+    assert len(rows) == 1
+    row = rows[0]
+    assert row.deployment_decision in DECISIONS and row.error_message is None
+    assert row.r2_baseline is not None and row.champion_r2_baseline is not None and row.run_id
+    assert [s["name"] for s in row.details["steps"]] == ["new_data", "drift", "health", "fine_tune", "evaluate",
+                                                         "promote"]
+    assert row.details["forced"] is True and row.details["test_mode"] is True
+    after = Registry().champion("lgbm").version
+    assert (after != before) == (row.deployment_decision == "deploy")
+    assert row.from_version == before and row.to_version == after
+    audited = run["xcoms"]["audit.return_value"]
+    assert audited["audit_event_id"] == row.event_id and audited["status"] == "ok"
+
+    # the run recorded what data it saw: the next one, not forced, has nothing new and skips to audit
+    again = _dag_test(airflow_env, "monitor_and_fine_tune")
+    assert again["state"] == "success", again["tasks"]
+    skipped = {"run_drift", "run_health", "decide", "fine_tune", "evaluate_challenger", "promote_if_deployed",
+               "fail_run_on_error"}
+    assert {t for t, s in again["tasks"].items() if s == "skipped"} == skipped
+    assert all(again["tasks"][t] == "success" for t in ("check_new_data", "audit", "notify"))
+    last = AuditLog().list(limit=1)[0]
+    assert last.event == "cycle" and last.deployment_decision == "skip_no_new_data"
+    assert [s["status"] for s in last.details["steps"]] == ["done"] + ["skipped"] * 5
+    assert Registry().champion("lgbm").version == after
+
+
+def test_weekly_dag_audits_a_failed_step_as_error_and_fails_the_run(airflow_env: dict[str, str],
+                                                                   real_home: Path) -> None:
+    import mlflow
+
+    from velocast.lifecycle.audit import AuditLog
+    from velocast.tracking.registry import Registry
+
+    version = _champion()
+    ref = Registry().champion("lgbm")
+    shutil.rmtree(mlflow.get_logged_model(ref.source.split("/")[-1]).artifact_location.removeprefix("file://"))
+    run = _dag_test(airflow_env, "monitor_and_fine_tune", {"force_fine_tune": True, "test_mode": True})
+    assert run["state"] == "failed"
+    assert run["tasks"]["run_drift"] == "failed" and run["tasks"]["fine_tune"] == "upstream_failed"
+    assert run["tasks"]["audit"] == "success" and run["tasks"]["notify"] == "success"
+    assert run["tasks"]["fail_run_on_error"] == "failed"
+    row = AuditLog().list(limit=1)[0]
+    assert row.event == "error" and row.error_message.startswith("drift step failed: ")
+    assert "Exception" in row.error_message  # the exception type, kept by the failure callback
+    statuses = {s["name"]: s["status"] for s in row.details["steps"]}
+    assert statuses == {"new_data": "done", "drift": "failed", "health": "skipped", "fine_tune": "skipped",
+                        "evaluate": "skipped", "promote": "skipped"}
+    assert Registry().champion("lgbm").version == version  # the champion stays
+
+
+def test_finish_audits_the_first_failed_step_without_airflow(home: Path) -> None:
+    """The assembly the DAG's audit task relies on, on an empty home (no champion, no MLflow run)."""
+    from velocast.lifecycle.audit import AuditLog
+    from velocast.lifecycle.cycle_tasks import finish
+
+    result = finish({}, {"new_data": "failed", "drift": "upstream_failed"}, {"new_data": "OSError: disk full"},
+                    model_type="lgbm", test_mode=True)
+    assert result["status"] == "error" and result["error"] == "new_data step failed: OSError: disk full"
+    row = AuditLog().get(result["audit_event_id"])
+    assert row.event == "error" and row.error_message == result["error"] and row.from_version is None
+    assert [s["status"] for s in row.details["steps"]] == ["failed"] + ["skipped"] * 5
+    assert not (home / "cycle_state.json").exists()  # a failed cycle does not claim it saw the data
+
+
+# --------------------------------------------------------------------------- the daily jobs
+def test_predict_tomorrow_stores_one_forecast_per_counter_hour(real_home: Path) -> None:
+    from velocast.data import store
+    from velocast.demo import forecast_day
+    from velocast.lifecycle.daily import forecast_path, predict_tomorrow
+    from velocast.lifecycle.train import train
+
+    version = train("lgbm", model_test=True).model_version  # no champion: the latest version forecasts
+    result = predict_tomorrow("lgbm")
+    day = forecast_day(store.latest_timestamp())
+    assert result["date"] == day.date().isoformat() and result["model_version"] == version
+    path = Path(result["path"])
+    assert path == forecast_path(result["date"]) and path.exists()
+    assert path.parent.name == f"date={result['date']}" and path.parent.parent.name == "forecasts"
+    frame = pd.read_parquet(path)
+    counters = store.counters()["counter_id"].nunique()
+    hours = len(pd.date_range(day, day + pd.DateOffset(days=1), freq="h", inclusive="left"))  # 23/25 on DST days
+    assert len(frame) == result["rows"] == counters * hours
+    assert frame.groupby("counter_id").size().eq(hours).all()
+    assert frame["prediction"].notna().all() and (frame["prediction"] >= 0).all()
+    assert set(frame["model_version"]) == {version} and frame["generated_at"].notna().all()
+    assert frame["timestamp"].dt.tz_convert("Europe/Paris").dt.date.eq(day.date()).all()
+    assert not list(path.parent.glob(".*.tmp"))  # the atomic write left no temporary file
+
+
+def test_ingest_new_files_moves_the_inbox_to_done_and_appends_a_synthetic_day(real_home: Path) -> None:
+    from velocast.data import store
+    from velocast.lifecycle.daily import ingest_new_files
+
+    inbox = real_home / "inbox"
+    inbox.mkdir()
+    shutil.copy(OPENDATA_SAMPLE, inbox / OPENDATA_SAMPLE.name)
+    (inbox / "broken.csv").write_text("what;is;this\n1;2;3\n", encoding="utf-8")
+    (inbox / "arriving.csv.part").write_text("half a file", encoding="utf-8")
+    rows_before = store.summary()["rows"]
+
+    result = ingest_new_files()
+    assert result["ingested"] == 1 and result["rows_added"] > 0
+    assert (inbox / "done" / OPENDATA_SAMPLE.name).exists() and not (inbox / OPENDATA_SAMPLE.name).exists()
+    assert [f["file"] for f in result["failed"]] == ["broken.csv"]
+    assert (inbox / "failed" / "broken.csv").exists() and (inbox / "failed" / "broken.csv.error.txt").exists()
+    assert (inbox / "arriving.csv.part").exists()  # still being written: left alone
+    assert store.summary()["rows"] == rows_before + result["rows_added"]
+    assert ingest_new_files()["ingested"] == 0  # nothing new the second time
+
+    latest = store.latest_timestamp()
+    counters = store.counters()["counter_id"].nunique()
+    synthetic = ingest_new_files(synthetic=True)
+    assert synthetic["ingested"] == 1 and Path(synthetic["files"][0]["moved_to"]).parent == inbox / "done"
+    new_latest = store.latest_timestamp()
+    assert new_latest.normalize() == (latest.normalize() + timedelta(days=1)).normalize()
+    assert synthetic["rows_added"] == counters * 24 and synthetic["rows_rejected"] == 0
+
+
+def test_daily_and_quarterly_dags_run_with_dag_test(airflow_env: dict[str, str], real_home: Path) -> None:
+    from velocast.data import splits, store
+    from velocast.lifecycle.audit import AuditLog
+    from velocast.tracking.registry import Registry
+
+    latest = store.latest_timestamp()
+    ingest = _dag_test(airflow_env, "daily_ingest", {"synthetic": True})
+    assert ingest["state"] == "success" and store.latest_timestamp() > latest
+    assert ingest["xcoms"]["ingest_new_files.return_value"]["ingested"] == 1
+
+    retrain = _dag_test(airflow_env, "quarterly_retrain", {"test_mode": True})
+    assert retrain["state"] == "success", retrain["tasks"]
+    retrained = retrain["xcoms"]["retrain.return_value"]
+    assert retrained["version"] == "1" and retrained["promoted"] is None  # promote_on_deploy is off by default
+    assert splits.ensure_split().version == retrained["new_split"] == retrained["old_split"] + 1
+    assert AuditLog().list(limit=1)[0].event == "retrain" and Registry().champion("lgbm") is None
+
+    predict = _dag_test(airflow_env, "daily_predict")
+    assert predict["state"] == "success", predict["tasks"]
+    forecast = predict["xcoms"]["predict_tomorrow.return_value"]
+    assert Path(forecast["path"]).exists() and forecast["model_version"] == "1"
+    assert forecast["counters"] == store.counters()["counter_id"].nunique() and forecast["rows"] == forecast["counters"] * 24

@@ -1,0 +1,176 @@
+"""The weekly cycle on real data: decisions, audit rows, errors, locking, notifications, retrain, simulate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from filelock import FileLock
+
+from velocast.config import get_settings
+from velocast.data import splits, store
+from velocast.lifecycle.audit import AuditLog
+from velocast.lifecycle.cycle import CycleBusy, monitor_and_fine_tune, quarterly_retrain
+from velocast.lifecycle.monitor import check_drift
+from velocast.lifecycle.promotion import promote
+from velocast.lifecycle.simulate import simulate
+from velocast.lifecycle.train import train
+from velocast.tracking.registry import Registry
+
+DECISIONS = {"deploy", "reject_regression", "skip_no_improvement"}
+
+
+@pytest.fixture
+def champion_home(real_home: Path) -> Path:
+    result = train("lgbm", hyperparams={"n_estimators": 80})
+    promote("lgbm", version=result.model_version, reason="test champion")
+    return real_home
+
+
+def test_ordinary_week_is_not_drift_but_a_level_shift_is(champion_home: Path) -> None:
+    week = store.query_counts("2021-02-01", "2021-02-08")
+    ordinary = check_drift("lgbm", current=week).report
+    assert ordinary.status == "ok" and ordinary.drift_detected is False, ordinary.to_dict()
+    assert ordinary.seasonal_matching
+    shifted = week.assign(bike_count=week["bike_count"] * 1.6)
+    drifted = check_drift("lgbm", current=shifted).report
+    assert drifted.drift_detected is True and drifted.target_drift.drifted
+    assert drifted.prediction_drift is not None  # the champion's predictions were monitored too
+    html = Path(check_drift("lgbm", current=shifted).paths["html"])
+    assert html.exists() and html.stat().st_size > 10_000
+
+
+def test_synthetic_level_shift_is_flagged_and_its_unshifted_twin_is_not(home: Path, tmp_path: Path) -> None:
+    from velocast.data import synthetic
+    from velocast.data.ingest import ingest_file
+
+    for drift, expected in ((None, False), ("level_shift", True)):
+        path = tmp_path / f"{drift}.parquet"
+        synthetic.write(synthetic.generate(counters=10, days=150, start="2021-01-04", seed=3, drift=drift,
+                                           drift_start="2021-05-10"), path)
+        ingest_file(path)
+        splits.record_split("2021-05-03")
+        report = check_drift("lgbm", current=store.query_counts("2021-05-17", "2021-05-24"), write=False).report
+        assert report.drift_detected is expected, (drift, report.to_dict())
+        assert report.seasonal_matching
+
+
+def test_forced_test_mode_cycle_decides_and_audits_one_coherent_row(champion_home: Path) -> None:
+    before = Registry().champion("lgbm").version
+    steps = []
+    result = monitor_and_fine_tune("lgbm", force_fine_tune=True, test_mode=True, on_step=steps.append)
+    assert result.status == "ok" and result.decision in DECISIONS
+    assert [s.name for s in steps] == ["new_data", "drift", "health", "fine_tune", "evaluate", "promote", "audit", "notify"]
+    assert any("test mode" in r for r in result.reasons)
+    rows = AuditLog().list(event="cycle")
+    assert len(rows) == 1
+    row = rows[0]
+    assert row.event_id == result.cycle_id and row.deployment_decision == result.decision
+    assert row.r2_baseline == pytest.approx(result.metrics["r2_baseline"])
+    assert row.champion_r2_baseline is not None and row.run_id == result.challenger_run_id
+    after = Registry().champion("lgbm").version
+    assert (after != before) == (result.decision == "deploy") == result.promoted
+    # no new data since that cycle: the next one skips, and says so
+    again = monitor_and_fine_tune("lgbm")
+    assert again.status == "skipped" and again.new_data is False
+    assert [s.status for s in again.steps[1:6]] == ["skipped"] * 5
+    assert AuditLog().list(limit=1)[0].deployment_decision == "skip_no_new_data"
+
+
+def test_broken_champion_is_audited_as_error_and_kept(champion_home: Path) -> None:
+    version = _break_champion()
+    result = monitor_and_fine_tune("lgbm", force_fine_tune=True, test_mode=True)
+    assert result.status == "error" and result.error
+    assert Registry().champion("lgbm").version == version
+    error = AuditLog().list(limit=1)[0]
+    assert error.event == "error" and error.error_message == result.error
+    assert error.to_version == version  # the champion after the failed cycle is the same
+
+
+def test_a_second_cycle_refuses_while_one_runs(real_home: Path) -> None:
+    lock = FileLock(str(get_settings().locks_dir / "cycle-lgbm.lock"))
+    with lock:
+        with pytest.raises(CycleBusy, match="another lgbm cycle is running"):
+            monitor_and_fine_tune("lgbm")
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict] = []
+    status = 200
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _break_champion() -> str:
+    ref = Registry().champion("lgbm")
+    import mlflow
+
+    model_dir = mlflow.get_logged_model(ref.source.split("/")[-1]).artifact_location.removeprefix("file://")
+    shutil.rmtree(model_dir)
+    return ref.version
+
+
+def test_webhooks_report_decisions_and_a_failing_webhook_changes_nothing(real_home: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("VELOCAST_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    try:
+        _Receiver.received.clear()
+        _Receiver.status = 200
+        first = monitor_and_fine_tune("lgbm", test_mode=True)  # no champion yet: a first one is trained
+        assert first.decision in {"deploy", "reject_regression"} and first.notified
+        message = _Receiver.received[-1]
+        assert message["velocast"]["cycle_id"] == first.cycle_id and message["content"] == message["text"]
+        if first.promoted:
+            assert "new champion" in message["text"]
+        else:
+            assert "rejected" in message["text"]
+        promote("lgbm", version=first.challenger_version)
+        _break_champion()
+        broken = monitor_and_fine_tune("lgbm", force_fine_tune=True, test_mode=True)
+        assert broken.status == "error" and "FAILED" in _Receiver.received[-1]["text"]
+        _Receiver.status = 500  # the webhook fails: the cycle is unaffected and says it could not notify
+        again = monitor_and_fine_tune("lgbm", force_fine_tune=True, test_mode=True)
+        assert again.status == "error" and again.notified is False and again.audit_event_id
+        assert AuditLog().list(limit=1)[0].event_id == again.cycle_id
+    finally:
+        server.shutdown()
+
+
+def test_quarterly_retrain_keeps_the_old_test_days_unseen(champion_home: Path) -> None:
+    old = splits.active_split()
+    out = quarterly_retrain("lgbm", cutoff="2021-07-15", test_mode=True)
+    new = splits.active_split()
+    assert (out["old_split"], out["new_split"]) == (old.version, new.version) and new.parent_version == old.version
+    assert set(old.test_days) <= set(new.test_days)
+    train_days = set(splits.paris_day(splits.load_split("train_baseline", new)["timestamp"]).astype(str))
+    assert train_days.isdisjoint(old.test_days)
+    assert out["decision"] in DECISIONS
+    assert out["evaluation"]["metrics_baseline"]["rows"] <= old.sizes["test_baseline"]
+    assert AuditLog().list(event="retrain")[0].details["new_split"] == new.version
+
+
+def test_simulate_writes_weekly_rmse_and_one_audit_row_per_week(real_home: Path) -> None:
+    result = simulate("2021-06-14", weeks=2, test_mode=True)
+    assert [w.week for w in result.weeks] == [1, 2]
+    for week in result.weeks:
+        assert min(week.rmse_never, week.rmse_always, week.rmse_policy) > 0 and week.rows > 0
+    table = pd.read_csv(result.files["csv"])
+    assert list(table["week"]) == [1, 2] and Path(result.files["plot"]).stat().st_size > 5_000
+    sim_audit = AuditLog(f"sqlite:///{Path(result.home) / 'audit.db'}")
+    cycles = [e for e in sim_audit.list(limit=50) if e.event in ("cycle", "error")]
+    assert len(cycles) == 2 and all(e.event == "cycle" for e in cycles)
+    assert AuditLog().count() == 0  # the user's own audit log is untouched
