@@ -508,16 +508,61 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
     typer.echo(f"simulation home (its MLflow runs and audit log): VELOCAST_HOME={result.home} velocast audit list")
 
 
+@app.command("serve")
+def serve_cmd(host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
+              port: int = typer.Option(8000, min=1, max=65535, help="TCP port.")) -> None:
+    """Serve the HTTP API (FastAPI + uvicorn); mutating routes need VELOCAST_API_KEY."""
+    import uvicorn
+
+    from velocast.api import create_app
+
+    settings = get_settings()
+    try:
+        api = create_app(settings)
+    except ValueError as exc:  # a VELOCAST_API_* setting that cannot be read
+        _fail(str(exc), 2)
+    typer.echo(f"velocast API on http://{host}:{port} (docs: http://{host}:{port}/docs); home {settings.home}",
+               err=True)
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()  # -v shows uvicorn's INFO lines
+    uvicorn.run(api, host=host, port=port, log_level=level, log_config=None)
+
+
+@app.command("ui")
+def ui_cmd(port: int = typer.Option(8501, min=1, max=65535, help="TCP port."),
+           host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface).")) -> None:
+    """Serve the web UI (Streamlit); it calls the API instead of the library when VELOCAST_API_URL is set."""
+    import os
+    import subprocess
+
+    from velocast.ui import APP_PATH
+
+    command = [sys.executable, "-m", "streamlit", "run", str(APP_PATH), "--server.port", str(port),
+               "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    settings = get_settings()
+    source = f"the API at {settings.api_url}" if settings.api_url else f"home {settings.home}"
+    typer.echo(f"velocast UI on http://{host}:{port} ({source})", err=True)
+    log.info("running %s", " ".join(command))
+    process = subprocess.Popen(command, env=os.environ.copy())
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        code = process.wait()
+    if code:
+        raise typer.Exit(code)
+
+
 # ------------------------------------------------------------------------------------------ demo
 @app.command("demo")
 def demo_cmd(data: Optional[Path] = typer.Option(None, help="Counts file to use (default: the real Paris file if "
                                                           "found beside the project, else synthetic data)."),
              weather: Optional[Path] = typer.Option(None, help="SYNOP weather file (default: found beside the project)."),
-             fast: bool = typer.Option(False, help="Train on samples only (seconds).")) -> None:
+             fast: bool = typer.Option(False, help="Train on samples only (seconds)."),
+             weeks: int = typer.Option(3, help="Weeks of the closing simulation.")) -> None:
     """Run the main job end to end on the embedded defaults and say where to look."""
     from velocast.demo import run_demo
 
-    run_demo(data, weather, fast, echo=typer.echo)
+    run_demo(data, weather, fast, echo=typer.echo, sim_weeks=weeks)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """``velocast demo``: the main job end to end on the embedded defaults (files, SQLite, local MLflow).
 
 Data (the real Paris file when it sits beside the project, else synthetic) → ingest → weather →
-split → train ``lgbm`` and ``rf`` → forecast the day after the last stored day → say where to look.
+split → train ``lgbm`` and ``rf`` → forecast the next day → promote the champion → one weekly cycle
+→ a short week-by-week simulation → say where to look.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def forecast_day(latest: pd.Timestamp) -> pd.Timestamp:
 
 
 def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool = False,
-             echo: Callable[[str], None] = print) -> dict:
+             echo: Callable[[str], None] = print, sim_weeks: int = 3) -> dict:
     from velocast.data import splits, store
     from velocast.data.ingest import ingest_file
     from velocast.data.weather import ingest_weather
@@ -96,10 +97,29 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
     echo(f"5. day-ahead forecast for {day.date()} ({len(forecast):,} counter-hours) -> {out}")
     for name, total in totals.head(5).items():
         echo(f"     {name:45s} {total:8.0f} bikes")
+    from velocast.lifecycle.cycle import monitor_and_fine_tune
+    from velocast.lifecycle.promotion import promote
+    from velocast.lifecycle.simulate import simulate
+
+    promote("lgbm", version=results["lgbm"].model_version, reason="demo: first champion", settings=settings)
+    echo(f"6. promoted {results['lgbm'].registry_uri} to champion (alias @champion)")
+    echo("7. weekly cycle (monitor_and_fine_tune):")
+    cycle = monitor_and_fine_tune("lgbm", test_mode=fast, settings=settings,
+                                  on_step=lambda s: echo(f"     {s.name:10s} {s.status:8s} {s.summary[:150]}"))
+    echo(f"   -> decision {cycle.decision or '-'}; champion {cycle.champion_before} -> {cycle.champion_after}")
+    start = (split.cutoff_timestamp - timedelta(days=7 * sim_weeks)).date()
+    echo(f"8. simulation: {sim_weeks} weeks replayed from {start} (never / always retrain / policy):")
+    sim = simulate(str(start), weeks=sim_weeks, test_mode=fast, settings=settings,
+                   on_week=lambda w: echo(f"     week {w.week} {w.start}: RMSE never {w.rmse_never:.1f}, always "
+                                          f"{w.rmse_always:.1f}, policy {w.rmse_policy:.1f}; decision "
+                                          f"{w.decision or '-'}{' (promoted)' if w.promoted else ''}"))
+    echo("   overall RMSE: " + ", ".join(f"{k} {v:.2f}" for k, v in sim.totals().items())
+         + f"; table {sim.files['markdown']}")
     elapsed = time.perf_counter() - started
     echo(f"done in {elapsed:.0f}s. Look at:")
     echo(f"   MLflow UI:  mlflow ui --backend-store-uri {settings.tracking_uri}")
     echo(f"   summary:    {settings.summary_location}")
     echo(f"   reports:    {settings.reports_dir.resolve()}")
+    echo("   audit log:  velocast audit list   |   champion: velocast champion --history")
     echo("   API / UI:   velocast serve   |   velocast ui")
     return {"results": results, "forecast": out, "seconds": elapsed}
