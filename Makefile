@@ -25,7 +25,7 @@ test: $(VENV)/.installed-dev  ## install with dev extras and run the full test s
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev  ## benchmarks -> bench/results/latest.{json,md}
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench dags

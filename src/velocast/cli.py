@@ -473,7 +473,7 @@ def retrain_cmd(model_type: str = typer.Option("lgbm"),
         return
     typer.echo(f"baseline v{out['old_split']} -> v{out['new_split']} (cutoff {out['new_cutoff']}); "
                f"trained version {out['version']}; decision on the old test_baseline: {out['decision']}"
-               + (f"; promoted to champion" if out["promoted"] else ""))
+               + ("; promoted to champion" if out["promoted"] else ""))
     for reason in out["reasons"]:
         typer.echo(f"  - {reason}")
 
@@ -532,23 +532,26 @@ def ui_cmd(port: int = typer.Option(8501, min=1, max=65535, help="TCP port."),
            host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface).")) -> None:
     """Serve the web UI (Streamlit); it calls the API instead of the library when VELOCAST_API_URL is set."""
     import os
+    import signal
     import subprocess
 
     from velocast.ui import APP_PATH
 
     command = [sys.executable, "-m", "streamlit", "run", str(APP_PATH), "--server.port", str(port),
-               "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "minimal"]
     settings = get_settings()
     source = f"the API at {settings.api_url}" if settings.api_url else f"home {settings.home}"
     typer.echo(f"velocast UI on http://{host}:{port} ({source})", err=True)
     log.info("running %s", " ".join(command))
     process = subprocess.Popen(command, env=os.environ.copy())
+    signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())  # stop the server with us
     try:
         code = process.wait()
     except KeyboardInterrupt:
         process.terminate()
         code = process.wait()
-    if code:
+    if code not in (0, -signal.SIGTERM):
         raise typer.Exit(code)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from velocast.config import PARIS_TZ, get_settings
+from velocast.config import PARIS_TZ, Settings, get_settings
 
 _SHARED = Path("paris")
 _COUNTS = "counts_2020-09-01_2021-08-09.parquet"
@@ -30,12 +30,13 @@ def _find_shared(name: str) -> Path | None:
     return None
 
 
-def next_day_rows(day: pd.Timestamp) -> pd.DataFrame:
-    """One row per stored counter and hour of ``day`` (Europe/Paris), without counts."""
+def next_day_rows(day: pd.Timestamp, settings: Settings | None = None) -> pd.DataFrame:
+    """One row per stored counter and hour of ``day`` (Europe/Paris; 23 or 25 hours on DST days)."""
     from velocast.data import store
 
-    counters = store.counters()
-    hours = pd.date_range(day, day + timedelta(days=1), freq="h", tz=PARIS_TZ, inclusive="left")
+    counters = store.counters(settings)
+    start = day.tz_convert(PARIS_TZ).normalize() if day.tzinfo else day.tz_localize(PARIS_TZ)
+    hours = pd.date_range(start, start + pd.DateOffset(days=1), freq="h", inclusive="left")
     rows = counters.merge(pd.DataFrame({"timestamp": hours}), how="cross")
     return rows[["counter_id", "counter_name", "site_id", "site_name", "timestamp", "latitude", "longitude"]]
 
@@ -43,7 +44,7 @@ def next_day_rows(day: pd.Timestamp) -> pd.DataFrame:
 def forecast_day(latest: pd.Timestamp) -> pd.Timestamp:
     """The day to forecast: the latest stored day if it is incomplete, else the next one."""
     local = latest.tz_convert(PARIS_TZ)
-    return local.normalize() if local.hour < 23 else local.normalize() + timedelta(days=1)
+    return local.normalize() if local.hour < 23 else (local.normalize() + pd.DateOffset(days=1)).normalize()
 
 
 def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool = False,
@@ -89,7 +90,7 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
              + (f"; test_current RMSE {c['rmse']:.1f} R² {c['r2']:.3f}" if c else ""))
     day = forecast_day(store.latest_timestamp(settings))
     model = load_model("lgbm", version=results["lgbm"].model_version, settings=settings)
-    forecast = predict_rows(next_day_rows(day), model, settings).frame
+    forecast = predict_rows(next_day_rows(day, settings), model, settings).frame
     out = settings.reports_dir / f"demo_forecast_{day.date()}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     forecast.to_csv(out, index=False)

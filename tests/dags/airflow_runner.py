@@ -33,7 +33,7 @@ def describe(folder: str) -> dict:
     return {"import_errors": {str(k): str(v) for k, v in bag.import_errors.items()}, "dags": dags}
 
 
-def test(folder: str, dag_id: str, conf: str) -> dict:
+def run_dag(folder: str, dag_id: str, conf: str) -> dict:
     from airflow.dag_processing.dagbag import DagBag
 
     started = time.perf_counter()
@@ -59,5 +59,5 @@ def test(folder: str, dag_id: str, conf: str) -> dict:
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    result = describe(*args) if command == "describe" else test(*args)
+    result = describe(*args) if command == "describe" else run_dag(*args)
     print("RESULT " + json.dumps(result, default=str))

@@ -109,7 +109,8 @@ def _read_state(settings: Settings) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def _write_state(settings: Settings, model_type: str, **values: Any) -> None:
+def record_cycle_state(settings: Settings, model_type: str, **values: Any) -> None:
+    """Remember what the last completed cycle saw (``data_end``), for the next new-data check."""
     with file_lock(settings.locks_dir / "cycle_state.lock"):
         state = _read_state(settings)
         state.setdefault(model_type, {}).update(values)
@@ -264,8 +265,8 @@ def audit_cycle(result: dict[str, Any], settings: Settings | None = None) -> str
     train_metrics = metrics.get("train") or {}
     event = AuditEvent(
         event="error" if result.get("error") else "cycle", model_type=result["model_type"],
-        deployment_decision=result.get("decision") or ("skip_no_new_data" if result.get("new_data") is False else
-                                                       "no_fine_tune" if not result.get("error") else None),
+        deployment_decision=None if result.get("error") else result.get("decision") or (
+            "skip_no_new_data" if result.get("new_data") is False and not result.get("forced") else "no_fine_tune"),
         drift_detected=result.get("drift_detected"), drift_share=result.get("drift_share"),
         health_state=result.get("health_state"), r2_train=train_metrics.get("r2"), rmse_train=train_metrics.get("rmse"),
         **{k: metrics.get(k) for k in ("r2_baseline", "rmse_baseline", "r2_current", "rmse_current",
@@ -392,7 +393,7 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
                                                                        evaluated["reasons"], settings))
                 result.promoted = promoted["promoted"]
                 result.champion_after = promoted["champion_after"]
-            _write_state(settings, model_type, data_end=end, last_cycle=result.started_at, last_cycle_id=result.cycle_id)
+            record_cycle_state(settings, model_type, data_end=end, last_cycle=result.started_at, last_cycle_id=result.cycle_id)
     except Exception as exc:
         result.error = f"{current or 'cycle'} step failed: {type(exc).__name__}: {exc}"
         log.error("cycle %s: %s\n%s", result.cycle_id, result.error, traceback.format_exc())

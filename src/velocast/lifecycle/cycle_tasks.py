@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 from velocast.config import Settings, get_settings
 from velocast.lifecycle.cycle import (
     CycleBusy,
-    _write_state,
+    record_cycle_state,
     audit_cycle,
     check_new_data,
     notify_cycle,
@@ -140,10 +140,11 @@ def finish(outputs: Mapping[str, Mapping[str, Any] | None], states: Mapping[str,
         result["reasons"].append("test mode: small samples were used for training and evaluation")
     result["baseline_regression"] = result["metrics"].get("baseline_regression")
     result["model_improvement"] = result["promoted"] if result["decision"] else None
-    result["status"] = "error" if error else "skipped" if result["new_data"] is False else "ok"
+    result["status"] = "error" if error else "skipped" if result["new_data"] is False and not force_fine_tune \
+        else "ok"  # as CycleResult.status
     if not error and states.get("drift") in _DONE:
         # like the in-process cycle: the data this cycle looked at, so the next one can skip
-        _write_state(settings, model_type, data_end=new.get("latest"), last_cycle=result["started_at"],
+        record_cycle_state(settings, model_type, data_end=new.get("latest"), last_cycle=result["started_at"],
                      last_cycle_id=result["cycle_id"])
     result["audit_event_id"] = audit_cycle(result, settings)
     result["steps"].append({"name": "audit", "status": "done", "summary": f"audit event {result['audit_event_id']}"})

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from velocast.config import Settings, get_settings
+from velocast.config import PARIS_TZ, Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def ingest_new_files(inbox: Path | str | None = None, synthetic: bool = False, s
         from velocast.data import synthetic as synth
 
         frame = synth.next_day(settings, seed=seed)
-        day = frame["date"].min().tz_localize("UTC").tz_convert("Europe/Paris").date()
+        day = frame["date"].min().tz_localize("UTC").tz_convert(PARIS_TZ).date()
         generated = synth.write(frame, inbox / f"synthetic_{day.isoformat()}.parquet")
     files: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
@@ -134,7 +134,7 @@ def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None)
     if latest is None:
         raise ValueError(f"the store under {settings.home} is empty: ingest counts before forecasting")
     day = forecast_day(latest)
-    rows = next_day_rows(day)  # the store's counters (read through VELOCAST_HOME, like settings)
+    rows = next_day_rows(day, settings)
     if rows.empty:
         raise ValueError(f"the store under {settings.home} has no counters to forecast")
     model = load_model(model_type, settings=settings)

@@ -19,8 +19,20 @@ import pandas as pd
 
 from velocast.config import Settings, get_settings
 from velocast.data import splits
-from velocast.evaluation.classifier import ClassifierGates, plot_classifier, time_fold_aucs, validate_classifier, write_report
-from velocast.evaluation.policies import Decision, DoubleEvaluation, PairedScores, Policy, decide_all
+from velocast.evaluation.classifier import (
+    ClassifierGates,
+    plot_classifier,
+    time_fold_aucs,
+    validate_classifier,
+    write_report,
+)
+from velocast.evaluation.policies import (
+    Decision,
+    DoubleEvaluation,
+    PairedScores,
+    Policy,
+    decide_all,
+)
 from velocast.evaluation.reports import regression_report
 from velocast.lifecycle.datasets import read_rows
 from velocast.lifecycle.inputs import enrich

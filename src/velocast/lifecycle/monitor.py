@@ -12,7 +12,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,7 +24,13 @@ from velocast.fileio import atomic_write_json
 from velocast.lifecycle.inputs import enrich
 from velocast.lifecycle.predict import LoadedModel
 from velocast.models import get_spec, predict_frame
-from velocast.monitoring.drift import DriftPolicy, DriftReport, detect_drift, seasonal_reference, write_reports
+from velocast.monitoring.drift import (
+    DriftPolicy,
+    DriftReport,
+    detect_drift,
+    seasonal_reference,
+    write_reports,
+)
 from velocast.monitoring.health import HealthPolicy, HealthReport, health_state
 from velocast.tracking.registry import Registry
 

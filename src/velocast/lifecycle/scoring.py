@@ -7,7 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from velocast.evaluation.metrics import ClassificationMetrics, RegressionMetrics, classification_metrics, regression_metrics
+from velocast.evaluation.metrics import (
+    ClassificationMetrics,
+    RegressionMetrics,
+    classification_metrics,
+    regression_metrics,
+)
 from velocast.models import classification_labels, get_spec, predict_frame
 
 

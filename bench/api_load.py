@@ -1,0 +1,149 @@
+"""API latency under load: uvicorn on 127.0.0.1 and a bounded load generator (loopback only).
+
+16 concurrent clients send `/predict` requests for a fixed duration (single-record, then
+100-record bodies), then single-record requests again while another process promotes a new
+champion half-way (the API must hot-swap it with no failed request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import ROOT, isolated, velocast_env
+
+CLIENTS = 16
+API_KEY = "bench-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare(home: str) -> list[dict[str, Any]]:
+    """A home with the real data, an lgbm champion (v1) and a challenger (v2); sample records."""
+    from bench.lifecycle import prepare_home
+
+    prepare_home(home)
+    os.environ["VELOCAST_HOME"] = home
+    from velocast.data import store
+    from velocast.lifecycle.train import train
+
+    train("lgbm", hyperparams={"n_estimators": 120})
+    rows = store.query_counts("2021-08-01", "2021-08-10").sample(2000, random_state=0)
+    return [{"counter_id": r.counter_id, "timestamp": r.timestamp.isoformat(), "latitude": r.latitude,
+             "longitude": r.longitude} for r in rows.itertuples()]
+
+
+async def _load(url: str, bodies: list[bytes], seconds: float, clients: int) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(i: int, http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        k = i
+        while time.perf_counter() < stop:
+            body = bodies[k % len(bodies)]
+            k += clients
+            started = time.perf_counter()
+            try:
+                response = await http.post(url, content=body, headers={"content-type": "application/json"})
+                if response.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(i, http) for i in range(clients)))
+        elapsed = time.perf_counter() - started
+    lat = np.array(latencies)
+    return {"requests": len(lat), "rps": len(lat) / elapsed, "p50_ms": float(np.percentile(lat, 50)),
+            "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99)), "errors": errors}
+
+
+def load_phase(url: str, bodies: list[bytes], seconds: float) -> dict[str, Any]:
+    return asyncio.run(_load(url, bodies, seconds, CLIENTS))
+
+
+def run(seconds: float = 60.0) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="velocast-bench-api-") as tmp:
+        home = str(Path(tmp) / "home")
+        records, prep_seconds, _ = isolated(prepare, home)
+        print(f"  home ready in {prep_seconds:.0f}s", flush=True)
+        port = _free_port()
+        env = {**velocast_env(Path(home)), "VELOCAST_API_KEY": API_KEY, "VELOCAST_API_MODEL_REFRESH_SECONDS": "1"}
+        server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "velocast"), "serve", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(base)
+            url = f"{base}/predict"
+            single = [json.dumps({"records": [r], "model_type": "lgbm"}).encode() for r in records]
+            hundred = [json.dumps({"records": records[i:i + 100], "model_type": "lgbm"}).encode()
+                       for i in range(0, len(records), 100)]
+            load_phase(url, single, 5)  # warm-up
+            phases = []
+            for name, bodies in (("1 record", single), ("100 records", hundred)):
+                result, _, _ = isolated(load_phase, url, bodies, seconds)
+                phases.append({"name": name, **result})
+                print(f"  {name}: {result}", flush=True)
+            promoter = threading.Timer(seconds / 2, lambda: subprocess.run(
+                [str(ROOT / ".venv" / "bin" / "velocast"), "promote", "--model-type", "lgbm", "--version", "2",
+                 "--reason", "benchmark: promotion under load"], env=env, capture_output=True))
+            promoter.start()
+            result, _, _ = isolated(load_phase, url, single, seconds)
+            promoter.join()
+            import httpx
+
+            served = httpx.get(f"{base}/models", timeout=10).json()
+            phases.append({"name": "1 record, promotion mid-run", **result})
+            print(f"  promotion phase: {result}", flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return {"clients": CLIENTS, "seconds_per_phase": seconds, "phases": phases,
+            "champion_after": _champion_version(served)}
+
+
+def _champion_version(models: Any) -> Any:
+    try:
+        items = models["models"] if isinstance(models, dict) and "models" in models else models
+        for item in items:
+            if item.get("model_type") == "lgbm":
+                return (item.get("champion") or {}).get("version")
+    except (TypeError, AttributeError):
+        return None
+    return None
+
+
+def _wait_ready(base: str, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    sys.exit(f"the API at {base} did not become ready")

@@ -1,0 +1,105 @@
+"""The weekly cycle end to end, batch prediction throughput and the drift check, on the real data.
+
+One scratch home: the real file and weather ingested, split with the cutoff 2021-07-10 (so the
+last 30 days are 'current'), a full lgbm trained and promoted.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import REAL_COUNTS, REAL_WEATHER, isolated
+
+
+def prepare_home(home: str) -> str:
+    os.environ["VELOCAST_HOME"] = home
+    from velocast.data import splits
+    from velocast.data.ingest import ingest_file
+    from velocast.data.weather import ingest_weather
+    from velocast.lifecycle.promotion import promote
+    from velocast.lifecycle.train import train
+
+    ingest_file(REAL_COUNTS)
+    ingest_weather(REAL_WEATHER)
+    splits.record_split("2021-07-10")
+    result = train("lgbm")
+    promote("lgbm", version=result.model_version, reason="benchmark champion")
+    return result.model_version
+
+
+def cycle(home: str, strategy: str) -> dict[str, Any]:
+    os.environ["VELOCAST_HOME"] = home
+    from velocast.lifecycle.cycle import monitor_and_fine_tune
+
+    result = monitor_and_fine_tune("lgbm", force_fine_tune=True, strategy=strategy)
+    return {"strategy": strategy, "total_seconds": result.seconds, "decision": result.decision,
+            "error": result.error, "steps": {s.name: s.seconds for s in result.steps}}
+
+
+def throughput(home: str) -> list[dict[str, Any]]:
+    os.environ["VELOCAST_HOME"] = home
+    from velocast.data import store
+    from velocast.lifecycle.inputs import enrich
+    from velocast.lifecycle.predict import load_model, predict_rows
+    from velocast.models import predict_frame
+
+    model = load_model("lgbm")
+    rows = store.query_counts("2020-09-01", "2021-08-10")
+    out = []
+    for n in (10_000, 400_000):
+        batch = rows.sample(n, random_state=0, replace=n > len(rows)).reset_index(drop=True)
+        enriched = enrich(batch)
+        predict_frame(model.pipeline, enriched.head(1000))  # warm-up
+        started = time.perf_counter()
+        predict_frame(model.pipeline, enriched)
+        pipeline_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        predict_rows(batch, model)
+        full_seconds = time.perf_counter() - started
+        out.append({"rows": n, "pipeline_rows_per_s": round(n / pipeline_seconds),
+                    "with_store_enrichment_rows_per_s": round(n / full_seconds),
+                    "pipeline_seconds": round(pipeline_seconds, 3), "with_enrichment_seconds": round(full_seconds, 3)})
+    return out
+
+
+def drift(home: str) -> dict[str, Any]:
+    os.environ["VELOCAST_HOME"] = home
+    import numpy as np
+
+    from velocast.data import store
+    from velocast.lifecycle.monitor import check_drift
+
+    rows = store.query_counts("2020-09-01", "2021-08-10")
+    reference = rows.sample(400_000, random_state=0, replace=len(rows) < 400_000).sort_values("timestamp")
+    current = rows[rows["timestamp"] >= rows["timestamp"].max() - np.timedelta64(20, "D")].head(20_000)
+    started = time.perf_counter()
+    check = check_drift("lgbm", reference=reference, current=current, write=False)
+    verdict_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    check_html = check_drift("lgbm", reference=reference, current=current, write=True)
+    with_reports_seconds = time.perf_counter() - started
+    return {"reference_rows": len(reference), "current_rows": len(current), "status": check.report.status,
+            "verdict_seconds": round(verdict_seconds, 2), "with_html_report_seconds": round(with_reports_seconds, 2),
+            "html": bool(check_html.paths.get("html"))}
+
+
+def run() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="velocast-bench-home-") as tmp:
+        home = str(Path(tmp) / "home")
+        _, prep_seconds, prep_peak = isolated(prepare_home, home)
+        print(f"  home ready in {prep_seconds:.0f}s (full lgbm training included, peak {prep_peak:.0f} MiB)", flush=True)
+        cycles = []
+        for strategy in ("sliding_window", "continue"):
+            result, wall, peak = isolated(cycle, home, strategy)
+            cycles.append({**result, "process_seconds": round(wall, 2), "peak_rss_mb": round(peak, 1)})
+            print(f"  cycle {strategy}: {result['total_seconds']:.1f}s {result['steps']}", flush=True)
+        batch, _, batch_peak = isolated(throughput, home)
+        print(f"  throughput: {batch}", flush=True)
+        drift_result, _, drift_peak = isolated(drift, home)
+        print(f"  drift: {drift_result} peak {drift_peak:.0f} MiB", flush=True)
+    return {"cycle": cycles, "batch_prediction": batch, "batch_peak_rss_mb": round(batch_peak, 1),
+            "drift": {**drift_result, "peak_rss_mb": round(drift_peak, 1)}}

@@ -1,0 +1,98 @@
+"""Render bench/results/latest.json as the Markdown table the README quotes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _target(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "**missed**")
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results.get("machine", {})
+    out = ["# velocast benchmarks", "",
+           f"Machine: {m.get('cores')} cores, {m.get('ram_gib')} GiB RAM, {m.get('cpu')}; Python {m.get('python')}; "
+           f"commit {m.get('commit')}. Sections measured: "
+           + ", ".join(f"{k} {v}" for k, v in results.get("measured", {}).items()) + ".", ""]
+    targets: list[tuple[str, str, bool | None]] = []
+    acc = results.get("accuracy")
+    if acc:
+        out += [f"## Accuracy (train {acc['train_period']}, score {acc['test_period']}, {acc['test_rows']:,} rows, same rows for all)", "",
+                "| model | RMSE | MAE | R² | RMSE log1p | RMSE / original | fit (s) | speed-up vs original | peak RSS (MiB) |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in acc["models"]:
+            out.append(f"| {r['model']} | {_f(r['rmse'])} | {_f(r['mae'])} | {_f(r['r2'], 3)} | {_f(r['rmse_log1p'], 3)} | "
+                       f"{_f(r['rmse_ratio_to_original'], 3)} | {_f(r['fit_seconds'], 1)} | {_f(r['speedup_vs_original'], 1)}× | "
+                       f"{_f(r['peak_rss_mb'], 0)} |")
+        tuned = next((r for r in acc["models"] if "Optuna" in r["model"]), None)
+        if tuned:
+            out += ["", f"Optuna: {_f(tuned['tune_seconds'], 0)} s of tuning (3 time-series folds of whole days), "
+                        f"best CV RMSE {_f(tuned['cv_rmse'])}, best parameters `{tuned['best_params']}`."]
+        da = next(r for r in acc["models"] if r["model"] == "lgbm, day-ahead")
+        cal = next(r for r in acc["models"] if r["model"] == "lgbm, calendar")
+        targets += [("lgbm day-ahead RMSE ≤ 0.8 × original recipe", _f(da["rmse_ratio_to_original"], 3), da["rmse_ratio_to_original"] <= 0.8),
+                    ("lgbm day-ahead trains ≥ 3× faster than the original recipe", f"{_f(da['speedup_vs_original'], 1)}×", da["speedup_vs_original"] >= 3),
+                    ("lgbm calendar beats the original recipe", _f(cal["rmse_ratio_to_original"], 3), cal["rmse_ratio_to_original"] < 1),
+                    ("full lgbm fit < 30 s and < 2 GB peak", f"{_f(da['fit_seconds'], 1)} s, {_f(da['peak_rss_mb'], 0)} MiB",
+                     da["fit_seconds"] < 30 and da["peak_rss_mb"] < 2048)]
+        out.append("")
+    life = results.get("lifecycle")
+    if life:
+        out += ["## Weekly cycle (`cycle --force-fine-tune`, 30 days of new data over the full baseline)", "",
+                "| strategy | total (s) | new_data | drift | health | fine_tune | evaluate | promote | audit | decision |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for c in life["cycle"]:
+            st = c["steps"]
+            out.append(f"| {c['strategy']} | {_f(c['total_seconds'], 1)} | " + " | ".join(
+                _f(st.get(k), 1) for k in ("new_data", "drift", "health", "fine_tune", "evaluate", "promote", "audit"))
+                + f" | {c['decision']} |")
+            targets.append((f"weekly cycle ({c['strategy']}) < 90 s", f"{_f(c['total_seconds'], 1)} s", c["total_seconds"] < 90))
+        out += ["", "## Batch prediction (lgbm day-ahead champion)", "",
+                "| rows | features + model (rows/s) | with history and weather from the store (rows/s) |", "|---:|---:|---:|"]
+        for b in life["batch_prediction"]:
+            out.append(f"| {_f(b['rows'])} | {_f(b['pipeline_rows_per_s'])} | {_f(b['with_store_enrichment_rows_per_s'])} |")
+            targets.append((f"batch prediction ≥ 200,000 rows/s ({b['rows']:,} rows, features + model)",
+                            _f(b["pipeline_rows_per_s"]), b["pipeline_rows_per_s"] >= 200_000))
+        d = life["drift"]
+        out += ["", f"## Drift check: {d['reference_rows']:,} reference × {d['current_rows']:,} current rows", "",
+                f"Verdict (features, predictions, statistics): {_f(d['verdict_seconds'])} s; with the JSON and "
+                f"Evidently HTML reports: {_f(d['with_html_report_seconds'])} s; peak RSS {_f(d['peak_rss_mb'], 0)} MiB.", ""]
+        targets.append(("drift check < 10 s for 400k × 20k", f"{_f(d['verdict_seconds'])} s", d["verdict_seconds"] < 10))
+    api = results.get("api")
+    if api:
+        out += ["## API under load (uvicorn on 127.0.0.1, 16 concurrent clients)", "",
+                "| phase | requests | req/s | p50 (ms) | p95 (ms) | p99 (ms) | errors |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for p in api["phases"]:
+            out.append(f"| {p['name']} | {_f(p['requests'])} | {_f(p['rps'], 1)} | {_f(p['p50_ms'], 1)} | {_f(p['p95_ms'], 1)} | "
+                       f"{_f(p['p99_ms'], 1)} | {_f(p['errors'])} |")
+        single = next((p for p in api["phases"] if p["name"] == "1 record"), None)
+        swap = next((p for p in api["phases"] if "promotion" in p["name"]), None)
+        if single:
+            targets.append(("single-record /predict p99 < 30 ms at 16 clients", f"{_f(single['p99_ms'], 1)} ms", single["p99_ms"] < 30))
+        if swap:
+            targets.append(("0 errors across a promotion", _f(swap["errors"]), swap["errors"] == 0))
+        out.append("")
+    cmds = results.get("commands")
+    if cmds:
+        out += ["## Commands", "", "| command | wall (s) | peak RSS (MiB) |", "|---|---:|---:|"]
+        for key, c in cmds.items():
+            out.append(f"| `{c['command']}` | {_f(c['seconds'], 1)} | {_f(c['peak_rss_mb'], 0)} |")
+        targets.append(("`train --model-test` end to end < 10 s", f"{_f(cmds['train_model_test']['seconds'], 1)} s",
+                        cmds["train_model_test"]["seconds"] < 10))
+        out.append("")
+    if targets:
+        out += ["## Targets", "", "| target | measured | |", "|---|---|---|"]
+        out += [f"| {name} | {value} | {_target(ok)} |" for name, value, ok in targets]
+        out.append("")
+    return "\n".join(out)

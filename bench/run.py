@@ -1,0 +1,57 @@
+"""velocast benchmarks: `make bench` -> bench/results/latest.json and latest.md.
+
+    python bench/run.py                       # everything (about half an hour on 2 cores)
+    python bench/run.py --only accuracy,api   # some sections; the others keep their last results
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
+from bench.report import render  # noqa: E402
+
+SECTIONS = ("accuracy", "lifecycle", "api", "commands")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated among {', '.join(SECTIONS)}")
+    parser.add_argument("--trials", type=int, default=20, help="Optuna trials of the tuned lgbm")
+    parser.add_argument("--api-seconds", type=float, default=60.0, help="duration of each API load phase")
+    parser.add_argument("--no-demo", action="store_true", help="skip timing `velocast demo`")
+    args = parser.parse_args()
+    if not common.REAL_COUNTS.exists():
+        sys.exit(f"the real data is missing: {common.REAL_COUNTS}")
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        sys.exit(f"unknown sections {sorted(unknown)}; choose among {SECTIONS}")
+    results = common.load_results()
+    results["machine"] = common.machine()
+    for section in chosen:
+        print(f"== {section}", flush=True)
+        if section == "accuracy":
+            from bench import accuracy
+            results["accuracy"] = accuracy.run(args.trials)
+        elif section == "lifecycle":
+            from bench import lifecycle
+            results["lifecycle"] = lifecycle.run()
+        elif section == "api":
+            from bench import api_load
+            results["api"] = api_load.run(args.api_seconds)
+        elif section == "commands":
+            from bench import commands
+            results["commands"] = commands.run(with_demo=not args.no_demo)
+        results.setdefault("measured", {})[section] = common.machine()["date"]
+        common.save_results(results)
+        (common.RESULTS / "latest.md").write_text(render(results))
+    print((common.RESULTS / "latest.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

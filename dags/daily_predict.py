@@ -1,0 +1,39 @@
+"""
+### daily_predict — day-ahead forecasts of every counter
+
+Every day, `velocast.lifecycle.daily.predict_tomorrow`: the champion of `model_type` (the latest
+version when there is none) forecasts each hour of the day to forecast — the latest stored day
+if it is incomplete, else the next one — for every counter in the store, written atomically to
+`$VELOCAST_HOME/store/forecasts/date=YYYY-MM-DD/forecasts.parquet` with the model version and the
+generation time. The task returns the path, the number of rows and the model version.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+
+@dag(
+    dag_id="daily_predict",
+    description="Day-ahead forecasts of every stored counter, written to the velocast store",
+    schedule="0 3 * * *",  # daily, after daily_ingest (00:00) has brought in the last counts
+    start_date=pendulum.datetime(2025, 1, 1, tz="Europe/Paris"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "velocast", "retries": 0},
+    tags=["velocast", "serving", "daily"],
+    doc_md=__doc__,
+    params={"model_type": Param("lgbm", type="string", description="Model family whose champion forecasts.")},
+)
+def daily_predict():
+    @task
+    def predict_tomorrow(params=None):
+        from velocast.lifecycle.daily import predict_tomorrow as predict
+
+        return predict(params["model_type"])
+
+    predict_tomorrow()
+
+
+daily_predict()

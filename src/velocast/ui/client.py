@@ -1,0 +1,520 @@
+"""The one code path of the web UI: a small client over the library or over the HTTP API.
+
+``LocalClient`` calls velocast's library (the store, the registry, ``predict_rows``...);
+``ApiClient`` calls a running ``velocast serve`` with httpx (``VELOCAST_API_URL``, sending
+``X-API-Key`` when ``VELOCAST_API_KEY`` is set). ``get_client()`` picks one from the settings.
+The pages only talk to a ``Client``; neither client imports streamlit.
+
+What the API has no route for (the counter list, stored counts, the latest drift verdict, the
+champion's health, the metrics of non-champion versions) the ``ApiClient`` reads from the local
+library when it can and says so in ``notes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from velocast.config import PARIS_TZ, Settings, get_settings
+from velocast.models import MODEL_TYPES
+
+log = logging.getLogger(__name__)
+
+# prediction requests sent to the API are split into chunks of this many records
+API_CHUNK = 5_000
+# how long a LocalClient serves a loaded model before re-checking which version is champion
+MODEL_RECHECK_SECONDS = 15.0
+
+
+class ClientError(RuntimeError):
+    """The request could not be served (the API answered an error, or is unreachable)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the API's HTTP status, when it answered
+
+
+class NoModelError(ClientError):
+    """No model of that type can serve yet; the message says which command to run."""
+
+
+@dataclass
+class ModelInfo:
+    """One registered model version (or the model that served a prediction)."""
+
+    model_type: str
+    version: str | None
+    uri: str
+    run_id: str | None = None
+    champion: bool = False
+    horizon: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    created_at: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        version = f"v{self.version}" if self.version else self.uri
+        role = "champion" if self.champion else "latest version, not champion"
+        return f"{self.model_type} {version} ({role})"
+
+    def baseline_metric(self, name: str) -> float | None:
+        value = self.metrics.get(f"test_baseline_{name}")
+        return None if value is None else float(value)
+
+
+@dataclass
+class ModelTypeOverview:
+    model_type: str
+    champion: ModelInfo | None
+    previous_champion: str | None
+    versions: list[ModelInfo] = field(default_factory=list)
+
+
+@dataclass
+class PredictResult:
+    frame: pd.DataFrame  # the rows given, plus ``prediction`` (and ``probability`` for rf_class)
+    model: ModelInfo
+    warnings: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
+
+
+@dataclass
+class BatchInput:
+    """An uploaded table, validated like an ingested file (``bike_count`` optional)."""
+
+    name: str
+    format: str
+    raw: pd.DataFrame  # the file's own columns and values
+    accepted: pd.DataFrame  # canonical rows
+    accepted_positions: np.ndarray  # row positions in ``raw`` of ``accepted``
+    rejected: pd.DataFrame  # source_row, the file's columns, reason, detail
+    rows_read: int
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        if self.rejected.empty:
+            return {}
+        return {str(k): int(v) for k, v in self.rejected["reason"].value_counts().items()}
+
+    def output(self, result: PredictResult) -> pd.DataFrame:
+        """The accepted rows with their original columns, plus the prediction columns."""
+        out = self.raw.iloc[self.accepted_positions].reset_index(drop=True)
+        for column in ("prediction", "probability"):
+            if column in result.frame:
+                out[column] = result.frame[column].to_numpy()
+        return out
+
+
+def no_model_message(model_type: str) -> str:
+    return (f"No {model_type} model is registered yet: run `velocast train --model-type {model_type}` "
+            f"(then `velocast promote --model-type {model_type} --version 1` to make it the champion).")
+
+
+def _naive_day(day: Any) -> pd.Timestamp:
+    """Midnight of ``day`` as a naive (Europe/Paris wall-clock) timestamp."""
+    stamp = pd.Timestamp(day)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert(PARIS_TZ).tz_localize(None)
+    return stamp.normalize()
+
+
+def day_rows(counter: pd.Series | dict[str, Any], day: Any, temperature_c: float | None = None,
+             rain_mm: float | None = None) -> pd.DataFrame:
+    """One canonical row per hour of ``day`` (Europe/Paris) for one counter, without counts.
+
+    ``temperature_c`` / ``rain_mm`` replace the stored weather for every hour when given.
+    """
+    local = _naive_day(day)
+    # between two local midnights: DST days have 23 or 25 hours
+    hours = pd.date_range(local.tz_localize(PARIS_TZ), (local + timedelta(days=1)).tz_localize(PARIS_TZ),
+                          freq="h", inclusive="left")
+    rows = pd.DataFrame({
+        "counter_id": str(counter["counter_id"]), "counter_name": counter.get("counter_name"),
+        "site_id": counter.get("site_id"), "site_name": counter.get("site_name"), "timestamp": hours,
+        "bike_count": np.nan, "latitude": float(counter["latitude"]), "longitude": float(counter["longitude"]),
+        "installation_date": pd.to_datetime(counter.get("installation_date")),
+    })
+    rows["installation_date"] = rows["installation_date"].astype("datetime64[ns]")
+    if temperature_c is not None:
+        rows["temperature_c"] = float(temperature_c)
+    if rain_mm is not None:
+        rows["rain_mm"] = float(rain_mm)
+    return rows
+
+
+class Client(ABC):
+    """What the pages may ask for. ``source`` says where the answers come from."""
+
+    source: str = ""
+    notes: list[str]
+
+    # ---------------------------------------------------------------- data
+    @abstractmethod
+    def counters(self) -> pd.DataFrame:
+        """One row per counter (``velocast.data.store.counters`` columns); empty without data."""
+
+    @abstractmethod
+    def counts(self, counter_id: str, day: Any) -> pd.DataFrame:
+        """Stored counts of one counter on one day (Europe/Paris); empty when the store has none."""
+
+    @abstractmethod
+    def latest_timestamp(self) -> pd.Timestamp | None:
+        """The latest stored hour, or None without data."""
+
+    def validate_upload(self, name: str, content: bytes) -> BatchInput:
+        """Read an uploaded CSV/parquet (tidy or open-data, ``;`` or ``,``) and validate its rows.
+
+        Raises ``velocast.data.ingest.IngestError`` when the file cannot be read at all.
+        """
+        from velocast.data.ingest import read_table, validate
+
+        suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in {".csv", ".parquet", ".pq"} else ".csv"
+        with tempfile.TemporaryDirectory(prefix="velocast-upload-") as folder:
+            path = Path(folder) / f"upload{suffix}"
+            path.write_bytes(content)
+            raw = read_table(path)
+            checked = validate(raw, require_count=False, known_counters=self.counters())
+        rejected = checked.rejected
+        log.info("upload %s (%s): %d rows, %d accepted, %d rejected", name, raw.format, checked.rows_read,
+                 len(checked.accepted), len(rejected))
+        return BatchInput(name, raw.format, raw.frame, checked.accepted, np.asarray(checked.accepted_positions),
+                          rejected, checked.rows_read)
+
+    # ---------------------------------------------------------------- predictions
+    @abstractmethod
+    def predict(self, rows: pd.DataFrame, model_type: str = "lgbm") -> PredictResult:
+        """Predict canonical rows with the champion of ``model_type`` (else its latest version)."""
+
+    # ---------------------------------------------------------------- models
+    @abstractmethod
+    def overview(self) -> dict[str, ModelTypeOverview]:
+        """Champion, previous champion and versions (with metrics) of every model type."""
+
+    @abstractmethod
+    def history(self, model_type: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Promotions and rollbacks, newest first (``AuditEvent.to_dict`` form)."""
+
+    @abstractmethod
+    def audit(self, limit: int = 50, event: str | None = None, model_type: str | None = None) -> list[dict[str, Any]]:
+        """Audit events, newest first (``AuditEvent.to_dict`` form)."""
+
+    # ---------------------------------------------------------------- monitoring
+    @abstractmethod
+    def latest_drift(self) -> dict[str, Any] | None:
+        """The latest drift check (``{"folder", "json", "html", "report": DriftReport.to_dict()}``)."""
+
+    @abstractmethod
+    def drift_report_html(self) -> bytes | None:
+        """The evidently HTML of the latest drift check, if one was written."""
+
+    @abstractmethod
+    def run_drift_check(self, model_type: str = "lgbm", window_days: int = 30) -> dict[str, Any]:
+        """Check drift now (writes a new report); returns the verdict."""
+
+    @abstractmethod
+    def champion_health(self, model_type: str = "lgbm", days: int = 7) -> dict[str, Any]:
+        """``HealthReport.to_dict`` of the champion on the latest labelled days."""
+
+
+# ==================================================================================== library
+def _model_info(ref: Any, champion: bool, horizon: str | None = None) -> ModelInfo:
+    created = datetime.fromtimestamp(ref.created_at / 1000, UTC).isoformat() if ref.created_at else None
+    return ModelInfo(model_type=ref.model_type, version=ref.version, uri=ref.uri, run_id=ref.run_id,
+                     champion=champion, horizon=horizon or ref.tags.get("horizon"), aliases=list(ref.aliases),
+                     created_at=created, metrics={k: float(v) for k, v in ref.metrics.items()})
+
+
+class LocalClient(Client):
+    """Answers from the library, in this process (the embedded default)."""
+
+    def __init__(self, settings: Settings | None = None, model_recheck_seconds: float = MODEL_RECHECK_SECONDS):
+        self.settings = settings or get_settings()
+        self.source = f"library (home {self.settings.home})"
+        self.notes = []
+        self.model_recheck_seconds = model_recheck_seconds
+        self._models: dict[str, tuple[Any, bool, float]] = {}  # model_type -> (LoadedModel, champion, checked at)
+
+    # data
+    def counters(self) -> pd.DataFrame:
+        from velocast.data import store
+
+        return store.counters(self.settings)
+
+    def counts(self, counter_id: str, day: Any) -> pd.DataFrame:
+        from velocast.data import store
+
+        start = _naive_day(day)
+        return store.query_counts(start, start + timedelta(days=1), counter_ids=[str(counter_id)],
+                                  settings=self.settings)
+
+    def latest_timestamp(self) -> pd.Timestamp | None:
+        from velocast.data import store
+
+        return store.latest_timestamp(self.settings)
+
+    # predictions
+    def _model(self, model_type: str) -> tuple[Any, bool]:
+        """The champion (else latest version), reloaded only when the champion alias moved."""
+        from velocast.lifecycle.predict import LoadedModel
+        from velocast.tracking.registry import Registry
+
+        cached = self._models.get(model_type)
+        now = time.monotonic()
+        if cached and now - cached[2] < self.model_recheck_seconds:
+            return cached[0], cached[1]
+        registry = Registry(self.settings)
+        champion = registry.champion(model_type, with_metrics=True)
+        ref = champion or registry.latest(model_type)
+        if ref is None:
+            raise NoModelError(no_model_message(model_type))
+        if cached and cached[0].ref is not None and cached[0].ref.version == ref.version:
+            model = cached[0]
+        else:
+            log.info("loading %s", ref.uri)
+            try:
+                model = LoadedModel(model_type, registry.load(ref), ref, ref.uri)
+            except Exception as exc:  # a missing extra (torch for nn), a broken artifact...
+                raise ClientError(f"cannot load {ref.uri}: {type(exc).__name__}: {exc}") from exc
+        self._models[model_type] = (model, champion is not None, now)
+        return model, champion is not None
+
+    def predict(self, rows: pd.DataFrame, model_type: str = "lgbm") -> PredictResult:
+        from velocast.lifecycle.predict import predict_rows
+
+        model, is_champion = self._model(model_type)
+        try:
+            result = predict_rows(rows.reset_index(drop=True), model, self.settings)
+        except (LookupError, ValueError) as exc:
+            raise ClientError(f"{model.uri} cannot predict these rows: {exc}") from exc
+        info = _model_info(model.ref, is_champion, model.horizon) if model.ref else \
+            ModelInfo(model_type, None, model.uri, horizon=model.horizon)
+        warnings = list(result.warnings)
+        if not is_champion:
+            warnings.insert(0, f"no {model_type} champion yet: the latest version v{info.version} served; promote "
+                               f"one with `velocast promote --model-type {model_type} --version {info.version}`")
+        return PredictResult(result.frame, info, warnings, result.metrics)
+
+    # models
+    def overview(self) -> dict[str, ModelTypeOverview]:
+        from velocast.lifecycle import promotion
+        from velocast.tracking.registry import PREVIOUS, Registry
+
+        registry = Registry(self.settings)
+        out = {}
+        for model_type in MODEL_TYPES:
+            promotion.recover(model_type, self.settings, registry)
+            versions = registry.versions(model_type, with_metrics=True)
+            champion = registry.champion(model_type)
+            previous = registry.by_alias(model_type, PREVIOUS)
+            infos = [_model_info(ref, champion is not None and ref.version == champion.version) for ref in versions]
+            current = next((i for i in infos if i.champion), None)
+            out[model_type] = ModelTypeOverview(model_type, current, previous.version if previous else None, infos)
+        return out
+
+    def history(self, model_type: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        from velocast.lifecycle.promotion import history
+
+        return [e.to_dict() for e in history(model_type, self.settings, limit=limit)]
+
+    def audit(self, limit: int = 50, event: str | None = None, model_type: str | None = None) -> list[dict[str, Any]]:
+        from velocast.lifecycle.audit import AuditLog
+
+        return [e.to_dict() for e in AuditLog(settings=self.settings).list(limit=limit, event=event,
+                                                                            model_type=model_type)]
+
+    # monitoring
+    def latest_drift(self) -> dict[str, Any] | None:
+        from velocast.lifecycle.monitor import latest_drift
+
+        return latest_drift(self.settings)
+
+    def drift_report_html(self) -> bytes | None:
+        latest = self.latest_drift() or {}
+        path = Path(latest["html"]) if latest.get("html") else None
+        return path.read_bytes() if path is not None and path.is_file() else None
+
+    def run_drift_check(self, model_type: str = "lgbm", window_days: int = 30) -> dict[str, Any]:
+        from velocast.lifecycle.monitor import check_drift
+
+        return check_drift(model_type, window_days=window_days, settings=self.settings).to_dict()
+
+    def champion_health(self, model_type: str = "lgbm", days: int = 7) -> dict[str, Any]:
+        from velocast.lifecycle.monitor import champion_health
+
+        return champion_health(model_type, days=days, settings=self.settings).to_dict()
+
+
+# ==================================================================================== HTTP API
+def _records(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Canonical rows as ``/predict`` records (tidy names; ISO timestamps with their offset)."""
+    columns = [c for c in ("counter_id", "counter_name", "site_id", "site_name", "bike_count", "latitude",
+                           "longitude", "temperature_c", "rain_mm", "humidity", "wind_ms", "cloud_cover")
+               if c in rows]
+    out = []
+    stamps = [t.isoformat() for t in rows["timestamp"]]
+    for stamp, values in zip(stamps, rows[columns].to_dict(orient="records")):
+        record: dict[str, Any] = {"timestamp": stamp}
+        for key, value in values.items():
+            if value is None or (isinstance(value, float) and not np.isfinite(value)) or value is pd.NA:
+                continue
+            record[key] = str(value) if key in ("counter_id", "counter_name", "site_id", "site_name") else float(value)
+        out.append(record)
+    return out
+
+
+def _api_model(payload: dict[str, Any], model_type: str, champion: bool) -> ModelInfo:
+    return ModelInfo(model_type=model_type, version=payload.get("version"), uri=payload["uri"],
+                     run_id=payload.get("run_id"), champion=champion, horizon=payload.get("tags", {}).get("horizon"),
+                     aliases=payload.get("aliases", []), created_at=payload.get("created_at"),
+                     metrics=payload.get("metrics", {}))
+
+
+class ApiClient(Client):
+    """Answers from a velocast HTTP API (``velocast serve``)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0,
+                 settings: Settings | None = None, http: Any = None):
+        """``http``: an ``httpx.Client`` to use instead of a new one (e.g. FastAPI's ``TestClient``)."""
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self.http = http if http is not None else httpx.Client(base_url=self.base_url, timeout=timeout)
+        if api_key:
+            self.http.headers["X-API-Key"] = api_key
+        self.source = f"API {self.base_url}"
+        self.local = LocalClient(settings)  # for what the API has no route for
+        self.notes = [("counters, stored counts, the latest drift verdict and the champion's health are read "
+                       f"from the local library (home {self.local.settings.home}): the API has no route for them")]
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"the API at {self.base_url} cannot be reached ({type(exc).__name__}: {exc})") from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                detail = body.get("detail", body) if isinstance(body, dict) else body
+            except ValueError:
+                detail = response.text[:500]
+            if isinstance(detail, list):  # 422: one item per problem
+                detail = "; ".join(str(d.get("message", d)) if isinstance(d, dict) else str(d) for d in detail)
+            raise ClientError(f"{method} {path} answered {response.status_code}: {detail}", response.status_code)
+        return response
+
+    # data: not in the API
+    def counters(self) -> pd.DataFrame:
+        return self.local.counters()
+
+    def counts(self, counter_id: str, day: Any) -> pd.DataFrame:
+        return self.local.counts(counter_id, day)
+
+    def latest_timestamp(self) -> pd.Timestamp | None:
+        return self.local.latest_timestamp()
+
+    # predictions: POST /predict
+    def predict(self, rows: pd.DataFrame, model_type: str = "lgbm") -> PredictResult:
+        rows = rows.reset_index(drop=True)
+        records = _records(rows)
+        predictions = np.full(len(rows), np.nan)
+        probabilities = np.full(len(rows), np.nan)
+        warnings: list[str] = []
+        model: dict[str, Any] | None = None
+        metrics = None
+        for start in range(0, len(records), API_CHUNK):
+            chunk = records[start:start + API_CHUNK]
+            try:
+                body = self._call("POST", "/predict", json={"records": chunk, "model_type": model_type}).json()
+            except ClientError as exc:
+                if exc.status == 503:  # no model of that type registered on the server
+                    raise NoModelError(f"{exc}. {no_model_message(model_type)}", exc.status) from exc
+                raise
+            model = body["model"]
+            for item in body["predictions"]:
+                predictions[start + item["index"]] = item["prediction"]
+                if item.get("probability") is not None:
+                    probabilities[start + item["index"]] = item["probability"]
+            warnings.extend(w for w in body.get("warnings", []) if w not in warnings)
+            metrics = body.get("metrics") if len(records) <= API_CHUNK else None
+        if model is None:
+            raise ClientError("no rows to predict")
+        frame = rows.copy()
+        frame["prediction"] = predictions
+        if np.isfinite(probabilities).any():
+            frame["probability"] = probabilities
+        info = ModelInfo(model_type=model["model_type"], version=model.get("version"), uri=model["uri"],
+                         run_id=model.get("run_id"), champion=bool(model.get("champion")), horizon=model.get("horizon"))
+        return PredictResult(frame, info, warnings, metrics)
+
+    # models: GET /models, GET /audit
+    def overview(self) -> dict[str, ModelTypeOverview]:
+        body = self._call("GET", "/models").json()
+        out = {}
+        for model_type, info in body["models"].items():
+            champion = info.get("champion")
+            version = champion["version"] if champion else None
+            versions = [_api_model(v, model_type, v["version"] == version) for v in info.get("versions", [])]
+            for v in versions:  # /models gives metrics for the champion only
+                if v.champion and champion:
+                    v.metrics = {**champion.get("metrics", {}), **v.metrics}
+            out[model_type] = ModelTypeOverview(model_type, _api_model(champion, model_type, True) if champion else None,
+                                                info.get("previous_champion"), versions)
+        return out
+
+    def history(self, model_type: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        events = []
+        for event in ("promotion", "rollback"):
+            events += self.audit(limit=limit, event=event, model_type=model_type)
+        return sorted(events, key=lambda e: e["timestamp"], reverse=True)[:limit]
+
+    def audit(self, limit: int = 50, event: str | None = None, model_type: str | None = None) -> list[dict[str, Any]]:
+        params = {"limit": limit, **({"event": event} if event else {}), **({"model_type": model_type} if model_type else {})}
+        return self._call("GET", "/audit", params=params).json()["events"]
+
+    # monitoring: GET /reports/drift/latest.html, POST /monitor; the rest is local
+    def latest_drift(self) -> dict[str, Any] | None:
+        return self.local.latest_drift()
+
+    def drift_report_html(self) -> bytes | None:
+        try:
+            return self._call("GET", "/reports/drift/latest.html").content
+        except ClientError as exc:
+            if exc.status == 404:  # no drift report written yet
+                return None
+            raise
+
+    def run_drift_check(self, model_type: str = "lgbm", window_days: int = 30) -> dict[str, Any]:
+        body = self._call("POST", "/monitor", json={"model_type": model_type, "window_days": window_days}).json()
+        return {**body["verdict"], "reports": {"html": body.get("report_url")}}
+
+    def champion_health(self, model_type: str = "lgbm", days: int = 7) -> dict[str, Any]:
+        return self.local.champion_health(model_type, days)
+
+
+def get_client(settings: Settings | None = None) -> Client:
+    """``ApiClient`` when ``VELOCAST_API_URL`` is set, else ``LocalClient``."""
+    settings = settings or get_settings()
+    if settings.api_url:
+        log.info("web UI calls the API at %s", settings.api_url)
+        return ApiClient(settings.api_url, settings.api_key, settings=settings)
+    return LocalClient(settings)
+
+
+def content_key(content: bytes) -> str:
+    return hashlib.sha1(content).hexdigest()
+
+
+__all__ = ["ApiClient", "BatchInput", "Client", "ClientError", "LocalClient", "ModelInfo", "ModelTypeOverview",
+           "NoModelError", "PredictResult", "day_rows", "get_client", "no_model_message"]

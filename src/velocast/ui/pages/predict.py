@@ -1,0 +1,134 @@
+"""Predict: one counter and one day — the chosen hour and the 24 hours, with the stored counts overlaid."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pandas as pd
+import pydeck as pdk
+import streamlit as st
+
+from velocast.config import PARIS_TZ
+from velocast.ui import common
+from velocast.ui.client import ClientError, NoModelError, day_rows
+
+st.title("Predict")
+st.caption("Pick a counter on the map or in the list, a day and an hour: the champion forecasts that hour "
+           "and the whole day.")
+
+client = common.client()
+counters = common.counters(common.client_key())
+if counters.empty:
+    common.no_data_message()
+    st.stop()
+
+counters = counters.sort_values("counter_name").reset_index(drop=True)
+duplicated = counters["counter_name"].duplicated(keep=False)
+counters["label"] = counters["counter_name"].astype(str).where(
+    ~duplicated, counters["counter_name"].astype(str) + " (" + counters["counter_id"].astype(str) + ")")
+label_of = dict(zip(counters["counter_id"].astype(str), counters["label"]))
+
+# ------------------------------------------------------------------ the map (click a counter to pick it)
+current = st.session_state.get("counter", counters["label"].iloc[0])
+points = counters[["counter_id", "label", "latitude", "longitude", "hours"]].copy()
+points["counter_id"] = points["counter_id"].astype(str)
+points["color"] = [[230, 80, 30, 230] if label == current else [30, 110, 200, 200] for label in points["label"]]
+deck = pdk.Deck(
+    map_style=None,
+    initial_view_state=pdk.ViewState(latitude=float(points["latitude"].mean()),
+                                     longitude=float(points["longitude"].mean()), zoom=11.3),
+    layers=[pdk.Layer("ScatterplotLayer", id="counters", data=points, get_position=["longitude", "latitude"],
+                      get_fill_color="color", get_radius=80, radius_min_pixels=6, radius_max_pixels=14,
+                      pickable=True, auto_highlight=True)],
+    tooltip={"text": "{label}\n{hours} hours stored"},
+)
+event = st.pydeck_chart(deck, on_select="rerun", selection_mode="single-object", key="counter_map", height=360)
+picked = (event.selection.objects or {}).get("counters") or []
+if picked:
+    picked_id = str(picked[0].get("counter_id"))
+    if st.session_state.get("_map_pick") != picked_id and picked_id in label_of:
+        st.session_state["_map_pick"] = picked_id
+        st.session_state["counter"] = label_of[picked_id]
+
+# ------------------------------------------------------------------ the question
+latest = client.latest_timestamp()
+if latest is not None:
+    local = latest.tz_convert(PARIS_TZ)
+    default_day = local.date() if local.hour < 23 else local.date() + timedelta(days=1)
+else:
+    default_day = date.today()
+
+left, middle, right = st.columns([3, 2, 2])
+with left:
+    choice = st.selectbox("Counter", counters["label"].tolist(), key="counter")
+with middle:
+    day = st.date_input("Day", value=default_day, key="day")
+    hour = st.selectbox("Hour", list(range(24)), index=8, format_func=lambda h: f"{h:02d}:00", key="hour")
+with right:
+    model_type = common.model_type_picker(key="model_type")
+    own_weather = st.toggle("Set the weather myself", key="own_weather",
+                            help="Off: the stored weather of that day (when the store has it).")
+temperature = rain = None
+if own_weather:
+    w1, w2 = st.columns(2)
+    temperature = w1.number_input("Temperature (°C)", -20.0, 45.0, 15.0, step=1.0, key="temperature")
+    rain = w2.number_input("Rain (mm in the hour)", 0.0, 50.0, 0.0, step=0.5, key="rain")
+    st.caption("The weather you set applies to every hour of the day.")
+
+if st.button("Predict", type="primary", key="predict"):
+    counter = counters[counters["label"] == choice].iloc[0]
+    rows = day_rows(counter, day, temperature, rain)
+    try:
+        with st.spinner("Predicting..."):
+            result = client.predict(rows, model_type)
+            actual = client.counts(str(counter["counter_id"]), day)
+    except NoModelError as exc:
+        st.warning(str(exc))
+        st.stop()
+    except ClientError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.session_state["prediction"] = {"counter": choice, "day": day, "hour": hour, "result": result,
+                                      "actual": actual, "weather": (temperature, rain)}
+
+# ------------------------------------------------------------------ the answer
+shown = st.session_state.get("prediction")
+if shown is None:
+    st.stop()
+
+result = shown["result"]
+frame = result.frame.copy()
+frame["hour"] = [f"{t:%H}:00" for t in frame["timestamp"]]
+actual = shown["actual"]
+if not actual.empty:
+    by_hour = actual.set_index(actual["timestamp"].dt.strftime("%H:00"))["bike_count"]
+    by_hour = by_hour[~by_hour.index.duplicated()]
+    frame["actual"] = frame["hour"].map(by_hour)
+value_column = "probability" if "probability" in frame else "prediction"
+frame = frame.rename(columns={value_column: "predicted"})
+at_hour = frame[frame["timestamp"].map(lambda t: t.hour) == shown["hour"]].iloc[0]
+
+st.subheader(f"{shown['counter']} — {pd.Timestamp(shown['day']):%A %d %B %Y}")
+m1, m2, m3 = st.columns(3)
+if value_column == "probability":
+    m1.metric(f"Probability of a busy hour at {shown['hour']:02d}:00", f"{at_hour['predicted']:.0%}")
+else:
+    m1.metric(f"Predicted bikes at {shown['hour']:02d}:00", f"{at_hour['predicted']:.0f}")
+    m2.metric("Predicted bikes over the day", f"{frame['predicted'].sum():,.0f}")
+if "actual" in frame and pd.notna(at_hour.get("actual")):
+    m3.metric(f"Counted at {shown['hour']:02d}:00", f"{at_hour['actual']:.0f}")
+model = result.model
+st.caption(f"Model: **{model.label}** — `{model.uri}`" + (f", run `{model.run_id}`" if model.run_id else "")
+           + (f", horizon {model.horizon}" if model.horizon else ""))
+if shown["weather"][0] is not None:
+    st.caption(f"Weather set: {shown['weather'][0]:.1f} °C, {shown['weather'][1]:.1f} mm of rain per hour.")
+for warning in result.warnings:
+    st.warning(warning)
+
+series = ["predicted"] + (["actual"] if "actual" in frame and frame["actual"].notna().any() else [])
+st.line_chart(frame, x="hour", y=series, x_label="hour (Europe/Paris)", color=["#e4572e", "#29335c"][:len(series)],
+              y_label="probability of a busy hour" if value_column == "probability" else "bikes per hour")
+if len(series) == 1:
+    st.caption("No stored counts for this counter and day: only the prediction is drawn.")
+with st.expander("Hourly values"):
+    st.dataframe(frame[["hour", *series]], hide_index=True)
