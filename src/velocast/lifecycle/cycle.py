@@ -314,6 +314,15 @@ def monitor_and_fine_tune(model_type: str = "lgbm", force_fine_tune: bool = Fals
     Policy(name=policy)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    lock = cycle_lock(model_type, settings)
+    try:
+        return _run_cycle(model_type, force_fine_tune, test_mode, window_days, strategy, policy, env, settings, on_step)
+    finally:
+        lock.release()
+
+
+def cycle_lock(model_type: str, settings: Settings) -> FileLock:
+    """Take the cycle lock of ``model_type`` (the caller releases it); CycleBusy if it is held."""
     lock_path = settings.locks_dir / f"cycle-{model_type}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path), timeout=0)
@@ -321,10 +330,7 @@ def monitor_and_fine_tune(model_type: str = "lgbm", force_fine_tune: bool = Fals
         lock.acquire()
     except Timeout:
         raise CycleBusy(f"another {model_type} cycle is running (lock {lock_path}); try again when it ends") from None
-    try:
-        return _run_cycle(model_type, force_fine_tune, test_mode, window_days, strategy, policy, env, settings, on_step)
-    finally:
-        lock.release()
+    return lock
 
 
 def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, strategy: str, policy: str,

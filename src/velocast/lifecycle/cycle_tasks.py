@@ -23,15 +23,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from velocast.config import Settings, get_settings
 from velocast.lifecycle.cycle import (
-    CycleBusy,
-    record_cycle_state,
     audit_cycle,
     check_new_data,
+    cycle_lock,
     notify_cycle,
+    record_cycle_state,
 )
 
 log = logging.getLogger(__name__)
@@ -49,14 +47,7 @@ def begin(model_type: str, force_fine_tune: bool = False, settings: Settings | N
 
     settings = settings or get_settings()
     get_spec(model_type)
-    lock_path = settings.locks_dir / f"cycle-{model_type}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise CycleBusy(f"another {model_type} cycle is running (lock {lock_path}); try again when it ends") from None
-    lock.release()
+    cycle_lock(model_type, settings).release()  # refuse while a CLI cycle of this type runs
     champion = Registry(settings).champion(model_type)
     new = check_new_data(model_type, settings)
     proceed = bool(new["new_data"] or force_fine_tune)
