@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         default=50.0, description="Champion RMSE above which its health is critical."
     )
     log_level: str = Field(default="WARNING", description="Logging level of the CLI and servers (-v: INFO).")
+    api_max_body_mb: float = Field(default=20.0, gt=0, description="Larger API request bodies get a 413.")
+    api_cors_origins: str = Field(default="", description="Comma-separated CORS origins; CORS is off when empty.")
+    api_model_refresh_seconds: float = Field(default=2.0, ge=0, description="How often the API re-reads the champion alias.")
+    api_max_records: int = Field(default=20_000, ge=1, description="Most records in one /predict, /monitor or /train request.")
+    api_default_model_type: str = Field(default="lgbm", description="Model type of /ready and of requests naming none.")
 
     # ----- derived locations (not settable on their own: they follow `home`) -----
     @property
@@ -94,6 +99,21 @@ class Settings(BaseSettings):
     @property
     def audit_location(self) -> str:
         return self.audit_url or f"sqlite:///{(self.home / 'audit.db').resolve()}"
+
+
+def database_url(url: str) -> str:
+    """``url`` with a PostgreSQL driver that is installed when it names none (``postgresql://…``).
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, earlier versions as psycopg2;
+    velocast's ``postgres`` extra installs psycopg2. A URL naming its driver is left as it is.
+    """
+    if not url.startswith("postgresql://"):
+        return url
+    from importlib.util import find_spec
+
+    if find_spec("psycopg") is None and find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def get_settings() -> Settings:

@@ -6,6 +6,7 @@ test-mode models, and ``baseline`` v1 without a champion. ``empty_home`` has the
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,29 @@ KEY = "test-key-0123456789"
 HEADERS = {"X-API-Key": KEY}
 ENV_NAMES = ("MLFLOW_TRACKING_URI", "VELOCAST_SUMMARY_URI", "VELOCAST_AUDIT_URL", "VELOCAST_API_KEY",
              "VELOCAST_WEBHOOK_URL", "VELOCAST_API_URL", "VELOCAST_EVENTS_FILE")
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _restore_tracking_env() -> Iterator[None]:
+    """Leave the environment as found: every ``Registry`` runs ``mlflow.set_tracking_uri``, which exports
+    MLFLOW_TRACKING_URI, also from the apps' threads and module-scoped fixtures (outside any test's
+    monkeypatch); later modules (and their subprocesses) must not inherit this package's homes."""
+    before = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "VELOCAST_HOME")}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def settings_for(home: Path, api_key: str | None = None) -> Settings:
+    """Settings of ``home`` alone: ``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI, which
+    Settings would otherwise pick up from an earlier test's home."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ENV_NAMES:
+            mp.delenv(name, raising=False)
+        return Settings(home=home, api_key=api_key)
 
 
 def _copy_home(template: Path, factory: pytest.TempPathFactory, name: str) -> Path:
@@ -47,7 +71,7 @@ def model_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFacto
         for name in ENV_NAMES:
             mp.delenv(name, raising=False)
         mp.setenv("VELOCAST_HOME", str(home))
-        settings = Settings(home=home)
+        settings = settings_for(home)
         v1 = train("lgbm", model_test=True, hyperparams={"n_estimators": 40}, settings=settings)
         promote("lgbm", version=v1.model_version, reason="first champion", settings=settings)
         v2 = train("lgbm", model_test=True, hyperparams={"n_estimators": 60, "num_leaves": 15}, seed=1,
@@ -57,7 +81,7 @@ def model_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 def client_for(home: Path, api_key: str | None = KEY, **config: Any) -> TestClient:
-    settings = Settings(home=home, api_key=api_key)
+    settings = settings_for(home, api_key)
     return TestClient(create_app(settings, config=ApiConfig(**{"model_refresh_seconds": 0.3, **config})))
 
 

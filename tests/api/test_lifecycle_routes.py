@@ -52,8 +52,8 @@ def test_training_job_runs_in_the_background_and_decides_without_promoting(
     assert any("posted current data" in note for note in job["notes"])
     # the hyperparameters were used, and the job did not promote
     assert job["hyperparams"]["n_estimators"] == 25
-    mlflow.set_tracking_uri(f"sqlite:///{(model_home['home'] / 'mlflow.db').resolve()}")
-    assert mlflow.get_run(job["run_id"]).data.params["hp_n_estimators"] == "25"
+    run = mlflow.MlflowClient(tracking_uri=client.app.state.settings.tracking_uri).get_run(job["run_id"])
+    assert run.data.params["hp_n_estimators"] == "25"
     assert client.get("/models").json()["models"]["lgbm"]["champion"]["version"] == champion_before
     events = client.get("/audit", params={"event": "training", "limit": 1}).json()["events"]
     assert events[0]["run_id"] == job["run_id"] and events[0]["deployment_decision"] == job["deployment_decision"]
@@ -103,26 +103,34 @@ def test_evaluate_a_version_against_the_champion(client: TestClient, model_home:
 
 
 def test_promote_and_rollback_through_the_api(client: TestClient, model_home: dict[str, Any]) -> None:
-    version = model_home["baseline_v1"]
+    v1, v2 = model_home["lgbm_v1"], model_home["lgbm_v2"]
     record = {"counter_id": "100047547-104047547", "timestamp": "2021-08-02T08:00:00+02:00"}
-    assert client.post("/predict", json={"records": [record], "model_type": "baseline"}).json()["model"]["champion"] \
-        is False
-    run_id = Registry(client.app.state.settings).get("baseline", version).run_id
-    response = client.post("/promote_champion", json={"model_type": "baseline", "run_id": run_id,
-                                                      "reason": "floor model"}, headers=HEADERS)
+    assert client.post("/predict", json={"records": [record]}).json()["model"]["version"] == v1
+    run_id = Registry(client.app.state.settings).get("lgbm", v2).run_id
+    response = client.post("/promote_champion", json={"model_type": "lgbm", "run_id": run_id,
+                                                      "reason": "better on test_current"}, headers=HEADERS)
     assert response.status_code == 200, response.text
     promoted = response.json()
-    assert (promoted["action"], promoted["from_version"], promoted["to_version"]) == ("promote", None, version)
-    body = client.post("/predict", json={"records": [record], "model_type": "baseline"}).json()
-    assert body["model"]["champion"] is True and body["warnings"] == []  # no wait: the cache was invalidated
-    assert client.get("/models").json()["models"]["baseline"]["champion"]["version"] == version
-    assert client.post("/rollback", json={"model_type": "baseline"}, headers=HEADERS).status_code == 409
-    response = client.post("/promote_champion", json={"model_type": "baseline", "version": "99"}, headers=HEADERS)
-    assert response.status_code == 404
-    response = client.post("/promote_champion", json={"model_type": "baseline"}, headers=HEADERS)
+    assert (promoted["action"], promoted["from_version"], promoted["to_version"]) == ("promote", v1, v2)
+    assert promoted["previous_alias_after"] == v1 and promoted["to_run_id"] == run_id
+    body = client.post("/predict", json={"records": [record]}).json()
+    assert body["model"]["version"] == v2  # at once: the API's own promotion invalidates the cache
+    assert client.get("/models").json()["models"]["lgbm"]["previous_champion"] == v1
+    response = client.post("/rollback", json={"model_type": "lgbm"}, headers=HEADERS)
+    assert response.status_code == 200 and (response.json()["from_version"], response.json()["to_version"]) == (v2, v1)
+    assert client.post("/predict", json={"records": [record]}).json()["model"]["version"] == v1
+    events = client.get("/audit", params={"model_type": "lgbm", "limit": 2}).json()["events"]
+    assert [(e["event"], e["reasons"]) for e in events] == [("rollback", ["rolled back through the API"]),
+                                                           ("promotion", ["better on test_current"])]
+    # what cannot be done is said so
+    response = client.post("/rollback", json={"model_type": "baseline"}, headers=HEADERS)
+    assert response.status_code == 409 and "no previous champion" in response.json()["detail"]
+    response = client.post("/promote_champion", json={"model_type": "lgbm", "version": "99"}, headers=HEADERS)
+    assert response.status_code == 404 and "has no version 99" in response.json()["detail"]
+    response = client.post("/promote_champion", json={"model_type": "lgbm"}, headers=HEADERS)
     assert response.status_code == 422 and "exactly one of version or run_id" in response.json()["detail"][0]["message"]
-    events = client.get("/audit", params={"event": "promotion", "model_type": "baseline"}).json()
-    assert events["count"] == 1 and events["events"][0]["reasons"] == ["floor model"]
+    response = client.post("/promote_champion", json={"model_type": "xgb", "version": "1"}, headers=HEADERS)
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "model_type"
 
 
 def test_audit_filters_are_validated(client: TestClient) -> None:

@@ -115,3 +115,14 @@ def test_a_smaller_body_limit_is_configurable(empty_home: Path) -> None:
         response = client.post("/predict", json={"records": [RECORD] * 30})
         assert response.status_code == 413 and "the limit of 1,000 bytes" in response.json()["detail"]
         assert client.post("/predict", json={"records": [{"counter_id": "x"}]}).status_code == 422
+
+
+def test_the_documented_examples_are_valid_requests() -> None:
+    from velocast.api import schemas
+    from velocast.models import MODEL_TYPES
+
+    for model in (schemas.PredictRequest, schemas.TrainRequest, schemas.EvaluateRequest, schemas.MonitorRequest,
+                  schemas.PromoteRequest, schemas.RollbackRequest):
+        for example in model.model_config["json_schema_extra"]["examples"]:
+            model.model_validate(example)
+    assert schemas.ModelType.__args__ == MODEL_TYPES

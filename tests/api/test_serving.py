@@ -64,6 +64,9 @@ def test_models_shows_champions_with_metrics_and_versions(client: TestClient, mo
     assert models["baseline"]["champion"] is None
     assert [v["version"] for v in models["baseline"]["versions"]][:1] == [model_home["baseline_v1"]]
     assert models["rf"]["versions"] == []
+    assert all(v["metrics"] == {} for v in lgbm["versions"])  # one query per version only when asked
+    every = client.get("/models", params={"all_metrics": True}).json()["models"]["lgbm"]["versions"]
+    assert all(v["metrics"]["test_baseline_r2"] > 0 for v in every)
 
 
 def test_predict_real_counters_with_tidy_names(client: TestClient, counter_rows: pd.DataFrame) -> None:
@@ -125,8 +128,8 @@ def test_an_unknown_counter_gets_a_prediction_and_a_warning(client: TestClient) 
     assert response.status_code == 200
     prediction = response.json()["predictions"][0]
     assert prediction["prediction"] > 0
-    assert prediction["warnings"] == ["counter 999999999-1 is unknown to the model: predicted from its location "
-                                      "and the calendar"]
+    assert prediction["warnings"] == [("counter 999999999-1 is unknown to the model: predicted from its location "
+                                       "and the calendar")]
 
 
 def test_without_a_champion_the_latest_version_serves_with_a_warning(client: TestClient,

@@ -78,6 +78,7 @@ CASES: list[tuple[str, Any, int | None, str]] = [
     ("body that is not JSON", raw("records=1"), None, "body"),
     ("JSON with trailing garbage", raw(json.dumps(body(GOOD)) + " garbage"), None, "body"),
     ("body that is a JSON list", raw(json.dumps([GOOD])), None, "body"),
+    ("body that is not UTF-8", b'{"records": [{"counter_id": "\xff\xfe"}]}', None, "body"),
 ]
 
 

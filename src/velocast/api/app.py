@@ -26,16 +26,18 @@ from fastapi import (
     Response,
     status,
 )
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from velocast import __version__
 from velocast.api.config import ApiConfig
 from velocast.api.jobs import JobManager, QueueFull, TrainSpec
 from velocast.api.metrics import ApiMetrics, MetricsMiddleware
 from velocast.api.models_cache import ModelCache, NoModelError, ServedModel
-from velocast.api.records import KnownCounters, RecordsRejected, error, to_rows
+from velocast.api.records import KnownCounters, RecordRows, RecordsRejected, error, to_rows
 from velocast.api.schemas import (
     OPENDATA_EXAMPLE,
     TIDY_EXAMPLE,
@@ -70,7 +72,7 @@ from velocast.lifecycle import promotion
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.evaluate import evaluate
 from velocast.lifecycle.monitor import check_drift, latest_drift
-from velocast.lifecycle.predict import predict_rows
+from velocast.lifecycle.predict import Predictions, predict_rows
 from velocast.models import MODEL_TYPES, get_spec, registered_name, validate_hyperparams
 from velocast.tracking.registry import PREVIOUS, ModelRef
 
@@ -145,6 +147,28 @@ def _served(cache: ModelCache, model_type: str, horizon: str | None = None) -> S
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
 
 
+def _prediction_items(result: Predictions, converted: RecordRows) -> list[dict[str, Any]]:
+    """One ``RecordPrediction`` per posted record, in the posted order, with its warnings."""
+    frame, row_of = result.frame, converted.row_of
+    predictions = frame["prediction"].to_numpy(float)[row_of]
+    probabilities = frame["probability"].to_numpy(float)[row_of] if "probability" in frame else None
+    counters = frame["counter_id"].astype(str).to_numpy()[row_of]
+    stamps = np.asarray([t.isoformat() for t in frame["timestamp"]], dtype=object)[row_of]
+    unknown = set(result.unknown_counters)
+    items = []
+    for i in range(len(row_of)):
+        warnings = []
+        if counters[i] in unknown:
+            warnings.append(f"counter {counters[i]} is unknown to the model: predicted from its location and the "
+                            "calendar")
+        if i in converted.duplicate_of:
+            warnings.append(f"same counter and hour as record {converted.duplicate_of[i]}")
+        items.append({"index": i, "counter_id": counters[i], "timestamp": stamps[i],
+                      "prediction": float(predictions[i]),
+                      "probability": None if probabilities is None else float(probabilities[i]), "warnings": warnings})
+    return items
+
+
 def _iso_ms(millis: int | None) -> str | None:
     return datetime.fromtimestamp(millis / 1000, timezone.utc).isoformat() if millis else None
 
@@ -189,7 +213,9 @@ def ready(cache: CacheDep, config: ConfigDep) -> Any:
 
 @router.get("/models", response_model=ModelsResponse, tags=["models"],
             summary="Champion (with its test metrics) and registered versions of every model type")
-def models(cache: CacheDep, settings: SettingsDep) -> ModelsResponse:
+def models(cache: CacheDep, settings: SettingsDep,
+           all_metrics: Annotated[bool, Query(description="Also read the MLflow metrics of every version "
+                                              "(one query per version).")] = False) -> ModelsResponse:
     registry = cache.registry
     served = cache.snapshot()
     out = {}
@@ -206,7 +232,7 @@ def models(cache: CacheDep, settings: SettingsDep) -> ModelsResponse:
             previous_champion=previous.version if previous else None,
             served=ServedInfo(version=now.version, uri=now.model.uri, champion=now.champion, horizon=now.model.horizon,
                               loaded_at=now.loaded_at.isoformat()) if now else None,
-            versions=[_version_info(ref) for ref in registry.versions(model_type)])
+            versions=[_version_info(ref) for ref in registry.versions(model_type, with_metrics=all_metrics)])
     return ModelsResponse(models=out)
 
 
@@ -221,31 +247,14 @@ def predict(body: Annotated[PredictRequest, Body(openapi_examples={
     converted = _rows(request, body.records, "records", require_count=False)
     served = _served(cache, model_type, body.horizon)
     result = predict_rows(converted.rows, served.model, settings)
-    frame = result.frame
-    row_of = converted.row_of
-    predictions = frame["prediction"].to_numpy(float)[row_of]
-    probabilities = frame["probability"].to_numpy(float)[row_of] if "probability" in frame else None
-    counters = frame["counter_id"].astype(str).to_numpy()[row_of]
-    stamps = np.asarray([t.isoformat() for t in frame["timestamp"]], dtype=object)[row_of]
-    unknown = set(result.unknown_counters)
-    items = []
-    for i in range(len(row_of)):
-        warnings = []
-        if counters[i] in unknown:
-            warnings.append(f"counter {counters[i]} is unknown to the model: predicted from its location and the "
-                            "calendar")
-        if i in converted.duplicate_of:
-            warnings.append(f"same counter and hour as record {converted.duplicate_of[i]}")
-        items.append({"index": i, "counter_id": counters[i], "timestamp": stamps[i],
-                      "prediction": float(predictions[i]),
-                      "probability": None if probabilities is None else float(probabilities[i]), "warnings": warnings})
-    request.app.state.metrics.predictions.labels(model_type).inc(len(items))
+    request.app.state.metrics.predictions.labels(model_type).inc(len(converted.row_of))
     model = served.model
     return PredictResponse.model_validate({
         "model": {"model_type": model_type, "version": model.version, "uri": model.uri,
                   "run_id": model.ref.run_id if model.ref else None, "horizon": model.horizon,
                   "champion": served.champion},
-        "predictions": items, "warnings": [*served.warnings, *result.warnings], "metrics": result.metrics})
+        "predictions": _prediction_items(result, converted), "warnings": [*served.warnings, *result.warnings],
+        "metrics": result.metrics})
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, tags=["lifecycle"], summary="Status of a training job",
@@ -436,6 +445,13 @@ async def _rejected_handler(request: Request, exc: RecordsRejected) -> JSONRespo
     return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+async def _http_handler(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == status.HTTP_400_BAD_REQUEST and exc.detail == "There was an error parsing the body":
+        item = error("the body is not valid JSON (it must be UTF-8 text)", "body", reason="json_invalid", loc=["body"])
+        return JSONResponse({"detail": [item]}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return await http_exception_handler(request, exc)
+
+
 async def _internal_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"},
@@ -482,7 +498,7 @@ class BodySizeLimitMiddleware:
 def create_app(settings: Settings | None = None, *, config: ApiConfig | None = None) -> FastAPI:
     """The API over ``settings`` (default: from the environment) and ``config`` (default: VELOCAST_API_*)."""
     settings = settings or get_settings()
-    config = config or ApiConfig.from_env()
+    config = config or ApiConfig.from_settings(settings)
     cache = ModelCache(settings, config.model_refresh_seconds)
     jobs = JobManager(settings)
 
@@ -517,6 +533,7 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(RecordsRejected, _rejected_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(Exception, _internal_handler)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

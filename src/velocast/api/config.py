@@ -1,6 +1,4 @@
-"""Settings of the HTTP API that are not (yet) fields of ``velocast.config.Settings``.
-
-Read from optional environment variables with defaults, once per ``create_app``:
+"""The HTTP API's view of ``velocast.config.Settings`` (fixed once per ``create_app``):
 
 - ``VELOCAST_API_MAX_BODY_MB`` (20): larger request bodies get a 413;
 - ``VELOCAST_API_CORS_ORIGINS`` (unset): comma-separated origins; CORS stays off when unset;
@@ -13,23 +11,10 @@ Read from optional environment variables with defaults, once per ``create_app``:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
+from velocast.config import Settings
 from velocast.models import MODEL_TYPES
-
-
-def _env_float(name: str, default: float, minimum: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a number") from None
-    if value < minimum:
-        raise ValueError(f"{name}={raw!r}: expected a number >= {minimum}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -48,12 +33,8 @@ class ApiConfig:
             raise ValueError("max_records and max_body_bytes must be positive, model_refresh_seconds >= 0")
 
     @classmethod
-    def from_env(cls) -> ApiConfig:
-        origins = tuple(o.strip() for o in os.environ.get("VELOCAST_API_CORS_ORIGINS", "").split(",") if o.strip())
-        return cls(
-            max_body_bytes=int(_env_float("VELOCAST_API_MAX_BODY_MB", 20.0, 0.001) * 1024 * 1024),
-            cors_origins=origins,
-            model_refresh_seconds=_env_float("VELOCAST_API_MODEL_REFRESH_SECONDS", 2.0, 0.0),
-            max_records=int(_env_float("VELOCAST_API_MAX_RECORDS", 20_000, 1)),
-            default_model_type=os.environ.get("VELOCAST_API_DEFAULT_MODEL_TYPE", "lgbm").strip() or "lgbm",
-        )
+    def from_settings(cls, settings: Settings) -> ApiConfig:
+        origins = tuple(o.strip() for o in settings.api_cors_origins.split(",") if o.strip())
+        return cls(max_body_bytes=int(settings.api_max_body_mb * 1024 * 1024), cors_origins=origins,
+                   model_refresh_seconds=settings.api_model_refresh_seconds, max_records=settings.api_max_records,
+                   default_model_type=settings.api_default_model_type.strip() or "lgbm")

@@ -39,6 +39,7 @@ class ServedModel:
     loaded_at: datetime
     checked_at: float  # time.monotonic() of the last registry check
     warnings: list[str] = field(default_factory=list)
+    generation: int = 0  # the type's invalidation count when that check started
 
     @property
     def version(self) -> str | None:
@@ -54,6 +55,7 @@ class ModelCache:
         self.refresh_seconds = refresh_seconds
         self._entries: dict[Key, ServedModel] = {}
         self._locks: dict[Key, threading.Lock] = {}
+        self._generations: dict[str, int] = {}
         self._guard = threading.Lock()
         self._registry: Registry | None = None
         self._stop = threading.Event()
@@ -73,17 +75,17 @@ class ModelCache:
         """The model serving ``model_type`` now (see the module docstring)."""
         key = (model_type, horizon)
         entry = self._entries.get(key)
-        if entry is not None and time.monotonic() - entry.checked_at < self.refresh_seconds:
+        if entry is not None and self._fresh(entry, model_type):
             return entry
         lock = self._lock(key)
-        if entry is not None:
+        if entry is not None and entry.generation == self._generations.get(model_type, 0):
             if not lock.acquire(blocking=False):
                 return entry  # someone else is checking or loading: the current model keeps serving
-        else:
+        else:  # nothing loaded yet, or invalidated by a promotion made here: wait for the check
             lock.acquire()
         try:
             entry = self._entries.get(key)
-            if entry is not None and time.monotonic() - entry.checked_at < self.refresh_seconds:
+            if entry is not None and self._fresh(entry, model_type):
                 return entry
             return self._refresh(key, entry)
         finally:
@@ -91,9 +93,12 @@ class ModelCache:
 
     def invalidate(self, model_type: str) -> None:
         """Make the next ``get`` of this type re-read the registry (after a promotion by the API)."""
-        for key, entry in list(self._entries.items()):
-            if key[0] == model_type:
-                entry.checked_at = float("-inf")
+        with self._guard:
+            self._generations[model_type] = self._generations.get(model_type, 0) + 1
+
+    def _fresh(self, entry: ServedModel, model_type: str) -> bool:
+        return (entry.generation == self._generations.get(model_type, 0)
+                and time.monotonic() - entry.checked_at < self.refresh_seconds)
 
     # ------------------------------------------------------------------ refreshing
     def _lock(self, key: Key) -> threading.Lock:
@@ -116,6 +121,7 @@ class ModelCache:
     def _refresh(self, key: Key, entry: ServedModel | None) -> ServedModel:
         model_type, horizon = key
         now = time.monotonic()
+        generation = self._generations.get(model_type, 0)
         try:
             ref, is_champion = self._source(model_type)
         except NoModelError:
@@ -125,10 +131,10 @@ class ModelCache:
             if entry is None:
                 raise
             log.exception("cannot read the %s registry: the loaded model keeps serving", model_type)
-            entry.checked_at = now
+            entry.checked_at, entry.generation = now, generation
             return entry
         if entry is not None and entry.source_version == ref.version and entry.champion == is_champion:
-            entry.checked_at = now
+            entry.checked_at, entry.generation = now, generation
             return entry
         try:
             if horizon and ref.tags.get("horizon") != horizon:
@@ -141,7 +147,7 @@ class ModelCache:
             if entry is None:
                 raise
             log.exception("loading %s version %s failed: the loaded model keeps serving", model_type, ref.version)
-            entry.checked_at = now
+            entry.checked_at, entry.generation = now, generation
             return entry
         warnings = []
         if not is_champion:
@@ -149,7 +155,7 @@ class ModelCache:
         if model.version != ref.version:
             warnings.append(f"the {model_type} {'champion' if is_champion else 'latest version'} ({ref.version}) "
                             f"has another horizon: serving version {model.version}, the latest {horizon} model")
-        served = ServedModel(model, ref.version, is_champion, datetime.now(timezone.utc), now, warnings)
+        served = ServedModel(model, ref.version, is_champion, datetime.now(timezone.utc), now, warnings, generation)
         self._entries[key] = served
         if entry is None:
             log.info("loaded %s version %s (%s)", model_type, model.version, model.uri)

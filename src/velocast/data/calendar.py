@@ -85,7 +85,9 @@ def calendar_features(timestamps: pd.Series, settings: Settings | None = None) -
     ts = timestamps.dt.tz_convert(PARIS_TZ) if timestamps.dt.tz is not None else timestamps
     days = ts.dt.normalize().dt.tz_localize(None) if ts.dt.tz is not None else ts.dt.normalize()
     unique_days = pd.DatetimeIndex(days.unique())
-    day_frame = _day_flags(unique_days, settings.events_file)
+    events_path = Path(settings.events_file) if settings.events_file else _resource("events.yaml")
+    day_frame = _day_flags_cached(tuple(unique_days.asi8), str(events_path), events_path.stat().st_mtime_ns) \
+        if len(unique_days) <= 64 else _day_flags(unique_days, settings.events_file)
     out = day_frame.reindex(days.to_numpy()).reset_index(drop=True)
     out.index = timestamps.index
     hour = ts.dt.hour.to_numpy()
@@ -104,6 +106,12 @@ def calendar_features(timestamps: pd.Series, settings: Settings | None = None) -
         curfew |= (in_period & in_hours).astype(np.int8)
     out["event_curfew"] = curfew
     return out[CALENDAR_COLUMNS]
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_flags_cached(days: tuple[int, ...], events_file: str, _mtime: int) -> pd.DataFrame:
+    """Flags of a few days (an API request), memoised per events-file version."""
+    return _day_flags(pd.DatetimeIndex(np.asarray(days, dtype="datetime64[ns]")), Path(events_file))
 
 
 def _day_flags(days: pd.DatetimeIndex, events_file: Path | None) -> pd.DataFrame:

@@ -72,6 +72,8 @@ def empty_counts() -> pd.DataFrame:
 
 def to_paris(values: pd.Series) -> pd.Series:
     """Convert a timezone-aware series to Europe/Paris (naive input is taken as UTC)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):  # fast path: already aware
+        return values.dt.tz_convert(PARIS_TZ).astype(pd.DatetimeTZDtype(unit="ns", tz=PARIS_TZ))
     values = pd.to_datetime(values)
     if values.dt.tz is None:
         values = values.dt.tz_localize("UTC")

@@ -11,7 +11,10 @@ re-ingesting a file adds nothing and a newer overlapping file updates the counts
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -101,10 +104,18 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def _connect() -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB connection, reused by each thread (connecting costs ~10 ms)."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        _local.con = con
+    yield con
 
 
 def query_counts(start: pd.Timestamp | str | None = None, end: pd.Timestamp | str | None = None,

@@ -9,6 +9,7 @@ reported, else ``rr3`` spread evenly over its three hours).
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -102,11 +103,23 @@ def ingest_weather(path: Path | str, settings: Settings | None = None) -> dict:
 
 
 def load_weather(settings: Settings | None = None) -> pd.DataFrame | None:
-    """The stored hourly weather (timestamp in Europe/Paris), or None if none was ingested."""
+    """The stored hourly weather (timestamp in Europe/Paris), or None if none was ingested.
+
+    Kept in memory per file version (path, modification time): servers re-read it only after an
+    ingest replaced the file.
+    """
     settings = settings or get_settings()
-    if not settings.weather_path.exists():
+    path = settings.weather_path
+    try:
+        version = path.stat().st_mtime_ns
+    except FileNotFoundError:
         return None
-    frame = pd.read_parquet(settings.weather_path)
+    return _read_weather(str(path), version).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _read_weather(path: str, _version: int) -> pd.DataFrame:
+    frame = pd.read_parquet(path)
     frame["timestamp"] = to_paris(frame["timestamp"])
     return frame
 

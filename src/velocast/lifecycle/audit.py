@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from velocast.config import Settings, get_settings
+from velocast.config import Settings, database_url, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,25 @@ class AuditEvent:
         return out
 
 
+# seconds a PostgreSQL connection may take before the audit write fails (a URL's own
+# ``?connect_timeout=`` wins): an unreachable database fails the step instead of hanging it
+PG_CONNECT_TIMEOUT = 5
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        return {"connect_timeout": PG_CONNECT_TIMEOUT}
+    return {}
+
+
 @lru_cache(maxsize=8)
 def _engine(url: str) -> sa.Engine:
     if url.startswith("sqlite:///"):
         from pathlib import Path
 
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, pool_pre_ping=True, future=True)
+    engine = sa.create_engine(url, pool_pre_ping=True, future=True, connect_args=_connect_args(url))
     metadata.create_all(engine)
     with engine.begin() as con:
         guards = _SQLITE_GUARDS if engine.dialect.name == "sqlite" else \
@@ -146,7 +158,7 @@ def _engine(url: str) -> sa.Engine:
 class AuditLog:
     def __init__(self, url: str | None = None, settings: Settings | None = None):
         self.url = url or (settings or get_settings()).audit_location
-        self.engine = _engine(self.url)
+        self.engine = _engine(database_url(self.url))
 
     def record(self, event: AuditEvent) -> AuditEvent:
         """Append one event; recording the same ``event_id`` twice keeps the first."""

@@ -356,7 +356,7 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
         if on_step:
             on_step(outcome)
 
-    current = None
+    current = "new_data"  # the champion lookup belongs to the first step (as in the DAG's check_new_data)
     try:
         registry = Registry(settings)
         champion = registry.champion(model_type)

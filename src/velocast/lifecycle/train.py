@@ -72,6 +72,17 @@ class TrainResult:
         return {**asdict(self), "registry_uri": self.registry_uri}
 
 
+def check_tuning_options(hyperopt: bool, n_workers: int, study_storage: str | None) -> None:
+    """Refuse worker counts that cannot work before any data is read."""
+    if n_workers == 1:
+        return
+    from velocast.lifecycle.tuning import check_workers
+
+    if not hyperopt:
+        raise ValueError("--n-jobs-workers distributes Optuna tuning: it needs --hyperopt")
+    check_workers(n_workers, study_storage)
+
+
 def _fit(model_type: str, horizon: str, params: dict[str, Any], train_rows: pd.DataFrame, seed: int,
          continue_from: Any | None) -> Any:
     y = train_rows["bike_count"].to_numpy(float)
@@ -85,14 +96,19 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
           n_trials: int = 20, data_path: Path | str | None = None, current_data: pd.DataFrame | None = None,
           seed: int = 42, settings: Settings | None = None, datasets: Datasets | None = None,
           continue_from: Any | None = None, run_name: str | None = None, tags: dict[str, str] | None = None,
-          study_storage: str | None = None, study_name: str | None = None) -> TrainResult:
-    """Train one model type end to end and return what was done (see the module docstring)."""
+          study_storage: str | None = None, study_name: str | None = None, n_workers: int = 1) -> TrainResult:
+    """Train one model type end to end and return what was done (see the module docstring).
+
+    With ``hyperopt``, ``n_workers > 1`` tunes over that many processes sharing the Optuna study in
+    ``study_storage`` (required then); see :mod:`velocast.lifecycle.tuning`.
+    """
     settings = settings or get_settings()
     spec = get_spec(model_type)
     horizon = resolve_horizon(model_type, horizon)
     params = validate_hyperparams(model_type, hyperparams)
     if env not in ("dev", "prod"):
         raise ValueError(f"env must be 'dev' or 'prod', got {env!r}")
+    check_tuning_options(hyperopt, n_workers, study_storage)
     datasets = datasets or load_datasets(data_source, settings, data_path, current_data, model_test, seed)
     registry = Registry(settings)
     started = time.perf_counter()
@@ -116,10 +132,11 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
                 from velocast.lifecycle.tuning import tune
 
                 tuned = tune(model_type, train_rows, horizon, n_trials=n_trials, seed=seed,
-                             storage=study_storage, study_name=study_name)
+                             storage=study_storage, study_name=study_name, n_workers=n_workers)
                 params = {**tuned.best_params, **params}
                 mlflow.log_metric(f"cv_best_{tuned.metric}", tuned.best_value)
-                mlflow.set_tag("optuna_study", tuned.study_name)
+                mlflow.set_tags({"optuna_study": tuned.study_name, "optuna_workers": str(tuned.n_workers),
+                                 "optuna_trials": str(tuned.n_trials)})
             effective = {**(spec.continue_defaults if continue_from is not None else spec.defaults), **params}
             mlflow.log_params({**{f"hp_{k}": v for k, v in effective.items()}, "horizon": horizon,
                                "data_source": data_source, "train_rows": len(train_rows),
@@ -145,7 +162,7 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
             data_end = str(datasets.train.frame["timestamp"].max().isoformat())
             registered = registry.register(model_type, info.model_uri, run.info.run_id,
                                            tags={"env": env, "test_mode": str(model_test), "horizon": horizon,
-                                                 "data_end": data_end})
+                                                 "data_end": data_end}, model_id=info.model_id)
             mlflow.set_tag("registered_version", registered.version)
             baseline_regression = _baseline_regression(spec.task, metrics_baseline, settings)
             entry = _summary_entry(model_type, env, model_test, run.info.run_id, model_uri, registered.version,
@@ -220,6 +237,7 @@ def _summary_entry(model_type: str, env: str, test_mode: bool, run_id: str, mode
 def train_many(model_types: list[str] | tuple[str, ...], **kwargs: Any) -> list[TrainResult]:
     """Train several types on the same datasets (``all`` = every type whose extras are installed)."""
     settings = kwargs.pop("settings", None) or get_settings()
+    check_tuning_options(kwargs.get("hyperopt", False), kwargs.get("n_workers", 1), kwargs.get("study_storage"))
     if not kwargs.get("datasets"):
         kwargs["datasets"] = load_datasets(kwargs.get("data_source", "baseline"), settings,
                                            kwargs.pop("data_path", None), kwargs.pop("current_data", None),

@@ -30,7 +30,14 @@ def configure(settings: Settings | None = None) -> str:
     """Point MLflow at the configured tracking store and make sure the experiment exists."""
     settings = settings or get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; velocast reads that variable as the
+    # user's choice, so put the environment back as the user left it (no leak into later Settings).
+    user_value = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(settings.tracking_uri)
+    if user_value is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_value
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(settings.experiment_name)
     if experiment is None:

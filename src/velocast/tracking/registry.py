@@ -125,13 +125,18 @@ class Registry:
         return mlflow.sklearn.load_model(ref.uri)
 
     # ------------------------------------------------------------------ writing
-    def register(self, model_type: str, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelRef:
+    def register(self, model_type: str, model_uri: str, run_id: str, tags: dict[str, str],
+                 model_id: str | None = None) -> ModelRef:
+        """A new version of ``bike-traffic-<type>`` from a logged model (``models:/<model_id>``)."""
         name = registered_name(model_type)
         try:
             self.client.create_registered_model(name, description=f"velocast {model_type} models")
         except MlflowException:
             pass  # exists already
-        mv = self.client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+        if model_id is None and model_uri.startswith("models:/") and "/" not in model_uri[len("models:/"):]:
+            model_id = model_uri[len("models:/"):]
+        # a tracking server refuses a ``models:/<model_id>`` source unless the model id is named too
+        mv = self.client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
         return self._ref(model_type, mv)
 
     def delete_version(self, model_type: str, version: str) -> None:

@@ -8,7 +8,11 @@ consumer can load directly, no tracking server needed) and how it scored. ``rmse
 Entries are never removed; only ``is_champion`` flags move on promotion and rollback. Every write
 is a read-modify-write under an inter-process lock, published atomically (a temporary file then a
 rename), so concurrent writers never lose an entry and a crash leaves the previous file intact.
-The location may be a local path or any fsspec URI (``s3://bucket/models/summary.json``).
+The location may be a local path or any fsspec URI (``s3://bucket/models/summary.json``). On
+``s3://`` the endpoint is the standard ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, else MLflow's
+``MLFLOW_S3_ENDPOINT_URL`` (one variable points MLflow's artifacts and summary.json at the same
+S3-compatible store: MinIO, moto, Ceph...). The lock of a remote location is a local file: it
+serialises the writers of one machine, not of several.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -75,6 +80,16 @@ def _local_path(uri: str) -> Path:
     return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
 
 
+def _remote_fs(uri: str) -> tuple[Any, str]:
+    """The fsspec filesystem and path of a remote ``uri`` (S3: MLflow's endpoint variable honoured too)."""
+    options: dict[str, Any] = {}
+    endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    if (uri.startswith(("s3://", "s3a://")) and endpoint
+            and not (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))):
+        options["client_kwargs"] = {"endpoint_url": endpoint}
+    return fsspec.core.url_to_fs(uri, **options)
+
+
 def _lock_path(uri: str, settings: Settings) -> Path:
     if _is_local(uri):
         path = _local_path(uri)
@@ -102,7 +117,8 @@ class SummaryStore:
                     return []
                 text = path.read_text(encoding="utf-8")
             else:
-                fs, path = fsspec.core.url_to_fs(self.uri)
+                fs, path = _remote_fs(self.uri)
+                fs.invalidate_cache(path)  # another process may have written it since our last look
                 if not fs.exists(path):
                     return []
                 with fs.open(path, "r", encoding="utf-8") as handle:
@@ -120,7 +136,7 @@ class SummaryStore:
         if _is_local(self.uri):
             atomic_write_bytes(_local_path(self.uri), payload)
             return
-        fs, path = fsspec.core.url_to_fs(self.uri)
+        fs, path = _remote_fs(self.uri)
         tmp = f"{path}.tmp"
         with fs.open(tmp, "wb") as handle:  # object stores publish a whole object at once
             handle.write(payload)
