@@ -10,11 +10,12 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import pandas as pd
 from fastapi import (
     APIRouter,
     Body,
@@ -39,6 +40,12 @@ from velocast.api.metrics import ApiMetrics, MetricsMiddleware
 from velocast.api.models_cache import ModelCache, NoModelError, ServedModel
 from velocast.api.records import KnownCounters, RecordRows, RecordsRejected, error, to_rows
 from velocast.api.schemas import (
+    ChampionHealthResponse,
+    CounterInfo,
+    CountersResponse,
+    CountsResponse,
+    CountValue,
+    DriftLatestResponse,
     OPENDATA_EXAMPLE,
     TIDY_EXAMPLE,
     AuditEventName,
@@ -68,10 +75,11 @@ from velocast.api.schemas import (
 )
 from velocast.api.security import DISABLED, key_configured, require_api_key
 from velocast.config import Settings, get_settings
+from velocast.data import store
 from velocast.lifecycle import promotion
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.evaluate import evaluate
-from velocast.lifecycle.monitor import check_drift, latest_drift
+from velocast.lifecycle.monitor import champion_health, check_drift, latest_drift
 from velocast.lifecycle.predict import Predictions, predict_rows
 from velocast.models import MODEL_TYPES, get_spec, registered_name, validate_hyperparams
 from velocast.tracking.registry import PREVIOUS, ModelRef
@@ -297,6 +305,46 @@ def drift_report(name: str, settings: SettingsDep) -> FileResponse:
     if not target.is_relative_to(base) or not target.is_file():
         raise missing
     return FileResponse(target, media_type="text/html")
+
+
+@router.get("/counters", response_model=CountersResponse, tags=["data"], summary="Counters in the store")
+def counters(request: Request, settings: SettingsDep) -> CountersResponse:
+    table = request.app.state.counters.get()
+    latest = store.latest_timestamp(settings)
+    items = [CounterInfo(**{k: (None if pd.isna(v) else str(v) if k in ("first_seen", "last_seen") else v)
+                            for k, v in row.items() if k in CounterInfo.model_fields})
+             for row in table.to_dict(orient="records")]
+    return CountersResponse(count=len(items), latest=latest.isoformat() if latest is not None else None, counters=items)
+
+
+@router.get("/counts", response_model=CountsResponse, tags=["data"], summary="Stored counts of one counter",
+            responses=VALIDATION_422)
+def counts(settings: SettingsDep, counter_id: Annotated[str, Query(min_length=1, max_length=200)],
+           start: Annotated[date, Query(description="First day (Europe/Paris)")],
+           end: Annotated[date, Query(description="Day after the last one (at most 31 days after start)")]) -> CountsResponse:
+    if not start < end or (end - start).days > 31:
+        raise RecordsRejected([error("end must be after start and at most 31 days later", "end", loc=["query", "end"])])
+    rows = store.query_counts(pd.Timestamp(start), pd.Timestamp(end), counter_ids=[counter_id], settings=settings)
+    return CountsResponse(counter_id=counter_id, start=start.isoformat(), end=end.isoformat(),
+                          counts=[CountValue(timestamp=t.isoformat(), bike_count=float(c))
+                                  for t, c in zip(rows["timestamp"], rows["bike_count"])])
+
+
+@router.get("/drift/latest", response_model=DriftLatestResponse, tags=["monitoring"],
+            summary="The latest drift verdict")
+def drift_latest(request: Request, settings: SettingsDep) -> DriftLatestResponse:
+    latest = latest_drift(settings) or {}
+    report = latest.get("report")
+    url = str(request.url_for("drift_report", name="latest")) if latest.get("html") else None
+    return DriftLatestResponse(report=report, report_url=url)
+
+
+@router.get("/champion_health", response_model=ChampionHealthResponse, tags=["monitoring"],
+            summary="The champion's error on the latest labelled days vs its test_baseline", responses=VALIDATION_422)
+def champion_health_route(settings: SettingsDep, model_type: ModelType = "lgbm",
+                          days: Annotated[int, Query(ge=1, le=90)] = 7) -> ChampionHealthResponse:
+    report = champion_health(model_type, days=days, settings=settings)
+    return ChampionHealthResponse(model_type=model_type, **report.to_dict())
 
 
 # ------------------------------------------------------------------------------ mutating routes

@@ -458,3 +458,51 @@ class AuditEventModel(BaseModel):
 class AuditResponse(BaseModel):
     count: int
     events: list[AuditEventModel]
+
+
+class CounterInfo(BaseModel):
+    counter_id: str
+    counter_name: str | None = None
+    site_id: str | None = None
+    site_name: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    first_seen: str | None = None
+    last_seen: str | None = None
+    hours: int | None = None
+
+
+class CountersResponse(BaseModel):
+    count: int
+    latest: str | None = Field(None, description="Latest stored hour (Europe/Paris)")
+    counters: list[CounterInfo]
+
+
+class CountValue(BaseModel):
+    timestamp: str
+    bike_count: float
+
+
+class CountsResponse(BaseModel):
+    counter_id: str
+    start: str
+    end: str
+    counts: list[CountValue]
+
+
+class DriftLatestResponse(BaseModel):
+    report: dict[str, Any] | None = Field(None, description="The latest drift verdict (null before any check)")
+    report_url: str | None = None
+
+
+class ChampionHealthResponse(BaseModel):
+    model_type: str
+    state: str = Field(description="ok | degraded | critical | unknown")
+    rmse: float | None = None
+    r2: float | None = None
+    baseline_rmse: float | None = None
+    baseline_r2: float | None = None
+    drop: float | None = None
+    rows: int
+    period: str | None = None
+    reasons: list[str]

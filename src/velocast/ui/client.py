@@ -5,9 +5,9 @@
 ``X-API-Key`` when ``VELOCAST_API_KEY`` is set). ``get_client()`` picks one from the settings.
 The pages only talk to a ``Client``; neither client imports streamlit.
 
-What the API has no route for (the counter list, stored counts, the latest drift verdict, the
-champion's health, the metrics of non-champion versions) the ``ApiClient`` reads from the local
-library when it can and says so in ``notes``.
+Every page answer has an API route (``/counters``, ``/counts``, ``/predict``, ``/models``,
+``/audit``, ``/drift/latest``, ``/reports/drift/latest.html``, ``/monitor``, ``/champion_health``);
+only an uploaded file is read locally before its rows are sent to ``/predict``.
 """
 
 from __future__ import annotations
@@ -392,9 +392,8 @@ class ApiClient(Client):
         if api_key:
             self.http.headers["X-API-Key"] = api_key
         self.source = f"API {self.base_url}"
-        self.local = LocalClient(settings)  # for what the API has no route for
-        self.notes = [("counters, stored counts, the latest drift verdict and the champion's health are read "
-                       f"from the local library (home {self.local.settings.home}): the API has no route for them")]
+        self.local = LocalClient(settings)  # only to read uploaded files (validation happens in the API too)
+        self.notes = []
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx
@@ -414,15 +413,27 @@ class ApiClient(Client):
             raise ClientError(f"{method} {path} answered {response.status_code}: {detail}", response.status_code)
         return response
 
-    # data: not in the API
+    # data: GET /counters, GET /counts
     def counters(self) -> pd.DataFrame:
-        return self.local.counters()
+        body = self._call("GET", "/counters").json()
+        table = pd.DataFrame(body["counters"])
+        for column in ("first_seen", "last_seen"):
+            if column in table:
+                table[column] = pd.to_datetime(table[column], utc=True).dt.tz_convert(PARIS_TZ)
+        return table
 
     def counts(self, counter_id: str, day: Any) -> pd.DataFrame:
-        return self.local.counts(counter_id, day)
+        start = _naive_day(day)
+        body = self._call("GET", "/counts", params={"counter_id": str(counter_id), "start": start.date().isoformat(),
+                                                    "end": (start + timedelta(days=1)).date().isoformat()}).json()
+        frame = pd.DataFrame(body["counts"], columns=["timestamp", "bike_count"])
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).dt.tz_convert(PARIS_TZ)
+        frame["counter_id"] = str(counter_id)
+        return frame
 
     def latest_timestamp(self) -> pd.Timestamp | None:
-        return self.local.latest_timestamp()
+        latest = self._call("GET", "/counters").json().get("latest")
+        return pd.Timestamp(latest).tz_convert(PARIS_TZ) if latest else None
 
     # predictions: POST /predict
     def predict(self, rows: pd.DataFrame, model_type: str = "lgbm") -> PredictResult:
@@ -460,7 +471,7 @@ class ApiClient(Client):
 
     # models: GET /models, GET /audit
     def overview(self) -> dict[str, ModelTypeOverview]:
-        body = self._call("GET", "/models").json()
+        body = self._call("GET", "/models", params={"all_metrics": "true"}).json()
         out = {}
         for model_type, info in body["models"].items():
             champion = info.get("champion")
@@ -483,9 +494,12 @@ class ApiClient(Client):
         params = {"limit": limit, **({"event": event} if event else {}), **({"model_type": model_type} if model_type else {})}
         return self._call("GET", "/audit", params=params).json()["events"]
 
-    # monitoring: GET /reports/drift/latest.html, POST /monitor; the rest is local
+    # monitoring: GET /drift/latest, GET /reports/drift/latest.html, POST /monitor, GET /champion_health
     def latest_drift(self) -> dict[str, Any] | None:
-        return self.local.latest_drift()
+        body = self._call("GET", "/drift/latest").json()
+        if not body.get("report"):
+            return None
+        return {"report": body["report"], "html": body.get("report_url")}
 
     def drift_report_html(self) -> bytes | None:
         try:
@@ -500,7 +514,7 @@ class ApiClient(Client):
         return {**body["verdict"], "reports": {"html": body.get("report_url")}}
 
     def champion_health(self, model_type: str = "lgbm", days: int = 7) -> dict[str, Any]:
-        return self.local.champion_health(model_type, days)
+        return self._call("GET", "/champion_health", params={"model_type": model_type, "days": days}).json()
 
 
 def get_client(settings: Settings | None = None) -> Client:
