@@ -34,6 +34,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from velocast import __version__
+from velocast.api.batching import PredictBatcher
 from velocast.api.config import ApiConfig
 from velocast.api.jobs import JobManager, QueueFull, TrainSpec
 from velocast.api.metrics import ApiMetrics, MetricsMiddleware
@@ -80,7 +81,7 @@ from velocast.lifecycle import promotion
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.evaluate import evaluate
 from velocast.lifecycle.monitor import champion_health, check_drift, latest_drift
-from velocast.lifecycle.predict import Predictions, predict_rows
+from velocast.lifecycle.predict import Predictions, predict_rows, unknown_counters_warning
 from velocast.models import MODEL_TYPES, get_spec, registered_name, validate_hyperparams
 from velocast.tracking.registry import PREVIOUS, ModelRef
 
@@ -250,19 +251,59 @@ def models(cache: CacheDep, settings: SettingsDep,
 def predict(body: Annotated[PredictRequest, Body(openapi_examples={
                 "tidy": {"summary": "tidy field names", "value": {"records": TIDY_EXAMPLE, "model_type": "lgbm"}},
                 "opendata": {"summary": "open-data export field names", "value": {"records": OPENDATA_EXAMPLE}}})],
-            request: Request, cache: CacheDep, config: ConfigDep, settings: SettingsDep) -> PredictResponse:
+            request: Request, config: ConfigDep) -> PredictResponse:
+    state = request.app.state
     model_type = body.model_type or config.default_model_type
-    converted = _rows(request, body.records, "records", require_count=False)
-    served = _served(cache, model_type, body.horizon)
-    result = predict_rows(converted.rows, served.model, settings)
-    request.app.state.metrics.predictions.labels(model_type).inc(len(converted.row_of))
+    _check_count(body.records, "records", config)
+    key = (model_type, body.horizon)
+    with_counts = any(r.bike_count is not None or r.fr_bike_count is not None for r in body.records)
+    # requests carrying counts get their own metrics: they are not batched with others
+    payload = _predict_one(state, key, body.records) if with_counts else state.batcher.submit(key, body.records)
+    state.metrics.predictions.labels(model_type).inc(len(body.records))
+    return PredictResponse.model_validate(payload)
+
+
+def _response(model_type: str, served: ServedModel, items: list[dict[str, Any]], warnings: list[str],
+              metrics: dict[str, Any] | None) -> dict[str, Any]:
     model = served.model
-    return PredictResponse.model_validate({
-        "model": {"model_type": model_type, "version": model.version, "uri": model.uri,
-                  "run_id": model.ref.run_id if model.ref else None, "horizon": model.horizon,
-                  "champion": served.champion},
-        "predictions": _prediction_items(result, converted), "warnings": [*served.warnings, *result.warnings],
-        "metrics": result.metrics})
+    return {"model": {"model_type": model_type, "version": model.version, "uri": model.uri,
+                      "run_id": model.ref.run_id if model.ref else None, "horizon": model.horizon,
+                      "champion": served.champion},
+            "predictions": items, "warnings": warnings, "metrics": metrics}
+
+
+def _predict_one(state: Any, key: tuple[str, str | None], records: list[PredictRecord]) -> dict[str, Any]:
+    model_type, horizon = key
+    converted = to_rows(records, state.settings, state.counters.get(), require_count=False, loc="records")
+    served = _served(state.cache, model_type, horizon)
+    result = predict_rows(converted.rows, served.model, state.settings)
+    return _response(model_type, served, _prediction_items(result, converted), [*served.warnings, *result.warnings],
+                     result.metrics)
+
+
+def _predict_many(state: Any, key: tuple[str, str | None], groups: list[list[PredictRecord]]) -> list[dict[str, Any]]:
+    """Several requests predicted together; each gets its own items, indices and warnings back."""
+    model_type, horizon = key
+    converted = to_rows([r for g in groups for r in g], state.settings, state.counters.get(), require_count=False,
+                        loc="records")
+    served = _served(state.cache, model_type, horizon)
+    result = predict_rows(converted.rows, served.model, state.settings)
+    items = _prediction_items(result, converted)
+    unknown_ids = set(result.unknown_counters)
+    out, start = [], 0
+    for group in groups:
+        mine = []
+        for local, item in enumerate(items[start:start + len(group)]):
+            warnings = [w for w in item["warnings"] if not w.startswith("same counter and hour")]
+            earlier = converted.duplicate_of.get(start + local)
+            if earlier is not None and earlier >= start:  # a duplicate within this request only
+                warnings.append(f"same counter and hour as record {earlier - start}")
+            mine.append({**item, "index": local, "warnings": warnings})
+        unknown = sorted({i["counter_id"] for i in mine if i["counter_id"] in unknown_ids})
+        out.append(_response(model_type, served, mine,
+                             [*served.warnings, *([unknown_counters_warning(unknown)] if unknown else [])], None))
+        start += len(group)
+    return out
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, tags=["lifecycle"], summary="Status of a training job",
@@ -562,6 +603,7 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
         try:
             yield
         finally:
+            app.state.batcher.close()
             cache.stop()
             jobs.shutdown()
 
@@ -578,6 +620,9 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
     app.state.jobs = jobs
     app.state.counters = KnownCounters(settings)
     app.state.metrics = ApiMetrics(settings, cache, jobs)
+    app.state.batcher = PredictBatcher(lambda key, groups: _predict_many(app.state, key, groups),
+                                       lambda key, records: _predict_one(app.state, key, records),
+                                       max_records=config.max_records)
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(RecordsRejected, _rejected_handler)

@@ -68,16 +68,18 @@ def load_model(model_type: str = "lgbm", model_uri: str | None = None, version: 
     return LoadedModel(model_type, registry.load(ref), ref, ref.uri)
 
 
+def unknown_counters_warning(unknown: list[str]) -> str:
+    return (f"{len(unknown)} counter(s) unknown to the model, predicted from location and "
+            f"calendar: {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
+
+
 def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | None = None) -> Predictions:
     """Predict canonical rows (``bike_count`` optional; when present, metrics are computed)."""
     settings = settings or get_settings()
     enriched = enrich(rows, settings)
     features = model.pipeline.named_steps["features"]
     unknown = features.unknown_counters(enriched)
-    warnings = []
-    if unknown:
-        warnings.append(f"{len(unknown)} counter(s) unknown to the model, predicted from location and "
-                        f"calendar: {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
+    warnings = [unknown_counters_warning(unknown)] if unknown else []
     out = rows.copy()
     predicted = predict_frame(model.pipeline, enriched)
     for column in predicted.columns:
