@@ -51,7 +51,7 @@ def render(results: dict[str, Any]) -> str:
     if life:
         out += ["## Weekly cycle (`cycle --force-fine-tune`, 30 days of new data over the full baseline)", "",
                 "| strategy | total (s) | new_data | drift | health | fine_tune | evaluate | promote | audit | decision |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for c in life["cycle"]:
             st = c["steps"]
             out.append(f"| {c['strategy']} | {_f(c['total_seconds'], 1)} | " + " | ".join(
@@ -91,8 +91,31 @@ def render(results: dict[str, Any]) -> str:
         targets.append(("`train --model-test` end to end < 10 s", f"{_f(cmds['train_model_test']['seconds'], 1)} s",
                         cmds["train_model_test"]["seconds"] < 10))
         out.append("")
+    growth = results.get("growth")
+    if growth:
+        out += _growth(growth)
     if targets:
         out += ["## Targets", "", "| target | measured | |", "|---|---|---|"]
         out += [f"| {name} | {value} | {_target(ok)} |" for name, value, ok in targets]
         out.append("")
     return "\n".join(out)
+
+
+def _growth(growth: dict[str, Any]) -> list[str]:
+    out = [f"## Growth: more counters, same period ({growth['period']}; {growth['model']})", "",
+           ("| size | counters | train rows | ingest (s) | enrich (s) | fit (s, best of runs) | fit CPU (s) | "
+            "fit peak RSS (MiB) | predict (rows/s) | drift check (s) | drift rows (ref × cur) |"),
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for g in growth["sizes"]:
+        out.append(f"| {g['factor']}× | {_f(g['counters'])} | {_f(g['train_rows'])} | {_f(g['ingest_seconds'], 1)} | "
+                   f"{_f(g['enrich_seconds'], 1)} | {_f(g['fit_seconds'], 1)} | {_f(g.get('fit_cpu_seconds'), 1)} | "
+                   f"{_f(g['fit_peak_rss_mb'], 0)} | "
+                   f"{_f(g['predict_rows_per_s'])} | {_f(g['drift_seconds'])} | "
+                   f"{_f(g['drift_reference_rows'])} × {_f(g['drift_current_rows'])} |")
+    out += ["", "Rows per year for N counters (N × 8,760 hours): "
+            + ", ".join(f"{int(n):,} counters → {rows:,}" for n, rows in growth["rows_per_year"].items()) + "."]
+    if growth.get("load_average_before"):
+        out.append(f"Load average (1, 5, 15 min) before / after: {growth['load_average_before']} / "
+                   f"{growth.get('load_average_after')} — other work on the machine slows every timing.")
+    out.append("")
+    return out

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
 from bench.report import render  # noqa: E402
 
-SECTIONS = ("accuracy", "lifecycle", "api", "commands")
+SECTIONS = ("accuracy", "lifecycle", "api", "commands", "growth")
 
 
 def main() -> None:
@@ -47,6 +47,9 @@ def main() -> None:
         elif section == "commands":
             from bench import commands
             results["commands"] = commands.run(with_demo=not args.no_demo)
+        elif section == "growth":
+            from bench import growth
+            results["growth"] = growth.run()
         results.setdefault("measured", {})[section] = common.machine()["date"]
         common.save_results(results)
         (common.RESULTS / "latest.md").write_text(render(results))
