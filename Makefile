@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint audit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: $(VENV)/.installed-dev  ## benchmarks -> bench/results/latest.{json,md}
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench dags
+
+audit: $(VENV)/.installed-dev  ## security: bandit on src, pip-audit of the installed packages (needs network)
+	$(BIN)/bandit -r src -q
+	$(BIN)/pip-audit --skip-editable
 
 clean:
 	rm -rf $(VENV) .velocast .pytest_cache

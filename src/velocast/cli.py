@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from velocast.config import get_settings
+from velocast.config import get_settings, install_log_redaction, redact, redact_secrets
 
 app = typer.Typer(help="velocast: hourly bike-count forecasting with a champion/challenger lifecycle.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -23,6 +23,8 @@ log = logging.getLogger("velocast.cli")
 def _setup_logging(verbose: bool = False) -> None:
     level = logging.INFO if verbose else getattr(logging, get_settings().log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    install_log_redaction(get_settings(), loggers=("",))  # no password of a URL, no key in what we log
+    sys.excepthook = _redacted_excepthook  # nor in the traceback of an error that escapes a command
     for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "numexpr", "httpx", "optuna", "streamlit"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import warnings
@@ -31,13 +33,21 @@ def _setup_logging(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _redacted_excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """Print an uncaught error like Python does, without the secrets libraries put in their messages."""
+    import traceback
+
+    text = "".join(traceback.format_exception(kind, value, tb))
+    sys.stderr.write(redact_secrets(text, get_settings()))
+
+
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress (INFO).")) -> None:
     _setup_logging(verbose)
 
 
 def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {redact_secrets(message, get_settings())}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
@@ -190,6 +200,9 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
               n_trials: int = typer.Option(20, help="Optuna trials with --hyperopt."),
               study_storage: Optional[str] = typer.Option(None, help="Optuna storage URL shared by workers."),
               study_name: Optional[str] = typer.Option(None, help="Optuna study name (with --study-storage)."),
+              n_jobs_workers: int = typer.Option(1, "--n-jobs-workers", min=1,
+                                                 help="Worker processes sharing the Optuna study (> 1 needs "
+                                                      "--hyperopt and --study-storage)."),
               data: Optional[Path] = typer.Option(None, "--data", help="Train on this file without ingesting it."),
               hyperparams: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"num_leaves": 31}\'.'),
               seed: int = typer.Option(42),
@@ -212,7 +225,8 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
                 progress.update(task, description=f"training {model}")
                 results += train_many([model], data_source=data_source, env=env, model_test=model_test,
                                       horizon=horizon, hyperparams=params, hyperopt=hyperopt, n_trials=n_trials,
-                                      data_path=data, seed=seed, study_storage=study_storage, study_name=study_name)
+                                      data_path=data, seed=seed, study_storage=study_storage, study_name=study_name,
+                                      n_workers=n_jobs_workers)
                 progress.advance(task)
     except (ValueError, LookupError, ImportError) as exc:
         _fail(str(exc), 2)
@@ -227,14 +241,17 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
         for note in r.notes:
             typer.echo(f"  note: {note}")
     settings = get_settings()
-    typer.echo(f"MLflow: mlflow ui --backend-store-uri {settings.tracking_uri}   summary: {settings.summary_location}")
+    typer.echo(f"MLflow: mlflow ui --backend-store-uri {redact(settings.tracking_uri)}   "
+               f"summary: {redact(settings.summary_location)}")
 
 
 @app.command("predict")
 def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict (tidy or open-data; bike_count optional)."),
                 output: Path = typer.Option(..., "--output", help="CSV or parquet with a prediction column added."),
                 model_type: str = typer.Option("lgbm"),
-                model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (default: the champion)."),
+                model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (default: the champion). "
+                                                        "Loading a model runs its code: give only URIs you trust "
+                                                        "(the API never loads one a client names)."),
                 horizon: Optional[str] = typer.Option(None, help="Pick the latest model with this horizon.")) -> None:
     """Predict a file with the champion (or a named model); print metrics when counts are given."""
     from velocast.data.ingest import IngestError
@@ -266,7 +283,8 @@ def _print_paired(label: str, paired: Any) -> None:
 def evaluate_cmd(model_type: str = typer.Option("lgbm"),
                  run_id: Optional[str] = typer.Option(None, help="Registered run to evaluate (default: latest version)."),
                  version: Optional[str] = typer.Option(None, help="Registered version to evaluate."),
-                 model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI."),
+                 model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (loading a model runs "
+                                                         "its code: give only URIs you trust)."),
                  current: Optional[Path] = typer.Option(None, help="File of recent labelled rows used as test_current."),
                  as_json: bool = typer.Option(False, "--json")) -> None:
     """Double-evaluate a model against the champion and show what each policy would decide."""
@@ -531,9 +549,10 @@ def serve_cmd(host: str = typer.Option("127.0.0.1", help="Interface to listen on
 def ui_cmd(port: int = typer.Option(8501, min=1, max=65535, help="TCP port."),
            host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface).")) -> None:
     """Serve the web UI (Streamlit); it calls the API instead of the library when VELOCAST_API_URL is set."""
+    # subprocess runs Streamlit: this interpreter, fixed arguments, no shell
     import os
     import signal
-    import subprocess
+    import subprocess  # nosec B404
 
     from velocast.ui import APP_PATH
 
@@ -541,10 +560,11 @@ def ui_cmd(port: int = typer.Option(8501, min=1, max=65535, help="TCP port."),
                "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal"]
     settings = get_settings()
-    source = f"the API at {settings.api_url}" if settings.api_url else f"home {settings.home}"
+    source = f"the API at {redact(settings.api_url)}" if settings.api_url else f"home {settings.home}"
     typer.echo(f"velocast UI on http://{host}:{port} ({source})", err=True)
     log.info("running %s", " ".join(command))
-    process = subprocess.Popen(command, env=os.environ.copy())
+    # an argument list (no shell): sys.executable, velocast's own app file, an int port and the host option
+    process = subprocess.Popen(command, env=os.environ.copy())  # nosec B603
     signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())  # stop the server with us
     try:
         code = process.wait()

@@ -7,12 +7,125 @@ field points elsewhere, so a laptop needs no server at all.
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PARIS_TZ = "Europe/Paris"
+
+MASK = "***"
+# query parameters that carry credentials (database URLs, pre-signed URLs, webhooks...)
+_SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|key|sig|credential|auth", re.IGNORECASE)
+
+
+def redact(url: str | None, keep_path: bool = True) -> str | None:
+    """``url`` fit for a log line: its password (and credential-like query values) replaced by ``***``.
+
+    ``postgresql://velocast:s3cret@db:5432/audit`` -> ``postgresql://velocast:***@db:5432/audit``.
+    ``keep_path=False`` also hides the path, for URLs whose path is the secret (Discord/Slack
+    webhooks): ``https://discord.com/api/webhooks/1/abc`` -> ``https://discord.com/***``. Text that
+    is not a URL (a file path, ``sqlite:///...``) comes back unchanged.
+    """
+    if not url or "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+        if not parts.netloc:  # sqlite:////path, file:///path: a local file, nothing secret
+            return url
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{MASK}@{host}"
+        query = urlencode([(k, MASK if _SECRET_PARAMS.search(k) else v)
+                           for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+        path = parts.path if keep_path or not parts.path.strip("/") else f"/{MASK}"
+        if (netloc, path) == (parts.netloc, parts.path) and query == parts.query:
+            return url  # nothing to hide: exactly as given
+        return urlunsplit((parts.scheme, netloc, path, query, "" if not keep_path else parts.fragment))
+    except ValueError:  # not parseable as a URL: show nothing of it
+        return f"{url.split('://', 1)[0]}://{MASK}"
+
+
+# a password in any URL of a text: scheme://user:password@host
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
+# credentials velocast never gets as a Settings field but libraries read from the environment
+_SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+               "PGPASSWORD")
+
+
+def secrets_of(settings: Settings | None) -> list[str]:
+    """The secret strings of ``settings`` and of the environment (longest first)."""
+    import os
+
+    found: set[str] = {os.environ[name] for name in _SECRET_ENV if os.environ.get(name)}
+    if settings is not None:
+        if settings.api_key:
+            found.add(settings.api_key)
+        for name in _URL_FIELDS:
+            url = getattr(settings, name, None)
+            if not url or "://" not in url:
+                continue
+            try:
+                parts = urlsplit(url)
+                if parts.password:
+                    found.add(parts.password)
+                found.update(v for k, v in parse_qsl(parts.query) if _SECRET_PARAMS.search(k) and v)
+            except ValueError:
+                found.add(url)
+            if name == "webhook_url" and urlsplit(url).path.strip("/"):
+                found.add(urlsplit(url).path)  # a webhook's path is its token
+    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
+
+
+def redact_secrets(text: str, settings: Settings | None = None) -> str:
+    """``text`` (an error message, a log line) without URL passwords and without the configured secrets."""
+    if not text:
+        return text
+    text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+    for secret in secrets_of(settings):
+        text = text.replace(secret, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A handler filter that masks secrets in every record it lets through (message and traceback)."""
+
+    def __init__(self, settings: Settings | None = None):
+        super().__init__("velocast-redaction")
+        self.settings = settings
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact_secrets(message, self.settings)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_secrets(record.exc_text, self.settings)
+            record.exc_info = None  # the redacted text is what handlers print
+        return True
+
+
+def install_log_redaction(settings: Settings | None = None,
+                          loggers: tuple[str, ...] = ("", "velocast", "uvicorn", "uvicorn.error")) -> Callable[[], None]:
+    """Add a ``RedactingFilter`` to the handlers of ``loggers``; return a function that removes it."""
+    redacting = RedactingFilter(settings)
+    handlers = {h for name in loggers for h in logging.getLogger(name).handlers}
+    for handler in handlers:
+        handler.addFilter(redacting)
+
+    def remove() -> None:
+        for handler in handlers:
+            handler.removeFilter(redacting)
+    return remove
 
 
 class Settings(BaseSettings):
@@ -99,6 +212,20 @@ class Settings(BaseSettings):
     @property
     def audit_location(self) -> str:
         return self.audit_url or f"sqlite:///{(self.home / 'audit.db').resolve()}"
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """``repr(settings)`` (a log line, a traceback's locals) shows no key and no password."""
+        for name, value in super().__repr_args__():
+            if name in _SECRET_FIELDS and value:
+                yield name, MASK
+            elif name in _URL_FIELDS and isinstance(value, str):
+                yield name, redact(value, keep_path=name != "webhook_url")
+            else:
+                yield name, value
+
+
+_SECRET_FIELDS = frozenset({"api_key"})
+_URL_FIELDS = frozenset({"mlflow_tracking_uri", "summary_uri", "audit_url", "api_url", "webhook_url"})
 
 
 def database_url(url: str) -> str:

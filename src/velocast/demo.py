@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from velocast.config import PARIS_TZ, Settings, get_settings
+from velocast.config import PARIS_TZ, Settings, get_settings, redact
 
 _SHARED = Path("paris")
 _COUNTS = "counts_2020-09-01_2021-08-09.parquet"
@@ -118,8 +118,8 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
          + f"; table {sim.files['markdown']}")
     elapsed = time.perf_counter() - started
     echo(f"done in {elapsed:.0f}s. Look at:")
-    echo(f"   MLflow UI:  mlflow ui --backend-store-uri {settings.tracking_uri}")
-    echo(f"   summary:    {settings.summary_location}")
+    echo(f"   MLflow UI:  mlflow ui --backend-store-uri {redact(settings.tracking_uri)}")
+    echo(f"   summary:    {redact(settings.summary_location)}")
     echo(f"   reports:    {settings.reports_dir.resolve()}")
     echo("   audit log:  velocast audit list   |   champion: velocast champion --history")
     echo("   API / UI:   velocast serve   |   velocast ui")

@@ -73,6 +73,14 @@ def test_hyperopt_logs_each_trial_as_a_nested_run(real_home: Path) -> None:
     assert len(children) == 2 and "metrics.cv_rmse" in children.columns
 
 
+def test_tuning_workers_need_a_shared_study_storage(home: Path) -> None:
+    out = runner.invoke(app, ["train", "--hyperopt", "--n-jobs-workers", "2"])
+    assert out.exit_code == 2 and "needs --study-storage" in out.output
+    out = runner.invoke(app, ["train", "--n-jobs-workers", "2", "--study-storage", "sqlite:///x.db"])
+    assert out.exit_code == 2 and "needs --hyperopt" in out.output
+    assert not home.exists() or not (home / "mlflow.db").exists()  # refused before anything was done
+
+
 def test_cli_train_and_predict_held_out_rows(real_home: Path, tmp_path: Path, real_counts: pd.DataFrame) -> None:
     out = runner.invoke(app, ["train", "--model-type", "lgbm", "--model-test"])
     assert out.exit_code == 0, out.output

@@ -39,7 +39,7 @@ from velocast.api.config import ApiConfig
 from velocast.api.jobs import JobManager, QueueFull, TrainSpec
 from velocast.api.metrics import ApiMetrics, MetricsMiddleware
 from velocast.api.models_cache import ModelCache, NoModelError, ServedModel
-from velocast.api.records import KnownCounters, RecordRows, RecordsRejected, error, to_rows
+from velocast.api.records import EARLIEST, LATEST, KnownCounters, RecordRows, RecordsRejected, error, to_rows
 from velocast.api.schemas import (
     ChampionHealthResponse,
     CounterInfo,
@@ -75,7 +75,7 @@ from velocast.api.schemas import (
     ValidationErrorResponse,
 )
 from velocast.api.security import DISABLED, key_configured, require_api_key
-from velocast.config import Settings, get_settings
+from velocast.config import Settings, get_settings, install_log_redaction, redact, redact_secrets
 from velocast.data import store
 from velocast.lifecycle import promotion
 from velocast.lifecycle.audit import AuditLog
@@ -214,6 +214,7 @@ def ready(cache: CacheDep, config: ConfigDep) -> Any:
         served = cache.get(model_type)
     except Exception as exc:  # noqa: BLE001 - NoModelError, or a model that cannot be loaded
         reason = str(exc) if isinstance(exc, NoModelError) else f"cannot load the {model_type} model: {exc}"
+        reason = redact_secrets(reason, cache.settings)  # an MLflow error names the tracking URL, password included
         body = ReadyResponse(status="not_ready", model_type=model_type, reason=reason)
         return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     return ReadyResponse(status="ready", model_type=model_type, model_version=served.version,
@@ -365,6 +366,9 @@ def counts(settings: SettingsDep, counter_id: Annotated[str, Query(min_length=1,
            end: Annotated[date, Query(description="Day after the last one (at most 31 days after start)")]) -> CountsResponse:
     if not start < end or (end - start).days > 31:
         raise RecordsRejected([error("end must be after start and at most 31 days later", "end", loc=["query", "end"])])
+    if start < EARLIEST.date() or end > LATEST.date():  # Paris times of year 1 or 9999 cannot be made
+        raise RecordsRejected([error(f"days must be between {EARLIEST.date()} and {LATEST.date()}", "start",
+                                     loc=["query", "start"])])
     rows = store.query_counts(pd.Timestamp(start), pd.Timestamp(end), counter_ids=[counter_id], settings=settings)
     return CountsResponse(counter_id=counter_id, start=start.isoformat(), end=end.isoformat(),
                           counts=[CountValue(timestamp=t.isoformat(), bike_count=float(c))
@@ -593,11 +597,13 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # libraries put URLs (with their passwords) in their errors: mask secrets in what this server logs
+        stop_redacting = install_log_redaction(settings)
         if not key_configured(settings.api_key):
             log.warning("VELOCAST_API_KEY is not set: %s (train, evaluate, monitor, promote_champion and rollback "
                         "answer 503; read-only routes work)", DISABLED)
         log.info("velocast API %s: home %s, tracking %s, default model %s, champion re-checked every %gs",
-                 __version__, settings.home, settings.tracking_uri, config.default_model_type,
+                 __version__, settings.home, redact(settings.tracking_uri), config.default_model_type,
                  config.model_refresh_seconds)
         cache.start(warm=(config.default_model_type,))
         try:
@@ -606,6 +612,7 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
             app.state.batcher.close()
             cache.stop()
             jobs.shutdown()
+            stop_redacting()
 
     app = FastAPI(title="velocast API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   openapi_tags=[{"name": "predictions", "description": "Forecasts by the champion."},

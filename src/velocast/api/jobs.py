@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from velocast.config import Settings
+from velocast.config import Settings, redact_secrets
 from velocast.lifecycle.audit import AuditEvent, AuditLog
 from velocast.lifecycle.datasets import MODEL_TEST_EVAL_ROWS, load_datasets
 from velocast.lifecycle.evaluate import evaluate_candidate
@@ -153,7 +153,7 @@ class JobManager:
                      job.result["model_version"], job.result["deployment_decision"])
         except Exception as exc:  # the job reports it; the server goes on
             log.exception("training job %s failed", job.job_id)
-            job.error = f"{type(exc).__name__}: {exc}"
+            job.error = redact_secrets(f"{type(exc).__name__}: {exc}", self.settings)  # GET /jobs shows it
             job.status = "failed"
         finally:
             job.finished_at = datetime.now(timezone.utc).isoformat()

@@ -129,6 +129,8 @@ def _rejection(index: int, reason: str, detail: str, record: tuple[dict[str, Any
 def to_rows(records: list[PredictRecord], settings: Settings, known_counters: pd.DataFrame | None,
             require_count: bool = False, loc: str = "records") -> RecordRows:
     """Validate posted records like an ingested file; raise ``RecordsRejected`` listing every bad one."""
+    if not records:
+        raise RecordsRejected([error(f"{loc} is empty: give at least one record", loc, loc=[loc])])
     canonical = [_canonical(r) for r in records]
     groups: dict[tuple[str, bool], list[int]] = {}
     for i, (_, names) in enumerate(canonical):

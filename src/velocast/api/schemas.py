@@ -292,7 +292,7 @@ class TrainRequest(BaseModel):
                                         "before the job is queued.")
     test_mode: bool = Field(False, description="Quick run on samples (1,000 training rows).")
     horizon: Horizon | None = None
-    current_data: list[PredictRecord] | None = Field(None, description="Labelled recent rows: the first 80% "
+    current_data: list[PredictRecord] | None = Field(None, min_length=1, description="Labelled recent rows: the first 80% "
                                                      "of their days join training, the latest 20% become "
                                                      "test_current.")
 

@@ -17,6 +17,7 @@ With no champion yet, passing the gate deploys. With no ``test_current``, the co
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -134,9 +135,12 @@ def _baseline_gate(evaluation: DoubleEvaluation, policy: Policy) -> Decision | N
                             ["the classifier validation gates failed on test_baseline (see the report)"], True, False)
         return None
     r2 = evaluation.baseline.challenger.get("r2")
-    if r2 is None or r2 < policy.r2_threshold:
+    # fail closed: a missing or non-finite R² (NaN predictions) is no evidence the model is fine
+    if r2 is None or not math.isfinite(r2) or r2 < policy.r2_threshold:
+        shown = f"{_fmt(r2)} < {policy.r2_threshold}" if r2 is not None and math.isfinite(r2) else \
+            f"{_fmt(r2)}, not a finite number (are some predictions NaN?)"
         return Decision("reject_regression", policy.name,
-                        [f"challenger R² on test_baseline is {_fmt(r2)} < {policy.r2_threshold} "
+                        [f"challenger R² on test_baseline is {shown} "
                          f"({evaluation.baseline.rows} rows): it regressed on known data"], True, False,
                         {"r2_baseline": r2})
     return None

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from velocast.config import PARIS_TZ, Settings, get_settings
+from velocast.config import PARIS_TZ, Settings, get_settings, redact_secrets
 from velocast.data import splits, store
 from velocast.data.splits import split_by_time
 from velocast.evaluation.policies import Policy
@@ -401,8 +401,9 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
                 result.champion_after = promoted["champion_after"]
             record_cycle_state(settings, model_type, data_end=end, last_cycle=result.started_at, last_cycle_id=result.cycle_id)
     except Exception as exc:
-        result.error = f"{current or 'cycle'} step failed: {type(exc).__name__}: {exc}"
-        log.error("cycle %s: %s\n%s", result.cycle_id, result.error, traceback.format_exc())
+        # the audit log keeps it for ever and serves it (GET /audit): no password of a URL in it
+        result.error = redact_secrets(f"{current or 'cycle'} step failed: {type(exc).__name__}: {exc}", settings)
+        log.error("cycle %s: %s\n%s", result.cycle_id, result.error, redact_secrets(traceback.format_exc(), settings))
         failed = StepOutcome(current or "cycle", "failed", result.error)
         result.steps.append(failed)
         if on_step:
@@ -419,8 +420,9 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
         result.steps.append(StepOutcome("audit", "done", f"audit event {result.audit_event_id}",
                                         round(time.perf_counter() - t0, 3)))
     except Exception as exc:  # the audit log being down must be visible too
-        result.steps.append(StepOutcome("audit", "failed", f"{type(exc).__name__}: {exc}"))
-        result.error = result.error or f"audit step failed: {exc}"
+        message = redact_secrets(f"{type(exc).__name__}: {exc}", settings)
+        result.steps.append(StepOutcome("audit", "failed", message))
+        result.error = result.error or f"audit step failed: {message}"
     if on_step:
         on_step(result.steps[-1])
     result.notified = notify_cycle({**payload, "error": result.error}, settings)

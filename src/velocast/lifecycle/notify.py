@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from velocast.config import Settings, get_settings
+from velocast.config import Settings, get_settings, redact
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,9 @@ def send(message: str, details: dict[str, Any] | None = None, settings: Settings
         response = httpx.post(settings.webhook_url, json=payload, timeout=timeout)
         response.raise_for_status()
     except Exception as exc:  # a notification must never break the lifecycle
-        log.warning("webhook notification failed: %s", exc)
+        # httpx names the URL in its errors, and a webhook URL's path is its secret token
+        message = str(exc).replace(settings.webhook_url, redact(settings.webhook_url, keep_path=False) or "")
+        log.warning("webhook notification to %s failed: %s: %s", redact(settings.webhook_url, keep_path=False),
+                    type(exc).__name__, message)
         return False
     return True

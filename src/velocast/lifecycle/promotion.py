@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from velocast.config import Settings, get_settings
+from velocast.config import Settings, get_settings, redact_secrets
 from velocast.fileio import atomic_write_json, file_lock
 from velocast.lifecycle.audit import AuditEvent, AuditLog
 from velocast.models import get_spec
@@ -163,7 +163,7 @@ def _move(model_type: str, to_version: str, action: str, reason: str, settings: 
             _apply(registry, audit, promotion)
         except Exception as exc:
             log.error("%s of %s failed (%s): undoing the writes already made", action, model_type, exc)
-            reverse = _reverse(registry, promotion, f"{type(exc).__name__}: {exc}")
+            reverse = _reverse(registry, promotion, redact_secrets(f"{type(exc).__name__}: {exc}", settings))
             atomic_write_json(journal, reverse.to_dict())  # a crash or failure from here replays the undo
             try:
                 _undo(registry, audit, reverse)
@@ -186,6 +186,9 @@ def promote(model_type: str, version: str | None = None, run_id: str | None = No
         raise PromotionError("name the version (--version) or the run (--run-id) to promote")
     try:
         ref = registry.resolve(model_type, version=version, run_id=run_id)
+        if not ref.complete:
+            raise LookupError(f"{ref.name} version {ref.version} is incomplete: its training did not finish "
+                              "(a killed process; the next training reconciles it)")
     except LookupError as exc:
         raise PromotionError(str(exc)) from exc
     return _move(model_type, ref.version, "promote", reason or "manual promotion", settings)

@@ -5,12 +5,27 @@ One call does it all: datasets → (optional Optuna tuning) → fit → scores o
 signature) → registered version of ``bike-traffic-<type>`` → summary.json entry. If anything fails
 after the version was registered, the version is deleted again: a failed run leaves no
 half-registered model.
+
+A process killed outright (kill -9, OOM, power loss) runs no clean-up, so each training attempt
+also holds a liveness lock (``locks/training/<attempt>.lock``) from before its run starts until
+its version is complete, and registers the version as ``velocast_status=pending``; only after the
+summary entry is written and the run is FINISHED is the version tagged ``complete`` (lookups
+ignore pending versions, promotion refuses them). ``reconcile`` — run at the start of every
+training — finds attempts whose lock is free (their process is dead) and repairs what they left:
+a version whose summary entry was written is finished (run FINISHED, tagged complete); a version
+without one is deleted and its run marked FAILED, as a failed training would have done; a run
+killed before registration is marked FAILED. The lock is a local file: attempts of another
+machine are never touched (their pending versions stay ignored until their machine reconciles).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +34,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from velocast import __version__
 from velocast.config import Settings, get_settings
@@ -37,10 +53,99 @@ from velocast.models import (
     validate_hyperparams,
 )
 from velocast.tracking import mlflow_runs
-from velocast.tracking.registry import Registry
+from velocast.tracking.registry import ATTEMPT_TAG, PENDING, STATUS_TAG, Registry
 from velocast.tracking.summary import SummaryEntry
 
 log = logging.getLogger(__name__)
+
+# Fault injection for crash tests: VELOCAST_FAULT=train:<point> makes the process die at that point
+# exactly like a kill -9 (no clean-up): after_register, after_summary (run still RUNNING), after_run.
+_FAULT_ENV = "VELOCAST_FAULT"
+
+
+def _fault(point: str) -> None:
+    if os.environ.get(_FAULT_ENV) == f"train:{point}":
+        log.error("fault injection: dying at %s", point)
+        os._exit(137)
+
+
+def _attempts_dir(settings: Settings) -> Path:
+    return settings.locks_dir / "training"
+
+
+@contextlib.contextmanager
+def _attempt(settings: Settings) -> Iterator[str]:
+    """A training attempt id, with a lock held while it runs.
+
+    Its file is removed when the attempt succeeds; after a failure it stays (released), so that
+    ``reconcile`` finishes whatever clean-up the failure itself could not do (MLflow unreachable...).
+    """
+    attempt = uuid.uuid4().hex
+    path = _attempts_dir(settings) / f"{attempt}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    lock.acquire()
+    try:
+        yield attempt
+    except BaseException:
+        lock.release()
+        raise
+    lock.release()
+    path.unlink(missing_ok=True)
+
+
+def reconcile(settings: Settings | None = None, registry: Registry | None = None) -> list[str]:
+    """Repair what killed trainings of this machine left (see the module docstring); say what was done."""
+    settings = settings or get_settings()
+    folder = _attempts_dir(settings)
+    if not folder.is_dir():
+        return []
+    done: list[str] = []
+    for path in sorted(folder.glob("*.lock")):
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue  # its process is alive: training right now
+        try:
+            registry = registry or Registry(settings)
+            done += _repair(path.stem, registry)
+            path.unlink(missing_ok=True)
+        finally:
+            lock.release()
+    for line in done:
+        log.warning("reconcile: %s", line)
+    return done
+
+
+def _repair(attempt: str, registry: Registry) -> list[str]:
+    client = registry.client
+    experiment = client.get_experiment_by_name(registry.settings.experiment_name)
+    if experiment is None:
+        return []
+    done = []
+    for run in client.search_runs([experiment.experiment_id], f"tags.{ATTEMPT_TAG} = '{attempt}'"):
+        run_id, model_type = run.info.run_id, run.data.tags.get("model_type", "")
+        if model_type not in MODEL_TYPES:
+            continue
+        pending = [v for v in registry.versions(model_type, include_pending=True)
+                   if v.run_id == run_id and v.tags.get(STATUS_TAG) == PENDING]
+        in_summary = registry.summary.find(run_id) is not None
+        if pending and in_summary:  # killed after the summary entry: only the bookkeeping was left
+            if run.info.status == "RUNNING":
+                client.set_terminated(run_id, "FINISHED")
+            for ref in pending:
+                registry.mark_complete(model_type, ref.version)
+                done.append(f"{model_type} version {ref.version} (run {run_id}) was complete but for its "
+                            "status: marked complete")
+            continue
+        for ref in pending:  # killed between registration and the summary entry
+            registry.delete_version(model_type, ref.version)
+            done.append(f"{model_type} version {ref.version} (run {run_id}) had no summary entry: deleted")
+        if run.info.status == "RUNNING":
+            client.set_terminated(run_id, "FAILED")
+            done.append(f"run {run_id} of {model_type} died while RUNNING: marked FAILED")
+    return done
 
 
 @dataclass
@@ -111,6 +216,17 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
     check_tuning_options(hyperopt, n_workers, study_storage)
     datasets = datasets or load_datasets(data_source, settings, data_path, current_data, model_test, seed)
     registry = Registry(settings)
+    reconcile(settings, registry)
+    with _attempt(settings) as attempt:
+        return _train(model_type, spec, horizon, params, data_source, env, model_test, hyperopt, n_trials, seed,
+                      settings, datasets, registry, continue_from, run_name, {**(tags or {}), ATTEMPT_TAG: attempt},
+                      study_storage, study_name, n_workers)
+
+
+def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], data_source: str, env: str,
+           model_test: bool, hyperopt: bool, n_trials: int, seed: int, settings: Settings, datasets: Datasets,
+           registry: Registry, continue_from: Any | None, run_name: str | None, tags: dict[str, str],
+           study_storage: str | None, study_name: str | None, n_workers: int) -> TrainResult:
     started = time.perf_counter()
     weather = None
     train_rows = enrich(datasets.train.frame, settings, weather=weather)
@@ -118,7 +234,9 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
     test_c = (enrich(datasets.test_current.frame, settings, extra_history=datasets.history)
               if datasets.test_current is not None else None)
     registered: Any = None
-    with mlflow.start_run(run_name=run_name or f"{model_type}-{data_source}") as run:
+    # the attempt and model type are tags of the run from its creation: a kill at any later point is traceable
+    with mlflow.start_run(run_name=run_name or f"{model_type}-{data_source}",
+                          tags={ATTEMPT_TAG: tags[ATTEMPT_TAG], "model_type": model_type}) as run:
         try:
             mlflow.set_tags({"model_type": model_type, "env": env, "test_mode": str(model_test),
                              "horizon": horizon, "data_source": data_source, "velocast_version": __version__,
@@ -162,13 +280,16 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
             data_end = str(datasets.train.frame["timestamp"].max().isoformat())
             registered = registry.register(model_type, info.model_uri, run.info.run_id,
                                            tags={"env": env, "test_mode": str(model_test), "horizon": horizon,
-                                                 "data_end": data_end}, model_id=info.model_id)
+                                                 "data_end": data_end, ATTEMPT_TAG: tags[ATTEMPT_TAG]},
+                                           model_id=info.model_id)
+            _fault("after_register")
             mlflow.set_tag("registered_version", registered.version)
             baseline_regression = _baseline_regression(spec.task, metrics_baseline, settings)
             entry = _summary_entry(model_type, env, model_test, run.info.run_id, model_uri, registered.version,
                                    horizon, data_source, datasets, metrics_train, metrics_baseline,
                                    metrics_current, baseline_regression)
             registry.summary.append(entry)
+            _fault("after_summary")
         except BaseException:
             if registered is not None:
                 log.error("training failed after registration: deleting %s version %s",
@@ -178,6 +299,8 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
                 except Exception:  # the original error matters more
                     log.exception("could not delete the half-registered version")
             raise
+    _fault("after_run")
+    registry.mark_complete(model_type, registered.version)  # the run is FINISHED and in summary.json
     elapsed = time.perf_counter() - started
     log.info("trained %s v%s in %.1fs: test_baseline %s", model_type, registered.version, elapsed, metrics_baseline)
     return TrainResult(
@@ -193,7 +316,8 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
 def _baseline_regression(task: str, metrics_baseline: dict[str, Any], settings: Settings) -> bool | None:
     if task != "regression":
         return None
-    return bool(metrics_baseline["r2"] < settings.r2_baseline_threshold)
+    r2 = metrics_baseline["r2"]
+    return not (r2 is not None and np.isfinite(r2) and r2 >= settings.r2_baseline_threshold)  # NaN: regression
 
 
 def _log_reports(pipeline: Any, model_type: str, rows: pd.DataFrame, predictions: np.ndarray, run_id: str,

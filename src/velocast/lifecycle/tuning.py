@@ -162,7 +162,7 @@ def _run_workers(model_type: str, train: pd.DataFrame, horizon: str, n_trials: i
             for job, future in zip(jobs, futures):
                 try:
                     future.result()
-                except Exception as exc:  # a worker's exception, or BrokenProcessPool if it died
+                except Exception as exc:  # noqa: BLE001 - a worker's exception, or BrokenProcessPool
                     errors.append(f"worker {job.worker}: {type(exc).__name__}: {exc}")
         if errors:
             raise RuntimeError(f"distributed tuning of study {study_name!r} failed: {'; '.join(errors)}")

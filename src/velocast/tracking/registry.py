@@ -2,11 +2,18 @@
 
 Models are registered as ``bike-traffic-<type>``; the serving model carries the alias
 ``champion`` and the one before it ``previous-champion`` (aliases, never the deprecated stages).
+
+A version is registered with the tag ``velocast_status=pending`` (atomically with the version) and
+tagged ``complete`` only once its summary.json entry is written and its run is FINISHED (see
+``velocast.lifecycle.train``). Lookups that pick a version by themselves (``latest``, ``resolve``
+without a version, ``versions``) ignore pending ones, and a pending version cannot be promoted: a
+training killed half-way never serves. Versions registered before this tag existed count as complete.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,6 +29,11 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"
+_RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+STATUS_TAG = "velocast_status"
+PENDING = "pending"
+COMPLETE = "complete"
+ATTEMPT_TAG = "velocast_attempt"  # the training attempt (its liveness lock) that registered the version
 
 
 @dataclass
@@ -39,6 +51,11 @@ class ModelRef:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
+
+    @property
+    def complete(self) -> bool:
+        """False while (or if) the training that registered it has not finished."""
+        return self.tags.get(STATUS_TAG, COMPLETE) != PENDING
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "uri": self.uri}
@@ -64,13 +81,15 @@ class Registry:
                         source=mv.source, aliases=list(getattr(mv, "aliases", []) or []),
                         created_at=mv.creation_timestamp, metrics=metrics, tags=dict(mv.tags or {}))
 
-    def versions(self, model_type: str, with_metrics: bool = False) -> list[ModelRef]:
+    def versions(self, model_type: str, with_metrics: bool = False, include_pending: bool = False) -> list[ModelRef]:
         name = registered_name(model_type)
         try:
             found = self.client.search_model_versions(f"name='{name}'")
         except MlflowException:
             return []
         refs = [self._ref(model_type, mv, with_metrics) for mv in found]
+        if not include_pending:
+            refs = [r for r in refs if r.complete]
         return sorted(refs, key=lambda r: int(r.version))
 
     def by_alias(self, model_type: str, alias: str = CHAMPION, with_metrics: bool = False) -> ModelRef | None:
@@ -92,6 +111,10 @@ class Registry:
 
     def for_run(self, model_type: str, run_id: str) -> ModelRef:
         name = registered_name(model_type)
+        # the id goes into an MLflow filter string: anything but an id's characters (a quote...) would
+        # change the filter or break it, so it cannot name a run
+        if not _RUN_ID.fullmatch(str(run_id)):
+            raise LookupError(f"{str(run_id)[:80]!r} is not a run id (letters, digits, '-' and '_')")
         found = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
         if not found:
             raise LookupError(f"run {run_id} has no registered version of {name}")
@@ -136,8 +159,13 @@ class Registry:
         if model_id is None and model_uri.startswith("models:/") and "/" not in model_uri[len("models:/"):]:
             model_id = model_uri[len("models:/"):]
         # a tracking server refuses a ``models:/<model_id>`` source unless the model id is named too
-        mv = self.client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
+        mv = self.client.create_model_version(name, model_uri, run_id=run_id, tags={STATUS_TAG: PENDING, **tags},
+                                              model_id=model_id)
         return self._ref(model_type, mv)
+
+    def mark_complete(self, model_type: str, version: str) -> None:
+        """The training of ``version`` is over (summary entry written, run FINISHED): lookups may use it."""
+        self.client.set_model_version_tag(registered_name(model_type), str(version), STATUS_TAG, COMPLETE)
 
     def delete_version(self, model_type: str, version: str) -> None:
         self.client.delete_model_version(registered_name(model_type), version)

@@ -17,6 +17,7 @@ serialises the writers of one machine, not of several.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -94,7 +95,7 @@ def _lock_path(uri: str, settings: Settings) -> Path:
     if _is_local(uri):
         path = _local_path(uri)
         return path.with_name(path.name + ".lock")
-    digest = hashlib.sha1(uri.encode()).hexdigest()[:12]
+    digest = hashlib.sha1(uri.encode(), usedforsecurity=False).hexdigest()[:12]  # a file name, not a secret
     return settings.locks_dir / f"summary-{digest}.lock"
 
 
@@ -145,9 +146,23 @@ class SummaryStore:
     @contextmanager
     def _locked(self) -> Iterator[list[dict[str, Any]]]:
         with file_lock(_lock_path(self.uri, self.settings)):
+            self._remove_dead_temporaries()
             data = self._read_raw()
             yield data
             self._write_raw(data)
+
+    def _remove_dead_temporaries(self) -> None:
+        """Temporary files of writers killed mid-write (kill -9 skips their clean-up).
+
+        Every writer of a local summary.json writes its temporary file while holding the lock we
+        hold now, so any temporary file found here belongs to a dead process.
+        """
+        if not _is_local(self.uri):
+            return
+        path = _local_path(self.uri)
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def append(self, entry: SummaryEntry) -> None:
         with self._locked() as data:

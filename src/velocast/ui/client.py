@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from velocast.config import PARIS_TZ, Settings, get_settings
+from velocast.config import PARIS_TZ, Settings, get_settings, redact
 from velocast.models import MODEL_TYPES
 
 log = logging.getLogger(__name__)
@@ -521,13 +521,13 @@ def get_client(settings: Settings | None = None) -> Client:
     """``ApiClient`` when ``VELOCAST_API_URL`` is set, else ``LocalClient``."""
     settings = settings or get_settings()
     if settings.api_url:
-        log.info("web UI calls the API at %s", settings.api_url)
+        log.info("web UI calls the API at %s", redact(settings.api_url))
         return ApiClient(settings.api_url, settings.api_key, settings=settings)
     return LocalClient(settings)
 
 
 def content_key(content: bytes) -> str:
-    return hashlib.sha1(content).hexdigest()
+    return hashlib.sha1(content, usedforsecurity=False).hexdigest()  # a cache key for an upload, not a secret
 
 
 __all__ = ["ApiClient", "BatchInput", "Client", "ClientError", "LocalClient", "ModelInfo", "ModelTypeOverview",

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from velocast.config import Settings, get_settings
+from velocast.config import Settings, get_settings, redact
 from velocast.models import MODEL_TYPES
 from velocast.ui.client import Client, ClientError, ModelTypeOverview, get_client
 
@@ -39,7 +39,7 @@ def _key(settings: Settings) -> tuple[str, ...]:
 
 @st.cache_resource(ttl=CLIENT_TTL_SECONDS, show_spinner=False)
 def _client(key: tuple[str, ...]) -> Client:
-    log.info("new UI client for %s", key[:2])
+    log.info("new UI client for home %s, API %s", key[0], redact(key[1]) or "-")
     return get_client(get_settings())
 
 
