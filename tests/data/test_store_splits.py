@@ -30,6 +30,30 @@ def test_store_layout_and_queries(real_home: Path) -> None:
     assert len(table) == 8 and (table["first_seen"] < table["last_seen"]).all()
 
 
+@pytest.mark.parametrize(("start", "end"), [("2021-03-25", "2021-04-02"),  # across a month and the DST change
+                                            ("2020-10-20", "2020-10-26"), ("2021-08-08", "2021-08-20"),
+                                            ("2021-03-01 05:00", "2021-03-01 09:00"), ("2019-01-01", "2019-01-05")])
+def test_recent_counts_are_the_query_served_from_cached_months(real_home: Path, start: str, end: str) -> None:
+    ids = list(store.counters()["counter_id"].iloc[:3])
+    for counter_ids in (None, ids):
+        expected = store.query_counts(start, end, counter_ids=counter_ids)
+        got = store.recent_counts(start, end, counter_ids=counter_ids)
+        pd.testing.assert_frame_equal(got, expected)
+
+
+def test_recent_counts_see_a_month_rewritten_after_caching(real_home: Path) -> None:
+    one = store.counters()["counter_id"].iloc[0]
+    before = store.recent_counts("2021-08-01", "2021-08-02", counter_ids=[one])
+    assert len(before) == 24
+    changed = before.assign(bike_count=before["bike_count"] + 1000.0)
+    store.upsert_counts(changed)
+    after = store.recent_counts("2021-08-01", "2021-08-02", counter_ids=[one])
+    np.testing.assert_allclose(after["bike_count"], before["bike_count"] + 1000.0)
+    # a long span is not cached: it is the DuckDB query itself
+    pd.testing.assert_frame_equal(store.recent_counts("2020-09-01", "2021-08-10"),
+                                  store.query_counts("2020-09-01", "2021-08-10"))
+
+
 def test_no_test_day_hour_in_train(real_home: Path) -> None:
     record = splits.active_split()
     train = splits.load_split("train_baseline", record)

@@ -27,8 +27,8 @@ def history_for(rows: pd.DataFrame, settings: Settings, extra: pd.DataFrame | No
     end = rows["timestamp"].max().normalize()
     ids = pd.unique(rows["counter_id"].astype(str))
     # a few counters (an API request): read only theirs; many: one scan is cheaper than a long IN list
-    stored = store.query_counts(start, end + timedelta(days=1), counter_ids=list(ids) if len(ids) <= 50 else None,
-                                settings=settings)
+    stored = store.recent_counts(start, end + timedelta(days=1), counter_ids=list(ids) if len(ids) <= 50 else None,
+                                 settings=settings)
     parts = [p for p in (extra, stored) if p is not None and not p.empty]
     if not parts:
         return stored
