@@ -1,6 +1,6 @@
 """velocast benchmarks: `make bench` -> bench/results/latest.json and latest.md.
 
-    python bench/run.py                       # everything (about half an hour on 2 cores)
+    python bench/run.py                       # everything (about 20 minutes on 2 cores)
     python bench/run.py --only accuracy,api   # some sections; the others keep their last results
 """
 

@@ -243,6 +243,22 @@ def database_url(url: str) -> str:
     return url
 
 
+_built: dict[tuple[tuple[str, str], ...], Settings] = {}
+
+
 def get_settings() -> Settings:
-    """Build the settings from the current environment (cheap; not cached so tests can vary it)."""
-    return Settings()
+    """The settings of the current environment: re-read whenever a ``VELOCAST_*`` or MLflow variable changes.
+
+    Building them costs ~3 ms (pydantic-settings scans the environment), so they are kept per set of
+    relevant variables; each caller gets its own copy.
+    """
+    import os
+
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("VELOCAST_", "MLFLOW_"))))
+    settings = _built.get(key)
+    if settings is None:
+        settings = Settings()
+        if len(_built) > 64:
+            _built.clear()
+        _built[key] = settings
+    return settings.model_copy()

@@ -15,6 +15,7 @@ Two horizons:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,6 +113,16 @@ class _quiet_nanmean:
         self._ctx.__exit__(*exc)
 
 
+def _numeric(X: pd.DataFrame, column: str) -> np.ndarray:
+    """``X[column]`` as floats (unparseable values NaN); all NaN when the column is absent."""
+    if column not in X:
+        return np.full(len(X), np.nan)
+    values = X[column]
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.to_numpy(float, na_value=np.nan)
+    return pd.to_numeric(values, errors="coerce").to_numpy(float, na_value=np.nan)
+
+
 class FeatureBuilder(BaseEstimator, TransformerMixin):
     """Canonical rows -> numeric model inputs (see the module docstring).
 
@@ -199,27 +210,21 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         known = codes >= 0
         lat = np.where(known & np.isnan(lat.to_numpy(float)), self.counter_lat_[np.maximum(codes, 0)], lat)
         lon = np.where(known & np.isnan(lon.to_numpy(float)), self.counter_lon_[np.maximum(codes, 0)], lon)
-        how = (local.dt.weekday * 24 + local.dt.hour).to_numpy(np.int64)
+        hour, weekday = local.dt.hour.to_numpy(), local.dt.weekday.to_numpy()
+        how = (weekday * 24 + hour).astype(np.int64)
         level, how_level = self._levels(codes, lat, lon, how)
-        out = pd.DataFrame(index=X.index)
-        out["counter_code"] = codes
-        out["latitude"] = lat
-        out["longitude"] = lon
-        out["hour"] = local.dt.hour.to_numpy()
-        out["weekday"] = local.dt.weekday.to_numpy()
-        out["month"] = local.dt.month.to_numpy()
-        out["day_of_year"] = local.dt.dayofyear.to_numpy()
-        out["is_weekend"] = (out["weekday"] >= 5).astype(np.int8)
-        out["hour_of_week"] = how
-        out = pd.concat([out, calendar_features(timestamps)], axis=1)
-        for column in WEATHER_COLUMNS:
-            out[column] = pd.to_numeric(X[column], errors="coerce") if column in X else np.nan
-        out["counter_level"] = level
-        out["counter_how_level"] = how_level
-        if self.horizon == "day-ahead":
-            for column in HISTORY_COLUMNS:
-                out[column] = pd.to_numeric(X[column], errors="coerce") if column in X else np.nan
-        out = out[self.feature_names_out_].astype(np.float32)
+        # columns gathered as arrays and framed once: a column-by-column frame costs ~10 ms per request
+        columns: dict[str, Any] = {
+            "counter_code": codes, "latitude": lat, "longitude": lon, "hour": hour, "weekday": weekday,
+            "month": local.dt.month.to_numpy(), "day_of_year": local.dt.dayofyear.to_numpy(),
+            "is_weekend": (weekday >= 5).astype(np.int8), "hour_of_week": how,
+            "counter_level": level, "counter_how_level": how_level}
+        calendar = calendar_features(timestamps)
+        columns.update({name: calendar[name].to_numpy() for name in calendar.columns})
+        given = WEATHER_COLUMNS + (HISTORY_COLUMNS if self.horizon == "day-ahead" else [])
+        columns.update({name: _numeric(X, name) for name in given})
+        out = pd.DataFrame({name: np.asarray(columns[name], dtype=np.float32) for name in self.feature_names_out_},
+                           index=X.index)
         if self.counter_as_category:
             out["counter_code"] = pd.Categorical(codes, categories=range(len(self.counter_ids_)))
         return out

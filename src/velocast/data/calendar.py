@@ -91,12 +91,13 @@ def calendar_features(timestamps: pd.Series, settings: Settings | None = None) -
     out = day_frame.reindex(days.to_numpy()).reset_index(drop=True)
     out.index = timestamps.index
     hour = ts.dt.hour.to_numpy()
+    day_values = days.to_numpy("datetime64[ns]")
     # curfews apply to their hours only
     curfew = np.zeros(len(ts), dtype=np.int8)
     for event in load_events(settings.events_file):
         if event.kind != "curfew":
             continue
-        in_period = ((days >= pd.Timestamp(event.start)) & (days < pd.Timestamp(event.end))).to_numpy()
+        in_period = (day_values >= np.datetime64(event.start, "ns")) & (day_values < np.datetime64(event.end, "ns"))
         if event.from_hour is None or event.to_hour is None:
             in_hours = np.ones(len(ts), dtype=bool)
         elif event.from_hour > event.to_hour:

@@ -261,7 +261,7 @@ def _text(values: pd.Series) -> pd.Series:
     return out.mask(out == "", pd.NA)
 
 
-_OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
+OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 
 
 def parse_timestamps(values: pd.Series, counter_ids: pd.Series | None = None,
@@ -280,7 +280,7 @@ def parse_timestamps(values: pd.Series, counter_ids: pd.Series | None = None,
         has_offset = pd.Series(aware is not None, index=values.index)
     else:
         text = _text(values)
-        has_offset = text.str.contains(_OFFSET_RE, regex=True, na=False)
+        has_offset = text.str.contains(OFFSET_RE, regex=True, na=False)
         aware = _to_datetime(text.where(has_offset), utc=True)
         naive = _to_datetime(text.where(~has_offset), utc=False)
     out = pd.Series(pd.NaT, index=values.index, dtype=pd.DatetimeTZDtype(unit="ns", tz=PARIS_TZ))

@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from velocast.config import PARIS_TZ, Settings, get_settings
@@ -151,11 +152,12 @@ def query_counts(start: pd.Timestamp | str | None = None, end: pd.Timestamp | st
 # scan of every partition costs ~15 ms per call, a cached month is filtered in about 1 ms. A month is
 # re-read as soon as its file changes (upserts replace files atomically: new inode and mtime).
 _CACHED_MONTHS = 4  # at most this many months per query and in memory
-_month_cache: OrderedDict[Path, tuple[tuple[int, int, int], pd.DataFrame]] = OrderedDict()
+_month_cache: OrderedDict[Path, tuple[tuple[int, int, int], pd.DataFrame, dict[str, np.ndarray]]] = OrderedDict()
 _month_cache_lock = threading.Lock()
 
 
-def _cached_month(path: Path) -> pd.DataFrame | None:
+def _cached_month(path: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]] | None:
+    """A month file's rows (sorted by time and counter, as written) and the positions of each counter."""
     try:
         stat = path.stat()
     except FileNotFoundError:
@@ -165,14 +167,15 @@ def _cached_month(path: Path) -> pd.DataFrame | None:
         hit = _month_cache.get(path)
         if hit is not None and hit[0] == key:
             _month_cache.move_to_end(path)
-            return hit[1]
+            return hit[1], hit[2]
     frame = _normalise(pd.read_parquet(path))
+    positions = {str(k): v for k, v in frame.groupby("counter_id", sort=False).indices.items()}
     with _month_cache_lock:
-        _month_cache[path] = (key, frame)
+        _month_cache[path] = (key, frame, positions)
         _month_cache.move_to_end(path)
         while len(_month_cache) > 2 * _CACHED_MONTHS:
             _month_cache.popitem(last=False)
-    return frame
+    return frame, positions
 
 
 def recent_counts(start: pd.Timestamp | str, end: pd.Timestamp | str, counter_ids: list[str] | None = None,
@@ -183,17 +186,23 @@ def recent_counts(start: pd.Timestamp | str, end: pd.Timestamp | str, counter_id
     months = pd.period_range(first.tz_localize(None), (last - pd.Timedelta(1, "ns")).tz_localize(None), freq="M")
     if last <= first or len(months) > _CACHED_MONTHS:
         return query_counts(start, end, counter_ids, settings)
-    parts = [f for f in (_cached_month(_month_path(settings, str(m))) for m in months) if f is not None]
-    if not parts:
-        return empty_counts()
     picked = []
-    for frame in parts:
-        mask = (frame["timestamp"] >= first) & (frame["timestamp"] < last)
+    for month in months:
+        cached = _cached_month(_month_path(settings, str(month)))
+        if cached is None:
+            continue
+        frame, positions = cached
         if counter_ids:
-            mask &= frame["counter_id"].isin(counter_ids)
-        picked.append(frame[mask.to_numpy()])
+            rows = [positions[c] for c in dict.fromkeys(map(str, counter_ids)) if c in positions]
+            frame = frame.iloc[np.sort(np.concatenate(rows))] if rows else frame.iloc[:0]
+        stamps = frame["timestamp"]
+        picked.append(frame[((stamps >= first) & (stamps < last)).to_numpy()])
+    if not picked:
+        return empty_counts()
     out = pd.concat(picked, ignore_index=True) if len(picked) > 1 else picked[0].reset_index(drop=True)
-    return out.sort_values(["timestamp", "counter_id"], kind="stable", ignore_index=True)
+    if not out["timestamp"].is_monotonic_increasing:  # month files are written sorted; older ones may not be
+        out = out.sort_values(["timestamp", "counter_id"], kind="stable", ignore_index=True)
+    return out
 
 
 def _as_paris(value: pd.Timestamp | str) -> pd.Timestamp:
