@@ -45,6 +45,13 @@ def real_counts() -> pd.DataFrame:
     return pd.read_parquet(REAL_COUNTS)
 
 
+def subset_rows_since(subset_file: Path, day: str) -> pd.DataFrame:
+    """Rows of the real subset from ``day`` on, in the tidy file's columns, ordered by date and counter."""
+    frame = pd.read_parquet(subset_file)
+    frame["counter_id"] = frame["counter_id"].astype(str)
+    return frame[frame["date"] >= day].sort_values(["date", "counter_id"]).reset_index(drop=True)
+
+
 @pytest.fixture(scope="session")
 def real_subset_file(tmp_path_factory: pytest.TempPathFactory, real_counts: pd.DataFrame) -> Path:
     """The real file restricted to a seeded choice of counters (all hours of the year)."""

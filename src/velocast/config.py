@@ -8,6 +8,7 @@ field points elsewhere, so a laptop needs no server at all.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,8 +63,6 @@ _SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_
 
 def secrets_of(settings: Settings | None) -> list[str]:
     """The secret strings of ``settings`` and of the environment (longest first)."""
-    import os
-
     found: set[str] = {os.environ[name] for name in _SECRET_ENV if os.environ.get(name)}
     if settings is not None:
         if settings.api_key:
@@ -252,8 +251,6 @@ def get_settings() -> Settings:
     Building them costs ~3 ms (pydantic-settings scans the environment), so they are kept per set of
     relevant variables; each caller gets its own copy.
     """
-    import os
-
     key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("VELOCAST_", "MLFLOW_"))))
     settings = _built.get(key)
     if settings is None:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import OPENDATA_SAMPLE
+from tests.conftest import OPENDATA_SAMPLE, subset_rows_since
 from velocast.api import create_app
 from velocast.api.config import ApiConfig
 from velocast.config import Settings
@@ -107,9 +107,7 @@ def at_model_home(model_home: dict[str, Any], _isolated_env: None, monkeypatch: 
 @pytest.fixture(scope="session")
 def counter_rows(real_subset_file: Path) -> pd.DataFrame:
     """Real rows of the subset's counters after the split cutoff (the tidy file's columns)."""
-    frame = pd.read_parquet(real_subset_file)
-    frame["counter_id"] = frame["counter_id"].astype(str)
-    return frame[frame["date"] >= "2021-06-01"].sort_values(["date", "counter_id"]).reset_index(drop=True)
+    return subset_rows_since(real_subset_file, "2021-06-01")
 
 
 def tidy_records(rows: pd.DataFrame, with_counts: bool = True) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import subset_rows_since
 from velocast.config import Settings
 from velocast.ui import APP_PATH
 
@@ -55,9 +56,7 @@ def at_ui_home(ui_home: dict[str, Any], _isolated_env: None, monkeypatch: pytest
 @pytest.fixture(scope="session")
 def recent_rows(real_subset_file: Path) -> pd.DataFrame:
     """Real rows of the subset after the split cutoff, in the tidy file's columns."""
-    frame = pd.read_parquet(real_subset_file)
-    frame["counter_id"] = frame["counter_id"].astype(str)
-    return frame[frame["date"] >= "2021-08-02"].sort_values(["date", "counter_id"]).reset_index(drop=True)
+    return subset_rows_since(real_subset_file, "2021-08-02")
 
 
 def open_page(page: str | None = None) -> AppTest:

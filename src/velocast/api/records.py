@@ -148,7 +148,7 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
     """
     if known_counters is None or known_counters.empty:
         return None
-    known = _known_index(known_counters)
+    known = known_counters.drop_duplicates("counter_id").set_index("counter_id")
     located = known.index[known["latitude"].notna().to_numpy() & known["longitude"].notna().to_numpy()]
     stamps, seen = [], set()
     for values, names in canonical:
@@ -176,8 +176,7 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
     n = len(canonical)
     ids = [values["counter_id"] for values, _ in canonical]
     ref = known.loc[ids]
-    given_lat = np.array([np.nan if v.get("latitude") is None else v["latitude"] for v, _ in canonical], float)
-    given_lon = np.array([np.nan if v.get("longitude") is None else v["longitude"] for v, _ in canonical], float)
+    given_lat, given_lon = _floats(canonical, "latitude"), _floats(canonical, "longitude")
     name = ref["counter_name"].to_numpy(object)
     name = np.where(pd.isna(name), np.asarray(ids, object), name)
     site_id = ref["site_id"].to_numpy(object)
@@ -197,21 +196,13 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
     })
     for column in WEATHER_COLUMNS:
         if any(column in names for _, names in canonical):
-            rows[column] = np.array([np.nan if v.get(column) is None else v[column] for v, _ in canonical], float)
+            rows[column] = _floats(canonical, column)
     return RecordRows(rows, np.arange(n), {})
 
 
-_known_cache: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
-
-
-def _known_index(known_counters: pd.DataFrame) -> pd.DataFrame:
-    """``known_counters`` indexed by counter id (kept while the same table is passed)."""
-    hit = _known_cache.get(id(known_counters))
-    if hit is None or hit[0] is not known_counters:
-        _known_cache.clear()
-        indexed = known_counters.drop_duplicates("counter_id").set_index("counter_id")
-        hit = _known_cache[id(known_counters)] = (known_counters, indexed)
-    return hit[1]
+def _floats(canonical: list[tuple[dict[str, Any], dict[str, str]]], name: str) -> np.ndarray:
+    """The ``name`` value of each record as a float (NaN where it was not given)."""
+    return np.array([np.nan if values.get(name) is None else values[name] for values, _ in canonical], float)
 
 
 def to_rows(records: list[PredictRecord], settings: Settings, known_counters: pd.DataFrame | None,

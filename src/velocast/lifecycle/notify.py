@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from velocast.config import Settings, get_settings, redact
+from velocast.config import Settings, get_settings, redact, redact_secrets
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,7 @@ def send(message: str, details: dict[str, Any] | None = None, settings: Settings
         response.raise_for_status()
     except Exception as exc:  # a notification must never break the lifecycle
         # httpx names the URL in its errors, and a webhook URL's path is its secret token
-        message = str(exc).replace(settings.webhook_url, redact(settings.webhook_url, keep_path=False) or "")
         log.warning("webhook notification to %s failed: %s: %s", redact(settings.webhook_url, keep_path=False),
-                    type(exc).__name__, message)
+                    type(exc).__name__, redact_secrets(str(exc), settings))
         return False
     return True
