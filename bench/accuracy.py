@@ -1,24 +1,40 @@
-"""Accuracy, training time and peak memory of every model on the same real rows.
+"""Accuracy, training time and peak memory of every model on the same real rows, scored as served.
 
 Train on 2020-09-01..2021-07-09, score 2021-07-10..2021-08-09 (Europe/Paris), day-ahead where the
-model supports it and calendar too. The reference is the original system's recipe: RandomForest
-(n_estimators=50, max_depth=20, otherwise scikit-learn defaults) on counter one-hot + Paris-time
-calendar fields, raw-count target. Each model trains in its own process, so its peak RSS is its own.
+model supports it and calendar too. Test rows are built the way the serving path builds them at
+each day's cut-off (``velocast.lifecycle.scoring.ServedRows``: counts before the day, no observed
+weather of the day), in two variants:
+
+- ``as served`` — no weather forecast (none is archived for 2021): the model's no-weather sibling;
+- ``perfect weather`` — the observed weather given as a perfect forecast (an upper bound of what a
+  weather forecast can bring).
+
+Rows inside sensor outages (runs of >= 24 zero hours: ``20 Avenue de Clichy`` until 2021-07-20)
+are left out of the headline scores; the RMSE on all rows is reported beside them. The reference
+is the original system's recipe: RandomForest (n_estimators=50, max_depth=20) on counter one-hot +
+Paris-time calendar fields, raw-count target. Each model trains in its own process, so its peak
+RSS is its own. ``reference_commit`` re-measures an older velocast (e.g. ``2ded31d``, before the
+"serve what you score" work) on the same rows with its own code, for the before/after table.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import REAL_COUNTS, REAL_WEATHER, isolated
+from bench.common import REAL_COUNTS, REAL_WEATHER, ROOT, isolated
 
 TRAIN_END = "2021-07-10"
 TEST_END = "2021-08-10"
+VARIANTS = {"as_served": "test_without.parquet", "perfect_weather": "test_with.parquet",
+            "all_rows": "test_all_without.parquet"}
 
 # (label, model_type, horizon, hyperparams, feature_set)
 CONFIGS = [
@@ -33,48 +49,71 @@ CONFIGS = [
 ]
 
 
-def prepare(folder: Path) -> tuple[Path, Path]:
-    """Ingest the real file in a scratch home, enrich train/test rows once, save them as Parquet."""
+def prepare(folder: Path) -> dict[str, str]:
+    """Ingest the real files in a scratch home; build the training rows and the test variants once."""
     os.environ["VELOCAST_HOME"] = str(folder / "home")
+    from velocast.config import get_settings
     from velocast.data import store
     from velocast.data.ingest import ingest_file
     from velocast.data.weather import ingest_weather
-    from velocast.lifecycle.inputs import enrich
+    from velocast.lifecycle.datasets import training_rows
+    from velocast.lifecycle.inputs import enrich, outage_flags
+    from velocast.lifecycle.scoring import ServedRows
 
+    settings = get_settings()
     ingest_file(REAL_COUNTS)
     ingest_weather(REAL_WEATHER)
     rows = store.query_counts(end=TEST_END)
-    enriched = enrich(rows)
+    local = rows["timestamp"].dt.tz_localize(None)
     cut = np.datetime64(TRAIN_END)
-    local = enriched["timestamp"].dt.tz_localize(None)
-    train, test = enriched[local < cut], enriched[local >= cut]
-    train_path, test_path = folder / "train.parquet", folder / "test.parquet"
-    train.to_parquet(train_path)
-    test.to_parquet(test_path)
-    return train_path, test_path
+    train = training_rows(rows[(local < cut).to_numpy()].reset_index(drop=True), set(), settings)
+    test = rows[(local >= cut).to_numpy()].reset_index(drop=True)
+    paths = {"train": folder / "train.parquet"}
+    enrich(train, settings, weather="observed").to_parquet(paths["train"])
+    served = ServedRows.build(test, settings, weather="without")
+    everything = ServedRows.build(test, settings, weather="without", outages_removed=True)
+    for name, frame in (("test_without.parquet", served.variants["without_weather"]),
+                        ("test_with.parquet", served.variants["with_weather"]),
+                        ("test_all_without.parquet", everything.variants["without_weather"])):
+        paths[name] = folder / name
+        frame.to_parquet(paths[name])
+    outage = test[outage_flags(test, settings)][["counter_id", "timestamp"]]
+    paths["outage_keys"] = folder / "outage_keys.parquet"
+    outage.to_parquet(paths["outage_keys"])
+    return {k: str(v) for k, v in paths.items()} | {"outage_rows": str(served.outage_rows), "test_rows": str(len(test))}
 
 
-def fit_and_score(model_type: str, horizon: str, params: dict, feature_set: str, train_path: str,
-                  test_path: str, home: str) -> dict[str, Any]:
+def _scores(pipeline: Any, folder: str) -> dict[str, Any]:
+    import pandas as pd
+
+    from velocast.evaluation.metrics import regression_metrics
+    from velocast.models import predict_frame
+
+    out = {}
+    for variant, name in VARIANTS.items():
+        rows = pd.read_parquet(Path(folder) / name)
+        out[variant] = regression_metrics(rows["bike_count"], predict_frame(pipeline, rows)["prediction"]).to_dict()
+    return out
+
+
+def fit_and_score(model_type: str, horizon: str, params: dict, feature_set: str, folder: str,
+                  home: str) -> dict[str, Any]:
     import time
 
     import pandas as pd
 
     os.environ["VELOCAST_HOME"] = home
-    from velocast.evaluation.metrics import regression_metrics
-    from velocast.models import build_pipeline, predict_frame
+    from velocast.models import build_pipeline
 
-    train = pd.read_parquet(train_path)
-    test = pd.read_parquet(test_path)
+    train = pd.read_parquet(Path(folder) / "train.parquet")
     pipeline = build_pipeline(model_type, params, horizon, feature_set=feature_set)
     started = time.perf_counter()
     pipeline.fit(train, train["bike_count"].to_numpy())
     fit_seconds = time.perf_counter() - started
-    metrics = regression_metrics(test["bike_count"], predict_frame(pipeline, test)["prediction"])
-    return {**metrics.to_dict(), "fit_seconds": fit_seconds}
+    return {**_scores(pipeline, folder), "fit_seconds": fit_seconds}
 
 
-def tune_and_score(train_path: str, test_path: str, home: str, n_trials: int) -> dict[str, Any]:
+def tune_and_score(folder: str, home: str, n_trials: int) -> dict[str, Any]:
     import time
 
     import pandas as pd
@@ -82,32 +121,92 @@ def tune_and_score(train_path: str, test_path: str, home: str, n_trials: int) ->
     os.environ["VELOCAST_HOME"] = home
     from velocast.lifecycle.tuning import tune
 
-    train = pd.read_parquet(train_path)
+    train = pd.read_parquet(Path(folder) / "train.parquet")
     started = time.perf_counter()
     tuned = tune("lgbm", train, "day-ahead", n_trials=n_trials, log_to_mlflow=False)
     tune_seconds = time.perf_counter() - started
-    out = fit_and_score("lgbm", "day-ahead", tuned.best_params, "full", train_path, test_path, home)
+    out = fit_and_score("lgbm", "day-ahead", tuned.best_params, "full", folder, home)
     return {**out, "tune_seconds": tune_seconds, "best_params": tuned.best_params, "cv_rmse": tuned.best_value}
 
 
-def run(n_trials: int = 20) -> dict[str, Any]:
+# The older velocast measured with its own code: its models, its enrichment (observed weather of
+# the training days), test rows with the weather of the predicted days removed (as served) or kept.
+_REFERENCE_SCRIPT = r"""
+import json, os, sys
+import numpy as np, pandas as pd
+folder, counts, weather, train_end, test_end = sys.argv[1:6]
+os.environ["VELOCAST_HOME"] = os.path.join(folder, "reference-home")
+from velocast.data import store
+from velocast.data.ingest import ingest_file
+from velocast.data.weather import ingest_weather, WEATHER_COLUMNS
+from velocast.lifecycle.inputs import enrich
+from velocast.models import build_pipeline, predict_frame
+from velocast.evaluation.metrics import regression_metrics
+ingest_file(counts); ingest_weather(weather)
+rows = enrich(store.query_counts(end=test_end))
+local = rows["timestamp"].dt.tz_localize(None)
+train, test = rows[local < np.datetime64(train_end)], rows[local >= np.datetime64(train_end)].reset_index(drop=True)
+outage = pd.read_parquet(os.path.join(folder, "outage_keys.parquet"))
+keys = set(zip(outage["counter_id"].astype(str), outage["timestamp"]))
+keep = np.array([k not in keys for k in zip(test["counter_id"].astype(str), test["timestamp"])])
+no_weather = test.copy(); no_weather[WEATHER_COLUMNS] = np.nan
+def score(p, t, m):
+    return regression_metrics(t["bike_count"][m], predict_frame(p, t)["prediction"][m]).to_dict()
+out = {}
+for horizon in ("day-ahead", "calendar"):
+    p = build_pipeline("lgbm", {}, horizon).fit(train, train["bike_count"].to_numpy())
+    out[f"lgbm, {horizon}"] = {"as_served": score(p, no_weather, keep), "perfect_weather": score(p, test, keep),
+                               "all_rows": score(p, no_weather, np.ones(len(test), bool))}
+    bare = train.copy(); bare[WEATHER_COLUMNS] = np.nan
+    q = build_pipeline("lgbm", {}, horizon).fit(bare, bare["bike_count"].to_numpy())
+    out[f"lgbm, {horizon}, trained without weather"] = {
+        "as_served": score(q, no_weather, keep), "all_rows": score(q, no_weather, np.ones(len(test), bool))}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def reference(commit: str, folder: Path) -> dict[str, Any]:
+    """Measure velocast at ``commit`` (checked out in a temporary worktree) on the same rows."""
+    tree = folder / f"velocast-{commit}"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True,
+                   capture_output=True)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+        done = subprocess.run([sys.executable, "-c", _REFERENCE_SCRIPT, str(folder), str(REAL_COUNTS),
+                               str(REAL_WEATHER), TRAIN_END, TEST_END], env=env, capture_output=True, text=True)
+        line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            raise RuntimeError(f"reference run of {commit} failed: {done.stderr[-2000:]}")
+        return {"commit": commit, "models": json.loads(line[len("RESULT "):])}
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+
+
+def run(n_trials: int = 20, reference_commit: str | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="velocast-bench-") as tmp:
         folder = Path(tmp)
-        (train_path, test_path), prep_seconds, _ = isolated(prepare, folder)
+        paths, prep_seconds, _ = isolated(prepare, folder)
         home = str(folder / "home")
         rows = []
         for label, model_type, horizon, params, feature_set in CONFIGS:
-            metrics, wall, peak = isolated(fit_and_score, model_type, horizon, params, feature_set,
-                                           str(train_path), str(test_path), home)
+            metrics, wall, peak = isolated(fit_and_score, model_type, horizon, params, feature_set, str(folder), home)
             rows.append({"model": label, **metrics, "peak_rss_mb": round(peak, 1)})
-            print(f"  {label}: rmse {metrics['rmse']:.2f} fit {metrics['fit_seconds']:.1f}s peak {peak:.0f} MiB", flush=True)
+            print(f"  {label}: as served rmse {metrics['as_served']['rmse']:.2f}, perfect weather "
+                  f"{metrics['perfect_weather']['rmse']:.2f}, fit {metrics['fit_seconds']:.1f}s peak {peak:.0f} MiB",
+                  flush=True)
         if n_trials:
-            metrics, wall, peak = isolated(tune_and_score, str(train_path), str(test_path), home, n_trials)
+            metrics, wall, peak = isolated(tune_and_score, str(folder), home, n_trials)
             rows.append({"model": f"lgbm, day-ahead, Optuna {n_trials} trials", **metrics, "peak_rss_mb": round(peak, 1)})
-            print(f"  optuna: rmse {metrics['rmse']:.2f} tune {metrics['tune_seconds']:.0f}s", flush=True)
-    reference = next(r for r in rows if r["model"] == "rf, original recipe")
+            print(f"  optuna: as served rmse {metrics['as_served']['rmse']:.2f} tune {metrics['tune_seconds']:.0f}s",
+                  flush=True)
+        before = reference(reference_commit, folder) if reference_commit else None
+    original = next(r for r in rows if r["model"] == "rf, original recipe")
     for row in rows:
-        row["rmse_ratio_to_original"] = round(row["rmse"] / reference["rmse"], 3)
-        row["speedup_vs_original"] = round(reference["fit_seconds"] / row["fit_seconds"], 2) if row["fit_seconds"] else None
-    return {"train_period": f"2020-09-01 .. {TRAIN_END} (exclusive)", "test_period": f"{TRAIN_END} .. {TEST_END} (exclusive)",
-            "test_rows": reference["n"], "prepare_seconds": round(prep_seconds, 1), "models": rows}
+        row["rmse_ratio_to_original"] = round(row["as_served"]["rmse"] / original["as_served"]["rmse"], 3)
+        row["speedup_vs_original"] = round(original["fit_seconds"] / row["fit_seconds"], 2) if row["fit_seconds"] else None
+    out = {"train_period": f"2020-09-01 .. {TRAIN_END} (exclusive)", "test_period": f"{TRAIN_END} .. {TEST_END} (exclusive)",
+           "test_rows": int(paths["test_rows"]), "outage_rows": int(paths["outage_rows"]),
+           "prepare_seconds": round(prep_seconds, 1), "models": rows}
+    if before:
+        out["reference"] = before
+    return out

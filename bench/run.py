@@ -22,6 +22,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated among {', '.join(SECTIONS)}")
     parser.add_argument("--trials", type=int, default=20, help="Optuna trials of the tuned lgbm")
+    parser.add_argument("--reference", default=None, help="an older commit to re-measure on the same rows "
+                        "(accuracy before/after), e.g. 2ded31d")
     parser.add_argument("--api-seconds", type=float, default=60.0, help="duration of each API load phase")
     parser.add_argument("--no-demo", action="store_true", help="skip timing `velocast demo`")
     args = parser.parse_args()
@@ -37,7 +39,7 @@ def main() -> None:
         print(f"== {section}", flush=True)
         if section == "accuracy":
             from bench import accuracy
-            results["accuracy"] = accuracy.run(args.trials)
+            results["accuracy"] = accuracy.run(args.trials, args.reference)
         elif section == "lifecycle":
             from bench import lifecycle
             results["lifecycle"] = lifecycle.run()

@@ -40,7 +40,7 @@ def test_history_same_wall_clock_hour_across_dst() -> None:
 def test_no_future_count_changes_a_day_ahead_prediction(real_home: Path) -> None:
     train = splits.load_split("train_baseline")
     pipeline = build_pipeline("lgbm", {"n_estimators": 60}, "day-ahead")
-    fitted_rows = enrich(train)
+    fitted_rows = enrich(train, weather="observed")
     pipeline.fit(fitted_rows, fitted_rows["bike_count"].to_numpy())
     day = pd.Timestamp("2021-06-15", tz="Europe/Paris")
     history = store.query_counts("2021-05-25", "2021-06-30")
@@ -76,3 +76,49 @@ def test_string_timestamps_are_accepted() -> None:
     builder = FeatureBuilder().fit(rows, rows["bike_count"])
     out = builder.transform(rows)
     assert out["hour"].tolist() == [8, 9]  # naive text is Paris wall-clock time
+
+
+def _hourly(counter: str, start: str, end: str, value: float = 10.0) -> pd.DataFrame:
+    stamps = pd.date_range(start, end, freq="h", tz="Europe/Paris", inclusive="left")
+    return pd.DataFrame({"counter_id": counter, "timestamp": stamps, "bike_count": value})
+
+
+def test_outage_zeros_are_unknown_history_seen_only_up_to_the_cutoff() -> None:
+    day = pd.Timestamp("2021-03-20", tz="Europe/Paris")
+    history = _hourly("c", "2021-02-01", "2021-03-25")
+    # a zero run from 10:00 the day before, lasting 3 days: at the cut-off only 14 zero hours are known
+    late = (history["timestamp"] >= day - pd.Timedelta(hours=14)) & (history["timestamp"] < day + pd.Timedelta(days=2))
+    history.loc[late, "bike_count"] = 0.0
+    rows = pd.DataFrame({"counter_id": "c", "timestamp": [day + pd.Timedelta(hours=12)]})
+    out = add_history(rows, history, min_zero_hours=24)
+    assert out["lag_1d"].item() == 0.0  # 14 hours of zeros are not an outage yet: a real zero
+    assert out["lag_2d"].item() == 10.0
+    # the same zeros seen from a day later (a 38-hour run by then) are an outage: unknown
+    later = add_history(rows.assign(timestamp=rows["timestamp"] + pd.Timedelta(days=1)), history, min_zero_hours=24)
+    assert np.isnan(later["lag_1d"].item()) and np.isnan(later["yesterday_total"].item())
+    assert later["lag_7d"].item() == 10.0 and later["median_7d_same_hour"].item() == 10.0
+
+
+def test_history_features_read_only_their_window() -> None:
+    """Counts before the 28-day window or on/after the predicted day change no feature, NaN included."""
+    rng = np.random.default_rng(0)
+    history = pd.concat([_hourly("a", "2021-01-01", "2021-04-01"), _hourly("b", "2021-01-01", "2021-04-01")],
+                        ignore_index=True)
+    history["bike_count"] = rng.poisson(20, len(history)).astype(float)
+    history.loc[rng.random(len(history)) < 0.1, "bike_count"] = 0.0
+    history.loc[(history["counter_id"] == "b") & history["timestamp"].between(
+        pd.Timestamp("2021-03-01", tz="Europe/Paris"), pd.Timestamp("2021-03-03 05:00", tz="Europe/Paris")),
+        "bike_count"] = 0.0  # a 53-hour outage inside the window
+    day = pd.Timestamp("2021-03-10", tz="Europe/Paris")
+    rows = pd.concat([_hourly("a", "2021-03-10", "2021-03-11"), _hourly("b", "2021-03-10", "2021-03-11")],
+                     ignore_index=True)[["counter_id", "timestamp"]]
+    window = history[(history["timestamp"] >= day - pd.Timedelta(days=28)) & (history["timestamp"] < day)]
+    full = add_history(rows, history)[HISTORY_COLUMNS]
+    pd.testing.assert_frame_equal(full, add_history(rows, window)[HISTORY_COLUMNS])
+    changed = history.copy()
+    outside = (changed["timestamp"] < day - pd.Timedelta(days=28)) | (changed["timestamp"] >= day)
+    changed.loc[outside, "bike_count"] = 0.0
+    pd.testing.assert_frame_equal(full, add_history(rows, changed)[HISTORY_COLUMNS])
+    b_lag = full["lag_7d"][rows["counter_id"] == "b"].to_numpy()
+    assert np.isnan(b_lag[:6]).all()  # 2021-03-03 00:00-05:00 ends the outage: unknown, never 0
+    assert np.isfinite(full["lag_7d"][rows["counter_id"] == "a"]).all()

@@ -246,14 +246,24 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
 
 
 @app.command("predict")
-def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict (tidy or open-data; bike_count optional)."),
-                output: Path = typer.Option(..., "--output", help="CSV or parquet with a prediction column added."),
-                model_type: str = typer.Option("lgbm"),
+def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict: tidy (counter_id + date [naive "
+                                           "UTC] or timestamp [with offset]) or the open-data export; the count "
+                                           "column is optional, weather columns are used as your forecast, any "
+                                           "other column is carried to the output."),
+                output: Path = typer.Option(..., "--output", help="CSV or parquet: the input columns plus "
+                                            "timestamp_paris, prediction, weather (given/forecast/missing) and "
+                                            "notes (what the forecast could not know)."),
+                model_type: str = typer.Option("lgbm", help="Model family whose champion predicts."),
                 model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (default: the champion). "
                                                         "Loading a model runs its code: give only URIs you trust "
                                                         "(the API never loads one a client names)."),
                 horizon: Optional[str] = typer.Option(None, help="Pick the latest model with this horizon.")) -> None:
-    """Predict a file with the champion (or a named model); print metrics when counts are given."""
+    """Forecast the rows of a file with the champion, as served: counts before each day, weather forecasts.
+
+    A day-ahead model reads the stored counts of the days before each row's day (a row whose day
+    before is not in the store is still predicted, with a note saying what was missing). Metrics
+    are printed when the file carries counts.
+    """
     from velocast.data.ingest import IngestError
     from velocast.lifecycle.predict import predict_file
 
@@ -263,6 +273,8 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
         _fail(str(exc), 2)
     model = result.model
     typer.echo(f"predicted {len(result.frame):,} rows with {model.uri} ({model.horizon}) -> {output}")
+    sources = result.frame["weather_source"].value_counts()
+    typer.echo("weather: " + ", ".join(f"{k} {v:,}" for k, v in sources.items()))
     for warning in result.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
     if result.metrics:

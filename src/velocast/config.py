@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field
@@ -158,6 +158,12 @@ class Settings(BaseSettings):
     health_rmse_threshold: float = Field(
         default=50.0, description="Champion RMSE above which its health is critical."
     )
+    outage_min_zero_hours: int = Field(
+        default=24, ge=2, description="Consecutive zero hours of one counter that make a sensor outage: left out "
+        "of training and scores, read as unknown history.")
+    decision_weather: Literal["auto", "with", "without"] = Field(
+        default="auto", description="Weather a champion decision is judged with: 'with' (forecasts, else observed "
+        "weather as a perfect forecast), 'without', or 'auto' ('with' once weather forecasts are stored).")
     log_level: str = Field(default="WARNING", description="Logging level of the CLI and servers (-v: INFO).")
     api_max_body_mb: float = Field(default=20.0, gt=0, description="Larger API request bodies get a 413.")
     api_cors_origins: str = Field(default="", description="Comma-separated CORS origins; CORS is off when empty.")

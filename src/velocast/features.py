@@ -15,6 +15,7 @@ Two horizons:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from velocast.config import PARIS_TZ
 from velocast.data.calendar import CALENDAR_COLUMNS, calendar_features
 from velocast.data.ingest import parse_timestamps
+from velocast.data.quality import DEFAULT_MIN_ZERO_HOURS, zero_runs
 from velocast.data.weather import WEATHER_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -31,18 +33,25 @@ log = logging.getLogger(__name__)
 HORIZONS = ("calendar", "day-ahead")
 FEATURE_SETS = ("full", "original")
 HISTORY_LAGS = (1, 2, 7, 14)
-HISTORY_COLUMNS = [*(f"lag_{k}d" for k in HISTORY_LAGS), "mean_7d_same_hour", "yesterday_total"]
+HISTORY_WINDOW_DAYS = 28  # the longest look-back of any history feature (lag 28 days)
+HISTORY_COLUMNS = [*(f"lag_{k}d" for k in HISTORY_LAGS), "mean_7d_same_hour", "yesterday_total",
+                   "median_7d_same_hour", "max_7d_same_hour", "median_4w_same_how", "median_daily_7d"]
 TIME_COLUMNS = ["hour", "weekday", "month", "day_of_year", "is_weekend", "hour_of_week"]
 LEVEL_COLUMNS = ["counter_level", "counter_how_level"]
 _EPOCH = np.datetime64("1970-01-01")
 _HOURS_OF_WEEK = 168
+LEVEL_FOLDS = 5  # out-of-fold levels of training rows: folds of whole Paris weeks
 
 
-def as_paris(timestamps: pd.Series) -> pd.Series:
-    """Timestamps as tz-aware Europe/Paris; strings with offsets keep them, naive values are Paris time."""
+def as_paris(timestamps: pd.Series, counter_ids: pd.Series | None = None) -> pd.Series:
+    """Timestamps as tz-aware Europe/Paris; strings with offsets keep them, naive values are Paris time.
+
+    In the autumn fold a naive hour occurs twice: the first occurrence of each counter's hour is
+    summer time (``counter_ids``; without them every row is taken as one counter's series).
+    """
     if isinstance(timestamps.dtype, pd.DatetimeTZDtype):
         return timestamps.dt.tz_convert(PARIS_TZ)
-    parsed, reason = parse_timestamps(timestamps)
+    parsed, reason = parse_timestamps(timestamps, counter_ids)
     bad = reason.notna() & (reason != "timestamp not on a whole hour")
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
@@ -50,57 +59,142 @@ def as_paris(timestamps: pd.Series) -> pd.Series:
     return parsed
 
 
-def local_time(timestamps: pd.Series) -> pd.Series:
+def local_time(timestamps: pd.Series, counter_ids: pd.Series | None = None) -> pd.Series:
     """Naive Europe/Paris wall-clock time."""
-    return as_paris(timestamps).dt.tz_localize(None)
+    return as_paris(timestamps, counter_ids).dt.tz_localize(None)
 
 
-def _day_hour(timestamps: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    local = local_time(timestamps)
+def _day_hour(timestamps: pd.Series, counter_ids: pd.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Paris day number (days since 1970-01-01) and Paris hour of each timestamp."""
+    local = local_time(timestamps, counter_ids)
     days = ((local.dt.normalize().to_numpy() - _EPOCH) // np.timedelta64(1, "D")).astype(np.int64)
     return days, local.dt.hour.to_numpy().astype(np.int64)
 
 
-def add_history(rows: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """Day-ahead features of each row from ``history`` counts strictly before the row's day.
+def _midnight_utc_hours(days: np.ndarray) -> np.ndarray:
+    """UTC hour number of 00:00 Europe/Paris of each Paris day number (calendar days, DST-safe)."""
+    unique, inverse = np.unique(days, return_inverse=True)
+    midnights = pd.DatetimeIndex(_EPOCH + unique.astype("timedelta64[D]")).tz_localize(PARIS_TZ)
+    hours = midnights.tz_convert("UTC").tz_localize(None).to_numpy("datetime64[h]").astype(np.int64)
+    return hours[inverse]
 
-    Same Paris-time hour 1, 2, 7 and 14 days before, the mean of that hour over the last 7 days,
-    and yesterday's total (mean hourly count x 24, robust to missing hours). No value of the
-    row's own day or later is ever read. Rows without history get NaN.
+
+class _HourlyHistory:
+    """Counts of ``history`` on a dense counter x Paris day x Paris hour grid, with their zero runs.
+
+    ``value`` holds the mean count of each cell (the autumn fold hour averages its two hours), NaN
+    where nothing is known; ``run_start``/``run_end`` the UTC hours of the zero run a cell of zeros
+    belongs to (-1 otherwise).
+    """
+
+    def __init__(self, history: pd.DataFrame, ids: pd.Index, min_zero_hours: int):
+        self.min_zero_hours = min_zero_hours
+        counts = history["bike_count"].to_numpy(float)
+        code = ids.get_indexer(history["counter_id"].astype(str))
+        day, hour = _day_hour(history["timestamp"], history["counter_id"])
+        runs = zero_runs(history["counter_id"], history["timestamp"], counts)
+        self.first_day = int(day.min())
+        n_days = int(day.max()) - self.first_day + 1
+        shape = (len(ids), n_days, 24)
+        flat = (code * n_days + (day - self.first_day)) * 24 + hour
+        total = np.bincount(flat, weights=counts, minlength=np.prod(shape))
+        seen = np.bincount(flat, minlength=np.prod(shape))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.value = np.where(seen > 0, total / np.maximum(seen, 1), np.nan).reshape(shape)
+        start = np.full(np.prod(shape), np.iinfo(np.int64).max, np.int64)
+        end = np.full(np.prod(shape), -1, np.int64)
+        zero = runs.start >= 0
+        np.minimum.at(start, flat[zero], runs.start[zero])
+        np.maximum.at(end, flat[zero], runs.end[zero])
+        # a cell is a zero-run cell only if every count in it is a zero of a run
+        zero_cells = np.bincount(flat[zero], minlength=np.prod(shape)) == seen
+        self.run_start = np.where(zero_cells & (seen > 0), start, -1).reshape(shape)
+        self.run_end = np.where(zero_cells & (seen > 0), end, -1).reshape(shape)
+
+    def lookup(self, code: np.ndarray, day: np.ndarray, hour: np.ndarray,
+               window: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Counts at (counter, Paris day, hour), broadcast together; NaN when unknown or in a sensor outage.
+
+        A zero is an outage when its run, seen only within ``window`` (UTC hours [start, end) of the
+        forecast's history window, broadcast like the others: the run is cut at the forecast's
+        cut-off, so what came later is never read), lasts at least ``min_zero_hours``.
+        """
+        code, day, hour = np.broadcast_arrays(code, day, hour)
+        offset = day - self.first_day
+        n_days = self.value.shape[1]
+        inside = (code >= 0) & (offset >= 0) & (offset < n_days)
+        flat = ((np.where(inside, code, 0) * n_days + np.where(inside, offset, 0)) * 24 + hour).ravel()
+        values = np.where(inside.ravel(), self.value.ravel()[flat], np.nan)
+        zero_run = np.flatnonzero(self.run_start.ravel()[flat] >= 0)  # the few cells that may be an outage
+        if len(zero_run):
+            w0, w1 = (np.broadcast_to(w, code.shape).ravel()[zero_run] for w in window)
+            start = self.run_start.ravel()[flat[zero_run]]
+            end = self.run_end.ravel()[flat[zero_run]]
+            seen_hours = np.minimum(end, w1 - 1) - np.maximum(start, w0) + 1
+            values[zero_run[seen_hours >= self.min_zero_hours]] = np.nan
+        return values.reshape(code.shape)
+
+
+def add_history(rows: pd.DataFrame, history: pd.DataFrame,
+                min_zero_hours: int = DEFAULT_MIN_ZERO_HOURS) -> pd.DataFrame:
+    """Day-ahead features of each row from ``history`` counts strictly before the row's Paris day.
+
+    A forecast for Paris day D is made at the end of D-1 (cut-off 00:00 of D): it reads the
+    counts of the ``HISTORY_WINDOW_DAYS`` days before D and nothing of D or later. Features: the
+    same Paris-time hour 1, 2, 7 and 14 days before; the mean, median and maximum of that hour
+    over the last 7 days; the median of the same hour of the week over the last 4 weeks;
+    yesterday's total and the median daily total of the last 7 days (mean hourly count x 24,
+    robust to missing hours). Zeros of a sensor outage (a run of ``min_zero_hours`` zero hours
+    within the window, see ``velocast.data.quality``) are unknown, not 0. Rows without history
+    get NaN. The features are a function of the window alone: whatever else ``history`` holds
+    (later days, older ones) changes nothing.
     """
     out = rows.copy()
-    hist = history[history["bike_count"].notna()]
+    hist = history[history["bike_count"].notna()] if "bike_count" in history else history.iloc[:0]
     if hist.empty or rows.empty:
         for column in HISTORY_COLUMNS:
             out[column] = np.nan
         return out
-    ids = pd.Index(pd.unique(pd.concat([hist["counter_id"], rows["counter_id"]], ignore_index=True)))
-    h_code = ids.get_indexer(hist["counter_id"])
-    h_day, h_hour = _day_hour(hist["timestamp"])
-    r_code = ids.get_indexer(rows["counter_id"])
-    r_day, r_hour = _day_hour(rows["timestamp"])
-
-    hourly = pd.Series(hist["bike_count"].to_numpy(float)).groupby((h_code * 100_000 + h_day) * 24 + h_hour).mean()
-    daily = pd.Series(hist["bike_count"].to_numpy(float)).groupby(h_code * 100_000 + h_day).mean() * 24.0
-
-    def lookup(series: pd.Series, keys: np.ndarray) -> np.ndarray:
-        pos = series.index.get_indexer(keys)
-        values = series.to_numpy()[pos]
-        return np.where(pos >= 0, values, np.nan)
-
-    lags = {}
-    for k in range(1, 15):
-        lags[k] = lookup(hourly, (r_code * 100_000 + r_day - k) * 24 + r_hour)
-    for k in HISTORY_LAGS:
-        out[f"lag_{k}d"] = lags[k]
+    ids = pd.Index(pd.unique(pd.concat([hist["counter_id"], rows["counter_id"]], ignore_index=True).astype(str)))
+    grid = _HourlyHistory(hist, ids, min_zero_hours)
+    r_code = ids.get_indexer(rows["counter_id"].astype(str))
+    r_day, r_hour = _day_hour(rows["timestamp"], rows["counter_id"])
+    # one forecast per (counter, day): its window, its lags at every hour, its daily totals
+    pair_key = r_code * (1 << 24) + (r_day - int(r_day.min()))
+    pair_keys, pair_of = np.unique(pair_key, return_inverse=True)
+    p_code, p_day = pair_keys // (1 << 24), pair_keys % (1 << 24) + int(r_day.min())
+    window = (_midnight_utc_hours(p_day - HISTORY_WINDOW_DAYS)[:, None, None],
+              _midnight_utc_hours(p_day)[:, None, None])
+    back = np.arange(1, HISTORY_WINDOW_DAYS + 1)
+    # counts[pair, k-1, hour] = the count k days before the pair's day at that hour
+    counts = grid.lookup(p_code[:, None, None], p_day[:, None, None] - back[None, :, None],
+                         np.arange(24)[None, None, :], window)
+    lags = counts[pair_of, :, r_hour]  # rows x days back
     with np.errstate(invalid="ignore"), _quiet_nanmean():
-        out["mean_7d_same_hour"] = np.nanmean(np.vstack([lags[k] for k in range(1, 8)]), axis=0)
-    out["yesterday_total"] = lookup(daily, r_code * 100_000 + r_day - 1)
+        daily = np.nanmean(counts[:, :7, :], axis=2) * 24.0  # pairs x 7 (mean hourly count x 24)
+        for k in HISTORY_LAGS:
+            out[f"lag_{k}d"] = lags[:, k - 1]
+        week = lags[:, :7]
+        out["mean_7d_same_hour"] = np.nanmean(week, axis=1)
+        out["yesterday_total"] = daily[pair_of, 0]
+        out["median_7d_same_hour"] = _nanmedian(week)
+        out["max_7d_same_hour"] = np.nanmax(week, axis=1)
+        out["median_4w_same_how"] = _nanmedian(lags[:, [6, 13, 20, 27]])
+        out["median_daily_7d"] = _nanmedian(daily)[pair_of]
     return out
 
 
+def _nanmedian(values: np.ndarray) -> np.ndarray:
+    """Median of each row ignoring NaN (NaN for an all-NaN row); faster than numpy's for short rows."""
+    ordered = np.sort(values, axis=1)  # NaN sort last
+    valid = np.sum(~np.isnan(values), axis=1)
+    low = np.take_along_axis(ordered, np.maximum((valid - 1) // 2, 0)[:, None], axis=1)[:, 0]
+    high = np.take_along_axis(ordered, np.maximum(valid // 2, 0)[:, None], axis=1)[:, 0]
+    return np.where(valid > 0, (low + high) / 2.0, np.nan)
+
+
 class _quiet_nanmean:
-    """Silence numpy's 'mean of empty slice' warning (all-NaN columns are expected)."""
+    """Silence numpy's 'mean of empty slice' warnings (all-NaN columns are expected)."""
 
     def __enter__(self) -> None:
         import warnings
@@ -121,6 +215,39 @@ def _numeric(X: pd.DataFrame, column: str) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.to_numpy(float, na_value=np.nan)
     return pd.to_numeric(values, errors="coerce").to_numpy(float, na_value=np.nan)
+
+
+@dataclass(frozen=True)
+class _Levels:
+    """Mean log1p count per counter, overall, per hour of the week, and per counter x hour of the week."""
+
+    counter: np.ndarray
+    overall: float
+    overall_how: np.ndarray
+    counter_how: np.ndarray
+
+    @classmethod
+    def learn(cls, codes: np.ndarray, y: np.ndarray, how: np.ndarray, n: int) -> _Levels:
+        overall = float(y.mean()) if len(y) else 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            counter = np.bincount(codes, weights=y, minlength=n) / np.bincount(codes, minlength=n)
+            overall_how = np.bincount(how, weights=y, minlength=_HOURS_OF_WEEK) / np.bincount(how, minlength=_HOURS_OF_WEEK)
+            cell = codes * _HOURS_OF_WEEK + how
+            size = n * _HOURS_OF_WEEK
+            table = (np.bincount(cell, weights=y, minlength=size) / np.bincount(cell, minlength=size)).reshape(n, _HOURS_OF_WEEK)
+        overall_how = np.where(np.isnan(overall_how), overall, overall_how)
+        # Cells never seen: the counter's level plus the city-wide hour-of-week shape.
+        fallback = counter[:, None] + (overall_how - overall)[None, :]
+        return cls(counter, overall, overall_how, np.where(np.isnan(table), fallback, table))
+
+    def at(self, codes: np.ndarray, how: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Levels of known counters (codes >= 0); a counter without rows here gets the overall ones."""
+        level = self.counter[codes]
+        how_level = self.counter_how[codes, how]
+        missing = np.isnan(level)
+        level = np.where(missing, self.overall, level)
+        how_level = np.where(np.isnan(how_level), self.overall_how[how], how_level)
+        return level, how_level
 
 
 class FeatureBuilder(BaseEstimator, TransformerMixin):
@@ -151,26 +278,44 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         target = np.asarray(y if y is not None else X["bike_count"], dtype=float)
         ids = X["counter_id"].astype(str).to_numpy()
         self.counter_ids_ = sorted(pd.unique(ids).tolist())
-        codes = pd.Categorical(ids, categories=self.counter_ids_).codes
-        frame = pd.DataFrame({"code": codes, "lat": X["latitude"].to_numpy(float),
-                              "lon": X["longitude"].to_numpy(float), "y": np.log1p(np.clip(target, 0, None)),
-                              "how": self._hour_of_week(X["timestamp"])})
-        by_counter = frame.groupby("code")
+        codes = pd.Categorical(ids, categories=self.counter_ids_).codes.astype(np.int64)
         n = len(self.counter_ids_)
+        frame = pd.DataFrame({"code": codes, "lat": X["latitude"].to_numpy(float), "lon": X["longitude"].to_numpy(float)})
+        by_counter = frame.groupby("code")
         self.counter_lat_ = by_counter["lat"].median().reindex(range(n)).to_numpy(float)
         self.counter_lon_ = by_counter["lon"].median().reindex(range(n)).to_numpy(float)
-        self.counter_level_ = by_counter["y"].mean().reindex(range(n)).to_numpy(float)
-        self.global_level_ = float(frame["y"].mean())
-        global_how = frame.groupby("how")["y"].mean().reindex(range(_HOURS_OF_WEEK))
-        self.global_how_level_ = global_how.fillna(self.global_level_).to_numpy(float)
-        table = frame.pivot_table(index="code", columns="how", values="y", aggfunc="mean")
-        table = table.reindex(index=range(n), columns=range(_HOURS_OF_WEEK)).to_numpy(float)
-        # Cells never seen: the counter's level plus the city-wide hour-of-week shape.
-        shape = self.global_how_level_ - self.global_level_
-        fallback = self.counter_level_[:, None] + shape[None, :]
-        self.counter_how_level_ = np.where(np.isnan(table), fallback, table)
+        levels = _Levels.learn(codes, np.log1p(np.clip(target, 0, None)), self._hour_of_week(X), n)
+        self.counter_level_, self.global_level_ = levels.counter, levels.overall
+        self.global_how_level_, self.counter_how_level_ = levels.overall_how, levels.counter_how
         self.feature_names_out_ = self._columns()
         return self
+
+    def fit_transform(self, X: pd.DataFrame, y: pd.Series | np.ndarray | None = None, **fit_params: Any) -> pd.DataFrame:
+        """``fit`` then ``transform``, with the learned levels of each training row out of fold.
+
+        The counter and counter x hour-of-week levels of a training row come from the other
+        weeks only (``LEVEL_FOLDS`` folds of whole Paris weeks), never from its own count: a
+        training row sees its level the way a test row does.
+        """
+        out = self.fit(X, y).transform(X)
+        if self.feature_set != "full" or len(X) == 0:
+            return out
+        target = np.log1p(np.clip(np.asarray(y if y is not None else X["bike_count"], dtype=float), 0, None))
+        codes = self.counter_codes(X["counter_id"])
+        how = self._hour_of_week(X)
+        day, _ = _day_hour(X["timestamp"], X["counter_id"])
+        fold = ((day + 3) // 7) % LEVEL_FOLDS  # Paris weeks (Monday first), spread over the folds
+        level = out["counter_level"].to_numpy(np.float64).copy()
+        how_level = out["counter_how_level"].to_numpy(np.float64).copy()
+        for k in range(LEVEL_FOLDS):
+            held = fold == k
+            if not held.any() or held.all():
+                continue
+            others = _Levels.learn(codes[~held], target[~held], how[~held], len(self.counter_ids_))
+            level[held], how_level[held] = others.at(codes[held], how[held])
+        out["counter_level"] = level.astype(np.float32)
+        out["counter_how_level"] = how_level.astype(np.float32)
+        return out
 
     def _columns(self) -> list[str]:
         if self.feature_set == "original":
@@ -183,8 +328,8 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         return cols
 
     @staticmethod
-    def _hour_of_week(timestamps: pd.Series) -> np.ndarray:
-        local = local_time(timestamps)
+    def _hour_of_week(X: pd.DataFrame) -> np.ndarray:
+        local = local_time(X["timestamp"], X["counter_id"])
         return (local.dt.weekday * 24 + local.dt.hour).to_numpy(np.int64)
 
     # ------------------------------------------------------------------ transform
@@ -200,7 +345,7 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         missing = [c for c in ("counter_id", "timestamp") if c not in X]
         if missing:
             raise ValueError(f"input is missing required columns {missing}")
-        timestamps = as_paris(X["timestamp"])
+        timestamps = as_paris(X["timestamp"], X["counter_id"])
         local = timestamps.dt.tz_localize(None)
         if self.feature_set == "original":
             return self._original(X, local)

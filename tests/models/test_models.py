@@ -29,9 +29,9 @@ SMALL = {"lgbm": {"n_estimators": 80}, "rf": {"n_estimators": 10, "max_depth": 1
 @pytest.fixture
 def data(real_home: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     record = splits.active_split()
-    train = enrich(splits.load_split("train_baseline", record)).sample(40_000, random_state=0)
+    train = enrich(splits.load_split("train_baseline", record), weather="observed").sample(40_000, random_state=0)
     train = train.sort_values("timestamp").reset_index(drop=True)
-    test = enrich(splits.load_split("test_baseline", record), extra_history=train)
+    test = enrich(splits.load_split("test_baseline", record), extra_history=train, weather="observed")
     return train, test
 
 

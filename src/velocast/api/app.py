@@ -81,7 +81,8 @@ from velocast.lifecycle import promotion
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.evaluate import evaluate
 from velocast.lifecycle.monitor import champion_health, check_drift, latest_drift
-from velocast.lifecycle.predict import Predictions, predict_rows, unknown_counters_warning
+from velocast.lifecycle.inputs import WEATHER_SOURCE
+from velocast.lifecycle.predict import Predictions, predict_rows, summarise_notes, unknown_counters_warning
 from velocast.models import MODEL_TYPES, get_spec, registered_name, validate_hyperparams
 from velocast.tracking.registry import PREVIOUS, ModelRef
 
@@ -163,18 +164,21 @@ def _prediction_items(result: Predictions, converted: RecordRows) -> list[dict[s
     probabilities = frame["probability"].to_numpy(float)[row_of] if "probability" in frame else None
     counters = frame["counter_id"].astype(str).to_numpy()[row_of]
     stamps = np.asarray([t.isoformat() for t in frame["timestamp"]], dtype=object)[row_of]
+    weather = frame[WEATHER_SOURCE].to_numpy()[row_of]
     unknown = set(result.unknown_counters)
     items = []
     for i in range(len(row_of)):
-        warnings = []
+        warnings = list(converted.warnings.get(i, []))
         if counters[i] in unknown:
             warnings.append(f"counter {counters[i]} is unknown to the model: predicted from its location and the "
                             "calendar")
+        warnings += result.row_notes[row_of[i]] if result.row_notes else []
         if i in converted.duplicate_of:
             warnings.append(f"same counter and hour as record {converted.duplicate_of[i]}")
         items.append({"index": i, "counter_id": counters[i], "timestamp": stamps[i],
                       "prediction": float(predictions[i]),
-                      "probability": None if probabilities is None else float(probabilities[i]), "warnings": warnings})
+                      "probability": None if probabilities is None else float(probabilities[i]),
+                      "weather": str(weather[i]), "warnings": warnings})
     return items
 
 
@@ -301,8 +305,10 @@ def _predict_many(state: Any, key: tuple[str, str | None], groups: list[list[Pre
                 warnings.append(f"same counter and hour as record {earlier - start}")
             mine.append({**item, "index": local, "warnings": warnings})
         unknown = sorted({i["counter_id"] for i in mine if i["counter_id"] in unknown_ids})
+        notes = summarise_notes([result.row_notes[converted.row_of[start + local]] for local in range(len(group))])
         out.append(_response(model_type, served, mine,
-                             [*served.warnings, *([unknown_counters_warning(unknown)] if unknown else [])], None))
+                             [*served.warnings, *([unknown_counters_warning(unknown)] if unknown else []), *notes],
+                             None))
         start += len(group)
     return out
 

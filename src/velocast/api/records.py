@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from velocast.data.ingest import (
     OPENDATA_COLUMNS,
     TIDY_COLUMNS,
     RawTable,
+    ambiguous_local_times,
     parse_timestamps,
     validate,
 )
@@ -72,6 +73,7 @@ class RecordRows:
     rows: pd.DataFrame
     row_of: np.ndarray  # row position in ``rows`` for each record
     duplicate_of: dict[int, int]  # record index -> earlier record with the same counter-hour
+    warnings: dict[int, list[str]] = field(default_factory=dict)  # record index -> warnings about it
 
 
 class KnownCounters:
@@ -169,8 +171,8 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
                 IDF_LATITUDE[0] <= lat <= IDF_LATITUDE[1] and IDF_LONGITUDE[0] <= lon <= IDF_LONGITUDE[1])):
             return None
         stamp = pd.Timestamp(stamp).tz_convert(PARIS_TZ)
-        if not EARLIEST <= stamp < LATEST or (counter, stamp) in seen:
-            return None
+        if stamp.minute or not EARLIEST <= stamp < LATEST or (counter, stamp) in seen:
+            return None  # not a whole Paris hour (an offset such as +05:30), out of range, or a duplicate
         seen.add((counter, stamp))
         stamps.append(stamp)
     n = len(canonical)
@@ -228,6 +230,7 @@ def _validated_rows(records: list[PredictRecord], canonical: list[tuple[dict[str
     errors: list[dict[str, Any]] = []
     parts: list[pd.DataFrame] = []
     keys: dict[int, tuple[str, pd.Timestamp]] = {}
+    warnings: dict[int, list[str]] = {}
     for (naive_tz, _), members in groups.items():
         frame = _frame([canonical[i][0] for i in members])
         if require_count and "bike_count" not in frame:
@@ -257,9 +260,16 @@ def _validated_rows(records: list[PredictRecord], canonical: list[tuple[dict[str
         # the counter-hour of every record, to find the row of identical duplicates
         counter_ids = frame["counter_id"].astype("string").str.strip()
         stamps, _ = parse_timestamps(frame["timestamp"], counter_ids, naive_tz)
+        ambiguous = ambiguous_local_times(frame["timestamp"], naive_tz)
         for position, index in enumerate(members):
             if index not in rejected:
                 keys[index] = (str(counter_ids.iloc[position]), stamps.iloc[position])
+                if ambiguous[position]:
+                    field_name = canonical[index][1]["timestamp"]
+                    warnings.setdefault(index, []).append(
+                        f"{field_name}={frame['timestamp'].iloc[position]!r} occurs twice in Paris (the autumn clock "
+                        f"change) and has no offset: read as {stamps.iloc[position].isoformat()} (summer time); "
+                        "give the offset (+02:00 or +01:00) to choose")
     if errors:
         raise RecordsRejected(sorted(errors, key=lambda e: (e["index"], str(e["field"]))))
 
@@ -275,4 +285,4 @@ def _validated_rows(records: list[PredictRecord], canonical: list[tuple[dict[str
         row_of[index] = position
         if first_record[position] != index:
             duplicate_of[index] = int(first_record[position])
-    return RecordRows(rows.drop(columns="_record"), row_of, duplicate_of)
+    return RecordRows(rows.drop(columns="_record"), row_of, duplicate_of, warnings)

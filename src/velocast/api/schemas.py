@@ -30,10 +30,6 @@ IGNORED_FIELDS = frozenset({
     "counter_technical_id", "log_bike_count",
 })
 
-EXAMPLE_COUNTER = {"counter_id": "100003096-353242251", "counter_name": "97 avenue Denfert Rochereau SO-NE",
-                   "latitude": 48.83504, "longitude": 2.33314}
-
-
 def _id_text(value: Any) -> Any:
     """Identifiers may be numbers in the tidy parquet (``site_id``); booleans never are."""
     if isinstance(value, bool):
@@ -71,14 +67,15 @@ class PredictRecord(BaseModel):
 
     # tidy names
     counter_id: IdText | None = Field(None, max_length=200, description="Counter identifier.",
-                                      examples=["100003096-353242251"])
-    counter_name: str | None = Field(None, max_length=500, examples=["97 avenue Denfert Rochereau SO-NE"])
-    site_id: IdText | None = Field(None, max_length=200, examples=["100003096"])
-    site_name: str | None = Field(None, max_length=500, examples=["97 avenue Denfert Rochereau"])
-    timestamp: str | None = Field(None, max_length=64, description="ISO 8601 hour; without offset it is "
-                                  "Europe/Paris local time.", examples=["2021-08-02T08:00:00+02:00"])
+                                      examples=["100057445-104057445"])
+    counter_name: str | None = Field(None, max_length=500, examples=["Totem 73 boulevard de Sébastopol S-N"])
+    site_id: IdText | None = Field(None, max_length=200, examples=["100057445"])
+    site_name: str | None = Field(None, max_length=500, examples=["Totem 73 boulevard de Sébastopol"])
+    timestamp: str | None = Field(None, max_length=64, description="ISO 8601 hour, a whole hour of Paris time; "
+                                  "without offset it is Europe/Paris local time (the repeated autumn hour is then "
+                                  "read as summer time, with a warning).", examples=["2021-08-10T08:00:00+02:00"])
     date: str | None = Field(None, max_length=64, description="Naive UTC hour (the tidy file's `date`).",
-                             examples=["2021-08-02 06:00:00"])
+                             examples=["2021-08-10 06:00:00"])
     bike_count: Number | None = Field(None, description="Observed count (optional; >= 0). When given, "
                                       "metrics are returned.", examples=[112.0])
     latitude: Number | None = Field(None, description="WGS84, within Île-de-France.", examples=[48.83504])
@@ -96,7 +93,7 @@ class PredictRecord(BaseModel):
     fr_installation_date: str | None = Field(None, alias="Date d'installation du site de comptage", max_length=64)
     fr_coordinates: str | None = Field(None, alias="Coordonnées géographiques", max_length=100,
                                        description='"lat,lon"', examples=["48.83504,2.33314"])
-    # optional weather of that hour (else the stored weather is used)
+    # optional weather forecast of that hour (else the latest stored forecast issued by the end of the day before)
     temperature_c: Number | None = Field(None, ge=-60, le=60, description="°C")
     humidity: Number | None = Field(None, ge=0, le=100, description="%")
     wind_ms: Number | None = Field(None, ge=0, le=100, description="m/s")
@@ -144,19 +141,23 @@ for _name, _canonical in [*TIDY_COLUMNS.items(), *OPENDATA_COLUMNS.items()]:
         _NAMES_BY_CANONICAL[_canonical] = _NAMES_BY_CANONICAL.get(_canonical, ()) + (_name,)
 _NAMES_BY_CANONICAL = {c: tuple(sorted(names, key=lambda n: n != c)) for c, names in _NAMES_BY_CANONICAL.items()}
 
+# Totem 73 boulevard de Sébastopol (a counter of the real file), 08:00 on the day after the file's last
+# day: a day-ahead forecast from the counts up to 2021-08-09, as a client would ask for tomorrow.
 TIDY_EXAMPLE = [
-    {"counter_id": "100003096-353242251", "timestamp": "2021-08-02T08:00:00+02:00"},
-    {"counter_id": "100003096-353242251", "date": "2021-08-02 07:00:00", "bike_count": 140.0,
-     "temperature_c": 18.5},
-    {"counter_id": "999999999-1", "counter_name": "a new counter", "timestamp": "2021-08-02T08:00:00",
+    {"counter_id": "100057445-104057445", "timestamp": "2021-08-10T08:00:00+02:00"},
+    {"counter_id": "100057445-103057445", "date": "2021-08-10 06:00:00", "temperature_c": 18.5, "rain_mm": 0.0},
+    {"counter_id": "999999999-1", "counter_name": "a new counter", "timestamp": "2021-08-10T08:00:00",
      "latitude": 48.8566, "longitude": 2.3522},
 ]
 OPENDATA_EXAMPLE = [
-    {"Identifiant du compteur": "100003096-353242251", "Nom du compteur": "97 avenue Denfert Rochereau SO-NE",
-     "Identifiant du site de comptage": "100003096", "Nom du site de comptage": "97 avenue Denfert Rochereau",
-     "Comptage horaire": 16.0, "Date et heure de comptage": "2021-09-01T06:00:00+02:00",
-     "Date d'installation du site de comptage": "2012-02-22", "Coordonnées géographiques": "48.83504,2.33314",
-     "mois_annee_comptage": "2021-09"},
+    {"Identifiant du compteur": "100057445-104057445", "Nom du compteur": "Totem 73 boulevard de Sébastopol S-N",
+     "Identifiant du site de comptage": "100057445", "Nom du site de comptage": "Totem 73 boulevard de Sébastopol",
+     "Date et heure de comptage": "2021-08-10T09:00:00+02:00", "Coordonnées géographiques": "48.86377,2.35096",
+     "mois_annee_comptage": "2021-08"},
+]
+# labelled rows (/train's current_data, /monitor): a real count of the file
+LABELLED_EXAMPLE = [
+    {"counter_id": "100057445-104057445", "date": "2021-08-09 06:00:00", "bike_count": 187.0},
 ]
 
 
@@ -210,7 +211,11 @@ class RecordPrediction(BaseModel):
     timestamp: str = Field(description="The hour predicted, ISO 8601 in Europe/Paris time.")
     prediction: float = Field(description="Bikes in that hour (rf_class: 1 = busier than usual).")
     probability: float | None = Field(None, description="rf_class only: probability of a busy hour.")
-    warnings: list[str] = Field(default_factory=list)
+    weather: str | None = Field(None, description="Where the hour's weather came from: `given` (in the record), "
+                                "`forecast` (the latest weather forecast issued by the end of the day before) or "
+                                "`missing` (predicted by the model's no-weather sibling).")
+    warnings: list[str] = Field(default_factory=list, description="What the forecast could not know (history of "
+                                "the day before, weather, a sensor outage), an unknown counter, an ambiguous hour.")
 
 
 class PredictResponse(BaseModel):
@@ -222,8 +227,10 @@ class PredictResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "model": {"model_type": "lgbm", "version": "3", "uri": "models:/bike-traffic-lgbm/3",
                   "run_id": "0b5c...", "horizon": "day-ahead", "champion": True},
-        "predictions": [{"index": 0, "counter_id": "100003096-353242251", "timestamp": "2021-08-02T08:00:00+02:00",
-                         "prediction": 131.4, "probability": None, "warnings": []}],
+        "predictions": [{"index": 0, "counter_id": "100057445-104057445", "timestamp": "2021-08-10T08:00:00+02:00",
+                         "prediction": 231.4, "probability": None, "weather": "missing",
+                         "warnings": ["no weather forecast for this hour: predicted by the model's no-weather "
+                                      "sibling"]}],
         "warnings": [], "metrics": None}]})
 
 
@@ -282,7 +289,7 @@ class TrainRequest(BaseModel):
         {"model_type": "lgbm", "data_source": "baseline", "env": "dev", "hyperparams": {"num_leaves": 31},
          "test_mode": True},
         {"model_type": "rf", "data_source": "reference", "env": "dev", "hyperparams": {"n_estimators": 50,
-         "max_depth": 20}, "test_mode": False, "current_data": TIDY_EXAMPLE[1:2]},
+         "max_depth": 20}, "test_mode": False, "current_data": LABELLED_EXAMPLE},
     ]})
 
     model_type: ModelType = "lgbm"
@@ -365,7 +372,7 @@ class EvaluateResponse(BaseModel):
 class MonitorRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"model_type": "lgbm", "window_days": 30},
-        {"model_type": "lgbm", "records": TIDY_EXAMPLE[1:2]},
+        {"model_type": "lgbm", "records": LABELLED_EXAMPLE},
     ]})
 
     model_type: ModelType | None = None

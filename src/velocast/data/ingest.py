@@ -67,7 +67,8 @@ EXPECTED = {
     S.REASON_COUNT_NOT_NUMBER: "expected a number >= 0",
     S.REASON_COUNT_NEGATIVE: "expected a count >= 0",
     S.REASON_BAD_TIMESTAMP: "expected an ISO date-time such as 2021-09-01T08:00:00+02:00",
-    S.REASON_NOT_WHOLE_HOUR: "expected an hourly timestamp (minutes and seconds = 0)",
+    S.REASON_NOT_WHOLE_HOUR: "expected a whole hour of Paris time (minutes and seconds = 0 once converted to "
+                             "Europe/Paris; an offset such as +05:30 is not on a Paris hour)",
     S.REASON_DST_GAP: "expected a local time that exists in Europe/Paris, or an explicit offset",
     S.REASON_BAD_COORDINATES: "expected 'lat,lon' or numeric latitude/longitude",
     S.REASON_OUTSIDE_IDF: (
@@ -180,8 +181,13 @@ def _norm(name: str) -> str:
     return unicodedata.normalize("NFC", str(name)).strip().lstrip("\ufeff").strip()
 
 
-def read_table(path: Path | str, fmt: str = "auto", mapping: ColumnMapping | None = None) -> RawTable:
-    """Read a counts file and decide its format; raise IngestError with a clear message if not."""
+def read_table(path: Path | str, fmt: str = "auto", mapping: ColumnMapping | None = None,
+               require_count: bool = True) -> RawTable:
+    """Read a counts file and decide its format; raise IngestError with a clear message if not.
+
+    ``require_count=False`` reads rows to predict: the count column (``bike_count``,
+    ``Comptage horaire``) may be absent.
+    """
     path = Path(path)
     if fmt not in FORMATS:
         raise IngestError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -200,7 +206,7 @@ def read_table(path: Path | str, fmt: str = "auto", mapping: ColumnMapping | Non
             )
         rename = {src: canon for canon, src in mapping.columns.items()}
         return RawTable(frame, "mapping", path, rename, mapping.timezone)
-    detected, rename = _detect(frame, path, fmt)
+    detected, rename = _detect(frame, path, fmt, require_count)
     # the tidy file's `date` is naive UTC; a canonical `timestamp` without offset is Paris time
     naive_tz = PARIS_TZ if detected == "tidy" and rename.get("timestamp") == "timestamp" else "UTC"
     return RawTable(frame, detected, path, rename, naive_timezone=naive_tz)
@@ -223,17 +229,20 @@ def _read_any(path: Path, sep: str | None) -> pd.DataFrame:
         raise IngestError(f"{path}: cannot be read as {suffix or 'CSV'}: {exc}") from exc
 
 
-def _detect(frame: pd.DataFrame, path: Path, fmt: str) -> tuple[str, dict[str, str]]:
+def _detect(frame: pd.DataFrame, path: Path, fmt: str, require_count: bool = True) -> tuple[str, dict[str, str]]:
     cols = set(frame.columns)
-    is_opendata = all(c in cols for c in OPENDATA_REQUIRED)
-    is_tidy = {"counter_id", "bike_count"} <= cols and bool({"date", "timestamp"} & cols)
+    opendata_required = OPENDATA_REQUIRED if require_count else [c for c in OPENDATA_REQUIRED if c != "Comptage horaire"]
+    tidy_required = TIDY_REQUIRED if require_count else [c for c in TIDY_REQUIRED if c != "bike_count"]
+    is_opendata = all(c in cols for c in opendata_required)
+    is_tidy = ("counter_id" in cols and bool({"date", "timestamp"} & cols)
+               and (not require_count or "bike_count" in cols))
     if fmt == "opendata" or (fmt == "auto" and is_opendata):
         if not is_opendata:
-            _raise_format(path, "opendata", OPENDATA_REQUIRED, frame.columns)
+            _raise_format(path, "opendata", opendata_required, frame.columns)
         return "opendata", {c: OPENDATA_COLUMNS[c] for c in OPENDATA_COLUMNS if c in cols}
     if fmt == "tidy" or (fmt == "auto" and is_tidy):
         if not is_tidy:
-            _raise_format(path, "tidy", TIDY_REQUIRED, frame.columns)
+            _raise_format(path, "tidy", tidy_required, frame.columns)
         rename = {c: TIDY_COLUMNS[c] for c in TIDY_COLUMNS if c in cols}
         if "date" in cols and "timestamp" in cols:
             rename.pop("date")
@@ -242,7 +251,7 @@ def _detect(frame: pd.DataFrame, path: Path, fmt: str) -> tuple[str, dict[str, s
         return "tidy", rename
     raise IngestError(
         f"{path}: unknown format. Expected the open-data export (columns "
-        f"{OPENDATA_REQUIRED}) or the tidy format (columns {TIDY_REQUIRED}); "
+        f"{opendata_required}) or the tidy format (columns {tidy_required}); "
         f"found columns: {list(frame.columns)}. Use --mapping FILE for other tables."
     )
 
@@ -302,6 +311,21 @@ def parse_timestamps(values: pd.Series, counter_ids: pd.Series | None = None,
     whole = out.dt.minute.eq(0) & out.dt.second.eq(0)
     reason = reason.mask(out.notna() & ~whole, S.REASON_NOT_WHOLE_HOUR)
     return out.astype(pd.DatetimeTZDtype(unit="ns", tz=PARIS_TZ)), reason
+
+
+def ambiguous_local_times(values: pd.Series, naive_tz: str = PARIS_TZ) -> np.ndarray:
+    """True for naive values read in ``naive_tz`` that fall in its autumn fold (the hour that occurs twice)."""
+    if naive_tz == "UTC" or pd.api.types.is_datetime64_any_dtype(values) and values.dt.tz is not None:
+        return np.zeros(len(values), bool)
+    if pd.api.types.is_datetime64_any_dtype(values):
+        naive = values
+    else:
+        text = _text(values)
+        naive = _to_datetime(text.where(~text.str.contains(OFFSET_RE, regex=True, na=False)), utc=False)
+    parsed = naive.notna().to_numpy()
+    strict = naive.dt.tz_localize(naive_tz, ambiguous="NaT", nonexistent="NaT").notna().to_numpy()
+    summer = naive.dt.tz_localize(naive_tz, ambiguous=np.ones(len(naive), bool), nonexistent="NaT").notna().to_numpy()
+    return parsed & ~strict & summer
 
 
 def _to_datetime(text: pd.Series, utc: bool) -> pd.Series:

@@ -5,9 +5,14 @@
 - ``current``: ``train_current`` (the first 80% of the days after the cutoff);
 - ``reference``: the sliding window ``train_baseline`` + ``train_current`` (the original system's
   fine-tuning set).
-``--data PATH`` trains on a file that is not ingested; its rows on any test day of the active
-split are left out of training, so the test sets stay unseen. Posted ``current_data`` (the API)
-is split by time: its first 80% joins training, its latest 20% becomes ``test_current``.
+``--data PATH`` trains on a file that is not ingested. Posted ``current_data`` (the API, the
+weekly cycle's window) is split by time: its first 80% joins training, its latest 20% becomes
+``test_current``.
+
+Every training frame, whatever its origin, passes through ``training_rows``: it drops every row on
+a day the model will be judged on (the split's ``test_baseline`` days and the days of the
+``test_current`` in use) and every row of a sensor outage. No decision is ever made on a row the
+model trained on.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from velocast.config import Settings, get_settings
@@ -48,6 +54,7 @@ class Datasets:
     test_current: Dataset | None
     split: SplitRecord | None
     notes: list[str] = field(default_factory=list)
+    held_out: set[str] = field(default_factory=set)  # Paris days (ISO) the model is judged on
 
     @property
     def history(self) -> pd.DataFrame:
@@ -63,6 +70,35 @@ def read_rows(path: Path | str) -> pd.DataFrame:
         log.warning("%s: %d rows rejected (first: row %s, %s)", path, len(result.rejected),
                     first["source_row"], first["detail"])
     return result.accepted
+
+
+def held_out_days(split: SplitRecord | None, *test_sets: pd.DataFrame | None) -> set[str]:
+    """Paris days (ISO) a model is judged on: the split's test_baseline days and those of ``test_sets``."""
+    days = {str(d) for d in split.test_days} if split is not None else set()
+    for frame in test_sets:
+        if frame is not None and len(frame):
+            days |= {str(d) for d in paris_day(frame["timestamp"]).unique()}
+    return days
+
+
+def training_rows(frame: pd.DataFrame, held_out: set[str], settings: Settings | None = None,
+                  notes: list[str] | None = None) -> pd.DataFrame:
+    """``frame`` without its rows on held-out days and without sensor-outage rows (the one filter)."""
+    from velocast.lifecycle.inputs import outage_flags
+
+    settings = settings or get_settings()
+    if frame.empty:
+        return frame
+    on_test_day = paris_day(frame["timestamp"]).astype(str).isin(held_out).to_numpy() if held_out \
+        else np.zeros(len(frame), bool)
+    outage = outage_flags(frame, settings) if "bike_count" in frame else np.zeros(len(frame), bool)
+    if notes is not None and on_test_day.any():
+        notes.append(f"{int(on_test_day.sum())} rows on held-out test days left out of training")
+    if notes is not None and (outage & ~on_test_day).any():
+        notes.append(f"{int((outage & ~on_test_day).sum())} rows in sensor outages (runs of >= "
+                     f"{settings.outage_min_zero_hours} zero hours) left out of training")
+    keep = ~(on_test_day | outage)
+    return frame if keep.all() else frame[keep].reset_index(drop=True)
 
 
 def _sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
@@ -99,11 +135,7 @@ def load_datasets(data_source: str = "baseline", settings: Settings | None = Non
                                     f"split v{split.version}")
             test_c = splits.load_split("test_current", split, settings)
             test_current = Dataset("test_current", test_c, f"split v{split.version}") if len(test_c) else None
-            held_out = set(split.test_days) | set(str(d) for d in paris_day(test_c["timestamp"]).unique())
-            keep = ~paris_day(file_rows["timestamp"]).astype(str).isin(held_out)
-            if (~keep).any():
-                notes.append(f"{int((~keep).sum())} rows of the file fall on test days and were left out of training")
-            train = file_rows[keep.to_numpy()]
+            train = file_rows
         train_ds = Dataset("train_file", _sorted(train), str(data_path))
     else:
         split = split or splits.ensure_split(settings)
@@ -130,6 +162,8 @@ def load_datasets(data_source: str = "baseline", settings: Settings | None = Non
                            f"{train_ds.source} + posted rows")
         test_current = Dataset("test_current", posted_test, "posted rows (latest 20% of days)")
         notes.append(f"posted current data: {len(posted_train)} rows trained on, {len(posted_test)} held out")
+    held_out = held_out_days(split, test_baseline.frame, test_current.frame if test_current else None)
+    train_ds = Dataset(train_ds.name, training_rows(train_ds.frame, held_out, settings, notes), train_ds.source)
     if model_test:
         train_ds = Dataset(train_ds.name, _sample(train_ds.frame, MODEL_TEST_ROWS, seed), train_ds.source + " (sample)")
         test_baseline = Dataset("test_baseline", _sample(test_baseline.frame, MODEL_TEST_EVAL_ROWS, seed),
@@ -140,4 +174,4 @@ def load_datasets(data_source: str = "baseline", settings: Settings | None = Non
         notes.append(f"test mode: {MODEL_TEST_ROWS} training rows, at most {MODEL_TEST_EVAL_ROWS} per test set")
     if train_ds.frame.empty:
         raise ValueError("no training rows")
-    return Datasets(train_ds, test_baseline, test_current, split, notes)
+    return Datasets(train_ds, test_baseline, test_current, split, notes, held_out)

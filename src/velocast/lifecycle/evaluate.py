@@ -1,8 +1,9 @@
 """Double evaluation: challenger and champion scored now, on the same test rows, then decided.
 
 ``test_baseline`` comes from the split snapshot; ``test_current`` from the store's latest 20% of
-days after the cutoff, or from a file given by the user. Both models see exactly the same enriched
-rows. For ``rf_class`` the classifier validation suite runs on ``test_baseline`` and its gates
+days after the cutoff, or from a file given by the user. Both models see exactly the same rows,
+built as served (``velocast.lifecycle.scoring.ServedRows``: history before each day, no observed
+weather of the predicted day in the decision's variant, sensor-outage rows left out). For ``rf_class`` the classifier validation suite runs on ``test_baseline`` and its gates
 decide whether the classifier may be promoted.
 """
 
@@ -35,23 +36,23 @@ from velocast.evaluation.policies import (
 )
 from velocast.evaluation.reports import regression_report
 from velocast.lifecycle.datasets import read_rows
-from velocast.lifecycle.inputs import enrich
 from velocast.lifecycle.predict import LoadedModel, load_model
-from velocast.lifecycle.scoring import score
+from velocast.lifecycle.scoring import ServedRows, score
 from velocast.models import get_spec
 from velocast.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-def _paired(name: str, rows: pd.DataFrame, model_type: str, challenger: Any, champion: Any | None) -> PairedScores:
-    ch = score(challenger, model_type, rows)
-    cp = score(champion, model_type, rows) if champion is not None else None
-    paired = PairedScores(name, len(rows), ch.metrics.to_dict(), cp.metrics.to_dict() if cp else None)
+def _paired(name: str, rows: ServedRows, model_type: str, challenger: Any, champion: Any | None) -> PairedScores:
+    ch = rows.score(challenger, model_type)
+    cp = rows.score(champion, model_type) if champion is not None else None
+    paired = PairedScores(name, len(rows), ch.flat(), cp.flat() if cp else None)
     if cp is not None and get_spec(model_type).task == "regression":
-        y = rows["bike_count"].to_numpy(float)
-        frame = pd.DataFrame({"day": splits.paris_day(rows["timestamp"]).to_numpy(),
-                              "counter": rows["counter_id"].astype(str).to_numpy(),
+        scored = rows.decision_rows
+        y = scored["bike_count"].to_numpy(float)
+        frame = pd.DataFrame({"day": splits.paris_day(scored["timestamp"]).to_numpy(),
+                              "counter": scored["counter_id"].astype(str).to_numpy(),
                               "se_challenger": (ch.predictions - y) ** 2, "se_champion": (cp.predictions - y) ** 2})
         daily = frame.groupby("day").agg(n=("se_challenger", "size"), se_challenger=("se_challenger", "sum"),
                                          se_champion=("se_champion", "sum")).reset_index()
@@ -64,14 +65,17 @@ def _paired(name: str, rows: pd.DataFrame, model_type: str, challenger: Any, cha
 
 
 def double_evaluate(model_type: str, challenger: Any, challenger_uri: str, champion: Any | None,
-                    champion_uri: str | None, test_baseline: pd.DataFrame, test_current: pd.DataFrame | None,
+                    champion_uri: str | None, test_baseline: ServedRows, test_current: ServedRows | None,
                     gates_passed: bool | None = None) -> DoubleEvaluation:
-    """Score both models on the same enriched rows of both test sets."""
+    """Score both models on the same rows of both test sets, built as served."""
     task = get_spec(model_type).task
     baseline = _paired("test_baseline", test_baseline, model_type, challenger, champion)
     current = (_paired("test_current", test_current, model_type, challenger, champion)
                if test_current is not None and len(test_current) else None)
-    notes = [] if current is not None else ["no test_current rows"]
+    notes = [f"judged {test_baseline.weather} weather (as forecasts will be served; both are reported)",
+             *test_baseline.notes, *(test_current.notes if test_current is not None else [])]
+    if current is None:
+        notes.append("no test_current rows")
     return DoubleEvaluation(model_type, task, challenger_uri, champion_uri if champion is not None else None,
                             baseline, current, gates_passed, notes)
 
@@ -121,24 +125,24 @@ def evaluate_candidate(model_type: str, challenger: LoadedModel, settings: Setti
         test_b = test_b.sample(min(sample, len(test_b)), random_state=0).sort_values("timestamp")
         if test_c is not None and len(test_c) > sample:
             test_c = test_c.sample(sample, random_state=0).sort_values("timestamp")
-    test_b = enrich(test_b.reset_index(drop=True), settings)
-    test_c = enrich(test_c.reset_index(drop=True), settings) if test_c is not None and len(test_c) else None
+    served_b = ServedRows.build(test_b, settings)
+    served_c = ServedRows.build(test_c, settings) if test_c is not None and len(test_c) else None
     reports: dict[str, str] = {}
     folder = settings.reports_dir / "evaluations" / f"{model_type}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
     gates_passed, classifier = None, None
     if get_spec(model_type).task == "classification":
-        validation, paths = classifier_validation(challenger.pipeline, test_b, folder / "classifier")
+        validation, paths = classifier_validation(challenger.pipeline, served_b.decision_rows, folder / "classifier")
         gates_passed, classifier = validation.passed, validation.to_dict()
         reports.update(paths)
     evaluation = double_evaluate(model_type, challenger.pipeline, challenger.uri,
                                  champion.pipeline if champion else None, champion.uri if champion else None,
-                                 test_b, test_c, gates_passed)
+                                 served_b, served_c, gates_passed)
     if write_reports and get_spec(model_type).task == "regression":
-        for name, rows in (("test_baseline", test_b), ("test_current", test_c)):
-            if rows is None:
+        for name, served in (("test_baseline", served_b), ("test_current", served_c)):
+            if served is None:
                 continue
-            predictions = score(challenger.pipeline, model_type, rows).predictions
-            written = regression_report(rows, predictions, name).write(folder)
+            predictions = score(challenger.pipeline, model_type, served.decision_rows).predictions
+            written = regression_report(served.decision_rows, predictions, name).write(folder)
             reports.update({k: str(v) for k, v in written.items() if k.startswith(name) or k.startswith("per_")})
     return EvaluationOutcome(evaluation, decide_all(evaluation, policy), reports, classifier)
 

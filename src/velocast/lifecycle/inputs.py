@@ -1,22 +1,59 @@
-"""Model inputs from canonical rows: stored weather and day-ahead history attached.
+"""Model inputs from canonical rows, built with what is known at forecast time.
 
-History comes from the store plus any labelled rows given alongside (a file being scored, the
-training frame of ``--data``), always restricted by ``features.add_history`` to days strictly
-before each row's day.
+The one rule of the domain, used by training, every evaluation and every prediction path: a
+forecast for Paris day D is issued at the end of day D-1 (cut-off 00:00 Europe/Paris of D). It
+may read
+
+- the counts before D (``features.add_history``: the history window before D, sensor-outage zeros
+  read as unknown) — from the store, plus labelled rows given alongside (the rows being scored,
+  the training frame of ``--data``), never a count of D or later;
+- the calendar (holidays, school holidays, events);
+- weather *forecasts* for D issued at or before the cut-off (``velocast.data.weather_forecast``),
+  or weather the caller gives with the row (an API client's or a file's own forecast);
+
+never D's observed weather. Observed weather (SYNOP) is the truth models are trained on and
+drift is monitored on.
+
+How the weather columns of a row are filled (``weather=``):
+
+- ``served``: the row's own weather, else the latest stored forecast issued at or before the
+  cut-off, else missing (the model then predicts without weather: ``WeatherFallback``). This is
+  what ``/predict``, ``velocast predict`` and the daily DAG serve.
+- ``with_weather``: as ``served``, but an hour without a stored forecast takes its observed
+  weather as a perfect forecast: the "with weather" score of an evaluation.
+- ``none``: no weather at all: the "without weather" score.
+- ``observed``: the row's own weather, else the observed weather: training rows.
+
+Each row says where its weather came from in ``weather_source`` (``given``, ``forecast``,
+``observed`` or ``missing``).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 
-from velocast.config import Settings, get_settings
+from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data import store
-from velocast.data.weather import attach_weather, load_weather
-from velocast.features import HISTORY_LAGS, add_history
+from velocast.data.quality import outage_mask, utc_hours, zero_runs
+from velocast.data.weather import WEATHER_COLUMNS, attach_weather, load_weather
+from velocast.features import HISTORY_WINDOW_DAYS, add_history
 
-_HISTORY_DAYS = max(HISTORY_LAGS) + 1
+log = logging.getLogger(__name__)
+
+WEATHER_MODES = ("served", "with_weather", "none", "observed")
+WEATHER_SOURCE = "weather_source"
+_HISTORY_DAYS = HISTORY_WINDOW_DAYS + 1
+
+
+def cutoff_of(timestamps: pd.Series) -> pd.Series:
+    """When the forecast of each hour is issued: 00:00 Europe/Paris of its day (the end of D-1)."""
+    return timestamps.dt.tz_convert(PARIS_TZ).dt.normalize()
 
 
 def history_for(rows: pd.DataFrame, settings: Settings, extra: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -36,13 +73,199 @@ def history_for(rows: pd.DataFrame, settings: Settings, extra: pd.DataFrame | No
     return combined.drop_duplicates(["counter_id", "timestamp"], keep="first")
 
 
-def enrich(rows: pd.DataFrame, settings: Settings | None = None, extra_history: pd.DataFrame | None = None,
-           weather: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Rows with weather (stored values fill what the rows lack) and history columns."""
+def _stored_forecasts(timestamps: pd.Series, settings: Settings) -> pd.DataFrame | None:
+    """Stored weather forecasts of each hour as known at its cut-off; None when none are stored."""
+    try:
+        from velocast.data import weather_forecast
+    except ImportError:  # pragma: no cover - the module ships with velocast
+        return None
+    forecasts = weather_forecast.load_forecasts(settings)
+    if forecasts is None or forecasts.empty:
+        return None
+    return weather_forecast.forecast_as_of(timestamps, cutoff_of(timestamps), forecasts=forecasts)
+
+
+def weather_columns(rows: pd.DataFrame, mode: str, settings: Settings,
+                    observed: pd.DataFrame | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The weather of each row under ``mode`` (see the module docstring) and where it came from."""
+    if mode not in WEATHER_MODES:
+        raise ValueError(f"unknown weather mode {mode!r}: expected one of {', '.join(WEATHER_MODES)}")
+    n = len(rows)
+    values = pd.DataFrame({c: np.full(n, np.nan) for c in WEATHER_COLUMNS}, index=rows.index)
+    source = np.full(n, "missing", dtype=object)
+    if mode == "none" or n == 0:
+        return values, source
+    given = {c: pd.to_numeric(rows[c], errors="coerce").to_numpy(float) if c in rows else np.full(n, np.nan)
+             for c in WEATHER_COLUMNS}
+    filled = np.zeros(n, bool)
+    for column in WEATHER_COLUMNS:
+        values[column] = given[column]
+    has_given = np.isfinite(given["temperature_c"]) | np.isfinite(given["rain_mm"])
+    source[has_given] = "given"
+    filled |= has_given
+    if mode in ("served", "with_weather") and not filled.all():
+        forecast = _stored_forecasts(rows["timestamp"], settings)
+        if forecast is not None:
+            found = forecast[list(WEATHER_COLUMNS)].notna().any(axis=1).to_numpy() & ~filled
+            for column in WEATHER_COLUMNS:
+                values.loc[found, column] = forecast[column].to_numpy(float)[found]
+            source[found] = "forecast"
+            filled |= found
+    if mode in ("with_weather", "observed") and not filled.all():
+        weather = observed if observed is not None else load_weather(settings)
+        truth = attach_weather(rows[["timestamp"]], weather)
+        found = truth[list(WEATHER_COLUMNS)].notna().any(axis=1).to_numpy() & ~filled
+        for column in WEATHER_COLUMNS:
+            values.loc[found, column] = truth[column].to_numpy(float)[found]
+        source[found] = "observed"
+    return values, source
+
+
+@dataclass
+class Inputs:
+    """Rows with their day-ahead history, ready to take the weather of any mode."""
+
+    rows: pd.DataFrame  # the given rows + history columns (weather columns of the rows dropped)
+    given_weather: pd.DataFrame  # the weather columns the caller gave (NaN where not)
+    settings: Settings
+    history: pd.DataFrame | None = None  # the counts the history columns were computed from
+
+    def notes(self, day_ahead: bool, weather_source: np.ndarray | None = None) -> list[list[str]]:
+        """Per row: what the forecast could not know (history of D-1, outage, weather); [] when complete."""
+        out: list[list[str]] = [[] for _ in range(len(self.rows))]
+        if day_ahead and len(self.rows):
+            for position, note in _history_notes(self.rows, self.history, self.settings.outage_min_zero_hours):
+                out[position].append(note)
+        if weather_source is not None:
+            for position in np.flatnonzero(np.asarray(weather_source) == "missing"):
+                out[position].append("no weather forecast for this hour: predicted by the model's no-weather sibling")
+        return out
+
+    def frame(self, weather: str = "served", observed: pd.DataFrame | None = None) -> pd.DataFrame:
+        base = self.rows.copy()
+        with_given = pd.concat([base, self.given_weather], axis=1) if len(self.given_weather.columns) else base
+        values, source = weather_columns(with_given, weather, self.settings, observed)
+        for column in WEATHER_COLUMNS:
+            base[column] = values[column].to_numpy(float)
+        base[WEATHER_SOURCE] = source
+        return base
+
+
+def build_inputs(rows: pd.DataFrame, settings: Settings | None = None,
+                 extra_history: pd.DataFrame | None = None) -> Inputs:
+    """History for ``rows`` from the store and the labelled rows given (see ``history_for``)."""
     settings = settings or get_settings()
-    weather = weather if weather is not None else load_weather(settings)
-    out = attach_weather(rows, weather)
     labelled = rows[rows["bike_count"].notna()] if "bike_count" in rows else None
     extra = pd.concat([p for p in (extra_history, labelled) if p is not None], ignore_index=True) \
         if (extra_history is not None or labelled is not None) else None
-    return add_history(out, history_for(rows, settings, extra))
+    given = rows[[c for c in WEATHER_COLUMNS if c in rows]]
+    bare = rows.drop(columns=[c for c in (*WEATHER_COLUMNS, WEATHER_SOURCE) if c in rows])
+    history = history_for(rows, settings, extra)
+    with_history = add_history(bare, history, settings.outage_min_zero_hours)
+    return Inputs(with_history, given, settings, history)
+
+
+def enrich(rows: pd.DataFrame, settings: Settings | None = None, extra_history: pd.DataFrame | None = None, *,
+           weather: str, observed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows with weather (per ``weather``, see the module docstring) and day-ahead history columns."""
+    settings = settings or get_settings()
+    return build_inputs(rows, settings, extra_history).frame(weather, observed)
+
+
+def _history_notes(rows: pd.DataFrame, history: pd.DataFrame | None, min_zero_hours: int) -> list[tuple[int, str]]:
+    """(row position, note) for rows whose history at their cut-off is incomplete or a sensor outage."""
+    cutoffs = cutoff_of(rows["timestamp"])
+    counters = rows["counter_id"].astype(str).to_numpy()
+    hist = history[history["bike_count"].notna()] if history is not None and len(history) else None
+    if hist is None or hist.empty:
+        return [(i, f"no history: no count of counter {counters[i]} before {cutoffs.iloc[i].date()} is known; "
+                    "predicted from the calendar and its usual level") for i in range(len(rows))]
+    ids = pd.Index(pd.unique(np.concatenate([hist["counter_id"].astype(str).to_numpy(), counters])))
+    h_code = ids.get_indexer(hist["counter_id"].astype(str))
+    h_hour = utc_hours(hist["timestamp"])
+    order = np.lexsort((h_hour, h_code))
+    h_code, h_hour = h_code[order], h_hour[order]
+    runs = zero_runs(hist["counter_id"], hist["timestamp"], hist["bike_count"].to_numpy(float))
+    run_start = runs.start[order]
+    key = h_code * (1 << 32) + h_hour  # sortable (counter, hour)
+    r_code = ids.get_indexer(counters)
+    cut = utc_hours(cutoffs)
+    previous = utc_hours(cutoff_of(cutoffs - pd.Timedelta(hours=12)))  # 00:00 of D-1, DST-safe
+    upto = np.searchsorted(key, r_code * (1 << 32) + cut)  # first record at or after the cut-off
+    since = np.searchsorted(key, r_code * (1 << 32) + previous)
+    latest = upto - 1
+    has_any = (latest >= 0) & (h_code[np.maximum(latest, 0)] == r_code)
+    latest_hour = np.where(has_any, h_hour[np.maximum(latest, 0)], -1)
+    known = upto - since
+    expected = cut - previous
+    trailing = np.where(has_any & (run_start[np.maximum(latest, 0)] >= 0),
+                        latest_hour - run_start[np.maximum(latest, 0)] + 1, 0)
+    out = []
+    flagged = ~has_any | (latest_hour < previous) | (trailing >= min_zero_hours) | (known < expected)
+    for i in np.flatnonzero(flagged):
+        day = cutoffs.iloc[i].date()
+        if not has_any[i]:
+            out.append((i, f"no history: no count of counter {counters[i]} before {day} is known; "
+                           "predicted from the calendar and its usual level"))
+        elif latest_hour[i] < previous[i]:
+            stamp = pd.Timestamp(int(latest_hour[i]) * 3600, unit="s", tz="UTC").tz_convert(PARIS_TZ)
+            out.append((i, f"beyond the day-ahead horizon: the latest known count of counter {counters[i]} is "
+                           f"{stamp:%Y-%m-%d %H:%M} (Paris time); predicted from older history"))
+        elif trailing[i] >= min_zero_hours:
+            out.append((i, f"sensor outage suspected: counter {counters[i]} reported 0 for its last {trailing[i]} "
+                           "known hours; forecast of its traffic once it works again"))
+        elif known[i] < expected[i]:
+            out.append((i, f"history incomplete: {known[i]} of {expected[i]} hours of {day - timedelta(days=1)} "
+                           f"known for counter {counters[i]}"))
+    return out
+
+
+def outage_flags(rows: pd.DataFrame, settings: Settings | None = None) -> np.ndarray:
+    """True for labelled rows inside a sensor outage, judged with the store's counts around them.
+
+    A run of zeros may begin before or end after the rows (a test day inside a month-long outage):
+    the counts of the store up to ``outage_min_zero_hours`` around them are read too.
+    """
+    settings = settings or get_settings()
+    if rows.empty or "bike_count" not in rows:
+        return np.zeros(len(rows), bool)
+    margin = timedelta(days=math.ceil(settings.outage_min_zero_hours / 24) + 1)
+    ids = pd.unique(rows["counter_id"].astype(str))
+    context = store.query_counts(rows["timestamp"].min() - margin, rows["timestamp"].max() + margin,
+                                 counter_ids=list(ids) if len(ids) <= 50 else None, settings=settings)
+    own = rows[["counter_id", "timestamp", "bike_count"]].assign(_row=np.arange(len(rows)))
+    own["counter_id"] = own["counter_id"].astype(str)
+    if not context.empty:
+        context = context[["counter_id", "timestamp", "bike_count"]].assign(_row=-1)
+        context["counter_id"] = context["counter_id"].astype(str)
+        both = pd.concat([own, context], ignore_index=True).drop_duplicates(["counter_id", "timestamp"], keep="first")
+    else:
+        both = own
+    both = both[both["bike_count"].notna()]
+    flagged = outage_mask(both, settings.outage_min_zero_hours)
+    out = np.zeros(len(rows), bool)
+    mine = both["_row"].to_numpy() >= 0
+    out[both["_row"].to_numpy()[mine]] = flagged[mine]
+    return out
+
+
+def decision_weather(settings: Settings | None = None) -> str:
+    """``with`` or ``without``: the weather a champion decision is judged with.
+
+    ``VELOCAST_DECISION_WEATHER=auto`` (default) follows how forecasts will be served: ``with``
+    when weather forecasts are stored (a forecast source is in use), else ``without``.
+    """
+    settings = settings or get_settings()
+    chosen = settings.decision_weather
+    if chosen != "auto":
+        return chosen
+    try:
+        from velocast.data import weather_forecast
+        forecasts = weather_forecast.load_forecasts(settings)
+    except ImportError:  # pragma: no cover
+        forecasts = None
+    return "with" if forecasts is not None and not forecasts.empty else "without"
+
+
+__all__ = ["Inputs", "WEATHER_MODES", "WEATHER_SOURCE", "build_inputs", "cutoff_of", "decision_weather", "enrich",
+           "history_for", "outage_flags", "weather_columns"]

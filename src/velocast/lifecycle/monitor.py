@@ -18,10 +18,10 @@ import pandas as pd
 
 from velocast.config import Settings, get_settings
 from velocast.data import splits, store
-from velocast.evaluation.metrics import regression_metrics
 from velocast.features import FeatureBuilder
 from velocast.fileio import atomic_write_json
 from velocast.lifecycle.inputs import enrich
+from velocast.lifecycle.scoring import ServedRows
 from velocast.lifecycle.predict import LoadedModel
 from velocast.models import get_spec, predict_frame
 from velocast.monitoring.drift import (
@@ -91,8 +91,9 @@ def check_drift(model_type: str = "lgbm", reference: pd.DataFrame | None = None,
     reference = reference if reference is not None else splits.load_split("test_baseline", splits.ensure_split(settings), settings)
     current = current if current is not None else window(window_days, end, settings)
     champion = champion_model(model_type, settings)
-    ref_rows = enrich(reference.reset_index(drop=True), settings)
-    cur_rows = enrich(current.reset_index(drop=True), settings)
+    # drift is watched on the observed weather (the monitoring truth) and the history the model read
+    ref_rows = enrich(reference.reset_index(drop=True), settings, weather="observed")
+    cur_rows = enrich(current.reset_index(drop=True), settings, weather="observed")
     if champion is not None:
         builder, pipeline = champion.pipeline.named_steps["features"], champion.pipeline
         known = set(builder.counter_ids_)
@@ -137,12 +138,17 @@ def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp |
     rows = window(days, end, settings)
     if rows.empty:
         return health_state(None, None, None, None, 0, policy)
-    rows = enrich(rows.reset_index(drop=True), settings)
-    metrics = regression_metrics(rows["bike_count"], predict_frame(champion.pipeline, rows)["prediction"])
+    served = ServedRows.build(rows, settings)
+    if not len(served):
+        return health_state(None, None, None, None, 0, policy, notes=served.notes)
+    metrics = served.score(champion.pipeline, model_type).metrics
     recorded = champion.ref.metrics if champion.ref else {}
-    period = f"{rows['timestamp'].min().date()} .. {rows['timestamp'].max().date()}"
-    return health_state(metrics.rmse, metrics.r2, recorded.get("test_baseline_rmse"), recorded.get("test_baseline_r2"),
-                        len(rows), policy, period)
+    variant = f"test_baseline_{served.weather}_weather"
+    scored = served.decision_rows
+    period = f"{scored['timestamp'].min().date()} .. {scored['timestamp'].max().date()}"
+    return health_state(metrics["rmse"], metrics["r2"], recorded.get(f"{variant}_rmse", recorded.get("test_baseline_rmse")),
+                        recorded.get(f"{variant}_r2", recorded.get("test_baseline_r2")), len(served), policy, period,
+                        notes=[f"scored as served, {served.weather} weather", *served.notes])
 
 
 __all__ = ["DriftCheck", "check_drift", "champion_health", "latest_drift", "window"]

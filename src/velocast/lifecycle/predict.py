@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from velocast.config import Settings, get_settings
 from velocast.data import store
-from velocast.data.ingest import read_table, validate
-from velocast.lifecycle.inputs import enrich
+from velocast.data.ingest import RawTable, Validated, read_table, validate
+from velocast.data.weather import WEATHER_COLUMNS
+from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs
 from velocast.lifecycle.scoring import score
 from velocast.models import get_spec, predict_frame
 from velocast.tracking.registry import ModelRef, Registry
@@ -43,11 +45,12 @@ class LoadedModel:
 
 @dataclass
 class Predictions:
-    frame: pd.DataFrame  # canonical rows + prediction (+ probability)
+    frame: pd.DataFrame  # canonical rows + prediction (+ probability) + weather_source + notes
     model: LoadedModel
     warnings: list[str] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
     unknown_counters: list[str] = field(default_factory=list)
+    row_notes: list[list[str]] = field(default_factory=list)  # per row: what the forecast could not know
 
 
 def load_model(model_type: str = "lgbm", model_uri: str | None = None, version: str | None = None,
@@ -74,44 +77,112 @@ def unknown_counters_warning(unknown: list[str]) -> str:
 
 
 def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | None = None) -> Predictions:
-    """Predict canonical rows (``bike_count`` optional; when present, metrics are computed)."""
+    """Predict canonical rows as served (``bike_count`` optional; when present, metrics are computed).
+
+    Each row's features are built with what is known at its cut-off (``velocast.lifecycle.inputs``):
+    counts before its day, the weather the row carries or the latest forecast issued by then.
+    ``row_notes`` says, per row, what was missing (history of the day before, weather, a sensor
+    outage); ``warnings`` sums them up.
+    """
     settings = settings or get_settings()
-    enriched = enrich(rows, settings)
+    inputs = build_inputs(rows, settings)
+    enriched = inputs.frame("served")
     features = model.pipeline.named_steps["features"]
     unknown = features.unknown_counters(enriched)
-    warnings = [unknown_counters_warning(unknown)] if unknown else []
     out = rows.copy()
     predicted = predict_frame(model.pipeline, enriched)
     for column in predicted.columns:
         out[column] = predicted[column].to_numpy()
+    out[WEATHER_SOURCE] = enriched[WEATHER_SOURCE].to_numpy()
+    uses_weather = any(c in features.feature_names_out_ for c in WEATHER_COLUMNS)
+    notes = inputs.notes(model.horizon == "day-ahead", enriched[WEATHER_SOURCE].to_numpy() if uses_weather else None)
+    out["notes"] = ["; ".join(n) for n in notes]
+    warnings = [unknown_counters_warning(unknown)] if unknown else []
+    warnings += summarise_notes(notes)
     metrics = None
     labelled = enriched["bike_count"].notna() if "bike_count" in enriched else None
     if labelled is not None and labelled.any():
         metrics = score(model.pipeline, model.model_type, enriched[labelled.to_numpy()]).metrics.to_dict()
-    return Predictions(out, model, warnings, metrics, unknown)
+    return Predictions(out, model, warnings, metrics, unknown, notes)
+
+
+def summarise_notes(notes: list[list[str]]) -> list[str]:
+    """One warning per kind of row note, with how many rows it concerns and the first example."""
+    kinds: dict[str, list[str]] = {}
+    for row in notes:
+        for note in row:
+            kinds.setdefault(note.split(":", 1)[0], []).append(note)
+    return [f"{len(found)} row(s): {found[0]}" + (" (and similar)" if len(set(found)) > 1 else "")
+            for found in kinds.values()]
+
+
+@dataclass
+class RowsToPredict:
+    """A file of rows to predict, as read: its own columns, the accepted canonical rows, the rejected ones."""
+
+    raw: RawTable
+    checked: Validated
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """Accepted canonical rows, with the weather columns the file carries (the user's forecast)."""
+        rows = self.checked.accepted
+        positions = np.asarray(self.checked.accepted_positions, dtype=int)
+        for column in WEATHER_COLUMNS:
+            if column in self.raw.frame:
+                rows[column] = pd.to_numeric(self.raw.frame[column], errors="coerce").to_numpy(float)[positions]
+        return rows
+
+    def output(self, predicted: pd.DataFrame) -> pd.DataFrame:
+        """The file's own columns (all of them, in order) for each accepted row, plus the forecast.
+
+        ``predicted``: the accepted rows with ``prediction`` (``probability``), ``weather_source``
+        and ``notes`` (``Predictions.frame``).
+        """
+        out = self.raw.frame.iloc[self.checked.accepted_positions].reset_index(drop=True)
+        out["timestamp_paris"] = [t.isoformat() for t in predicted["timestamp"]]
+        for column, name in (("prediction", "prediction"), ("probability", "probability"),
+                             (WEATHER_SOURCE, "weather"), ("notes", "notes")):
+            if column in predicted:
+                out[name] = predicted[column].to_numpy()
+        return out
+
+
+def read_rows_to_predict(path: Path | str, settings: Settings | None = None,
+                         known_counters: pd.DataFrame | None = None) -> RowsToPredict:
+    """Rows of a file to predict: tidy (``counter_id`` + ``date``/``timestamp``) or open-data, counts optional.
+
+    ``known_counters`` (default: the store's) fill in the names and coordinates of known counters.
+    """
+    raw = read_table(path, require_count=False)
+    if known_counters is None:
+        known_counters = store.counters(settings or get_settings())
+    return RowsToPredict(raw, validate(raw, require_count=False, known_counters=known_counters))
 
 
 def predict_file(input_path: Path | str, output_path: Path | str, model_type: str = "lgbm",
                  model_uri: str | None = None, horizon: str | None = None,
                  settings: Settings | None = None) -> Predictions:
-    """Read a file, predict every valid row, write the input columns plus ``prediction``."""
+    """Read a file, predict every valid row, write the input columns plus the forecast.
+
+    Output columns: every column of the input, then ``timestamp_paris`` (the hour predicted),
+    ``prediction`` (``probability`` for rf_class), ``weather`` (where the hour's weather came from:
+    ``given``, ``forecast`` or ``missing``) and ``notes`` (what the forecast could not know).
+    Rows that cannot be read go to ``<output>.rejected.csv`` with the reason.
+    """
     settings = settings or get_settings()
-    raw = read_table(input_path)
-    checked = validate(raw, require_count=False, known_counters=store.counters(settings))
+    read = read_rows_to_predict(input_path, settings)
     model = load_model(model_type, model_uri, horizon=horizon, settings=settings)
-    result = predict_rows(checked.accepted, model, settings)
-    output = raw.frame.iloc[checked.accepted_positions].reset_index(drop=True)
-    for column in ("prediction", "probability"):
-        if column in result.frame:
-            output[column] = result.frame[column].to_numpy()
+    result = predict_rows(read.rows, model, settings)
+    output = read.output(result.frame)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     if output_path.suffix.lower() in {".parquet", ".pq"}:
         output.to_parquet(output_path, index=False)
     else:
         output.to_csv(output_path, index=False)
-    if not checked.rejected.empty:
+    if not read.checked.rejected.empty:
         rejected_path = output_path.with_name(output_path.stem + ".rejected.csv")
-        checked.rejected.to_csv(rejected_path, index=False)
-        result.warnings.append(f"{len(checked.rejected)} row(s) could not be predicted; see {rejected_path}")
+        read.checked.rejected.to_csv(rejected_path, index=False)
+        result.warnings.append(f"{len(read.checked.rejected)} row(s) could not be predicted; see {rejected_path}")
     return result

@@ -29,12 +29,11 @@ from matplotlib.figure import Figure
 
 from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data import splits, store
-from velocast.evaluation.metrics import regression_metrics
 from velocast.lifecycle.cycle import fine_tune, monitor_and_fine_tune
-from velocast.lifecycle.inputs import enrich
+from velocast.lifecycle.scoring import ServedRows
 from velocast.lifecycle.promotion import promote
 from velocast.lifecycle.train import train
-from velocast.models import get_spec, predict_frame
+from velocast.models import get_spec
 from velocast.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -90,10 +89,6 @@ def _isolated_settings(base: Settings, folder: Path) -> Settings:
                                    "audit_url": None, "webhook_url": None})
 
 
-def _score(pipeline: Any, rows: pd.DataFrame) -> float:
-    return regression_metrics(rows["bike_count"], predict_frame(pipeline, rows)["prediction"]).rmse
-
-
 def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str = "double_eval",
              window_days: int = 30, strategy: str = "sliding_window", test_mode: bool = False,
              settings: Settings | None = None, keep_home: bool = True,
@@ -131,10 +126,11 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
         if arriving.empty:
             log.warning("no data for week %d (%s): the simulation stops", week + 1, lo.date())
             break
-        rows = enrich(arriving, sim)
+        rows = ServedRows.build(arriving, sim)  # forecast day by day as served, before the week is ingested
         champion_ref = registry.champion(model_type)
         champion = registry.load(champion_ref)
-        rmse = {"never": _score(never, rows), "always": _score(always, rows), "policy": _score(champion, rows)}
+        rmse = {name: rows.score(model, model_type).metrics["rmse"]
+                for name, model in (("never", never), ("always", always), ("policy", champion))}
         store.upsert_counts(arriving, sim)
         cycle = monitor_and_fine_tune(model_type, test_mode=test_mode, window_days=window_days, strategy=strategy,
                                       policy=policy, settings=sim)
@@ -143,7 +139,7 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
             challenger_version = fine_tune(model_type, strategy, window_days, None, test_mode, settings=sim)["version"]
         if challenger_version is not None:
             always = registry.load(registry.get(model_type, challenger_version))
-        row = WeekRow(week + 1, str(lo.date()), str((hi - timedelta(days=1)).date()), len(arriving),
+        row = WeekRow(week + 1, str(lo.date()), str((hi - timedelta(days=1)).date()), len(rows),
                       rmse["never"], rmse["always"], rmse["policy"], champion_ref.version, cycle.drift_detected,
                       cycle.drift_share, cycle.health_state, cycle.fine_tuned, cycle.decision, cycle.promoted,
                       cycle.challenger_version, cycle.status, " | ".join(cycle.reasons) or (cycle.error or ""))

@@ -40,8 +40,8 @@ from velocast import __version__
 from velocast.config import Settings, get_settings
 from velocast.evaluation.reports import feature_importance_figure, regression_report
 from velocast.lifecycle.datasets import Datasets, load_datasets
-from velocast.lifecycle.inputs import enrich
-from velocast.lifecycle.scoring import score
+from velocast.lifecycle.inputs import build_inputs
+from velocast.lifecycle.scoring import ServedRows
 from velocast.models import (
     MODEL_TYPES,
     build_pipeline,
@@ -228,11 +228,11 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
            registry: Registry, continue_from: Any | None, run_name: str | None, tags: dict[str, str],
            study_storage: str | None, study_name: str | None, n_workers: int) -> TrainResult:
     started = time.perf_counter()
-    weather = None
-    train_rows = enrich(datasets.train.frame, settings, weather=weather)
-    test_b = enrich(datasets.test_baseline.frame, settings, extra_history=datasets.history)
-    test_c = (enrich(datasets.test_current.frame, settings, extra_history=datasets.history)
-              if datasets.test_current is not None else None)
+    train_inputs = build_inputs(datasets.train.frame, settings)
+    train_rows = train_inputs.frame("observed")  # models learn from the observed weather
+    test_b = ServedRows.build(datasets.test_baseline.frame, settings, extra_history=datasets.history)
+    test_c = (ServedRows.build(datasets.test_current.frame, settings, extra_history=datasets.history)
+              if datasets.test_current is not None and len(datasets.test_current.frame) else None)
     registered: Any = None
     # the attempt and model type are tags of the run from its creation: a kill at any later point is traceable
     with mlflow.start_run(run_name=run_name or f"{model_type}-{data_source}",
@@ -241,11 +241,12 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
             mlflow.set_tags({"model_type": model_type, "env": env, "test_mode": str(model_test),
                              "horizon": horizon, "data_source": data_source, "velocast_version": __version__,
                              "split_version": str(datasets.split.version if datasets.split else ""),
-                             **(tags or {})})
+                             "decision_weather": test_b.weather, **(tags or {})})
             for ds, context in ((datasets.train, "training"), (datasets.test_baseline, "test_baseline"),
                                 (datasets.test_current, "test_current")):
                 if ds is not None:
                     mlflow_runs.log_dataset(ds.frame, ds.name, ds.content_hash, ds.source, context)
+            mlflow_runs.log_days(datasets.train.frame, datasets.held_out, "data/days.json")
             if hyperopt:
                 from velocast.lifecycle.tuning import tune
 
@@ -264,15 +265,17 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
             fit_seconds = time.perf_counter() - fit_started
             mlflow.log_metric("fit_seconds", fit_seconds)
 
-            metrics_train = score(pipeline, model_type, train_rows).metrics.to_dict()
-            scored_b = score(pipeline, model_type, test_b)
-            metrics_baseline = scored_b.metrics.to_dict()
-            metrics_current = score(pipeline, model_type, test_c).metrics.to_dict() if test_c is not None and len(test_c) else None
+            served_train = ServedRows.build(datasets.train.frame, settings, inputs=train_inputs,
+                                            weather=test_b.weather, outages_removed=True)
+            metrics_train = served_train.score(pipeline, model_type).flat()
+            scored_b = test_b.score(pipeline, model_type)
+            metrics_baseline = scored_b.flat()
+            metrics_current = test_c.score(pipeline, model_type).flat() if test_c is not None and len(test_c) else None
             mlflow_runs.log_metrics("train", metrics_train)
             mlflow_runs.log_metrics("test_baseline", metrics_baseline)
             if metrics_current:
                 mlflow_runs.log_metrics("test_current", metrics_current)
-            _log_reports(pipeline, model_type, test_b, scored_b.predictions, run.info.run_id, settings)
+            _log_reports(pipeline, model_type, test_b.decision_rows, scored_b.predictions, run.info.run_id, settings)
 
             info = mlflow_runs.log_model(pipeline, mlflow_runs.input_example(
                 datasets.test_baseline.frame.drop(columns=["bike_count"])), spec.task == "classification")
@@ -309,8 +312,9 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
         model_version=registered.version, metrics_train=metrics_train, metrics_baseline=metrics_baseline,
         metrics_current=metrics_current, double_evaluation_enabled=metrics_current is not None,
         baseline_regression=baseline_regression, hyperparams=effective, train_seconds=round(fit_seconds, 3),
-        rows={"train": len(train_rows), "test_baseline": len(test_b), "test_current": 0 if test_c is None else len(test_c)},
-        notes=datasets.notes)
+        rows={"train": len(train_rows), "test_baseline": len(test_b), "test_current": 0 if test_c is None else len(test_c),
+              "outage_rows_excluded_from_tests": test_b.outage_rows + (test_c.outage_rows if test_c is not None else 0)},
+        notes=[*datasets.notes, *test_b.notes, *(test_c.notes if test_c is not None else [])])
 
 
 def _baseline_regression(task: str, metrics_baseline: dict[str, Any], settings: Settings) -> bool | None:

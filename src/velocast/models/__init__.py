@@ -22,6 +22,7 @@ from velocast.models import lgbm as _lgbm
 from velocast.models import nn as _nn
 from velocast.models import rf as _rf
 from velocast.models import rf_class as _rf_class
+from velocast.models.weather_fallback import WeatherFallback, unwrap
 
 MODEL_TYPES = ("lgbm", "rf", "nn", "rf_class", "baseline")
 REGISTERED_NAME = "bike-traffic-{model_type}"
@@ -68,6 +69,7 @@ class ModelSpec:
     continue_defaults: dict[str, Any] = field(default_factory=dict)
     counter_as_category: bool = False
     search_space: Callable[[Any], dict[str, Any]] | None = None
+    uses_weather: bool = True  # fitted with a no-weather sibling (``WeatherFallback``)
 
 
 def _lgbm_space(trial: Any) -> dict[str, Any]:
@@ -161,7 +163,7 @@ CATALOGUE: dict[str, ModelSpec] = {
         description="Seasonal naive: mean per counter x weekday x hour (Paris time)",
         params={}, defaults={},
         make_estimator=lambda p, seed: _baseline.SeasonalNaiveRegressor(),
-        fine_tune_continue="refit on the sliding window",
+        fine_tune_continue="refit on the sliding window", uses_weather=False,
     ),
 }
 
@@ -204,7 +206,10 @@ def build_pipeline(model_type: str, hyperparams: dict[str, Any] | None = None, h
     params.pop("extra_estimators", None)
     features = FeatureBuilder(horizon=resolve_horizon(model_type, horizon), feature_set=feature_set,
                               counter_as_category=spec.counter_as_category and feature_set == "full")
-    return Pipeline([("features", features), ("model", spec.make_estimator(params, seed))])
+    estimator = spec.make_estimator(params, seed)
+    if spec.uses_weather and feature_set == "full":
+        estimator = WeatherFallback(estimator)
+    return Pipeline([("features", features), ("model", estimator)])
 
 
 def continue_training(champion: Pipeline, model_type: str, X: pd.DataFrame, y: np.ndarray,
@@ -214,22 +219,27 @@ def continue_training(champion: Pipeline, model_type: str, X: pd.DataFrame, y: n
     params = {**spec.continue_defaults, **validate_hyperparams(model_type, hyperparams)}
     features = champion.named_steps["features"]
     old = champion.named_steps["model"]
-    Xf = features.transform(X)
-    if model_type == "lgbm":
-        merged = {**old.get_params(), **{k: v for k, v in params.items() if k in old.get_params()}}
-        model = _lgbm.LGBMCountRegressor(**merged).fit(Xf, y, init_model=old)
-    elif model_type == "rf":
-        model = copy.deepcopy(old)
-        model.set_params(warm_start=True, n_estimators=old.n_estimators + int(params["extra_estimators"]))
-        model.fit(Xf, y)
-        model.set_params(warm_start=False)
-    elif model_type == "nn":
-        model = copy.deepcopy(old)
-        model._get_module()
-        model.continue_fit(Xf, y, epochs=int(params["epochs"]), learning_rate=float(params["learning_rate"]))
-    else:
+    if model_type not in ("lgbm", "rf", "nn"):
         raise ValueError(f"{model_type} has no 'continue' fine-tuning: {spec.fine_tune_continue}; "
                          "use the sliding_window strategy")
+
+    def step(previous: Any, Xf: pd.DataFrame) -> Any:
+        if model_type == "lgbm":
+            merged = {**previous.get_params(), **{k: v for k, v in params.items() if k in previous.get_params()}}
+            return _lgbm.LGBMCountRegressor(**merged).fit(Xf, y, init_model=previous)
+        if model_type == "rf":
+            grown = copy.deepcopy(previous)
+            grown.set_params(warm_start=True, n_estimators=previous.n_estimators + int(params["extra_estimators"]))
+            grown.fit(Xf, y)
+            grown.set_params(warm_start=False)
+            return grown
+        more = copy.deepcopy(previous)
+        more._get_module()
+        more.continue_fit(Xf, y, epochs=int(params["epochs"]), learning_rate=float(params["learning_rate"]))
+        return more
+
+    Xf = features.transform(X)
+    model = old.continued(step, Xf) if isinstance(old, WeatherFallback) else step(old, Xf)
     return Pipeline([("features", features), ("model", model)])
 
 
@@ -254,7 +264,8 @@ def classification_labels(pipeline: Pipeline, X: pd.DataFrame, counts: np.ndarra
 
 
 def feature_importance(pipeline: Pipeline) -> pd.Series | None:
-    model = pipeline.named_steps["model"]
+    """Importance of each feature in the model that predicts rows with weather."""
+    model = unwrap(pipeline.named_steps["model"])
     values = getattr(model, "feature_importances_", None)
     if values is None:
         return None

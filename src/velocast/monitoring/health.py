@@ -35,8 +35,16 @@ class HealthReport:
 
 
 def health_state(rmse: float | None, r2: float | None, baseline_rmse: float | None, baseline_r2: float | None,
-                 rows: int, policy: HealthPolicy | None = None, period: str | None = None) -> HealthReport:
-    policy = policy or HealthPolicy()
+                 rows: int, policy: HealthPolicy | None = None, period: str | None = None,
+                 notes: list[str] | None = None) -> HealthReport:
+    """The state for these numbers; ``notes`` (how they were measured) follow the reasons."""
+    report = _state(rmse, r2, baseline_rmse, baseline_r2, rows, policy or HealthPolicy(), period)
+    report.reasons += list(notes or [])
+    return report
+
+
+def _state(rmse: float | None, r2: float | None, baseline_rmse: float | None, baseline_r2: float | None,
+           rows: int, policy: HealthPolicy, period: str | None) -> HealthReport:
     if rmse is None or rows == 0:
         return HealthReport("unknown", rmse, r2, baseline_rmse, baseline_r2, None, rows, period,
                             ["no recent labelled rows to check the champion on"])

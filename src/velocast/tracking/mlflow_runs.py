@@ -128,6 +128,13 @@ def log_dataset(frame: pd.DataFrame, name: str, content_hash: str, source: str, 
                                                      "content_hash": content_hash})
 
 
+def log_days(frame: pd.DataFrame, held_out: set[str], artifact_file: str) -> None:
+    """Which Paris days the run trained on (rows per day) and which it is judged on (held out)."""
+    days = frame["timestamp"].dt.tz_convert("Europe/Paris").dt.date.astype(str).value_counts().sort_index()
+    mlflow.log_dict({"train_days": {str(k): int(v) for k, v in days.items()}, "held_out_days": sorted(held_out)},
+                    artifact_file)
+
+
 def log_figure(figure: Any, artifact_file: str) -> None:
     mlflow.log_figure(figure, artifact_file)
 

@@ -20,13 +20,16 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from velocast.config import PARIS_TZ, Settings, get_settings, redact
 from velocast.models import MODEL_TYPES
+
+if TYPE_CHECKING:
+    from velocast.lifecycle.predict import RowsToPredict
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,7 @@ class ModelTypeOverview:
 
 @dataclass
 class PredictResult:
-    frame: pd.DataFrame  # the rows given, plus ``prediction`` (and ``probability`` for rf_class)
+    frame: pd.DataFrame  # the rows given + ``prediction`` (``probability`` for rf_class), ``weather_source``, ``notes``
     model: ModelInfo
     warnings: list[str] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
@@ -91,28 +94,34 @@ class PredictResult:
 
 @dataclass
 class BatchInput:
-    """An uploaded table, validated like an ingested file (``bike_count`` optional)."""
+    """An uploaded table, read like ``velocast predict`` reads a file (``bike_count`` optional)."""
 
     name: str
-    format: str
-    raw: pd.DataFrame  # the file's own columns and values
-    accepted: pd.DataFrame  # canonical rows
-    accepted_positions: np.ndarray  # row positions in ``raw`` of ``accepted``
-    rejected: pd.DataFrame  # source_row, the file's columns, reason, detail
-    rows_read: int
+    read: RowsToPredict
+
+    @property
+    def format(self) -> str:
+        return self.read.raw.format
+
+    @property
+    def accepted(self) -> pd.DataFrame:
+        """Canonical rows, with the weather columns the file carries."""
+        return self.read.rows
+
+    @property
+    def rejected(self) -> pd.DataFrame:  # source_row, the file's columns, reason, detail
+        return self.read.checked.rejected
+
+    @property
+    def rows_read(self) -> int:
+        return self.read.checked.rows_read
 
     def rejected_by_reason(self) -> dict[str, int]:
-        if self.rejected.empty:
-            return {}
-        return {str(k): int(v) for k, v in self.rejected["reason"].value_counts().items()}
+        return self.read.checked.rejected_by_reason()
 
     def output(self, result: PredictResult) -> pd.DataFrame:
-        """The accepted rows with their original columns, plus the prediction columns."""
-        out = self.raw.iloc[self.accepted_positions].reset_index(drop=True)
-        for column in ("prediction", "probability"):
-            if column in result.frame:
-                out[column] = result.frame[column].to_numpy()
-        return out
+        """The accepted rows with their original columns, plus the forecast columns (``velocast predict``'s)."""
+        return self.read.output(result.frame)
 
 
 def no_model_message(model_type: str) -> str:
@@ -176,19 +185,17 @@ class Client(ABC):
 
         Raises ``velocast.data.ingest.IngestError`` when the file cannot be read at all.
         """
-        from velocast.data.ingest import read_table, validate
+        from velocast.lifecycle.predict import read_rows_to_predict
 
         suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in {".csv", ".parquet", ".pq"} else ".csv"
         with tempfile.TemporaryDirectory(prefix="velocast-upload-") as folder:
             path = Path(folder) / f"upload{suffix}"
             path.write_bytes(content)
-            raw = read_table(path)
-            checked = validate(raw, require_count=False, known_counters=self.counters())
-        rejected = checked.rejected
-        log.info("upload %s (%s): %d rows, %d accepted, %d rejected", name, raw.format, checked.rows_read,
-                 len(checked.accepted), len(rejected))
-        return BatchInput(name, raw.format, raw.frame, checked.accepted, np.asarray(checked.accepted_positions),
-                          rejected, checked.rows_read)
+            read = read_rows_to_predict(path, known_counters=self.counters())
+        batch = BatchInput(name, read)
+        log.info("upload %s (%s): %d rows, %d accepted, %d rejected", name, batch.format, batch.rows_read,
+                 len(read.checked.accepted), len(batch.rejected))
+        return batch
 
     # ---------------------------------------------------------------- predictions
     @abstractmethod
@@ -441,6 +448,8 @@ class ApiClient(Client):
         records = _records(rows)
         predictions = np.full(len(rows), np.nan)
         probabilities = np.full(len(rows), np.nan)
+        weather = np.full(len(rows), None, dtype=object)
+        notes = np.full(len(rows), "", dtype=object)
         warnings: list[str] = []
         model: dict[str, Any] | None = None
         metrics = None
@@ -457,6 +466,8 @@ class ApiClient(Client):
                 predictions[start + item["index"]] = item["prediction"]
                 if item.get("probability") is not None:
                     probabilities[start + item["index"]] = item["probability"]
+                weather[start + item["index"]] = item.get("weather")
+                notes[start + item["index"]] = "; ".join(item.get("warnings") or [])
             warnings.extend(w for w in body.get("warnings", []) if w not in warnings)
             metrics = body.get("metrics") if len(records) <= API_CHUNK else None
         if model is None:
@@ -465,6 +476,7 @@ class ApiClient(Client):
         frame["prediction"] = predictions
         if np.isfinite(probabilities).any():
             frame["probability"] = probabilities
+        frame["weather_source"], frame["notes"] = weather, notes
         info = ModelInfo(model_type=model["model_type"], version=model.get("version"), uri=model["uri"],
                          run_id=model.get("run_id"), champion=bool(model.get("champion")), horizon=model.get("horizon"))
         return PredictResult(frame, info, warnings, metrics)

@@ -1,0 +1,101 @@
+"""Serve what you score: an evaluation builds each test day's features exactly as serving does on D-1.
+
+For sampled test days D, the features the evaluation scores (``ServedRows``, used by training,
+``evaluate``, the cycle, health, ``simulate`` and the benchmark) are compared, value for value, with
+those the serving path builds in a home whose store holds only what was known at the end of D-1
+(counts before D; the observed weather of every day, D included, which serving must not read).
+The predictions of ``/predict`` and ``velocast predict`` there must equal the evaluation's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from velocast.api import create_app
+from velocast.api.config import ApiConfig
+from velocast.cli import app as cli
+from velocast.config import PARIS_TZ, Settings
+from velocast.data import splits, store
+from velocast.lifecycle.inputs import build_inputs
+from velocast.lifecycle.predict import load_model
+from velocast.lifecycle.promotion import promote
+from velocast.lifecycle.scoring import ServedRows
+from velocast.lifecycle.train import train
+from velocast.models import predict_frame
+
+runner = CliRunner()
+
+
+def _days(split: splits.SplitRecord, test_current: pd.DataFrame) -> list[pd.Timestamp]:
+    """Two test_baseline days (the ones nearest the DST changes) and two days of test_current."""
+    baseline = pd.to_datetime(pd.Series([str(d) for d in split.test_days]))
+    chosen = [baseline.iloc[(baseline - pd.Timestamp(change)).abs().argmin()] for change in ("2020-10-25", "2021-03-28")]
+    current = sorted(splits.paris_day(test_current["timestamp"]).unique())
+    chosen += [pd.Timestamp(current[0]), pd.Timestamp(current[-1])]
+    return [pd.Timestamp(d).tz_localize(PARIS_TZ) for d in chosen]
+
+
+def _home_known_on(day: pd.Timestamp, home: Path, target: Path) -> Settings:
+    """A copy of ``home`` whose store holds only the counts before ``day`` (weather and registry kept)."""
+    shutil.copytree(home, target)
+    shutil.rmtree(target / "store" / "counts")
+    settings = Settings(home=target)
+    store.upsert_counts(store.query_counts(end=day, settings=Settings(home=home)), settings)
+    return settings
+
+
+def test_evaluation_features_equal_served_features(real_home: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(home=real_home)
+    result = train("lgbm", model_test=True, settings=settings)
+    promote("lgbm", version=result.model_version, reason="test", settings=settings)
+    model = load_model("lgbm", settings=settings)
+    features = model.pipeline.named_steps["features"]
+    split = splits.active_split(settings)
+    test_current = splits.load_split("test_current", split, settings)
+    days = _days(split, test_current)
+    labelled = pd.concat([splits.load_split("test_baseline", split, settings), test_current], ignore_index=True)
+    on_days = labelled[splits.paris_day(labelled["timestamp"]).isin([d.date() for d in days])]
+    evaluated = ServedRows.build(on_days, settings)  # what train/evaluate/cycle/health/simulate score
+    assert evaluated.weather == "without" and len(evaluated) > 0
+    scored = evaluated.decision_rows
+    assert (scored["weather_source"] == "missing").all()  # the observed weather of D is never read
+
+    for day in days:
+        mine = scored[splits.paris_day(scored["timestamp"]) == day.date()].reset_index(drop=True)
+        assert len(mine), day
+        known = _home_known_on(day, real_home, tmp_path / f"home-{day.date()}")
+        assert store.latest_timestamp(known) < day
+        to_serve = mine.drop(columns=["bike_count", "weather_source", *[c for c in mine if c.startswith(("lag_", "mean_",
+                                      "median_", "max_", "yesterday_"))]])
+        to_serve = to_serve[["counter_id", "counter_name", "site_id", "site_name", "timestamp", "latitude",
+                             "longitude", "installation_date"]]
+        served = build_inputs(to_serve, known).frame("served")
+        pd.testing.assert_frame_equal(features.transform(served), features.transform(mine), check_exact=True)
+        expected = predict_frame(model.pipeline, mine)["prediction"].to_numpy()
+
+        # POST /predict in that home
+        client = TestClient(create_app(known, config=ApiConfig(model_refresh_seconds=0)))
+        records = [{"counter_id": c, "timestamp": t.isoformat()} for c, t in zip(mine["counter_id"], mine["timestamp"])]
+        body = client.post("/predict", json={"records": records, "model_type": "lgbm"}).json()
+        np.testing.assert_allclose([p["prediction"] for p in body["predictions"]], expected, rtol=1e-12)
+        assert {p["weather"] for p in body["predictions"]} == {"missing"}
+
+        # velocast predict in that home, from a file of future hours (tidy: counter_id + naive UTC date)
+        rows_file = tmp_path / f"rows-{day.date()}.csv"
+        pd.DataFrame({"counter_id": mine["counter_id"], "date": mine["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None),
+                      "my_column": np.arange(len(mine))}).to_csv(rows_file, index=False)
+        out_file = tmp_path / f"predicted-{day.date()}.csv"
+        monkeypatch.setenv("VELOCAST_HOME", str(known.home))
+        done = runner.invoke(cli, ["predict", "--input", str(rows_file), "--output", str(out_file)])
+        assert done.exit_code == 0, done.output
+        written = pd.read_csv(out_file)
+        assert written["my_column"].tolist() == list(range(len(mine)))  # extra columns are carried
+        np.testing.assert_allclose(written["prediction"], expected, rtol=1e-9)
