@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import httpx
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 _CHUNK = 1 << 16
+USER_AGENT = "velocast (hourly bike-count forecasting)"
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,12 @@ def fetch(url: str, params: Mapping[str, Any] | None = None, *, policy: RetryPol
     otherwise it is returned in ``Fetched.content``. ``what`` names the fetch in messages
     ("weather forecast", "open-data export"). Raises ``FetchError`` (one line) when it fails.
     """
-    target = full_url(url, params)
-    shown = redact(target) or target
+    try:
+        target = full_url(url, params)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise FetchError(f"{what}: {redact(url)!r} is not a URL: {exc}", url=str(redact(url)), kind="http_error") from exc
+    shown = unquote_plus(redact(target) or target)  # readable in a message: where=date >= date'…'
+    headers = {"User-Agent": USER_AGENT, **(headers or {})}
     started = time.monotonic()
     attempts = policy.retries + 1
     last_status: int | None = None
@@ -128,7 +134,7 @@ def fetch(url: str, params: Mapping[str, Any] | None = None, *, policy: RetryPol
     for attempt in range(1, attempts + 1):
         wait: float | None = None
         try:
-            with httpx.Client(timeout=policy.timeout, follow_redirects=True, headers=dict(headers or {})) as client, \
+            with httpx.Client(timeout=policy.timeout, follow_redirects=True, headers=headers) as client, \
                     client.stream("GET", target) as response:
                 last_status = response.status_code
                 if response.status_code in RETRY_STATUSES:
@@ -181,15 +187,17 @@ def _cause(exc: BaseException) -> str:
 def _receive(response: httpx.Response, dest: Path | None, progress: Progress | None) -> Fetched:
     expected = response.headers.get("Content-Length")
     total = int(expected) if expected and expected.isdigit() else None
-    received = 0
-    if dest is None:
-        chunks = []
+
+    def pump(write: Callable[[bytes], Any]) -> None:
         for chunk in response.iter_bytes(_CHUNK):
-            chunks.append(chunk)
-            received = response.num_bytes_downloaded
+            write(chunk)
             if progress:
-                progress(received, total)
+                progress(response.num_bytes_downloaded, total)
         _check_length(response, total)
+
+    if dest is None:
+        chunks: list[bytes] = []
+        pump(chunks.append)
         content = b"".join(chunks)
         return Fetched("", response.status_code, dict(response.headers), len(content), 0, 0.0, content=content)
     dest = Path(dest)
@@ -197,12 +205,7 @@ def _receive(response: httpx.Response, dest: Path | None, progress: Progress | N
     partial = dest.with_name(f".{dest.name}.part")
     try:
         with open(partial, "wb") as handle:
-            for chunk in response.iter_bytes(_CHUNK):
-                handle.write(chunk)
-                received = response.num_bytes_downloaded
-                if progress:
-                    progress(received, total)
-            _check_length(response, total)
+            pump(handle.write)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, dest)
@@ -219,4 +222,4 @@ def _check_length(response: httpx.Response, total: int | None) -> None:
         raise _Incomplete(f"body cut after {response.num_bytes_downloaded:,} of {total:,} bytes")
 
 
-__all__ = ["FetchError", "Fetched", "RETRY_STATUSES", "RetryPolicy", "fetch", "full_url", "retry_after_seconds"]
+__all__ = ["RETRY_STATUSES", "FetchError", "Fetched", "RetryPolicy", "fetch", "full_url", "retry_after_seconds"]

@@ -36,7 +36,14 @@ import pandas as pd
 
 from velocast.config import Settings, get_settings, redact
 from velocast.data.http import FetchError, Progress, RetryPolicy, fetch
-from velocast.data.ingest import API_COLUMNS, API_REQUIRED, IngestError, IngestReport, ingest_table, read_table
+from velocast.data.ingest import (
+    API_COLUMNS,
+    API_REQUIRED,
+    IngestError,
+    IngestReport,
+    ingest_table,
+    read_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +69,9 @@ class FetchReport(IngestReport):
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
+        attempts = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
         head = [f"portal: {self.url}", f"where: {self.where}",
-                f"downloaded {self.bytes_downloaded:,} bytes in {self.seconds:.1f} s "
-                f"({self.attempts} attempt{'s' if self.attempts != 1 else ''})"]
+                f"downloaded {self.bytes_downloaded:,} bytes in {self.seconds:.1f} s ({attempts})"]
         return head + super().lines()[1:]
 
 

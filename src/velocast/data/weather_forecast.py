@@ -281,7 +281,7 @@ def _aware(values: Any, name: str) -> pd.Series:
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{name}: expected timezone-aware date-times: {exc}") from exc
         if not isinstance(series.dtype, pd.DatetimeTZDtype):
-            raise ValueError(f"{name}: expected timezone-aware date-times (e.g. Europe/Paris), got naive ones")
+            raise ValueError(f"{name}: expected timezone-aware date-times (e.g. Europe/Paris), got naive ones")  # noqa: TRY004
     return series
 
 
