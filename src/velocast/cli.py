@@ -195,7 +195,8 @@ def data_summary(as_json: bool = typer.Option(False, "--json")) -> None:
     s = payload["store"]
     typer.echo(f"store: {s['rows']:,} rows, {s['counters']} counters, {s['first']} .. {s['last']}")
     typer.echo(f"quarantined rows: {payload['quarantined_rows']:,} in {payload['quarantine_files']} file(s)")
-    typer.echo(f"weather: {payload['weather_hours']:,} hours")
+    typer.echo(f"weather: {payload['weather_hours']:,} hours; weather forecasts: {payload['weather_forecast_rows']:,} "
+               f"hours from {payload['weather_forecast_issues']:,} issue(s)")
     if payload["split"]:
         _print_split(payload["split"])
 
@@ -205,14 +206,18 @@ def _data_summary() -> dict[str, Any]:
 
     from velocast.data import splits, store
     from velocast.data.weather import load_weather
+    from velocast.data.weather_forecast import load_forecasts
 
     settings = get_settings()
     qfiles = sorted(settings.quarantine_dir.glob("*.parquet"))
     weather = load_weather(settings)
+    forecasts = load_forecasts(settings)
     split = splits.active_split(settings)
     return {"store": store.summary(settings), "quarantine_files": len(qfiles),
             "quarantined_rows": sum(pq.ParquetFile(f).metadata.num_rows for f in qfiles),
             "weather_hours": 0 if weather is None else len(weather),
+            "weather_forecast_rows": 0 if forecasts is None else len(forecasts),
+            "weather_forecast_issues": 0 if forecasts is None else int(forecasts["issued_at"].nunique()),
             "split": splits.describe(split, settings) if split else None}
 
 

@@ -409,3 +409,5 @@ def test_cli_commands_report_and_fail_in_one_line(real_weather_hourly: pd.DataFr
         fetched = CliRunner().invoke(cli_app, ["data", "fetch-weather-forecast"])
     assert fetched.exit_code == 0, fetched.output
     assert "fetch time" in fetched.output and "1 attempt(s)" in fetched.output
+    summary = CliRunner().invoke(cli_app, ["data", "summary"])
+    assert "weather forecasts: 144 hours from 2 issue(s)" in summary.output
