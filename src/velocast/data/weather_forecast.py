@@ -28,7 +28,6 @@ day-ahead forecast: 00:00 Europe/Paris of the forecast day (the end of D-1).
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -41,7 +40,7 @@ import pandas as pd
 
 from velocast.config import PARIS_TZ, Settings, get_settings, redact
 from velocast.data.weather import WEATHER_COLUMNS
-from velocast.fileio import atomic_write_parquet, file_lock
+from velocast.fileio import atomic_write_parquet, file_lock, read_parquet_cached
 
 log = logging.getLogger(__name__)
 
@@ -373,17 +372,10 @@ def load_forecasts(settings: Settings | None = None) -> pd.DataFrame | None:
 
     Kept in memory per file version (modification time): re-read only after a new forecast.
     """
-    settings = settings or get_settings()
-    path = settings.weather_forecasts_path
-    try:
-        version = path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return None
-    return _read_forecasts(str(path), version).copy()
+    return read_parquet_cached((settings or get_settings()).weather_forecasts_path, _read_forecasts)
 
 
-@functools.lru_cache(maxsize=4)
-def _read_forecasts(path: str, _version: int) -> pd.DataFrame:
+def _read_forecasts(path: str) -> pd.DataFrame:
     return _normalise(pd.read_parquet(path))[FORECAST_COLUMNS]
 
 
