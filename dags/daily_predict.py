@@ -1,11 +1,16 @@
 """
 ### daily_predict — day-ahead forecasts of every counter
 
-Every day, `velocast.lifecycle.daily.predict_tomorrow`: the champion of `model_type` (the latest
-version when there is none) forecasts each hour of the day to forecast — the latest stored day
-if it is incomplete, else the next one — for every counter in the store, written atomically to
-`$VELOCAST_HOME/store/forecasts/date=YYYY-MM-DD/forecasts.parquet` with the model version and the
-generation time. The task returns the path, the number of rows and the model version.
+Every day, two steps calling `velocast.lifecycle.daily`:
+1. `fetch_weather_forecast` (`fetch_weather`): the weather forecast of
+   `$VELOCAST_WEATHER_FORECAST_URL` (Open-Meteo) is stored with its issue time (now). A failure is
+   logged and returned (`status: failed`, `error`), never raised: the prediction still runs.
+2. `predict_tomorrow`: the champion of `model_type` (the latest version when there is none)
+   forecasts each hour of the day to forecast — the latest stored day if it is incomplete, else the
+   next one — for every counter in the store, written atomically to
+   `$VELOCAST_HOME/store/forecasts/date=YYYY-MM-DD/forecasts.parquet` with the model version and the
+   generation time. A forecast for day D may use only weather forecasts issued by 00:00 of D; the
+   task's `weather_forecast` says which one covers D, or that D is forecast without weather (and why).
 """
 
 from __future__ import annotations
@@ -28,12 +33,18 @@ from airflow.sdk import Param, dag, task
 )
 def daily_predict():
     @task
-    def predict_tomorrow(params=None):
+    def fetch_weather_forecast():
+        from velocast.lifecycle.daily import fetch_weather
+
+        return fetch_weather()
+
+    @task(trigger_rule="all_done")
+    def predict_tomorrow(weather=None, params=None):
         from velocast.lifecycle.daily import predict_tomorrow as predict
 
-        return predict(params["model_type"])
+        return predict(params["model_type"], weather_fetch=weather)
 
-    predict_tomorrow()
+    predict_tomorrow(fetch_weather_forecast())
 
 
 daily_predict()

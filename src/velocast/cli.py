@@ -65,7 +65,7 @@ def _metrics_line(metrics: dict[str, Any] | None) -> str:
 # ------------------------------------------------------------------------------------------ data
 @data_app.command("ingest")
 def data_ingest(path: Path = typer.Argument(..., help="Open-data export (CSV), tidy parquet/CSV, or any table with --mapping."),
-                fmt: str = typer.Option("auto", "--format", help="auto | opendata | tidy"),
+                fmt: str = typer.Option("auto", "--format", help="auto | opendata | tidy | api"),
                 mapping: Optional[Path] = typer.Option(None, "--mapping", help="YAML column mapping for other tables."),
                 as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Validate a counts file, quarantine bad rows, and add it to the store (idempotent)."""
@@ -92,6 +92,75 @@ def data_ingest_weather(path: Path = typer.Argument(..., help="Météo-France SY
         _fail(str(exc), 2)
     typer.echo(f"weather: {result['observations']} observations -> {result['hours_stored']} hours stored "
                f"({result['first']} .. {result['last']}) in {result['path']}")
+
+
+def _fail_fetch(exc: Exception, code: int = 1) -> None:
+    """One line on stderr and a non-zero exit; the traceback too with -v."""
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        log.info("traceback of the failure:", exc_info=exc)
+    _fail(str(exc), code)
+
+
+def _forecast_line(result: dict[str, Any]) -> str:
+    issued = result["issued_at"] if isinstance(result["issued_at"], str) else ", ".join(result["issued_at"])
+    rule = result["issued_at_rule"] if isinstance(result["issued_at_rule"], str) else "; ".join(result["issued_at_rule"])
+    return (f"weather forecast: {result['hours']:,} hours ({result['first']} .. {result['last']}) issued at {issued} "
+            f"({rule}): {result['added']:,} added, {result['updated']:,} updated, {result['unchanged']:,} unchanged "
+            f"-> {result['path']}")
+
+
+@data_app.command("ingest-weather-forecast")
+def data_ingest_weather_forecast(
+        path: Path = typer.Argument(..., help="JSON of one Open-Meteo forecast answer, or a list of them."),
+        issued_at: Optional[str] = typer.Option(None, "--issued-at", help="When the forecast was issued (ISO with "
+                                                "offset); default: the file's issued_at, else 00:00 Paris of its first day.")) -> None:
+    """Store a weather forecast (Open-Meteo format) with its issue time."""
+    from velocast.data.weather_forecast import WeatherForecastError, ingest_weather_forecast
+
+    try:
+        result = ingest_weather_forecast(path, issued_at=issued_at)
+    except WeatherForecastError as exc:
+        _fail_fetch(exc, 2)
+    typer.echo(_forecast_line(result))
+
+
+@data_app.command("fetch-weather-forecast")
+def data_fetch_weather_forecast() -> None:
+    """Fetch the weather forecast of VELOCAST_WEATHER_FORECAST_URL and store it, issued now."""
+    from velocast.data.weather_forecast import WeatherForecastError, fetch_weather_forecast
+
+    try:
+        result = fetch_weather_forecast()
+    except WeatherForecastError as exc:
+        _fail_fetch(exc)
+    typer.echo(_forecast_line(result) + f"  [{result['attempts']} attempt(s), {result['seconds']:.1f} s]")
+
+
+@data_app.command("fetch")
+def data_fetch(since: Optional[str] = typer.Option(None, help="First hour to fetch (date or ISO; default: the store's "
+                                                   "last count per counter minus VELOCAST_OPENDATA_OVERLAP_HOURS)."),
+               until: Optional[str] = typer.Option(None, help="Fetch counts strictly before this (date or ISO)."),
+               fmt: str = typer.Option("csv", "--format", help="Export format asked from the portal: csv | parquet."),
+               as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Fetch new hourly counts from the Paris open-data portal and ingest them (validated, idempotent)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from velocast.data.opendata import OpenDataError, fetch_counts
+
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      transient=True) as bar:
+            task = bar.add_task("downloading the open-data export", total=None)
+            report = fetch_counts(since, until, fmt=fmt,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except OpenDataError as exc:
+        _fail_fetch(exc)
+    except ValueError as exc:  # --since/--until that are not dates
+        _fail(f"--since/--until: {exc}", 2)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        typer.echo("\n".join(report.lines()))
 
 
 @data_app.command("split")
@@ -126,7 +195,8 @@ def data_summary(as_json: bool = typer.Option(False, "--json")) -> None:
     s = payload["store"]
     typer.echo(f"store: {s['rows']:,} rows, {s['counters']} counters, {s['first']} .. {s['last']}")
     typer.echo(f"quarantined rows: {payload['quarantined_rows']:,} in {payload['quarantine_files']} file(s)")
-    typer.echo(f"weather: {payload['weather_hours']:,} hours")
+    typer.echo(f"weather: {payload['weather_hours']:,} hours; weather forecasts: {payload['weather_forecast_rows']:,} "
+               f"hours from {payload['weather_forecast_issues']:,} issue(s)")
     if payload["split"]:
         _print_split(payload["split"])
 
@@ -136,14 +206,18 @@ def _data_summary() -> dict[str, Any]:
 
     from velocast.data import splits, store
     from velocast.data.weather import load_weather
+    from velocast.data.weather_forecast import load_forecasts
 
     settings = get_settings()
     qfiles = sorted(settings.quarantine_dir.glob("*.parquet"))
     weather = load_weather(settings)
+    forecasts = load_forecasts(settings)
     split = splits.active_split(settings)
     return {"store": store.summary(settings), "quarantine_files": len(qfiles),
             "quarantined_rows": sum(pq.ParquetFile(f).metadata.num_rows for f in qfiles),
             "weather_hours": 0 if weather is None else len(weather),
+            "weather_forecast_rows": 0 if forecasts is None else len(forecasts),
+            "weather_forecast_issues": 0 if forecasts is None else int(forecasts["issued_at"].nunique()),
             "split": splits.describe(split, settings) if split else None}
 
 

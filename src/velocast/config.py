@@ -19,6 +19,12 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PARIS_TZ = "Europe/Paris"
+# Paris (Hôtel de Ville), the five variables velocast maps to its weather columns, three days ahead
+DEFAULT_WEATHER_FORECAST_URL = (
+    "https://api.open-meteo.com/v1/forecast?latitude=48.8566&longitude=2.3522"
+    "&hourly=temperature_2m,precipitation,wind_speed_10m,cloud_cover,relative_humidity_2m"
+    "&timezone=Europe%2FParis&forecast_days=3"
+)
 
 MASK = "***"
 # query parameters that carry credentials (database URLs, pre-signed URLs, webhooks...)
@@ -170,6 +176,25 @@ class Settings(BaseSettings):
     api_model_refresh_seconds: float = Field(default=2.0, ge=0, description="How often the API re-reads the champion alias.")
     api_max_records: int = Field(default=20_000, ge=1, description="Most records in one /predict, /monitor or /train request.")
     api_default_model_type: str = Field(default="lgbm", description="Model type of /ready and of requests naming none.")
+    weather_forecast_url: str = Field(
+        default=DEFAULT_WEATHER_FORECAST_URL,
+        description="Open-Meteo forecast request (URL with its query) fetched by `velocast data fetch-weather-forecast`.",
+    )
+    weather_forecast_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Connect/read timeout of one weather-forecast request.")
+    opendata_url: str = Field(default="https://opendata.paris.fr/api/explore/v2.1",
+                              description="Base URL of the Opendatasoft Explore API v2.1 of the open-data portal.")
+    opendata_dataset: str = Field(default="comptage-velo-donnees-compteurs",
+                                  description="Dataset of hourly counts on the open-data portal.")
+    opendata_overlap_hours: float = Field(
+        default=48.0, ge=0, description="`velocast data fetch` re-reads this many hours before the last stored count.")
+    opendata_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Connect/read timeout of the portal's export (a large export starts slowly).")
+    http_retries: int = Field(default=3, ge=0, description="Retries of a failed HTTP fetch (429, 5xx, network).")
+    http_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="First wait before a retry; doubled at each retry (Retry-After wins).")
+    http_retry_after_max_seconds: float = Field(
+        default=120.0, ge=0, description="Longest Retry-After velocast waits; a longer one fails the fetch.")
 
     # ----- derived locations (not settable on their own: they follow `home`) -----
     @property
@@ -183,6 +208,10 @@ class Settings(BaseSettings):
     @property
     def weather_path(self) -> Path:
         return self.store_dir / "weather" / "weather_hourly.parquet"
+
+    @property
+    def weather_forecasts_path(self) -> Path:
+        return self.store_dir / "weather" / "forecasts.parquet"
 
     @property
     def quarantine_dir(self) -> Path:
@@ -230,7 +259,8 @@ class Settings(BaseSettings):
 
 
 _SECRET_FIELDS = frozenset({"api_key"})
-_URL_FIELDS = frozenset({"mlflow_tracking_uri", "summary_uri", "audit_url", "api_url", "webhook_url"})
+_URL_FIELDS = frozenset({"mlflow_tracking_uri", "summary_uri", "audit_url", "api_url", "webhook_url",
+                         "weather_forecast_url", "opendata_url"})
 
 
 def database_url(url: str) -> str:

@@ -1,6 +1,7 @@
 """``velocast demo``: the main job end to end on the embedded defaults (files, SQLite, local MLflow).
 
-Data (the real Paris file when it sits beside the project, else synthetic) → ingest → weather →
+Data (the real Paris file when it sits beside the project, else synthetic) → ingest → one attempt at
+the open-data portal (its outcome in one line; skipped without network) → weather →
 split → train ``lgbm`` and ``rf`` → forecast the next day → promote the champion → one weekly cycle
 → a short week-by-week simulation → say where to look.
 """
@@ -47,6 +48,26 @@ def forecast_day(latest: pd.Timestamp) -> pd.Timestamp:
     return local.normalize() if local.hour < 23 else (local.normalize() + pd.DateOffset(days=1)).normalize()
 
 
+def portal_check(settings: Settings) -> str:
+    """ONE bounded fetch attempt from the Paris open-data portal, told in one line.
+
+    It asks only for the store's last hours (the overlap before its latest count), with a 3 s
+    timeout and no retry, so the demo neither waits nor fills its store with years of new data;
+    without network it says why it was skipped.
+    """
+    from velocast.data import store
+    from velocast.data.opendata import OpenDataError, fetch_counts, incremental_since
+
+    quick = settings.model_copy(update={"opendata_timeout_seconds": 3.0, "http_retries": 0})
+    latest = store.latest_timestamp(quick)
+    try:
+        report = fetch_counts(incremental_since(quick), latest + pd.Timedelta(hours=1), settings=quick)
+    except OpenDataError as exc:
+        return f"open-data portal: skipped ({exc})"
+    return (f"open-data portal: {report.rows_read:,} rows for {report.where} ({report.added:,} added, "
+            f"{report.updated:,} updated, {report.unchanged:,} unchanged)")
+
+
 def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool = False,
              echo: Callable[[str], None] = print, sim_weeks: int = 3) -> dict:
     from velocast.data import splits, store
@@ -69,6 +90,7 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
         echo(f"1. real Paris counts: {data}")
     report = ingest_file(data)
     echo("   " + "\n   ".join(report.lines()))
+    echo("   " + portal_check(settings))
     weather = weather or _find_shared(_WEATHER)
     if weather is not None:
         result = ingest_weather(weather)

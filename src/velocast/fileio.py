@@ -8,10 +8,11 @@ Locks are ``filelock`` files, so two processes on one machine serialise their up
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,21 @@ def file_lock(lock_path: Path, timeout: float = 600.0) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path), timeout=timeout):
         yield
+
+
+def read_parquet_cached(path: Path, read: Callable[[str], pd.DataFrame]) -> pd.DataFrame | None:
+    """``read(path)`` kept in memory per file version (modification time), or None when no file.
+
+    Servers re-read a file only after a writer replaced it (atomic writes give a new mtime); each
+    caller gets its own copy.
+    """
+    try:
+        version = Path(path).stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    return _read_version(str(path), version, read).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _read_version(path: str, _version: int, read: Callable[[str], pd.DataFrame]) -> pd.DataFrame:
+    return read(path)

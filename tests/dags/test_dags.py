@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.http_server import refused_url
+
 if importlib.util.find_spec("airflow") is None:  # not imported here: Airflow only runs in subprocesses
     pytest.skip("Airflow is an optional extra: pip install -e '.[airflow]'", allow_module_level=True)
 
@@ -100,6 +102,12 @@ def test_dags_load_without_errors_and_match_the_spec(airflow_env: dict[str, str]
     assert set(tasks["fail_run_on_error"]["upstream"]) == set(WEEKLY_TASKS) - {"fail_run_on_error"}
 
     assert {k: v["value"] for k, v in dags["daily_ingest"]["params"].items()} == {"synthetic": False, "inbox": ""}
+    # the sources come first; a failed fetch never keeps the next step from running
+    for dag_id, (fetch, then) in {"daily_ingest": ("fetch_from_portal", "ingest_new_files"),
+                                  "daily_predict": ("fetch_weather_forecast", "predict_tomorrow")}.items():
+        assert dags[dag_id]["task_ids"] == [fetch, then]
+        assert dags[dag_id]["tasks"][then] == {"trigger_rule": "all_done", "upstream": [fetch],
+                                               "retries": dags[dag_id]["tasks"][fetch]["retries"]}
     assert {k: v["value"] for k, v in dags["daily_predict"]["params"].items()} == {"model_type": "lgbm"}
     assert dags["quarterly_retrain"]["params"]["promote_on_deploy"]["value"] is False
 
@@ -187,6 +195,17 @@ def test_daily_and_quarterly_dags_run_with_dag_test(airflow_env: dict[str, str],
     ingest = _dag_test(airflow_env, "daily_ingest", {"synthetic": True})
     assert ingest["state"] == "success" and store.latest_timestamp() > latest
     assert ingest["xcoms"]["ingest_new_files.return_value"]["ingested"] == 1
+    assert ingest["xcoms"]["fetch_from_portal.return_value"]["status"] == "skipped"
+
+    # the portal unreachable: the failure is returned and the inbox is still ingested (nothing new in it)
+    offline = {**airflow_env, "VELOCAST_OPENDATA_URL": refused_url(), "VELOCAST_HTTP_RETRIES": "0",
+               "VELOCAST_WEATHER_FORECAST_URL": refused_url() + "/v1/forecast"}
+    fetched = _dag_test(offline, "daily_ingest")
+    assert fetched["state"] == "success", fetched["tasks"]
+    portal = fetched["xcoms"]["fetch_from_portal.return_value"]
+    assert portal["status"] == "failed" and "ConnectError" in portal["error"]
+    assert fetched["tasks"] == {"fetch_from_portal": "success", "ingest_new_files": "success"}
+    assert fetched["xcoms"]["ingest_new_files.return_value"]["failed"] == []
 
     retrain = _dag_test(airflow_env, "quarterly_retrain", {"test_mode": True})
     assert retrain["state"] == "success", retrain["tasks"]
@@ -195,8 +214,12 @@ def test_daily_and_quarterly_dags_run_with_dag_test(airflow_env: dict[str, str],
     assert splits.ensure_split().version == retrained["new_split"] == retrained["old_split"] + 1
     assert AuditLog().list(limit=1)[0].event == "retrain" and Registry().champion("lgbm") is None
 
-    predict = _dag_test(airflow_env, "daily_predict")
+    predict = _dag_test(offline, "daily_predict")  # the weather service unreachable: predicted all the same
     assert predict["state"] == "success", predict["tasks"]
+    assert predict["tasks"] == {"fetch_weather_forecast": "success", "predict_tomorrow": "success"}
+    assert predict["xcoms"]["fetch_weather_forecast.return_value"]["status"] == "failed"
     forecast = predict["xcoms"]["predict_tomorrow.return_value"]
+    assert forecast["weather_forecast"]["hours_covered"] == 0
+    assert "forecast without weather (this run's weather fetch failed: weather forecast: GET" in forecast["summary"]
     assert Path(forecast["path"]).exists() and forecast["model_version"] == "1"
     assert forecast["counters"] == store.counters()["counter_id"].nunique() and forecast["rows"] == forecast["counters"] * 24

@@ -7,8 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from tests.conftest import OPENDATA_SAMPLE
+from tests.conftest import OPENDATA_SAMPLE, REAL_WEATHER
+from tests.http_server import refused_url
 
 
 def test_finish_audits_the_first_failed_step_without_airflow(home: Path) -> None:
@@ -26,15 +28,23 @@ def test_finish_audits_the_first_failed_step_without_airflow(home: Path) -> None
 
 
 # --------------------------------------------------------------------------- the daily jobs
-def test_predict_tomorrow_stores_one_forecast_per_counter_hour(real_home: Path) -> None:
+def test_predict_tomorrow_stores_one_forecast_per_counter_hour(real_home: Path, tmp_path: Path) -> None:
     from velocast.data import store
     from velocast.demo import forecast_day
     from velocast.lifecycle.daily import forecast_path, predict_tomorrow
     from velocast.lifecycle.train import train
 
     version = train("lgbm", model_test=True).model_version  # no champion: the latest version forecasts
-    result = predict_tomorrow("lgbm")
     day = forecast_day(store.latest_timestamp())
+    without = predict_tomorrow("lgbm", weather_fetch={"status": "failed", "error": "weather forecast: GET x: down"})
+    assert without["weather_forecast"]["hours_covered"] == 0
+    assert without["warnings"][-1] == (f"no weather forecast issued by 00:00 of {day.date()} is stored: forecast "
+                                       "without weather (this run's weather fetch failed: weather forecast: GET x: down)")
+    _store_forecasts(day, tmp_path)
+    result = predict_tomorrow("lgbm")
+    assert result["weather_forecast"] == {  # issued by 00:00 of the day; the later issue is not used
+        "hours": 24, "hours_covered": 24, "issued_at": "2021-08-09T16:00:00+00:00",
+        "note": f"weather forecast issued at 2021-08-09T16:00:00+00:00 covers 24/24 hours of {day.date()}"}
     assert result["date"] == day.date().isoformat() and result["model_version"] == version
     path = Path(result["path"])
     assert path == forecast_path(result["date"]) and path.exists()
@@ -48,6 +58,35 @@ def test_predict_tomorrow_stores_one_forecast_per_counter_hour(real_home: Path) 
     assert set(frame["model_version"]) == {version} and frame["generated_at"].notna().all()
     assert frame["timestamp"].dt.tz_convert("Europe/Paris").dt.date.eq(day.date()).all()
     assert not list(path.parent.glob(".*.tmp"))  # the atomic write left no temporary file
+
+
+def _store_forecasts(day: pd.Timestamp, folder: Path) -> None:
+    """Two real-valued forecasts of ``day``: one issued the evening before, one after 00:00 of the day."""
+    import json
+
+    from tests.data.test_weather_forecast import open_meteo
+    from velocast.data.weather import read_synop, synop_to_hourly
+    from velocast.data.weather_forecast import ingest_weather_forecast
+
+    hourly = synop_to_hourly(read_synop(REAL_WEATHER))
+    for issued in (day - pd.Timedelta(hours=6), day + pd.Timedelta(hours=6)):
+        path = folder / f"forecast-{issued:%Y%m%dT%H%M}.json"
+        path.write_text(json.dumps(open_meteo(hourly, str(day.date()), issued_at=issued.isoformat())),
+                        encoding="utf-8")
+        ingest_weather_forecast(path)
+
+
+def test_daily_sources_report_failures_instead_of_raising(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from velocast.lifecycle.daily import fetch_portal_counts, fetch_weather
+
+    monkeypatch.setenv("VELOCAST_HTTP_RETRIES", "0")
+    monkeypatch.setenv("VELOCAST_OPENDATA_URL", refused_url())
+    monkeypatch.setenv("VELOCAST_WEATHER_FORECAST_URL", refused_url() + "/v1/forecast")
+    portal = fetch_portal_counts()
+    assert portal["status"] == "failed" and "ConnectError" in portal["error"] and "\n" not in portal["error"]
+    assert fetch_portal_counts(synthetic=True)["status"] == "skipped"
+    weather = fetch_weather()
+    assert weather["status"] == "failed" and weather["error"].startswith("weather forecast: GET http://127.0.0.1:")
 
 
 def test_ingest_new_files_moves_the_inbox_to_done_and_appends_a_synthetic_day(real_home: Path) -> None:

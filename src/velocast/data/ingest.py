@@ -4,6 +4,9 @@ Formats:
 - ``opendata``: the Paris open-data export (``;``-separated, French headers, ISO timestamps with
   offsets, coordinates as "lat,lon", photo/url columns that are ignored);
 - ``tidy``: the English parquet/CSV of ``shared/data/paris`` (``date`` is naive UTC);
+- ``api``: the same dataset as served by the portal's Explore API v2.1 exports (``;``-separated
+  CSV or Parquet with the API field names ``id_compteur``, ``sum_counts``, ``date``, ...;
+  ``coordinates`` as "lat,lon" or a ``{lat, lon}`` object), see ``velocast.data.opendata``;
 - ``mapping``: any table, through a YAML file mapping canonical names to its columns.
 
 Nothing the user gave is dropped silently: every rejected row lands in a quarantine Parquet file
@@ -32,7 +35,7 @@ from velocast.fileio import atomic_write_parquet, file_lock
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("auto", "opendata", "tidy")
+FORMATS = ("auto", "opendata", "tidy", "api")
 
 # source column -> canonical field, per format
 OPENDATA_COLUMNS = {
@@ -46,6 +49,19 @@ OPENDATA_COLUMNS = {
     "Coordonnées géographiques": "coordinates",
 }
 OPENDATA_REQUIRED = ["Identifiant du compteur", "Date et heure de comptage", "Comptage horaire"]
+
+# the portal's Explore API field names of the same dataset (photo/url fields are ignored, as above)
+API_COLUMNS = {
+    "id_compteur": "counter_id",
+    "nom_compteur": "counter_name",
+    "id": "site_id",
+    "name": "site_name",
+    "sum_counts": "bike_count",
+    "date": "timestamp",
+    "installation_date": "installation_date",
+    "coordinates": "coordinates",
+}
+API_REQUIRED = ["id_compteur", "date", "sum_counts"]
 
 TIDY_COLUMNS = {
     "counter_id": "counter_id",
@@ -233,9 +249,15 @@ def _detect(frame: pd.DataFrame, path: Path, fmt: str, require_count: bool = Tru
     cols = set(frame.columns)
     opendata_required = OPENDATA_REQUIRED if require_count else [c for c in OPENDATA_REQUIRED if c != "Comptage horaire"]
     tidy_required = TIDY_REQUIRED if require_count else [c for c in TIDY_REQUIRED if c != "bike_count"]
+    api_required = API_REQUIRED if require_count else [c for c in API_REQUIRED if c != "sum_counts"]
     is_opendata = all(c in cols for c in opendata_required)
     is_tidy = ("counter_id" in cols and bool({"date", "timestamp"} & cols)
                and (not require_count or "bike_count" in cols))
+    is_api = all(c in cols for c in api_required)
+    if fmt == "api" or (fmt == "auto" and is_api and not is_opendata):
+        if not is_api:
+            _raise_format(path, "api", api_required, frame.columns)
+        return "api", {c: API_COLUMNS[c] for c in API_COLUMNS if c in cols}
     if fmt == "opendata" or (fmt == "auto" and is_opendata):
         if not is_opendata:
             _raise_format(path, "opendata", opendata_required, frame.columns)
@@ -251,7 +273,8 @@ def _detect(frame: pd.DataFrame, path: Path, fmt: str, require_count: bool = Tru
         return "tidy", rename
     raise IngestError(
         f"{path}: unknown format. Expected the open-data export (columns "
-        f"{opendata_required}) or the tidy format (columns {tidy_required}); "
+        f"{opendata_required}), the portal API's export (columns {api_required}) or the tidy format "
+        f"(columns {tidy_required}); "
         f"found columns: {list(frame.columns)}. Use --mapping FILE for other tables."
     )
 
@@ -360,7 +383,12 @@ def _parse_counts(values: pd.Series, required: bool) -> tuple[pd.Series, pd.Seri
 
 
 def _parse_coordinates(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    if "coordinates" in frame:
+    if "coordinates" in frame and frame["coordinates"].map(lambda v: isinstance(v, dict)).any():
+        # a geo point read from Parquet/JSON: {"lat": .., "lon": ..}
+        points = frame["coordinates"]
+        lat = points.map(lambda v: v.get("lat") if isinstance(v, dict) else None)
+        lon = points.map(lambda v: v.get("lon") if isinstance(v, dict) else None)
+    elif "coordinates" in frame:
         parts = _text(frame["coordinates"]).str.split(",", n=1, expand=True)
         if parts.shape[1] < 2:
             parts[1] = pd.NA
@@ -492,24 +520,31 @@ def _fill_from_known(canon: pd.DataFrame, known: pd.DataFrame | None) -> pd.Data
 def ingest_file(path: Path | str, fmt: str = "auto", mapping_file: Path | None = None,
                 settings: Settings | None = None) -> IngestReport:
     """Read, validate, quarantine and upsert one counts file into the store."""
-    from velocast.data import store
-
     settings = settings or get_settings()
     mapping = ColumnMapping.from_file(mapping_file) if mapping_file else None
     raw = read_table(path, fmt, mapping)
     if raw.frame.empty:
         raise IngestError(f"{path}: the file holds a header but no rows")
+    return ingest_table(raw, settings)
+
+
+def ingest_table(raw: RawTable, settings: Settings | None = None, source: str | None = None) -> IngestReport:
+    """Validate, quarantine and upsert a table already read (``source`` names it in the report)."""
+    from velocast.data import store
+
+    settings = settings or get_settings()
+    source = source or str(raw.path)
     result = validate(raw, known_counters=store.counters(settings))
     report = IngestReport(
-        source=str(path), format=raw.format, rows_read=result.rows_read,
+        source=source, format=raw.format, rows_read=result.rows_read,
         accepted=len(result.accepted), rejected=len(result.rejected),
         rejected_by_reason=result.rejected_by_reason(),
         identical_duplicates_merged=result.identical_duplicates,
     )
     if not result.rejected.empty:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        qpath = settings.quarantine_dir / f"{Path(path).stem}-{stamp}.parquet"
-        atomic_write_parquet(result.rejected.assign(source_file=str(path)), qpath)
+        qpath = settings.quarantine_dir / f"{raw.path.stem}-{stamp}.parquet"
+        atomic_write_parquet(result.rejected.assign(source_file=source), qpath)
         report.quarantine_path = str(qpath)
         log.warning("%d rows quarantined in %s", len(result.rejected), qpath)
     if not result.accepted.empty:
@@ -540,5 +575,5 @@ def read_ingest_log(settings: Settings | None = None) -> list[dict[str, Any]]:
 
 __all__ = [
     "ColumnMapping", "IngestError", "IngestReport", "RawTable", "Validated",
-    "ingest_file", "parse_timestamps", "read_ingest_log", "read_table", "validate",
+    "ingest_file", "ingest_table", "parse_timestamps", "read_ingest_log", "read_table", "validate",
 ]

@@ -133,10 +133,10 @@ def query_counts(start: pd.Timestamp | str | None = None, end: pd.Timestamp | st
     where, params = ["1=1"], []
     if start is not None:
         where.append("timestamp >= ?")
-        params.append(_as_paris(start).tz_convert("UTC").to_pydatetime())
+        params.append(paris_timestamp(start).tz_convert("UTC").to_pydatetime())
     if end is not None:
         where.append("timestamp < ?")
-        params.append(_as_paris(end).tz_convert("UTC").to_pydatetime())
+        params.append(paris_timestamp(end).tz_convert("UTC").to_pydatetime())
     if counter_ids:
         where.append(f"counter_id IN ({', '.join('?' for _ in counter_ids)})")
         params.extend(counter_ids)
@@ -182,7 +182,7 @@ def recent_counts(start: pd.Timestamp | str, end: pd.Timestamp | str, counter_id
                   settings: Settings | None = None) -> pd.DataFrame:
     """``query_counts`` for a span of a few months, served from month files cached in memory."""
     settings = settings or get_settings()
-    first, last = _as_paris(start), _as_paris(end)
+    first, last = paris_timestamp(start), paris_timestamp(end)
     months = pd.period_range(first.tz_localize(None), (last - pd.Timedelta(1, "ns")).tz_localize(None), freq="M")
     if last <= first or len(months) > _CACHED_MONTHS:
         return query_counts(start, end, counter_ids, settings)
@@ -205,7 +205,8 @@ def recent_counts(start: pd.Timestamp | str, end: pd.Timestamp | str, counter_id
     return out
 
 
-def _as_paris(value: pd.Timestamp | str) -> pd.Timestamp:
+def paris_timestamp(value: pd.Timestamp | str) -> pd.Timestamp:
+    """``value`` in Europe/Paris; a date or time without offset is read as Paris time."""
     stamp = pd.Timestamp(value)
     return stamp.tz_localize(PARIS_TZ) if stamp.tzinfo is None else stamp.tz_convert(PARIS_TZ)
 

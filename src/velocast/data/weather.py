@@ -9,7 +9,6 @@ reported, else ``rr3`` spread evenly over its three hours).
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pandas as pd
 
 from velocast.config import Settings, get_settings
 from velocast.data.schema import to_paris
-from velocast.fileio import atomic_write_parquet, file_lock
+from velocast.fileio import atomic_write_parquet, file_lock, read_parquet_cached
 
 log = logging.getLogger(__name__)
 
@@ -108,17 +107,10 @@ def load_weather(settings: Settings | None = None) -> pd.DataFrame | None:
     Kept in memory per file version (path, modification time): servers re-read it only after an
     ingest replaced the file.
     """
-    settings = settings or get_settings()
-    path = settings.weather_path
-    try:
-        version = path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return None
-    return _read_weather(str(path), version).copy()
+    return read_parquet_cached((settings or get_settings()).weather_path, _read_weather)
 
 
-@functools.lru_cache(maxsize=4)
-def _read_weather(path: str, _version: int) -> pd.DataFrame:
+def _read_weather(path: str) -> pd.DataFrame:
     frame = pd.read_parquet(path)
     frame["timestamp"] = to_paris(frame["timestamp"])
     return frame

@@ -1,6 +1,8 @@
-"""The two daily jobs: ingest what arrived in the inbox, then forecast the next day.
+"""The two daily jobs: bring in new counts (portal, then inbox), then forecast the next day.
 
-``ingest_new_files`` reads every counts file dropped into ``<VELOCAST_HOME>/inbox`` (any format
+``fetch_portal_counts`` fetches the counts published since the store's last ones from the Paris
+open-data portal (``velocast.data.opendata``); a failure is logged and returned, never raised, so
+the inbox is still ingested. ``ingest_new_files`` reads every counts file dropped into ``<VELOCAST_HOME>/inbox`` (any format
 ``velocast data ingest`` reads), upserts it into the store and moves it to ``inbox/done/``; a file
 that cannot be read at all goes to ``inbox/failed/`` with a ``.error.txt`` beside it, so one bad
 file neither blocks the others nor is retried forever. Hidden files and names ending in ``.tmp``
@@ -8,7 +10,9 @@ or ``.part`` are left alone: a writer should copy under such a name, then rename
 ``synthetic=True`` the day after the store's latest one is generated into the inbox first
 (``velocast.data.synthetic.next_day``), which simulates data arriving daily.
 
-``predict_tomorrow`` writes the day-ahead forecast of every stored counter for the day to forecast
+``fetch_weather`` stores the current weather forecast (``velocast.data.weather_forecast``), issued
+now; a failure is logged and returned, never raised: the prediction then runs with the forecasts
+stored before, or without weather, and says so. ``predict_tomorrow`` writes the day-ahead forecast of every stored counter for the day to forecast
 (the latest stored day if incomplete, else the next one) to
 ``<VELOCAST_HOME>/store/forecasts/date=YYYY-MM-DD/forecasts.parquet``, atomically.
 
@@ -59,6 +63,57 @@ def _move(path: Path, folder: Path) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         target = folder / f"{path.stem}-{stamp}{path.suffix}"
     return Path(shutil.move(str(path), str(target)))
+
+
+def fetch_portal_counts(synthetic: bool = False, settings: Settings | None = None) -> dict[str, Any]:
+    """Fetch and ingest the portal's new counts; ``status`` ok / failed (with ``error``) / skipped.
+
+    A synthetic run (``synthetic=True``, simulated arrival) does not fetch real counts. Any failure
+    is logged and returned: the daily ingest of the inbox still runs after it.
+    """
+    from velocast.data.opendata import fetch_counts
+
+    if synthetic:
+        return {"status": "skipped", "summary": "synthetic run: the open-data portal is not fetched"}
+    try:
+        report = fetch_counts(settings=settings or get_settings())
+    except Exception as exc:  # a source that fails must not stop the inbox ingest
+        log.error("open-data portal fetch failed (the inbox is still ingested): %s", exc,
+                  exc_info=not _expected_failure(exc))
+        return {"status": "failed", "error": str(exc), "summary": f"portal fetch failed: {exc}"}
+    log.info("open-data portal: %s", report.to_dict())
+    return {"status": "ok", "where": report.where, "rows_read": report.rows_read, "added": report.added,
+            "updated": report.updated, "unchanged": report.unchanged, "rejected": report.rejected,
+            "quarantine_path": report.quarantine_path, "period_start": report.period_start,
+            "period_end": report.period_end, "bytes": report.bytes_downloaded, "attempts": report.attempts,
+            "summary": (f"portal: {report.rows_read:,} rows read ({report.added:,} added, {report.updated:,} "
+                        f"updated, {report.rejected:,} quarantined) for {report.where}")}
+
+
+def fetch_weather(settings: Settings | None = None) -> dict[str, Any]:
+    """Fetch and store the current weather forecast; ``status`` ok / failed (with ``error``).
+
+    Any failure is logged and returned, so the prediction that follows still runs.
+    """
+    from velocast.data.weather_forecast import fetch_weather_forecast
+
+    try:
+        result = fetch_weather_forecast(settings or get_settings())
+    except Exception as exc:  # the forecast must not block the prediction
+        log.error("weather forecast fetch failed (predicting with the forecasts stored before, if any): %s", exc,
+                  exc_info=not _expected_failure(exc))
+        return {"status": "failed", "error": str(exc), "summary": f"weather forecast fetch failed: {exc}"}
+    return {"status": "ok", **result,
+            "summary": f"weather forecast issued at {result['issued_at']}: {result['hours']} hours "
+                       f"({result['first']} .. {result['last']}), {result['added']} added"}
+
+
+def _expected_failure(exc: Exception) -> bool:
+    """A source that is down or sends something wrong (one line says it all), not a bug of ours."""
+    from velocast.data.opendata import OpenDataError
+    from velocast.data.weather_forecast import WeatherForecastError
+
+    return isinstance(exc, (OpenDataError, WeatherForecastError))
 
 
 def ingest_new_files(inbox: Path | str | None = None, synthetic: bool = False, seed: int = 0,
@@ -114,13 +169,16 @@ def ingest_new_files(inbox: Path | str | None = None, synthetic: bool = False, s
     }
 
 
-def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None) -> dict[str, Any]:
+def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None,
+                     weather_fetch: dict[str, Any] | None = None) -> dict[str, Any]:
     """Day-ahead forecasts of every stored counter for the day to forecast, stored as Parquet.
 
     The model is the champion of ``model_type`` (the latest version when there is no champion).
     The rows carry ``model_type``, ``model_version``, ``model_uri``, ``forecast_date`` and
     ``generated_at`` (UTC) beside the counter, the hour (``timestamp``, Europe/Paris) and
-    ``prediction``. Rewriting the same day replaces its file atomically.
+    ``prediction``. Rewriting the same day replaces its file atomically. ``weather_forecast`` says
+    which stored weather forecast, issued by 00:00 of the day, covers its hours (``weather_fetch``,
+    the result of ``fetch_weather``, tells why there is none when its fetch failed).
     """
     import pandas as pd
 
@@ -145,11 +203,34 @@ def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None)
     path = forecast_path(day.date().isoformat(), settings)
     atomic_write_parquet(frame, path)
     log.info("forecast of %s: %d rows by %s -> %s", day.date(), len(frame), model.uri, path)
+    weather = _weather_coverage(rows["timestamp"], settings, weather_fetch)
+    warnings = list(result.warnings) + ([weather["note"]] if weather["hours_covered"] == 0 else [])
     return {
         "path": str(path), "date": day.date().isoformat(), "rows": len(frame),
         "counters": int(frame["counter_id"].nunique()), "model_type": model_type,
         "model_version": model.version, "model_uri": model.uri, "generated_at": generated_at.isoformat(),
         "latest_count": latest.isoformat(), "total_predicted": round(float(frame["prediction"].sum()), 1),
-        "warnings": list(result.warnings),
-        "summary": f"{len(frame):,} counter-hours of {day.date()} forecast by {model.uri} -> {path}",
+        "warnings": warnings, "weather_forecast": weather,
+        "summary": f"{len(frame):,} counter-hours of {day.date()} forecast by {model.uri} -> {path}; {weather['note']}",
     }
+
+
+def _weather_coverage(timestamps: Any, settings: Settings, weather_fetch: dict[str, Any] | None) -> dict[str, Any]:
+    """Which stored weather forecast, issued by 00:00 of the day, covers the hours to forecast."""
+    import pandas as pd
+
+    from velocast.data.weather_forecast import day_ahead_cutoffs, forecast_as_of
+
+    hours = pd.Series(pd.unique(timestamps))
+    known = forecast_as_of(hours, day_ahead_cutoffs(hours), settings=settings)
+    covered = int(known["forecast_issued_at"].notna().sum())
+    issued = known["forecast_issued_at"].max()
+    day = hours.min().tz_convert(PARIS_TZ).date()
+    if covered:
+        note = f"weather forecast issued at {issued.isoformat()} covers {covered}/{len(hours)} hours of {day}"
+    else:
+        note = f"no weather forecast issued by 00:00 of {day} is stored: forecast without weather"
+    if weather_fetch and weather_fetch.get("status") == "failed":
+        note += f" (this run's weather fetch failed: {weather_fetch['error']})"
+    return {"hours": len(hours), "hours_covered": covered,
+            "issued_at": issued.isoformat() if covered else None, "note": note}
