@@ -561,11 +561,12 @@ def cycle_cmd(model_type: str = typer.Option("lgbm"),
 @app.command("retrain")
 def retrain_cmd(model_type: str = typer.Option("lgbm"),
                 merge: bool = typer.Option(False, "--merge", help="Merge current data into a new baseline version."),
-                cutoff: Optional[str] = typer.Option(None, help="Cutoff of the new baseline (default: last 30 days current)."),
+                cutoff: Optional[str] = typer.Option(None, help="Cutoff of the new baseline (default: the day after the "
+                                                     "latest stored count: every stored day is merged)."),
                 policy: str = typer.Option("double_eval"),
                 promote_on_deploy: bool = typer.Option(False, "--promote", help="Promote if the decision is deploy."),
                 as_json: bool = typer.Option(False, "--json")) -> None:
-    """Quarterly retrain: new baseline version, retrain from scratch, double-evaluate on the old test_baseline."""
+    """Quarterly retrain: new baseline version, retrain from scratch, compare on days neither model trained on."""
     from velocast.lifecycle.cycle import quarterly_retrain
 
     try:
@@ -576,7 +577,7 @@ def retrain_cmd(model_type: str = typer.Option("lgbm"),
         _echo_json(out)
         return
     typer.echo(f"baseline v{out['old_split']} -> v{out['new_split']} (cutoff {out['new_cutoff']}); "
-               f"trained version {out['version']}; decision on the old test_baseline: {out['decision']}"
+               f"trained version {out['version']}; decision: {out['decision']}"
                + ("; promoted to champion" if out["promoted"] else ""))
     for reason in out["reasons"]:
         typer.echo(f"  - {reason}")

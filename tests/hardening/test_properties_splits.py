@@ -1,7 +1,8 @@
 """Property-based tests of the split rules (pure functions of days, rows and a seed).
 
-- ``choose_test_days``: round(n * fraction) distinct sorted days taken from the input, exactly one
-  in each of the equal consecutive chunks, the same for the same seed;
+- ``choose_test_days``: round(n * fraction) distinct sorted days taken from the input (at least one,
+  and one day left for training), exactly one in each of the equal consecutive chunks, the same for
+  the same seed; fewer than 2 days is refused with a message that says so;
 - ``split_baseline``: every row on exactly one side, no day on both sides, test rows exactly on
   the test days;
 - ``split_by_time``: every test day after every training day, max(1, round(n * fraction)) test days.
@@ -40,9 +41,9 @@ def test_choose_test_days(days: list[date], fraction: float, seed: int, rnd) -> 
     shuffled = list(days) + list(days[: len(days) // 3])  # order and repeats do not matter
     rnd.shuffle(shuffled)
     unique = sorted(set(days))
-    expected = round(len(unique) * fraction)
-    if len(unique) < 2 or expected < 1:
-        with pytest.raises(SplitError):
+    expected = min(len(unique) - 1, max(1, round(len(unique) * fraction)))
+    if len(unique) < 2:
+        with pytest.raises(SplitError, match=f"need at least 2 days .* found {len(unique)}"):
             choose_test_days(shuffled, fraction, seed)
         return
     chosen = choose_test_days(shuffled, fraction, seed)

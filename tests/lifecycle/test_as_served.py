@@ -9,6 +9,7 @@ The predictions of ``/predict`` and ``velocast predict`` there must equal the ev
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -18,11 +19,15 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from tests.conftest import REAL_WEATHER
+from tests.data.test_weather_forecast import open_meteo
 from velocast.api import create_app
 from velocast.api.config import ApiConfig
 from velocast.cli import app as cli
 from velocast.config import PARIS_TZ, Settings
 from velocast.data import splits, store
+from velocast.data.weather import read_synop, synop_to_hourly
+from velocast.data.weather_forecast import ingest_weather_forecast
 from velocast.lifecycle.inputs import build_inputs
 from velocast.lifecycle.predict import load_model
 from velocast.lifecycle.promotion import promote
@@ -99,3 +104,42 @@ def test_evaluation_features_equal_served_features(real_home: Path, tmp_path: Pa
         written = pd.read_csv(out_file)
         assert written["my_column"].tolist() == list(range(len(mine)))  # extra columns are carried
         np.testing.assert_allclose(written["prediction"], expected, rtol=1e-9)
+
+
+def test_a_forecast_issued_by_the_cutoff_is_used_the_same_way_by_evaluation_and_serving(
+        real_home: Path, tmp_path: Path) -> None:
+    """With forecasts stored, the decision is judged with weather; D uses the forecast issued by the end
+    of D-1 (never a later one, never D's observations), in the evaluation and in /predict alike."""
+    settings = Settings(home=real_home)
+    result = train("lgbm", model_test=True, settings=settings)
+    promote("lgbm", version=result.model_version, reason="test", settings=settings)
+    model = load_model("lgbm", settings=settings)
+    split = splits.active_split(settings)
+    test_current = splits.load_split("test_current", split, settings)
+    day = pd.Timestamp(sorted(splits.paris_day(test_current["timestamp"]).unique())[2]).tz_localize(PARIS_TZ)
+    hourly = synop_to_hourly(read_synop(REAL_WEATHER))
+    # a "forecast" of D issued at 18:00 on D-1: the observed weather shifted by +3 °C (so its use is visible)
+    early = open_meteo(hourly.assign(temperature_c=hourly["temperature_c"] + 3), str((day - pd.Timedelta(days=1)).date()))
+    early["issued_at"] = (day - pd.Timedelta(hours=6)).isoformat()
+    # a later forecast (06:00 on D) must not be read for D
+    late = open_meteo(hourly.assign(temperature_c=hourly["temperature_c"] - 10), str(day.date()))
+    late["issued_at"] = (day + pd.Timedelta(hours=6)).isoformat()
+    for name, payload in (("early.json", early), ("late.json", late)):
+        (tmp_path / name).write_text(json.dumps(payload))
+        ingest_weather_forecast(tmp_path / name, settings=settings)
+
+    rows = test_current[splits.paris_day(test_current["timestamp"]) == day.date()].reset_index(drop=True)
+    evaluated = ServedRows.build(rows, settings)
+    assert evaluated.weather == "with"  # forecasts are stored: judged as they will be served
+    mine = evaluated.decision_rows
+    assert (mine["weather_source"] == "forecast").all()
+    expected_temperature = hourly["temperature_c"].reindex(mine["timestamp"].dt.tz_convert("UTC")).to_numpy() + 3
+    np.testing.assert_allclose(mine["temperature_c"], expected_temperature, atol=0.01)
+
+    known = _home_known_on(day, real_home, tmp_path / "known")
+    client = TestClient(create_app(known, config=ApiConfig(model_refresh_seconds=0)))
+    records = [{"counter_id": c, "timestamp": t.isoformat()} for c, t in zip(mine["counter_id"], mine["timestamp"])]
+    body = client.post("/predict", json={"records": records}).json()
+    assert {p["weather"] for p in body["predictions"]} == {"forecast"}
+    np.testing.assert_allclose([p["prediction"] for p in body["predictions"]],
+                               predict_frame(model.pipeline, mine)["prediction"], rtol=1e-12)

@@ -163,6 +163,24 @@ def test_quarterly_retrain_keeps_the_old_test_days_unseen(champion_home: Path) -
     assert AuditLog().list(event="retrain")[0].details["new_split"] == new.version
 
 
+def test_retrain_by_default_merges_every_day_and_compares_on_days_neither_model_saw(real_home: Path) -> None:
+    """Right after a split, the default works; the champion (trained on part of the current period too)
+    is compared with the new model only on held-out days it never trained on, and the result says which."""
+    champion = train("lgbm", data_source="reference", model_test=True)
+    promote("lgbm", version=champion.model_version, reason="test champion")
+    seen = Registry().trained_days(Registry().get("lgbm", champion.model_version))
+    assert seen and max(seen) > splits.active_split().cutoff  # it trained on days after the cutoff
+    out = quarterly_retrain("lgbm", test_mode=True)
+    new = splits.active_split()
+    assert new.cutoff == "2021-08-11"  # the day after the latest stored count (2021-08-10 01:00 Paris): all merged
+    expected = set(new.test_days) - seen
+    assert set(out["compared_days"]) == expected and expected < set(new.test_days)
+    assert any(d in seen for d in new.test_days)
+    assert f"compared on {len(expected)} held-out days neither model trained on" in out["reasons"][-1]
+    row = AuditLog().list(event="retrain")[0]
+    assert row.details["compared_days"] == sorted(expected)
+
+
 def test_simulate_writes_weekly_rmse_and_one_audit_row_per_week(real_home: Path) -> None:
     result = simulate("2021-06-14", weeks=2, test_mode=True)
     assert [w.week for w in result.weeks] == [1, 2]

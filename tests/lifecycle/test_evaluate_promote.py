@@ -48,8 +48,10 @@ def test_small_sample_challenger_is_rejected_for_regression(real_home: Path) -> 
     assert decision.kind == "reject_regression"
     r2 = outcome.evaluation.baseline.challenger["r2"]
     assert r2 < 0.6 and f"{r2:.4g}" in decision.reasons[0]
-    # both were scored on exactly the same rows
-    assert outcome.evaluation.baseline.rows == splits.active_split().sizes["test_baseline"]
+    # both were scored on exactly the same rows: every test_baseline row but those of sensor outages
+    outage = outcome.evaluation.baseline.challenger["outage_rows_excluded"]
+    assert outage > 0 and any("sensor outages" in note for note in outcome.evaluation.notes)
+    assert outcome.evaluation.baseline.rows + outage == splits.active_split().sizes["test_baseline"]
     assert outcome.evaluation.baseline.champion["n"] == outcome.evaluation.baseline.challenger["n"]
 
 
@@ -131,7 +133,7 @@ def test_classifier_report_lists_every_metric_and_gate(real_home: Path) -> None:
                  "calibration_intercept", "f1_optimal_threshold", "precision_at_07", "recall_at_07", "cv_auc_std"):
         assert word in text, word
     assert ("PASS" in text) or ("FAIL" in text)
-    assert outcome.classifier["auc"] > 0.8
+    assert outcome.classifier["auc"] > 0.75  # as served: without the weather of the predicted day
     assert outcome.decisions["double_eval"].kind == ("deploy" if outcome.classifier["passed"] else "reject_regression")
 
 

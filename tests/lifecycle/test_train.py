@@ -62,7 +62,7 @@ def test_failed_run_leaves_no_registered_version(real_home: Path) -> None:
 
 def test_train_on_a_file_keeps_test_days_unseen(real_home: Path, real_subset_file: Path) -> None:
     result = train("baseline", data_path=real_subset_file)
-    assert any("fall on test days" in note for note in result.notes)
+    assert any("rows on held-out test days left out of training" in note for note in result.notes)
     assert result.rows["train"] < len(pd.read_parquet(real_subset_file))
 
 

@@ -74,13 +74,16 @@ def paris_day(timestamps: pd.Series) -> pd.Series:
 
 
 def choose_test_days(days: list[date], test_fraction: float, seed: int) -> list[date]:
-    """One seeded random day in each of ``round(n * fraction)`` equal consecutive chunks of days."""
+    """One seeded random day in each of ``round(n * fraction)`` equal consecutive chunks of days.
+
+    At least one test day and one training day: 2 days of data are the minimum.
+    """
     if not 0 < test_fraction < 1:
         raise SplitError(f"test fraction must be between 0 and 1, got {test_fraction}")
     days = sorted(set(days))
-    n_test = int(round(len(days) * test_fraction))
-    if len(days) < 2 or n_test < 1:
-        raise SplitError(f"need at least 2 days and one test day; got {len(days)} days")
+    if len(days) < 2:
+        raise SplitError(f"need at least 2 days of data to hold whole days out for testing; found {len(days)}")
+    n_test = min(len(days) - 1, max(1, int(round(len(days) * test_fraction))))  # >= 1 test and 1 training day
     rng = np.random.default_rng(seed)
     chunks = np.array_split(np.arange(len(days)), n_test)
     return sorted(days[int(rng.choice(chunk))] for chunk in chunks)
@@ -96,7 +99,7 @@ def split_by_time(frame: pd.DataFrame, test_fraction: float = 0.2) -> tuple[pd.D
     if frame.empty:
         return frame, frame
     days = sorted(paris_day(frame["timestamp"]).unique())
-    n_test = max(1, int(round(len(days) * test_fraction)))
+    n_test = min(len(days) - 1, max(1, int(round(len(days) * test_fraction))))  # >= 1 test and 1 training day
     if len(days) == 1:
         n_test = 1
     first_test = days[-n_test]

@@ -39,7 +39,7 @@ from velocast.lifecycle.predict import LoadedModel
 from velocast.lifecycle.promotion import promote
 from velocast.lifecycle.train import train
 from velocast.models import get_spec
-from velocast.tracking.registry import Registry
+from velocast.tracking.registry import ModelRef, Registry
 
 log = logging.getLogger(__name__)
 
@@ -437,18 +437,43 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
 
 
 # --------------------------------------------------------------------------- quarterly retrain
+def days_unseen_by(registry: Registry, ref: ModelRef, days: set[str], settings: Settings) -> set[str]:
+    """The ``days`` (Paris, ISO) the version ``ref`` never trained on.
+
+    Read from its run's record of training days; for a version trained before that record existed,
+    assume it trained on every day up to its data end except the test days of its split (fail closed).
+    """
+    trained = registry.trained_days(ref)
+    if trained is not None:
+        return days - trained
+    end = ref.tags.get("data_end")
+    held = set()
+    if ref.tags.get("split_version"):
+        try:
+            held = set(splits.get_split(int(ref.tags["split_version"]), settings).test_days)
+        except (splits.SplitError, ValueError):
+            held = set()
+    last = str(pd.Timestamp(end).tz_convert(PARIS_TZ).date()) if end else "9999-12-31"
+    return {d for d in days if d > last or d in held}
+
+
 def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str | None = None,
                       policy: str = "double_eval", settings: Settings | None = None, test_mode: bool = False,
                       promote_on_deploy: bool = False) -> dict[str, Any]:
     """Merge current data into a new baseline version and retrain from scratch.
 
-    The new version keeps the old test days held out (plus new ones from the added period), so the
-    new model is double-evaluated against the champion on the *old* ``test_baseline``, unseen by both.
+    The new baseline (default cutoff: the day after the latest stored count, so every stored day is
+    merged) keeps the old test days held out and holds out new ones from the added period. The new
+    model is then compared with the champion only on held-out days that neither of them trained on
+    (the champion may have been fine-tuned on recent days): the result names them.
     """
     settings = settings or get_settings()
     old = splits.ensure_split(settings)
     if not merge:
         raise ValueError("quarterly retrain without --merge is a plain `velocast train`")
+    if cutoff is None:
+        latest = store.latest_timestamp(settings)
+        cutoff = str((latest.tz_convert(PARIS_TZ).tz_localize(None).normalize() + pd.Timedelta(days=1)).date())
     new = splits.record_split(cutoff, old.test_fraction, old.seed, old.current_test_fraction, settings,
                               parent_version=old.version, notes=[f"quarterly retrain: merged current data into v{old.version}"])
     result = train(model_type, data_source="baseline", env="prod", model_test=test_mode, settings=settings,
@@ -456,8 +481,18 @@ def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str 
                                                                       "split_parent": str(old.version)})
     registry = Registry(settings)
     ref = registry.get(model_type, result.model_version)
+    champion = registry.champion(model_type)
+    judged = set(new.test_days)
+    if champion is not None:
+        judged = days_unseen_by(registry, champion, judged, settings)
+    test_b = splits.load_split("test_baseline", new, settings)
+    unseen = test_b[splits.paris_day(test_b["timestamp"]).astype(str).isin(judged).to_numpy()].reset_index(drop=True)
+    if unseen.empty:
+        raise ValueError("no held-out day is unseen by both the new model and the champion: no fair comparison "
+                         "is possible (the champion trained on every test day of the new baseline)")
     outcome = evaluate_candidate(model_type, LoadedModel(model_type, registry.load(ref), ref, ref.uri), settings,
-                                 policy=Policy(name=policy, r2_threshold=settings.r2_baseline_threshold), split=old,
+                                 current=unseen,
+                                 policy=Policy(name=policy, r2_threshold=settings.r2_baseline_threshold), split=new,
                                  sample=MODEL_TEST_EVAL_ROWS if test_mode else None)
     decision = outcome.decisions[policy]
     promoted = None
@@ -465,15 +500,23 @@ def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str 
         promoted = promote(model_type, version=result.model_version, reason="quarterly retrain: " + decision.reasons[-1],
                            settings=settings).to_version
     ev = outcome.evaluation
+    days_note = (f"compared on {len(judged)} held-out days neither model trained on "
+                 f"({min(judged)} .. {max(judged)}), {len(unseen):,} rows")
     AuditLog(settings=settings).record(AuditEvent(
         event="retrain", model_type=model_type, deployment_decision=decision.kind,
         r2_train=result.metrics_train.get("r2"), rmse_train=result.metrics_train.get("rmse"),
         r2_baseline=ev.baseline.challenger.get("r2"), rmse_baseline=ev.baseline.challenger.get("rmse"),
         champion_r2_baseline=(ev.baseline.champion or {}).get("r2"),
         champion_rmse_baseline=(ev.baseline.champion or {}).get("rmse"),
+        r2_current=(ev.current.challenger if ev.current else {}).get("r2"),
+        rmse_current=(ev.current.challenger if ev.current else {}).get("rmse"),
+        champion_r2_current=((ev.current.champion if ev.current else None) or {}).get("r2"),
+        champion_rmse_current=((ev.current.champion if ev.current else None) or {}).get("rmse"),
         baseline_regression=decision.baseline_regression, model_improvement=decision.model_improvement,
-        model_uri=result.registry_uri, run_id=result.run_id, env="prod", reasons=decision.reasons,
-        to_version=promoted, details={"old_split": old.version, "new_split": new.version}))
+        model_uri=result.registry_uri, run_id=result.run_id, env="prod", reasons=[*decision.reasons, days_note],
+        to_version=promoted, details={"old_split": old.version, "new_split": new.version,
+                                      "compared_days": sorted(judged)}))
     return {"old_split": old.version, "new_split": new.version, "new_cutoff": new.cutoff,
             "version": result.model_version, "run_id": result.run_id, "decision": decision.kind,
-            "reasons": decision.reasons, "promoted": promoted, "evaluation": ev.to_dict()}
+            "reasons": [*decision.reasons, days_note], "promoted": promoted, "compared_days": sorted(judged),
+            "evaluation": ev.to_dict()}

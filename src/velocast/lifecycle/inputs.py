@@ -42,6 +42,8 @@ from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data import store
 from velocast.data.quality import outage_mask, utc_hours, zero_runs
 from velocast.data.weather import WEATHER_COLUMNS, attach_weather, load_weather
+from velocast.data.weather_forecast import day_ahead_cutoffs as cutoff_of
+from velocast.data.weather_forecast import forecast_as_of, load_forecasts
 from velocast.features import HISTORY_WINDOW_DAYS, add_history
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,6 @@ log = logging.getLogger(__name__)
 WEATHER_MODES = ("served", "with_weather", "none", "observed")
 WEATHER_SOURCE = "weather_source"
 _HISTORY_DAYS = HISTORY_WINDOW_DAYS + 1
-
-
-def cutoff_of(timestamps: pd.Series) -> pd.Series:
-    """When the forecast of each hour is issued: 00:00 Europe/Paris of its day (the end of D-1)."""
-    return timestamps.dt.tz_convert(PARIS_TZ).dt.normalize()
 
 
 def history_for(rows: pd.DataFrame, settings: Settings, extra: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -75,14 +72,10 @@ def history_for(rows: pd.DataFrame, settings: Settings, extra: pd.DataFrame | No
 
 def _stored_forecasts(timestamps: pd.Series, settings: Settings) -> pd.DataFrame | None:
     """Stored weather forecasts of each hour as known at its cut-off; None when none are stored."""
-    try:
-        from velocast.data import weather_forecast
-    except ImportError:  # pragma: no cover - the module ships with velocast
-        return None
-    forecasts = weather_forecast.load_forecasts(settings)
+    forecasts = load_forecasts(settings)
     if forecasts is None or forecasts.empty:
         return None
-    return weather_forecast.forecast_as_of(timestamps, cutoff_of(timestamps), forecasts=forecasts)
+    return forecast_as_of(timestamps, cutoff_of(timestamps), forecasts=forecasts)
 
 
 def weather_columns(rows: pd.DataFrame, mode: str, settings: Settings,
@@ -259,11 +252,7 @@ def decision_weather(settings: Settings | None = None) -> str:
     chosen = settings.decision_weather
     if chosen != "auto":
         return chosen
-    try:
-        from velocast.data import weather_forecast
-        forecasts = weather_forecast.load_forecasts(settings)
-    except ImportError:  # pragma: no cover
-        forecasts = None
+    forecasts = load_forecasts(settings)
     return "with" if forecasts is not None and not forecasts.empty else "without"
 
 

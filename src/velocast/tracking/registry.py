@@ -148,6 +148,17 @@ class Registry:
         return mlflow.sklearn.load_model(ref.uri)
 
     # ------------------------------------------------------------------ writing
+    def trained_days(self, ref: ModelRef) -> set[str] | None:
+        """Paris days (ISO) the version's run trained on (its ``data/days.json``); None if not recorded."""
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        try:
+            recorded = mlflow.artifacts.load_dict(f"runs:/{ref.run_id}/data/days.json")
+        except (MlflowException, OSError, ValueError):  # a run of an older velocast: nothing recorded
+            return None
+        return set(recorded.get("train_days", {}))
+
     def register(self, model_type: str, model_uri: str, run_id: str, tags: dict[str, str],
                  model_id: str | None = None) -> ModelRef:
         """A new version of ``bike-traffic-<type>`` from a logged model (``models:/<model_id>``)."""
