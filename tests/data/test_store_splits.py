@@ -115,3 +115,25 @@ def test_split_rules_pure() -> None:
 def test_empty_store_split_says_what_to_do(home: Path) -> None:
     with pytest.raises(SplitError, match="ingest or generate data first"):
         splits.record_split()
+
+
+def test_day_windows_are_calendar_days_across_the_clock_changes(home: Path) -> None:
+    """The 25-hour day of the autumn change and the 23-hour day of spring are whole days of every window."""
+    from velocast.data.schema import paris_midnight
+    from velocast.lifecycle.inputs import history_for
+    from velocast.lifecycle.monitor import window
+
+    assert paris_midnight("2021-10-31 12:00", 1) - paris_midnight("2021-10-31 12:00") == pd.Timedelta(hours=25)
+    assert paris_midnight(pd.Timestamp("2021-03-28 03:00", tz="Europe/Paris"), 1) == \
+        pd.Timestamp("2021-03-29", tz="Europe/Paris")
+    stamps = pd.date_range("2021-10-20", "2021-11-03", freq="h", tz="Europe/Paris", inclusive="left")
+    rows = pd.DataFrame({"counter_id": "c", "counter_name": "c", "site_id": "s", "site_name": "s",
+                         "timestamp": stamps, "bike_count": 1.0, "latitude": 48.85, "longitude": 2.35,
+                         "installation_date": pd.NaT})
+    store.upsert_counts(rows)
+    day = store.last_days(1)
+    assert len(day) == 24 and day["timestamp"].min() == pd.Timestamp("2021-11-02", tz="Europe/Paris")
+    autumn = window(1, pd.Timestamp("2021-10-31 15:00", tz="Europe/Paris"))
+    assert len(autumn) == 25  # 00:00 to 23:00 of the 25-hour day, none of the next
+    history = history_for(rows[rows["timestamp"].dt.date == pd.Timestamp("2021-11-01").date()], get_settings())
+    assert history["timestamp"].min() == pd.Timestamp("2021-10-20", tz="Europe/Paris")  # the first stored hour

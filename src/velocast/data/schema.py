@@ -70,6 +70,17 @@ def empty_counts() -> pd.DataFrame:
     )
 
 
+def paris_midnight(value: pd.Timestamp | str, days: int = 0) -> pd.Timestamp:
+    """00:00 Europe/Paris of ``value``'s Paris day, moved by ``days`` calendar days.
+
+    Calendar days, not 24-hour steps: the day after 2021-10-31 00:00 is 2021-11-01 00:00, 25 hours
+    later. An aware ``value`` is converted to Paris time first; a naive one is Paris wall-clock time.
+    """
+    stamp = pd.Timestamp(value)
+    local = stamp.tz_convert(PARIS_TZ).tz_localize(None) if stamp.tzinfo is not None else stamp
+    return (local.normalize() + pd.Timedelta(days=days)).tz_localize(PARIS_TZ)
+
+
 def to_paris(values: pd.Series) -> pd.Series:
     """Convert a timezone-aware series to Europe/Paris (naive input is taken as UTC)."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):  # fast path: already aware

@@ -17,7 +17,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from velocast.config import PARIS_TZ, Settings, get_settings
-from velocast.data.schema import CANONICAL_COLUMNS, KEY_COLUMNS, empty_counts, to_paris
+from velocast.data.schema import CANONICAL_COLUMNS, KEY_COLUMNS, empty_counts, paris_midnight, to_paris
 from velocast.fileio import atomic_write_parquet, file_lock
 
 log = logging.getLogger(__name__)
@@ -227,9 +226,7 @@ def last_days(days: int, settings: Settings | None = None) -> pd.DataFrame:
     latest = latest_timestamp(settings)
     if latest is None:
         return empty_counts()
-    end = latest.normalize() + timedelta(days=1)
-    start = (end - timedelta(days=days)).normalize()
-    return query_counts(start, end, settings=settings)
+    return query_counts(paris_midnight(latest, 1 - days), paris_midnight(latest, 1), settings=settings)
 
 
 def counters(settings: Settings | None = None) -> pd.DataFrame:

@@ -41,6 +41,7 @@ import pandas as pd
 from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data import store
 from velocast.data.quality import outage_mask, utc_hours, zero_runs
+from velocast.data.schema import paris_midnight
 from velocast.data.weather import WEATHER_COLUMNS, attach_weather, load_weather
 from velocast.data.weather_forecast import day_ahead_cutoffs as cutoff_of
 from velocast.data.weather_forecast import forecast_as_of, load_forecasts
@@ -57,12 +58,11 @@ def history_for(rows: pd.DataFrame, settings: Settings, extra: pd.DataFrame | No
     """Counts that can serve as history for ``rows``: the store's, plus ``extra`` labelled rows."""
     if rows.empty:
         return rows
-    start = rows["timestamp"].min().normalize() - timedelta(days=_HISTORY_DAYS)
-    end = rows["timestamp"].max().normalize()
+    start = paris_midnight(rows["timestamp"].min(), -_HISTORY_DAYS)
+    end = paris_midnight(rows["timestamp"].max(), 1)
     ids = pd.unique(rows["counter_id"].astype(str))
     # a few counters (an API request): read only theirs; many: one scan is cheaper than a long IN list
-    stored = store.recent_counts(start, end + timedelta(days=1), counter_ids=list(ids) if len(ids) <= 50 else None,
-                                 settings=settings)
+    stored = store.recent_counts(start, end, counter_ids=list(ids) if len(ids) <= 50 else None, settings=settings)
     parts = [p for p in (extra, stored) if p is not None and not p.empty]
     if not parts:
         return stored

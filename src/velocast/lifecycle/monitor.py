@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
 
 from velocast.config import Settings, get_settings
 from velocast.data import splits, store
+from velocast.data.schema import paris_midnight
 from velocast.features import FeatureBuilder
 from velocast.fileio import atomic_write_json
 from velocast.lifecycle.inputs import enrich
@@ -59,8 +60,7 @@ def window(days: int, end: pd.Timestamp | None = None, settings: Settings | None
     settings = settings or get_settings()
     if end is None:
         return store.last_days(days, settings)
-    stop = end.normalize() + timedelta(days=1)
-    return store.query_counts(stop - timedelta(days=days), stop, settings=settings)
+    return store.query_counts(paris_midnight(end, 1 - days), paris_midnight(end, 1), settings=settings)
 
 
 def champion_model(model_type: str, settings: Settings) -> LoadedModel | None:

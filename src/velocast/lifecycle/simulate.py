@@ -19,7 +19,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 
 from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data import splits, store
+from velocast.data.schema import paris_midnight
 from velocast.lifecycle.cycle import fine_tune, monitor_and_fine_tune
 from velocast.lifecycle.scoring import ServedRows
 from velocast.lifecycle.promotion import promote
@@ -121,7 +122,7 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
     always = never
     result = SimulationResult(sim_id, str(sim.home), model_type, policy, str(start_ts.date()))
     for week in range(weeks):
-        lo, hi = start_ts + timedelta(days=7 * week), start_ts + timedelta(days=7 * (week + 1))
+        lo, hi = paris_midnight(start_ts, 7 * week), paris_midnight(start_ts, 7 * (week + 1))
         arriving = source[(source["timestamp"] >= lo) & (source["timestamp"] < hi)].reset_index(drop=True)
         if arriving.empty:
             log.warning("no data for week %d (%s): the simulation stops", week + 1, lo.date())
@@ -139,7 +140,7 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
             challenger_version = fine_tune(model_type, strategy, window_days, None, test_mode, settings=sim)["version"]
         if challenger_version is not None:
             always = registry.load(registry.get(model_type, challenger_version))
-        row = WeekRow(week + 1, str(lo.date()), str((hi - timedelta(days=1)).date()), len(rows),
+        row = WeekRow(week + 1, str(lo.date()), str(paris_midnight(hi, -1).date()), len(rows),
                       rmse["never"], rmse["always"], rmse["policy"], champion_ref.version, cycle.drift_detected,
                       cycle.drift_share, cycle.health_state, cycle.fine_tuned, cycle.decision, cycle.promoted,
                       cycle.challenger_version, cycle.status, " | ".join(cycle.reasons) or (cycle.error or ""))
