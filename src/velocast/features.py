@@ -36,6 +36,10 @@ HISTORY_LAGS = (1, 2, 7, 14)
 HISTORY_WINDOW_DAYS = 28  # the longest look-back of any history feature (lag 28 days)
 HISTORY_COLUMNS = [*(f"lag_{k}d" for k in HISTORY_LAGS), "mean_7d_same_hour", "yesterday_total",
                    "median_7d_same_hour", "max_7d_same_hour", "median_4w_same_how", "median_daily_7d"]
+# what a fitted pipeline reads: identity and location (the rest of a canonical row is ignored), the
+# weather of the hour and, for day-ahead models, the history columns ``add_history`` computes
+IDENTITY_COLUMNS = ["counter_id", "timestamp", "counter_name", "site_id", "site_name", "latitude", "longitude"]
+MODEL_INPUT_COLUMNS = [*IDENTITY_COLUMNS, *WEATHER_COLUMNS, *HISTORY_COLUMNS]
 TIME_COLUMNS = ["hour", "weekday", "month", "day_of_year", "is_weekend", "hour_of_week"]
 LEVEL_COLUMNS = ["counter_level", "counter_how_level"]
 _EPOCH = np.datetime64("1970-01-01")
@@ -191,6 +195,22 @@ def _nanmedian(values: np.ndarray) -> np.ndarray:
     low = np.take_along_axis(ordered, np.maximum((valid - 1) // 2, 0)[:, None], axis=1)[:, 0]
     high = np.take_along_axis(ordered, np.maximum(valid // 2, 0)[:, None], axis=1)[:, 0]
     return np.where(valid > 0, (low + high) / 2.0, np.nan)
+
+
+NO_HISTORY_WARNING = (
+    "a day-ahead model was given {n} row(s) without any of its history columns ({columns}): they are "
+    "predicted as if no count before their day were known, which is far off for a known counter. Build the "
+    "inputs as velocast serves them: velocast.lifecycle.inputs.enrich(rows, weather='served') (counts from "
+    "the store), or call POST /predict or `velocast predict`.")
+
+
+def _warn_no_history(n: int) -> None:
+    """Say loudly that a day-ahead model is used without its history (plain MLflow pyfunc use)."""
+    import warnings
+
+    message = NO_HISTORY_WARNING.format(n=n, columns=", ".join(HISTORY_COLUMNS))
+    log.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
 
 
 class _quiet_nanmean:
@@ -367,6 +387,8 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         calendar = calendar_features(timestamps)
         columns.update({name: calendar[name].to_numpy() for name in calendar.columns})
         given = WEATHER_COLUMNS + (HISTORY_COLUMNS if self.horizon == "day-ahead" else [])
+        if self.horizon == "day-ahead" and len(X) and not any(name in X for name in HISTORY_COLUMNS):
+            _warn_no_history(len(X))
         columns.update({name: _numeric(X, name) for name in given})
         out = pd.DataFrame({name: np.asarray(columns[name], dtype=np.float32) for name in self.feature_names_out_},
                            index=X.index)

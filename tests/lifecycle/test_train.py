@@ -103,3 +103,29 @@ def test_unknown_type_and_bad_hyperparams_are_clear_errors(real_home: Path) -> N
     assert out.exit_code == 2 and "unknown model type 'xgb'" in out.output
     out = runner.invoke(app, ["train", "--model-type", "rf", "--model-test", "--hyperparams", '{"eta": 1}'])
     assert out.exit_code == 2 and "unknown hyperparameters for rf" in out.output
+
+
+def test_plain_mlflow_day_ahead_needs_history_and_says_so(real_home: Path) -> None:
+    """The README's recipe gives /predict's numbers in plain MLflow; without history a warning says why not."""
+    import numpy as np
+    import warnings
+
+    from velocast.features import NO_HISTORY_WARNING
+    from velocast.lifecycle.inputs import enrich, model_inputs
+    from velocast.lifecycle.predict import load_model, predict_rows
+    from velocast.lifecycle.promotion import promote
+
+    result = train("lgbm", model_test=True)
+    promote("lgbm", version=result.model_version, reason="test")
+    counter = Registry().load(Registry().champion("lgbm")).named_steps["features"].counter_ids_[0]
+    rows = pd.DataFrame({"counter_id": [counter, counter], "timestamp": pd.to_datetime(
+        ["2021-07-20 08:00", "2021-07-20 17:00"]).tz_localize("Europe/Paris")})
+    model = mlflow.pyfunc.load_model("models:/bike-traffic-lgbm@champion")
+    served = predict_rows(rows, load_model("lgbm"))
+    np.testing.assert_allclose(model.predict(model_inputs(enrich(rows, weather="served"))), served.frame["prediction"],
+                               rtol=1e-9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bare = model.predict(rows.assign(timestamp=rows["timestamp"].map(lambda t: t.isoformat())))
+    assert any(NO_HISTORY_WARNING.split("{n}")[0] in str(w.message) for w in caught)
+    assert not np.allclose(bare, served.frame["prediction"])

@@ -45,7 +45,7 @@ from velocast.data.schema import paris_midnight
 from velocast.data.weather import WEATHER_COLUMNS, attach_weather, load_weather
 from velocast.data.weather_forecast import day_ahead_cutoffs as cutoff_of
 from velocast.data.weather_forecast import forecast_as_of, load_forecasts
-from velocast.features import HISTORY_WINDOW_DAYS, add_history
+from velocast.features import HISTORY_WINDOW_DAYS, MODEL_INPUT_COLUMNS, add_history
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,17 @@ def enrich(rows: pd.DataFrame, settings: Settings | None = None, extra_history: 
     return build_inputs(rows, settings, extra_history).frame(weather, observed)
 
 
+def model_inputs(enriched: pd.DataFrame) -> pd.DataFrame:
+    """Enriched rows as a logged velocast model takes them in plain MLflow (``mlflow.pyfunc``).
+
+    The columns of its signature (identity, location, weather, history), timestamps as ISO strings
+    with their offset. ``model_inputs(enrich(rows, weather="served"))`` gives ``/predict``'s numbers.
+    """
+    out = enriched[[c for c in MODEL_INPUT_COLUMNS if c in enriched]].copy()
+    out["timestamp"] = [t.isoformat() for t in pd.to_datetime(out["timestamp"])]
+    return out
+
+
 def _history_notes(rows: pd.DataFrame, history: pd.DataFrame | None, min_zero_hours: int) -> list[tuple[int, str]]:
     """(row position, note) for rows whose history at their cut-off is incomplete or a sensor outage."""
     cutoffs = cutoff_of(rows["timestamp"])
@@ -257,4 +268,5 @@ def decision_weather(settings: Settings | None = None) -> str:
 
 
 __all__ = ["Inputs", "WEATHER_MODES", "WEATHER_SOURCE", "build_inputs", "cutoff_of", "decision_weather", "enrich",
+           "model_inputs",
            "history_for", "outage_flags", "weather_columns"]

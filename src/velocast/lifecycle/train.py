@@ -40,7 +40,7 @@ from velocast import __version__
 from velocast.config import Settings, get_settings
 from velocast.evaluation.reports import feature_importance_figure, regression_report
 from velocast.lifecycle.datasets import Datasets, load_datasets
-from velocast.lifecycle.inputs import build_inputs
+from velocast.lifecycle.inputs import build_inputs, model_inputs
 from velocast.lifecycle.scoring import ServedRows
 from velocast.models import (
     MODEL_TYPES,
@@ -277,8 +277,8 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
                 mlflow_runs.log_metrics("test_current", metrics_current)
             _log_reports(pipeline, model_type, test_b.decision_rows, scored_b.predictions, run.info.run_id, settings)
 
-            info = mlflow_runs.log_model(pipeline, mlflow_runs.input_example(
-                datasets.test_baseline.frame.drop(columns=["bike_count"])), spec.task == "classification")
+            info = mlflow_runs.log_model(pipeline, mlflow_runs.input_example(model_inputs(test_b.decision_rows)),
+                                         spec.task == "classification")
             model_uri = mlflow_runs.artifact_location(info)
             data_end = str(datasets.train.frame["timestamp"].max().isoformat())
             registered = registry.register(model_type, info.model_uri, run.info.run_id,

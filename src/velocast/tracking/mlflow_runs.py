@@ -104,8 +104,9 @@ def log_model(pipeline: Any, example: pd.DataFrame, classification: bool = False
     """Log a fitted pipeline (skops, explicit signature, input example); return MLflow's ModelInfo."""
     import mlflow.sklearn
 
-    keep = [c for c in ("counter_id", "counter_name", "site_id", "site_name", "timestamp", "latitude", "longitude")
-            if c in example]
+    from velocast.features import MODEL_INPUT_COLUMNS
+
+    keep = [c for c in MODEL_INPUT_COLUMNS if c in example]
     with warnings.catch_warnings():  # MLflow hints about integer columns of the example; the signature is explicit
         warnings.simplefilter("ignore", UserWarning)
         return mlflow.sklearn.log_model(
