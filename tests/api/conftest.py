@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -41,13 +47,13 @@ def _restore_tracking_env() -> Iterator[None]:
             os.environ[name] = value
 
 
-def settings_for(home: Path, api_key: str | None = None) -> Settings:
+def settings_for(home: Path, api_key: str | None = None, **fields: Any) -> Settings:
     """Settings of ``home`` alone: ``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI, which
     Settings would otherwise pick up from an earlier test's home."""
     with pytest.MonkeyPatch.context() as mp:
         for name in ENV_NAMES:
             mp.delenv(name, raising=False)
-        return Settings(home=home, api_key=api_key)
+        return Settings(home=home, api_key=api_key, **fields)
 
 
 def _copy_home(template: Path, factory: pytest.TempPathFactory, name: str) -> Path:
@@ -80,8 +86,10 @@ def model_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFacto
     return {"home": home, "lgbm_v1": v1.model_version, "lgbm_v2": v2.model_version, "baseline_v1": b1.model_version}
 
 
-def client_for(home: Path, api_key: str | None = KEY, **config: Any) -> TestClient:
-    settings = settings_for(home, api_key)
+def client_for(home: Path, api_key: str | None = KEY, settings: dict[str, Any] | None = None,
+               **config: Any) -> TestClient:
+    """A TestClient of a new app over ``home`` (``settings``: more Settings fields; ``config``: ApiConfig)."""
+    settings = settings_for(home, api_key, **(settings or {}))
     return TestClient(create_app(settings, config=ApiConfig(**{"model_refresh_seconds": 0.3, **config})))
 
 
@@ -128,3 +136,42 @@ def opendata_records() -> list[dict[str, Any]]:
     """The rows of the open-data export sample, as strings, exactly as read from the CSV."""
     frame = pd.read_csv(OPENDATA_SAMPLE, sep=";", dtype=str, keep_default_na=False, encoding="utf-8-sig")
     return [{k: v for k, v in row.items() if v != ""} for row in frame.to_dict(orient="records")]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def velocast_server(home: Path, log_path: Path, port: int | None = None,
+                    **env_vars: str) -> Iterator[tuple[subprocess.Popen, httpx.Client]]:
+    """``velocast serve`` on 127.0.0.1 over ``home`` (a subprocess), once it answers /health; stopped after."""
+    port = port or free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("VELOCAST_API_KEY", "MLFLOW_TRACKING_URI")}
+    env.update(VELOCAST_HOME=str(home), VELOCAST_API_MODEL_REFRESH_SECONDS="0.5", **env_vars)
+    with open(log_path, "ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "velocast.cli", "serve", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            deadline = time.monotonic() + 90
+            while True:
+                assert server.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    if http.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the server did not start in 90 s"
+                time.sleep(0.3)
+            yield server, http
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()

@@ -77,6 +77,9 @@ class AirflowClient:
                                "VELOCAST_AIRFLOW_PASSWORD, to call its API")
         response = self._send("POST", "/auth/token", json={"username": s.airflow_username,
                                                             "password": s.airflow_password}, auth=False)
+        if response.status_code >= 400:
+            raise AirflowError(f"{self.where} refused the token of VELOCAST_AIRFLOW_USERNAME {s.airflow_username!r} "
+                               f"({response.status_code}): {redact_secrets(self._detail(response), s)}")
         try:
             token = response.json()["access_token"]
         except (ValueError, KeyError, TypeError) as exc:
