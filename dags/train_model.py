@@ -24,6 +24,7 @@ from airflow.sdk import Param, dag, task
     start_date=pendulum.datetime(2025, 1, 1, tz="Europe/Paris"),
     catchup=False,
     max_active_runs=1,
+    is_paused_upon_creation=False,  # it runs only when the API triggers it: no need to unpause it by hand
     default_args={"owner": "velocast", "retries": 0},
     tags=["velocast", "lifecycle", "api"],
     doc_md=__doc__,

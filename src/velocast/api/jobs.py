@@ -56,7 +56,10 @@ class JobManager:
     # ----- life cycle of the server
     def start(self) -> None:
         """Fail the jobs of servers that died, then keep this server's jobs alive with heartbeats."""
-        self._sweep()
+        try:
+            self._sweep()
+        except Exception:  # noqa: BLE001 - the database is down: the server still serves; the heartbeat retries
+            log.exception("training jobs: cannot check for jobs left by a dead server (retried every heartbeat)")
         if self._heart is None:
             self._heart = threading.Thread(target=self._beat, name="velocast-job-heartbeat", daemon=True)
             self._heart.start()

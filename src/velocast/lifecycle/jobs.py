@@ -206,9 +206,13 @@ class JobStore:
     """The ``training_jobs`` table of the velocast database (``Settings.audit_location``)."""
 
     def __init__(self, settings: Settings | None = None):
-        settings = settings or get_settings()
-        self.settings = settings
-        self.engine = _engine(database_url(settings.audit_location))
+        self.settings = settings or get_settings()
+        self.url = database_url(self.settings.audit_location)
+
+    @property
+    def engine(self) -> sa.Engine:
+        """Connected on first use: a server starts (and serves predictions) while the database is down."""
+        return _engine(self.url)
 
     # ----- writes: each one transaction, transitions as compare-and-set
     def create(self, spec: TrainSpec, runner: str, owner: Owner | None = None, dag_id: str | None = None,
