@@ -47,6 +47,24 @@ def forecast_day(latest: pd.Timestamp) -> pd.Timestamp:
     return local.normalize() if local.hour < 23 else (local.normalize() + pd.DateOffset(days=1)).normalize()
 
 
+# where the monitoring stack of deploy/docker-compose.yml publishes its UIs
+MONITORING_URLS = {"Grafana": "http://localhost:3000", "Prometheus": "http://localhost:9090",
+                   "Alertmanager": "http://localhost:9093"}
+MONITORING_FILES = ("deploy/prometheus/", "deploy/alertmanager/", "deploy/grafana/", "deploy/README.md")
+
+
+def where_to_look(settings: Settings) -> list[str]:
+    """The demo's closing lines: where its results are, and the commands and URLs to look at them."""
+    urls = ", ".join(f"{name} {url}" for name, url in MONITORING_URLS.items())
+    return [f"   MLflow UI:  mlflow ui --backend-store-uri {redact(settings.tracking_uri)}",
+            f"   summary:    {redact(settings.summary_location)}",
+            f"   reports:    {settings.reports_dir.resolve()}",
+            "   audit log:  velocast audit list   |   champion: velocast champion --history",
+            "   API / UI:   velocast serve   |   velocast ui   (Prometheus metrics: GET /metrics)",
+            f"   dashboards: docker compose -f deploy/docker-compose.yml --env-file deploy/.env up -d: {urls}",
+            f"               (files: {', '.join(MONITORING_FILES[:-1])}; how-to: {MONITORING_FILES[-1]})"]
+
+
 def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool = False,
              echo: Callable[[str], None] = print, sim_weeks: int = 3) -> dict:
     from velocast.data import splits, store
@@ -118,9 +136,6 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
          + f"; table {sim.files['markdown']}")
     elapsed = time.perf_counter() - started
     echo(f"done in {elapsed:.0f}s. Look at:")
-    echo(f"   MLflow UI:  mlflow ui --backend-store-uri {redact(settings.tracking_uri)}")
-    echo(f"   summary:    {redact(settings.summary_location)}")
-    echo(f"   reports:    {settings.reports_dir.resolve()}")
-    echo("   audit log:  velocast audit list   |   champion: velocast champion --history")
-    echo("   API / UI:   velocast serve   |   velocast ui")
+    for line in where_to_look(settings):
+        echo(line)
     return {"results": results, "forecast": out, "seconds": elapsed}

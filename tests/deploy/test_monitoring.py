@@ -421,3 +421,18 @@ def test_dashboards_and_alerts_use_only_exported_metrics(exported: set[str]) -> 
     missing = {m: sorted(where) for m, where in used.items() if m in velocast and m not in exported | PROMETHEUS_SERIES}
     assert not missing, json.dumps(missing, indent=1)
     assert len(velocast) >= 30  # the check looked at something
+
+
+def test_the_demo_points_at_the_monitoring_the_compose_file_publishes() -> None:
+    from velocast.config import Settings
+    from velocast.demo import MONITORING_FILES, MONITORING_URLS, where_to_look
+
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    for name, url in MONITORING_URLS.items():
+        port = url.rsplit(":", 1)[1]
+        published = {str(p).rsplit(":", 1)[1] for p in services[name.lower()]["ports"]}
+        assert port in published, f"{name}: {url} is not what compose publishes ({published})"
+    for path in MONITORING_FILES:
+        assert (ROOT / path).exists(), path
+    lines = "\n".join(where_to_look(Settings()))
+    assert all(url in lines for url in MONITORING_URLS.values()) and "deploy/grafana/" in lines
