@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import OPENDATA_SAMPLE, subset_rows_since
+from tests.conftest import OPENDATA_SAMPLE, subset_rows_since, wait_for_http
 from velocast.api import create_app
 from velocast.api.config import ApiConfig
 from velocast.config import Settings
@@ -56,6 +55,16 @@ def settings_for(home: Path, api_key: str | None = None, **fields: Any) -> Setti
         return Settings(home=home, api_key=api_key, **fields)
 
 
+@contextmanager
+def isolated_home(home: Path) -> Iterator[Settings]:
+    """The environment pointed at ``home`` alone (no outside tracking server, audit URL...): its Settings."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ENV_NAMES:
+            mp.delenv(name, raising=False)
+        mp.setenv("VELOCAST_HOME", str(home))
+        yield settings_for(home)
+
+
 def _copy_home(template: Path, factory: pytest.TempPathFactory, name: str) -> Path:
     home = factory.mktemp(name) / "home"
     shutil.copytree(template, home)
@@ -73,11 +82,7 @@ def model_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFacto
     from velocast.lifecycle.train import train
 
     home = _copy_home(real_store_template, tmp_path_factory, "api-models")
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ENV_NAMES:
-            mp.delenv(name, raising=False)
-        mp.setenv("VELOCAST_HOME", str(home))
-        settings = settings_for(home)
+    with isolated_home(home) as settings:
         v1 = train("lgbm", model_test=True, hyperparams={"n_estimators": 40}, settings=settings)
         promote("lgbm", version=v1.model_version, reason="first champion", settings=settings)
         v2 = train("lgbm", model_test=True, hyperparams={"n_estimators": 60, "num_leaves": 15}, seed=1,
@@ -155,17 +160,8 @@ def velocast_server(home: Path, log_path: Path, port: int | None = None,
         server = subprocess.Popen([sys.executable, "-m", "velocast.cli", "serve", "--host", "127.0.0.1",
                                    "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", server, log_path, "velocast serve", timeout=90)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            deadline = time.monotonic() + 90
-            while True:
-                assert server.poll() is None, log_path.read_text()[-3000:]
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the server did not start in 90 s"
-                time.sleep(0.3)
             yield server, http
     finally:
         if server.poll() is None:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import HEADERS, client_for, free_port
+from tests.conftest import wait_for_http
 
 if importlib.util.find_spec("airflow") is None:
     pytest.skip("Airflow is an optional extra: pip install -e '.[airflow]'", allow_module_level=True)
@@ -54,16 +54,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                                    str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "airflow api-server did not start in 120 s"
-            time.sleep(0.5)
+        wait_for_http(f"{url}/api/v2/monitor/health", server, log_path, "airflow api-server")
         token = httpx.post(f"{url}/auth/token", json={"username": USER, "password": PASSWORD}).json()["access_token"]
         yield {"url": url, "token": token}
     finally:

@@ -62,8 +62,8 @@ def test_jobs_of_a_killed_server_are_failed_at_restart(real_home: Path, tmp_path
 
 def test_post_train_names_airflow_when_it_is_unreachable(real_home: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    with client_for(real_home, settings=dict(airflow_url=url, airflow_username="u", airflow_password="p4ssw0rd-x",
-                                            airflow_timeout_seconds=2)) as client:
+    with client_for(real_home, settings={"airflow_url": url, "airflow_username": "u",
+                                                "airflow_password": "p4ssw0rd-x", "airflow_timeout_seconds": 2}) as client:
         started = time.monotonic()
         response = client.post("/train", json={"model_type": "baseline", "test_mode": True}, headers=HEADERS)
         assert time.monotonic() - started < 10

@@ -26,11 +26,13 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 import yaml
+
+from tests.conftest import wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -215,9 +217,9 @@ def test_start_script_writes_a_slack_compatible_url(tmp_path: Path, given: str, 
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
+    received: ClassVar[list[dict[str, Any]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         type(self).received.append({"path": self.path, "json": json.loads(body)})
         self.send_response(200)
@@ -261,16 +263,7 @@ def test_alertmanager_sends_an_alert_to_the_velocast_webhook(tmp_path: Path, web
                                     "--cluster.listen-address="], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (tmp_path / "alertmanager.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "alertmanager did not start"
-            time.sleep(0.2)
+        wait_for_http(f"{base}/-/ready", process, tmp_path / "alertmanager.log", "alertmanager", timeout=30)
         rule = alert_rules()["VelocastCycleError"]
         alert = {"labels": {"alertname": "VelocastCycleError", "severity": "critical", "model_type": "lgbm"},
                  "annotations": {"summary": "The latest weekly cycle of lgbm failed",
@@ -359,7 +352,7 @@ def exported(real_store_template: Path, tmp_path_factory: pytest.TempPathFactory
     """Every series name of the API's /metrics on a home with a champion, a weekly cycle and a prediction."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from tests.api.conftest import ENV_NAMES, client_for, settings_for
+    from tests.api.conftest import ENV_NAMES, client_for, isolated_home
     from velocast.lifecycle.cycle import monitor_and_fine_tune
     from velocast.lifecycle.promotion import promote
     from velocast.lifecycle.train import train
@@ -368,11 +361,7 @@ def exported(real_store_template: Path, tmp_path_factory: pytest.TempPathFactory
     shutil.copytree(real_store_template, home)
     saved = {name: os.environ.get(name) for name in (*ENV_NAMES, "VELOCAST_HOME")}
     try:
-        with pytest.MonkeyPatch.context() as mp:
-            for name in ENV_NAMES:
-                mp.delenv(name, raising=False)
-            mp.setenv("VELOCAST_HOME", str(home))
-            settings = settings_for(home)
+        with isolated_home(home) as settings:
             champion = train("lgbm", model_test=True, hyperparams={"n_estimators": 40}, settings=settings)
             promote("lgbm", version=champion.model_version, reason="champion", settings=settings)
             cycle = monitor_and_fine_tune("lgbm", test_mode=True, settings=settings)

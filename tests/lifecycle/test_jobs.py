@@ -62,21 +62,26 @@ def test_transitions_are_compare_and_set(jobs: JobStore) -> None:
     assert jobs.counts() == {"queued": 0, "running": 0, "succeeded": 1, "failed": 0}
 
 
-def test_one_claim_wins_among_concurrent_claimers(jobs: JobStore) -> None:
-    job = jobs.create(_spec(), runner="api", owner=Owner.current())
-    barrier, results = threading.Barrier(8), []
+def claim_race(settings: Settings, job_id: str, claimers: int) -> list[bool]:
+    """``claimers`` threads, each with its own store, claim ``job_id`` at the same moment."""
+    barrier, results = threading.Barrier(claimers), []
 
     def claim() -> None:
-        store = JobStore(jobs.settings)
+        store = JobStore(settings)
         barrier.wait()
-        results.append(store.claim(job.job_id, Owner.current()))
+        results.append(store.claim(job_id, Owner.current()))
 
-    threads = [threading.Thread(target=claim) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(results) == [False] * 7 + [True]
+    threads = [threading.Thread(target=claim) for _ in range(claimers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(results)
+
+
+def test_one_claim_wins_among_concurrent_claimers(jobs: JobStore) -> None:
+    job = jobs.create(_spec(), runner="api", owner=Owner.current())
+    assert claim_race(jobs.settings, job.job_id, 8) == [False] * 7 + [True]
 
 
 def test_jobs_of_a_dead_server_are_failed_and_live_ones_are_kept(jobs: JobStore) -> None:

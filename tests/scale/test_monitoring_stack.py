@@ -6,12 +6,12 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-import threading
 
 import httpx
 import pytest
 
 from tests.deploy.test_monitoring import dashboard_expressions, metric_names
+from tests.lifecycle.test_jobs import claim_race
 from tests.scale.conftest import MlflowServer, PostgresCluster
 
 
@@ -39,18 +39,7 @@ def test_job_transitions_are_safe_between_replicas_on_postgresql(pg: PostgresClu
     first, second = JobStore(settings), JobStore(settings)  # two replicas' stores
     job = first.create(spec, runner="api", owner=Owner.current())
     assert second.get(job.job_id).state == "queued"
-    barrier, won = threading.Barrier(6), []
-
-    def claim() -> None:
-        barrier.wait()
-        won.append(second.claim(job.job_id, Owner.current()))
-
-    threads = [threading.Thread(target=claim) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(won) == [False] * 5 + [True]
+    assert claim_race(settings, job.job_id, 6) == [False] * 5 + [True]
     assert first.finish(job.job_id, {"model_version": "1"}) and second.get(job.job_id).result == {"model_version": "1"}
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -146,4 +146,4 @@ class AirflowClient:
         return self._run(response, dag_id)
 
 
-__all__ = ["AirflowClient", "AirflowError", "DagRun", "JOB_STATES"]
+__all__ = ["JOB_STATES", "AirflowClient", "AirflowError", "DagRun"]

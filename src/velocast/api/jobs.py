@@ -58,7 +58,7 @@ class JobManager:
         """Fail the jobs of servers that died, then keep this server's jobs alive with heartbeats."""
         try:
             self._sweep()
-        except Exception:  # noqa: BLE001 - the database is down: the server still serves; the heartbeat retries
+        except Exception:
             log.exception("training jobs: cannot check for jobs left by a dead server (retried every heartbeat)")
         if self._heart is None:
             self._heart = threading.Thread(target=self._beat, name="velocast-job-heartbeat", daemon=True)
@@ -72,7 +72,7 @@ class JobManager:
         try:  # jobs still waiting in this process's queue will never run: say so now
             for job_id in pending:
                 self.store.fail(job_id, "the server stopped before the job ran", from_states=("queued",))
-        except Exception:  # noqa: BLE001 - a database down at shutdown: the next start-up sweeps them
+        except Exception:
             log.exception("could not mark the queued training jobs of this server as failed")
 
     def _beat(self) -> None:
@@ -81,7 +81,7 @@ class JobManager:
             try:
                 self.store.heartbeat(self.owner)
                 self._sweep()
-            except Exception:  # noqa: BLE001 - the database may be down for a while: try again next beat
+            except Exception:
                 log.exception("training jobs heartbeat failed")
 
     def _sweep(self) -> None:
@@ -94,7 +94,7 @@ class JobManager:
         if self.store.queued(self.runner) >= self.max_queued:
             raise QueueFull(f"{self.max_queued} training jobs are already queued: try again later")
         if self.airflow is not None:
-            return self._submit_to_airflow(spec)
+            return self._submit_to_airflow(self.airflow, spec)
         job = self.store.create(spec, runner="api", owner=self.owner)
         with self._pending_lock:
             self._pending.add(job.job_id)
@@ -102,13 +102,12 @@ class JobManager:
         log.info("training job %s queued (%s)", job.job_id, spec.summary())
         return job
 
-    def _submit_to_airflow(self, spec: TrainSpec) -> JobRecord:
-        assert self.airflow is not None
+    def _submit_to_airflow(self, airflow: AirflowClient, spec: TrainSpec) -> JobRecord:
         dag_id = self.settings.airflow_train_dag
         job = self.store.create(spec, runner="airflow", dag_id=dag_id)
         run_id = dag_run_id_of(job.job_id)
         try:
-            run = self.airflow.trigger(dag_id, run_id, conf={"job_id": job.job_id})
+            run = airflow.trigger(dag_id, run_id, conf={"job_id": job.job_id})
         except AirflowError as exc:
             message = f"{exc}: training job {job.job_id} was not started"
             self.store.fail(job.job_id, message)

@@ -410,5 +410,15 @@ def run_job(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
             "deployment_decision": result["deployment_decision"]}
 
 
-__all__ = ["ACTIVE", "FINISHED", "JobNotRunnable", "JobRecord", "JobStore", "Owner", "STATES", "TrainSpec",
-           "run_job", "run_training"]
+__all__ = [
+    "ACTIVE",
+    "FINISHED",
+    "STATES",
+    "JobNotRunnable",
+    "JobRecord",
+    "JobStore",
+    "Owner",
+    "TrainSpec",
+    "run_job",
+    "run_training",
+]

@@ -166,5 +166,12 @@ def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp |
                         len(rows), policy, period)
 
 
-__all__ = ["DriftCheck", "check_drift", "champion_health", "latest_drift", "latest_health", "record_health",
-           "window"]
+__all__ = [
+    "DriftCheck",
+    "champion_health",
+    "check_drift",
+    "latest_drift",
+    "latest_health",
+    "record_health",
+    "window",
+]
