@@ -58,7 +58,7 @@ class JobManager:
         """Fail the jobs of servers that died, then keep this server's jobs alive with heartbeats."""
         try:
             self._sweep()
-        except Exception:
+        except Exception:  # the database is down: the server still serves, the heartbeat tries again
             log.exception("training jobs: cannot check for jobs left by a dead server (retried every heartbeat)")
         if self._heart is None:
             self._heart = threading.Thread(target=self._beat, name="velocast-job-heartbeat", daemon=True)
@@ -72,7 +72,7 @@ class JobManager:
         try:  # jobs still waiting in this process's queue will never run: say so now
             for job_id in pending:
                 self.store.fail(job_id, "the server stopped before the job ran", from_states=("queued",))
-        except Exception:
+        except Exception:  # the database is down at shutdown: the next start-up fails them
             log.exception("could not mark the queued training jobs of this server as failed")
 
     def _beat(self) -> None:
@@ -81,7 +81,7 @@ class JobManager:
             try:
                 self.store.heartbeat(self.owner)
                 self._sweep()
-            except Exception:
+            except Exception:  # the database may be down for a while: try again next beat
                 log.exception("training jobs heartbeat failed")
 
     def _sweep(self) -> None:
