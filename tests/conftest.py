@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -94,3 +96,19 @@ def real_home(real_store_template: Path, home: Path) -> Path:
     """A fresh copy of the ingested real-subset home for one test."""
     shutil.copytree(real_store_template, home)
     return home
+
+
+def wait_for_http(url: str, process: subprocess.Popen, log_path: Path, what: str, timeout: float = 120.0) -> None:
+    """Wait until ``url`` answers 200 while ``process`` runs; fail with the end of its log otherwise."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"{what} exited:\n" + log_path.read_text(errors="replace")[-3000:]
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{what} did not answer {url} in {timeout:g} s"
+        time.sleep(0.3)

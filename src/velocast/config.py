@@ -71,8 +71,9 @@ def secrets_of(settings: Settings | None) -> list[str]:
     """The secret strings of ``settings`` and of the environment (longest first)."""
     found: set[str] = {os.environ[name] for name in _SECRET_ENV if os.environ.get(name)}
     if settings is not None:
-        if settings.api_key:
-            found.add(settings.api_key)
+        for name in _SECRET_FIELDS:
+            if getattr(settings, name, None):
+                found.add(getattr(settings, name))
         for name in _URL_FIELDS:
             url = getattr(settings, name, None)
             if not url or "://" not in url:
@@ -195,6 +196,17 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="First wait before a retry; doubled at each retry (Retry-After wins).")
     http_retry_after_max_seconds: float = Field(
         default=120.0, ge=0, description="Longest Retry-After velocast waits; a longer one fails the fetch.")
+    job_lease_seconds: float = Field(
+        default=300.0, gt=0, description="A training job whose server sent no heartbeat for this long is failed."
+    )
+    airflow_url: str | None = Field(
+        default=None, description="Airflow API server (http://host:8080): POST /train then runs the training DAG there."
+    )
+    airflow_username: str | None = Field(default=None, description="Airflow user whose JWT (POST /auth/token) triggers DAG runs.")
+    airflow_password: str | None = Field(default=None, description="Password of airflow_username.")
+    airflow_token: str | None = Field(default=None, description="A static Airflow API token (instead of username/password).")
+    airflow_train_dag: str = Field(default="train_model", description="DAG run by POST /train when airflow_url is set.")
+    airflow_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each call to the Airflow API.")
 
     # ----- derived locations (not settable on their own: they follow `home`) -----
     @property
@@ -258,9 +270,9 @@ class Settings(BaseSettings):
                 yield name, value
 
 
-_SECRET_FIELDS = frozenset({"api_key"})
+_SECRET_FIELDS = frozenset({"api_key", "airflow_password", "airflow_token"})
 _URL_FIELDS = frozenset({"mlflow_tracking_uri", "summary_uri", "audit_url", "api_url", "webhook_url",
-                         "weather_forecast_url", "opendata_url"})
+                         "weather_forecast_url", "opendata_url", "airflow_url"})
 
 
 def database_url(url: str) -> str:

@@ -68,6 +68,24 @@ def portal_check(settings: Settings) -> str:
             f"{report.updated:,} updated, {report.unchanged:,} unchanged)")
 
 
+# where the monitoring stack of deploy/docker-compose.yml publishes its UIs
+MONITORING_URLS = {"Grafana": "http://localhost:3000", "Prometheus": "http://localhost:9090",
+                   "Alertmanager": "http://localhost:9093"}
+MONITORING_FILES = ("deploy/prometheus/", "deploy/alertmanager/", "deploy/grafana/", "deploy/README.md")
+
+
+def where_to_look(settings: Settings) -> list[str]:
+    """The demo's closing lines: where its results are, and the commands and URLs to look at them."""
+    urls = ", ".join(f"{name} {url}" for name, url in MONITORING_URLS.items())
+    return [f"   MLflow UI:  mlflow ui --backend-store-uri {redact(settings.tracking_uri)}",
+            f"   summary:    {redact(settings.summary_location)}",
+            f"   reports:    {settings.reports_dir.resolve()}",
+            "   audit log:  velocast audit list   |   champion: velocast champion --history",
+            "   API / UI:   velocast serve   |   velocast ui   (Prometheus metrics: GET /metrics)",
+            f"   dashboards: docker compose -f deploy/docker-compose.yml --env-file deploy/.env up -d: {urls}",
+            f"               (files: {', '.join(MONITORING_FILES[:-1])}; how-to: {MONITORING_FILES[-1]})"]
+
+
 def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool = False,
              echo: Callable[[str], None] = print, sim_weeks: int = 3) -> dict:
     from velocast.data import splits, store
@@ -109,7 +127,9 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
         b, c = result.metrics_baseline, result.metrics_current or {}
         echo(f"4. trained {model_type} ({result.horizon}) in {result.train_seconds:.1f}s -> {result.registry_uri}: "
              f"test_baseline RMSE {b['rmse']:.1f} R² {b['r2']:.3f}"
-             + (f"; test_current RMSE {c['rmse']:.1f} R² {c['r2']:.3f}" if c else ""))
+             + (f"; test_current RMSE {c['rmse']:.1f} R² {c['r2']:.3f}" if c else "")
+             + f" (as served: no weather forecast is stored; with the observed weather as a perfect forecast: "
+               f"test_baseline RMSE {b['with_weather_rmse']:.1f})")
     day = forecast_day(store.latest_timestamp(settings))
     model = load_model("lgbm", version=results["lgbm"].model_version, settings=settings)
     forecast = predict_rows(next_day_rows(day, settings), model, settings).frame
@@ -117,7 +137,8 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
     out.parent.mkdir(parents=True, exist_ok=True)
     forecast.to_csv(out, index=False)
     totals = forecast.groupby("counter_name")["prediction"].sum().sort_values(ascending=False)
-    echo(f"5. day-ahead forecast for {day.date()} ({len(forecast):,} counter-hours) -> {out}")
+    sources = ", ".join(f"{k} {v}" for k, v in forecast["weather_source"].value_counts().items())
+    echo(f"5. day-ahead forecast for {day.date()} ({len(forecast):,} counter-hours; weather: {sources}) -> {out}")
     for name, total in totals.head(5).items():
         echo(f"     {name:45s} {total:8.0f} bikes")
     from velocast.lifecycle.cycle import monitor_and_fine_tune
@@ -140,9 +161,6 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
          + f"; table {sim.files['markdown']}")
     elapsed = time.perf_counter() - started
     echo(f"done in {elapsed:.0f}s. Look at:")
-    echo(f"   MLflow UI:  mlflow ui --backend-store-uri {redact(settings.tracking_uri)}")
-    echo(f"   summary:    {redact(settings.summary_location)}")
-    echo(f"   reports:    {settings.reports_dir.resolve()}")
-    echo("   audit log:  velocast audit list   |   champion: velocast champion --history")
-    echo("   API / UI:   velocast serve   |   velocast ui")
+    for line in where_to_look(settings):
+        echo(line)
     return {"results": results, "forecast": out, "seconds": elapsed}

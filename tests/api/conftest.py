@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import OPENDATA_SAMPLE, subset_rows_since
+from tests.conftest import OPENDATA_SAMPLE, subset_rows_since, wait_for_http
 from velocast.api import create_app
 from velocast.api.config import ApiConfig
 from velocast.config import Settings
@@ -41,13 +46,23 @@ def _restore_tracking_env() -> Iterator[None]:
             os.environ[name] = value
 
 
-def settings_for(home: Path, api_key: str | None = None) -> Settings:
+def settings_for(home: Path, api_key: str | None = None, **fields: Any) -> Settings:
     """Settings of ``home`` alone: ``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI, which
     Settings would otherwise pick up from an earlier test's home."""
     with pytest.MonkeyPatch.context() as mp:
         for name in ENV_NAMES:
             mp.delenv(name, raising=False)
-        return Settings(home=home, api_key=api_key)
+        return Settings(home=home, api_key=api_key, **fields)
+
+
+@contextmanager
+def isolated_home(home: Path) -> Iterator[Settings]:
+    """The environment pointed at ``home`` alone (no outside tracking server, audit URL...): its Settings."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ENV_NAMES:
+            mp.delenv(name, raising=False)
+        mp.setenv("VELOCAST_HOME", str(home))
+        yield settings_for(home)
 
 
 def _copy_home(template: Path, factory: pytest.TempPathFactory, name: str) -> Path:
@@ -67,11 +82,7 @@ def model_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFacto
     from velocast.lifecycle.train import train
 
     home = _copy_home(real_store_template, tmp_path_factory, "api-models")
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ENV_NAMES:
-            mp.delenv(name, raising=False)
-        mp.setenv("VELOCAST_HOME", str(home))
-        settings = settings_for(home)
+    with isolated_home(home) as settings:
         v1 = train("lgbm", model_test=True, hyperparams={"n_estimators": 40}, settings=settings)
         promote("lgbm", version=v1.model_version, reason="first champion", settings=settings)
         v2 = train("lgbm", model_test=True, hyperparams={"n_estimators": 60, "num_leaves": 15}, seed=1,
@@ -80,8 +91,10 @@ def model_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFacto
     return {"home": home, "lgbm_v1": v1.model_version, "lgbm_v2": v2.model_version, "baseline_v1": b1.model_version}
 
 
-def client_for(home: Path, api_key: str | None = KEY, **config: Any) -> TestClient:
-    settings = settings_for(home, api_key)
+def client_for(home: Path, api_key: str | None = KEY, settings: dict[str, Any] | None = None,
+               **config: Any) -> TestClient:
+    """A TestClient of a new app over ``home`` (``settings``: more Settings fields; ``config``: ApiConfig)."""
+    settings = settings_for(home, api_key, **(settings or {}))
     return TestClient(create_app(settings, config=ApiConfig(**{"model_refresh_seconds": 0.3, **config})))
 
 
@@ -128,3 +141,33 @@ def opendata_records() -> list[dict[str, Any]]:
     """The rows of the open-data export sample, as strings, exactly as read from the CSV."""
     frame = pd.read_csv(OPENDATA_SAMPLE, sep=";", dtype=str, keep_default_na=False, encoding="utf-8-sig")
     return [{k: v for k, v in row.items() if v != ""} for row in frame.to_dict(orient="records")]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def velocast_server(home: Path, log_path: Path, port: int | None = None,
+                    **env_vars: str) -> Iterator[tuple[subprocess.Popen, httpx.Client]]:
+    """``velocast serve`` on 127.0.0.1 over ``home`` (a subprocess), once it answers /health; stopped after."""
+    port = port or free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("VELOCAST_API_KEY", "MLFLOW_TRACKING_URI")}
+    env.update(VELOCAST_HOME=str(home), VELOCAST_API_MODEL_REFRESH_SECONDS="0.5", **env_vars)
+    with open(log_path, "ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "velocast.cli", "serve", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", server, log_path, "velocast serve", timeout=90)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            yield server, http
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()

@@ -25,7 +25,7 @@ if importlib.util.find_spec("airflow") is None:  # not imported here: Airflow on
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 RUNNER = Path(__file__).with_name("airflow_runner.py")
-DAG_IDS = {"monitor_and_fine_tune", "daily_ingest", "daily_predict", "quarterly_retrain"}
+DAG_IDS = {"monitor_and_fine_tune", "daily_ingest", "daily_predict", "quarterly_retrain", "train_model"}
 WEEKLY_TASKS = ["check_new_data", "run_drift", "run_health", "decide", "fine_tune", "evaluate_challenger",
                 "promote_if_deployed", "audit", "notify", "fail_run_on_error"]
 DECISIONS = {"deploy", "reject_regression", "skip_no_improvement"}
@@ -77,7 +77,9 @@ def test_dags_load_without_errors_and_match_the_spec(airflow_env: dict[str, str]
     assert set(dags) == DAG_IDS
     schedules = {dag_id: d["schedule"] for dag_id, d in dags.items()}
     assert schedules == {"monitor_and_fine_tune": "0 0 * * 0", "daily_ingest": "0 0 * * *",
-                         "daily_predict": "0 3 * * *", "quarterly_retrain": "0 3 1 */3 *"}
+                         "daily_predict": "0 3 * * *", "quarterly_retrain": "0 3 1 */3 *",
+                         "train_model": schedules["train_model"]}
+    assert "None" in schedules["train_model"] or "Null" in schedules["train_model"]  # triggered by the API only
     for dag_id, d in dags.items():
         assert d["catchup"] is False and d["max_active_runs"] == 1, dag_id
         assert d["owner"] == "velocast" and "velocast" in d["tags"] and dag_id in d["doc_md"], dag_id
@@ -110,6 +112,8 @@ def test_dags_load_without_errors_and_match_the_spec(airflow_env: dict[str, str]
                                                "retries": dags[dag_id]["tasks"][fetch]["retries"]}
     assert {k: v["value"] for k, v in dags["daily_predict"]["params"].items()} == {"model_type": "lgbm"}
     assert dags["quarterly_retrain"]["params"]["promote_on_deploy"]["value"] is False
+    assert dags["train_model"]["task_ids"] == ["run_job"]
+    assert {k: v["value"] for k, v in dags["train_model"]["params"].items()} == {"job_id": ""}
 
 
 @pytest.mark.parametrize("name", sorted(DAG_IDS))
@@ -223,3 +227,33 @@ def test_daily_and_quarterly_dags_run_with_dag_test(airflow_env: dict[str, str],
     assert "forecast without weather (this run's weather fetch failed: weather forecast: GET" in forecast["summary"]
     assert Path(forecast["path"]).exists() and forecast["model_version"] == "1"
     assert forecast["counters"] == store.counters()["counter_id"].nunique() and forecast["rows"] == forecast["counters"] * 24
+
+
+# --------------------------------------------------------------------------- the API's training jobs
+def test_train_model_dag_runs_a_stored_job_like_the_api(airflow_env: dict[str, str], real_home: Path) -> None:
+    """The job the API stores (with posted rows) is run by the DAG through the same ``run_job``."""
+    import pandas as pd
+
+    from velocast.data import store
+    from velocast.lifecycle.audit import AuditLog
+    from velocast.lifecycle.jobs import JobStore, TrainSpec
+
+    latest = store.latest_timestamp()
+    recent = store.query_counts(latest.normalize() - pd.Timedelta(days=6), latest.normalize() + pd.Timedelta(days=1))
+    jobs = JobStore()
+    job = jobs.create(TrainSpec("baseline", "baseline", "dev", {}, True, None, recent), runner="airflow",
+                      dag_id="train_model")
+    run = _dag_test(airflow_env, "train_model", {"job_id": job.job_id})
+    assert run["state"] == "success", run["tasks"]
+    done = jobs.get(job.job_id)
+    assert done.state == "succeeded" and done.error is None and done.started_at and done.finished_at
+    assert done.result["model_version"] == "1" and done.spec["current_data_rows"] == len(recent)
+    assert done.result["metrics_current"]["n"] > 0  # the posted rows made test_current
+    summary = run["xcoms"]["run_job.return_value"]
+    assert summary == {"job_id": job.job_id, "state": "succeeded", "model_type": "baseline", "model_version": "1",
+                       "run_id": done.result["run_id"], "deployment_decision": done.result["deployment_decision"]}
+    row = AuditLog().list(event="training", limit=1)[0]
+    assert row.details["job_id"] == job.job_id and row.run_id == done.result["run_id"]
+
+    again = _dag_test(airflow_env, "train_model", {"job_id": job.job_id})  # a finished job never runs twice
+    assert again["state"] == "failed" and jobs.get(job.job_id).state == "succeeded"

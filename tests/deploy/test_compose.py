@@ -31,7 +31,8 @@ ENV_EXAMPLE = DEPLOY / ".env.example"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
 # what deploy/README.md documents: service -> published container ports
-PUBLISHED = {"minio": {9000, 9001}, "mlflow": {5000}, "api": {8000}, "ui": {8501}, "airflow-apiserver": {8080}}
+PUBLISHED = {"minio": {9000, 9001}, "mlflow": {5000}, "api": {8000}, "ui": {8501}, "airflow-apiserver": {8080},
+             "prometheus": {9090}, "alertmanager": {9093}, "grafana": {3000}}
 ONE_SHOT = {"minio-init", "airflow-init"}
 VELOCAST_CLIENTS = {"api", "ui", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer"}
@@ -340,12 +341,16 @@ def test_ports_are_published_as_documented(services: dict[str, Any], filled: dic
 
 
 def test_health_checks_probe_the_ports_the_services_listen_on(services: dict[str, Any]) -> None:
-    listens = {"mlflow": 5000, "api": 8000, "ui": 8501, "airflow-apiserver": 8080, "airflow-scheduler": 8974}
+    listens = {"mlflow": 5000, "api": 8000, "ui": 8501, "airflow-apiserver": 8080, "airflow-scheduler": 8974,
+               "prometheus": 9090, "alertmanager": 9093, "grafana": 3000}
     for name, port in listens.items():
         test = " ".join(services[name]["healthcheck"]["test"])
         assert f"http://localhost:{port}/" in test, f"{name}: {test}"
         args = command_of(services[name])
-        assert name == "airflow-scheduler" or str(port) in " ".join(args), f"{name} does not listen on {port}"
+        if name == "grafana":
+            assert env_of(services[name])["GF_SERVER_HTTP_PORT"] == str(port)
+        else:
+            assert name == "airflow-scheduler" or str(port) in " ".join(args), f"{name} does not listen on {port}"
     assert env_of(services["airflow-scheduler"])["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
     assert "/health" in " ".join(services["api"]["healthcheck"]["test"])
     assert "/_stcore/health" in " ".join(services["ui"]["healthcheck"]["test"])
@@ -489,7 +494,7 @@ def test_dockerfile_builds_velocast_without_cuda() -> None:
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
     assert 'pip install --constraint /tmp/constraints.txt ".[${EXTRAS}]"' in text
     assert '"asyncpg==' in text  # Airflow 3's async engine on PostgreSQL (postgresql+asyncpg)
-    assert re.search(r"^ARG EXTRAS=s3,postgres,airflow$", text, re.MULTILINE)
+    assert re.search(r"^ARG EXTRAS=s3,postgres,airflow,monitoring$", text, re.MULTILINE)
     for line in text.splitlines():
         if "torch" in line and "pip install" in line:
             assert "torch==2.13.0" in line and "--index-url https://download.pytorch.org/whl/cpu" in line, line

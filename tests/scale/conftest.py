@@ -258,9 +258,12 @@ class MlflowServer:
 
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri,
-                "--default-artifact-root", self.artifact_root, "--no-serve-artifacts",
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri,
+                   "--default-artifact-root", self.artifact_root, "--no-serve-artifacts",
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        if importlib.util.find_spec("prometheus_flask_exporter") is not None:  # /metrics, as deploy/ runs it
+            command.append(f"--expose-prometheus={self.log.parent / f'prometheus-{self.port}'}")
+        return command
 
     def start(self) -> MlflowServer:
         env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV and not k.startswith("VELOCAST_")}

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from velocast import __version__
 from velocast.api.batching import PredictBatcher
 from velocast.api.config import ApiConfig
-from velocast.api.jobs import JobManager, QueueFull, TrainSpec
+from velocast.api.jobs import AirflowUnavailable, JobManager, QueueFull
 from velocast.api.metrics import ApiMetrics, MetricsMiddleware
 from velocast.api.models_cache import ModelCache, NoModelError, ServedModel
 from velocast.api.records import EARLIEST, LATEST, KnownCounters, RecordRows, RecordsRejected, error, to_rows
@@ -80,6 +80,7 @@ from velocast.data import store
 from velocast.lifecycle import promotion
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.evaluate import evaluate
+from velocast.lifecycle.jobs import TrainSpec
 from velocast.lifecycle.monitor import champion_health, check_drift, latest_drift
 from velocast.lifecycle.inputs import WEATHER_SOURCE
 from velocast.lifecycle.predict import Predictions, predict_rows, summarise_notes, unknown_counters_warning
@@ -210,19 +211,25 @@ def health() -> HealthResponse:
     return HealthResponse(version=__version__)
 
 
-@router.get("/ready", response_model=ReadyResponse, tags=["service"], summary="Readiness: a model is loaded",
-            responses={503: {"model": ReadyResponse, "description": "No model can serve (the reason says why)."}})
-def ready(cache: CacheDep, config: ConfigDep) -> Any:
-    model_type = config.default_model_type
+def readiness(cache: ModelCache, model_type: str) -> ReadyResponse:
+    """Can ``model_type`` serve now? (``/ready`` and the ``velocast_ready`` metric.)"""
     try:
         served = cache.get(model_type)
     except Exception as exc:  # noqa: BLE001 - NoModelError, or a model that cannot be loaded
         reason = str(exc) if isinstance(exc, NoModelError) else f"cannot load the {model_type} model: {exc}"
         reason = redact_secrets(reason, cache.settings)  # an MLflow error names the tracking URL, password included
-        body = ReadyResponse(status="not_ready", model_type=model_type, reason=reason)
-        return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return ReadyResponse(status="not_ready", model_type=model_type, reason=reason)
     return ReadyResponse(status="ready", model_type=model_type, model_version=served.version,
                          model_uri=served.model.uri, champion=served.champion, warnings=served.warnings)
+
+
+@router.get("/ready", response_model=ReadyResponse, tags=["service"], summary="Readiness: a model is loaded",
+            responses={503: {"model": ReadyResponse, "description": "No model can serve (the reason says why)."}})
+def ready(cache: CacheDep, config: ConfigDep) -> Any:
+    body = readiness(cache, config.default_model_type)
+    if body.status != "ready":
+        return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return body
 
 
 @router.get("/models", response_model=ModelsResponse, tags=["models"],
@@ -318,8 +325,7 @@ def _predict_many(state: Any, key: tuple[str, str | None], groups: list[list[Pre
 def job_status(job_id: str, jobs: JobsDep) -> JobStatus:
     job = jobs.get(job_id)
     if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no training job {job_id!r} (jobs live in the server's "
-                            "memory: a restart forgets them)")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no training job {job_id!r}")
     return JobStatus.model_validate(job.to_dict())
 
 
@@ -402,7 +408,9 @@ def champion_health_route(settings: SettingsDep, model_type: ModelType = "lgbm",
 @router.post("/train", response_model=TrainAccepted, status_code=status.HTTP_202_ACCEPTED, tags=["lifecycle"],
              summary="Train a challenger in the background (never promotes)",
              dependencies=[Depends(require_api_key)],
-             responses={**VALIDATION_422, **KEY_ERRORS, 429: {"model": ErrorResponse}})
+             responses={**VALIDATION_422, **KEY_ERRORS, 429: {"model": ErrorResponse},
+                        503: {"model": ErrorResponse, "description": f"{DISABLED}; or Airflow (VELOCAST_AIRFLOW_URL) "
+                              "could not start the training DAG (the detail names it and why)."}})
 def train_job(body: TrainRequest, request: Request, response: Response, jobs: JobsDep) -> TrainAccepted:
     try:
         hyperparams = validate_hyperparams(body.model_type, body.hyperparams)
@@ -415,9 +423,12 @@ def train_job(body: TrainRequest, request: Request, response: Response, jobs: Jo
         job = jobs.submit(spec)
     except QueueFull as exc:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc)) from exc
+    except AirflowUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     url = request.app.url_path_for("job_status", job_id=job.job_id)
     response.headers["Location"] = str(url)
-    return TrainAccepted(job_id=job.job_id, status="queued", model_type=body.model_type, status_url=str(url))
+    return TrainAccepted(job_id=job.job_id, status=job.state, model_type=body.model_type, status_url=str(url),
+                         runner=job.runner, dag_run_id=job.dag_run_id)
 
 
 @router.post("/evaluate", response_model=EvaluateResponse, tags=["lifecycle"],
@@ -612,6 +623,7 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
                  __version__, settings.home, redact(settings.tracking_uri), config.default_model_type,
                  config.model_refresh_seconds)
         cache.start(warm=(config.default_model_type,))
+        jobs.start()  # jobs left running by a server that died are marked failed
         try:
             yield
         finally:
@@ -632,7 +644,7 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
     app.state.cache = cache
     app.state.jobs = jobs
     app.state.counters = KnownCounters(settings)
-    app.state.metrics = ApiMetrics(settings, cache, jobs)
+    app.state.metrics = ApiMetrics(settings, cache, jobs, ready=lambda: readiness(cache, config.default_model_type))
     app.state.batcher = PredictBatcher(lambda key, groups: _predict_many(app.state, key, groups),
                                        lambda key, records: _predict_one(app.state, key, records),
                                        max_records=config.max_records)

@@ -1,159 +1,156 @@
-"""Training jobs of ``POST /train``: one at a time in a background thread, never promoting.
+"""Training jobs of ``POST /train``: durable rows, run in this process or by Airflow, never promoting.
 
-A job trains with ``lifecycle.train.train`` on the datasets of its request, double-evaluates the
-new version against the current champion on the same rows (``lifecycle.evaluate.
-evaluate_candidate``), records the decision in the audit log and keeps the result in memory for
-``GET /jobs/{id}``. Promotion stays a separate, explicit step.
+Every job is a row of the velocast database (:mod:`velocast.lifecycle.jobs`), so ``GET /jobs/{id}``
+answers from any replica and after a restart.
+
+- Without ``VELOCAST_AIRFLOW_URL`` a job runs here, one at a time in a background thread
+  (:func:`velocast.lifecycle.jobs.run_job`). While this server lives it refreshes the heartbeat
+  of its jobs; at start-up, and every heartbeat, jobs of a server that died (same host and its
+  process gone, or no heartbeat for ``VELOCAST_JOB_LEASE_SECONDS``) are marked ``failed``.
+- With ``VELOCAST_AIRFLOW_URL`` a job triggers a run of the DAG ``VELOCAST_AIRFLOW_TRAIN_DAG``
+  (its conf: the job id), whose task calls the same ``run_job``. ``GET /jobs/{id}`` reads the DAG
+  run's state from Airflow (bounded timeout) while the job is not finished; when Airflow cannot
+  be read it shows the last known state and the error.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
 
-import pandas as pd
-
+from velocast.api.airflow_runs import AirflowClient, AirflowError
 from velocast.config import Settings, redact_secrets
-from velocast.lifecycle.audit import AuditEvent, AuditLog
-from velocast.lifecycle.datasets import MODEL_TEST_EVAL_ROWS, load_datasets
-from velocast.lifecycle.evaluate import evaluate_candidate
-from velocast.lifecycle.predict import load_model
-from velocast.lifecycle.train import train
+from velocast.lifecycle.jobs import FINISHED, JobRecord, JobStore, Owner, TrainSpec, run_job
 
 log = logging.getLogger(__name__)
-
-MAX_KEPT = 200  # finished jobs kept in memory
 
 
 class QueueFull(RuntimeError):
     pass
 
 
-@dataclass
-class TrainSpec:
-    model_type: str
-    data_source: str
-    env: str
-    hyperparams: dict[str, Any]
-    test_mode: bool
-    horizon: str | None
-    current_data: pd.DataFrame | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {"model_type": self.model_type, "data_source": self.data_source, "env": self.env,
-                "hyperparams": self.hyperparams, "test_mode": self.test_mode, "horizon": self.horizon,
-                "current_data_rows": 0 if self.current_data is None else len(self.current_data)}
+class AirflowUnavailable(RuntimeError):
+    """The training DAG could not be started; the message names Airflow and what went wrong."""
 
 
-@dataclass
-class Job:
-    job_id: str
-    spec: TrainSpec
-    status: str = "queued"
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
-    started_at: str | None = None
-    finished_at: str | None = None
-    error: str | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "status": self.status, "model_type": self.spec.model_type,
-                "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
-                "error": self.error, "request": self.spec.summary(), **self.result}
-
-
-def run_training(spec: TrainSpec, settings: Settings, job_id: str | None = None) -> dict[str, Any]:
-    """Train, double-evaluate against the champion on the same rows, audit; return the job result."""
-    datasets = load_datasets(spec.data_source, settings, current_data=spec.current_data, model_test=spec.test_mode)
-    trained = train(spec.model_type, data_source=spec.data_source, env=spec.env, model_test=spec.test_mode,
-                    horizon=spec.horizon, hyperparams=spec.hyperparams, datasets=datasets, settings=settings,
-                    tags={"trigger": "api", **({"api_job": job_id} if job_id else {})})
-    challenger = load_model(spec.model_type, version=trained.model_version, settings=settings)
-    current = datasets.test_current.frame if datasets.test_current is not None else None
-    outcome = evaluate_candidate(spec.model_type, challenger, settings, current=current,
-                                 sample=MODEL_TEST_EVAL_ROWS if spec.test_mode else None)
-    decision = outcome.decisions["double_eval"]
-    evaluation = outcome.evaluation
-    champion_b = evaluation.baseline.champion or {}
-    champion_c = (evaluation.current.champion if evaluation.current is not None else None) or {}
-    current_metrics = trained.metrics_current or {}
-    AuditLog(settings=settings).record(AuditEvent(
-        event="training", model_type=spec.model_type, deployment_decision=decision.kind,
-        r2_train=trained.metrics_train.get("r2"), rmse_train=trained.metrics_train.get("rmse"),
-        r2_baseline=trained.metrics_baseline.get("r2"), rmse_baseline=trained.metrics_baseline.get("rmse"),
-        r2_current=current_metrics.get("r2"), rmse_current=current_metrics.get("rmse"),
-        champion_r2_baseline=champion_b.get("r2"), champion_rmse_baseline=champion_b.get("rmse"),
-        champion_r2_current=champion_c.get("r2"), champion_rmse_current=champion_c.get("rmse"),
-        baseline_regression=decision.baseline_regression, model_improvement=decision.model_improvement,
-        model_uri=trained.registry_uri, run_id=trained.run_id, env=spec.env, actor="api",
-        to_version=trained.model_version, reasons=decision.reasons,
-        details={"job_id": job_id, "data_source": spec.data_source, "test_mode": spec.test_mode,
-                 "champion": evaluation.champion, "decisions": {k: d.kind for k, d in outcome.decisions.items()}}))
-    return {
-        "run_id": trained.run_id, "model_uri": trained.model_uri, "registry_uri": trained.registry_uri,
-        "model_version": trained.model_version, "metrics_train": trained.metrics_train,
-        "metrics_baseline": trained.metrics_baseline, "metrics_current": trained.metrics_current,
-        "double_evaluation_enabled": trained.double_evaluation_enabled,
-        "baseline_regression": trained.baseline_regression, "deployment_decision": decision.kind,
-        "decision_reasons": decision.reasons, "decisions": {k: d.kind for k, d in outcome.decisions.items()},
-        "double_evaluation": evaluation.to_dict(), "hyperparams": trained.hyperparams, "notes": trained.notes,
-    }
+def dag_run_id_of(job_id: str) -> str:
+    return f"velocast_job_{job_id}"
 
 
 class JobManager:
     def __init__(self, settings: Settings, max_queued: int = 20):
         self.settings = settings
         self.max_queued = max_queued
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._lock = threading.Lock()
+        self.store = JobStore(settings)
+        self.owner = Owner.current()
+        self.airflow = AirflowClient(settings) if settings.airflow_url else None
+        self.runner = "airflow" if self.airflow else "api"
+        self.lease = settings.job_lease_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="velocast-train")
+        self._stop = threading.Event()
+        self._heart: threading.Thread | None = None
+        self._pending: set[str] = set()  # queued in this process's executor, not started yet
+        self._pending_lock = threading.Lock()
 
-    def submit(self, spec: TrainSpec) -> Job:
-        with self._lock:
-            if sum(j.status == "queued" for j in self._jobs.values()) >= self.max_queued:
-                raise QueueFull(f"{self.max_queued} training jobs are already queued: try again later")
-            job = Job(uuid.uuid4().hex, spec)
-            self._jobs[job.job_id] = job
-            self._forget_old()
-        self._executor.submit(self._run, job)
+    # ----- life cycle of the server
+    def start(self) -> None:
+        """Fail the jobs of servers that died, then keep this server's jobs alive with heartbeats."""
+        try:
+            self._sweep()
+        except Exception:  # the database is down: the server still serves, the heartbeat tries again
+            log.exception("training jobs: cannot check for jobs left by a dead server (retried every heartbeat)")
+        if self._heart is None:
+            self._heart = threading.Thread(target=self._beat, name="velocast-job-heartbeat", daemon=True)
+            self._heart.start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._pending_lock:
+            pending = sorted(self._pending)
+        try:  # jobs still waiting in this process's queue will never run: say so now
+            for job_id in pending:
+                self.store.fail(job_id, "the server stopped before the job ran", from_states=("queued",))
+        except Exception:  # the database is down at shutdown: the next start-up fails them
+            log.exception("could not mark the queued training jobs of this server as failed")
+
+    def _beat(self) -> None:
+        interval = max(0.5, self.lease / 5)
+        while not self._stop.wait(interval):
+            try:
+                self.store.heartbeat(self.owner)
+                self._sweep()
+            except Exception:  # the database may be down for a while: try again next beat
+                log.exception("training jobs heartbeat failed")
+
+    def _sweep(self) -> None:
+        for job in self.store.fail_orphans(self.lease, me=self.owner):
+            log.warning("training job %s (%s, %s) marked failed: its server %s is gone", job.job_id, job.model_type,
+                        job.state, job.owner)
+
+    # ----- jobs
+    def submit(self, spec: TrainSpec) -> JobRecord:
+        if self.store.queued(self.runner) >= self.max_queued:
+            raise QueueFull(f"{self.max_queued} training jobs are already queued: try again later")
+        if self.airflow is not None:
+            return self._submit_to_airflow(self.airflow, spec)
+        job = self.store.create(spec, runner="api", owner=self.owner)
+        with self._pending_lock:
+            self._pending.add(job.job_id)
+        self._executor.submit(self._run, job.job_id)
         log.info("training job %s queued (%s)", job.job_id, spec.summary())
         return job
 
-    def get(self, job_id: str) -> Job | None:
-        with self._lock:
-            return self._jobs.get(job_id)
+    def _submit_to_airflow(self, airflow: AirflowClient, spec: TrainSpec) -> JobRecord:
+        dag_id = self.settings.airflow_train_dag
+        job = self.store.create(spec, runner="airflow", dag_id=dag_id)
+        run_id = dag_run_id_of(job.job_id)
+        try:
+            run = airflow.trigger(dag_id, run_id, conf={"job_id": job.job_id})
+        except AirflowError as exc:
+            message = f"{exc}: training job {job.job_id} was not started"
+            self.store.fail(job.job_id, message)
+            raise AirflowUnavailable(message) from exc
+        self.store.set_dag_run(job.job_id, run.dag_run_id, run.state)
+        log.info("training job %s: DAG run %s of %s %s (%s)", job.job_id, run.dag_run_id, dag_id, run.state,
+                 spec.summary())
+        return self.store.get(job.job_id) or job
+
+    def get(self, job_id: str) -> JobRecord | None:
+        job = self.store.get(job_id)
+        if job is None or job.runner != "airflow" or job.state in FINISHED or not job.dag_run_id:
+            return job
+        if self.airflow is None:
+            job.dag_run_error = "VELOCAST_AIRFLOW_URL is not set on this server: the DAG run's state was not read"
+            return job
+        try:
+            run = self.airflow.get_run(job.dag_id or self.settings.airflow_train_dag, job.dag_run_id)
+        except AirflowError as exc:
+            error = redact_secrets(str(exc), self.settings)
+            self.store.record_dag_run_read(job_id, None, error)
+            return self.store.get(job_id)
+        self.store.record_dag_run_read(job_id, run.state, None)
+        if run.job_state == "failed":
+            self.store.fail(job_id, f"the Airflow DAG run {run.dag_run_id} of {run.dag_id} failed (see its task log "
+                            "in Airflow)")
+        elif run.job_state == "succeeded":  # the task records its result itself; this only happens when it did not
+            self.store.succeed_external(job_id, f"the Airflow DAG run {run.dag_run_id} succeeded without recording a "
+                                        "result (marked success in Airflow?)")
+        job = self.store.get(job_id)
+        if job is not None and job.state not in FINISHED and run.job_state in ("queued", "running"):
+            job.state = run.job_state  # what Airflow says now (the task marks the row running when it starts)
+        return job
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            out = {s: 0 for s in ("queued", "running", "succeeded", "failed")}
-            for job in self._jobs.values():
-                out[job.status] += 1
-            return out
+        return self.store.counts()
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def _forget_old(self) -> None:
-        finished = [k for k, j in self._jobs.items() if j.status in ("succeeded", "failed")]
-        for key in finished[: max(0, len(finished) - MAX_KEPT)]:
-            del self._jobs[key]
-
-    def _run(self, job: Job) -> None:
-        job.status, job.started_at = "running", datetime.now(timezone.utc).isoformat()
+    def _run(self, job_id: str) -> None:
+        with self._pending_lock:
+            self._pending.discard(job_id)
+        if self._stop.is_set():
+            return
         try:
-            job.result = run_training(job.spec, self.settings, job.job_id)
-            job.status = "succeeded"
-            log.info("training job %s succeeded: %s version %s, decision %s", job.job_id, job.spec.model_type,
-                     job.result["model_version"], job.result["deployment_decision"])
-        except Exception as exc:  # the job reports it; the server goes on
-            log.exception("training job %s failed", job.job_id)
-            job.error = redact_secrets(f"{type(exc).__name__}: {exc}", self.settings)  # GET /jobs shows it
-            job.status = "failed"
-        finally:
-            job.finished_at = datetime.now(timezone.utc).isoformat()
+            run_job(job_id, self.settings)
+        except Exception:  # the job row holds the error; the server goes on
+            log.exception("training job %s failed", job_id)

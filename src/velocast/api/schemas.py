@@ -309,6 +309,9 @@ class TrainAccepted(BaseModel):
     status: JobState
     model_type: str
     status_url: str
+    runner: Literal["api", "airflow"] = Field("api", description="Who trains: this API process, or an Airflow DAG "
+                                              "run (VELOCAST_AIRFLOW_URL).")
+    dag_run_id: str | None = None
 
 
 class JobStatus(BaseModel):
@@ -320,6 +323,16 @@ class JobStatus(BaseModel):
     finished_at: str | None = None
     error: str | None = None
     request: dict[str, Any] = Field(default_factory=dict)
+    runner: Literal["api", "airflow"] = "api"
+    owner: str | None = Field(None, description="Host and pid of the process running the job (runner api).")
+    heartbeat_at: str | None = None
+    dag_id: str | None = None
+    dag_run_id: str | None = None
+    dag_run_state: str | None = Field(None, description="Last state read from Airflow (queued, running, success, "
+                                      "failed).")
+    dag_run_checked_at: str | None = None
+    dag_run_error: str | None = Field(None, description="Why the DAG run's state could not be read just now "
+                                      "(status then shows the last known state).")
     # when done (field names of the original system's summary)
     run_id: str | None = None
     model_uri: str | None = None

@@ -140,25 +140,30 @@ def _connect_args(url: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=8)
-def _engine(url: str) -> sa.Engine:
+def engine(url: str) -> sa.Engine:
+    """The engine of the velocast database at ``url`` (one per URL and process), the audit table created.
+
+    Other tables of the same database (the training jobs of the API) are built on this engine, so
+    every connection gets the same timeouts.
+    """
     if url.startswith("sqlite:///"):
         from pathlib import Path
 
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, pool_pre_ping=True, future=True, connect_args=_connect_args(url))
-    metadata.create_all(engine)
-    with engine.begin() as con:
-        guards = _SQLITE_GUARDS if engine.dialect.name == "sqlite" else \
-            _POSTGRES_GUARDS if engine.dialect.name == "postgresql" else []
+    built = sa.create_engine(url, pool_pre_ping=True, future=True, connect_args=_connect_args(url))
+    metadata.create_all(built)
+    with built.begin() as con:
+        guards = _SQLITE_GUARDS if built.dialect.name == "sqlite" else \
+            _POSTGRES_GUARDS if built.dialect.name == "postgresql" else []
         for statement in guards:
             con.execute(sa.text(statement))
-    return engine
+    return built
 
 
 class AuditLog:
     def __init__(self, url: str | None = None, settings: Settings | None = None):
         self.url = url or (settings or get_settings()).audit_location
-        self.engine = _engine(database_url(self.url))
+        self.engine = engine(database_url(self.url))
 
     def record(self, event: AuditEvent) -> AuditEvent:
         """Append one event; recording the same ``event_id`` twice keeps the first."""
@@ -193,3 +198,11 @@ class AuditLog:
     def count(self) -> int:
         with self.engine.connect() as con:
             return int(con.execute(sa.select(sa.func.count()).select_from(audit_table)).scalar_one())
+
+    def counts(self) -> list[tuple[str, str | None, str | None, int]]:
+        """``(event, deployment_decision, model_type, rows)`` for every combination in the log."""
+        c = audit_table.c
+        query = sa.select(c.event, c.deployment_decision, c.model_type, sa.func.count()).group_by(
+            c.event, c.deployment_decision, c.model_type)
+        with self.engine.connect() as con:
+            return [(e, d, m, int(n)) for e, d, m, n in con.execute(query).all()]

@@ -34,7 +34,7 @@ from velocast.lifecycle import notify
 from velocast.lifecycle.audit import AuditEvent, AuditLog
 from velocast.lifecycle.datasets import MODEL_TEST_EVAL_ROWS, Dataset, load_datasets
 from velocast.lifecycle.evaluate import evaluate_candidate
-from velocast.lifecycle.monitor import champion_health, champion_model, check_drift, window
+from velocast.lifecycle.monitor import champion_health, champion_model, check_drift, record_health, window
 from velocast.lifecycle.predict import LoadedModel
 from velocast.lifecycle.promotion import promote
 from velocast.lifecycle.train import train
@@ -156,6 +156,7 @@ def run_drift(model_type: str, window_days: int, end: str | None, settings: Sett
 
 def run_health(model_type: str, end: str | None, settings: Settings | None = None, days: int = 7) -> dict[str, Any]:
     report = champion_health(model_type, days=days, end=_ts(end), settings=settings)
+    record_health(model_type, report, settings)  # the latest health, for the API's metrics
     return {**report.to_dict(), "summary": f"{report.state}: {'; '.join(report.reasons)}"}
 
 

@@ -20,7 +20,7 @@ from velocast.config import Settings, get_settings
 from velocast.data import splits, store
 from velocast.data.schema import paris_midnight
 from velocast.features import FeatureBuilder
-from velocast.fileio import atomic_write_json
+from velocast.fileio import atomic_write_json, file_lock
 from velocast.lifecycle.inputs import enrich
 from velocast.lifecycle.scoring import ServedRows
 from velocast.lifecycle.predict import LoadedModel
@@ -109,19 +109,40 @@ def check_drift(model_type: str = "lgbm", reference: pd.DataFrame | None = None,
                           policy=policy or DriftPolicy(), daily=DRIFT_DAILY)
     paths: dict[str, str] = {}
     if write:
-        folder = settings.reports_dir / "drift" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+        checked_at = datetime.now(timezone.utc)
+        folder = settings.reports_dir / "drift" / f"{checked_at:%Y%m%dT%H%M%S%f}"
         matched = seasonal_reference(ref, cur)[0] if report.status not in ("error", "insufficient_data") else ref
         columns = [c for c in (*DRIFT_NUMERICAL, *categorical, "bike_count", "prediction") if c in ref]
         written = write_reports(report, matched, cur, columns, folder) if len(cur) else {}
         paths = {k: str(v) for k, v in written.items()}
-        atomic_write_json(settings.reports_dir / "drift" / "latest.json", {"folder": str(folder), **paths,
-                                                                           "report": report.to_dict()})
+        atomic_write_json(settings.reports_dir / "drift" / "latest.json", {
+            "folder": str(folder), "checked_at": checked_at.isoformat(), **paths, "report": report.to_dict()})
     return DriftCheck(report, paths)
 
 
 def latest_drift(settings: Settings | None = None) -> dict[str, Any] | None:
     path = (settings or get_settings()).reports_dir / "drift" / "latest.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _health_path(settings: Settings):
+    return settings.reports_dir / "health" / "latest.json"
+
+
+def record_health(model_type: str, report: HealthReport, settings: Settings | None = None) -> None:
+    """Keep ``report`` as the latest health check of ``model_type`` (``reports/health/latest.json``)."""
+    settings = settings or get_settings()
+    path = _health_path(settings)
+    with file_lock(settings.locks_dir / "health_latest.lock"):
+        latest = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        latest[model_type] = {**report.to_dict(), "checked_at": datetime.now(timezone.utc).isoformat()}
+        atomic_write_json(path, latest)
+
+
+def latest_health(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """The latest health check of each model type the weekly cycle checked: ``{model_type: report}``."""
+    path = _health_path(settings or get_settings())
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp | None = None,
@@ -151,4 +172,12 @@ def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp |
                         notes=[f"scored as served, {served.weather} weather", *served.notes])
 
 
-__all__ = ["DriftCheck", "check_drift", "champion_health", "latest_drift", "window"]
+__all__ = [
+    "DriftCheck",
+    "champion_health",
+    "check_drift",
+    "latest_drift",
+    "latest_health",
+    "record_health",
+    "window",
+]
