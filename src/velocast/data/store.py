@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ import pandas as pd
 
 from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data.schema import CANONICAL_COLUMNS, KEY_COLUMNS, empty_counts, paris_midnight, to_paris
-from velocast.fileio import atomic_write_parquet, file_lock
+from velocast.fileio import atomic_write_bytes, atomic_write_parquet, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,30 @@ def _glob(settings: Settings) -> str:
 _COUNTS = "(SELECT * REPLACE (CAST(timestamp AS TIMESTAMPTZ) AS timestamp) FROM read_parquet(?))"
 
 
+def _version_path(settings: Settings) -> Path:
+    return settings.counts_dir / "VERSION"
+
+
+def version(settings: Settings | None = None) -> tuple:
+    """A value that changes whenever counts are written: what in-memory copies of the store compare.
+
+    ``upsert_counts`` rewrites ``counts/VERSION`` (atomically, under the store lock) after every
+    write, so checking costs one ``stat``. A store written before that file existed is identified by
+    its month files (path, inode, modification time, size).
+    """
+    settings = settings or get_settings()
+    try:
+        stat = _version_path(settings).stat()
+        return ("version", stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    except FileNotFoundError:
+        files = []
+        for path in sorted(settings.counts_dir.glob("month=*/*.parquet")):
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                files.append((str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size))
+        return ("months", tuple(files))
+
+
 def has_counts(settings: Settings | None = None) -> bool:
     settings = settings or get_settings()
     return any(settings.counts_dir.glob("month=*/*.parquet"))
@@ -62,6 +88,7 @@ def upsert_counts(frame: pd.DataFrame, settings: Settings | None = None) -> Upse
     frame = frame[CANONICAL_COLUMNS]
     months = frame["timestamp"].dt.strftime("%Y-%m")
     added = updated = unchanged = 0
+    written = False
     with file_lock(settings.locks_dir / "store.lock"):
         for month, part in frame.groupby(months, sort=True):
             path = _month_path(settings, str(month))
@@ -88,6 +115,9 @@ def upsert_counts(frame: pd.DataFrame, settings: Settings | None = None) -> Upse
                 table = part
             table = table.sort_values(["timestamp", "counter_id"]).reset_index(drop=True)
             atomic_write_parquet(table, path)
+            written = True
+        if written:  # readers holding the store in memory (the API's history) see the change
+            atomic_write_bytes(_version_path(settings), f"{time.time_ns()} {os.getpid()}\n".encode())
     log.info("store upsert: %d added, %d updated, %d unchanged", added, updated, unchanged)
     return UpsertResult(added, updated, unchanged)
 
@@ -202,6 +232,28 @@ def recent_counts(start: pd.Timestamp | str, end: pd.Timestamp | str, counter_id
     if not out["timestamp"].is_monotonic_increasing:  # month files are written sorted; older ones may not be
         out = out.sort_values(["timestamp", "counter_id"], kind="stable", ignore_index=True)
     return out
+
+
+def history_counts(start: pd.Timestamp | str | None = None, settings: Settings | None = None) -> pd.DataFrame:
+    """``counter_id``, ``timestamp`` (Europe/Paris) and ``bike_count`` of every count from ``start`` on.
+
+    The three columns a day-ahead history needs, read in one scan (no normalisation of the others).
+    """
+    settings = settings or get_settings()
+    if not has_counts(settings):
+        return empty_counts()[["counter_id", "timestamp", "bike_count"]]
+    where, params = "", []
+    if start is not None:
+        where = "WHERE timestamp >= ?"
+        params.append(paris_timestamp(start).tz_convert("UTC").to_pydatetime())
+    # _COUNTS is a constant; the glob and the start are bound parameters
+    sql = f"SELECT counter_id, timestamp, bike_count FROM {_COUNTS} {where}"  # nosec B608
+    with _connect() as con:
+        frame = con.execute(sql, [_glob(settings), *params]).df()
+    frame["counter_id"] = frame["counter_id"].astype(str)
+    frame["timestamp"] = to_paris(frame["timestamp"])
+    frame["bike_count"] = frame["bike_count"].astype(float)
+    return frame
 
 
 def paris_timestamp(value: pd.Timestamp | str) -> pd.Timestamp:

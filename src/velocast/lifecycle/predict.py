@@ -7,6 +7,7 @@ plus a warning. Rows that cannot be read are reported, never silently dropped.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from velocast.data.ingest import RawTable, Validated, read_table, validate
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs
 from velocast.lifecycle.scoring import score
+from velocast.lifecycle.serving import ServingModel, fast_inputs
 from velocast.models import get_spec, predict_frame
 from velocast.tracking.registry import ModelRef, Registry
 
@@ -41,6 +43,11 @@ class LoadedModel:
     @property
     def version(self) -> str | None:
         return self.ref.version if self.ref else None
+
+    @functools.cached_property
+    def serving(self) -> ServingModel | None:
+        """This model compiled for the serving path (features from arrays), once per loaded model."""
+        return ServingModel.of(self.pipeline)
 
 
 @dataclass
@@ -85,24 +92,33 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
     outage); ``warnings`` sums them up.
     """
     settings = settings or get_settings()
-    inputs = build_inputs(rows, settings)
-    enriched = inputs.frame("served")
-    features = model.pipeline.named_steps["features"]
-    unknown = features.unknown_counters(enriched)
+    serving = model.serving
+    fast = fast_inputs(rows, serving, settings) if serving is not None else None
+    metrics = None
+    if fast is not None:  # arrays all the way (velocast.lifecycle.serving), proven equal to the frames' path
+        predicted = serving.model.predict(fast.matrix)
+        weather_source, notes, unknown = fast.weather_source, fast.notes, fast.unknown_counters
+    else:
+        inputs = build_inputs(rows, settings)
+        enriched = inputs.frame("served")
+        features = model.pipeline.named_steps["features"]
+        unknown = features.unknown_counters(enriched)
+        frame = predict_frame(model.pipeline, enriched)
+        predicted = {column: frame[column].to_numpy() for column in frame.columns}
+        weather_source = enriched[WEATHER_SOURCE].to_numpy()
+        uses_weather = any(c in features.feature_names_out_ for c in WEATHER_COLUMNS)
+        notes = inputs.notes(model.horizon == "day-ahead", weather_source if uses_weather else None)
+        labelled = enriched["bike_count"].notna() if "bike_count" in enriched else None
+        if labelled is not None and labelled.any():
+            metrics = score(model.pipeline, model.model_type, enriched[labelled.to_numpy()]).metrics.to_dict()
+    # the one place where a batch of rows gets its predictions
     out = rows.copy()
-    predicted = predict_frame(model.pipeline, enriched)
-    for column in predicted.columns:
-        out[column] = predicted[column].to_numpy()
-    out[WEATHER_SOURCE] = enriched[WEATHER_SOURCE].to_numpy()
-    uses_weather = any(c in features.feature_names_out_ for c in WEATHER_COLUMNS)
-    notes = inputs.notes(model.horizon == "day-ahead", enriched[WEATHER_SOURCE].to_numpy() if uses_weather else None)
+    for column, values in predicted.items():
+        out[column] = values
+    out[WEATHER_SOURCE] = weather_source
     out["notes"] = ["; ".join(n) for n in notes]
     warnings = [unknown_counters_warning(unknown)] if unknown else []
     warnings += summarise_notes(notes)
-    metrics = None
-    labelled = enriched["bike_count"].notna() if "bike_count" in enriched else None
-    if labelled is not None and labelled.any():
-        metrics = score(model.pipeline, model.model_type, enriched[labelled.to_numpy()]).metrics.to_dict()
     return Predictions(out, model, warnings, metrics, unknown, notes)
 
 
