@@ -1,4 +1,8 @@
-"""The ``velocast`` command: a thin shell over velocast's library functions."""
+"""The ``velocast`` command: a thin shell over velocast's library functions.
+
+Imports are lazy: each command imports what it uses when it runs, so ``velocast --help`` loads
+Typer alone (measure with ``python -X importtime -m velocast.cli --help``).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,38 @@ from typing import Any, Optional
 
 import typer
 
-from velocast.config import get_settings, install_log_redaction, redact, redact_secrets
-
+# plain help text (no rich rendering: importing rich's formatter costs a quarter of a second)
 app = typer.Typer(help="velocast: hourly bike-count forecasting with a champion/challenger lifecycle.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-data_app = typer.Typer(help="Ingest, split, generate and inspect data.", no_args_is_help=True)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
+data_app = typer.Typer(help="Ingest, split, generate and inspect data.", no_args_is_help=True,
+                       rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 log = logging.getLogger("velocast.cli")
+
+
+def get_settings() -> Any:
+    from velocast.config import get_settings as settings
+
+    return settings()
+
+
+def install_log_redaction(*args: Any, **kwargs: Any) -> Any:
+    from velocast.config import install_log_redaction as install
+
+    return install(*args, **kwargs)
+
+
+def redact(*args: Any, **kwargs: Any) -> Any:
+    from velocast.config import redact as mask
+
+    return mask(*args, **kwargs)
+
+
+def redact_secrets(*args: Any, **kwargs: Any) -> Any:
+    from velocast.config import redact_secrets as mask
+
+    return mask(*args, **kwargs)
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -455,7 +483,7 @@ def champion_cmd(model_type: str = typer.Option("lgbm"),
                    f"by {h.actor}: {'; '.join(h.reasons)}")
 
 
-audit_app = typer.Typer(help="The append-only audit log.", no_args_is_help=True)
+audit_app = typer.Typer(help="The append-only audit log.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(audit_app, name="audit")
 
 
@@ -615,21 +643,42 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
 
 @app.command("serve")
 def serve_cmd(host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
-              port: int = typer.Option(8000, min=1, max=65535, help="TCP port.")) -> None:
+              port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+              workers: int = typer.Option(1, min=1, max=64, help="Worker processes sharing the port (about one per "
+                                          "core; Prometheus metrics are summed over them).")) -> None:
     """Serve the HTTP API (FastAPI + uvicorn); mutating routes need VELOCAST_API_KEY."""
+    import os
+    import shutil
+    import tempfile
+
     import uvicorn
 
-    from velocast.api import create_app
+    from velocast.api.config import ApiConfig
 
     settings = get_settings()
     try:
-        api = create_app(settings)
+        ApiConfig.from_settings(settings)
     except ValueError as exc:  # a VELOCAST_API_* setting that cannot be read
         _fail(str(exc), 2)
-    typer.echo(f"velocast API on http://{host}:{port} (docs: http://{host}:{port}/docs); home {settings.home}",
-               err=True)
+    typer.echo(f"velocast API on http://{host}:{port} (docs: http://{host}:{port}/docs); home {settings.home}"
+               + (f"; {workers} workers" if workers > 1 else ""), err=True)
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()  # -v shows uvicorn's INFO lines
-    uvicorn.run(api, host=host, port=port, log_level=level, log_config=None)
+    if workers == 1:
+        from velocast.api import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=level, log_config=None)
+        return
+    # every worker counts its requests in files of one folder that any of them sums at /metrics
+    # (prometheus_client's multiprocess mode); a folder of this server alone, removed when it stops
+    own = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="velocast-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        uvicorn.run("velocast.api.app:create_app", factory=True, workers=workers, host=host, port=port,
+                    log_level=level, log_config=None)
+    finally:
+        if own:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @app.command("ui")

@@ -150,15 +150,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def velocast_server(home: Path, log_path: Path, port: int | None = None,
+def velocast_server(home: Path, log_path: Path, port: int | None = None, args: tuple[str, ...] = (),
                     **env_vars: str) -> Iterator[tuple[subprocess.Popen, httpx.Client]]:
-    """``velocast serve`` on 127.0.0.1 over ``home`` (a subprocess), once it answers /health; stopped after."""
+    """``velocast serve [args]`` on 127.0.0.1 over ``home`` (a subprocess), once it answers /health; stopped after."""
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("VELOCAST_API_KEY", "MLFLOW_TRACKING_URI")}
     env.update(VELOCAST_HOME=str(home), VELOCAST_API_MODEL_REFRESH_SECONDS="0.5", **env_vars)
     with open(log_path, "ab") as log:
         server = subprocess.Popen([sys.executable, "-m", "velocast.cli", "serve", "--host", "127.0.0.1",
-                                   "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+                                   "--port", str(port), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", server, log_path, "velocast serve", timeout=90)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:

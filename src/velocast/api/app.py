@@ -628,6 +628,7 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
             yield
         finally:
             app.state.batcher.close()
+            app.state.metrics.mark_dead()
             cache.stop()
             jobs.shutdown()
             stop_redacting()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -50,8 +51,9 @@ Key = tuple[str, str | None]  # (model type, requested horizon)
 
 
 class ModelCache:
-    def __init__(self, settings: Settings, refresh_seconds: float = 2.0):
+    def __init__(self, settings: Settings, refresh_seconds: float = 2.0, compile_models: bool = True):
         self.settings = settings
+        self.compile_models = compile_models
         self.refresh_seconds = refresh_seconds
         self._entries: dict[Key, ServedModel] = {}
         self._locks: dict[Key, threading.Lock] = {}
@@ -60,6 +62,7 @@ class ModelCache:
         self._registry: Registry | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.listeners: list[Callable[[dict[Key, ServedModel]], None]] = []  # told of every change
 
     # ------------------------------------------------------------------ reading
     @property
@@ -125,7 +128,8 @@ class ModelCache:
         try:
             ref, is_champion = self._source(model_type)
         except NoModelError:
-            self._entries.pop(key, None)
+            if self._entries.pop(key, None) is not None:
+                self._changed()
             raise
         except Exception:
             if entry is None:
@@ -157,11 +161,28 @@ class ModelCache:
                             f"has another horizon: serving version {model.version}, the latest {horizon} model")
         served = ServedModel(model, ref.version, is_champion, datetime.now(timezone.utc), now, warnings, generation)
         self._entries[key] = served
+        self._changed()
+        self._prepare(served)
         if entry is None:
             log.info("loaded %s version %s (%s)", model_type, model.version, model.uri)
         else:
             log.warning("hot swap: %s now served by version %s (was %s)", model_type, model.version, entry.version)
         return served
+
+    def _changed(self) -> None:
+        snapshot = self.snapshot()
+        for listener in self.listeners:
+            try:
+                listener(snapshot)
+            except Exception:  # noqa: BLE001 - a metric must never break serving
+                log.exception("a model-cache listener failed")
+
+    def _prepare(self, served: ServedModel) -> None:
+        """Compile the new model for the serving path; its trees with lleaves in the background (LightGBM
+        serves meanwhile; the compiled object is cached on disk per model, so other workers load it)."""
+        serving = served.model.serving
+        if serving is not None and self.compile_models:
+            serving.compile_in_background(self.settings.home / "cache" / "lleaves")
 
     # ------------------------------------------------------------------ background checks
     def start(self, warm: tuple[str, ...] = ()) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from velocast.features import FeaturePlan
+from velocast.fileio import atomic_write_bytes, file_lock
 from velocast.models.lgbm import LGBMCountRegressor
 from velocast.models.weather_fallback import REQUIRED_WEATHER, WeatherFallback
 
@@ -136,20 +136,15 @@ class CompiledModel:
         cache_dir.mkdir(parents=True, exist_ok=True)
         for booster in self._boosters:
             text = booster.model_text()
-            digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-            model_file = cache_dir / f"{digest}.txt"
-            if not model_file.exists():
-                tmp = model_file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-                tmp.write_text(text)
-                tmp.replace(model_file)
-            model = lleaves.Model(model_file=str(model_file))
-            # the compiled object of that text, for this machine's CPU (lleaves targets the host)
-            target = cache_dir / f"{digest}-{_cpu_tag()}.so"
-            # lleaves writes the cache file in place: compile to a private name, publish atomically
-            private = target if target.exists() else target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            model.compile(cache=str(private))
-            if private != target:
-                private.replace(target)
+            # the compiled object of that text for this machine's CPU (lleaves targets the host)
+            name = f"{hashlib.sha256(text.encode()).hexdigest()[:32]}-{_cpu_tag()}"
+            target = cache_dir / f"{name}.so"
+            with file_lock(cache_dir / f"{name}.lock"):  # one process compiles, the others load its object
+                model_file = cache_dir / f"{name}.txt"
+                if not model_file.exists():
+                    atomic_write_bytes(model_file, text.encode())
+                model = lleaves.Model(model_file=str(model_file))
+                model.compile(cache=str(target))  # written when missing, loaded when present
             booster.compiled = model
         return True
 

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from velocast.config import Settings, get_settings
 from velocast.models import registered_name
-from velocast.tracking.mlflow_runs import configure, silence_mlflow_logs
+from velocast.tracking.mlflow_runs import configure, import_skops, silence_mlflow_logs
 from velocast.tracking.summary import SummaryStore
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ class Registry:
         """The fitted pipeline of a registered version (native scikit-learn object)."""
         import mlflow.sklearn
 
+        import_skops()  # before MLflow imports it: skops' own import would import torch
         return mlflow.sklearn.load_model(ref.uri)
 
     # ------------------------------------------------------------------ writing
