@@ -27,6 +27,10 @@ def render(results: dict[str, Any]) -> str:
            + ", ".join(f"{k} {v}" for k, v in results.get("measured", {}).items()) + ".", ""]
     targets: list[tuple[str, str, bool | None]] = []
     acc = results.get("accuracy")
+    if acc and not all("as_served" in r for r in acc.get("models", [])):
+        out += ["## Accuracy", "", "The stored accuracy results predate as-served scoring: run "
+                "`python bench/run.py --only accuracy` to measure them again.", ""]
+        acc = None
     if acc:
         out += [f"## Accuracy as served (train {acc['train_period']}, score {acc['test_period']}, {acc['test_rows']:,} rows, "
                 f"same rows for all)", "",
@@ -84,12 +88,19 @@ def render(results: dict[str, Any]) -> str:
                 _f(st.get(k), 1) for k in ("new_data", "drift", "health", "fine_tune", "evaluate", "promote", "audit"))
                 + f" | {c['decision']} |")
             targets.append((f"weekly cycle ({c['strategy']}) < 90 s", f"{_f(c['total_seconds'], 1)} s", c["total_seconds"] < 90))
-        out += ["", "## Batch prediction (lgbm day-ahead champion)", "",
-                "| rows | features + model (rows/s) | with history and weather from the store (rows/s) |", "|---:|---:|---:|"]
+        out += ["", "## Batch prediction (lgbm day-ahead champion, random rows of the year)", "",
+                "Serving path: features from arrays + the model, on rows whose history and weather are given; "
+                "frames: the same through `FeatureBuilder.transform` and the pipeline; model floor: LightGBM's bare "
+                "`Booster.predict` on the same feature matrix (2 threads).", "",
+                "| rows | serving path (rows/s) | frames (rows/s) | model floor (s) | serving / floor | with history and "
+                "weather from the store (rows/s) | lleaves |", "|---:|---:|---:|---:|---:|---:|---|"]
         for b in life["batch_prediction"]:
-            out.append(f"| {_f(b['rows'])} | {_f(b['pipeline_rows_per_s'])} | {_f(b['with_store_enrichment_rows_per_s'])} |")
-            targets.append((f"batch prediction ≥ 200,000 rows/s ({b['rows']:,} rows, features + model)",
-                            _f(b["pipeline_rows_per_s"]), b["pipeline_rows_per_s"] >= 200_000))
+            out.append(f"| {_f(b['rows'])} | {_f(b['pipeline_rows_per_s'])} | {_f(b.get('frames_rows_per_s'))} | "
+                       f"{_f(b.get('model_floor_seconds'), 3)} | {_f(b.get('ratio_to_model_floor'))}× | "
+                       f"{_f(b['with_store_enrichment_rows_per_s'])} | {b.get('lleaves', '-')} |")
+        big = max(life["batch_prediction"], key=lambda b: b["rows"])
+        targets.append((f"batch prediction ≥ 500,000 rows/s ({big['rows']:,} random rows of the year, features + model)",
+                        _f(big["pipeline_rows_per_s"]), big["pipeline_rows_per_s"] >= 500_000))
         d = life["drift"]
         out += ["", f"## Drift check: {d['reference_rows']:,} reference × {d['current_rows']:,} current rows", "",
                 f"Verdict (features, predictions, statistics): {_f(d['verdict_seconds'])} s; with the JSON and "
@@ -97,15 +108,24 @@ def render(results: dict[str, Any]) -> str:
         targets.append(("drift check < 10 s for 400k × 20k", f"{_f(d['verdict_seconds'])} s", d["verdict_seconds"] < 10))
     api = results.get("api")
     if api:
-        out += ["## API under load (uvicorn on 127.0.0.1, 16 concurrent clients)", "",
-                "| phase | requests | req/s | p50 (ms) | p95 (ms) | p99 (ms) | errors |", "|---|---:|---:|---:|---:|---:|---:|"]
+        out += [f"## API under load (uvicorn on 127.0.0.1, {api.get('workers', 1)} worker(s), 16 concurrent clients)", "",
+                "| phase | requests | req/s | p50 (ms) | p95 (ms) | p99 (ms) | p99 / `/health` p99 | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        ratios = api.get("p99_ratio_to_health", {})
         for p in api["phases"]:
             out.append(f"| {p['name']} | {_f(p['requests'])} | {_f(p['rps'], 1)} | {_f(p['p50_ms'], 1)} | {_f(p['p95_ms'], 1)} | "
-                       f"{_f(p['p99_ms'], 1)} | {_f(p['errors'])} |")
+                       f"{_f(p['p99_ms'], 1)} | {_f(ratios.get(p['name']))} | {_f(p['errors'])} |")
         single = next((p for p in api["phases"] if p["name"] == "1 record"), None)
+        hundred = next((p for p in api["phases"] if p["name"] == "100 records"), None)
         swap = next((p for p in api["phases"] if "promotion" in p["name"]), None)
         if single:
-            targets.append(("single-record /predict p99 < 30 ms at 16 clients", f"{_f(single['p99_ms'], 1)} ms", single["p99_ms"] < 30))
+            targets.append(("single-record /predict p99 ≤ 20 ms at 16 clients", f"{_f(single['p99_ms'], 1)} ms",
+                            single["p99_ms"] <= 20))
+            if "1 record" in ratios:
+                targets.append(("single-record /predict p99 ≤ 2× /health p99 (same run)", f"{_f(ratios['1 record'])}×",
+                                ratios["1 record"] <= 2))
+        if hundred:
+            targets.append(("100-record /predict p99 ≤ 60 ms", f"{_f(hundred['p99_ms'], 1)} ms", hundred["p99_ms"] <= 60))
         if swap:
             targets.append(("0 errors across a promotion", _f(swap["errors"]), swap["errors"] == 0))
         out.append("")
@@ -114,8 +134,10 @@ def render(results: dict[str, Any]) -> str:
         out += ["## Commands", "", "| command | wall (s) | peak RSS (MiB) |", "|---|---:|---:|"]
         for key, c in cmds.items():
             out.append(f"| `{c['command']}` | {_f(c['seconds'], 1)} | {_f(c['peak_rss_mb'], 0)} |")
-        targets.append(("`train --model-test` end to end < 10 s", f"{_f(cmds['train_model_test']['seconds'], 1)} s",
-                        cmds["train_model_test"]["seconds"] < 10))
+        targets.append(("`train --model-test` end to end ≤ 6 s", f"{_f(cmds['train_model_test']['seconds'], 1)} s",
+                        cmds["train_model_test"]["seconds"] <= 6))
+        if "help" in cmds:
+            targets.append(("`velocast --help` ≤ 1 s", f"{_f(cmds['help']['seconds'], 2)} s", cmds["help"]["seconds"] <= 1))
         out.append("")
     growth = results.get("growth")
     if growth:

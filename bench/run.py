@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--reference", default=None, help="an older commit to re-measure on the same rows "
                         "(accuracy before/after), e.g. 2ded31d")
     parser.add_argument("--api-seconds", type=float, default=60.0, help="duration of each API load phase")
+    parser.add_argument("--api-workers", type=int, default=2, help="velocast serve --workers of the API section")
     parser.add_argument("--no-demo", action="store_true", help="skip timing `velocast demo`")
     args = parser.parse_args()
     if not common.REAL_COUNTS.exists():
@@ -45,7 +46,7 @@ def main() -> None:
             results["lifecycle"] = lifecycle.run()
         elif section == "api":
             from bench import api_load
-            results["api"] = api_load.run(args.api_seconds)
+            results["api"] = api_load.run(args.api_seconds, args.api_workers)
         elif section == "commands":
             from bench import commands
             results["commands"] = commands.run(with_demo=not args.no_demo)

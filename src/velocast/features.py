@@ -14,6 +14,7 @@ Two horizons:
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from velocast.config import PARIS_TZ
-from velocast.data.calendar import CALENDAR_COLUMNS, calendar_features
+from velocast.data.calendar import CALENDAR_COLUMNS, calendar_features, hour_fields
 from velocast.data.ingest import parse_timestamps
 from velocast.data.quality import DEFAULT_MIN_ZERO_HOURS, zero_runs
 from velocast.data.weather import WEATHER_COLUMNS
@@ -43,6 +44,7 @@ MODEL_INPUT_COLUMNS = [*IDENTITY_COLUMNS, *WEATHER_COLUMNS, *HISTORY_COLUMNS]
 TIME_COLUMNS = ["hour", "weekday", "month", "day_of_year", "is_weekend", "hour_of_week"]
 LEVEL_COLUMNS = ["counter_level", "counter_how_level"]
 _EPOCH = np.datetime64("1970-01-01")
+HOUR_NS = 3_600_000_000_000
 _HOURS_OF_WEEK = 168
 LEVEL_FOLDS = 5  # out-of-fold levels of training rows: folds of whole Paris weeks
 
@@ -77,10 +79,27 @@ def paris_day_hour(timestamps: pd.Series, counter_ids: pd.Series | None = None) 
 
 def midnight_utc_hours(days: np.ndarray) -> np.ndarray:
     """UTC hour number of 00:00 Europe/Paris of each Paris day number (calendar days, DST-safe)."""
+    days = np.asarray(days, np.int64)
+    if len(days) and _MIDNIGHT_DAYS[0] <= days.min() and days.max() < _MIDNIGHT_DAYS[1]:
+        return _midnight_table()[days - _MIDNIGHT_DAYS[0]]
+    return _midnight_utc_hours(days)
+
+
+_MIDNIGHT_DAYS = (10_957, 47_482)  # 2000-01-01 .. 2099: a table of every day, computed once by the function below
+
+
+def _midnight_utc_hours(days: np.ndarray) -> np.ndarray:
     unique, inverse = np.unique(days, return_inverse=True)
     midnights = pd.DatetimeIndex(_EPOCH + unique.astype("timedelta64[D]")).tz_localize(PARIS_TZ)
     hours = midnights.tz_convert("UTC").tz_localize(None).to_numpy("datetime64[h]").astype(np.int64)
     return hours[inverse]
+
+
+@functools.lru_cache(maxsize=1)
+def _midnight_table() -> np.ndarray:
+    table = _midnight_utc_hours(np.arange(*_MIDNIGHT_DAYS, dtype=np.int64))
+    table.flags.writeable = False
+    return table
 
 
 class HourlyHistory:
@@ -528,6 +547,18 @@ class FeaturePlan:
         for j, name in enumerate(self.names):
             out[:, j] = columns[name]
         return out
+
+    def matrix_of(self, X: pd.DataFrame) -> np.ndarray | None:
+        """``matrix`` of rows as ``transform`` takes them (enriched rows); None unless their timestamps are aware."""
+        stamps = X["timestamp"]
+        if not isinstance(stamps.dtype, pd.DatetimeTZDtype) or stamps.isna().any():
+            return None
+        if self.day_ahead and len(X) and not any(name in X for name in HISTORY_COLUMNS):
+            _warn_no_history(len(X))
+        time = hour_fields(stamps.array.asi8 // HOUR_NS)
+        return self.matrix(self.codes(X["counter_id"].astype(str).to_numpy(object)), time,
+                           numeric_column(X, "latitude"), numeric_column(X, "longitude"),
+                           {name: numeric_column(X, name) for name in self._given if name in X})
 
     def frame(self, matrix: np.ndarray) -> pd.DataFrame:
         """``matrix`` as ``transform`` returns it (for estimators that read a frame)."""

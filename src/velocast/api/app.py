@@ -272,7 +272,9 @@ def predict(body: Annotated[PredictRequest, Body(openapi_examples={
     # requests carrying counts get their own metrics: they are not batched with others
     payload = _predict_one(state, key, body.records) if with_counts else state.batcher.submit(key, body.records)
     state.metrics.predictions.labels(model_type).inc(len(body.records))
-    return PredictResponse.model_validate(payload)
+    # validated once here and written by pydantic's serializer: FastAPI would validate the model again
+    return Response(PredictResponse.model_validate(payload).model_dump_json(by_alias=True),
+                    media_type="application/json")
 
 
 def _response(model_type: str, served: ServedModel, items: list[dict[str, Any]], warnings: list[str],

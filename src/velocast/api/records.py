@@ -150,8 +150,7 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
     """
     if known_counters is None or known_counters.empty:
         return None
-    known = known_counters.drop_duplicates("counter_id").set_index("counter_id")
-    located = known.index[known["latitude"].notna().to_numpy() & known["longitude"].notna().to_numpy()]
+    known, located = _indexed(known_counters)
     stamps, seen = [], set()
     for values, names in canonical:
         if not names.keys() <= _FAST_FIELDS or names.get("timestamp") != "timestamp":
@@ -200,6 +199,20 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
         if any(column in names for _, names in canonical):
             rows[column] = _floats(canonical, column)
     return RecordRows(rows, np.arange(n), {})
+
+
+_indexed_cache: list[tuple[pd.DataFrame, pd.DataFrame, frozenset[str]]] = []
+
+
+def _indexed(known_counters: pd.DataFrame) -> tuple[pd.DataFrame, frozenset[str]]:
+    """Known counters indexed by id, and the ids with a location; kept while ``KnownCounters`` serves the same frame."""
+    for frame, known, located in _indexed_cache:
+        if frame is known_counters:
+            return known, located
+    known = known_counters.drop_duplicates("counter_id").set_index("counter_id")
+    located = frozenset(known.index[known["latitude"].notna().to_numpy() & known["longitude"].notna().to_numpy()])
+    _indexed_cache[:] = [(known_counters, known, located)]
+    return known, located
 
 
 def _floats(canonical: list[tuple[dict[str, Any], dict[str, str]]], name: str) -> np.ndarray:

@@ -36,6 +36,7 @@ class Event:
     to_hour: int | None = None
 
 
+@functools.lru_cache(maxsize=8)
 def _resource(name: str) -> Path:
     return Path(str(resources.files("velocast") / "resources" / name))
 

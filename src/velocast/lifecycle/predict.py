@@ -112,11 +112,9 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
         if labelled is not None and labelled.any():
             metrics = score(model.pipeline, model.model_type, enriched[labelled.to_numpy()]).metrics.to_dict()
     # the one place where a batch of rows gets its predictions
-    out = rows.copy()
-    for column, values in predicted.items():
-        out[column] = values
-    out[WEATHER_SOURCE] = weather_source
-    out["notes"] = ["; ".join(n) for n in notes]
+    added = {**predicted, WEATHER_SOURCE: weather_source, "notes": ["; ".join(n) for n in notes]}
+    replaced = [c for c in added if c in rows]
+    out = pd.concat([rows.drop(columns=replaced) if replaced else rows, pd.DataFrame(added, index=rows.index)], axis=1)
     warnings = [unknown_counters_warning(unknown)] if unknown else []
     warnings += summarise_notes(notes)
     return Predictions(out, model, warnings, metrics, unknown, notes)

@@ -33,14 +33,13 @@ from velocast.config import Settings
 from velocast.data.calendar import hour_fields
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.data.weather_forecast import load_forecasts
-from velocast.features import FeaturePlan, numeric_column
+from velocast.features import HOUR_NS, FeaturePlan, numeric_column
 from velocast.lifecycle.inputs import NO_WEATHER_NOTE, weather_columns
 from velocast.lifecycle.served_history import store_history
 from velocast.models.compiled import CompiledModel
 
 log = logging.getLogger(__name__)
 
-_HOUR_NS = 3_600_000_000_000
 
 
 class ServingModel:
@@ -60,6 +59,12 @@ class ServingModel:
         if features is None or getattr(features, "feature_set", None) != "full":
             return None
         return cls(pipeline)
+
+    def predict_enriched(self, X: pd.DataFrame) -> dict[str, np.ndarray] | None:
+        """``predict_frame`` of enriched rows (history and weather columns given) through arrays;
+        None when their timestamps are not timezone-aware."""
+        matrix = self.plan.matrix_of(X)
+        return None if matrix is None else self.model.predict(matrix)
 
     def compile_in_background(self, cache_dir: Path) -> threading.Thread | None:
         """Compile the LightGBM boosters with lleaves in a thread (LightGBM serves meanwhile)."""
@@ -98,7 +103,7 @@ def fast_inputs(rows: pd.DataFrame, serving: ServingModel, settings: Settings) -
     if not isinstance(stamps.dtype, pd.DatetimeTZDtype) or stamps.isna().any():
         return None
     counters = rows["counter_id"].astype(str).to_numpy(object)
-    utc = stamps.array.asi8 // _HOUR_NS
+    utc = stamps.array.asi8 // HOUR_NS
     time = hour_fields(utc)  # FeatureBuilder.transform's calendar reads the environment's settings too
     plan = serving.plan
     history: dict[str, np.ndarray] = {}
