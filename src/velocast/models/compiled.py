@@ -35,6 +35,7 @@ from velocast.models.weather_fallback import REQUIRED_WEATHER, WeatherFallback
 log = logging.getLogger(__name__)
 
 SMALL_BATCH = 2048  # rows predicted on one thread
+LLEAVES_OPTIONS = "noinline"  # part of the cached object's name
 
 
 def lleaves_available() -> bool:
@@ -137,14 +138,16 @@ class CompiledModel:
         for booster in self._boosters:
             text = booster.model_text()
             # the compiled object of that text for this machine's CPU (lleaves targets the host)
-            name = f"{hashlib.sha256(text.encode()).hexdigest()[:32]}-{_cpu_tag()}"
+            name = f"{hashlib.sha256(text.encode()).hexdigest()[:32]}-{_cpu_tag()}-{LLEAVES_OPTIONS}"
             target = cache_dir / f"{name}.so"
             with file_lock(cache_dir / f"{name}.lock"):  # one process compiles, the others load its object
                 model_file = cache_dir / f"{name}.txt"
                 if not model_file.exists():
                     atomic_write_bytes(model_file, text.encode())
                 model = lleaves.Model(model_file=str(model_file))
-                model.compile(cache=str(target))  # written when missing, loaded when present
+                # finline=False: one function per tree; inlining them all makes LLVM take minutes and
+                # gigabytes for a 150 x 255-leaf forest, for a few percent of speed
+                model.compile(cache=str(target), finline=False)  # written when missing, loaded when present
             booster.compiled = model
         return True
 
