@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import yaml
 
 from velocast.config import PARIS_TZ, Settings, get_settings
@@ -464,9 +463,12 @@ def validate(raw: RawTable, *, require_count: bool = True,
     checked = canon[ok]
     if not require_count:
         checked = checked.assign(bike_count=checked["bike_count"].fillna(0.0))
+    schema = S.canonical_schema()  # imports pandera
+    import pandera.errors
+
     try:
-        S.CANONICAL_SCHEMA.validate(checked, lazy=True)
-    except pa.errors.SchemaErrors as err:
+        schema.validate(checked, lazy=True)
+    except pandera.errors.SchemaErrors as err:
         cases = err.failure_cases.dropna(subset=["index"])
         for idx, group in cases.groupby("index"):
             first = group.iloc[0]
