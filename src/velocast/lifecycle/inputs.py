@@ -45,7 +45,7 @@ from velocast.data.schema import paris_midnight
 from velocast.data.weather import WEATHER_COLUMNS, attach_weather, load_weather
 from velocast.data.weather_forecast import day_ahead_cutoffs as cutoff_of
 from velocast.data.weather_forecast import forecast_as_of, load_forecasts
-from velocast.features import HISTORY_WINDOW_DAYS, MODEL_INPUT_COLUMNS, paris_day_hour, midnight_utc_hours, add_history
+from velocast.features import HISTORY_WINDOW_DAYS, MODEL_INPUT_COLUMNS, add_history, midnight_utc_hours, paris_day_hour
 
 log = logging.getLogger(__name__)
 
