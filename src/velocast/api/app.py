@@ -84,6 +84,7 @@ from velocast.lifecycle.jobs import TrainSpec
 from velocast.lifecycle.monitor import champion_health, check_drift, latest_drift
 from velocast.lifecycle.inputs import WEATHER_SOURCE
 from velocast.lifecycle.predict import Predictions, predict_rows, summarise_notes, unknown_counters_warning
+from velocast.lifecycle.served_history import store_history
 from velocast.models import MODEL_TYPES, get_spec, registered_name, validate_hyperparams
 from velocast.tracking.registry import PREVIOUS, ModelRef
 
@@ -642,6 +643,9 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
                                  "audit."},
                                 {"name": "service", "description": "Health, readiness, metrics."}],
                   contact={"name": "velocast"}, license_info={"name": "MIT"})
+    # the store's counts in memory for the serving path: built (and rebuilt after an ingest) by the refresh
+    # thread, so requests rarely wait for it
+    cache.background.append(store_history(settings).current)
     app.state.settings = settings
     app.state.config = config
     app.state.cache = cache

@@ -63,6 +63,7 @@ class ModelCache:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.listeners: list[Callable[[dict[Key, ServedModel]], None]] = []  # told of every change
+        self.background: list[Callable[[], object]] = []  # also run by the refresh thread at each check
 
     # ------------------------------------------------------------------ reading
     @property
@@ -211,4 +212,9 @@ class ModelCache:
                     pass
                 except Exception:  # never let the thread die; requests report errors themselves
                     log.exception("background check of %s failed", key[0])
+            for task in self.background:
+                try:
+                    task()
+                except Exception:  # noqa: BLE001 - the request that needs it will report it
+                    log.exception("background task %s failed", getattr(task, "__name__", task))
             self._stop.wait(interval)
