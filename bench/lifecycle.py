@@ -118,6 +118,17 @@ def drift(home: str) -> dict[str, Any]:
             "html": bool(check_html.paths.get("html"))}
 
 
+def run_batch() -> list[dict[str, Any]]:
+    """Only the batch-prediction figures (``--only batch``): a scratch home, the champion, ``throughput``."""
+    with tempfile.TemporaryDirectory(prefix="velocast-bench-home-") as tmp:
+        home = str(Path(tmp) / "home")
+        _, prep_seconds, _ = isolated(prepare_home, home)
+        print(f"  home ready in {prep_seconds:.0f}s", flush=True)
+        batch, _, _ = isolated(throughput, home)
+        print(f"  throughput: {batch}", flush=True)
+    return batch
+
+
 def run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="velocast-bench-home-") as tmp:
         home = str(Path(tmp) / "home")

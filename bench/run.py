@@ -2,6 +2,7 @@
 
     python bench/run.py                       # everything (about 20 minutes on 2 cores)
     python bench/run.py --only accuracy,api   # some sections; the others keep their last results
+    python bench/run.py --only batch          # lifecycle's batch-prediction figures alone (no weekly cycle)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
 from bench.report import render  # noqa: E402
 
-SECTIONS = ("accuracy", "lifecycle", "api", "commands", "growth")
+SECTIONS = ("accuracy", "lifecycle", "batch", "api", "commands", "growth")  # batch: lifecycle's batch figures only
 
 
 def main() -> None:
@@ -44,6 +45,9 @@ def main() -> None:
         elif section == "lifecycle":
             from bench import lifecycle
             results["lifecycle"] = lifecycle.run()
+        elif section == "batch":
+            from bench import lifecycle
+            results.setdefault("lifecycle", {})["batch_prediction"] = lifecycle.run_batch()
         elif section == "api":
             from bench import api_load
             results["api"] = api_load.run(args.api_seconds, args.api_workers)
