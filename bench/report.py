@@ -82,7 +82,7 @@ def render(results: dict[str, Any]) -> str:
         out += ["## Weekly cycle (`cycle --force-fine-tune`, 30 days of new data over the full baseline)", "",
                 "| strategy | total (s) | new_data | drift | health | fine_tune | evaluate | promote | audit | decision |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for c in life["cycle"]:
+        for c in life.get("cycle", []):
             st = c["steps"]
             out.append(f"| {c['strategy']} | {_f(c['total_seconds'], 1)} | " + " | ".join(
                 _f(st.get(k), 1) for k in ("new_data", "drift", "health", "fine_tune", "evaluate", "promote", "audit"))
