@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -46,20 +48,93 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
     _setup_logging(verbose)
 
 
+MODEL_TYPE_HELP = "Model family: lgbm | rf | nn | rf_class | baseline."
+JSON_HELP = "Print the result as JSON on stdout (progress and the total time stay on stderr)."
+ENV_HELP = "dev | prod: the environment recorded with the runs and the audit row; default VELOCAST_ENV (dev)."
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {redact_secrets(message, get_settings())}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+class _ProgressLines(logging.Handler):
+    """Shows ``velocast.progress`` records as lines with the elapsed time (and the current one live)."""
+
+    def __init__(self, console: Any, started: float, bar: Any = None, task: Any = None):
+        super().__init__(logging.INFO)
+        self.console, self.started, self.bar, self.task = console, started, bar, task
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import time
+
+        from rich.markup import escape
+
+        message = redact_secrets(record.getMessage(), get_settings())
+        elapsed = time.perf_counter() - self.started
+        self.console.print(f"[dim]{elapsed:7.1f}s[/dim]  {escape(message)}", highlight=False)
+        if self.bar is not None:
+            done, total = getattr(record, "progress_done", None), getattr(record, "progress_total", None)
+            self.bar.update(self.task, description=escape(message[:90]),
+                            **({"total": total} if total else {}), **({"completed": done} if done is not None else {}))
+
+
+@contextlib.contextmanager
+def _working(command: str) -> Iterator[None]:
+    """Progress of a long command on stderr: each library step with its elapsed time, a live line with
+    a spinner and a bar on a terminal, and a closing line with the total time (stdout stays the
+    command's own output)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from velocast.progress import LOGGER_NAME, duration
+
+    started = time.perf_counter()
+    console = Console(stderr=True, soft_wrap=True)  # one line per step, never cut at 80 columns
+    logger = logging.getLogger(LOGGER_NAME)
+    saved = (logger.level, logger.propagate)
+    with contextlib.ExitStack() as stack:
+        bar = task = None
+        if console.is_terminal:
+            bar = stack.enter_context(Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                               MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                                               transient=True))
+            task = bar.add_task(command, total=None)
+        handler = _ProgressLines(bar.console if bar else console, started, bar, task)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # shown here, not twice with -v
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(saved[0])
+            logger.propagate = saved[1]
+    console.print(f"velocast {command}: done in {duration(time.perf_counter() - started)}", highlight=False)
 
 
 def _echo_json(payload: Any) -> None:
     typer.echo(json.dumps(payload, indent=2, default=str))
 
 
+def _paris_time(stamp: Any) -> str:
+    """A stored UTC time as Europe/Paris wall-clock time (what every velocast output shows)."""
+    from zoneinfo import ZoneInfo
+
+    from velocast.config import PARIS_TZ
+
+    return f"{stamp.astimezone(ZoneInfo(PARIS_TZ)):%Y-%m-%d %H:%M:%S}"
+
+
 def _metrics_line(metrics: dict[str, Any] | None) -> str:
     if not metrics:
         return "-"
     keys = ("rmse", "mae", "r2", "rmse_log1p") if "rmse" in metrics else ("auc", "f1", "precision", "recall", "accuracy")
-    return "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if metrics.get(k) is not None) + f"  (n={metrics.get('n')})"
+    rows = metrics.get("n")
+    return "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if metrics.get(k) is not None) + \
+        (f"  (n={int(rows):,})" if rows is not None else "")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -72,7 +147,8 @@ def data_ingest(path: Path = typer.Argument(..., help="Open-data export (CSV), t
     from velocast.data.ingest import IngestError, ingest_file
 
     try:
-        report = ingest_file(path, fmt, mapping)
+        with _working("data ingest"):
+            report = ingest_file(path, fmt, mapping)
     except IngestError as exc:
         _fail(str(exc), 2)
     if as_json:
@@ -87,7 +163,8 @@ def data_ingest_weather(path: Path = typer.Argument(..., help="Météo-France SY
     from velocast.data.weather import WeatherError, ingest_weather
 
     try:
-        result = ingest_weather(path)
+        with _working("data ingest-weather"):
+            result = ingest_weather(path)
     except WeatherError as exc:
         _fail(str(exc), 2)
     typer.echo(f"weather: {result['observations']} observations -> {result['hours_stored']} hours stored "
@@ -143,10 +220,14 @@ def data_fetch(since: Optional[str] = typer.Option(None, help="First hour to fet
                fmt: str = typer.Option("csv", "--format", help="Export format asked from the portal: csv | parquet."),
                as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Fetch new hourly counts from the Paris open-data portal and ingest them (validated, idempotent)."""
+    import time
+
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     from velocast.data.opendata import OpenDataError, fetch_counts
+    from velocast.progress import duration
 
+    started = time.perf_counter()
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       transient=True) as bar:
@@ -161,6 +242,7 @@ def data_fetch(since: Optional[str] = typer.Option(None, help="First hour to fet
         _echo_json(report.to_dict())
     else:
         typer.echo("\n".join(report.lines()))
+    typer.echo(f"velocast data fetch: done in {duration(time.perf_counter() - started)}", err=True)
 
 
 @data_app.command("split")
@@ -171,7 +253,8 @@ def data_split(cutoff: Optional[str] = typer.Option(None, help="First day of 'cu
     from velocast.data import splits
 
     try:
-        record = splits.record_split(cutoff, test_fraction, seed)
+        with _working("data split"):
+            record = splits.record_split(cutoff, test_fraction, seed)
     except splits.SplitError as exc:
         _fail(str(exc), 2)
     _print_split(splits.describe(record))
@@ -186,14 +269,17 @@ def _print_split(info: dict[str, Any]) -> None:
 
 
 @data_app.command("summary")
-def data_summary(as_json: bool = typer.Option(False, "--json")) -> None:
+def data_summary(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """What the store holds: counters, period, rows, quarantine and splits."""
     payload = _data_summary()
     if as_json:
         _echo_json(payload)
         return
     s = payload["store"]
-    typer.echo(f"store: {s['rows']:,} rows, {s['counters']} counters, {s['first']} .. {s['last']}")
+    if s["rows"]:
+        typer.echo(f"store: {s['rows']:,} rows, {s['counters']} counters, {s['first']} .. {s['last']} (Europe/Paris)")
+    else:
+        typer.echo(f"store: empty (home {get_settings().home}); add counts with `velocast data ingest FILE`")
     typer.echo(f"quarantined rows: {payload['quarantined_rows']:,} in {payload['quarantine_files']} file(s)")
     typer.echo(f"weather: {payload['weather_hours']:,} hours; weather forecasts: {payload['weather_forecast_rows']:,} "
                f"hours from {payload['weather_forecast_issues']:,} issue(s)")
@@ -222,7 +308,7 @@ def _data_summary() -> dict[str, Any]:
 
 
 @data_app.command("counters")
-def data_counters(as_json: bool = typer.Option(False, "--json")) -> None:
+def data_counters(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Counters in the store with their first and last seen hours."""
     from velocast.data import store
 
@@ -239,39 +325,55 @@ def data_generate(counters: int = typer.Option(20, help="Number of counters."),
                   start: str = typer.Option("2021-01-01", help="First day (Europe/Paris)."),
                   drift: Optional[str] = typer.Option(None, help="level_shift | new_counters | strike | seasonal"),
                   drift_start: Optional[str] = typer.Option(None, help="Day the drift starts (default: mid-period)."),
-                  seed: int = typer.Option(0),
-                  output: Optional[Path] = typer.Option(None, help="Write the tidy file here (parquet or csv)."),
-                  ingest: bool = typer.Option(True, help="Also ingest the generated rows into the store."),
+                  seed: int = typer.Option(0, help="Seed of the generator (same seed, same counts)."),
+                  output: Optional[Path] = typer.Option(None, help="Also keep the tidy file here (parquet or csv)."),
+                  ingest: bool = typer.Option(True, help="Ingest the generated rows into the store (--no-ingest "
+                                              "needs --output)."),
                   arrive_daily: bool = typer.Option(False, "--arrive-daily",
                                                     help="Append one new day after the store's last day (simulated arrival).")) -> None:
     """Generate realistic synthetic counts (and drift scenarios) in the tidy format."""
     import tempfile
 
+    from velocast import progress
     from velocast.data import synthetic
     from velocast.data.ingest import ingest_file
 
-    try:
-        frame = (synthetic.next_day(seed=seed, counters=counters) if arrive_daily else
-                 synthetic.generate(counters=counters, days=days, start=start, seed=seed, drift=drift,
-                                    drift_start=drift_start))
-    except ValueError as exc:
-        _fail(str(exc), 2)
-    target = output or Path(tempfile.mkdtemp(prefix="velocast-gen-")) / "synthetic.parquet"
-    synthetic.write(frame, target)
-    typer.echo(f"generated {len(frame):,} rows for {frame['counter_id'].nunique()} counters -> {target}")
-    if ingest:
-        typer.echo("\n".join(ingest_file(target).lines()))
+    if not ingest and output is None:
+        _fail("--no-ingest keeps the rows nowhere: give --output FILE", 2)
+    with _working("data generate"):
+        progress.step("generating the next day" if arrive_daily else f"generating {counters} counters x {days} days")
+        try:
+            frame = (synthetic.next_day(seed=seed, counters=counters) if arrive_daily else
+                     synthetic.generate(counters=counters, days=days, start=start, seed=seed, drift=drift,
+                                        drift_start=drift_start))
+        except ValueError as exc:
+            _fail(str(exc), 2)
+        described = f"generated {len(frame):,} rows for {frame['counter_id'].nunique()} counters"
+        with tempfile.TemporaryDirectory(prefix="velocast-gen-") as scratch:  # removed afterwards
+            target = output or Path(scratch) / "synthetic.parquet"
+            synthetic.write(frame, target)
+            typer.echo(f"{described} -> {target}" if output else f"{described} (not kept as a file: --output FILE "
+                                                                  "keeps one)")
+            if ingest:
+                progress.step(f"ingesting {len(frame):,} rows")
+                typer.echo("\n".join(ingest_file(target).lines()))
 
 
 # ------------------------------------------------------------------------------------------ models
 @app.command("train")
 def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_class | baseline | all"),
-              data_source: str = typer.Option("baseline", help="baseline | current | reference"),
-              env: str = typer.Option("dev", help="dev | prod"),
+              data_source: str = typer.Option("baseline", help="What to train on: baseline (train_baseline of the "
+                                              "split) | current (the first 80% of the days after the cutoff) | "
+                                              "reference (both: the sliding window the weekly cycle uses)."),
+              env: Optional[str] = typer.Option(None, help="dev | prod: the environment recorded with the run "
+                                                "(summary.json, audit); default VELOCAST_ENV (dev)."),
               model_test: bool = typer.Option(False, "--model-test", help="Quick run on a 1,000-row sample."),
               horizon: Optional[str] = typer.Option(None, help="calendar | day-ahead (default per model)."),
-              hyperopt: bool = typer.Option(False, "--hyperopt", help="Tune with Optuna over time-series CV folds."),
-              n_trials: int = typer.Option(20, help="Optuna trials with --hyperopt."),
+              hyperopt: bool = typer.Option(False, "--hyperopt", help="Tune with Optuna over time-series CV folds "
+                                            "(one line per trial; early stopping and pruning keep it fast)."),
+              n_trials: int = typer.Option(20, min=1, help="Optuna trials with --hyperopt."),
+              timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="With --hyperopt: start no new "
+                                                      "trial after this many seconds (the running ones finish)."),
               study_storage: Optional[str] = typer.Option(None, help="Optuna storage URL shared by workers."),
               study_name: Optional[str] = typer.Option(None, help="Optuna study name (with --study-storage)."),
               n_jobs_workers: int = typer.Option(1, "--n-jobs-workers", min=1,
@@ -279,11 +381,10 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
                                                       "--hyperopt and --study-storage)."),
               data: Optional[Path] = typer.Option(None, "--data", help="Train on this file without ingesting it."),
               hyperparams: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"num_leaves": 31}\'.'),
-              seed: int = typer.Option(42),
-              as_json: bool = typer.Option(False, "--json")) -> None:
+              seed: int = typer.Option(42, help="Seed of sampling, folds and the estimator."),
+              as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (progress stays on "
+                                           "stderr).")) -> None:
     """Train, score on test_baseline/test_current, log to MLflow, register, record in summary.json."""
-    from rich.progress import Progress
-
     from velocast.lifecycle.train import ALL, train_many
 
     types = list(ALL) if model_type == "all" else [model_type]
@@ -291,17 +392,15 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
         params = json.loads(hyperparams) if hyperparams else None
     except json.JSONDecodeError as exc:
         _fail(f"--hyperparams is not valid JSON: {exc}", 2)
+    if timeout is not None and not hyperopt:
+        _fail("--timeout limits the Optuna search: it needs --hyperopt", 2)
     results = []
     try:
-        with Progress(transient=True) as progress:
-            task = progress.add_task("training", total=len(types))
-            for model in types:
-                progress.update(task, description=f"training {model}")
-                results += train_many([model], data_source=data_source, env=env, model_test=model_test,
-                                      horizon=horizon, hyperparams=params, hyperopt=hyperopt, n_trials=n_trials,
-                                      data_path=data, seed=seed, study_storage=study_storage, study_name=study_name,
-                                      n_workers=n_jobs_workers)
-                progress.advance(task)
+        with _working("train"):
+            results = train_many(types, data_source=data_source, env=env or get_settings().env,
+                                 model_test=model_test, horizon=horizon, hyperparams=params, hyperopt=hyperopt,
+                                 n_trials=n_trials, data_path=data, seed=seed, study_storage=study_storage,
+                                 study_name=study_name, n_workers=n_jobs_workers, tuning_timeout=timeout)
     except (ValueError, LookupError, ImportError) as exc:
         _fail(str(exc), 2)
     if as_json:
@@ -327,22 +426,28 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
                 output: Path = typer.Option(..., "--output", help="CSV or parquet: the input columns plus "
                                             "timestamp_paris, prediction, weather (given/forecast/missing) and "
                                             "notes (what the forecast could not know)."),
-                model_type: str = typer.Option("lgbm", help="Model family whose champion predicts."),
+                model_type: str = typer.Option("lgbm", help="Model family whose champion (else latest version) "
+                                               "predicts."),
                 model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (default: the champion). "
                                                         "Loading a model runs its code: give only URIs you trust "
                                                         "(the API never loads one a client names)."),
-                horizon: Optional[str] = typer.Option(None, help="Pick the latest model with this horizon.")) -> None:
-    """Forecast the rows of a file with the champion, as served: counts before each day, weather forecasts.
+                horizon: Optional[str] = typer.Option(None, help="calendar | day-ahead: use the champion if it has "
+                                                      "this horizon, else the latest version that has it.")) -> None:
+    """Forecast each row of a file with the champion (else the latest version), as served.
 
-    A day-ahead model reads the stored counts of the days before each row's day (a row whose day
-    before is not in the store is still predicted, with a note saying what was missing). Metrics
-    are printed when the file carries counts.
+    Each row is predicted as at the end of the day before it: a day-ahead model uses only the
+    stored counts before the row's day (a row whose day before is missing from the store is still
+    predicted, with a note saying what was missing); the weather is the row's own weather columns,
+    else the latest stored weather forecast issued by then, else none. Rows that cannot be read go
+    to <output>.rejected.csv with their reason. When the file carries counts, the metrics on them
+    are printed.
     """
     from velocast.data.ingest import IngestError
     from velocast.lifecycle.predict import predict_file
 
     try:
-        result = predict_file(input, output, model_type, model_uri, horizon)
+        with _working("predict"):
+            result = predict_file(input, output, model_type, model_uri, horizon)
     except (IngestError, LookupError, ValueError) as exc:
         _fail(str(exc), 2)
     model = result.model
@@ -366,18 +471,19 @@ def _print_paired(label: str, paired: Any) -> None:
 
 
 @app.command("evaluate")
-def evaluate_cmd(model_type: str = typer.Option("lgbm"),
+def evaluate_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                  run_id: Optional[str] = typer.Option(None, help="Registered run to evaluate (default: latest version)."),
                  version: Optional[str] = typer.Option(None, help="Registered version to evaluate."),
                  model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (loading a model runs "
                                                          "its code: give only URIs you trust)."),
                  current: Optional[Path] = typer.Option(None, help="File of recent labelled rows used as test_current."),
-                 as_json: bool = typer.Option(False, "--json")) -> None:
+                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Double-evaluate a model against the champion and show what each policy would decide."""
     from velocast.lifecycle.evaluate import evaluate
 
     try:
-        outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current)
+        with _working("evaluate"):
+            outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current)
     except (LookupError, ValueError) as exc:
         _fail(str(exc), 2)
     if as_json:
@@ -389,8 +495,13 @@ def evaluate_cmd(model_type: str = typer.Option("lgbm"),
     _print_paired("test_baseline", ev.baseline)
     _print_paired("test_current", ev.current)
     if outcome.classifier:
-        typer.echo(f"  classifier gates: {'PASS' if outcome.classifier['passed'] else 'FAIL'} "
-                   f"(report: {outcome.reports.get('html')})")
+        gates = outcome.classifier.get("gates", [])
+        failed = [g for g in gates if g.get("passed") is False]
+        verdict = "PASS" if outcome.classifier["passed"] else f"FAIL ({len(failed)} of {len(gates)} gates failed)"
+        typer.echo(f"  classifier gates on test_baseline: {verdict}")
+        for gate in gates:
+            typer.echo(f"    {gate['description']}")
+        typer.echo(f"  classifier report: {outcome.reports.get('html')}")
     for name, decision in outcome.decisions.items():
         typer.echo(f"policy {name:14s} -> {decision.kind}")
         for reason in decision.reasons:
@@ -398,7 +509,7 @@ def evaluate_cmd(model_type: str = typer.Option("lgbm"),
 
 
 @app.command("promote")
-def promote_cmd(model_type: str = typer.Option("lgbm"),
+def promote_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                 run_id: Optional[str] = typer.Option(None, help="Run whose registered version becomes champion."),
                 version: Optional[str] = typer.Option(None, help="Registered version that becomes champion."),
                 reason: str = typer.Option("", help="Why (kept in the history).")) -> None:
@@ -414,7 +525,8 @@ def promote_cmd(model_type: str = typer.Option("lgbm"),
 
 
 @app.command("rollback")
-def rollback_cmd(model_type: str = typer.Option("lgbm"), reason: str = typer.Option("")) -> None:
+def rollback_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
+                 reason: str = typer.Option("", help="Why (kept in the history).")) -> None:
     """Give the champion alias back to the previous champion."""
     from velocast.lifecycle.promotion import PromotionError, rollback
 
@@ -422,13 +534,14 @@ def rollback_cmd(model_type: str = typer.Option("lgbm"), reason: str = typer.Opt
         done = rollback(model_type, reason=reason)
     except PromotionError as exc:
         _fail(str(exc), 2)
-    typer.echo(f"{model_type}: champion {done.from_version} -> {done.to_version} (rolled back)")
+    typer.echo(f"{model_type}: champion {done.from_version} -> {done.to_version} (rolled back; previous-champion: "
+               f"{done.previous_alias_after or '-'})")
 
 
 @app.command("champion")
-def champion_cmd(model_type: str = typer.Option("lgbm"),
+def champion_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                  history: bool = typer.Option(False, "--history", help="Show promotions and rollbacks."),
-                 as_json: bool = typer.Option(False, "--json")) -> None:
+                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """The current champion of a model type (and its promotion history)."""
     from velocast.lifecycle import promotion
     from velocast.tracking.registry import PREVIOUS, Registry
@@ -450,8 +563,10 @@ def champion_cmd(model_type: str = typer.Option("lgbm"),
         typer.echo(f"{model_type}: champion {ref.uri} (run {ref.run_id}); previous-champion: "
                    f"{previous.version if previous else '-'}")
         typer.echo(f"  test_baseline {_metrics_line(metrics)}")
+    if past:
+        typer.echo("  history (Europe/Paris time, newest first):")
     for h in past:
-        typer.echo(f"  {h.timestamp:%Y-%m-%d %H:%M:%S} {h.event:9s} {h.from_version or '-':>4} -> {h.to_version:<4} "
+        typer.echo(f"  {_paris_time(h.timestamp)} {h.event:9s} {h.from_version or '-':>4} -> {h.to_version:<4} "
                    f"by {h.actor}: {'; '.join(h.reasons)}")
 
 
@@ -460,18 +575,32 @@ app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("list")
-def audit_list(limit: int = typer.Option(20), event: Optional[str] = typer.Option(None, help="Only this event type."),
-               model_type: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Latest audit events, newest first."""
+def audit_list(limit: int = typer.Option(20, min=1, help="Most events to show."),
+               event: Optional[str] = typer.Option(None, help="Only this event: training | evaluation | promotion | "
+                                                   "rollback | cycle | drift | health | retrain | error."),
+               model_type: Optional[str] = typer.Option(None, help="Only this model type (lgbm, rf, ...)."),
+               as_json: bool = typer.Option(False, "--json", help="Print the events as JSON.")) -> None:
+    """Latest audit events, newest first (times in Europe/Paris)."""
     from velocast.lifecycle.audit import AuditLog
+    from velocast.models import get_spec
 
-    events = AuditLog().list(limit=limit, event=event, model_type=model_type)
+    try:
+        if model_type:
+            get_spec(model_type)
+        events = AuditLog().list(limit=limit, event=event, model_type=model_type)
+    except ValueError as exc:
+        _fail(str(exc), 2)
     if as_json:
         _echo_json([e.to_dict() for e in events])
         return
+    if not events:
+        filters = ", ".join(f"{k} {v}" for k, v in (("event", event), ("model type", model_type)) if v)
+        typer.echo(f"no audit events{' for ' + filters if filters else ''} yet (home {get_settings().home})")
+        return
+    typer.echo(f"{'time (Europe/Paris)':19s} {'event':10s} {'model':9s} {'decision':20s}")
     for e in events:
         decision = e.deployment_decision or "-"
-        line = f"{e.timestamp:%Y-%m-%d %H:%M:%S} {e.event:10s} {e.model_type or '-':9s} {decision:20s}"
+        line = f"{_paris_time(e.timestamp)} {e.event:10s} {e.model_type or '-':9s} {decision:20s}"
         if e.r2_baseline is not None:
             line += f" r2_baseline={e.r2_baseline:.3f}"
         if e.r2_current is not None:
@@ -489,22 +618,24 @@ def drift_cmd(model_type: str = typer.Option("lgbm", help="Whose inputs and pred
               reference: Optional[Path] = typer.Option(None, help="Reference rows (default: test_baseline)."),
               current: Optional[Path] = typer.Option(None, help="Current rows (default: the store's last N days)."),
               window_days: int = typer.Option(30, help="Days of the default current window."),
-              as_json: bool = typer.Option(False, "--json")) -> None:
+              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Drift of the champion's real inputs, target and predictions (JSON + HTML report)."""
     from velocast.lifecycle.datasets import read_rows
     from velocast.lifecycle.monitor import check_drift
 
     try:
-        check = check_drift(model_type, read_rows(reference) if reference else None,
-                            read_rows(current) if current else None, window_days)
+        with _working("drift"):
+            check = check_drift(model_type, read_rows(reference) if reference else None,
+                                read_rows(current) if current else None, window_days)
     except (LookupError, ValueError) as exc:
         _fail(str(exc), 2)
     r = check.report
     if as_json:
         _echo_json(check.to_dict())
         return
-    typer.echo(f"status: {r.status}   drift detected: {r.drift_detected}   share of drifted features: "
-               f"{r.drift_share if r.drift_share is None else round(r.drift_share, 3)} ({r.n_drifted}/{r.n_features})")
+    typer.echo(f"verdict: {r.headline.upper()} (status {r.status}; drift_detected={str(r.drift_detected).lower()})")
+    for reason in r.reasons:
+        typer.echo(f"  - {reason}")
     typer.echo(f"reference: {r.reference_rows:,} rows {r.reference_period}; current: {r.current_rows:,} rows "
                f"{r.current_period}; seasonal matching: {r.seasonal_matching}")
     for f in r.features:
@@ -530,19 +661,21 @@ def _print_step(step: Any) -> None:
 
 
 @app.command("cycle")
-def cycle_cmd(model_type: str = typer.Option("lgbm"),
+def cycle_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
               force_fine_tune: bool = typer.Option(False, "--force-fine-tune", help="Fine-tune even without drift."),
               test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (says what it skips)."),
               window_days: int = typer.Option(30, help="Recent days to fine-tune on (80%) and test on (20%)."),
               strategy: str = typer.Option("sliding_window", help="sliding_window | continue"),
               policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant"),
-              as_json: bool = typer.Option(False, "--json")) -> None:
+              env: Optional[str] = typer.Option(None, help=ENV_HELP),
+              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """monitor_and_fine_tune: new data? → drift → health → fine-tune → double evaluation → decision → audit."""
     from velocast.lifecycle.cycle import CycleBusy, monitor_and_fine_tune
 
     try:
-        result = monitor_and_fine_tune(model_type, force_fine_tune, test_mode, window_days, strategy, policy,
-                                       on_step=None if as_json else _print_step)
+        with _working("cycle"):
+            result = monitor_and_fine_tune(model_type, force_fine_tune, test_mode, window_days, strategy, policy,
+                                           env=env, on_step=None if as_json else _print_step)
     except CycleBusy as exc:
         _fail(str(exc), 3)
     except ValueError as exc:
@@ -559,18 +692,21 @@ def cycle_cmd(model_type: str = typer.Option("lgbm"),
 
 
 @app.command("retrain")
-def retrain_cmd(model_type: str = typer.Option("lgbm"),
+def retrain_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                 merge: bool = typer.Option(False, "--merge", help="Merge current data into a new baseline version."),
                 cutoff: Optional[str] = typer.Option(None, help="Cutoff of the new baseline (default: the day after the "
                                                      "latest stored count: every stored day is merged)."),
-                policy: str = typer.Option("double_eval"),
+                policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant: the "
+                                           "decision rule against the champion."),
                 promote_on_deploy: bool = typer.Option(False, "--promote", help="Promote if the decision is deploy."),
-                as_json: bool = typer.Option(False, "--json")) -> None:
+                env: Optional[str] = typer.Option(None, help=ENV_HELP),
+                as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Quarterly retrain: new baseline version, retrain from scratch, compare on days neither model trained on."""
     from velocast.lifecycle.cycle import quarterly_retrain
 
     try:
-        out = quarterly_retrain(model_type, merge, cutoff, policy, promote_on_deploy=promote_on_deploy)
+        with _working("retrain"):
+            out = quarterly_retrain(model_type, merge, cutoff, policy, promote_on_deploy=promote_on_deploy, env=env)
     except (ValueError, LookupError) as exc:
         _fail(str(exc), 2)
     if as_json:
@@ -585,28 +721,28 @@ def retrain_cmd(model_type: str = typer.Option("lgbm"),
 
 @app.command("simulate")
 def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the baseline is the data before it)."),
-                 weeks: int = typer.Option(20), model_type: str = typer.Option("lgbm"),
+                 weeks: int = typer.Option(20, min=1, help="Weeks to replay."),
+                 model_type: str = typer.Option("lgbm", help="Regression model family: lgbm | rf | nn | baseline."),
                  policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant"),
-                 strategy: str = typer.Option("sliding_window"), window_days: int = typer.Option(30),
-                 test_mode: bool = typer.Option(False, "--test-mode")) -> None:
+                 strategy: str = typer.Option("sliding_window", help="sliding_window | continue: how each week's "
+                                              "challenger is trained."),
+                 window_days: int = typer.Option(30, help="Recent days each weekly fine-tuning uses."),
+                 test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (fast, rough numbers).")) -> None:
     """Replay stored data week by week: weekly RMSE of never / always retrain / the policy, every decision."""
-    from rich.progress import Progress
-
     from velocast.lifecycle.simulate import simulate
 
-    typer.echo(f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7}  champion  decision")
-    with Progress(transient=True) as progress:
-        task = progress.add_task("simulating", total=weeks)
+    header = f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7}  champion  decision"
 
-        def show(w: Any) -> None:
-            progress.advance(task)
-            progress.console.print(f"{w.week:>4} {w.start:10s} {w.rmse_never:7.2f} {w.rmse_always:7.2f} "
-                                   f"{w.rmse_policy:7.2f}  v{w.champion_version:<7} {w.decision or '-'}"
-                                   f"{' (promoted)' if w.promoted else ''}", highlight=False)
-        try:
+    def show(w: Any) -> None:
+        typer.echo(f"{w.week:>4} {w.start:10s} {w.rmse_never:7.2f} {w.rmse_always:7.2f} {w.rmse_policy:7.2f}  "
+                   f"v{w.champion_version:<7} {w.decision or '-'}{' (promoted)' if w.promoted else ''}")
+
+    try:
+        with _working("simulate"):
+            typer.echo(header)
             result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show)
-        except ValueError as exc:
-            _fail(str(exc), 2)
+    except ValueError as exc:
+        _fail(str(exc), 2)
     totals = result.totals()
     typer.echo("overall RMSE: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
     typer.echo(f"table: {result.files['markdown']}   plot: {result.files['plot']}")
@@ -672,7 +808,8 @@ def demo_cmd(data: Optional[Path] = typer.Option(None, help="Counts file to use 
     """Run the main job end to end on the embedded defaults and say where to look."""
     from velocast.demo import run_demo
 
-    run_demo(data, weather, fast, echo=typer.echo, sim_weeks=weeks)
+    with _working("demo"):
+        run_demo(data, weather, fast, echo=typer.echo, sim_weeks=weeks)
 
 
 if __name__ == "__main__":

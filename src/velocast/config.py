@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     api_url: str | None = Field(default=None, description="When set, the web UI calls this API instead of the library.")
     webhook_url: str | None = Field(default=None, description="Discord/Slack-compatible webhook for decisions.")
     experiment_name: str = Field(default="velocast", description="MLflow experiment used by training runs.")
+    env: Literal["dev", "prod"] = Field(
+        default="dev", description="Environment recorded with every run and decision (summary.json, the audit log): "
+        "train, cycle, retrain, simulate and API jobs use it unless told otherwise.")
     r2_baseline_threshold: float = Field(
         default=0.60, description="Minimum challenger R² on test_baseline before any deployment."
     )

@@ -411,14 +411,16 @@ def champion_health_route(settings: SettingsDep, model_type: ModelType = "lgbm",
              responses={**VALIDATION_422, **KEY_ERRORS, 429: {"model": ErrorResponse},
                         503: {"model": ErrorResponse, "description": f"{DISABLED}; or Airflow (VELOCAST_AIRFLOW_URL) "
                               "could not start the training DAG (the detail names it and why)."}})
-def train_job(body: TrainRequest, request: Request, response: Response, jobs: JobsDep) -> TrainAccepted:
+def train_job(body: TrainRequest, request: Request, response: Response, jobs: JobsDep,
+              settings: SettingsDep) -> TrainAccepted:
     try:
         hyperparams = validate_hyperparams(body.model_type, body.hyperparams)
     except ValueError as exc:
         raise RecordsRejected([error(str(exc), "hyperparams", loc=["hyperparams"])]) from exc
     current = _rows(request, body.current_data, "current_data", require_count=True).rows \
         if body.current_data is not None else None
-    spec = TrainSpec(body.model_type, body.data_source, body.env, hyperparams, body.test_mode, body.horizon, current)
+    spec = TrainSpec(body.model_type, body.data_source, body.env or settings.env, hyperparams, body.test_mode,
+                     body.horizon, current)
     try:
         job = jobs.submit(spec)
     except QueueFull as exc:

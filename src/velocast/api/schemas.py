@@ -294,7 +294,8 @@ class TrainRequest(BaseModel):
 
     model_type: ModelType = "lgbm"
     data_source: DataSource = "baseline"
-    env: Env = "dev"
+    env: Env | None = Field(None, description="Environment recorded with the run and its audit row; default "
+                            "the server's VELOCAST_ENV (dev).")
     hyperparams: dict[str, Any] = Field(default_factory=dict, description="Checked against the model type "
                                         "before the job is queued.")
     test_mode: bool = Field(False, description="Quick run on samples (1,000 training rows).")

@@ -183,7 +183,10 @@ class AuditLog:
 
     def list(self, limit: int = 50, event: str | None = None, model_type: str | None = None,
              events: tuple[str, ...] | None = None) -> list[AuditEvent]:
-        """Newest first."""
+        """Newest first. An event name that velocast never records is refused (ValueError), not an empty list."""
+        for name in ([event] if event else []) + list(events or []):
+            if name not in EVENTS:
+                raise ValueError(f"unknown audit event {name!r}: expected one of {', '.join(EVENTS)}")
         query = sa.select(audit_table).order_by(audit_table.c.id.desc()).limit(limit)
         if event:
             query = query.where(audit_table.c.event == event)

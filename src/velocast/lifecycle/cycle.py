@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock, Timeout
 
+from velocast import progress
 from velocast.config import PARIS_TZ, Settings, get_settings, redact_secrets
 from velocast.data import splits, store
 from velocast.data.splits import split_by_time
@@ -44,6 +45,13 @@ from velocast.tracking.registry import ModelRef, Registry
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("sliding_window", "continue")
+# what the progress line says when a step of the cycle starts
+STEP_STARTS = {"new_data": "checking for counts newer than the last training or cycle",
+               "drift": "drift check of the last window against test_baseline",
+               "health": "champion health on the last 7 labelled days",
+               "fine_tune": "fine-tuning a challenger on the recent window",
+               "evaluate": "double evaluation of the challenger against the champion",
+               "promote": "promotion (if the decision is deploy)"}
 
 
 class CycleBusy(RuntimeError):
@@ -187,7 +195,7 @@ def _window_parts(window_days: int, end: str | None, settings: Settings) -> tupl
 
 
 def fine_tune(model_type: str, strategy: str = "sliding_window", window_days: int = 30, end: str | None = None,
-              test_mode: bool = False, env: str = "prod", seed: int = 42,
+              test_mode: bool = False, env: str | None = None, seed: int = 42,
               settings: Settings | None = None) -> dict[str, Any]:
     """Train a challenger on the recent window (sliding window, or continuing from the champion)."""
     settings = settings or get_settings()
@@ -307,10 +315,14 @@ def notify_cycle(result: dict[str, Any], settings: Settings | None = None) -> bo
 # --------------------------------------------------------------------------- the whole cycle
 def monitor_and_fine_tune(model_type: str = "lgbm", force_fine_tune: bool = False, test_mode: bool = False,
                           window_days: int = 30, strategy: str = "sliding_window", policy: str = "double_eval",
-                          env: str = "prod", settings: Settings | None = None,
+                          env: str | None = None, settings: Settings | None = None,
                           on_step: Callable[[StepOutcome], None] | None = None) -> CycleResult:
-    """Run the weekly cycle once; never raises for a failing step (it is audited as ``error``)."""
+    """Run the weekly cycle once; never raises for a failing step (it is audited as ``error``).
+
+    ``env`` (default ``VELOCAST_ENV``) is recorded with the challenger and the audit row.
+    """
     settings = settings or get_settings()
+    env = env or settings.env
     get_spec(model_type)
     Policy(name=policy)
     if strategy not in STRATEGIES:
@@ -343,7 +355,9 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
 
     def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         t0 = time.perf_counter()
-        out = fn()
+        progress.step(STEP_STARTS.get(name, name))
+        with progress.scope(name):
+            out = fn()
         outcome = StepOutcome(name, "done", out.get("summary", ""), round(time.perf_counter() - t0, 3),
                               {k: v for k, v in out.items() if k != "summary"})
         result.steps.append(outcome)
@@ -460,7 +474,7 @@ def days_unseen_by(registry: Registry, ref: ModelRef, days: set[str], settings: 
 
 def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str | None = None,
                       policy: str = "double_eval", settings: Settings | None = None, test_mode: bool = False,
-                      promote_on_deploy: bool = False) -> dict[str, Any]:
+                      promote_on_deploy: bool = False, env: str | None = None) -> dict[str, Any]:
     """Merge current data into a new baseline version and retrain from scratch.
 
     The new baseline (default cutoff: the day after the latest stored count, so every stored day is
@@ -477,7 +491,8 @@ def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str 
         cutoff = str((latest.tz_convert(PARIS_TZ).tz_localize(None).normalize() + pd.Timedelta(days=1)).date())
     new = splits.record_split(cutoff, old.test_fraction, old.seed, old.current_test_fraction, settings,
                               parent_version=old.version, notes=[f"quarterly retrain: merged current data into v{old.version}"])
-    result = train(model_type, data_source="baseline", env="prod", model_test=test_mode, settings=settings,
+    progress.step(f"baseline v{new.version} recorded (cutoff {new.cutoff}): retraining {model_type} from scratch")
+    result = train(model_type, data_source="baseline", model_test=test_mode, settings=settings, env=env,
                    run_name=f"{model_type}-quarterly-retrain", tags={"retrain": "quarterly",
                                                                       "split_parent": str(old.version)})
     registry = Registry(settings)
@@ -491,6 +506,7 @@ def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str 
     if unseen.empty:
         raise ValueError("no held-out day is unseen by both the new model and the champion: no fair comparison "
                          "is possible (the champion trained on every test day of the new baseline)")
+    progress.step(f"double evaluation on {len(judged)} held-out days neither model trained on")
     outcome = evaluate_candidate(model_type, LoadedModel(model_type, registry.load(ref), ref, ref.uri), settings,
                                  current=unseen,
                                  policy=Policy(name=policy, r2_threshold=settings.r2_baseline_threshold), split=new,
@@ -514,7 +530,7 @@ def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str 
         champion_r2_current=((ev.current.champion if ev.current else None) or {}).get("r2"),
         champion_rmse_current=((ev.current.champion if ev.current else None) or {}).get("rmse"),
         baseline_regression=decision.baseline_regression, model_improvement=decision.model_improvement,
-        model_uri=result.registry_uri, run_id=result.run_id, env="prod", reasons=[*decision.reasons, days_note],
+        model_uri=result.registry_uri, run_id=result.run_id, env=result.env, reasons=[*decision.reasons, days_note],
         to_version=promoted, details={"old_split": old.version, "new_split": new.version,
                                       "compared_days": sorted(judged)}))
     return {"old_split": old.version, "new_split": new.version, "new_cutoff": new.cutoff,

@@ -72,7 +72,7 @@ def _step(name: str, state: str | None, output: Mapping[str, Any] | None, error:
 def finish(outputs: Mapping[str, Mapping[str, Any] | None], states: Mapping[str, str | None],
            errors: Mapping[str, str | None] | None = None, *, model_type: str, force_fine_tune: bool = False,
            test_mode: bool = False, window_days: int = 30, strategy: str = "sliding_window",
-           policy: str = "double_eval", env: str = "prod", settings: Settings | None = None) -> dict[str, Any]:
+           policy: str = "double_eval", env: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
     """Assemble the cycle result from the steps, record the cycle state and its audit row.
 
     ``outputs``, ``states`` and ``errors`` are keyed by step name (:data:`STEPS`): a step's
@@ -83,6 +83,7 @@ def finish(outputs: Mapping[str, Mapping[str, Any] | None], states: Mapping[str,
     ``audit_event_id`` set; raises if the audit log cannot be written.
     """
     settings = settings or get_settings()
+    env = env or settings.env
     errors = errors or {}
     out = {name: dict(outputs.get(name) or {}) for name in STEPS}
     new, drift, health, verdict = out["new_data"], out["drift"], out["health"], out["decide"]

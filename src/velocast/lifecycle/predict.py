@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from velocast import progress
 from velocast.config import Settings, get_settings
 from velocast.data import store
 from velocast.data.ingest import RawTable, Validated, read_table, validate
@@ -171,8 +172,11 @@ def predict_file(input_path: Path | str, output_path: Path | str, model_type: st
     Rows that cannot be read go to ``<output>.rejected.csv`` with the reason.
     """
     settings = settings or get_settings()
+    progress.step(f"reading {input_path}")
     read = read_rows_to_predict(input_path, settings)
+    progress.step(f"loading the {model_type} model")
     model = load_model(model_type, model_uri, horizon=horizon, settings=settings)
+    progress.step(f"building the inputs as served and predicting {len(read.checked.accepted):,} rows")
     result = predict_rows(read.rows, model, settings)
     output = read.output(result.frame)
     output_path = Path(output_path)

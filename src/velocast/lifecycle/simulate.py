@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from velocast import progress
 from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data import splits, store
 from velocast.data.schema import paris_midnight
@@ -109,13 +110,17 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
     sim = _isolated_settings(settings, settings.home.resolve() / "simulations" / sim_id)
     out_dir = settings.reports_dir.resolve() / "simulations" / sim_id
     out_dir.mkdir(parents=True, exist_ok=True)
+    progress.step(f"simulation home {sim.home}: copying the {int((source['timestamp'] < start_ts).sum()):,} counts "
+                  f"before {start_ts.date()}")
     store.upsert_counts(source[source["timestamp"] < start_ts], sim)
     if settings.weather_path.exists():
         sim.weather_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(settings.weather_path, sim.weather_path)
     splits.record_split(start_ts.date(), settings=sim, notes=[f"simulation {sim_id}"])
-    first = train(model_type, data_source="baseline", env="prod", model_test=test_mode, settings=sim,
-                  run_name=f"{model_type}-simulation-start")
+    progress.step(f"training the first champion on the data before {start_ts.date()}", done=0, total=weeks)
+    with progress.scope("first champion"):
+        first = train(model_type, data_source="baseline", model_test=test_mode, settings=sim,
+                      run_name=f"{model_type}-simulation-start")
     promote(model_type, version=first.model_version, reason="simulation: first champion", settings=sim)
     registry = Registry(sim)
     never = registry.load(registry.get(model_type, first.model_version))
@@ -127,17 +132,23 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
         if arriving.empty:
             log.warning("no data for week %d (%s): the simulation stops", week + 1, lo.date())
             break
+        progress.step(f"week {week + 1}/{weeks} ({lo.date()}): forecasting {len(arriving):,} counter-hours with "
+                      "the three models", done=week, total=weeks)
         rows = ServedRows.build(arriving, sim)  # forecast day by day as served, before the week is ingested
         champion_ref = registry.champion(model_type)
         champion = registry.load(champion_ref)
         rmse = {name: rows.score(model, model_type).metrics["rmse"]
                 for name, model in (("never", never), ("always", always), ("policy", champion))}
         store.upsert_counts(arriving, sim)
-        cycle = monitor_and_fine_tune(model_type, test_mode=test_mode, window_days=window_days, strategy=strategy,
-                                      policy=policy, settings=sim)
+        with progress.scope(f"week {week + 1}/{weeks}"):
+            cycle = monitor_and_fine_tune(model_type, test_mode=test_mode, window_days=window_days,
+                                          strategy=strategy, policy=policy, settings=sim)
         challenger_version = cycle.challenger_version
         if challenger_version is None and cycle.status != "error":  # "always retrain" needs a challenger anyway
-            challenger_version = fine_tune(model_type, strategy, window_days, None, test_mode, settings=sim)["version"]
+            progress.step(f"week {week + 1}/{weeks}: fine-tuning the 'always retrain' challenger")
+            with progress.scope(f"week {week + 1}/{weeks}"):
+                challenger_version = fine_tune(model_type, strategy, window_days, None, test_mode,
+                                               settings=sim)["version"]
         if challenger_version is not None:
             always = registry.load(registry.get(model_type, challenger_version))
         row = WeekRow(week + 1, str(lo.date()), str(paris_midnight(hi, -1).date()), len(rows),

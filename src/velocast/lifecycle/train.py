@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from velocast import __version__
+from velocast import __version__, progress
 from velocast.config import Settings, get_settings
 from velocast.evaluation.reports import feature_importance_figure, regression_report
 from velocast.lifecycle.datasets import Datasets, load_datasets
@@ -196,43 +196,54 @@ def _fit(model_type: str, horizon: str, params: dict[str, Any], train_rows: pd.D
     return build_pipeline(model_type, params, horizon, seed=seed).fit(train_rows, y)
 
 
-def train(model_type: str, data_source: str = "baseline", env: str = "dev", model_test: bool = False,
+def train(model_type: str, data_source: str = "baseline", env: str | None = None, model_test: bool = False,
           horizon: str | None = None, hyperparams: dict[str, Any] | None = None, hyperopt: bool = False,
           n_trials: int = 20, data_path: Path | str | None = None, current_data: pd.DataFrame | None = None,
           seed: int = 42, settings: Settings | None = None, datasets: Datasets | None = None,
           continue_from: Any | None = None, run_name: str | None = None, tags: dict[str, str] | None = None,
-          study_storage: str | None = None, study_name: str | None = None, n_workers: int = 1) -> TrainResult:
+          study_storage: str | None = None, study_name: str | None = None, n_workers: int = 1,
+          tuning_timeout: float | None = None) -> TrainResult:
     """Train one model type end to end and return what was done (see the module docstring).
 
     With ``hyperopt``, ``n_workers > 1`` tunes over that many processes sharing the Optuna study in
-    ``study_storage`` (required then); see :mod:`velocast.lifecycle.tuning`.
+    ``study_storage`` (required then), and ``tuning_timeout`` seconds stop starting new trials; see
+    :mod:`velocast.lifecycle.tuning`. Each stage is reported through :mod:`velocast.progress`.
     """
     settings = settings or get_settings()
     spec = get_spec(model_type)
     horizon = resolve_horizon(model_type, horizon)
     params = validate_hyperparams(model_type, hyperparams)
+    env = env or settings.env
     if env not in ("dev", "prod"):
         raise ValueError(f"env must be 'dev' or 'prod', got {env!r}")
     check_tuning_options(hyperopt, n_workers, study_storage)
-    datasets = datasets or load_datasets(data_source, settings, data_path, current_data, model_test, seed)
+    if datasets is None:
+        progress.step(f"reading the {data_source} datasets")
+        datasets = load_datasets(data_source, settings, data_path, current_data, model_test, seed)
     registry = Registry(settings)
     reconcile(settings, registry)
-    with _attempt(settings) as attempt:
+    with _attempt(settings) as attempt, progress.scope(model_type):
         return _train(model_type, spec, horizon, params, data_source, env, model_test, hyperopt, n_trials, seed,
                       settings, datasets, registry, continue_from, run_name, {**(tags or {}), ATTEMPT_TAG: attempt},
-                      study_storage, study_name, n_workers)
+                      study_storage, study_name, n_workers, tuning_timeout)
 
 
 def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], data_source: str, env: str,
            model_test: bool, hyperopt: bool, n_trials: int, seed: int, settings: Settings, datasets: Datasets,
            registry: Registry, continue_from: Any | None, run_name: str | None, tags: dict[str, str],
-           study_storage: str | None, study_name: str | None, n_workers: int) -> TrainResult:
+           study_storage: str | None, study_name: str | None, n_workers: int,
+           tuning_timeout: float | None) -> TrainResult:
     started = time.perf_counter()
+    progress.step(f"building the inputs of {len(datasets.train.frame):,} training rows (history, calendar, weather)")
     train_inputs = build_inputs(datasets.train.frame, settings)
     train_rows = train_inputs.frame("observed")  # models learn from the observed weather
+    progress.step(f"building the test rows as served ({len(datasets.test_baseline.frame):,} test_baseline"
+                  + (f", {len(datasets.test_current.frame):,} test_current" if datasets.test_current is not None
+                     else "") + ")")
     test_b = ServedRows.build(datasets.test_baseline.frame, settings, extra_history=datasets.history)
     test_c = (ServedRows.build(datasets.test_current.frame, settings, extra_history=datasets.history)
               if datasets.test_current is not None and len(datasets.test_current.frame) else None)
+    progress.step("starting the MLflow run")
     registered: Any = None
     # the attempt and model type are tags of the run from its creation: a kill at any later point is traceable
     with mlflow.start_run(run_name=run_name or f"{model_type}-{data_source}",
@@ -251,20 +262,29 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
                 from velocast.lifecycle.tuning import tune
 
                 tuned = tune(model_type, train_rows, horizon, n_trials=n_trials, seed=seed,
-                             storage=study_storage, study_name=study_name, n_workers=n_workers)
+                             storage=study_storage, study_name=study_name, n_workers=n_workers,
+                             timeout=tuning_timeout)
                 params = {**tuned.best_params, **params}
-                mlflow.log_metric(f"cv_best_{tuned.metric}", tuned.best_value)
+                mlflow.log_metrics({f"cv_best_{tuned.metric}": tuned.best_value, "tuning_seconds": tuned.seconds})
                 mlflow.set_tags({"optuna_study": tuned.study_name, "optuna_workers": str(tuned.n_workers),
-                                 "optuna_trials": str(tuned.n_trials)})
+                                 "optuna_trials": str(tuned.n_trials), "optuna_best_trial": str(tuned.best_trial)})
+                progress.step(f"tuning done: best cv {tuned.metric} {tuned.best_value:.4g} (trial "
+                              f"{(tuned.best_trial or 0) + 1}), {tuned.n_complete} complete, {tuned.n_pruned} pruned "
+                              f"in {progress.duration(tuned.seconds)}")
             effective = {**(spec.continue_defaults if continue_from is not None else spec.defaults), **params}
             mlflow.log_params({**{f"hp_{k}": v for k, v in effective.items()}, "horizon": horizon,
                                "data_source": data_source, "train_rows": len(train_rows),
                                "strategy": "continue" if continue_from is not None else "fit", "seed": seed})
             fit_started = time.perf_counter()
+            progress.step(f"fitting on {len(train_rows):,} rows" + (" (with and without weather)" if spec.uses_weather
+                                                                     else "")
+                          + (" from the champion" if continue_from is not None else ""))
             pipeline = _fit(model_type, horizon, params, train_rows, seed, continue_from)
             fit_seconds = time.perf_counter() - fit_started
             mlflow.log_metric("fit_seconds", fit_seconds)
 
+            progress.step(f"scoring on train, test_baseline ({len(test_b):,} rows)"
+                          + (f" and test_current ({len(test_c):,} rows)" if test_c is not None else ""))
             served_train = ServedRows.build(datasets.train.frame, settings, inputs=train_inputs,
                                             weather=test_b.weather, outages_removed=True)
             metrics_train = served_train.score(pipeline, model_type).flat()
@@ -275,6 +295,7 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
             mlflow_runs.log_metrics("test_baseline", metrics_baseline)
             if metrics_current:
                 mlflow_runs.log_metrics("test_current", metrics_current)
+            progress.step("logging plots and the model to MLflow")
             _log_reports(pipeline, model_type, test_b.decision_rows, scored_b.predictions, run.info.run_id, settings)
 
             info = mlflow_runs.log_model(pipeline, mlflow_runs.input_example(model_inputs(test_b.decision_rows)),
@@ -367,6 +388,7 @@ def train_many(model_types: list[str] | tuple[str, ...], **kwargs: Any) -> list[
     settings = kwargs.pop("settings", None) or get_settings()
     check_tuning_options(kwargs.get("hyperopt", False), kwargs.get("n_workers", 1), kwargs.get("study_storage"))
     if not kwargs.get("datasets"):
+        progress.step(f"reading the {kwargs.get('data_source', 'baseline')} datasets")
         kwargs["datasets"] = load_datasets(kwargs.get("data_source", "baseline"), settings,
                                            kwargs.pop("data_path", None), kwargs.pop("current_data", None),
                                            kwargs.get("model_test", False), kwargs.get("seed", 42))

@@ -69,15 +69,19 @@ class ModelSpec:
     continue_defaults: dict[str, Any] = field(default_factory=dict)
     counter_as_category: bool = False
     search_space: Callable[[Any], dict[str, Any]] | None = None
+    # tuning: most trees a trial may grow before early stopping on its fold's validation days
+    # (the family's ``fit`` takes ``eval_set`` and sets ``best_iteration_``); None: no early stopping
+    tuning_max_trees: int | None = None
     uses_weather: bool = True  # fitted with a no-weather sibling (``WeatherFallback``)
 
 
 def _lgbm_space(trial: Any) -> dict[str, Any]:
+    # no n_estimators: a trial grows up to LGBM_TUNING_MAX_TREES trees and stops early on each fold's
+    # validation days; the best trial's stopping point on the largest fold becomes n_estimators
     return {
         "num_leaves": trial.suggest_int("num_leaves", 31, 255, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.15, log=True),
-        "n_estimators": trial.suggest_int("n_estimators", 200, 1200, step=100),
-        "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.05, 0.3, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 5, 200, log=True),
         "subsample": trial.suggest_float("subsample", 0.6, 1.0),
         "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
         "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
@@ -122,6 +126,7 @@ CATALOGUE: dict[str, ModelSpec] = {
         make_estimator=lambda p, seed: _lgbm.LGBMCountRegressor(**p, random_state=seed),
         fine_tune_continue="LightGBM init_model: extra trees at a lower learning rate",
         continue_defaults=_lgbm.CONTINUE_DEFAULTS, counter_as_category=True, search_space=_lgbm_space,
+        tuning_max_trees=_lgbm.TUNING_MAX_TREES,
     ),
     "rf": ModelSpec(
         name="rf", task="regression", default_horizon="calendar",
@@ -199,14 +204,26 @@ def resolve_horizon(model_type: str, horizon: str | None) -> str:
     return horizon
 
 
-def build_pipeline(model_type: str, hyperparams: dict[str, Any] | None = None, horizon: str | None = None,
-                   seed: int = 42, feature_set: str = "full") -> Pipeline:
+def build_estimator(model_type: str, hyperparams: dict[str, Any] | None = None, seed: int = 42) -> Any:
+    """The family's bare estimator (what follows ``FeatureBuilder``), defaults completed by ``hyperparams``."""
     spec = get_spec(model_type)
     params = {**spec.defaults, **validate_hyperparams(model_type, hyperparams)}
     params.pop("extra_estimators", None)
-    features = FeatureBuilder(horizon=resolve_horizon(model_type, horizon), feature_set=feature_set,
-                              counter_as_category=spec.counter_as_category and feature_set == "full")
-    estimator = spec.make_estimator(params, seed)
+    return spec.make_estimator(params, seed)
+
+
+def build_features(model_type: str, horizon: str | None = None, feature_set: str = "full") -> FeatureBuilder:
+    """The (unfitted) ``FeatureBuilder`` of a family's pipeline."""
+    spec = get_spec(model_type)
+    return FeatureBuilder(horizon=resolve_horizon(model_type, horizon), feature_set=feature_set,
+                          counter_as_category=spec.counter_as_category and feature_set == "full")
+
+
+def build_pipeline(model_type: str, hyperparams: dict[str, Any] | None = None, horizon: str | None = None,
+                   seed: int = 42, feature_set: str = "full") -> Pipeline:
+    spec = get_spec(model_type)
+    features = build_features(model_type, horizon, feature_set)
+    estimator = build_estimator(model_type, hyperparams, seed)
     if spec.uses_weather and feature_set == "full":
         estimator = WeatherFallback(estimator)
     return Pipeline([("features", features), ("model", estimator)])

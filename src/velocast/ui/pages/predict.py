@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pandas as pd
-import pydeck as pdk
 import streamlit as st
 
 from velocast.config import PARIS_TZ
 from velocast.ui import common
 from velocast.ui.client import ClientError, NoModelError, day_rows
+from velocast.ui.counter_map import counter_deck
 
 st.title("Predict")
-st.caption("Pick a counter on the map or in the list, a day and an hour: the champion forecasts that hour "
-           "and the whole day.")
+st.caption("Pick a counter on the map or in the list, a day and an hour (Paris time): the champion forecasts "
+           "that hour and the whole day.")
 
 client = common.client()
 counters = common.counters(common.client_key())
@@ -30,18 +30,7 @@ label_of = dict(zip(counters["counter_id"].astype(str), counters["label"]))
 
 # ------------------------------------------------------------------ the map (click a counter to pick it)
 current = st.session_state.get("counter", counters["label"].iloc[0])
-points = counters[["counter_id", "label", "latitude", "longitude", "hours"]].copy()
-points["counter_id"] = points["counter_id"].astype(str)
-points["color"] = [[230, 80, 30, 230] if label == current else [30, 110, 200, 200] for label in points["label"]]
-deck = pdk.Deck(
-    map_style=None,
-    initial_view_state=pdk.ViewState(latitude=float(points["latitude"].mean()),
-                                     longitude=float(points["longitude"].mean()), zoom=11.3),
-    layers=[pdk.Layer("ScatterplotLayer", id="counters", data=points, get_position=["longitude", "latitude"],
-                      get_fill_color="color", get_radius=80, radius_min_pixels=6, radius_max_pixels=14,
-                      pickable=True, auto_highlight=True)],
-    tooltip={"text": "{label}\n{hours} hours stored"},
-)
+deck = counter_deck(counters, current)
 event = st.pydeck_chart(deck, on_select="rerun", selection_mode="single-object", key="counter_map", height=360)
 picked = (event.selection.objects or {}).get("counters") or []
 if picked:
@@ -62,8 +51,9 @@ left, middle, right = st.columns([3, 2, 2])
 with left:
     choice = st.selectbox("Counter", counters["label"].tolist(), key="counter")
 with middle:
-    day = st.date_input("Day", value=default_day, key="day")
-    hour = st.selectbox("Hour", list(range(24)), index=8, format_func=lambda h: f"{h:02d}:00", key="hour")
+    day = st.date_input("Day (Paris)", value=default_day, key="day")
+    hour = st.selectbox("Hour (Paris time)", list(range(24)), index=8, format_func=lambda h: f"{h:02d}:00",
+                        key="hour")
 with right:
     model_type = common.model_type_picker(key="model_type")
     own_weather = st.toggle("Set the weather myself", key="own_weather",
@@ -98,25 +88,25 @@ if shown is None:
 
 result = shown["result"]
 frame = result.frame.copy()
-frame["hour"] = [f"{t:%H}:00" for t in frame["timestamp"]]
+frame["hour"] = [f"{t.tz_convert(PARIS_TZ):%H}:00" for t in frame["timestamp"]]
 actual = shown["actual"]
 if not actual.empty:
-    by_hour = actual.set_index(actual["timestamp"].dt.strftime("%H:00"))["bike_count"]
+    by_hour = actual.set_index(actual["timestamp"].dt.tz_convert(PARIS_TZ).dt.strftime("%H:00"))["bike_count"]
     by_hour = by_hour[~by_hour.index.duplicated()]
     frame["actual"] = frame["hour"].map(by_hour)
 value_column = "probability" if "probability" in frame else "prediction"
 frame = frame.rename(columns={value_column: "predicted"})
 at_hour = frame[frame["timestamp"].map(lambda t: t.hour) == shown["hour"]].iloc[0]
 
-st.subheader(f"{shown['counter']} — {pd.Timestamp(shown['day']):%A %d %B %Y}")
+st.subheader(f"{shown['counter']} — {pd.Timestamp(shown['day']):%A %d %B %Y} (Paris)")
 m1, m2, m3 = st.columns(3)
 if value_column == "probability":
-    m1.metric(f"Probability of a busy hour at {shown['hour']:02d}:00", f"{at_hour['predicted']:.0%}")
+    m1.metric(f"Probability of a busy hour at {shown['hour']:02d}:00 (Paris)", f"{at_hour['predicted']:.0%}")
 else:
-    m1.metric(f"Predicted bikes at {shown['hour']:02d}:00", f"{at_hour['predicted']:.0f}")
+    m1.metric(f"Predicted bikes at {shown['hour']:02d}:00 (Paris)", f"{at_hour['predicted']:.0f}")
     m2.metric("Predicted bikes over the day", f"{frame['predicted'].sum():,.0f}")
 if "actual" in frame and pd.notna(at_hour.get("actual")):
-    m3.metric(f"Counted at {shown['hour']:02d}:00", f"{at_hour['actual']:.0f}")
+    m3.metric(f"Counted at {shown['hour']:02d}:00 (Paris)", f"{at_hour['actual']:.0f}")
 model = result.model
 st.caption(f"Model: **{model.label}** — `{model.uri}`" + (f", run `{model.run_id}`" if model.run_id else "")
            + (f", horizon {model.horizon}" if model.horizon else ""))
@@ -130,5 +120,5 @@ st.line_chart(frame, x="hour", y=series, x_label="hour (Europe/Paris)", color=["
               y_label="probability of a busy hour" if value_column == "probability" else "bikes per hour")
 if len(series) == 1:
     st.caption("No stored counts for this counter and day: only the prediction is drawn.")
-with st.expander("Hourly values"):
-    st.dataframe(frame[["hour", *series]], hide_index=True)
+with st.expander("Hourly values (Paris time)"):
+    st.dataframe(frame[["hour", *series]].rename(columns={"hour": "hour (Paris)"}), hide_index=True)
