@@ -73,6 +73,7 @@ def test_forced_test_mode_cycle_decides_and_audits_one_coherent_row(champion_hom
     assert row.event_id == result.cycle_id and row.deployment_decision == result.decision
     assert row.r2_baseline == pytest.approx(result.metrics["r2_baseline"])
     assert row.champion_r2_baseline is not None and row.run_id == result.challenger_run_id
+    assert row.env == "dev"  # VELOCAST_ENV, as `velocast train` records it
     after = Registry().champion("lgbm").version
     assert (after != before) == (result.decision == "deploy") == result.promoted
     # no new data since that cycle: the next one skips, and says so

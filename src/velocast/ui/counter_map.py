@@ -17,8 +17,12 @@ import pandas as pd
 import pydeck as pdk
 
 PICKED = [230, 80, 30, 235]
+LABEL_FONT = "Helvetica, Arial, sans-serif"
 OTHER = [30, 110, 200, 210]
 AREA_PAD_METRES = 600
+# the canvas the initial view fits the counters in (the Predict page's map; a little narrower than
+# its column, so the whole area shows on a laptop screen)
+MAP_WIDTH, MAP_HEIGHT = 560, 400
 GRID_METRES = 1000
 # riverside site names, and the latitudes where the Seine crosses Paris (the quays of the canals of
 # the 19th arrondissement, quai de l'Oise or de la Marne, lie north of it)
@@ -66,10 +70,22 @@ def grid_lines(outline: list[list[float]], step_metres: float = GRID_METRES) -> 
     return pd.DataFrame({"path": paths})
 
 
+def short_name(site: str) -> str:
+    """A site's street as a map label: ``Face au 40 quai D'Issy`` -> ``quai D’Issy``.
+
+    The straight quote becomes the typographic one (in deck.gl's JSON props a straight quote reads
+    as the start of an expression).
+    """
+    words = str(site).split()
+    while words and (words[0].lower() in ("face", "au", "totem") or words[0][:1].isdigit()):
+        words = words[1:]
+    return (" ".join(words) or str(site)).replace("'", "\u2019")
+
+
 def site_labels(counters: pd.DataFrame) -> pd.DataFrame:
     """One label per site (both directions of a street share one place): its name and position."""
     name = counters["site_name"] if "site_name" in counters else counters["counter_name"]
-    frame = pd.DataFrame({"name": name.astype(str), "latitude": counters["latitude"].astype(float),
+    frame = pd.DataFrame({"name": name.astype(str).map(short_name), "latitude": counters["latitude"].astype(float),
                           "longitude": counters["longitude"].astype(float)})
     return frame.groupby("name", as_index=False).agg(latitude=("latitude", "mean"), longitude=("longitude", "mean"))
 
@@ -85,7 +101,23 @@ def seine_path(labels: pd.DataFrame) -> list[list[float]]:
     return [[float(lon), float(lat)] for lon, lat in zip(ordered["longitude"], ordered["latitude"])]
 
 
-def counter_deck(counters: pd.DataFrame, picked_label: str | None) -> pdk.Deck:
+def fit_view(outline: list[list[float]], width: int, height: int) -> pdk.ViewState:
+    """The view that shows the whole ``outline`` in a ``width`` x ``height`` pixel canvas (Web Mercator)."""
+    lons, lats = np.array([p[0] for p in outline]), np.array([p[1] for p in outline])
+
+    def mercator_y(lat: np.ndarray) -> np.ndarray:
+        return np.log(np.tan(np.pi / 4 + np.radians(lat) / 2))
+
+    span_x = (lons.max() - lons.min()) / 360.0  # share of the world's width
+    span_y = float(np.ptp(mercator_y(lats))) / (2 * np.pi)
+    zoom = min(np.log2(width / 512 / max(span_x, 1e-9)), np.log2(height / 512 / max(span_y, 1e-9)))
+    centre_y = (mercator_y(np.array([lats.min()])) + mercator_y(np.array([lats.max()])))[0] / 2
+    centre_lat = float(np.degrees(2 * np.arctan(np.exp(centre_y)) - np.pi / 2))
+    return pdk.ViewState(latitude=centre_lat, longitude=float((lons.min() + lons.max()) / 2), zoom=float(zoom))
+
+
+def counter_deck(counters: pd.DataFrame, picked_label: str | None, width: int = MAP_WIDTH,
+                 height: int = MAP_HEIGHT) -> pdk.Deck:
     """The deck of the Predict page: area, grid, counters (pickable, the chosen one in orange), site names.
 
     ``counters``: ``counter_id``, ``label``, ``latitude``, ``longitude``, ``hours`` (and ``site_name``).
@@ -93,6 +125,7 @@ def counter_deck(counters: pd.DataFrame, picked_label: str | None) -> pdk.Deck:
     points = counters[["counter_id", "label", "latitude", "longitude", "hours"]].copy()
     points["counter_id"] = points["counter_id"].astype(str)
     points["color"] = [PICKED if label == picked_label else OTHER for label in points["label"]]
+    points = points.sort_values("label", key=lambda labels: labels == picked_label, kind="stable")  # picked on top
     outline = counter_area(points["latitude"].to_numpy(float), points["longitude"].to_numpy(float))
     labels = site_labels(counters)
     seine = seine_path(labels)
@@ -105,23 +138,25 @@ def counter_deck(counters: pd.DataFrame, picked_label: str | None) -> pdk.Deck:
         pdk.Layer("PathLayer", id="seine", data=[{"path": seine}] if seine else [], get_path="path",
                   get_color=[120, 170, 225, 200], width_min_pixels=5, joint_rounded=True, cap_rounded=True,
                   pickable=False),
-        pdk.Layer("TextLayer", id="seine-name", data=[{"text": "Seine", "position": seine[0]}] if seine else [],
-                  get_position="position", get_text="text", get_size=14, get_color=[70, 120, 190, 255],
-                  get_pixel_offset=[-24, 0], pickable=False),
+        pdk.Layer("TextLayer", id="seine-name",
+                  data=[{"text": "Seine", "position": seine[1]}] if seine else [],
+                  get_position="position", get_text="text", get_size=15, get_color=[70, 120, 190, 255],
+                  get_pixel_offset=[0, 20], font_family=pdk.types.String(LABEL_FONT),
+                  font_weight=pdk.types.String("bold"), pickable=False),
         pdk.Layer("ScatterplotLayer", id="counters", data=points, get_position=["longitude", "latitude"],
                   get_fill_color="color", get_radius=80, radius_min_pixels=6, radius_max_pixels=14,
                   pickable=True, auto_highlight=True),
-        pdk.Layer("TextLayer", id="sites", data=labels, get_position=["longitude", "latitude"],
-                  get_text="name", get_size=11, get_color=[40, 45, 60, 255], get_pixel_offset=[0, -16],
-                  character_set="auto", pickable=False),
+        pdk.Layer("TextLayer", id="sites", data=labels.to_dict("records"), get_position=["longitude", "latitude"],
+                  get_text="name", get_size=12, get_color=[40, 45, 60, 255], get_pixel_offset=[0, -14],
+                  font_family=pdk.types.String(LABEL_FONT),
+                  character_set=pdk.types.String("".join(sorted(set("".join(labels["name"]))))), pickable=False),
     ]
     return pdk.Deck(
         map_provider=None,  # no tiles from the internet: the layers above are the whole map
-        initial_view_state=pdk.ViewState(latitude=float(points["latitude"].mean()),
-                                         longitude=float(points["longitude"].mean()), zoom=11.3),
+        initial_view_state=fit_view(outline, width, height),
         layers=layers,
         tooltip={"text": "{label}\n{hours} hours stored"},
     )
 
 
-__all__ = ["counter_area", "counter_deck", "grid_lines", "seine_path", "site_labels"]
+__all__ = ["counter_area", "counter_deck", "fit_view", "grid_lines", "seine_path", "short_name", "site_labels"]

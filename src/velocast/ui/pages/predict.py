@@ -10,7 +10,7 @@ import streamlit as st
 from velocast.config import PARIS_TZ
 from velocast.ui import common
 from velocast.ui.client import ClientError, NoModelError, day_rows
-from velocast.ui.counter_map import counter_deck
+from velocast.ui.counter_map import MAP_HEIGHT, counter_deck
 
 st.title("Predict")
 st.caption("Pick a counter on the map or in the list, a day and an hour (Paris time): the champion forecasts "
@@ -31,7 +31,10 @@ label_of = dict(zip(counters["counter_id"].astype(str), counters["label"]))
 # ------------------------------------------------------------------ the map (click a counter to pick it)
 current = st.session_state.get("counter", counters["label"].iloc[0])
 deck = counter_deck(counters, current)
-event = st.pydeck_chart(deck, on_select="rerun", selection_mode="single-object", key="counter_map", height=360)
+event = st.pydeck_chart(deck, on_select="rerun", selection_mode="single-object", key="counter_map",
+                        height=MAP_HEIGHT)
+st.caption("No map tiles (works offline): the shaded area is where the counters are, the grid squares are 1 km, "
+           "the blue line sketches the Seine through the riverside counters. Click a dot to pick its counter.")
 picked = (event.selection.objects or {}).get("counters") or []
 if picked:
     picked_id = str(picked[0].get("counter_id"))
