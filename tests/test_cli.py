@@ -58,6 +58,7 @@ def test_data_generate_leaves_no_temporary_folder(home: Path, tmp_path: Path, mo
     out = runner.invoke(app, ["data", "generate", "--counters", "2", "--days", "3"])
     assert out.exit_code == 0, out.output
     assert "generated 144 rows for 2 counters (not kept as a file" in out.output and "added 144" in out.output
+    assert "source: synthetic data (generated, not kept as a file) (format: tidy)" in out.output
     assert "velocast data generate: done in " in out.output
     assert list(scratch.iterdir()) == []
     kept = tmp_path / "kept.parquet"

@@ -230,7 +230,7 @@ def data_fetch(since: Optional[str] = typer.Option(None, help="First hour to fet
     started = time.perf_counter()
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      transient=True) as bar:
+                      transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("downloading the open-data export", total=None)
             report = fetch_counts(since, until, fmt=fmt,
                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -336,7 +336,7 @@ def data_generate(counters: int = typer.Option(20, help="Number of counters."),
 
     from velocast import progress
     from velocast.data import synthetic
-    from velocast.data.ingest import ingest_file
+    from velocast.data.ingest import ingest_table, read_table
 
     if not ingest and output is None:
         _fail("--no-ingest keeps the rows nowhere: give --output FILE", 2)
@@ -356,7 +356,8 @@ def data_generate(counters: int = typer.Option(20, help="Number of counters."),
                                                                   "keeps one)")
             if ingest:
                 progress.step(f"ingesting {len(frame):,} rows")
-                typer.echo("\n".join(ingest_file(target).lines()))
+                source = str(output) if output else "synthetic data (generated, not kept as a file)"
+                typer.echo("\n".join(ingest_table(read_table(target), source=source).lines()))
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -453,7 +454,7 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
     model = result.model
     typer.echo(f"predicted {len(result.frame):,} rows with {model.uri} ({model.horizon}) -> {output}")
     sources = result.frame["weather_source"].value_counts()
-    typer.echo("weather: " + ", ".join(f"{k} {v:,}" for k, v in sources.items()))
+    typer.echo("weather of the predicted hours: " + ", ".join(f"{k} for {v:,} row(s)" for k, v in sources.items()))
     for warning in result.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
     if result.metrics:
@@ -465,7 +466,7 @@ def _print_paired(label: str, paired: Any) -> None:
     if paired is None:
         typer.echo(f"  {label:14s} no rows")
         return
-    typer.echo(f"  {label:14s} ({paired.rows:,} rows, same for both)")
+    typer.echo(f"  {label:14s} ({paired.rows:,} rows{', the same for both' if paired.champion else ''})")
     typer.echo(f"    challenger   {_metrics_line(paired.challenger)}")
     typer.echo(f"    champion     {_metrics_line(paired.champion)}")
 
@@ -636,8 +637,13 @@ def drift_cmd(model_type: str = typer.Option("lgbm", help="Whose inputs and pred
     typer.echo(f"verdict: {r.headline.upper()} (status {r.status}; drift_detected={str(r.drift_detected).lower()})")
     for reason in r.reasons:
         typer.echo(f"  - {reason}")
-    typer.echo(f"reference: {r.reference_rows:,} rows {r.reference_period}; current: {r.current_rows:,} rows "
-               f"{r.current_period}; seasonal matching: {r.seasonal_matching}")
+    def period(p: Any) -> str:
+        return f"{str(p[0])[:10]} .. {str(p[1])[:10]}" if p else "-"
+
+    typer.echo(f"reference: {r.reference_rows:,} rows ({period(r.reference_period)}), "
+               f"{r.compared_reference_rows:,} compared after seasonal matching "
+               f"({'on' if r.seasonal_matching else 'off'}); current: {r.current_rows:,} rows "
+               f"({period(r.current_period)}); days in Europe/Paris")
     for f in r.features:
         flag = "DRIFT" if f.drifted else "  ok "
         typer.echo(f"  {flag} {f.name:20s} {f.test:5s} effect={f.effect if f.effect is None else round(f.effect, 3)}"
@@ -683,8 +689,10 @@ def cycle_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
     if as_json:
         _echo_json(result.to_dict())
     else:
-        typer.echo(f"cycle {result.cycle_id}: {result.status}; decision {result.decision or '-'}; champion "
-                   f"{result.champion_before or '-'} -> {result.champion_after or '-'}; {result.seconds:.1f}s")
+        champion = (f"champion v{result.champion_before} kept" if result.champion_before == result.champion_after
+                    and result.champion_before else f"champion {result.champion_before or '-'} -> "
+                    f"{result.champion_after or '-'}")
+        typer.echo(f"cycle {result.cycle_id}: {result.status}; decision {result.decision or '-'}; {champion}")
         for reason in result.reasons:
             typer.echo(f"  - {reason}")
     if result.error:

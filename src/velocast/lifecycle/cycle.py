@@ -152,10 +152,7 @@ def run_drift(model_type: str, window_days: int, end: str | None, settings: Sett
     check = check_drift(model_type, window_days=window_days, end=_ts(end), settings=settings)
     r = check.report
     drifted = [f.name for f in r.features if f.drifted]
-    summary = (f"{r.status}: drift {'detected' if r.drift_detected else 'not detected' if r.drift_detected is False else 'unknown'}"
-               f", {r.n_drifted}/{r.n_features} features drifted ({', '.join(drifted) or 'none'})"
-               f"; target drift {bool(r.target_drift and r.target_drift.drifted)}"
-               f"; new counters {len(r.new_counters)}" + (f"; {r.error or r.note}" if (r.error or r.note) else ""))
+    summary = f"{r.headline}: {'; '.join(r.reasons)}; new counters {len(r.new_counters)}"
     return {"status": r.status, "drift_detected": r.drift_detected, "drift_share": r.drift_share,
             "drifted_features": drifted, "target_drift": bool(r.target_drift and r.target_drift.drifted),
             "prediction_drift": bool(r.prediction_drift and r.prediction_drift.drifted),
@@ -176,7 +173,11 @@ def should_fine_tune(drift: dict[str, Any], health: dict[str, Any], force: bool,
     if not has_champion:
         reasons.append("there is no champion yet")
     if drift.get("drift_detected"):
-        reasons.append(f"drift detected (share {drift.get('drift_share')})")
+        parts = [label for label, key in (("the target", "target_drift"), ("the predictions", "prediction_drift"))
+                 if drift.get(key)]
+        if drift.get("drifted_features"):
+            parts.append(f"input features {', '.join(drift['drifted_features'])}")
+        reasons.append(f"drift detected ({'; '.join(parts) or 'see the drift report'} drifted)")
     if drift.get("status") in ("error", "insufficient_data"):
         reasons.append(f"the drift check could not conclude ({drift.get('status')})")
     if health.get("state") in ("degraded", "critical"):

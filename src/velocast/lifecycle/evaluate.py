@@ -167,7 +167,7 @@ def evaluate(model_type: str, version: str | None = None, run_id: str | None = N
     """``velocast evaluate``: a registered version (default: the latest) against the champion."""
     settings = settings or get_settings()
     registry = Registry(settings)
-    progress.step("loading the challenger and the champion")
+    progress.step("loading the challenger and the champion (if there is one)")
     if model_uri:
         challenger = load_model(model_type, model_uri=model_uri, settings=settings)
     else:
