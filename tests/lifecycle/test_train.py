@@ -28,7 +28,7 @@ def test_model_test_run_is_tracked_registered_and_summarised(real_home: Path) ->
     run = mlflow.get_run(result.run_id)
     for key in ("train_rmse", "test_baseline_rmse", "test_baseline_r2", "test_baseline_rmse_log1p", "test_current_rmse"):
         assert key in run.data.metrics
-    assert run.data.params["hp_num_leaves"] == "255" and run.data.tags["horizon"] == "day-ahead"
+    assert run.data.params["hp_num_leaves"] == "63" and run.data.tags["horizon"] == "day-ahead"
     inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert inputs == {"train_baseline", "test_baseline", "test_current"}
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
