@@ -164,6 +164,12 @@ class Settings(BaseSettings):
     api_model_refresh_seconds: float = Field(default=2.0, ge=0, description="How often the API re-reads the champion alias.")
     api_max_records: int = Field(default=20_000, ge=1, description="Most records in one /predict, /monitor or /train request.")
     api_default_model_type: str = Field(default="lgbm", description="Model type of /ready and of requests naming none.")
+    dependency_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=600,
+        description="Longest wait for one call to MLflow, the audit database or S3 before it counts as unreachable.")
+    cycle_lease_seconds: float = Field(
+        default=6 * 3600.0, gt=0,
+        description="How long a weekly cycle (or a retrain) may hold its model type's lock before another may take it.")
 
     # ----- derived locations (not settable on their own: they follow `home`) -----
     @property

@@ -3,16 +3,22 @@
 A job trains with ``lifecycle.train.train`` on the datasets of its request, double-evaluates the
 new version against the current champion on the same rows (``lifecycle.evaluate.
 evaluate_candidate``), records the decision in the audit log and keeps the result in memory for
-``GET /jobs/{id}``. Promotion stays a separate, explicit step.
+``GET /jobs/{id}``. Promotion stays a separate, explicit step: the result names the champion the
+job compared against (``compared_champion``), which ``/promote_champion`` takes as
+``expected_champion`` so the promotion is refused if the champion moved since.
+
+The worker is a daemon thread: stopping the server (SIGTERM) never waits for a training; a job cut
+short leaves its MLflow run RUNNING and its version pending, repaired (run FAILED, version removed)
+by the reconciliation the next start of the API (or the next training) runs.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import uuid
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +31,7 @@ from velocast.lifecycle.datasets import MODEL_TEST_EVAL_ROWS, load_datasets
 from velocast.lifecycle.evaluate import evaluate_candidate
 from velocast.lifecycle.predict import load_model
 from velocast.lifecycle.train import train
+from velocast.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,7 @@ def run_training(spec: TrainSpec, settings: Settings, job_id: str | None = None)
                     horizon=spec.horizon, hyperparams=spec.hyperparams, datasets=datasets, settings=settings,
                     tags={"trigger": "api", **({"api_job": job_id} if job_id else {})})
     challenger = load_model(spec.model_type, version=trained.model_version, settings=settings)
+    compared = Registry(settings).champion(spec.model_type)  # what the evaluation below compares against
     current = datasets.test_current.frame if datasets.test_current is not None else None
     outcome = evaluate_candidate(spec.model_type, challenger, settings, current=current,
                                  sample=MODEL_TEST_EVAL_ROWS if spec.test_mode else None)
@@ -102,6 +110,7 @@ def run_training(spec: TrainSpec, settings: Settings, job_id: str | None = None)
         "double_evaluation_enabled": trained.double_evaluation_enabled,
         "baseline_regression": trained.baseline_regression, "deployment_decision": decision.kind,
         "decision_reasons": decision.reasons, "decisions": {k: d.kind for k, d in outcome.decisions.items()},
+        "compared_champion": compared.version if compared else None,
         "double_evaluation": evaluation.to_dict(), "hyperparams": trained.hyperparams, "notes": trained.notes,
     }
 
@@ -112,7 +121,8 @@ class JobManager:
         self.max_queued = max_queued
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="velocast-train")
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
 
     def submit(self, spec: TrainSpec) -> Job:
         with self._lock:
@@ -121,9 +131,17 @@ class JobManager:
             job = Job(uuid.uuid4().hex, spec)
             self._jobs[job.job_id] = job
             self._forget_old()
-        self._executor.submit(self._run, job)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="velocast-train", daemon=True)
+                self._worker.start()
+        self._queue.put(job)
         log.info("training job %s queued (%s)", job.job_id, spec.summary())
         return job
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if job.status == "queued":
+                self._run(job)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -137,7 +155,12 @@ class JobManager:
             return out
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop taking jobs; queued ones are dropped and a running one is left to the process's end."""
+        with self._lock:
+            for job in self._jobs.values():
+                if job.status == "queued":
+                    job.status, job.error = "failed", "the server stopped before the job started"
+        self._queue.put(None)
 
     def _forget_old(self) -> None:
         finished = [k for k, j in self._jobs.items() if j.status in ("succeeded", "failed")]
