@@ -50,6 +50,8 @@ def _user_error(exc: BaseException) -> tuple[str, int] | None:
         return str(exc), EXIT_BUSY
     if isinstance(exc, DependencyUnavailable):
         return str(exc), EXIT_DEPENDENCY
+    if type(exc).__name__ == "MlflowException" and "API request to" in str(exc):  # a call outside the facade
+        return f"mlflow unreachable: {exc}", EXIT_DEPENDENCY
     if isinstance(exc, (ValueError, LookupError, PromotionError, ImportError)) and not isinstance(exc, KeyError):
         return str(exc), EXIT_INPUT
     return None
@@ -94,6 +96,8 @@ def _setup_logging(verbose: bool = False) -> None:
     sys.excepthook = _redacted_excepthook  # nor in the traceback of an error that escapes a command
     for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "numexpr", "httpx", "optuna", "streamlit"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # a retry of a dependency call is not news: its final failure is the one line the user gets
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO if verbose else logging.ERROR)
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")

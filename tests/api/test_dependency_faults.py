@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,32 +22,10 @@ import httpx
 import pytest
 
 from tests.api.conftest import ENV_NAMES, KEY
+from tests.processes import Process, free_port, http_up, wait_for
 
 BOUND = 10.0  # seconds: every answer, and the exit on SIGTERM
 RECORD = {"counter_id": "100047547-104047547", "timestamp": "2021-08-02T08:00:00+02:00"}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
-    raise AssertionError(f"{what} not within {timeout:.0f}s\n{tail}")
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code < 500
-    except httpx.TransportError:
-        return False
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -59,57 +34,31 @@ def _clean_env(**extra: str) -> dict[str, str]:
                                                   env.get("PYTHONPATH", "")]), **extra}
 
 
-class Process:
-    """A subprocess in its own session, stopped (group-wide) at the end."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log: Path):
-        self.log = log
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def terminate_within(self, seconds: float) -> float:
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(seconds)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"still running {seconds:.0f}s after SIGTERM\n"
-                                 f"{self.log.read_text(errors='replace')[-4000:]}") from None
-        return time.monotonic() - started
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """``mlflow server`` (SQLite backend, artifacts written by clients to a local folder) on a free port."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                "--default-artifact-root", (tmp_path / "server-artifacts").as_uri(), "--no-serve-artifacts",
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     server = Process(command, _clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), tmp_path / "mlflow.log")
     try:
-        _wait_for(lambda: server.proc.poll() is None and _up(f"{url}/health"), 120, "mlflow server", server.log)
+        wait_for(lambda: server.proc.poll() is None and http_up(f"{url}/health"), 120, "mlflow server", server.log)
         yield {"url": url, "process": server}
     finally:
         server.kill()
 
 
 def _serve(home: Path, tracking_uri: str, log: Path, **extra: str) -> tuple[Process, str]:
-    port = _free_port()
+    port = free_port()
     env = _clean_env(VELOCAST_HOME=str(home), MLFLOW_TRACKING_URI=tracking_uri, VELOCAST_API_KEY=KEY,
                      VELOCAST_API_MODEL_REFRESH_SECONDS="0.5", VELOCAST_API_DEFAULT_MODEL_TYPE="baseline",
                      VELOCAST_DEPENDENCY_TIMEOUT_SECONDS="3", **extra)
     server = Process([sys.executable, "-m", "velocast.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
                      env, log)
     base = f"http://127.0.0.1:{port}"
-    _wait_for(lambda: server.proc.poll() is None and _up(f"{base}/health"), 120, "velocast serve", log)
+    wait_for(lambda: server.proc.poll() is None and http_up(f"{base}/health"), 120, "velocast serve", log)
     return server, base
 
 
@@ -128,7 +77,7 @@ def test_registry_tells_not_found_from_failed(mlflow_server: dict[str, Any], hom
     assert live.champion("lgbm") is None and live.versions("lgbm") == []  # the server says: no such model
     with pytest.raises(NoServableModel, match="no lgbm model is registered yet"):
         live.serving("lgbm")
-    dead_url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     with pytest.raises(DependencyUnavailable, match="^mlflow unreachable: .*Connection refused"):
         Registry(Settings(home=home, mlflow_tracking_uri=dead_url))
@@ -158,11 +107,11 @@ def test_mlflow_killed_under_a_serving_api(mlflow_server: dict[str, Any], real_s
     headers = {"X-API-Key": KEY}
     try:
         with httpx.Client(base_url=base, timeout=60) as http:
-            _wait_for(lambda: http.get("/ready").status_code == 200, 60, "/ready 200", api.log)
+            wait_for(lambda: http.get("/ready").status_code == 200, 60, "/ready 200", api.log)
             assert http.post("/predict", json={"records": [RECORD]}).json()["model"]["version"] == trained.model_version
 
             mlflow_server["process"].kill()  # the tracking server dies under the serving API
-            waited = _wait_for(lambda: http.get("/ready").status_code == 503, BOUND, "/ready 503", api.log)
+            waited = wait_for(lambda: http.get("/ready").status_code == 503, BOUND, "/ready 503", api.log)
             ready = http.get("/ready").json()
             assert ready["status"] == "degraded" and ready["reason"].startswith("mlflow unreachable: ")
             assert f"still serving baseline version {trained.model_version}" in ready["reason"]
@@ -186,17 +135,17 @@ def test_mlflow_killed_under_a_serving_api(mlflow_server: dict[str, Any], real_s
         api.kill()
 
 
-def test_mlflow_unreachable_at_start_up(empty_home: Path, tmp_path: Path) -> None:
+def test_mlflow_unreachable_at_starthttp_up(empty_home: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     shutil.copytree(empty_home, home)
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     api, base = _serve(home, dead, tmp_path / "api.log")
     try:
         with httpx.Client(base_url=base, timeout=60) as http:
             response, seconds = _timed(lambda: http.get("/ready"))
             assert response.status_code == 503 and seconds < BOUND
             assert response.json()["status"] == "not_ready"
-            _wait_for(lambda: "mlflow unreachable" in (http.get("/ready").json()["reason"] or ""), BOUND,
+            wait_for(lambda: "mlflow unreachable" in (http.get("/ready").json()["reason"] or ""), BOUND,
                       "/ready naming MLflow", api.log)
             response, seconds = _timed(lambda: http.post("/predict", json={"records": [RECORD]}))
             assert response.status_code == 503 and seconds < BOUND

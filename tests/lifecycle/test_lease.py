@@ -48,7 +48,7 @@ def test_a_lease_is_held_by_its_owner_until_released_or_stale(home: Path) -> Non
 
 def test_a_killed_cli_cycle_frees_its_lease(home: Path) -> None:
     settings = get_settings()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     path = lease.lease_path(settings, "lgbm")
     path.parent.mkdir(parents=True, exist_ok=True)
     held = lease.acquire("lgbm", "cli", settings, process_bound=True)

@@ -215,7 +215,7 @@ def health() -> HealthResponse:
 def ready(cache: CacheDep, config: ConfigDep) -> Any:
     model_type = config.default_model_type
     try:
-        served = cache.get(model_type, wait=0)  # never waits on another caller's load: readiness answers at once
+        served = cache.get(model_type)
     except Exception as exc:  # noqa: BLE001 - NoModelError, an unreachable registry, a model that cannot be loaded
         reason = str(exc) if isinstance(exc, (NoModelError, DependencyUnavailable)) \
             else f"cannot load the {model_type} model: {exc}"

@@ -64,7 +64,7 @@ class ModelCache:
         self.refresh_seconds = refresh_seconds
         self.wait_seconds = wait_seconds  # longest a request waits for another's first load of a type
         self._entries: dict[Key, ServedModel] = {}
-        self._errors: dict[Key, DependencyUnavailable] = {}  # why the last first load of a key failed
+        self._errors: dict[Key, tuple[DependencyUnavailable, float]] = {}  # why (and when) a first load failed
         self._locks: dict[Key, threading.Lock] = {}
         self._generations: dict[str, int] = {}
         self._guard = threading.Lock()
@@ -84,15 +84,17 @@ class ModelCache:
 
     def last_error(self, model_type: str, horizon: str | None = None) -> str | None:
         error = self._errors.get((model_type, horizon))
-        return str(error) if error else None
+        return str(error[0]) if error else None
 
     def get(self, model_type: str, horizon: str | None = None, wait: float | None = None) -> ServedModel:
         """The model serving ``model_type`` now (see the module docstring).
 
         ``wait``: the longest this call waits for another caller's first load (default ``wait_seconds``);
-        past it, the error of the last attempt (or "still loading") is raised.
+        past it, "still loading" is raised. If the load it waited for failed, its error is raised at
+        once (no second attempt: a dead registry is not asked twice per request).
         """
         key = (model_type, horizon)
+        asked = time.monotonic()
         entry = self._entries.get(key)
         current = entry is not None and entry.generation == self._generations.get(model_type, 0)
         if current and (self._fresh(entry, model_type) or self._background()):
@@ -104,13 +106,14 @@ class ModelCache:
         elif not lock.acquire(timeout=self.wait_seconds if wait is None else wait):
             if entry is not None:
                 return entry
-            error = self._errors.get(key)  # another caller is loading it: say why the last attempt failed
-            raise DependencyUnavailable(error.dependency, error.detail) if error else \
-                DependencyUnavailable("model registry", f"the {model_type} model is still loading; try again shortly")
+            raise DependencyUnavailable("model registry", f"the {model_type} model is still loading; try again shortly")
         try:
             entry = self._entries.get(key)
             if entry is not None and self._fresh(entry, model_type):
                 return entry
+            failed = self._errors.get(key)
+            if entry is None and failed is not None and failed[1] >= asked:  # the load waited for just failed
+                raise DependencyUnavailable(failed[0].dependency, failed[0].detail)
             return self._refresh(key, entry)
         finally:
             lock.release()
@@ -191,7 +194,7 @@ class ModelCache:
             DependencyUnavailable("model registry", f"{what}: {type(exc).__name__}: {exc}")
         message = redact_secrets(str(failure), self.settings)
         if entry is None:
-            self._errors[key] = failure
+            self._errors[key] = (failure, time.monotonic())
             raise exc
         log.warning("%s: the loaded %s version %s keeps serving (%s)", what, key[0], entry.version, message)
         entry.checked_at, entry.generation, entry.last_error = now, generation, message
