@@ -64,9 +64,8 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def write_failure(exc: BaseException, home: Path | None = None) -> str | None:
     """One line for a write that failed because of where it writes; None for any other error."""
-    if not is_write_failure(exc):
+    if not isinstance(exc, OSError) or not is_write_failure(exc):
         return None
-    assert isinstance(exc, OSError)
     path = exc.filename
     why = {errno.ENOTDIR: "a part of the path is a file, not a folder", errno.EISDIR: "it is a folder",
            errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",

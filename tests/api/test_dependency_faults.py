@@ -135,7 +135,7 @@ def test_mlflow_killed_under_a_serving_api(mlflow_server: dict[str, Any], real_s
         api.kill()
 
 
-def test_mlflow_unreachable_at_starthttp_up(empty_home: Path, tmp_path: Path) -> None:
+def test_mlflow_unreachable_at_start_up(empty_home: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     shutil.copytree(empty_home, home)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
