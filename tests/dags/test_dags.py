@@ -219,6 +219,10 @@ def test_daily_and_quarterly_dags_run_with_dag_test(airflow_env: dict[str, str],
     assert splits.ensure_split().version == retrained["new_split"] == retrained["old_split"] + 1
     assert AuditLog().list(limit=1)[0].event == "retrain" and Registry().champion("lgbm") is None
 
+    # a test-mode version never stands in for a missing champion: it forecasts once promoted (forced)
+    from velocast.lifecycle.promotion import promote
+
+    promote("lgbm", version="1", force=True, reason="the daily forecasts need a champion")
     predict = _dag_test(airflow_env, "daily_predict")
     assert predict["state"] == "success", predict["tasks"]
     forecast = predict["xcoms"]["predict_tomorrow.return_value"]

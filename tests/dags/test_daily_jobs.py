@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.conftest import OPENDATA_SAMPLE
 
@@ -32,7 +33,12 @@ def test_predict_tomorrow_stores_one_forecast_per_counter_hour(real_home: Path) 
     from velocast.lifecycle.daily import forecast_path, predict_tomorrow
     from velocast.lifecycle.train import train
 
-    version = train("lgbm", model_test=True).model_version  # no champion: the latest version forecasts
+    from velocast.lifecycle.promotion import promote
+
+    version = train("lgbm", model_test=True).model_version
+    with pytest.raises(LookupError, match="test-mode model"):  # never stands in for a missing champion
+        predict_tomorrow("lgbm")
+    promote("lgbm", version=version, force=True, reason="forecasts need a champion")
     result = predict_tomorrow("lgbm")
     day = forecast_day(store.latest_timestamp())
     assert result["date"] == day.date().isoformat() and result["model_version"] == version

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from velocast.cli import app as cli_app
+from tests.conftest import run_cli
 from velocast.config import get_settings
 from velocast.lifecycle import cycle_tasks, lease
 from velocast.lifecycle.cycle import monitor_and_fine_tune, quarterly_retrain
 from velocast.lifecycle.lease import CycleBusy
-
-
-def _cli(args: list[str]) -> Any:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        return CliRunner().invoke(cli_app, args)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def test_a_lease_is_held_by_its_owner_until_released_or_stale(home: Path) -> None:
@@ -64,10 +51,10 @@ def test_a_cycle_and_a_retrain_refuse_while_an_airflow_run_holds_the_lease(real_
         monitor_and_fine_tune("lgbm")
     with pytest.raises(CycleBusy):
         quarterly_retrain("lgbm", cutoff="2021-07-15", test_mode=True)
-    out = _cli(["cycle", "--model-type", "lgbm"])
+    out = run_cli(["cycle", "--model-type", "lgbm"])
     assert out.exit_code == 3 and "another lgbm cycle is running" in out.output
     assert len(out.output.strip().splitlines()) == 1 and "Traceback" not in out.output
-    out = _cli(["retrain", "--model-type", "lgbm", "--merge"])
+    out = run_cli(["retrain", "--model-type", "lgbm", "--merge"])
     assert out.exit_code == 3 and "another lgbm cycle is running" in out.output
     # the DAG's last task gives it back; a run refused as busy would not release another's lease
     assert cycle_tasks.release("lgbm", "airflow:monitor_and_fine_tune:other", settings)["released"] is False

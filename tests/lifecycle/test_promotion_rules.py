@@ -3,19 +3,16 @@ history, undo-only recovery, reads that never write, test-mode cycles, a rollbac
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
-from velocast.cli import app as cli_app
+from tests.conftest import run_cli
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.cycle import monitor_and_fine_tune
 from velocast.lifecycle.promotion import (
@@ -32,15 +29,6 @@ from velocast.tracking.registry import NoServableModel, Registry
 WEAK = {"n_estimators": 1, "num_leaves": 2}  # one stump: R² on test_baseline far below the 0.60 gate
 
 
-def _cli(args: list[str]) -> Any:
-    """Run the CLI in-process; its logging setup (bound to the runner's stderr) is undone after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        return CliRunner().invoke(cli_app, args)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def _champion(model_type: str) -> str | None:
@@ -92,7 +80,7 @@ def test_promotion_is_compare_and_swap_and_a_refusal_is_audited(real_home: Path)
     done = promote("baseline", version=v2, reason="compared with v1", force=True, expected_champion=v1)
     assert (done.from_version, done.to_version) == (v1, v2)
     # the CLI: --expected-champion, refused in one line
-    out = _cli(["promote", "--model-type", "baseline", "--version", v1, "--force",
+    out = run_cli(["promote", "--model-type", "baseline", "--version", v1, "--force",
                                        "--reason", "back", "--expected-champion", v1])
     assert out.exit_code == 2 and "refused: the champion is version" in out.output and "Traceback" not in out.output
     assert _champion("baseline") == v2
@@ -128,7 +116,7 @@ def test_an_interrupted_promotion_is_undone_at_the_next_write_and_reads_never_ru
     assert _champion("baseline") == v2 and pending("baseline").to_version == v1  # written, not committed
     settings = settings_for(real_home, KEY)
     # reads: the CLI, GET /models (no lifespan: no start-up recovery) and the cache leave the journal alone...
-    out = _cli(["champion", "--model-type", "baseline"])
+    out = run_cli(["champion", "--model-type", "baseline"])
     assert out.exit_code == 0 and "awaits its undo" in out.output
     assert TestClient(create_app(settings)).get("/models").status_code == 200
     assert pending("baseline") is not None
