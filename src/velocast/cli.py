@@ -52,7 +52,8 @@ def _user_error(exc: BaseException) -> tuple[str, int] | None:
         return str(exc), EXIT_DEPENDENCY
     if type(exc).__name__ == "MlflowException" and "API request to" in str(exc):  # a call outside the facade
         return f"mlflow unreachable: {exc}", EXIT_DEPENDENCY
-    if isinstance(exc, (ValueError, LookupError, PromotionError, ImportError)) and not isinstance(exc, KeyError):
+    if isinstance(exc, (ValueError, LookupError, PromotionError, ImportError)) \
+            and not isinstance(exc, (KeyError, IndexError)):  # those two are bugs, not the user's input
         return str(exc), EXIT_INPUT
     return None
 
