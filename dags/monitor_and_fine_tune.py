@@ -5,10 +5,12 @@ Every Sunday at 00:00 (Europe/Paris), one task per step of `velocast.lifecycle.c
 functions `velocast cycle` runs in one process:
 
 `check_new_data` → `run_drift` → `run_health` → `decide` → `fine_tune` → `evaluate_challenger`
-→ `promote_if_deployed` → `audit` → `notify`
+→ `promote_if_deployed` → `audit` → `notify` → `release_cycle_lease`
 
-- **check_new_data** (branch): counts newer than what the last training or cycle saw? If not, and
-  `force_fine_tune` is off, the run goes straight to `audit` (decision `skip_no_new_data`).
+- **check_new_data** (branch): takes the model type's cycle lease for this DAG run (refused while a
+  CLI cycle, a retrain or another run holds it), then: counts newer than what the last training or
+  cycle saw? If not, and `force_fine_tune` is off, the run goes straight to `audit`
+  (decision `skip_no_new_data`).
 - **run_drift**, **run_health**: drift of the champion's inputs, predictions and counts over the
   last `window_days`; the champion's recent health.
 - **decide** (branch): fine-tune when forced, without champion, on drift, or when the champion is
@@ -17,10 +19,13 @@ functions `velocast cycle` runs in one process:
   `continue`), registered in MLflow.
 - **evaluate_challenger**: double evaluation (test_baseline and the recent window) against the
   champion; the `policy` decides `deploy`, `reject_regression` or `skip_no_improvement`.
-- **promote_if_deployed**: moves the `champion` alias when the decision is `deploy`.
+- **promote_if_deployed**: moves the `champion` alias when the decision is `deploy`, compare-and-swap
+  against the champion `check_new_data` saw (a rollback made meanwhile wins); never in test mode.
 - **audit** (runs whatever happened upstream): one row in the velocast audit log — `cycle`, or
   `error` naming the step that failed and its exception.
 - **notify**: webhook (`VELOCAST_WEBHOOK_URL`) on promotion, rejection or error.
+- **release_cycle_lease** (runs whatever happened upstream): gives the lease back; a lease whose
+  run never released it expires after `VELOCAST_CYCLE_LEASE_SECONDS`.
 - **fail_run_on_error**: runs only when a task failed, and fails, so the run is marked failed
   although `audit` and `notify` succeeded.
 
@@ -42,6 +47,11 @@ STEP_TASKS = {
 BRANCH_TASKS = {"check_new_data", "decide"}  # their dict is pushed under this key, not returned
 RESULT_KEY = "result"
 ERROR_KEY = "error"
+
+
+def _lease_owner(ti) -> str:
+    """The cycle lease is held by the DAG run, across its tasks."""
+    return f"airflow:{ti.dag_id}:{ti.run_id}"
 
 
 def _remember_error(context) -> None:
@@ -79,7 +89,7 @@ def monitor_and_fine_tune():
     def check_new_data(params=None, ti=None):
         from velocast.lifecycle.cycle_tasks import begin
 
-        started = begin(params["model_type"], params["force_fine_tune"])
+        started = begin(params["model_type"], params["force_fine_tune"], owner=_lease_owner(ti))
         ti.xcom_push(key=RESULT_KEY, value=started)
         return "run_drift" if started["proceed"] else "audit"
 
@@ -122,10 +132,12 @@ def monitor_and_fine_tune():
                     params["test_mode"])
 
     @task
-    def promote_if_deployed(tuned: dict, evaluated: dict, params=None):
+    def promote_if_deployed(tuned: dict, evaluated: dict, params=None, ti=None):
         from velocast.lifecycle.cycle import promote_if_deployed as step
 
-        return step(params["model_type"], tuned["version"], evaluated["decision"], evaluated["reasons"])
+        started = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)
+        return step(params["model_type"], tuned["version"], evaluated["decision"], evaluated["reasons"],
+                    expected_champion=started["champion_before"], test_mode=params["test_mode"])
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def audit(params=None, ti=None):
@@ -149,6 +161,12 @@ def monitor_and_fine_tune():
 
         return step(ti.xcom_pull(task_ids="audit"), params["model_type"])
 
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def release_cycle_lease(params=None, ti=None):
+        from velocast.lifecycle.cycle_tasks import release
+
+        return release(params["model_type"], _lease_owner(ti))
+
     @task(trigger_rule=TriggerRule.ONE_FAILED)
     def fail_run_on_error():
         raise RuntimeError("a step of the cycle failed: its error is in the audit log (event 'error') "
@@ -163,10 +181,11 @@ def monitor_and_fine_tune():
     promoted = promote_if_deployed(tuned, evaluated)
     audited = audit()
     notified = notify()
-    chain(started, drift, health, verdict, tuned, evaluated, promoted, audited, notified)
+    released = release_cycle_lease()
+    chain(started, drift, health, verdict, tuned, evaluated, promoted, audited, notified, released)
     started >> audited  # branch: no new data -> audit
     verdict >> audited  # branch: no fine-tuning -> audit
-    [started, drift, health, verdict, tuned, evaluated, promoted, audited, notified] >> fail_run_on_error()
+    [started, drift, health, verdict, tuned, evaluated, promoted, audited, notified, released] >> fail_run_on_error()
 
 
 monitor_and_fine_tune()

@@ -1,23 +1,93 @@
-"""The ``velocast`` command: a thin shell over velocast's library functions."""
+"""The ``velocast`` command: a thin shell over velocast's library functions.
+
+Errors have one mechanism: every command runs inside :func:`_user_errors`, which turns the errors
+a user can act on into one line ``error: ...`` on stderr and an exit code (the traceback only with
+``-v``); anything else is a bug and shows its (redacted) traceback.
+
+| exit | meaning |
+|---|---|
+| 1 | a failed run (a cycle audited as ``error``, a drift check in error), or an unexpected error |
+| 2 | bad input: unknown option value, file, version, model type; a refused promotion or rollback |
+| 3 | busy: another cycle (or retrain) of that model type holds the lease |
+| 4 | a dependency did not answer: MLflow, the audit database, the object store |
+| 5 | VELOCAST_HOME (or a path in it) cannot be written: read-only, permission, full disk |
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from velocast.config import get_settings, install_log_redaction, redact, redact_secrets
-
-app = typer.Typer(help="velocast: hourly bike-count forecasting with a champion/challenger lifecycle.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-data_app = typer.Typer(help="Ingest, split, generate and inspect data.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
+from velocast.errors import DependencyUnavailable, write_failure
 
 log = logging.getLogger("velocast.cli")
+_VERBOSE = {"on": False}
+
+EXIT_FAILED, EXIT_INPUT, EXIT_BUSY, EXIT_DEPENDENCY, EXIT_STORAGE = 1, 2, 3, 4, 5
+
+
+def _user_error(exc: BaseException) -> tuple[str, int] | None:
+    """(one line, exit code) for an error the user can act on; None for a bug."""
+    from velocast.lifecycle.lease import CycleBusy
+    from velocast.lifecycle.promotion import PromotionError
+
+    if isinstance(exc, OSError):
+        message = write_failure(exc, get_settings().home)
+        if message is not None:
+            return message, EXIT_STORAGE
+        if isinstance(exc, FileNotFoundError) and exc.filename:
+            return f"file not found: {exc.filename}", EXIT_INPUT
+        return None
+    if isinstance(exc, CycleBusy):
+        return str(exc), EXIT_BUSY
+    if isinstance(exc, DependencyUnavailable):
+        return str(exc), EXIT_DEPENDENCY
+    if type(exc).__name__ == "MlflowException" and "API request to" in str(exc):  # a call outside the facade
+        return f"mlflow unreachable: {exc}", EXIT_DEPENDENCY
+    if isinstance(exc, (ValueError, LookupError, PromotionError, ImportError)) \
+            and not isinstance(exc, (KeyError, IndexError)):  # those two are bugs, not the user's input
+        return str(exc), EXIT_INPUT
+    return None
+
+
+def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command; a user error becomes one line and an exit code (see the module docstring)."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            known = _user_error(exc)
+            if known is None:
+                raise
+            if _VERBOSE["on"]:
+                log.error("%s failed", command.__name__, exc_info=exc)
+            _fail(*known)
+    return run
+
+
+class _Typer(typer.Typer):
+    """A Typer whose commands all report user errors the same way."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+        return lambda f: register(_user_errors(f))
+
+
+app = _Typer(help="velocast: hourly bike-count forecasting with a champion/challenger lifecycle.",
+             no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+data_app = _Typer(help="Ingest, split, generate and inspect data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -27,6 +97,8 @@ def _setup_logging(verbose: bool = False) -> None:
     sys.excepthook = _redacted_excepthook  # nor in the traceback of an error that escapes a command
     for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "numexpr", "httpx", "optuna", "streamlit"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # a retry of a dependency call is not news: its final failure is the one line the user gets
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO if verbose else logging.ERROR)
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
@@ -42,7 +114,9 @@ def _redacted_excepthook(kind: type[BaseException], value: BaseException, tb: An
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress (INFO).")) -> None:
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress (INFO); tracebacks of errors.")
+         ) -> None:
+    _VERBOSE["on"] = verbose
     _setup_logging(verbose)
 
 
@@ -69,12 +143,9 @@ def data_ingest(path: Path = typer.Argument(..., help="Open-data export (CSV), t
                 mapping: Optional[Path] = typer.Option(None, "--mapping", help="YAML column mapping for other tables."),
                 as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Validate a counts file, quarantine bad rows, and add it to the store (idempotent)."""
-    from velocast.data.ingest import IngestError, ingest_file
+    from velocast.data.ingest import ingest_file
 
-    try:
-        report = ingest_file(path, fmt, mapping)
-    except IngestError as exc:
-        _fail(str(exc), 2)
+    report = ingest_file(path, fmt, mapping)
     if as_json:
         _echo_json(report.to_dict())
     else:
@@ -84,12 +155,9 @@ def data_ingest(path: Path = typer.Argument(..., help="Open-data export (CSV), t
 @data_app.command("ingest-weather")
 def data_ingest_weather(path: Path = typer.Argument(..., help="Météo-France SYNOP CSV (e.g. weather_orly_synop.csv).")) -> None:
     """Convert 3-hourly SYNOP observations to hourly weather and store them beside the counts."""
-    from velocast.data.weather import WeatherError, ingest_weather
+    from velocast.data.weather import ingest_weather
 
-    try:
-        result = ingest_weather(path)
-    except WeatherError as exc:
-        _fail(str(exc), 2)
+    result = ingest_weather(path)
     typer.echo(f"weather: {result['observations']} observations -> {result['hours_stored']} hours stored "
                f"({result['first']} .. {result['last']}) in {result['path']}")
 
@@ -170,10 +238,7 @@ def data_split(cutoff: Optional[str] = typer.Option(None, help="First day of 'cu
     """Record a new baseline split (train_baseline / test_baseline / current)."""
     from velocast.data import splits
 
-    try:
-        record = splits.record_split(cutoff, test_fraction, seed)
-    except splits.SplitError as exc:
-        _fail(str(exc), 2)
+    record = splits.record_split(cutoff, test_fraction, seed)
     _print_split(splits.describe(record))
 
 
@@ -250,12 +315,9 @@ def data_generate(counters: int = typer.Option(20, help="Number of counters."),
     from velocast.data import synthetic
     from velocast.data.ingest import ingest_file
 
-    try:
-        frame = (synthetic.next_day(seed=seed, counters=counters) if arrive_daily else
-                 synthetic.generate(counters=counters, days=days, start=start, seed=seed, drift=drift,
-                                    drift_start=drift_start))
-    except ValueError as exc:
-        _fail(str(exc), 2)
+    frame = (synthetic.next_day(seed=seed, counters=counters) if arrive_daily else
+             synthetic.generate(counters=counters, days=days, start=start, seed=seed, drift=drift,
+                                drift_start=drift_start))
     target = output or Path(tempfile.mkdtemp(prefix="velocast-gen-")) / "synthetic.parquet"
     synthetic.write(frame, target)
     typer.echo(f"generated {len(frame):,} rows for {frame['counter_id'].nunique()} counters -> {target}")
@@ -290,20 +352,17 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
     try:
         params = json.loads(hyperparams) if hyperparams else None
     except json.JSONDecodeError as exc:
-        _fail(f"--hyperparams is not valid JSON: {exc}", 2)
+        raise ValueError(f"--hyperparams is not valid JSON: {exc}") from exc
     results = []
-    try:
-        with Progress(transient=True) as progress:
-            task = progress.add_task("training", total=len(types))
-            for model in types:
-                progress.update(task, description=f"training {model}")
-                results += train_many([model], data_source=data_source, env=env, model_test=model_test,
-                                      horizon=horizon, hyperparams=params, hyperopt=hyperopt, n_trials=n_trials,
-                                      data_path=data, seed=seed, study_storage=study_storage, study_name=study_name,
-                                      n_workers=n_jobs_workers)
-                progress.advance(task)
-    except (ValueError, LookupError, ImportError) as exc:
-        _fail(str(exc), 2)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("training", total=len(types))
+        for model in types:
+            progress.update(task, description=f"training {model}")
+            results += train_many([model], data_source=data_source, env=env, model_test=model_test,
+                                  horizon=horizon, hyperparams=params, hyperopt=hyperopt, n_trials=n_trials,
+                                  data_path=data, seed=seed, study_storage=study_storage, study_name=study_name,
+                                  n_workers=n_jobs_workers)
+            progress.advance(task)
     if as_json:
         _echo_json([r.to_dict() for r in results])
         return
@@ -338,13 +397,9 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
     before is not in the store is still predicted, with a note saying what was missing). Metrics
     are printed when the file carries counts.
     """
-    from velocast.data.ingest import IngestError
     from velocast.lifecycle.predict import predict_file
 
-    try:
-        result = predict_file(input, output, model_type, model_uri, horizon)
-    except (IngestError, LookupError, ValueError) as exc:
-        _fail(str(exc), 2)
+    result = predict_file(input, output, model_type, model_uri, horizon)
     model = result.model
     typer.echo(f"predicted {len(result.frame):,} rows with {model.uri} ({model.horizon}) -> {output}")
     sources = result.frame["weather_source"].value_counts()
@@ -372,16 +427,23 @@ def evaluate_cmd(model_type: str = typer.Option("lgbm"),
                  model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (loading a model runs "
                                                          "its code: give only URIs you trust)."),
                  current: Optional[Path] = typer.Option(None, help="File of recent labelled rows used as test_current."),
+                 promote_on_deploy: bool = typer.Option(False, "--promote", help="Promote the version if the policy "
+                                                        "decides deploy, unless the champion changed meanwhile."),
+                 policy: str = typer.Option("double_eval", help="The policy whose decision --promote follows."),
                  as_json: bool = typer.Option(False, "--json")) -> None:
     """Double-evaluate a model against the champion and show what each policy would decide."""
     from velocast.lifecycle.evaluate import evaluate
+    from velocast.tracking.registry import Registry
 
-    try:
-        outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current)
-    except (LookupError, ValueError) as exc:
-        _fail(str(exc), 2)
+    if promote_on_deploy and model_uri:
+        raise ValueError("--promote needs a registered version (--version or --run-id), not --model-uri")
+    compared = Registry().champion(model_type) if promote_on_deploy else None  # for compare-and-swap
+    outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current)
+    if promote_on_deploy and policy not in outcome.decisions:
+        raise ValueError(f"unknown policy {policy!r}: expected one of {', '.join(outcome.decisions)}")
+    promoted = _promote_after_evaluation(model_type, outcome, policy, compared) if promote_on_deploy else None
     if as_json:
-        _echo_json(outcome.to_dict())
+        _echo_json({**outcome.to_dict(), **({"promotion": promoted} if promote_on_deploy else {})})
         return
     ev = outcome.evaluation
     typer.echo(f"challenger: {ev.challenger}")
@@ -395,33 +457,46 @@ def evaluate_cmd(model_type: str = typer.Option("lgbm"),
         typer.echo(f"policy {name:14s} -> {decision.kind}")
         for reason in decision.reasons:
             typer.echo(f"    - {reason}")
+    if promote_on_deploy:
+        typer.echo(promoted["summary"])
+
+
+def _promote_after_evaluation(model_type: str, outcome: Any, policy: str, compared: Any) -> dict[str, Any]:
+    """``evaluate --promote``: the decision's promotion, compare-and-swap against the champion evaluated against."""
+    from velocast.lifecycle.cycle import promote_if_deployed
+
+    decision = outcome.decisions[policy]
+    version = outcome.evaluation.challenger.rsplit("/", 1)[-1]
+    return promote_if_deployed(model_type, version, decision.kind, decision.reasons,
+                               expected_champion=compared.version if compared else None)
 
 
 @app.command("promote")
 def promote_cmd(model_type: str = typer.Option("lgbm"),
                 run_id: Optional[str] = typer.Option(None, help="Run whose registered version becomes champion."),
                 version: Optional[str] = typer.Option(None, help="Registered version that becomes champion."),
-                reason: str = typer.Option("", help="Why (kept in the history).")) -> None:
+                reason: str = typer.Option("", help="Why (kept in the history; required with --force)."),
+                force: bool = typer.Option(False, "--force", help="Promote a test-mode or gate-failing version "
+                                           "anyway (audited as an override)."),
+                expected_champion: Optional[str] = typer.Option(
+                    None, help="The champion version you compared against ('none': no champion); refused if "
+                               "the champion changed since.")) -> None:
     """Move the champion alias and summary.json flag to a version, as one step."""
-    from velocast.lifecycle.promotion import PromotionError, promote
+    from velocast.lifecycle.promotion import expected_from_text, promote
 
-    try:
-        done = promote(model_type, version=version, run_id=run_id, reason=reason)
-    except PromotionError as exc:
-        _fail(str(exc), 2)
+    done = promote(model_type, version=version, run_id=run_id, reason=reason, force=force,
+                   expected_champion=expected_from_text(expected_champion))
     typer.echo(f"{model_type}: champion {done.from_version or '-'} -> {done.to_version} "
-               f"(previous-champion: {done.previous_alias_after or '-'})")
+               f"(previous-champion: {done.previous_alias_after or '-'})"
+               + (f"; OVERRIDE of: {'; '.join(done.overridden)}" if done.override else ""))
 
 
 @app.command("rollback")
 def rollback_cmd(model_type: str = typer.Option("lgbm"), reason: str = typer.Option("")) -> None:
-    """Give the champion alias back to the previous champion."""
-    from velocast.lifecycle.promotion import PromotionError, rollback
+    """Give the champion back to the champion before it (never to a version rolled back from)."""
+    from velocast.lifecycle.promotion import rollback
 
-    try:
-        done = rollback(model_type, reason=reason)
-    except PromotionError as exc:
-        _fail(str(exc), 2)
+    done = rollback(model_type, reason=reason)
     typer.echo(f"{model_type}: champion {done.from_version} -> {done.to_version} (rolled back)")
 
 
@@ -433,8 +508,8 @@ def champion_cmd(model_type: str = typer.Option("lgbm"),
     from velocast.lifecycle import promotion
     from velocast.tracking.registry import PREVIOUS, Registry
 
-    registry = Registry()
-    promotion.recover(model_type, registry=registry)
+    registry = Registry()  # a read: an interrupted promotion is only reported here, undone by the next write
+    undo = promotion.pending(model_type)
     ref = registry.champion(model_type, with_metrics=True)
     previous = registry.by_alias(model_type, PREVIOUS)
     entry = registry.summary.champion(model_type)
@@ -443,6 +518,10 @@ def champion_cmd(model_type: str = typer.Option("lgbm"),
         _echo_json({"champion": ref.to_dict() if ref else None, "previous_champion": previous.version if previous else None,
                     "summary_champion_run": entry.run_id if entry else None, "history": [h.to_dict() for h in past]})
         return
+    if undo is not None:
+        typer.secho(f"warning: an interrupted promotion to version {undo.from_version} awaits its undo (champion back "
+                    f"to {undo.to_version or 'none'}) at the next promotion, rollback or API start",
+                    fg=typer.colors.YELLOW, err=True)
     if ref is None:
         typer.echo(f"{model_type}: no champion yet")
     else:
@@ -455,7 +534,7 @@ def champion_cmd(model_type: str = typer.Option("lgbm"),
                    f"by {h.actor}: {'; '.join(h.reasons)}")
 
 
-audit_app = typer.Typer(help="The append-only audit log.", no_args_is_help=True)
+audit_app = _Typer(help="The append-only audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
 
@@ -494,11 +573,8 @@ def drift_cmd(model_type: str = typer.Option("lgbm", help="Whose inputs and pred
     from velocast.lifecycle.datasets import read_rows
     from velocast.lifecycle.monitor import check_drift
 
-    try:
-        check = check_drift(model_type, read_rows(reference) if reference else None,
-                            read_rows(current) if current else None, window_days)
-    except (LookupError, ValueError) as exc:
-        _fail(str(exc), 2)
+    check = check_drift(model_type, read_rows(reference) if reference else None,
+                        read_rows(current) if current else None, window_days)
     r = check.report
     if as_json:
         _echo_json(check.to_dict())
@@ -538,15 +614,10 @@ def cycle_cmd(model_type: str = typer.Option("lgbm"),
               policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant"),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """monitor_and_fine_tune: new data? → drift → health → fine-tune → double evaluation → decision → audit."""
-    from velocast.lifecycle.cycle import CycleBusy, monitor_and_fine_tune
+    from velocast.lifecycle.cycle import monitor_and_fine_tune
 
-    try:
-        result = monitor_and_fine_tune(model_type, force_fine_tune, test_mode, window_days, strategy, policy,
-                                       on_step=None if as_json else _print_step)
-    except CycleBusy as exc:
-        _fail(str(exc), 3)
-    except ValueError as exc:
-        _fail(str(exc), 2)
+    result = monitor_and_fine_tune(model_type, force_fine_tune, test_mode, window_days, strategy, policy,
+                                   on_step=None if as_json else _print_step)
     if as_json:
         _echo_json(result.to_dict())
     else:
@@ -569,10 +640,7 @@ def retrain_cmd(model_type: str = typer.Option("lgbm"),
     """Quarterly retrain: new baseline version, retrain from scratch, compare on days neither model trained on."""
     from velocast.lifecycle.cycle import quarterly_retrain
 
-    try:
-        out = quarterly_retrain(model_type, merge, cutoff, policy, promote_on_deploy=promote_on_deploy)
-    except (ValueError, LookupError) as exc:
-        _fail(str(exc), 2)
+    out = quarterly_retrain(model_type, merge, cutoff, policy, promote_on_deploy=promote_on_deploy)
     if as_json:
         _echo_json(out)
         return
@@ -603,10 +671,7 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
             progress.console.print(f"{w.week:>4} {w.start:10s} {w.rmse_never:7.2f} {w.rmse_always:7.2f} "
                                    f"{w.rmse_policy:7.2f}  v{w.champion_version:<7} {w.decision or '-'}"
                                    f"{' (promoted)' if w.promoted else ''}", highlight=False)
-        try:
-            result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show)
-        except ValueError as exc:
-            _fail(str(exc), 2)
+        result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show)
     totals = result.totals()
     typer.echo("overall RMSE: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
     typer.echo(f"table: {result.files['markdown']}   plot: {result.files['plot']}")
@@ -622,14 +687,13 @@ def serve_cmd(host: str = typer.Option("127.0.0.1", help="Interface to listen on
     from velocast.api import create_app
 
     settings = get_settings()
-    try:
-        api = create_app(settings)
-    except ValueError as exc:  # a VELOCAST_API_* setting that cannot be read
-        _fail(str(exc), 2)
+    api = create_app(settings)  # a VELOCAST_API_* setting that cannot be read: ValueError, one line
     typer.echo(f"velocast API on http://{host}:{port} (docs: http://{host}:{port}/docs); home {settings.home}",
                err=True)
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()  # -v shows uvicorn's INFO lines
-    uvicorn.run(api, host=host, port=port, log_level=level, log_config=None)
+    # SIGTERM: at most a few seconds for requests in flight, then out (registry calls are bounded and
+    # run in daemon threads, training jobs too: nothing holds the process)
+    uvicorn.run(api, host=host, port=port, log_level=level, log_config=None, timeout_graceful_shutdown=5)
 
 
 @app.command("ui")

@@ -91,6 +91,10 @@ def test_cli_train_and_predict_held_out_rows(real_home: Path, tmp_path: Path, re
     held_out.to_parquet(source)
     target = tmp_path / "predicted.csv"
     out = runner.invoke(app, ["predict", "--input", str(source), "--output", str(target)])
+    assert out.exit_code == 2 and "version 1 is a test-mode model" in out.output  # never stands in for a champion
+    out = runner.invoke(app, ["promote", "--model-type", "lgbm", "--version", "1", "--force", "--reason", "a test"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["predict", "--input", str(source), "--output", str(target)])
     assert out.exit_code == 0, out.output
     predicted = pd.read_csv(target)
     assert len(predicted) == len(held_out) and predicted["prediction"].notna().all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timezone
@@ -77,6 +78,7 @@ from velocast.api.schemas import (
 from velocast.api.security import DISABLED, key_configured, require_api_key
 from velocast.config import Settings, get_settings, install_log_redaction, redact, redact_secrets
 from velocast.data import store
+from velocast.errors import DependencyUnavailable, is_disk_full, write_failure
 from velocast.lifecycle import promotion
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.evaluate import evaluate
@@ -84,6 +86,7 @@ from velocast.lifecycle.jobs import TrainSpec
 from velocast.lifecycle.monitor import champion_health, check_drift, latest_drift
 from velocast.lifecycle.inputs import WEATHER_SOURCE
 from velocast.lifecycle.predict import Predictions, predict_rows, summarise_notes, unknown_counters_warning
+from velocast.lifecycle.train import reconcile
 from velocast.models import MODEL_TYPES, get_spec, registered_name, validate_hyperparams
 from velocast.tracking.registry import PREVIOUS, ModelRef
 
@@ -212,19 +215,29 @@ def health() -> HealthResponse:
 
 
 def readiness(cache: ModelCache, model_type: str) -> ReadyResponse:
-    """Can ``model_type`` serve now? (``/ready`` and the ``velocast_ready`` metric.)"""
+    """Can ``model_type`` serve now? (``/ready`` and the ``velocast_ready`` metric.)
+
+    ``ready``; ``degraded`` when a dependency (the registry) fails while the loaded model keeps
+    serving; ``not_ready`` when no model can serve.
+    """
     try:
         served = cache.get(model_type)
-    except Exception as exc:  # noqa: BLE001 - NoModelError, or a model that cannot be loaded
-        reason = str(exc) if isinstance(exc, NoModelError) else f"cannot load the {model_type} model: {exc}"
+    except Exception as exc:  # noqa: BLE001 - NoModelError, an unreachable registry, a model that cannot be loaded
+        reason = str(exc) if isinstance(exc, (NoModelError, DependencyUnavailable)) \
+            else f"cannot load the {model_type} model: {exc}"
         reason = redact_secrets(reason, cache.settings)  # an MLflow error names the tracking URL, password included
         return ReadyResponse(status="not_ready", model_type=model_type, reason=reason)
-    return ReadyResponse(status="ready", model_type=model_type, model_version=served.version,
+    body = ReadyResponse(status="ready", model_type=model_type, model_version=served.version,
                          model_uri=served.model.uri, champion=served.champion, warnings=served.warnings)
+    if served.last_error:  # still serving the loaded model, but the registry does not answer
+        body.status = "degraded"
+        body.reason = f"{served.last_error}; still serving {model_type} version {served.version}"
+    return body
 
 
 @router.get("/ready", response_model=ReadyResponse, tags=["service"], summary="Readiness: a model is loaded",
-            responses={503: {"model": ReadyResponse, "description": "No model can serve (the reason says why)."}})
+            responses={503: {"model": ReadyResponse, "description": "No model can serve, or a dependency failed "
+                             "while the loaded model keeps serving (`degraded`); the reason says why."}})
 def ready(cache: CacheDep, config: ConfigDep) -> Any:
     body = readiness(cache, config.default_model_type)
     if body.status != "ready":
@@ -242,7 +255,6 @@ def models(cache: CacheDep, settings: SettingsDep,
     out = {}
     for model_type in MODEL_TYPES:
         spec = get_spec(model_type)
-        promotion.recover(model_type, settings, registry)
         champion = registry.champion(model_type, with_metrics=True)
         previous = registry.by_alias(model_type, PREVIOUS)
         now = served.get((model_type, None))
@@ -469,7 +481,9 @@ def monitor(body: MonitorRequest, request: Request, settings: SettingsDep, confi
 def promote_champion(body: PromoteRequest, settings: SettingsDep, cache: CacheDep) -> PromotionResponse:
     try:
         done = promotion.promote(body.model_type, version=body.version, run_id=body.run_id,
-                                 reason=body.reason or "promoted through the API", settings=settings)
+                                 reason=body.reason or ("" if body.force else "promoted through the API"),
+                                 settings=settings, force=body.force,
+                                 expected_champion=promotion.expected_from_text(body.expected_champion))
     except promotion.PromotionError as exc:
         code = status.HTTP_404_NOT_FOUND if isinstance(exc.__cause__, LookupError) else status.HTTP_409_CONFLICT
         raise HTTPException(code, str(exc)) from exc
@@ -562,6 +576,23 @@ async def _http_handler(request: Request, exc: StarletteHTTPException) -> Respon
     return await http_exception_handler(request, exc)
 
 
+async def _dependency_handler(request: Request, exc: DependencyUnavailable) -> JSONResponse:
+    """MLflow, the audit database or the object store did not answer: 503 naming it, never a 500 or a hang."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    detail = redact_secrets(str(exc), request.app.state.settings)
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def _os_error_handler(request: Request, exc: OSError) -> JSONResponse:
+    """A write under VELOCAST_HOME that cannot be done: 507 for a full disk, 503 for read-only; else a 500."""
+    message = write_failure(exc, request.app.state.settings.home)
+    if message is None:
+        return await _internal_handler(request, exc)
+    log.error("%s %s: %s", request.method, request.url.path, message)
+    code = status.HTTP_507_INSUFFICIENT_STORAGE if is_disk_full(exc) else status.HTTP_503_SERVICE_UNAVAILABLE
+    return JSONResponse({"detail": message}, status_code=code)
+
+
 async def _internal_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"},
@@ -605,6 +636,27 @@ class BodySizeLimitMiddleware:
 
 
 # ------------------------------------------------------------------------------ the app
+def recover_at_start(settings: Settings) -> list[str]:
+    """Undo promotions a killed process left half-done and repair killed trainings (runs in a thread).
+
+    A failure (MLflow unreachable...) is logged: the next promotion or training runs the same repair.
+    """
+    done: list[str] = []
+    for model_type in MODEL_TYPES:
+        try:
+            if promotion.recover(model_type, settings):
+                done.append(f"{model_type}: an interrupted promotion was resolved")
+        except Exception as exc:  # noqa: BLE001 - start-up goes on; the next write retries
+            log.warning("start-up: promotion recovery of %s failed: %s", model_type, redact_secrets(str(exc), settings))
+    try:
+        done += reconcile(settings)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("start-up: reconciling killed trainings failed: %s", redact_secrets(str(exc), settings))
+    for line in done:
+        log.warning("start-up: %s", line)
+    return done
+
+
 def create_app(settings: Settings | None = None, *, config: ApiConfig | None = None) -> FastAPI:
     """The API over ``settings`` (default: from the environment) and ``config`` (default: VELOCAST_API_*)."""
     settings = settings or get_settings()
@@ -622,6 +674,9 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
         log.info("velocast API %s: home %s, tracking %s, default model %s, champion re-checked every %gs",
                  __version__, settings.home, redact(settings.tracking_uri), config.default_model_type,
                  config.model_refresh_seconds)
+        # off the request path: finish what killed processes left (promotion journals, trainings)
+        threading.Thread(target=recover_at_start, args=(settings,), name="velocast-start-recovery",
+                         daemon=True).start()
         cache.start(warm=(config.default_model_type,))
         jobs.start()  # jobs left running by a server that died are marked failed
         try:
@@ -652,6 +707,8 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(RecordsRejected, _rejected_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(DependencyUnavailable, _dependency_handler)
+    app.add_exception_handler(OSError, _os_error_handler)
     app.add_exception_handler(Exception, _internal_handler)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

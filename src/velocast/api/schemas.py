@@ -240,7 +240,9 @@ class HealthResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
-    status: Literal["ready", "not_ready"]
+    status: Literal["ready", "degraded", "not_ready"] = Field(
+        description="ready (200); degraded (503: a dependency such as MLflow fails, the loaded model still "
+                    "serves /predict); not_ready (503: no model can serve).")
     model_type: str
     model_version: str | None = None
     model_uri: str | None = None
@@ -347,6 +349,9 @@ class JobStatus(BaseModel):
                                             "skip_no_improvement. The job never promotes.")
     decision_reasons: list[str] = Field(default_factory=list)
     decisions: dict[str, str] = Field(default_factory=dict, description="What every policy would decide.")
+    compared_champion: str | None = Field(None, description="The champion version the job compared against "
+                                          "(none: there was none): pass it as `expected_champion` to "
+                                          "/promote_champion so the promotion is refused if the champion moved.")
     double_evaluation: dict[str, Any] | None = None
     hyperparams: dict[str, Any] | None = None
     notes: list[str] = Field(default_factory=list)
@@ -412,6 +417,11 @@ class PromoteRequest(BaseModel):
     version: IdText | None = None
     run_id: str | None = None
     reason: str = Field("", max_length=1000)
+    force: bool = Field(False, description="Promote a test-mode or gate-failing version anyway (needs a reason; "
+                                           "audited as an override).")
+    expected_champion: IdText | None = Field(
+        None, description="The champion version you compared against (`none`: no champion): the promotion is "
+                          "refused with a 409 if the champion changed since (compare-and-swap).")
 
     @model_validator(mode="after")
     def _exactly_one_reference(self) -> PromoteRequest:
@@ -441,6 +451,8 @@ class PromotionResponse(BaseModel):
     reason: str
     actor: str
     at: str
+    override: bool = False
+    overridden: list[str] = Field(default_factory=list, description="What a forced promotion overrode.")
 
 
 class AuditEventModel(BaseModel):

@@ -64,9 +64,12 @@ def load_model(model_type: str = "lgbm", model_uri: str | None = None, version: 
         return LoadedModel(model_type, mlflow.sklearn.load_model(model_uri), None, model_uri)
     ref = registry.resolve(model_type, version=version)
     if horizon and ref.tags.get("horizon") != horizon:
-        matching = [r for r in registry.versions(model_type) if r.tags.get("horizon") == horizon]
+        entries = {e.run_id: e for e in registry.summary.read()}
+        matching = [r for r in registry.versions(model_type)
+                    if r.tags.get("horizon") == horizon and not registry.blockers(r, entries)]
         if not matching:
-            raise LookupError(f"no registered {model_type} model with horizon {horizon!r}")
+            raise LookupError(f"no registered {model_type} model with horizon {horizon!r} that may serve "
+                              "(test-mode and gate-failing versions never stand in for the champion)")
         ref = matching[-1]
     return LoadedModel(model_type, registry.load(ref), ref, ref.uri)
 

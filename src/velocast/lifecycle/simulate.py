@@ -116,7 +116,9 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
     splits.record_split(start_ts.date(), settings=sim, notes=[f"simulation {sim_id}"])
     first = train(model_type, data_source="baseline", env="prod", model_test=test_mode, settings=sim,
                   run_name=f"{model_type}-simulation-start")
-    promote(model_type, version=first.model_version, reason="simulation: first champion", settings=sim)
+    # the replay needs a first champion, whatever its gate or sample: forced (an override only if it had blockers)
+    promote(model_type, version=first.model_version, settings=sim, force=True,
+            reason="simulation: the first champion of the replay")
     registry = Registry(sim)
     never = registry.load(registry.get(model_type, first.model_version))
     always = never

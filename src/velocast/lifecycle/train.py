@@ -53,7 +53,7 @@ from velocast.models import (
     validate_hyperparams,
 )
 from velocast.tracking import mlflow_runs
-from velocast.tracking.registry import ATTEMPT_TAG, PENDING, STATUS_TAG, Registry
+from velocast.tracking.registry import ATTEMPT_TAG, GATE_TAG, PENDING, STATUS_TAG, TEST_MODE_TAG, Registry
 from velocast.tracking.summary import SummaryEntry
 
 log = logging.getLogger(__name__)
@@ -281,13 +281,14 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
                                          spec.task == "classification")
             model_uri = mlflow_runs.artifact_location(info)
             data_end = str(datasets.train.frame["timestamp"].max().isoformat())
+            baseline_regression = _baseline_regression(spec.task, metrics_baseline, settings)
             registered = registry.register(model_type, info.model_uri, run.info.run_id,
-                                           tags={"env": env, "test_mode": str(model_test), "horizon": horizon,
-                                                 "data_end": data_end, ATTEMPT_TAG: tags[ATTEMPT_TAG]},
+                                           tags={"env": env, TEST_MODE_TAG: str(model_test), "horizon": horizon,
+                                                 "data_end": data_end, GATE_TAG: str(baseline_regression),
+                                                 ATTEMPT_TAG: tags[ATTEMPT_TAG]},
                                            model_id=info.model_id)
             _fault("after_register")
             mlflow.set_tag("registered_version", registered.version)
-            baseline_regression = _baseline_regression(spec.task, metrics_baseline, settings)
             entry = _summary_entry(model_type, env, model_test, run.info.run_id, model_uri, registered.version,
                                    horizon, data_source, datasets, metrics_train, metrics_baseline,
                                    metrics_current, baseline_regression)

@@ -271,19 +271,27 @@ class LocalClient(Client):
 
     # predictions
     def _model(self, model_type: str) -> tuple[Any, bool]:
-        """The champion (else latest version), reloaded only when the champion alias moved."""
+        """What serves (the champion, else a version that may stand in: ``Registry.serving``), reloaded
+        only when it changed; a registry that does not answer leaves the loaded model serving."""
+        from velocast.errors import DependencyUnavailable
         from velocast.lifecycle.predict import LoadedModel
-        from velocast.tracking.registry import Registry
+        from velocast.tracking.registry import NoServableModel, Registry
 
         cached = self._models.get(model_type)
         now = time.monotonic()
         if cached and now - cached[2] < self.model_recheck_seconds:
             return cached[0], cached[1]
-        registry = Registry(self.settings)
-        champion = registry.champion(model_type, with_metrics=True)
-        ref = champion or registry.latest(model_type)
-        if ref is None:
-            raise NoModelError(no_model_message(model_type))
+        try:
+            registry = Registry(self.settings)
+            ref, is_champion = registry.serving(model_type, with_metrics=True)
+        except NoServableModel as exc:
+            raise NoModelError(no_model_message(model_type) if "registered yet" in str(exc) else str(exc)) from exc
+        except DependencyUnavailable as exc:
+            if cached:
+                log.warning("%s: the loaded %s model keeps serving", exc, model_type)
+                return cached[0], cached[1]
+            raise ClientError(str(exc)) from exc
+        champion = ref if is_champion else None
         if cached and cached[0].ref is not None and cached[0].ref.version == ref.version:
             model = cached[0]
         else:
@@ -313,13 +321,11 @@ class LocalClient(Client):
 
     # models
     def overview(self) -> dict[str, ModelTypeOverview]:
-        from velocast.lifecycle import promotion
         from velocast.tracking.registry import PREVIOUS, Registry
 
-        registry = Registry(self.settings)
+        registry = Registry(self.settings)  # a read: no promotion recovery here
         out = {}
         for model_type in MODEL_TYPES:
-            promotion.recover(model_type, self.settings, registry)
             versions = registry.versions(model_type, with_metrics=True)
             champion = registry.champion(model_type)
             previous = registry.by_alias(model_type, PREVIOUS)
