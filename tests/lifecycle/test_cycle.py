@@ -172,7 +172,7 @@ def test_retrain_by_default_merges_every_day_and_compares_on_days_neither_model_
     """Right after a split, the default works; the champion (trained on part of the current period too)
     is compared with the new model only on held-out days it never trained on, and the result says which."""
     champion = train("lgbm", data_source="reference", model_test=True)
-    promote("lgbm", version=champion.model_version, reason="test champion")
+    promote("lgbm", version=champion.model_version, reason="test champion", force=True)
     seen = Registry().trained_days(Registry().get("lgbm", champion.model_version))
     assert seen and max(seen) > splits.active_split().cutoff  # it trained on days after the cutoff
     out = quarterly_retrain("lgbm", test_mode=True)

@@ -120,7 +120,7 @@ def test_plain_mlflow_day_ahead_needs_history_and_says_so(real_home: Path) -> No
     from velocast.lifecycle.promotion import promote
 
     result = train("lgbm", model_test=True)
-    promote("lgbm", version=result.model_version, reason="test")
+    promote("lgbm", version=result.model_version, reason="test", force=True)
     counter = Registry().load(Registry().champion("lgbm")).named_steps["features"].counter_ids_[0]
     rows = pd.DataFrame({"counter_id": [counter, counter], "timestamp": pd.to_datetime(
         ["2021-07-20 08:00", "2021-07-20 17:00"]).tz_localize("Europe/Paris")})
