@@ -36,6 +36,7 @@ from velocast.data.splits import split_by_time
 from velocast.evaluation.policies import Policy
 from velocast.fileio import atomic_write_json, file_lock
 from velocast.lifecycle import lease, notify
+from velocast.lifecycle.lease import CycleBusy  # noqa: F401 - where callers import it from
 from velocast.lifecycle.audit import AuditEvent, AuditLog
 from velocast.lifecycle.datasets import MODEL_TEST_EVAL_ROWS, Dataset, load_datasets
 from velocast.lifecycle.evaluate import evaluate_candidate
