@@ -153,11 +153,23 @@ def data_ingest(path: Path = typer.Argument(..., help="Open-data export (CSV), t
 
 
 @data_app.command("ingest-weather")
-def data_ingest_weather(path: Path = typer.Argument(..., help="Météo-France SYNOP CSV (e.g. weather_orly_synop.csv).")) -> None:
-    """Convert 3-hourly SYNOP observations to hourly weather and store them beside the counts."""
+def data_ingest_weather(path: Path = typer.Argument(..., help="Météo-France SYNOP CSV (e.g. weather_orly_synop.csv)."),
+                        as_forecast: bool = typer.Option(False, "--as-forecast", help="Backtests: ALSO store these "
+                                                         "observations as perfect weather forecasts, each issued at "
+                                                         "00:00 Paris of its day, so forecasts of those days use "
+                                                         "them (what 'with weather' scores assume).")) -> None:
+    """Convert 3-hourly SYNOP observations to hourly weather and store them beside the counts.
+
+    Observations are what models learn from and what drift is watched on; a forecast for a day
+    never reads that day's observations (only weather forecasts), unless --as-forecast says to.
+    """
     from velocast.data.weather import ingest_weather
 
     result = ingest_weather(path)
+    if as_forecast:
+        from velocast.data.weather_forecast import ingest_observed_as_forecast
+
+        typer.echo(_forecast_line(ingest_observed_as_forecast(path)))
     typer.echo(f"weather: {result['observations']} observations -> {result['hours_stored']} hours stored "
                f"({result['first']} .. {result['last']}) in {result['path']}")
 
