@@ -118,7 +118,9 @@ def test_an_unknown_counter_gets_a_prediction_and_a_warning(client: TestClient) 
     prediction = response.json()["predictions"][0]
     assert prediction["prediction"] > 0
     assert prediction["warnings"] == [("counter 999999999-1 is unknown to the model: predicted from its location "
-                                       "and the calendar")]
+                                       "and the calendar"),
+                                      ("no history: no count of counter 999999999-1 before 2021-08-02 is known; "
+                                       "predicted from the calendar and its usual level")]
 
 
 def test_without_a_champion_the_latest_version_serves_with_a_warning(client: TestClient,

@@ -109,7 +109,8 @@ def test_batch_output_keeps_the_file_columns(at_ui_home: dict[str, Any], recent_
     client = LocalClient()
     batch = client.validate_upload("mine.csv", path.read_bytes())
     output = batch.output(client.predict(batch.accepted))
-    assert list(output.columns) == [*pd.read_csv(path).columns, "prediction"]
+    assert list(output.columns) == [*pd.read_csv(path).columns, "timestamp_paris", "prediction", "weather", "notes"]
+    assert output["prediction"].ge(0).all() and output["weather"].isin(["forecast", "missing", "given"]).all()
     assert len(output) == 5 and batch.rejected["source_row"].tolist() == [4]
 
 
