@@ -21,7 +21,8 @@ from velocast.config import Settings, database_url, get_settings
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain", "error")
+EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain", "recalibration",
+          "error")
 
 metadata = sa.MetaData()
 audit_table = sa.Table(
