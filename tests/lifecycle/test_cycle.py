@@ -65,7 +65,8 @@ def test_forced_test_mode_cycle_decides_and_audits_one_coherent_row(champion_hom
     steps = []
     result = monitor_and_fine_tune("lgbm", force_fine_tune=True, test_mode=True, on_step=steps.append)
     assert result.status == "ok" and result.decision in DECISIONS
-    assert [s.name for s in steps] == ["new_data", "drift", "health", "fine_tune", "evaluate", "promote", "audit", "notify"]
+    assert [s.name for s in steps] == ["new_data", "drift", "health", "fine_tune", "evaluate", "promote",
+                                       "recalibrate", "audit", "notify"]
     assert any("test mode" in r for r in result.reasons)
     rows = AuditLog().list(event="cycle")
     assert len(rows) == 1
@@ -73,12 +74,18 @@ def test_forced_test_mode_cycle_decides_and_audits_one_coherent_row(champion_hom
     assert row.event_id == result.cycle_id and row.deployment_decision == result.decision
     assert row.r2_baseline == pytest.approx(result.metrics["r2_baseline"])
     assert row.champion_r2_baseline is not None and row.run_id == result.challenger_run_id
-    after = Registry().champion("lgbm").version
-    assert (after != before) == (result.decision == "deploy") == result.promoted
+    # the decided champion (kept or new) then gets its intervals recalibrated: a new version of it
+    decided = result.challenger_version if result.decision == "deploy" else before
+    assert (decided != before) == (result.decision == "deploy") == result.promoted
+    after = Registry().champion("lgbm")
+    assert result.recalibrated_version == after.version == result.champion_after == row.to_version
+    assert after.tags["recalibrated_from"] == decided
+    recalibration = AuditLog().list(event="recalibration")[0]
+    assert recalibration.from_version == decided and recalibration.to_version == after.version
     # no new data since that cycle: the next one skips, and says so
     again = monitor_and_fine_tune("lgbm")
     assert again.status == "skipped" and again.new_data is False
-    assert [s.status for s in again.steps[1:6]] == ["skipped"] * 5
+    assert [s.status for s in again.steps[1:7]] == ["skipped"] * 6
     assert AuditLog().list(limit=1)[0].deployment_decision == "skip_no_new_data"
 
 

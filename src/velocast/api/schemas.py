@@ -536,3 +536,7 @@ class ChampionHealthResponse(BaseModel):
     rows: int
     period: str | None = None
     reasons: list[str]
+    coverage: float | None = Field(None, description="Empirical coverage of the champion's prediction intervals on "
+                                   "the recent days (outside nominal ± VELOCAST_COVERAGE_TOLERANCE: degraded).")
+    nominal_coverage: float | None = None
+    interval_width: float | None = Field(None, description="Mean width of those intervals (bikes per hour).")
