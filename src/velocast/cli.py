@@ -633,14 +633,16 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
 
     from velocast.lifecycle.simulate import simulate
 
-    typer.echo(f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7}  champion  decision")
+    typer.echo(f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7} {'cover':>6}  champion  decision")
     with Progress(transient=True) as progress:
         task = progress.add_task("simulating", total=weeks)
 
         def show(w: Any) -> None:
             progress.advance(task)
             progress.console.print(f"{w.week:>4} {w.start:10s} {w.rmse_never:7.2f} {w.rmse_always:7.2f} "
-                                   f"{w.rmse_policy:7.2f}  v{w.champion_version:<7} {w.decision or '-'}"
+                                   f"{w.rmse_policy:7.2f} "
+                                   f"{'-' if w.coverage_policy is None else format(w.coverage_policy, '.3f'):>6}"
+                                   f"  v{w.champion_version:<7} {w.decision or '-'}"
                                    f"{' (promoted)' if w.promoted else ''}", highlight=False)
         try:
             result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show)
@@ -648,6 +650,9 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
             _fail(str(exc), 2)
     totals = result.totals()
     typer.echo("overall RMSE: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
+    if result.coverage() is not None:
+        typer.echo(f"prediction intervals of the policy champion: coverage {result.coverage():.3f} "
+                   f"(nominal {get_settings().interval_coverage:.2f})")
     typer.echo(f"table: {result.files['markdown']}   plot: {result.files['plot']}")
     typer.echo(f"simulation home (its MLflow runs and audit log): VELOCAST_HOME={result.home} velocast audit list")
 

@@ -66,8 +66,9 @@ def conformal_bounds(sorted_scores: np.ndarray, coverage: float) -> tuple[float,
     if n == 0:
         raise ValueError("no calibration scores")
     alpha = 1.0 - coverage
-    low_rank = int(np.floor((n + 1) * alpha / 2.0))
-    high_rank = int(np.ceil((n + 1) * (1.0 - alpha / 2.0)))
+    # a rank within 1e-9 of an integer is that integer (1 - 0.8 is 0.19999999999999996 in floating point)
+    low_rank = int(np.floor((n + 1) * alpha / 2.0 + 1e-9))
+    high_rank = int(np.ceil((n + 1) * (1.0 - alpha / 2.0) - 1e-9))
     return float(sorted_scores[min(max(low_rank, 1), n) - 1]), float(sorted_scores[min(max(high_rank, 1), n) - 1])
 
 
