@@ -138,6 +138,19 @@ def _interval_scores(rows: Any, predicted: Any, naive: tuple[Any, Any]) -> dict[
                      **counter_summary(per_counter, (0.70, 0.90)),
                      "counter_coverage_max": float(per_counter["coverage"].max()) if len(per_counter) else None}
     out["width_ratio_to_naive"] = out["model"]["interval_width"] / out["naive"]["interval_width"]
+    # the naive intervals at the same empirical coverage as the model's (their level searched on the test rows:
+    # an oracle in the baseline's favour)
+    target, low, high = out["model"]["interval_coverage"], 0.5, 0.995
+    for _ in range(30):
+        level = (low + high) / 2
+        lower, upper = hourly_residual_intervals(naive[0], naive[1], hours, point, level)
+        reached = float(((y >= lower) & (y <= upper)).mean())
+        low, high = (level, high) if reached < target else (low, level)
+    lower, upper = hourly_residual_intervals(naive[0], naive[1], hours, point, high)
+    out["naive_same_coverage"] = {"level": high, "interval_coverage": float(((y >= lower) & (y <= upper)).mean()),
+                                  "interval_width": float(np.mean(upper - lower))}
+    out["width_ratio_to_naive_same_coverage"] = (out["model"]["interval_width"]
+                                                 / out["naive_same_coverage"]["interval_width"])
     return out
 
 
