@@ -62,7 +62,6 @@ def test_bad_intervals_and_coverages_are_refused_with_the_row() -> None:
 def test_counter_coverage_keeps_counters_with_enough_days_and_summarises_the_band() -> None:
     days = np.repeat([f"2021-07-{d:02d}" for d in range(1, 16)], 2)  # 15 days, 2 rows a day
     counters = np.array(["a", "b"] * 15)
-    y = np.ones(30)
     lower = np.where(counters == "a", 0.0, 2.0)  # a always covered, b never
     upper = np.where(counters == "a", 2.0, 3.0)
     extra = pd.DataFrame({"c": ["c"] * 3, "d": ["2021-07-01", "2021-07-02", "2021-07-03"]})

@@ -188,4 +188,4 @@ class ServedRows:
                             decision.predictions, self.outage_rows, decision)
 
 
-__all__ = ["MIN_COUNTER_DAYS", "Scored", "ServedRows", "ServedScores", "WEATHER_VARIANTS", "score"]
+__all__ = ["MIN_COUNTER_DAYS", "WEATHER_VARIANTS", "Scored", "ServedRows", "ServedScores", "score"]

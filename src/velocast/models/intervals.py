@@ -149,7 +149,13 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
         """The counter code of each row (-1: unknown to the model, or no counter feature)."""
         if "counter_code" not in X:
             return np.full(len(X), -1, np.int64)
-        codes = pd.to_numeric(pd.Series(np.asarray(X["counter_code"], dtype=object)), errors="coerce").to_numpy(float)
+        column = X["counter_code"]
+        if isinstance(column.dtype, pd.CategoricalDtype):  # LightGBM's: categories 0..n-1, unknown is NaN
+            categories = np.asarray(column.cat.categories, float)
+            position = column.cat.codes.to_numpy()
+            codes = np.where(position >= 0, categories[np.maximum(position, 0)], np.nan)
+        else:
+            codes = pd.to_numeric(column, errors="coerce").to_numpy(float)
         return np.where(np.isfinite(codes), codes, -1).astype(np.int64)
 
     def _bins(self, variant: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -223,9 +229,9 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
                     groups[f"{'with' if v else 'without'}_weather/level{b}"] = int(inside.sum())
         out.scores_ = np.concatenate(scores)
         out.offsets_ = np.concatenate([[0], np.cumsum([len(s) for s in scores])]).astype(np.int64)
-        out.calibration_ = {"rows": int(len(X)), "days": int(len(day_names)),
+        out.calibration_ = {"rows": len(X), "days": len(day_names),
                             "first_day": str(day_names[0]), "last_day": str(day_names[-1]),
-                            "counters": int(len(np.unique(counter[counter >= 0]))), "groups": groups}
+                            "counters": len(np.unique(counter[counter >= 0])), "groups": groups}
         return out
 
     def onto(self, estimator: Any, counter_map: np.ndarray) -> ConformalRegressor:
