@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from velocast.cli import app
 from velocast.config import get_settings
+from velocast.data import store
 from velocast.data.splits import paris_day
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.predict import load_model, predict_rows
@@ -104,7 +105,7 @@ def test_recalibration_is_a_new_champion_version_of_the_same_model_audited_and_u
     done = recalibrate("lgbm")
     assert done.status == "done" and done.from_version == before.version, done.summary
     # the newest labelled days the champion never trained on (it trained on the baseline, before June)
-    latest = str(paris_day(pd.Series([pd.Timestamp("2021-08-09 12:00", tz="Europe/Paris")]))[0])
+    latest = str(paris_day(pd.Series([store.latest_timestamp()]))[0])
     assert done.days[-1] == latest and len(done.days) == get_settings().interval_calibration_days
     assert 0 < done.before["interval_coverage"] < 1
     champion = registry.champion("lgbm")

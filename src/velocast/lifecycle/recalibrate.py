@@ -153,7 +153,7 @@ def _register(model_type: str, champion: Any, pipeline: Any, served: ServedRows,
                              RECALIBRATED_FROM: parent.version, "intervals": "conformal",
                              "interval_coverage": str(settings.interval_coverage)})
             if parent_run is not None:
-                mlflow.log_params({k: v for k, v in parent_run.data.params.items()})
+                mlflow.log_params({k: v for k, v in parent_run.data.params.items() if not k.startswith("calibration_")})
                 mlflow.log_metrics({k: v for k, v in parent_run.data.metrics.items() if "interval_" not in k})
             mlflow.log_params({"calibration_days": len(days), "calibration_first_day": days[0],
                                "calibration_last_day": days[-1], "calibration_rows": len(served)})
