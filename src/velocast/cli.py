@@ -133,7 +133,14 @@ def _metrics_line(metrics: dict[str, Any] | None) -> str:
     if not metrics:
         return "-"
     keys = ("rmse", "mae", "r2", "rmse_log1p") if "rmse" in metrics else ("auc", "f1", "precision", "recall", "accuracy")
-    return "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if metrics.get(k) is not None) + f"  (n={metrics.get('n')})"
+    line = "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if metrics.get(k) is not None) + f"  (n={metrics.get('n')})"
+    if metrics.get("interval_coverage") is not None:
+        line += (f"\n{'':17s}interval {metrics['interval_nominal']:.0%}: coverage={metrics['interval_coverage']:.3f}"
+                 f"  width={metrics['interval_width']:.1f}  score={metrics['interval_score']:.1f}")
+        if metrics.get("interval_worst_counter_coverage") is not None:
+            line += (f"  worst counter={metrics['interval_worst_counter_coverage']:.3f}"
+                     f"  counters in band={metrics['interval_counters_in_band']:.0%}")
+    return line
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -396,8 +403,12 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
                                            "column is optional, weather columns are used as your forecast, any "
                                            "other column is carried to the output."),
                 output: Path = typer.Option(..., "--output", help="CSV or parquet: the input columns plus "
-                                            "timestamp_paris, prediction, weather (given/forecast/missing) and "
+                                            "timestamp_paris, prediction, lower and upper (the prediction "
+                                            "interval) and its coverage, weather (given/forecast/missing) and "
                                             "notes (what the forecast could not know)."),
+                coverage: Optional[float] = typer.Option(None, "--coverage", min=0.5, max=0.99,
+                                                         help="Central coverage of the lower/upper interval, "
+                                                         "0.5-0.99 (default VELOCAST_INTERVAL_COVERAGE, 0.8)."),
                 model_type: str = typer.Option("lgbm", help="Model family whose champion predicts."),
                 model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (default: the champion). "
                                                         "Loading a model runs its code: give only URIs you trust "
@@ -411,9 +422,11 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
     """
     from velocast.lifecycle.predict import predict_file
 
-    result = predict_file(input, output, model_type, model_uri, horizon)
+    result = predict_file(input, output, model_type, model_uri, horizon, coverage=coverage)
     model = result.model
     typer.echo(f"predicted {len(result.frame):,} rows with {model.uri} ({model.horizon}) -> {output}")
+    if result.coverage is not None:
+        typer.echo(f"intervals: lower/upper hold {result.coverage:.0%} of the counts (calibrated, conformal)")
     sources = result.frame["weather_source"].value_counts()
     typer.echo("weather: " + ", ".join(f"{k} {v:,}" for k, v in sources.items()))
     for warning in result.warnings:
@@ -641,6 +654,29 @@ def cycle_cmd(model_type: str = typer.Option("lgbm"),
         raise typer.Exit(1)
 
 
+@app.command("recalibrate")
+def recalibrate_cmd(model_type: str = typer.Option("lgbm"),
+                    days: Optional[int] = typer.Option(None, min=3, help="Newest labelled days the champion never "
+                                                       "trained on to calibrate on (default "
+                                                       "VELOCAST_INTERVAL_CALIBRATION_DAYS)."),
+                    as_json: bool = typer.Option(False, "--json")) -> None:
+    """Recalibrate the champion's prediction intervals on the newest labelled days, without retraining.
+
+    The point model is kept; its intervals are calibrated again (conformal, as served) and
+    registered as a new version that becomes the champion (`velocast rollback` undoes it); the
+    audit log records a `recalibration` event with the coverage the old intervals had.
+    """
+    from velocast.lifecycle.recalibrate import recalibrate
+
+    done = recalibrate(model_type, days=days)
+    if as_json:
+        _echo_json(done.to_dict())
+        return
+    typer.echo(f"{model_type}: {done.status}: {done.summary}")
+    if done.to_version:
+        typer.echo(f"champion {done.from_version} -> {done.to_version} (same point model, new intervals)")
+
+
 @app.command("retrain")
 def retrain_cmd(model_type: str = typer.Option("lgbm"),
                 merge: bool = typer.Option(False, "--merge", help="Merge current data into a new baseline version."),
@@ -674,18 +710,23 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
 
     from velocast.lifecycle.simulate import simulate
 
-    typer.echo(f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7}  champion  decision")
+    typer.echo(f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7} {'cover':>6}  champion  decision")
     with Progress(transient=True) as progress:
         task = progress.add_task("simulating", total=weeks)
 
         def show(w: Any) -> None:
             progress.advance(task)
             progress.console.print(f"{w.week:>4} {w.start:10s} {w.rmse_never:7.2f} {w.rmse_always:7.2f} "
-                                   f"{w.rmse_policy:7.2f}  v{w.champion_version:<7} {w.decision or '-'}"
+                                   f"{w.rmse_policy:7.2f} "
+                                   f"{'-' if w.coverage_policy is None else format(w.coverage_policy, '.3f'):>6}"
+                                   f"  v{w.champion_version:<7} {w.decision or '-'}"
                                    f"{' (promoted)' if w.promoted else ''}", highlight=False)
         result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show)
     totals = result.totals()
     typer.echo("overall RMSE: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
+    if result.coverage() is not None:
+        typer.echo(f"prediction intervals of the policy champion: coverage {result.coverage():.3f} "
+                   f"(nominal {get_settings().interval_coverage:.2f})")
     typer.echo(f"table: {result.files['markdown']}   plot: {result.files['plot']}")
     typer.echo(f"simulation home (its MLflow runs and audit log): VELOCAST_HOME={result.home} velocast audit list")
 

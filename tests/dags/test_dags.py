@@ -27,7 +27,7 @@ DAGS = ROOT / "dags"
 RUNNER = Path(__file__).with_name("airflow_runner.py")
 DAG_IDS = {"monitor_and_fine_tune", "daily_ingest", "daily_predict", "quarterly_retrain", "train_model"}
 WEEKLY_TASKS = ["check_new_data", "run_drift", "run_health", "decide", "fine_tune", "evaluate_challenger",
-                "promote_if_deployed", "audit", "notify", "release_cycle_lease", "fail_run_on_error"]
+                "promote_if_deployed", "recalibrate", "audit", "notify", "release_cycle_lease", "fail_run_on_error"]
 UNREACHABLE_GATE = "0.9999"  # no model reaches it: the decision is reject_regression by construction
 HEAVY = ("velocast", "mlflow", "lightgbm", "sklearn", "torch", "evidently", "pandas")
 
@@ -101,8 +101,10 @@ def test_dags_load_without_errors_and_match_the_spec(airflow_env: dict[str, str]
     # the cycle lease is taken by the first task and given back by the last, whatever happened
     assert tasks["release_cycle_lease"]["trigger_rule"] == "all_done"
     assert tasks["release_cycle_lease"]["upstream"] == ["notify"]
-    # both branches can jump straight to the audit
-    assert {"check_new_data", "decide", "promote_if_deployed"} <= set(tasks["audit"]["upstream"])
+    # no new data jumps straight to the audit; no fine-tuning straight to the recalibration
+    assert {"check_new_data", "recalibrate"} <= set(tasks["audit"]["upstream"])
+    assert set(tasks["recalibrate"]["upstream"]) == {"decide", "promote_if_deployed"}
+    assert tasks["recalibrate"]["trigger_rule"] == "none_failed_min_one_success"
     assert tasks["fail_run_on_error"]["trigger_rule"] == "one_failed"
     assert set(tasks["fail_run_on_error"]["upstream"]) == set(WEEKLY_TASKS) - {"fail_run_on_error"}
 
@@ -154,10 +156,12 @@ def test_weekly_dag_decides_audits_then_skips_without_new_data(airflow_env: dict
     assert row.env == "dev"  # a test-mode run is never production
     assert row.r2_baseline is not None and row.champion_r2_baseline is not None and row.run_id
     assert [s["name"] for s in row.details["steps"]] == ["new_data", "drift", "health", "fine_tune", "evaluate",
-                                                         "promote"]
+                                                         "promote", "recalibrate"]
     assert row.details["forced"] is True and row.details["test_mode"] is True
     after = Registry().champion("lgbm").version
-    assert after == before and row.from_version == row.to_version == before
+    assert after == before and row.from_version == row.to_version == before  # test mode: never promoted
+    recalibrate_step = [s for s in row.details["steps"] if s["name"] == "recalibrate"][0]
+    assert "test mode" in recalibrate_step["summary"]
     audited = run["xcoms"]["audit.return_value"]
     assert audited["audit_event_id"] == row.event_id and audited["status"] == "ok"
 
@@ -165,12 +169,12 @@ def test_weekly_dag_decides_audits_then_skips_without_new_data(airflow_env: dict
     again = _dag_test(airflow_env, "monitor_and_fine_tune")
     assert again["state"] == "success", again["tasks"]
     skipped = {"run_drift", "run_health", "decide", "fine_tune", "evaluate_challenger", "promote_if_deployed",
-               "fail_run_on_error"}
+               "recalibrate", "fail_run_on_error"}
     assert {t for t, s in again["tasks"].items() if s == "skipped"} == skipped
     assert all(again["tasks"][t] == "success" for t in ("check_new_data", "audit", "notify", "release_cycle_lease"))
     last = AuditLog().list(limit=1)[0]
     assert last.event == "cycle" and last.deployment_decision == "skip_no_new_data"
-    assert [s["status"] for s in last.details["steps"]] == ["done"] + ["skipped"] * 5
+    assert [s["status"] for s in last.details["steps"]] == ["done"] + ["skipped"] * 6
     assert Registry().champion("lgbm").version == after
 
 
@@ -194,7 +198,7 @@ def test_weekly_dag_audits_a_failed_step_as_error_and_fails_the_run(airflow_env:
     assert "Exception" in row.error_message  # the exception type, kept by the failure callback
     statuses = {s["name"]: s["status"] for s in row.details["steps"]}
     assert statuses == {"new_data": "done", "drift": "failed", "health": "skipped", "fine_tune": "skipped",
-                        "evaluate": "skipped", "promote": "skipped"}
+                        "evaluate": "skipped", "promote": "skipped", "recalibrate": "skipped"}
     assert Registry().champion("lgbm").version == version  # the champion stays
 
 

@@ -25,7 +25,8 @@ from velocast.errors import DependencyUnavailable, sqlite_write_failure
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain", "error")
+EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain", "recalibration",
+          "error")
 
 metadata = sa.MetaData()
 audit_table = sa.Table(

@@ -1,7 +1,10 @@
 """The weekly cycle ``monitor_and_fine_tune`` and the quarterly retrain.
 
 new data since the last training? → drift → champion health → fine-tune? → fine-tune →
-double evaluation → decision → promote or keep → audit → notify.
+double evaluation → decision → promote or keep → recalibrate the champion's prediction intervals
+on the newest labelled days it never saw (``velocast.lifecycle.recalibrate``: a new version of the
+same point model, promoted and audited as ``recalibration``; also when the champion is kept) →
+audit → notify.
 
 Each step is a function taking and returning small JSON-able values (versions, run ids, paths),
 so the Airflow DAG can run them as separate tasks; ``monitor_and_fine_tune`` runs them in one
@@ -43,6 +46,7 @@ from velocast.lifecycle.evaluate import evaluate_candidate
 from velocast.lifecycle.monitor import champion_health, champion_model, check_drift, record_health, window
 from velocast.lifecycle.predict import LoadedModel
 from velocast.lifecycle.promotion import promote
+from velocast.lifecycle.recalibrate import recalibrate
 from velocast.lifecycle.train import train
 from velocast.models import get_spec
 from velocast.tracking.registry import ModelRef, Registry
@@ -85,6 +89,7 @@ class CycleResult:
     promoted: bool = False
     champion_before: str | None = None
     champion_after: str | None = None
+    recalibrated_version: str | None = None  # the champion with recalibrated intervals, when made
     metrics: dict[str, Any] = field(default_factory=dict)
     audit_event_id: str | None = None
     notified: bool | None = None
@@ -271,6 +276,19 @@ def promote_if_deployed(model_type: str, version: str, decision: str, reasons: l
             "summary": f"champion {done.from_version or '-'} -> {done.to_version}"}
 
 
+def run_recalibration(model_type: str, end: str | None, settings: Settings | None = None,
+                      test_mode: bool = False) -> dict[str, Any]:
+    """Recalibrate the (possibly new) champion's intervals on its newest unseen labelled days.
+
+    Never in test mode: a test-mode cycle does not change the champion.
+    """
+    if test_mode:
+        why = "test mode: the champion's intervals are not recalibrated (a test-mode cycle changes no champion)"
+        return {"status": "skipped", "to_version": None, "champion_after": None, "summary": why}
+    done = recalibrate(model_type, end=end, settings=settings, reason="weekly recalibration")
+    return {**done.to_dict(), "champion_after": done.to_version}
+
+
 def audit_cycle(result: dict[str, Any], settings: Settings | None = None) -> str:
     """One audit row for the whole cycle (``error`` when a step failed)."""
     settings = settings or get_settings()
@@ -379,7 +397,7 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
         result.new_data = new["new_data"]
         end = new["latest"]
         if not new["new_data"] and not force:
-            for name in ("drift", "health", "fine_tune", "evaluate", "promote"):
+            for name in ("drift", "health", "fine_tune", "evaluate", "promote", "recalibrate"):
                 skip(name, "no new data since the last training or cycle")
         else:
             current = "drift"
@@ -415,6 +433,10 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
                 result.promoted = promoted["promoted"]
                 result.champion_after = promoted["champion_after"]
                 result.reasons += promoted.get("reasons", [])
+            current = "recalibrate"
+            recalibrated = step("recalibrate", lambda: run_recalibration(model_type, end, settings, test_mode))
+            if recalibrated["status"] == "done":
+                result.recalibrated_version = result.champion_after = recalibrated["to_version"]
             record_cycle_state(settings, model_type, data_end=end, last_cycle=result.started_at, last_cycle_id=result.cycle_id)
     except Exception as exc:
         # the audit log keeps it for ever and serves it (GET /audit): no password of a URL in it

@@ -14,7 +14,7 @@ what the in-process cycle does *between* the steps lives here, so both audit the
 - :func:`release` — gives the lease back (the DAG's last task, run whatever happened upstream).
 
 Step names are those of the in-process cycle (``new_data``, ``drift``, ``health``, ``decide``,
-``fine_tune``, ``evaluate``, ``promote``), whatever the orchestrator calls its tasks.
+``fine_tune``, ``evaluate``, ``promote``, ``recalibrate``), whatever the orchestrator calls its tasks.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from velocast.lifecycle.cycle import (
 
 log = logging.getLogger(__name__)
 
-STEPS = ("new_data", "drift", "health", "decide", "fine_tune", "evaluate", "promote")
+STEPS = ("new_data", "drift", "health", "decide", "fine_tune", "evaluate", "promote", "recalibrate")
 # final task states (Airflow's names) -> the cycle's step status
 _DONE, _FAILED = {"success"}, {"failed"}
 _SKIPPED = {"skipped", "upstream_failed", "removed"}
@@ -93,6 +93,7 @@ def finish(outputs: Mapping[str, Mapping[str, Any] | None], states: Mapping[str,
     out = {name: dict(outputs.get(name) or {}) for name in STEPS}
     new, drift, health, verdict = out["new_data"], out["drift"], out["health"], out["decide"]
     tuned, evaluated, promoted = out["fine_tune"], out["evaluate"], out["promote"]
+    recalibrated = out["recalibrate"]
     failed = next((name for name in STEPS if states.get(name) in _FAILED), None)
     error = None
     if failed:
@@ -118,7 +119,8 @@ def finish(outputs: Mapping[str, Mapping[str, Any] | None], states: Mapping[str,
         "decision": evaluated.get("decision"),
         "reasons": list(verdict.get("reasons") or []) + list(evaluated.get("reasons") or []),
         "promoted": bool(promoted.get("promoted")), "champion_before": champion_before,
-        "champion_after": champion_before, "metrics": {}, "audit_event_id": None, "notified": None,
+        "champion_after": champion_before, "recalibrated_version": None, "metrics": {}, "audit_event_id": None,
+        "notified": None,
         "error": error, "env": env,
     }
     if tuned:
@@ -131,6 +133,8 @@ def finish(outputs: Mapping[str, Mapping[str, Any] | None], states: Mapping[str,
         result["reasons"] += list(promoted.get("reasons") or [])
     elif error and new:  # a rollback may have moved the champion meanwhile: say where it is now
         result["champion_after"] = champion_now(model_type, settings, champion_before)
+    if recalibrated.get("status") == "done" and not error:
+        result["champion_after"] = result["recalibrated_version"] = recalibrated.get("to_version")
     if test_mode:
         result["reasons"].append("test mode: small samples were used for training and evaluation")
     result["baseline_regression"] = result["metrics"].get("baseline_regression")
