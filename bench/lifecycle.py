@@ -52,7 +52,7 @@ def throughput(home: str) -> list[dict[str, Any]]:
     out = []
     for n in (10_000, 400_000):
         batch = rows.sample(n, random_state=0, replace=n > len(rows)).reset_index(drop=True)
-        enriched = enrich(batch)
+        enriched = enrich(batch, weather="served")
         predict_frame(model.pipeline, enriched.head(1000))  # warm-up
         started = time.perf_counter()
         predict_frame(model.pipeline, enriched)

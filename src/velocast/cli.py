@@ -1,25 +1,94 @@
-"""The ``velocast`` command: a thin shell over velocast's library functions."""
+"""The ``velocast`` command: a thin shell over velocast's library functions.
+
+Errors have one mechanism: every command runs inside :func:`_user_errors`, which turns the errors
+a user can act on into one line ``error: ...`` on stderr and an exit code (the traceback only with
+``-v``); anything else is a bug and shows its (redacted) traceback.
+
+| exit | meaning |
+|---|---|
+| 1 | a failed run (a cycle audited as ``error``, a drift check in error), or an unexpected error |
+| 2 | bad input: unknown option value, file, version, model type; a refused promotion or rollback |
+| 3 | busy: another cycle (or retrain) of that model type holds the lease |
+| 4 | a dependency did not answer: MLflow, the audit database, the object store |
+| 5 | VELOCAST_HOME (or a path in it) cannot be written: read-only, permission, full disk |
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from velocast.config import get_settings, install_log_redaction, redact, redact_secrets
-
-app = typer.Typer(help="velocast: hourly bike-count forecasting with a champion/challenger lifecycle.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-data_app = typer.Typer(help="Ingest, split, generate and inspect data.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
+from velocast.errors import DependencyUnavailable, write_failure
 
 log = logging.getLogger("velocast.cli")
+_VERBOSE = {"on": False}
+
+EXIT_FAILED, EXIT_INPUT, EXIT_BUSY, EXIT_DEPENDENCY, EXIT_STORAGE = 1, 2, 3, 4, 5
+
+
+def _user_error(exc: BaseException) -> tuple[str, int] | None:
+    """(one line, exit code) for an error the user can act on; None for a bug."""
+    from velocast.lifecycle.lease import CycleBusy
+    from velocast.lifecycle.promotion import PromotionError
+
+    if isinstance(exc, OSError):
+        message = write_failure(exc, get_settings().home)
+        if message is not None:
+            return message, EXIT_STORAGE
+        if isinstance(exc, FileNotFoundError) and exc.filename:
+            return f"file not found: {exc.filename}", EXIT_INPUT
+        return None
+    if isinstance(exc, CycleBusy):
+        return str(exc), EXIT_BUSY
+    if isinstance(exc, DependencyUnavailable):
+        return str(exc), EXIT_DEPENDENCY
+    if type(exc).__name__ == "MlflowException" and "API request to" in str(exc):  # a call outside the facade
+        return f"mlflow unreachable: {exc}", EXIT_DEPENDENCY
+    if isinstance(exc, (ValueError, LookupError, PromotionError, ImportError)) \
+            and not isinstance(exc, (KeyError, IndexError)):  # those two are bugs, not the user's input
+        return str(exc), EXIT_INPUT
+    return None
+
+
+def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command; a user error becomes one line and an exit code (see the module docstring)."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            known = _user_error(exc)
+            if known is None:
+                raise
+            if _VERBOSE["on"]:
+                log.error("%s failed", command.__name__, exc_info=exc)
+            _fail(*known)
+    return run
+
+
+class _Typer(typer.Typer):
+    """A Typer whose commands all report user errors the same way."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+        return lambda f: register(_user_errors(f))
+
+
+app = _Typer(help="velocast: hourly bike-count forecasting with a champion/challenger lifecycle.",
+             no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+data_app = _Typer(help="Ingest, split, generate and inspect data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -29,6 +98,8 @@ def _setup_logging(verbose: bool = False) -> None:
     sys.excepthook = _redacted_excepthook  # nor in the traceback of an error that escapes a command
     for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "numexpr", "httpx", "optuna", "streamlit"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # a retry of a dependency call is not news: its final failure is the one line the user gets
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO if verbose else logging.ERROR)
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
@@ -44,7 +115,9 @@ def _redacted_excepthook(kind: type[BaseException], value: BaseException, tb: An
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress (INFO).")) -> None:
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress (INFO); tracebacks of errors.")
+         ) -> None:
+    _VERBOSE["on"] = verbose
     _setup_logging(verbose)
 
 
@@ -133,8 +206,15 @@ def _metrics_line(metrics: dict[str, Any] | None) -> str:
         return "-"
     keys = ("rmse", "mae", "r2", "rmse_log1p") if "rmse" in metrics else ("auc", "f1", "precision", "recall", "accuracy")
     rows = metrics.get("n")
-    return "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if metrics.get(k) is not None) + \
+    line = "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if metrics.get(k) is not None) + \
         (f"  (n={int(rows):,})" if rows is not None else "")
+    if metrics.get("interval_coverage") is not None:
+        line += (f"\n{'':17s}interval {metrics['interval_nominal']:.0%}: coverage={metrics['interval_coverage']:.3f}"
+                 f"  width={metrics['interval_width']:.1f}  score={metrics['interval_score']:.1f}")
+        if metrics.get("interval_worst_counter_coverage") is not None:
+            line += (f"  worst counter={metrics['interval_worst_counter_coverage']:.3f}"
+                     f"  counters in band={metrics['interval_counters_in_band']:.0%}")
+    return line
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -144,13 +224,10 @@ def data_ingest(path: Path = typer.Argument(..., help="Open-data export (CSV), t
                 mapping: Optional[Path] = typer.Option(None, "--mapping", help="YAML column mapping for other tables."),
                 as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Validate a counts file, quarantine bad rows, and add it to the store (idempotent)."""
-    from velocast.data.ingest import IngestError, ingest_file
+    from velocast.data.ingest import ingest_file
 
-    try:
-        with _working("data ingest"):
-            report = ingest_file(path, fmt, mapping)
-    except IngestError as exc:
-        _fail(str(exc), 2)
+    with _working("data ingest"):
+        report = ingest_file(path, fmt, mapping)
     if as_json:
         _echo_json(report.to_dict())
     else:
@@ -158,15 +235,26 @@ def data_ingest(path: Path = typer.Argument(..., help="Open-data export (CSV), t
 
 
 @data_app.command("ingest-weather")
-def data_ingest_weather(path: Path = typer.Argument(..., help="Météo-France SYNOP CSV (e.g. weather_orly_synop.csv).")) -> None:
-    """Convert 3-hourly SYNOP observations to hourly weather and store them beside the counts."""
-    from velocast.data.weather import WeatherError, ingest_weather
+def data_ingest_weather(path: Path = typer.Argument(..., help="Météo-France SYNOP CSV (e.g. weather_orly_synop.csv)."),
+                        as_forecast: bool = typer.Option(False, "--as-forecast", help="Backtests: ALSO store these "
+                                                         "observations as perfect weather forecasts, each issued at "
+                                                         "00:00 Paris of its day, so forecasts of those days use "
+                                                         "them (what 'with weather' scores assume).")) -> None:
+    """Convert 3-hourly SYNOP observations to hourly weather and store them beside the counts.
 
-    try:
-        with _working("data ingest-weather"):
-            result = ingest_weather(path)
-    except WeatherError as exc:
-        _fail(str(exc), 2)
+    Observations are what models learn from and what drift is watched on; a forecast for a day
+    never reads that day's observations (only weather forecasts), unless --as-forecast says to.
+    """
+    from velocast.data.weather import ingest_weather
+
+    with _working("data ingest-weather"):
+        result = ingest_weather(path)
+        if as_forecast:
+            from velocast.data.weather_forecast import ingest_observed_as_forecast
+
+            forecast = ingest_observed_as_forecast(path)
+    if as_forecast:
+        typer.echo(_forecast_line(forecast))
     typer.echo(f"weather: {result['observations']} observations -> {result['hours_stored']} hours stored "
                f"({result['first']} .. {result['last']}) in {result['path']}")
 
@@ -252,11 +340,8 @@ def data_split(cutoff: Optional[str] = typer.Option(None, help="First day of 'cu
     """Record a new baseline split (train_baseline / test_baseline / current)."""
     from velocast.data import splits
 
-    try:
-        with _working("data split"):
-            record = splits.record_split(cutoff, test_fraction, seed)
-    except splits.SplitError as exc:
-        _fail(str(exc), 2)
+    with _working("data split"):
+        record = splits.record_split(cutoff, test_fraction, seed)
     _print_split(splits.describe(record))
 
 
@@ -339,15 +424,12 @@ def data_generate(counters: int = typer.Option(20, help="Number of counters."),
     from velocast.data.ingest import ingest_table, read_table
 
     if not ingest and output is None:
-        _fail("--no-ingest keeps the rows nowhere: give --output FILE", 2)
+        raise ValueError("--no-ingest keeps the rows nowhere: give --output FILE")
     with _working("data generate"):
         progress.step("generating the next day" if arrive_daily else f"generating {counters} counters x {days} days")
-        try:
-            frame = (synthetic.next_day(seed=seed, counters=counters) if arrive_daily else
-                     synthetic.generate(counters=counters, days=days, start=start, seed=seed, drift=drift,
-                                        drift_start=drift_start))
-        except ValueError as exc:
-            _fail(str(exc), 2)
+        frame = (synthetic.next_day(seed=seed, counters=counters) if arrive_daily else
+                 synthetic.generate(counters=counters, days=days, start=start, seed=seed, drift=drift,
+                                    drift_start=drift_start))
         described = f"generated {len(frame):,} rows for {frame['counter_id'].nunique()} counters"
         with tempfile.TemporaryDirectory(prefix="velocast-gen-") as scratch:  # removed afterwards
             target = output or Path(scratch) / "synthetic.parquet"
@@ -392,18 +474,14 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
     try:
         params = json.loads(hyperparams) if hyperparams else None
     except json.JSONDecodeError as exc:
-        _fail(f"--hyperparams is not valid JSON: {exc}", 2)
+        raise ValueError(f"--hyperparams is not valid JSON: {exc}") from exc
     if timeout is not None and not hyperopt:
-        _fail("--timeout limits the Optuna search: it needs --hyperopt", 2)
-    results = []
-    try:
-        with _working("train"):
-            results = train_many(types, data_source=data_source, env=env or get_settings().env,
-                                 model_test=model_test, horizon=horizon, hyperparams=params, hyperopt=hyperopt,
-                                 n_trials=n_trials, data_path=data, seed=seed, study_storage=study_storage,
-                                 study_name=study_name, n_workers=n_jobs_workers, tuning_timeout=timeout)
-    except (ValueError, LookupError, ImportError) as exc:
-        _fail(str(exc), 2)
+        raise ValueError("--timeout limits the Optuna search: it needs --hyperopt")
+    with _working("train"):
+        results = train_many(types, data_source=data_source, env=env or get_settings().env,
+                             model_test=model_test, horizon=horizon, hyperparams=params, hyperopt=hyperopt,
+                             n_trials=n_trials, data_path=data, seed=seed, study_storage=study_storage,
+                             study_name=study_name, n_workers=n_jobs_workers, tuning_timeout=timeout)
     if as_json:
         _echo_json([r.to_dict() for r in results])
         return
@@ -425,8 +503,12 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
                                            "column is optional, weather columns are used as your forecast, any "
                                            "other column is carried to the output."),
                 output: Path = typer.Option(..., "--output", help="CSV or parquet: the input columns plus "
-                                            "timestamp_paris, prediction, weather (given/forecast/missing) and "
+                                            "timestamp_paris, prediction, lower and upper (the prediction "
+                                            "interval) and its coverage, weather (given/forecast/missing) and "
                                             "notes (what the forecast could not know)."),
+                coverage: Optional[float] = typer.Option(None, "--coverage", min=0.5, max=0.99,
+                                                         help="Central coverage of the lower/upper interval, "
+                                                         "0.5-0.99 (default VELOCAST_INTERVAL_COVERAGE, 0.8)."),
                 model_type: str = typer.Option("lgbm", help="Model family whose champion (else latest version) "
                                                "predicts."),
                 model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (default: the champion). "
@@ -443,16 +525,14 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
     to <output>.rejected.csv with their reason. When the file carries counts, the metrics on them
     are printed.
     """
-    from velocast.data.ingest import IngestError
     from velocast.lifecycle.predict import predict_file
 
-    try:
-        with _working("predict"):
-            result = predict_file(input, output, model_type, model_uri, horizon)
-    except (IngestError, LookupError, ValueError) as exc:
-        _fail(str(exc), 2)
+    with _working("predict"):
+        result = predict_file(input, output, model_type, model_uri, horizon, coverage=coverage)
     model = result.model
     typer.echo(f"predicted {len(result.frame):,} rows with {model.uri} ({model.horizon}) -> {output}")
+    if result.coverage is not None:
+        typer.echo(f"intervals: lower/upper hold {result.coverage:.0%} of the counts (calibrated, conformal)")
     sources = result.frame["weather_source"].value_counts()
     typer.echo("weather of the predicted hours: " + ", ".join(f"{k} for {v:,} row(s)" for k, v in sources.items()))
     for warning in result.warnings:
@@ -478,17 +558,24 @@ def evaluate_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                  model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (loading a model runs "
                                                          "its code: give only URIs you trust)."),
                  current: Optional[Path] = typer.Option(None, help="File of recent labelled rows used as test_current."),
+                 promote_on_deploy: bool = typer.Option(False, "--promote", help="Promote the version if the policy "
+                                                        "decides deploy, unless the champion changed meanwhile."),
+                 policy: str = typer.Option("double_eval", help="The policy whose decision --promote follows."),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Double-evaluate a model against the champion and show what each policy would decide."""
     from velocast.lifecycle.evaluate import evaluate
+    from velocast.tracking.registry import Registry
 
-    try:
-        with _working("evaluate"):
-            outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current)
-    except (LookupError, ValueError) as exc:
-        _fail(str(exc), 2)
+    if promote_on_deploy and model_uri:
+        raise ValueError("--promote needs a registered version (--version or --run-id), not --model-uri")
+    compared = Registry().champion(model_type) if promote_on_deploy else None  # for compare-and-swap
+    with _working("evaluate"):
+        outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current)
+    if promote_on_deploy and policy not in outcome.decisions:
+        raise ValueError(f"unknown policy {policy!r}: expected one of {', '.join(outcome.decisions)}")
+    promoted = _promote_after_evaluation(model_type, outcome, policy, compared) if promote_on_deploy else None
     if as_json:
-        _echo_json(outcome.to_dict())
+        _echo_json({**outcome.to_dict(), **({"promotion": promoted} if promote_on_deploy else {})})
         return
     ev = outcome.evaluation
     typer.echo(f"challenger: {ev.challenger}")
@@ -507,34 +594,47 @@ def evaluate_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
         typer.echo(f"policy {name:14s} -> {decision.kind}")
         for reason in decision.reasons:
             typer.echo(f"    - {reason}")
+    if promote_on_deploy:
+        typer.echo(promoted["summary"])
+
+
+def _promote_after_evaluation(model_type: str, outcome: Any, policy: str, compared: Any) -> dict[str, Any]:
+    """``evaluate --promote``: the decision's promotion, compare-and-swap against the champion evaluated against."""
+    from velocast.lifecycle.cycle import promote_if_deployed
+
+    decision = outcome.decisions[policy]
+    version = outcome.evaluation.challenger.rsplit("/", 1)[-1]
+    return promote_if_deployed(model_type, version, decision.kind, decision.reasons,
+                               expected_champion=compared.version if compared else None)
 
 
 @app.command("promote")
 def promote_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                 run_id: Optional[str] = typer.Option(None, help="Run whose registered version becomes champion."),
                 version: Optional[str] = typer.Option(None, help="Registered version that becomes champion."),
-                reason: str = typer.Option("", help="Why (kept in the history).")) -> None:
+                reason: str = typer.Option("", help="Why (kept in the history; required with --force)."),
+                force: bool = typer.Option(False, "--force", help="Promote a test-mode or gate-failing version "
+                                           "anyway (audited as an override)."),
+                expected_champion: Optional[str] = typer.Option(
+                    None, help="The champion version you compared against ('none': no champion); refused if "
+                               "the champion changed since.")) -> None:
     """Move the champion alias and summary.json flag to a version, as one step."""
-    from velocast.lifecycle.promotion import PromotionError, promote
+    from velocast.lifecycle.promotion import expected_from_text, promote
 
-    try:
-        done = promote(model_type, version=version, run_id=run_id, reason=reason)
-    except PromotionError as exc:
-        _fail(str(exc), 2)
+    done = promote(model_type, version=version, run_id=run_id, reason=reason, force=force,
+                   expected_champion=expected_from_text(expected_champion))
     typer.echo(f"{model_type}: champion {done.from_version or '-'} -> {done.to_version} "
-               f"(previous-champion: {done.previous_alias_after or '-'})")
+               f"(previous-champion: {done.previous_alias_after or '-'})"
+               + (f"; OVERRIDE of: {'; '.join(done.overridden)}" if done.override else ""))
 
 
 @app.command("rollback")
 def rollback_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                  reason: str = typer.Option("", help="Why (kept in the history).")) -> None:
-    """Give the champion alias back to the previous champion."""
-    from velocast.lifecycle.promotion import PromotionError, rollback
+    """Give the champion back to the champion before it (never to a version rolled back from)."""
+    from velocast.lifecycle.promotion import rollback
 
-    try:
-        done = rollback(model_type, reason=reason)
-    except PromotionError as exc:
-        _fail(str(exc), 2)
+    done = rollback(model_type, reason=reason)
     typer.echo(f"{model_type}: champion {done.from_version} -> {done.to_version} (rolled back; previous-champion: "
                f"{done.previous_alias_after or '-'})")
 
@@ -547,8 +647,8 @@ def champion_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
     from velocast.lifecycle import promotion
     from velocast.tracking.registry import PREVIOUS, Registry
 
-    registry = Registry()
-    promotion.recover(model_type, registry=registry)
+    registry = Registry()  # a read: an interrupted promotion is only reported here, undone by the next write
+    undo = promotion.pending(model_type)
     ref = registry.champion(model_type, with_metrics=True)
     previous = registry.by_alias(model_type, PREVIOUS)
     entry = registry.summary.champion(model_type)
@@ -557,6 +657,10 @@ def champion_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
         _echo_json({"champion": ref.to_dict() if ref else None, "previous_champion": previous.version if previous else None,
                     "summary_champion_run": entry.run_id if entry else None, "history": [h.to_dict() for h in past]})
         return
+    if undo is not None:
+        typer.secho(f"warning: an interrupted promotion to version {undo.from_version} awaits its undo (champion back "
+                    f"to {undo.to_version or 'none'}) at the next promotion, rollback or API start",
+                    fg=typer.colors.YELLOW, err=True)
     if ref is None:
         typer.echo(f"{model_type}: no champion yet")
     else:
@@ -571,7 +675,7 @@ def champion_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                    f"by {h.actor}: {'; '.join(h.reasons)}")
 
 
-audit_app = typer.Typer(help="The append-only audit log.", no_args_is_help=True)
+audit_app = _Typer(help="The append-only audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
 
@@ -624,12 +728,9 @@ def drift_cmd(model_type: str = typer.Option("lgbm", help="Whose inputs and pred
     from velocast.lifecycle.datasets import read_rows
     from velocast.lifecycle.monitor import check_drift
 
-    try:
-        with _working("drift"):
-            check = check_drift(model_type, read_rows(reference) if reference else None,
-                                read_rows(current) if current else None, window_days)
-    except (LookupError, ValueError) as exc:
-        _fail(str(exc), 2)
+    with _working("drift"):
+        check = check_drift(model_type, read_rows(reference) if reference else None,
+                            read_rows(current) if current else None, window_days)
     r = check.report
     if as_json:
         _echo_json(check.to_dict())
@@ -676,16 +777,11 @@ def cycle_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
               env: Optional[str] = typer.Option(None, help=ENV_HELP),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """monitor_and_fine_tune: new data? → drift → health → fine-tune → double evaluation → decision → audit."""
-    from velocast.lifecycle.cycle import CycleBusy, monitor_and_fine_tune
+    from velocast.lifecycle.cycle import monitor_and_fine_tune
 
-    try:
-        with _working("cycle"):
-            result = monitor_and_fine_tune(model_type, force_fine_tune, test_mode, window_days, strategy, policy,
-                                           env=env, on_step=None if as_json else _print_step)
-    except CycleBusy as exc:
-        _fail(str(exc), 3)
-    except ValueError as exc:
-        _fail(str(exc), 2)
+    with _working("cycle"):
+        result = monitor_and_fine_tune(model_type, force_fine_tune, test_mode, window_days, strategy, policy,
+                                       env=env, on_step=None if as_json else _print_step)
     if as_json:
         _echo_json(result.to_dict())
     else:
@@ -697,6 +793,29 @@ def cycle_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
             typer.echo(f"  - {reason}")
     if result.error:
         raise typer.Exit(1)
+
+
+@app.command("recalibrate")
+def recalibrate_cmd(model_type: str = typer.Option("lgbm"),
+                    days: Optional[int] = typer.Option(None, min=3, help="Newest labelled days the champion never "
+                                                       "trained on to calibrate on (default "
+                                                       "VELOCAST_INTERVAL_CALIBRATION_DAYS)."),
+                    as_json: bool = typer.Option(False, "--json")) -> None:
+    """Recalibrate the champion's prediction intervals on the newest labelled days, without retraining.
+
+    The point model is kept; its intervals are calibrated again (conformal, as served) and
+    registered as a new version that becomes the champion (`velocast rollback` undoes it); the
+    audit log records a `recalibration` event with the coverage the old intervals had.
+    """
+    from velocast.lifecycle.recalibrate import recalibrate
+
+    done = recalibrate(model_type, days=days)
+    if as_json:
+        _echo_json(done.to_dict())
+        return
+    typer.echo(f"{model_type}: {done.status}: {done.summary}")
+    if done.to_version:
+        typer.echo(f"champion {done.from_version} -> {done.to_version} (same point model, new intervals)")
 
 
 @app.command("retrain")
@@ -712,11 +831,8 @@ def retrain_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
     """Quarterly retrain: new baseline version, retrain from scratch, compare on days neither model trained on."""
     from velocast.lifecycle.cycle import quarterly_retrain
 
-    try:
-        with _working("retrain"):
-            out = quarterly_retrain(model_type, merge, cutoff, policy, promote_on_deploy=promote_on_deploy, env=env)
-    except (ValueError, LookupError) as exc:
-        _fail(str(exc), 2)
+    with _working("retrain"):
+        out = quarterly_retrain(model_type, merge, cutoff, policy, promote_on_deploy=promote_on_deploy, env=env)
     if as_json:
         _echo_json(out)
         return
@@ -739,20 +855,21 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
     """Replay stored data week by week: weekly RMSE of never / always retrain / the policy, every decision."""
     from velocast.lifecycle.simulate import simulate
 
-    header = f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7}  champion  decision"
+    header = f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7} {'cover':>6}  champion  decision"
 
     def show(w: Any) -> None:
-        typer.echo(f"{w.week:>4} {w.start:10s} {w.rmse_never:7.2f} {w.rmse_always:7.2f} {w.rmse_policy:7.2f}  "
-                   f"v{w.champion_version:<7} {w.decision or '-'}{' (promoted)' if w.promoted else ''}")
+        cover = "-" if w.coverage_policy is None else format(w.coverage_policy, ".3f")
+        typer.echo(f"{w.week:>4} {w.start:10s} {w.rmse_never:7.2f} {w.rmse_always:7.2f} {w.rmse_policy:7.2f} "
+                   f"{cover:>6}  v{w.champion_version:<7} {w.decision or '-'}{' (promoted)' if w.promoted else ''}")
 
-    try:
-        with _working("simulate"):
-            typer.echo(header)
-            result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show)
-    except ValueError as exc:
-        _fail(str(exc), 2)
+    with _working("simulate"):
+        typer.echo(header)
+        result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show)
     totals = result.totals()
     typer.echo("overall RMSE: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
+    if result.coverage() is not None:
+        typer.echo(f"prediction intervals of the policy champion: coverage {result.coverage():.3f} "
+                   f"(nominal {get_settings().interval_coverage:.2f})")
     typer.echo(f"table: {result.files['markdown']}   plot: {result.files['plot']}")
     typer.echo(f"simulation home (its MLflow runs and audit log): VELOCAST_HOME={result.home} velocast audit list")
 
@@ -766,14 +883,13 @@ def serve_cmd(host: str = typer.Option("127.0.0.1", help="Interface to listen on
     from velocast.api import create_app
 
     settings = get_settings()
-    try:
-        api = create_app(settings)
-    except ValueError as exc:  # a VELOCAST_API_* setting that cannot be read
-        _fail(str(exc), 2)
+    api = create_app(settings)  # a VELOCAST_API_* setting that cannot be read: ValueError, one line
     typer.echo(f"velocast API on http://{host}:{port} (docs: http://{host}:{port}/docs); home {settings.home}",
                err=True)
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()  # -v shows uvicorn's INFO lines
-    uvicorn.run(api, host=host, port=port, log_level=level, log_config=None)
+    # SIGTERM: at most a few seconds for requests in flight, then out (registry calls are bounded and
+    # run in daemon threads, training jobs too: nothing holds the process)
+    uvicorn.run(api, host=host, port=port, log_level=level, log_config=None, timeout_graceful_shutdown=5)
 
 
 @app.command("ui")

@@ -28,7 +28,7 @@ def test_model_test_run_is_tracked_registered_and_summarised(real_home: Path) ->
     run = mlflow.get_run(result.run_id)
     for key in ("train_rmse", "test_baseline_rmse", "test_baseline_r2", "test_baseline_rmse_log1p", "test_current_rmse"):
         assert key in run.data.metrics
-    assert run.data.params["hp_num_leaves"] == "255" and run.data.tags["horizon"] == "day-ahead"
+    assert run.data.params["hp_num_leaves"] == "63" and run.data.tags["horizon"] == "day-ahead"
     inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert inputs == {"train_baseline", "test_baseline", "test_current"}
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
@@ -108,6 +108,10 @@ def test_cli_train_and_predict_held_out_rows(real_home: Path, tmp_path: Path, re
     held_out.to_parquet(source)
     target = tmp_path / "predicted.csv"
     out = runner.invoke(app, ["predict", "--input", str(source), "--output", str(target)])
+    assert out.exit_code == 2 and "version 1 is a test-mode model" in out.output  # never stands in for a champion
+    out = runner.invoke(app, ["promote", "--model-type", "lgbm", "--version", "1", "--force", "--reason", "a test"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["predict", "--input", str(source), "--output", str(target)])
     assert out.exit_code == 0, out.output
     predicted = pd.read_csv(target)
     assert len(predicted) == len(held_out) and predicted["prediction"].notna().all()
@@ -133,7 +137,7 @@ def test_plain_mlflow_day_ahead_needs_history_and_says_so(real_home: Path) -> No
     from velocast.lifecycle.promotion import promote
 
     result = train("lgbm", model_test=True)
-    promote("lgbm", version=result.model_version, reason="test")
+    promote("lgbm", version=result.model_version, reason="test", force=True)
     counter = Registry().load(Registry().champion("lgbm")).named_steps["features"].counter_ids_[0]
     rows = pd.DataFrame({"counter_id": [counter, counter], "timestamp": pd.to_datetime(
         ["2021-07-20 08:00", "2021-07-20 17:00"]).tz_localize("Europe/Paris")})

@@ -173,9 +173,14 @@ def test_every_page_renders_in_chromium(ui_server: str, at_ui_home: dict[str, An
         browser.render(ui_server + "/", pages["predict"][1])
         browser.evaluate("Array.from(document.querySelectorAll('button'))"
                          ".find(b => b.innerText.trim() === 'Predict').click()")
-        text = browser.render_wait(["Predicted bikes at 08:00", "lgbm v2 (champion)"])
+        text = browser.render_wait(["Predicted bikes at 08:00", "lgbm v2 (champion)", "80% interval:",
+                                    "The band is the 80% prediction interval"])
         browser.save(tmp_path / "predicted.png", tmp_path / "predicted.html")
         assert "Predicted bikes at 08:00" in text and "lgbm v2 (champion)" in text, text[:1500]
+        # the day's curve with its interval drawn as a band: a Vega chart of the area between lower and upper
+        assert "80% interval:" in text and "The band is the 80% prediction interval" in text, text[:1500]
+        charts = browser.evaluate("document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length")
+        assert charts and charts >= 1, "no chart drawn"
     finally:
         browser.close()
 

@@ -42,10 +42,20 @@ def test_predict_page_forecasts_a_counter_day_with_its_counts(at_ui_home: dict[s
     assert f"{counter['counter_name']} — Tuesday 03 August 2021 (Paris)" in shown
     assert "lgbm v2 (champion)" in shown and "models:/bike-traffic-lgbm/2" in shown
     hourly = at.dataframe[0].value
-    assert list(hourly.columns) == ["hour (Paris)", "predicted", "actual"] and len(hourly) == 24
+    assert list(hourly.columns) == ["hour (Paris)", "predicted", "actual", "lower", "upper"] and len(hourly) == 24
     assert hourly["actual"].tolist() == stored["bike_count"].tolist()
     assert hourly.loc[hourly["hour (Paris)"] == "08:00", "predicted"].iloc[0] == pytest.approx(predicted, abs=0.5)
-    assert at.get("vega_lite_chart")  # the day as a chart
+    assert (hourly["lower"] >= 0).all() and (hourly["lower"] <= hourly["upper"]).all()
+    at_eight_row = hourly[hourly["hour (Paris)"] == "08:00"].iloc[0]
+    assert f"80% interval: **{at_eight_row['lower']:.0f} – {at_eight_row['upper']:.0f}** bikes" in texts(at)
+    chart = at.get("vega_lite_chart")[0].proto.spec  # the day as a chart, the interval as a band
+    assert '"area"' in chart and '"lower"' in chart and '"upper"' in chart and "80% interval" in chart
+    width = (hourly["upper"] - hourly["lower"]).sum()
+    at.select_slider(key="coverage").set_value(0.95)
+    at.button(key="predict").click().run()
+    wider = at.dataframe[0].value
+    assert (wider["upper"] - wider["lower"]).sum() > width and "95% interval" in at.get("vega_lite_chart")[0].proto.spec
+    at.select_slider(key="coverage").set_value(0.8)
 
     # the weather the user sets is used, and said
     at.toggle(key="own_weather").set_value(True).run()
@@ -112,7 +122,10 @@ def test_batch_output_keeps_the_file_columns(at_ui_home: dict[str, Any], recent_
     client = LocalClient()
     batch = client.validate_upload("mine.csv", path.read_bytes())
     output = batch.output(client.predict(batch.accepted))
-    assert list(output.columns) == [*pd.read_csv(path).columns, "timestamp_paris", "prediction", "weather", "notes"]
+    assert list(output.columns) == [*pd.read_csv(path).columns, "timestamp_paris", "prediction", "lower", "upper",
+                                    "coverage", "weather", "notes"]
+    assert (output["coverage"] == 0.8).all() and (output["lower"] <= output["upper"]).all()
+    assert output["prediction"].ge(0).all() and output["weather"].isin(["forecast", "missing", "given"]).all()
     assert len(output) == 5 and batch.rejected["source_row"].tolist() == [4]
 
 

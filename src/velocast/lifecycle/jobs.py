@@ -349,12 +349,14 @@ def run_training(spec: TrainSpec, settings: Settings, job_id: str | None = None)
     from velocast.lifecycle.evaluate import evaluate_candidate
     from velocast.lifecycle.predict import load_model
     from velocast.lifecycle.train import train
+    from velocast.tracking.registry import Registry
 
     datasets = load_datasets(spec.data_source, settings, current_data=spec.current_data, model_test=spec.test_mode)
     trained = train(spec.model_type, data_source=spec.data_source, env=spec.env, model_test=spec.test_mode,
                     horizon=spec.horizon, hyperparams=spec.hyperparams, datasets=datasets, settings=settings,
                     tags={"trigger": "api", **({"api_job": job_id} if job_id else {})})
     challenger = load_model(spec.model_type, version=trained.model_version, settings=settings)
+    compared = Registry(settings).champion(spec.model_type)  # what the evaluation below compares against
     outcome = evaluate_candidate(spec.model_type, challenger, settings,
                                  test_baseline=datasets.test_baseline.frame,
                                  current=datasets.test_current.frame if datasets.test_current is not None else None,
@@ -384,6 +386,7 @@ def run_training(spec: TrainSpec, settings: Settings, job_id: str | None = None)
         "double_evaluation_enabled": challenger_c is not None,
         "baseline_regression": decision.baseline_regression, "deployment_decision": decision.kind,
         "decision_reasons": decision.reasons, "decisions": {k: d.kind for k, d in outcome.decisions.items()},
+        "compared_champion": compared.version if compared else None,
         "double_evaluation": evaluation.to_dict(), "hyperparams": trained.hyperparams, "notes": trained.notes,
     }
 

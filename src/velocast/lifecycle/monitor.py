@@ -156,7 +156,8 @@ def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp |
                     champion: LoadedModel | None = None) -> HealthReport:
     """The champion's RMSE and R² on the latest labelled days vs its own test_baseline score."""
     settings = settings or get_settings()
-    policy = policy or HealthPolicy(rmse_threshold=settings.health_rmse_threshold)
+    policy = policy or HealthPolicy(rmse_threshold=settings.health_rmse_threshold,
+                                    coverage_tolerance=settings.coverage_tolerance)
     champion = champion or champion_model(model_type, settings)
     if champion is None:
         return HealthReport("unknown", None, None, None, None, None, 0, None, [f"no {model_type} champion yet"])
@@ -175,7 +176,9 @@ def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp |
     period = f"{scored['timestamp'].min().date()} .. {scored['timestamp'].max().date()}"
     return health_state(metrics["rmse"], metrics["r2"], recorded.get(f"{variant}_rmse", recorded.get("test_baseline_rmse")),
                         recorded.get(f"{variant}_r2", recorded.get("test_baseline_r2")), len(served), policy, period,
-                        notes=[f"scored as served, {served.weather} weather", *served.notes])
+                        notes=[f"scored as served, {served.weather} weather", *served.notes],
+                        coverage=metrics.get("interval_coverage"), nominal_coverage=metrics.get("interval_nominal"),
+                        interval_width=metrics.get("interval_width"))
 
 
 __all__ = [

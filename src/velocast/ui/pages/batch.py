@@ -68,10 +68,14 @@ if result is None:
 
 st.subheader("Predictions")
 st.caption(f"Model: **{result.model.label}** — `{result.model.uri}`")
+if result.coverage is not None:
+    st.caption(f"`lower` and `upper`: the {result.coverage:.0%} prediction interval of each row (calibrated: "
+               f"{result.coverage:.0%} of the counts fall inside).")
 for warning in result.warnings:
     st.warning(warning)
 if result.metrics:
-    metrics = {k: v for k, v in result.metrics.items() if k in ("rmse", "mae", "r2", "n")}
+    metrics = {k: v for k, v in result.metrics.items() if k in ("rmse", "mae", "r2", "n", "interval_coverage",
+                                                                  "interval_width")}
     st.caption("Scores on the rows that carry a count: "
                + ", ".join(f"{k} {common.fmt(v, 3) if isinstance(v, float) else v}" for k, v in metrics.items()))
 output = batch.output(result)

@@ -1,9 +1,11 @@
-"""Predict: one counter and one day — the chosen hour and the 24 hours, with the stored counts overlaid."""
+"""Predict: one counter and one day — the chosen hour and the 24 hours, with the prediction interval drawn
+as a band around the day's curve and the stored counts overlaid."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -11,6 +13,8 @@ from velocast.config import PARIS_TZ
 from velocast.ui import common
 from velocast.ui.client import ClientError, NoModelError, day_rows
 from velocast.ui.counter_map import MAP_HEIGHT, counter_deck
+
+COVERAGES = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
 
 st.title("Predict")
 st.caption("Pick a counter on the map or in the list, a day and an hour (Paris time): the champion forecasts "
@@ -59,6 +63,9 @@ with middle:
                         key="hour")
 with right:
     model_type = common.model_type_picker(key="model_type")
+    coverage = st.select_slider("Interval", options=COVERAGES, value=0.8, format_func=lambda c: f"{c:.0%}",
+                                key="coverage", help="The band holds this share of the counts: a calibrated "
+                                "(conformal) prediction interval.")
     own_weather = st.toggle("Set the weather myself", key="own_weather",
                             help="Off: the stored weather of that day (when the store has it).")
 temperature = rain = None
@@ -73,7 +80,7 @@ if st.button("Predict", type="primary", key="predict"):
     rows = day_rows(counter, day, temperature, rain)
     try:
         with st.spinner("Predicting..."):
-            result = client.predict(rows, model_type)
+            result = client.predict(rows, model_type, coverage)
             actual = client.counts(str(counter["counter_id"]), day)
     except NoModelError as exc:
         st.warning(str(exc))
@@ -107,6 +114,8 @@ if value_column == "probability":
     m1.metric(f"Probability of a busy hour at {shown['hour']:02d}:00 (Paris)", f"{at_hour['predicted']:.0%}")
 else:
     m1.metric(f"Predicted bikes at {shown['hour']:02d}:00 (Paris)", f"{at_hour['predicted']:.0f}")
+    if result.coverage is not None:
+        m1.caption(f"{result.coverage:.0%} interval: **{at_hour['lower']:.0f} – {at_hour['upper']:.0f}** bikes")
     m2.metric("Predicted bikes over the day", f"{frame['predicted'].sum():,.0f}")
 if "actual" in frame and pd.notna(at_hour.get("actual")):
     m3.metric(f"Counted at {shown['hour']:02d}:00 (Paris)", f"{at_hour['actual']:.0f}")
@@ -119,9 +128,29 @@ for warning in result.warnings:
     st.warning(warning)
 
 series = ["predicted"] + (["actual"] if "actual" in frame and frame["actual"].notna().any() else [])
-st.line_chart(frame, x="hour", y=series, x_label="hour (Europe/Paris)", color=["#e4572e", "#29335c"][:len(series)],
-              y_label="probability of a busy hour" if value_column == "probability" else "bikes per hour")
+banded = result.coverage is not None and "lower" in frame and frame["lower"].notna().all()
+y_title = "probability of a busy hour" if value_column == "probability" else "bikes per hour"
+x = alt.X("hour:O", title="hour (Europe/Paris)", axis=alt.Axis(labelAngle=0))
+lines = alt.Chart(frame).transform_fold(series, as_=["series", "value"]).mark_line(point=True).encode(
+    x=x, y=alt.Y("value:Q", title=y_title),
+    color=alt.Color("series:N", scale=alt.Scale(domain=series, range=["#e4572e", "#29335c"][:len(series)]),
+                    legend=alt.Legend(title=None, orient="top")))
+layers = [lines]
+if banded:
+    band_label = f"{result.coverage:.0%} interval"
+    band = alt.Chart(frame.assign(interval=band_label)).mark_area(opacity=0.25).encode(
+        x=x, y="lower:Q", y2="upper:Q",
+        fill=alt.Fill("interval:N", scale=alt.Scale(domain=[band_label], range=["#e4572e"]),
+                      legend=alt.Legend(title=None, orient="top")),
+        tooltip=["hour", alt.Tooltip("lower:Q", format=".0f"), alt.Tooltip("predicted:Q", format=".0f"),
+                 alt.Tooltip("upper:Q", format=".0f")])
+    layers = [band, lines]
+st.altair_chart(alt.layer(*layers).resolve_scale(color="independent"), use_container_width=True)
+if banded:
+    st.caption(f"The band is the {result.coverage:.0%} prediction interval: calibrated so that {result.coverage:.0%} "
+               "of the counts fall inside it (conformal prediction on recent days the model never trained on).")
 if len(series) == 1:
     st.caption("No stored counts for this counter and day: only the prediction is drawn.")
 with st.expander("Hourly values (Paris time)"):
-    st.dataframe(frame[["hour", *series]].rename(columns={"hour": "hour (Paris)"}), hide_index=True)
+    st.dataframe(frame[["hour", *series, *(["lower", "upper"] if banded else [])]].rename(
+        columns={"hour": "hour (Paris)"}), hide_index=True)
