@@ -85,7 +85,7 @@ def prepare(source: str, folder: str) -> dict[str, Any]:
     ingest_seconds = time.perf_counter() - started
     started = time.perf_counter()
     rows = store.query_counts(end=TEST_END)
-    enriched = enrich(rows)
+    enriched = enrich(rows, weather="observed")
     enrich_seconds = time.perf_counter() - started
     local = enriched["timestamp"].dt.tz_localize(None)
     cut = np.datetime64(TRAIN_END)

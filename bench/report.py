@@ -47,6 +47,7 @@ def render(results: dict[str, Any]) -> str:
             out.append(f"| {r['model']} | {_f(a['rmse'])} | {_f(a['mae'])} | {_f(a['r2'], 3)} | {_f(a['rmse_log1p'], 3)} | "
                        f"{_f(w['rmse'])} | {_f(al['rmse'])} | {_f(r['rmse_ratio_to_original'], 3)} | "
                        f"{_f(r['fit_seconds'], 1)} | {_f(r['speedup_vs_original'], 1)}× | {_f(r['peak_rss_mb'], 0)} |")
+        out += _intervals(acc, targets)
         tuned = next((r for r in acc["models"] if "Optuna" in r["model"]), None)
         if tuned:
             out += ["", f"Optuna: {_f(tuned['tune_seconds'], 0)} s of tuning (3 time-series folds of whole days), "
@@ -147,6 +148,47 @@ def render(results: dict[str, Any]) -> str:
         out += [f"| {name} | {value} | {_target(ok)} |" for name, value, ok in targets]
         out.append("")
     return "\n".join(out)
+
+
+def _intervals(acc: dict[str, Any], targets: list[tuple[str, str, bool | None]]) -> list[str]:
+    """The prediction-interval table of the accuracy section, and its targets."""
+    rows = [(r["model"], variant, r[variant]["intervals"]) for r in acc["models"]
+            for variant in ("as_served", "perfect_weather") if r[variant].get("intervals")]
+    if not rows:
+        return []
+    nominal = acc.get("interval_coverage", 0.8)
+    out = ["", f"### Prediction intervals ({nominal:.0%}, conformal, calibrated on the last "
+               f"{acc.get('calibration_days')} training days by a twin fitted on the days before them)", "",
+           "Naive baseline: the prediction plus the empirical 10% / 90% quantiles of the residuals (bikes) of the "
+           "same hour of the day on the same calibration days. Counters: those seen on ≥ 14 test days; band "
+           "0.70-0.90.", "",
+           "| model | weather | coverage | mean width | interval score | worst counter | best counter "
+           "| counters in band | naive coverage | naive width | naive score | naive counters in band "
+           "| width / naive | naive width at the same coverage | width / that |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for model, variant, i in rows:
+        m, n = i["model"], i["naive"]
+        out.append(f"| {model} | {variant.replace('_', ' ')} | {_f(m['interval_coverage'], 3)} | "
+                   f"{_f(m['interval_width'], 1)} | {_f(m['interval_score'], 1)} | "
+                   f"{_f(m['interval_worst_counter_coverage'], 3)} | {_f(m.get('counter_coverage_max'), 3)} | "
+                   f"{_f(m['interval_counters_in_band'] * 100, 0)}% | {_f(n['interval_coverage'], 3)} | "
+                   f"{_f(n['interval_width'], 1)} | {_f(n['interval_score'], 1)} | "
+                   f"{_f(n['interval_counters_in_band'] * 100, 0)}% | {_f(i['width_ratio_to_naive'], 3)} | "
+                   f"{_f(i.get('naive_same_coverage', {}).get('interval_width'), 1)} | "
+                   f"{_f(i.get('width_ratio_to_naive_same_coverage'), 3)} |")
+    main = next((i for model, variant, i in rows if model == "lgbm, day-ahead" and variant == "as_served"), None)
+    if main:
+        m = main["model"]
+        targets += [
+            ("lgbm day-ahead 80% interval coverage as served within 0.77-0.83", _f(m["interval_coverage"], 3),
+             0.77 <= m["interval_coverage"] <= 0.83),
+            ("every counter (≥ 14 days) covered within 0.70-0.90",
+             f"{_f(m['interval_worst_counter_coverage'], 3)} .. {_f(m.get('counter_coverage_max'), 3)}",
+             m["interval_counters_in_band"] == 1.0),
+            ("mean width ≥ 15% narrower than the naive per-hour intervals at the same coverage",
+             f"{_f(main.get('width_ratio_to_naive_same_coverage'), 3)} ×",
+             main.get("width_ratio_to_naive_same_coverage", 1.0) <= 0.85)]
+    return out
 
 
 def _growth(growth: dict[str, Any]) -> list[str]:

@@ -5,22 +5,31 @@ Every Sunday at 00:00 (Europe/Paris), one task per step of `velocast.lifecycle.c
 functions `velocast cycle` runs in one process:
 
 `check_new_data` → `run_drift` → `run_health` → `decide` → `fine_tune` → `evaluate_challenger`
-→ `promote_if_deployed` → `audit` → `notify`
+→ `promote_if_deployed` → `recalibrate` → `audit` → `notify` → `release_cycle_lease`
 
-- **check_new_data** (branch): counts newer than what the last training or cycle saw? If not, and
-  `force_fine_tune` is off, the run goes straight to `audit` (decision `skip_no_new_data`).
+- **check_new_data** (branch): takes the model type's cycle lease for this DAG run (refused while a
+  CLI cycle, a retrain or another run holds it), then: counts newer than what the last training or
+  cycle saw? If not, and `force_fine_tune` is off, the run goes straight to `audit`
+  (decision `skip_no_new_data`).
 - **run_drift**, **run_health**: drift of the champion's inputs, predictions and counts over the
   last `window_days`; the champion's recent health.
 - **decide** (branch): fine-tune when forced, without champion, on drift, or when the champion is
-  not healthy; otherwise straight to `audit` (decision `no_fine_tune`).
+  not healthy; otherwise straight to `recalibrate` (decision `no_fine_tune`).
 - **fine_tune**: a challenger trained on the recent window (`strategy`: `sliding_window` or
   `continue`), registered in MLflow.
 - **evaluate_challenger**: double evaluation (test_baseline and the recent window) against the
   champion; the `policy` decides `deploy`, `reject_regression` or `skip_no_improvement`.
-- **promote_if_deployed**: moves the `champion` alias when the decision is `deploy`.
+- **promote_if_deployed**: moves the `champion` alias when the decision is `deploy`, compare-and-swap
+  against the champion `check_new_data` saw (a rollback made meanwhile wins); never in test mode.
+- **recalibrate**: the champion (kept or new) gets its prediction intervals recalibrated on the
+  newest labelled days it never trained on: a new version of the same point model, promoted
+  (compare-and-swap) and audited as `recalibration` (skipped, with the reason, when fewer than 3
+  such days exist, and in test mode).
 - **audit** (runs whatever happened upstream): one row in the velocast audit log — `cycle`, or
   `error` naming the step that failed and its exception.
 - **notify**: webhook (`VELOCAST_WEBHOOK_URL`) on promotion, rejection or error.
+- **release_cycle_lease** (runs whatever happened upstream): gives the lease back; a lease whose
+  run never released it expires after `VELOCAST_CYCLE_LEASE_SECONDS`.
 - **fail_run_on_error**: runs only when a task failed, and fails, so the run is marked failed
   although `audit` and `notify` succeeded.
 
@@ -38,10 +47,16 @@ from airflow.sdk import Param, TriggerRule, chain, dag, task
 STEP_TASKS = {
     "new_data": "check_new_data", "drift": "run_drift", "health": "run_health", "decide": "decide",
     "fine_tune": "fine_tune", "evaluate": "evaluate_challenger", "promote": "promote_if_deployed",
+    "recalibrate": "recalibrate",
 }
 BRANCH_TASKS = {"check_new_data", "decide"}  # their dict is pushed under this key, not returned
 RESULT_KEY = "result"
 ERROR_KEY = "error"
+
+
+def _lease_owner(ti) -> str:
+    """The cycle lease is held by the DAG run, across its tasks."""
+    return f"airflow:{ti.dag_id}:{ti.run_id}"
 
 
 def _remember_error(context) -> None:
@@ -79,7 +94,7 @@ def monitor_and_fine_tune():
     def check_new_data(params=None, ti=None):
         from velocast.lifecycle.cycle_tasks import begin
 
-        started = begin(params["model_type"], params["force_fine_tune"])
+        started = begin(params["model_type"], params["force_fine_tune"], owner=_lease_owner(ti))
         ti.xcom_push(key=RESULT_KEY, value=started)
         return "run_drift" if started["proceed"] else "audit"
 
@@ -95,7 +110,7 @@ def monitor_and_fine_tune():
         from velocast.lifecycle.cycle import run_health as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
-        return step(params["model_type"], end)
+        return step(params["model_type"], end, test_mode=params["test_mode"])
 
     @task.branch
     def decide(drift: dict, health: dict, params=None, ti=None):
@@ -104,7 +119,7 @@ def monitor_and_fine_tune():
         started = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)
         verdict = should_fine_tune(drift, health, params["force_fine_tune"], started["champion_before"] is not None)
         ti.xcom_push(key=RESULT_KEY, value=verdict)
-        return "fine_tune" if verdict["fine_tune"] else "audit"
+        return "fine_tune" if verdict["fine_tune"] else "recalibrate"
 
     @task
     def fine_tune(params=None, ti=None):
@@ -122,10 +137,20 @@ def monitor_and_fine_tune():
                     params["test_mode"])
 
     @task
-    def promote_if_deployed(tuned: dict, evaluated: dict, params=None):
+    def promote_if_deployed(tuned: dict, evaluated: dict, params=None, ti=None):
         from velocast.lifecycle.cycle import promote_if_deployed as step
 
-        return step(params["model_type"], tuned["version"], evaluated["decision"], evaluated["reasons"])
+        started = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)
+        return step(params["model_type"], tuned["version"], evaluated["decision"], evaluated["reasons"],
+                    expected_champion=started["champion_before"], test_mode=params["test_mode"])
+
+    # after promote_if_deployed, or straight after decide when nothing was fine-tuned
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def recalibrate(params=None, ti=None):
+        from velocast.lifecycle.cycle import run_recalibration as step
+
+        end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
+        return step(params["model_type"], end, test_mode=params["test_mode"])
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def audit(params=None, ti=None):
@@ -149,6 +174,12 @@ def monitor_and_fine_tune():
 
         return step(ti.xcom_pull(task_ids="audit"), params["model_type"])
 
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def release_cycle_lease(params=None, ti=None):
+        from velocast.lifecycle.cycle_tasks import release
+
+        return release(params["model_type"], _lease_owner(ti))
+
     @task(trigger_rule=TriggerRule.ONE_FAILED)
     def fail_run_on_error():
         raise RuntimeError("a step of the cycle failed: its error is in the audit log (event 'error') "
@@ -161,12 +192,15 @@ def monitor_and_fine_tune():
     tuned = fine_tune()
     evaluated = evaluate_challenger(tuned)
     promoted = promote_if_deployed(tuned, evaluated)
+    recalibrated = recalibrate()
     audited = audit()
     notified = notify()
-    chain(started, drift, health, verdict, tuned, evaluated, promoted, audited, notified)
+    released = release_cycle_lease()
+    chain(started, drift, health, verdict, tuned, evaluated, promoted, recalibrated, audited, notified, released)
     started >> audited  # branch: no new data -> audit
-    verdict >> audited  # branch: no fine-tuning -> audit
-    [started, drift, health, verdict, tuned, evaluated, promoted, audited, notified] >> fail_run_on_error()
+    verdict >> recalibrated  # branch: no fine-tuning -> recalibrate
+    [started, drift, health, verdict, tuned, evaluated, promoted, recalibrated, audited, notified,
+     released] >> fail_run_on_error()
 
 
 monitor_and_fine_tune()

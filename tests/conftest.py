@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -45,6 +46,23 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def real_counts() -> pd.DataFrame:
     return pd.read_parquet(REAL_COUNTS)
+
+
+def run_cli(args: list[str]) -> Any:
+    """Run the ``velocast`` CLI in-process; its logging setup (bound to the runner's stderr) is undone after."""
+    import logging
+
+    from typer.testing import CliRunner
+
+    from velocast.cli import app
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return CliRunner().invoke(app, args)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def subset_rows_since(subset_file: Path, day: str) -> pd.DataFrame:

@@ -145,8 +145,11 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
     from velocast.lifecycle.promotion import promote
     from velocast.lifecycle.simulate import simulate
 
-    promote("lgbm", version=results["lgbm"].model_version, reason="demo: first champion", settings=settings)
-    echo(f"6. promoted {results['lgbm'].registry_uri} to champion (alias @champion)")
+    # --fast trains on samples: such a model is promoted only as an explicit, audited override
+    promote("lgbm", version=results["lgbm"].model_version, force=fast, settings=settings,
+            reason="demo: first champion" + (" (--fast: a sample-trained model, forced)" if fast else ""))
+    echo(f"6. promoted {results['lgbm'].registry_uri} to champion (alias @champion)"
+         + (" as a forced override (test-mode model)" if fast else ""))
     echo("7. weekly cycle (monitor_and_fine_tune):")
     cycle = monitor_and_fine_tune("lgbm", test_mode=fast, settings=settings,
                                   on_step=lambda s: echo(f"     {s.name:10s} {s.status:8s} {s.summary[:150]}"))

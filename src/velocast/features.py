@@ -244,8 +244,9 @@ def _nanmedian(values: np.ndarray) -> np.ndarray:
 NO_HISTORY_WARNING = (
     "a day-ahead model was given {n} row(s) without any of its history columns ({columns}): they are "
     "predicted as if no count before their day were known, which is far off for a known counter. Build the "
-    "inputs as velocast serves them: velocast.lifecycle.inputs.enrich(rows, weather='served') (counts from "
-    "the store), or call POST /predict or `velocast predict`.")
+    "inputs as velocast serves them: from velocast.lifecycle.inputs import enrich, model_inputs; "
+    "model.predict(model_inputs(enrich(rows, weather='served'))) (counts from the store), or call POST /predict "
+    "or `velocast predict`.")
 
 
 def _warn_no_history(n: int) -> None:

@@ -1,7 +1,8 @@
 """Fixtures of the API tests: homes copied from the real-data template, trained once per package.
 
-``model_home`` holds, on the real subset: ``lgbm`` v1 (champion) and v2 (registered), both small
-test-mode models, and ``baseline`` v1 without a champion. ``empty_home`` has the data and no model.
+``model_home`` holds, on the real subset and its weather (also stored as perfect forecasts): ``lgbm`` v1 (champion, promoted with ``force``) and v2
+(registered), both small test-mode models, and ``baseline`` v1 (a full model, passing the baseline
+gate) without a champion. ``empty_home`` has the data and no model.
 """
 
 from __future__ import annotations
@@ -81,13 +82,19 @@ def model_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFacto
     from velocast.lifecycle.promotion import promote
     from velocast.lifecycle.train import train
 
+    from tests.conftest import REAL_WEATHER
+    from velocast.data.weather_forecast import ingest_observed_as_forecast
+
     home = _copy_home(real_store_template, tmp_path_factory, "api-models")
     with isolated_home(home) as settings:
+        # a forecast for every served day (the observations, as perfect forecasts): no weather warnings
+        ingest_observed_as_forecast(REAL_WEATHER, settings=settings)
         v1 = train("lgbm", model_test=True, hyperparams={"n_estimators": 40}, settings=settings)
-        promote("lgbm", version=v1.model_version, reason="first champion", settings=settings)
+        promote("lgbm", version=v1.model_version, reason="first champion (a test-mode model: forced)", force=True,
+                settings=settings)
         v2 = train("lgbm", model_test=True, hyperparams={"n_estimators": 60, "num_leaves": 15}, seed=1,
                    settings=settings)
-        b1 = train("baseline", model_test=True, settings=settings)
+        b1 = train("baseline", settings=settings)  # a full model: it may stand in for the missing champion
     return {"home": home, "lgbm_v1": v1.model_version, "lgbm_v2": v2.model_version, "baseline_v1": b1.model_version}
 
 

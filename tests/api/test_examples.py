@@ -28,7 +28,7 @@ def _client(real_home: Path, real_counts: pd.DataFrame) -> TestClient:
     store.upsert_counts(rows[["counter_id", "counter_name", "site_id", "site_name", "timestamp", "bike_count",
                               "latitude", "longitude", "installation_date"]], settings)
     result = train("lgbm", model_test=True, settings=settings)
-    promote("lgbm", version=result.model_version, reason="test", settings=settings)
+    promote("lgbm", version=result.model_version, reason="test", force=True, settings=settings)
     return TestClient(create_app(settings, config=ApiConfig(model_refresh_seconds=0)))
 
 

@@ -31,8 +31,9 @@ def test_training_job_runs_in_the_background_and_decides_without_promoting(
         client: TestClient, model_home: dict[str, Any], counter_rows: pd.DataFrame) -> None:
     champion_before = client.get("/models").json()["models"]["lgbm"]["champion"]["version"]
     recent = counter_rows[counter_rows["date"] >= "2021-08-03"]  # labelled rows posted as current data
+    # one stump: its R² on test_baseline is far below the gate, so the decision is reject_regression by construction
     request = {"model_type": "lgbm", "data_source": "baseline", "env": "dev", "test_mode": True,
-               "hyperparams": {"n_estimators": 25, "num_leaves": 15}, "current_data": tidy_records(recent)}
+               "hyperparams": {"n_estimators": 1, "num_leaves": 2}, "current_data": tidy_records(recent)}
     response = client.post("/train", json=request, headers=HEADERS)
     assert response.status_code == 202, response.text
     accepted = response.json()
@@ -44,16 +45,18 @@ def test_training_job_runs_in_the_background_and_decides_without_promoting(
                  "deployment_decision", "decision_reasons", "model_uri", "run_id", "model_version"):
         assert job[name] is not None, name
     assert job["double_evaluation_enabled"] is True and job["metrics_current"]["n"] > 0
-    assert job["deployment_decision"] in ("deploy", "reject_regression", "skip_no_improvement")
-    assert job["decisions"]["double_eval"] == job["deployment_decision"] and len(job["decisions"]) == 3
-    assert job["decision_reasons"] and "test_baseline" in job["decision_reasons"][0]
+    assert job["deployment_decision"] == "reject_regression" and job["baseline_regression"] is True
+    assert job["decisions"] == {"double_eval": "reject_regression", "relative_rmse": "reject_regression",
+                                "significant": "reject_regression"}
+    assert "R² on test_baseline" in job["decision_reasons"][0] and "< 0.6" in job["decision_reasons"][0]
+    assert job["compared_champion"] == champion_before  # what /promote_champion takes as expected_champion
     assert job["double_evaluation"]["champion"] == f"models:/bike-traffic-lgbm/{champion_before}"
     assert job["request"]["current_data_rows"] == len(recent)
     assert any("posted current data" in note for note in job["notes"])
     # the hyperparameters were used, and the job did not promote
-    assert job["hyperparams"]["n_estimators"] == 25
+    assert job["hyperparams"]["n_estimators"] == 1
     run = mlflow.MlflowClient(tracking_uri=client.app.state.settings.tracking_uri).get_run(job["run_id"])
-    assert run.data.params["hp_n_estimators"] == "25"
+    assert run.data.params["hp_n_estimators"] == "1"
     assert client.get("/models").json()["models"]["lgbm"]["champion"]["version"] == champion_before
     events = client.get("/audit", params={"event": "training", "limit": 1}).json()["events"]
     assert events[0]["run_id"] == job["run_id"] and events[0]["deployment_decision"] == job["deployment_decision"]
@@ -107,11 +110,18 @@ def test_promote_and_rollback_through_the_api(client: TestClient, model_home: di
     record = {"counter_id": "100047547-104047547", "timestamp": "2021-08-02T08:00:00+02:00"}
     assert client.post("/predict", json={"records": [record]}).json()["model"]["version"] == v1
     run_id = Registry(client.app.state.settings).get("lgbm", v2).run_id
-    response = client.post("/promote_champion", json={"model_type": "lgbm", "run_id": run_id,
-                                                      "reason": "better on test_current"}, headers=HEADERS)
+    request = {"model_type": "lgbm", "run_id": run_id, "reason": "better on test_current"}
+    response = client.post("/promote_champion", json=request, headers=HEADERS)  # v2 is a test-mode model
+    assert response.status_code == 409 and "test-mode model" in response.json()["detail"]
+    response = client.post("/promote_champion", json={**request, "force": True, "expected_champion": v2},
+                           headers=HEADERS)  # compared against the wrong champion: refused
+    assert response.status_code == 409 and f"the champion is version {v1}, not version {v2}" in response.json()["detail"]
+    response = client.post("/promote_champion", json={**request, "force": True, "expected_champion": v1},
+                           headers=HEADERS)
     assert response.status_code == 200, response.text
     promoted = response.json()
     assert (promoted["action"], promoted["from_version"], promoted["to_version"]) == ("promote", v1, v2)
+    assert promoted["override"] is True and "test-mode model" in promoted["overridden"][0]
     assert promoted["previous_alias_after"] == v1 and promoted["to_run_id"] == run_id
     body = client.post("/predict", json={"records": [record]}).json()
     assert body["model"]["version"] == v2  # at once: the API's own promotion invalidates the cache
@@ -120,8 +130,9 @@ def test_promote_and_rollback_through_the_api(client: TestClient, model_home: di
     assert response.status_code == 200 and (response.json()["from_version"], response.json()["to_version"]) == (v2, v1)
     assert client.post("/predict", json={"records": [record]}).json()["model"]["version"] == v1
     events = client.get("/audit", params={"model_type": "lgbm", "limit": 2}).json()["events"]
-    assert [(e["event"], e["reasons"]) for e in events] == [("rollback", ["rolled back through the API"]),
-                                                           ("promotion", ["better on test_current"])]
+    assert [(e["event"], e["reasons"][0]) for e in events] == [("rollback", "rolled back through the API"),
+                                                              ("promotion", "better on test_current")]
+    assert events[1]["deployment_decision"] == "override" and events[1]["details"]["override"] is True
     # what cannot be done is said so
     response = client.post("/rollback", json={"model_type": "baseline"}, headers=HEADERS)
     assert response.status_code == 409 and "no previous champion" in response.json()["detail"]

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import HEADERS, client_for
 
 RECORD = {"counter_id": "100047547-104047547", "timestamp": "2021-08-02T08:00:00+02:00"}
+MUTATING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+READ_ONLY_POSTS = {"/predict"}  # a POST for its body only: it changes nothing and needs no key
+# valid bodies of the mutating routes (the key check comes before the body is read)
 MUTATING = {
     "/train": {"model_type": "baseline", "test_mode": True},
     "/evaluate": {"model_type": "lgbm"},
@@ -44,13 +49,23 @@ def test_models_lists_every_type_even_without_versions(empty_client: TestClient)
     assert models["rf"]["registered_name"] == "bike-traffic-rf" and models["rf_class"]["task"] == "classification"
 
 
-@pytest.mark.parametrize("path", sorted(MUTATING))
-def test_mutating_routes_need_the_key(empty_client: TestClient, path: str) -> None:
-    response = empty_client.post(path, json=MUTATING[path])
-    assert response.status_code == 401 and "missing X-API-Key" in response.json()["detail"]
-    assert response.headers["www-authenticate"] == "X-API-Key"
-    response = empty_client.post(path, json=MUTATING[path], headers={"X-API-Key": "wrong"})
-    assert response.status_code == 401 and "invalid X-API-Key" in response.json()["detail"]
+def _mutating_routes(app: Any) -> list[tuple[str, str]]:
+    """Every (method, path) of the app that changes something: enumerated, not listed by hand."""
+    return sorted((method, route.path) for route in app.routes if isinstance(route, APIRoute)
+                  for method in route.methods & MUTATING_METHODS if route.path not in READ_ONLY_POSTS)
+
+
+def test_every_mutating_route_needs_the_key(empty_client: TestClient) -> None:
+    routes = _mutating_routes(empty_client.app)
+    assert {("POST", p) for p in ("/train", "/evaluate", "/monitor", "/promote_champion", "/rollback")} <= set(routes)
+    assert READ_ONLY_POSTS <= {r.path for r in empty_client.app.routes if isinstance(r, APIRoute)}
+    for method, path in routes:
+        body = MUTATING.get(path, {})
+        response = empty_client.request(method, path, json=body)
+        assert response.status_code == 401 and "missing X-API-Key" in response.json()["detail"], (method, path)
+        assert response.headers["www-authenticate"] == "X-API-Key"
+        response = empty_client.request(method, path, json=body, headers={"X-API-Key": "wrong"})
+        assert response.status_code == 401 and "invalid X-API-Key" in response.json()["detail"], (method, path)
 
 
 def test_the_right_key_passes(empty_client: TestClient) -> None:
@@ -64,9 +79,9 @@ def test_without_a_configured_key_mutating_routes_are_disabled(empty_home: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="velocast.api")
     with client_for(empty_home, api_key=None) as client:
-        for path, payload in MUTATING.items():
+        for method, path in _mutating_routes(client.app):
             for headers in ({}, HEADERS):
-                response = client.post(path, json=payload, headers=headers)
+                response = client.request(method, path, json=MUTATING.get(path, {}), headers=headers)
                 assert response.status_code == 503, path
                 assert response.json()["detail"] == "mutating routes are disabled: set VELOCAST_API_KEY"
         assert client.get("/health").status_code == 200

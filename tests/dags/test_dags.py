@@ -27,8 +27,8 @@ DAGS = ROOT / "dags"
 RUNNER = Path(__file__).with_name("airflow_runner.py")
 DAG_IDS = {"monitor_and_fine_tune", "daily_ingest", "daily_predict", "quarterly_retrain", "train_model"}
 WEEKLY_TASKS = ["check_new_data", "run_drift", "run_health", "decide", "fine_tune", "evaluate_challenger",
-                "promote_if_deployed", "audit", "notify", "fail_run_on_error"]
-DECISIONS = {"deploy", "reject_regression", "skip_no_improvement"}
+                "promote_if_deployed", "recalibrate", "audit", "notify", "release_cycle_lease", "fail_run_on_error"]
+UNREACHABLE_GATE = "0.9999"  # no model reaches it: the decision is reject_regression by construction
 HEAVY = ("velocast", "mlflow", "lightgbm", "sklearn", "torch", "evidently", "pandas")
 
 
@@ -65,7 +65,7 @@ def _champion(model_type: str = "lgbm") -> str:
     from velocast.lifecycle.train import train
 
     result = train(model_type, model_test=True)
-    promote(model_type, version=result.model_version, reason="test champion")
+    promote(model_type, version=result.model_version, reason="test champion (test-mode: forced)", force=True)
     return result.model_version
 
 
@@ -98,8 +98,13 @@ def test_dags_load_without_errors_and_match_the_spec(airflow_env: dict[str, str]
     assert weekly["params"]["policy"]["schema"]["enum"] == list(POLICIES)
     tasks = weekly["tasks"]
     assert tasks["audit"]["trigger_rule"] == "all_done" and tasks["notify"]["trigger_rule"] == "all_done"
-    # both branches can jump straight to the audit
-    assert {"check_new_data", "decide", "promote_if_deployed"} <= set(tasks["audit"]["upstream"])
+    # the cycle lease is taken by the first task and given back by the last, whatever happened
+    assert tasks["release_cycle_lease"]["trigger_rule"] == "all_done"
+    assert tasks["release_cycle_lease"]["upstream"] == ["notify"]
+    # no new data jumps straight to the audit; no fine-tuning straight to the recalibration
+    assert {"check_new_data", "recalibrate"} <= set(tasks["audit"]["upstream"])
+    assert set(tasks["recalibrate"]["upstream"]) == {"decide", "promote_if_deployed"}
+    assert tasks["recalibrate"]["trigger_rule"] == "none_failed_min_one_success"
     assert tasks["fail_run_on_error"]["trigger_rule"] == "one_failed"
     assert set(tasks["fail_run_on_error"]["upstream"]) == set(WEEKLY_TASKS) - {"fail_run_on_error"}
 
@@ -132,24 +137,31 @@ def test_dag_files_import_without_heavy_modules(name: str, airflow_env: dict[str
 
 # --------------------------------------------------------------------------- the weekly cycle
 def test_weekly_dag_decides_audits_then_skips_without_new_data(airflow_env: dict[str, str], real_home: Path) -> None:
+    from velocast.config import get_settings
+    from velocast.lifecycle import lease
     from velocast.lifecycle.audit import AuditLog
     from velocast.tracking.registry import Registry
 
     before = _champion()
-    run = _dag_test(airflow_env, "monitor_and_fine_tune", {"force_fine_tune": True, "test_mode": True})
+    run = _dag_test({**airflow_env, "VELOCAST_R2_BASELINE_THRESHOLD": UNREACHABLE_GATE}, "monitor_and_fine_tune",
+                    {"force_fine_tune": True, "test_mode": True})
     assert run["state"] == "success", run["tasks"]
     assert {t: s for t, s in run["tasks"].items() if s != "success"} == {"fail_run_on_error": "skipped"}
+    assert run["xcoms"]["release_cycle_lease.return_value"]["released"] is True
+    assert lease.current("lgbm", get_settings()) is None
     rows = AuditLog().list(event="cycle")
     assert len(rows) == 1
     row = rows[0]
-    assert row.deployment_decision in DECISIONS and row.error_message is None
+    assert row.deployment_decision == "reject_regression" and row.error_message is None
+    assert row.env == "dev"  # a test-mode run is never production
     assert row.r2_baseline is not None and row.champion_r2_baseline is not None and row.run_id
     assert [s["name"] for s in row.details["steps"]] == ["new_data", "drift", "health", "fine_tune", "evaluate",
-                                                         "promote"]
+                                                         "promote", "recalibrate"]
     assert row.details["forced"] is True and row.details["test_mode"] is True
     after = Registry().champion("lgbm").version
-    assert (after != before) == (row.deployment_decision == "deploy")
-    assert row.from_version == before and row.to_version == after
+    assert after == before and row.from_version == row.to_version == before  # test mode: never promoted
+    recalibrate_step = [s for s in row.details["steps"] if s["name"] == "recalibrate"][0]
+    assert "test mode" in recalibrate_step["summary"]
     audited = run["xcoms"]["audit.return_value"]
     assert audited["audit_event_id"] == row.event_id and audited["status"] == "ok"
 
@@ -157,12 +169,12 @@ def test_weekly_dag_decides_audits_then_skips_without_new_data(airflow_env: dict
     again = _dag_test(airflow_env, "monitor_and_fine_tune")
     assert again["state"] == "success", again["tasks"]
     skipped = {"run_drift", "run_health", "decide", "fine_tune", "evaluate_challenger", "promote_if_deployed",
-               "fail_run_on_error"}
+               "recalibrate", "fail_run_on_error"}
     assert {t for t, s in again["tasks"].items() if s == "skipped"} == skipped
-    assert all(again["tasks"][t] == "success" for t in ("check_new_data", "audit", "notify"))
+    assert all(again["tasks"][t] == "success" for t in ("check_new_data", "audit", "notify", "release_cycle_lease"))
     last = AuditLog().list(limit=1)[0]
     assert last.event == "cycle" and last.deployment_decision == "skip_no_new_data"
-    assert [s["status"] for s in last.details["steps"]] == ["done"] + ["skipped"] * 5
+    assert [s["status"] for s in last.details["steps"]] == ["done"] + ["skipped"] * 6
     assert Registry().champion("lgbm").version == after
 
 
@@ -186,8 +198,24 @@ def test_weekly_dag_audits_a_failed_step_as_error_and_fails_the_run(airflow_env:
     assert "Exception" in row.error_message  # the exception type, kept by the failure callback
     statuses = {s["name"]: s["status"] for s in row.details["steps"]}
     assert statuses == {"new_data": "done", "drift": "failed", "health": "skipped", "fine_tune": "skipped",
-                        "evaluate": "skipped", "promote": "skipped"}
+                        "evaluate": "skipped", "promote": "skipped", "recalibrate": "skipped"}
     assert Registry().champion("lgbm").version == version  # the champion stays
+
+
+def test_weekly_dag_refuses_while_a_cli_cycle_holds_the_lease(airflow_env: dict[str, str], real_home: Path) -> None:
+    from velocast.config import get_settings
+    from velocast.lifecycle import lease
+    from velocast.lifecycle.audit import AuditLog
+
+    settings = get_settings()
+    with lease.held("lgbm", settings, owner="velocast cycle (CLI)"):
+        run = _dag_test(airflow_env, "monitor_and_fine_tune", {"force_fine_tune": True, "test_mode": True})
+        assert run["state"] == "failed" and run["tasks"]["check_new_data"] == "failed"
+        assert run["tasks"]["audit"] == "success" and run["tasks"]["release_cycle_lease"] == "success"
+        assert run["xcoms"]["release_cycle_lease.return_value"]["released"] is False
+        assert lease.current("lgbm", settings).owner == "velocast cycle (CLI)"  # the CLI's lease is untouched
+    row = AuditLog().list(limit=1)[0]
+    assert row.event == "error" and "CycleBusy: another lgbm cycle is running" in row.error_message
 
 
 def test_daily_and_quarterly_dags_run_with_dag_test(airflow_env: dict[str, str], real_home: Path) -> None:
@@ -218,6 +246,10 @@ def test_daily_and_quarterly_dags_run_with_dag_test(airflow_env: dict[str, str],
     assert splits.ensure_split().version == retrained["new_split"] == retrained["old_split"] + 1
     assert AuditLog().list(limit=1)[0].event == "retrain" and Registry().champion("lgbm") is None
 
+    # a test-mode version never stands in for a missing champion: it forecasts once promoted (forced)
+    from velocast.lifecycle.promotion import promote
+
+    promote("lgbm", version="1", force=True, reason="the daily forecasts need a champion")
     predict = _dag_test(offline, "daily_predict")  # the weather service unreachable: predicted all the same
     assert predict["state"] == "success", predict["tasks"]
     assert predict["tasks"] == {"fetch_weather_forecast": "success", "predict_tomorrow": "success"}

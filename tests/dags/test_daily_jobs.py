@@ -32,9 +32,13 @@ def test_predict_tomorrow_stores_one_forecast_per_counter_hour(real_home: Path, 
     from velocast.data import store
     from velocast.demo import forecast_day
     from velocast.lifecycle.daily import forecast_path, predict_tomorrow
+    from velocast.lifecycle.promotion import promote
     from velocast.lifecycle.train import train
 
-    version = train("lgbm", model_test=True).model_version  # no champion: the latest version forecasts
+    version = train("lgbm", model_test=True).model_version
+    with pytest.raises(LookupError, match="test-mode model"):  # never stands in for a missing champion
+        predict_tomorrow("lgbm")
+    promote("lgbm", version=version, force=True, reason="forecasts need a champion")
     day = forecast_day(store.latest_timestamp())
     without = predict_tomorrow("lgbm", weather_fetch={"status": "failed", "error": "weather forecast: GET x: down"})
     assert without["weather_forecast"]["hours_covered"] == 0

@@ -63,10 +63,10 @@ def api_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFactory
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VELOCAST_HOME", str(home))
         v1 = train("lgbm", model_test=True, hyperparams={"n_estimators": 30}, settings=settings)
-        promote("lgbm", version=v1.model_version, reason="fuzz champion", settings=settings)
+        promote("lgbm", version=v1.model_version, reason="fuzz champion", force=True, settings=settings)
         train("lgbm", model_test=True, hyperparams={"n_estimators": 20}, seed=1, settings=settings)
         b1 = train("baseline", model_test=True, settings=settings)
-        promote("baseline", version=b1.model_version, reason="fuzz baseline champion", settings=settings)
+        promote("baseline", version=b1.model_version, reason="fuzz baseline champion", force=True, settings=settings)
     return {"home": home}
 
 
@@ -305,9 +305,11 @@ def test_valid_predictions_never_get_a_server_error(server: dict[str, Any], know
 def test_lifecycle_routes_with_valid_bodies(server: dict[str, Any], known_counters: list[dict[str, Any]]) -> None:
     """Promotion, rollback, evaluation and monitoring through the running server, on valid bodies."""
     base = server["base"]
-    assert _post(base, "/promote_champion", {"model_type": "lgbm", "version": "2", "reason": "fuzz"}).status_code == 200
+    promoted = _post(base, "/promote_champion", {"model_type": "lgbm", "version": "2", "reason": "fuzz", "force": True})
+    assert promoted.status_code == 200 and promoted.json()["override"] is True  # v2 is a test-mode model
     assert _post(base, "/rollback", {"model_type": "lgbm", "reason": "fuzz"}).status_code == 200
-    assert _post(base, "/rollback", {"model_type": "lgbm"}).status_code in (200, 409)
+    again = _post(base, "/rollback", {"model_type": "lgbm"})  # back to v1 already; v2 was rolled back from
+    assert again.status_code == 409 and "no previous champion" in again.json()["detail"]
     assert _post(base, "/evaluate", {"model_type": "lgbm", "version": "2"}).status_code == 200
     assert _post(base, "/evaluate", {"model_type": "baseline"}).status_code == 200
     counter = known_counters[0]

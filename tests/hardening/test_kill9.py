@@ -6,9 +6,9 @@ invariants after every kill:
 
 (a) summary.json — a process appends entries and reports each id once ``append`` returned: the file
     is always valid JSON and holds every reported entry (and every entry of earlier rounds);
-(b) promotion — ``velocast promote`` alternating between two versions: after ``recover()`` the
-    ``champion`` alias, the single entry flagged ``is_champion`` and the ``to_version`` of the newest
-    promotion/rollback audit row agree;
+(b) promotion — ``velocast promote`` alternating between two versions: after ``recover()`` (which
+    undoes a promotion that did not commit, never completes it) the ``champion`` alias, the single
+    entry flagged ``is_champion`` and the ``to_version`` of the newest promotion/rollback audit row agree;
 (c) training — ``velocast train --model-type baseline --model-test`` on a small synthetic home:
     after ``reconcile()`` every registered version is complete, its run FINISHED and its summary
     entry present, every summary entry's version exists, no run is left RUNNING, and the champion
@@ -209,7 +209,7 @@ def promotion_home(forker: Forker, tmp_path_factory: pytest.TempPathFactory) -> 
     settings = _synthetic_home(home, seed=3)
     v1 = _train_once(forker, home, home.parent / "setup-1.out")
     v2 = _train_once(forker, home, home.parent / "setup-2.out")
-    promote("baseline", version=v1, reason="first champion", settings=settings)
+    promote("baseline", version=v1, reason="first champion", force=True, settings=settings)
     return {"home": home, "settings": settings, "versions": (v1, v2)}
 
 
@@ -256,10 +256,10 @@ def test_promotion_dying_between_two_writes(forker: Forker, promotion_home: dict
     assert forker.wait()["exit"] == 137
     split = _promotion_state(settings)
     assert split["alias"] == target and split["history_to"] == before["alias"]  # apart...
-    assert recover("baseline", settings)                                       # ...until replayed
+    assert recover("baseline", settings)                                       # ...until undone
     after = _promotion_state(settings)
     _assert_promotion_consistent(after, versions)
-    assert after["alias"] == target
+    assert after["alias"] == before["alias"]  # a promotion that did not commit never completes later
 
 
 # -------------------------------------------------------------------------------- (c) training
@@ -303,7 +303,7 @@ def training_home(forker: Forker, tmp_path_factory: pytest.TempPathFactory) -> d
     home = tmp_path_factory.mktemp("training") / "home"
     settings = _synthetic_home(home, seed=5)
     v1 = _train_once(forker, home, home.parent / "setup.out")
-    promote("baseline", version=v1, reason="champion before the kills", settings=settings)
+    promote("baseline", version=v1, reason="champion before the kills", force=True, settings=settings)
     return {"home": home, "settings": settings, "champion": v1}
 
 

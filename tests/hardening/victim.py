@@ -81,7 +81,8 @@ def run_promote(command: dict[str, Any]) -> None:
     i = 0
     while True:
         version = versions[i % len(versions)]
-        _cli(["promote", "--model-type", command["model_type"], "--version", version, "--reason", f"kill test {i}"])
+        _cli(["promote", "--model-type", command["model_type"], "--version", version, "--reason", f"kill test {i}",
+              "--force"])
         _say(f"promoted {version}")
         i += 1
 

@@ -60,7 +60,7 @@ def test_evaluation_features_equal_served_features(real_home: Path, tmp_path: Pa
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(home=real_home)
     result = train("lgbm", model_test=True, settings=settings)
-    promote("lgbm", version=result.model_version, reason="test", settings=settings)
+    promote("lgbm", version=result.model_version, reason="test", force=True, settings=settings)
     model = load_model("lgbm", settings=settings)
     features = model.pipeline.named_steps["features"]
     split = splits.active_split(settings)
@@ -112,7 +112,7 @@ def test_a_forecast_issued_by_the_cutoff_is_used_the_same_way_by_evaluation_and_
     of D-1 (never a later one, never D's observations), in the evaluation and in /predict alike."""
     settings = Settings(home=real_home)
     result = train("lgbm", model_test=True, settings=settings)
-    promote("lgbm", version=result.model_version, reason="test", settings=settings)
+    promote("lgbm", version=result.model_version, reason="test", force=True, settings=settings)
     model = load_model("lgbm", settings=settings)
     split = splits.active_split(settings)
     test_current = splits.load_split("test_current", split, settings)

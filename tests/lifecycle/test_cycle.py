@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from filelock import FileLock
 
 from velocast.config import get_settings
 from velocast.data import splits, store
 from velocast.lifecycle.audit import AuditLog
+from velocast.lifecycle import lease
 from velocast.lifecycle.cycle import CycleBusy, monitor_and_fine_tune, quarterly_retrain
 from velocast.lifecycle.monitor import check_drift
 from velocast.lifecycle.promotion import promote
@@ -22,7 +22,8 @@ from velocast.lifecycle.simulate import simulate
 from velocast.lifecycle.train import train
 from velocast.tracking.registry import Registry
 
-DECISIONS = {"deploy", "reject_regression", "skip_no_improvement"}
+# a baseline gate no model reaches: the decision is ``reject_regression`` by construction
+UNREACHABLE_GATE = "0.9999"
 
 
 @pytest.fixture
@@ -60,12 +61,16 @@ def test_synthetic_level_shift_is_flagged_and_its_unshifted_twin_is_not(home: Pa
         assert report.seasonal_matching
 
 
-def test_forced_test_mode_cycle_decides_and_audits_one_coherent_row(champion_home: Path) -> None:
+def test_forced_test_mode_cycle_decides_and_audits_one_coherent_row(champion_home: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VELOCAST_R2_BASELINE_THRESHOLD", UNREACHABLE_GATE)
     before = Registry().champion("lgbm").version
     steps = []
     result = monitor_and_fine_tune("lgbm", force_fine_tune=True, test_mode=True, on_step=steps.append)
-    assert result.status == "ok" and result.decision in DECISIONS
-    assert [s.name for s in steps] == ["new_data", "drift", "health", "fine_tune", "evaluate", "promote", "audit", "notify"]
+    assert result.status == "ok" and result.decision == "reject_regression", (result.error, result.reasons)
+    assert any(f"< {float(UNREACHABLE_GATE)}" in r for r in result.reasons), result.reasons
+    assert [s.name for s in steps] == ["new_data", "drift", "health", "fine_tune", "evaluate", "promote",
+                                       "recalibrate", "audit", "notify"]
     assert any("test mode" in r for r in result.reasons)
     rows = AuditLog().list(event="cycle")
     assert len(rows) == 1
@@ -73,12 +78,13 @@ def test_forced_test_mode_cycle_decides_and_audits_one_coherent_row(champion_hom
     assert row.event_id == result.cycle_id and row.deployment_decision == result.decision
     assert row.r2_baseline == pytest.approx(result.metrics["r2_baseline"])
     assert row.champion_r2_baseline is not None and row.run_id == result.challenger_run_id
-    after = Registry().champion("lgbm").version
-    assert (after != before) == (result.decision == "deploy") == result.promoted
+    assert Registry().champion("lgbm").version == before and not result.promoted
+    assert row.env == "dev" and row.to_version == before  # a test-mode cycle is never production
+    assert result.recalibrated_version is None  # test mode: the champion is never changed
     # no new data since that cycle: the next one skips, and says so
     again = monitor_and_fine_tune("lgbm")
     assert again.status == "skipped" and again.new_data is False
-    assert [s.status for s in again.steps[1:6]] == ["skipped"] * 5
+    assert [s.status for s in again.steps[1:7]] == ["skipped"] * 6
     assert AuditLog().list(limit=1)[0].deployment_decision == "skip_no_new_data"
 
 
@@ -93,9 +99,8 @@ def test_broken_champion_is_audited_as_error_and_kept(champion_home: Path) -> No
 
 
 def test_a_second_cycle_refuses_while_one_runs(real_home: Path) -> None:
-    lock = FileLock(str(get_settings().locks_dir / "cycle-lgbm.lock"))
-    with lock:
-        with pytest.raises(CycleBusy, match="another lgbm cycle is running"):
+    with lease.held("lgbm", get_settings(), owner="the first cycle"):
+        with pytest.raises(CycleBusy, match="another lgbm cycle is running .held by the first cycle"):
             monitor_and_fine_tune("lgbm")
 
 
@@ -130,15 +135,14 @@ def test_webhooks_report_decisions_and_a_failing_webhook_changes_nothing(real_ho
     try:
         _Receiver.received.clear()
         _Receiver.status = 200
+        monkeypatch.setenv("VELOCAST_R2_BASELINE_THRESHOLD", UNREACHABLE_GATE)
         first = monitor_and_fine_tune("lgbm", test_mode=True)  # no champion yet: a first one is trained
-        assert first.decision in {"deploy", "reject_regression"} and first.notified
+        assert first.decision == "reject_regression" and first.notified and not first.promoted
         message = _Receiver.received[-1]
         assert message["velocast"]["cycle_id"] == first.cycle_id and message["content"] == message["text"]
-        if first.promoted:
-            assert "new champion" in message["text"]
-        else:
-            assert "rejected" in message["text"]
-        promote("lgbm", version=first.challenger_version)
+        assert f"challenger v{first.challenger_version} rejected" in message["text"]
+        monkeypatch.delenv("VELOCAST_R2_BASELINE_THRESHOLD")
+        promote("lgbm", version=first.challenger_version, force=True, reason="a test-mode champion to break")
         _break_champion()
         broken = monitor_and_fine_tune("lgbm", force_fine_tune=True, test_mode=True)
         assert broken.status == "error" and "FAILED" in _Receiver.received[-1]["text"]
@@ -150,15 +154,18 @@ def test_webhooks_report_decisions_and_a_failing_webhook_changes_nothing(real_ho
         server.shutdown()
 
 
-def test_quarterly_retrain_keeps_the_old_test_days_unseen(champion_home: Path) -> None:
+def test_quarterly_retrain_keeps_the_old_test_days_unseen(champion_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VELOCAST_R2_BASELINE_THRESHOLD", UNREACHABLE_GATE)
     old = splits.active_split()
-    out = quarterly_retrain("lgbm", cutoff="2021-07-15", test_mode=True)
+    before = Registry().champion("lgbm").version
+    out = quarterly_retrain("lgbm", cutoff="2021-07-15", test_mode=True, promote_on_deploy=True)
     new = splits.active_split()
     assert (out["old_split"], out["new_split"]) == (old.version, new.version) and new.parent_version == old.version
     assert set(old.test_days) <= set(new.test_days)
     train_days = set(splits.paris_day(splits.load_split("train_baseline", new)["timestamp"]).astype(str))
     assert train_days.isdisjoint(old.test_days)
-    assert out["decision"] in DECISIONS
+    assert out["decision"] == "reject_regression" and out["promoted"] is None
+    assert Registry().champion("lgbm").version == before
     assert out["evaluation"]["metrics_baseline"]["rows"] <= old.sizes["test_baseline"]
     assert AuditLog().list(event="retrain")[0].details["new_split"] == new.version
 
@@ -167,7 +174,7 @@ def test_retrain_by_default_merges_every_day_and_compares_on_days_neither_model_
     """Right after a split, the default works; the champion (trained on part of the current period too)
     is compared with the new model only on held-out days it never trained on, and the result says which."""
     champion = train("lgbm", data_source="reference", model_test=True)
-    promote("lgbm", version=champion.model_version, reason="test champion")
+    promote("lgbm", version=champion.model_version, reason="test champion", force=True)
     seen = Registry().trained_days(Registry().get("lgbm", champion.model_version))
     assert seen and max(seen) > splits.active_split().cutoff  # it trained on days after the cutoff
     out = quarterly_retrain("lgbm", test_mode=True)

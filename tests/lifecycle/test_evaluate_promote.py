@@ -65,16 +65,17 @@ def test_identical_challenger_is_skipped_by_every_policy(real_home: Path) -> Non
 
 
 def test_promote_rollback_promote_keeps_everything_in_step(real_home: Path) -> None:
+    # test-mode models: every promotion is a forced, explained override
     v1, v2, v3 = (train("baseline", model_test=True).model_version for _ in range(3))
-    promote("baseline", version=v1, reason="first")
+    promote("baseline", version=v1, reason="first", force=True)
     assert _state() == (v1, None, [_run_of(v1)])
-    promote("baseline", run_id=_run_of(v2), reason="better")
+    promote("baseline", run_id=_run_of(v2), reason="better", force=True)
     assert _state() == (v2, v1, [_run_of(v2)])
-    promote("baseline", version=v3, reason="even better")
+    promote("baseline", version=v3, reason="even better", force=True)
     assert _state() == (v3, v2, [_run_of(v3)])
     rollback("baseline", reason="v3 misbehaves")
     assert _state() == (v2, v1, [_run_of(v2)])
-    promote("baseline", version=v3, reason="fixed")
+    promote("baseline", version=v3, reason="fixed", force=True)
     assert _state() == (v3, v2, [_run_of(v3)])
     past = history("baseline")
     assert [(h.event, h.from_version, h.to_version) for h in past] == [
@@ -92,32 +93,36 @@ def test_nothing_to_roll_back_is_a_clear_error(real_home: Path) -> None:
         promote("baseline", version="9")
 
 
-def test_kill_between_the_two_writes_is_recovered(real_home: Path) -> None:
+def test_kill_between_the_two_writes_is_undone_never_completed(real_home: Path) -> None:
     v1, v2 = (train("baseline", model_test=True).model_version for _ in range(2))
-    promote("baseline", version=v1)
+    promote("baseline", version=v1, reason="first", force=True)
     env = {**os.environ, "VELOCAST_FAULT": "promotion:after_alias"}
     done = subprocess.run([sys.executable, "-m", "velocast.cli", "promote", "--model-type", "baseline",
-                           "--version", v2], env=env, capture_output=True, text=True, timeout=300)
+                           "--version", v2, "--force", "--reason", "killed half-way"], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 137, done.stderr[-2000:]
     alias, _, flagged = _state()
     assert alias == v2 and flagged == [_run_of(v1)]  # the crash left them disagreeing...
-    assert recover("baseline")                          # ...until the journal is replayed
-    assert _state() == (v2, v1, [_run_of(v2)])
-    assert history("baseline")[0].to_version == v2
+    assert recover("baseline")                          # ...until the journal's undo runs: the champion as it was
+    assert _state() == (v1, None, [_run_of(v1)])
+    assert history("baseline")[0].to_version == v1      # the promotion never committed: no promotion row
+    from velocast.lifecycle.audit import AuditLog
+    undone = AuditLog().list(event="error", limit=1)[0]
+    assert "interrupted and is undone by recovery" in undone.error_message and undone.to_version == v1
     assert not recover("baseline")
 
 
 def test_a_failed_summary_write_undoes_the_alias(real_home: Path) -> None:
     v1, v2 = (train("baseline", model_test=True).model_version for _ in range(2))
-    promote("baseline", version=v1)
+    promote("baseline", version=v1, reason="first", force=True)
     summary = Path(SummaryStore().uri)
     good = summary.read_text()
-    summary.write_text("{ not json")  # the summary write of the next promotion fails
+    summary.write_text("{ not json")  # the summary write of the next promotion fails, and so does its undo
     with pytest.raises(ValueError):
-        promote("baseline", version=v2)
+        promote("baseline", version=v2, reason="second", force=True)
     assert Registry().champion("baseline").version == v1  # the alias write was undone at once
     summary.write_text(good)
-    assert recover("baseline")  # the summary part of the undo is finished by the journal
+    assert recover("baseline")  # the summary part of the undo is finished by the journal: never the promotion
     assert _state() == (v1, None, [_run_of(v1)])
     assert history("baseline")[0].to_version == v1
     from velocast.lifecycle.audit import AuditLog
@@ -144,7 +149,13 @@ def test_cli_evaluate_promote_champion(real_home: Path) -> None:
     for policy in ("double_eval", "relative_rmse", "significant"):
         assert f"policy {policy}" in out.output
     out = runner.invoke(app, ["promote", "--model-type", "baseline", "--run-id", trained.run_id, "--reason", "ok"])
-    assert out.exit_code == 0 and "champion - -> 1" in out.output
+    assert out.exit_code == 2 and "test-mode model" in out.output and "--force" in out.output  # one line, no promotion
+    assert len(out.output.strip().splitlines()) == 1 and "Traceback" not in out.output
+    out = runner.invoke(app, ["promote", "--model-type", "baseline", "--run-id", trained.run_id, "--force"])
+    assert out.exit_code == 2 and "needs a reason" in out.output
+    out = runner.invoke(app, ["promote", "--model-type", "baseline", "--run-id", trained.run_id, "--reason", "ok",
+                              "--force"])
+    assert out.exit_code == 0 and "champion - -> 1" in out.output and "OVERRIDE" in out.output
     out = runner.invoke(app, ["champion", "--model-type", "baseline", "--history"])
     assert "models:/bike-traffic-baseline/1" in out.output and "promotion" in out.output
     out = runner.invoke(app, ["audit", "list"])

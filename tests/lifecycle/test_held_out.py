@@ -144,7 +144,7 @@ def test_api_training_with_posted_current_data(real_store_template: Path, tmp_pa
 def test_cycle_fine_tunes(real_store_template: Path, tmp_path: Path, cutoff: str, window: int, strategy: str) -> None:
     with fresh_home(real_store_template, tmp_path, cutoff) as settings:
         first = train("lgbm", model_test=True, hyperparams={"n_estimators": 20}, settings=settings)
-        promote("lgbm", version=first.model_version, reason="test", settings=settings)
+        promote("lgbm", version=first.model_version, reason="test", force=True, settings=settings)
         tuned = fine_tune("lgbm", strategy, window, test_mode=True, settings=settings)
         held_out = set(splits.active_split(settings).test_days) | latest_days(window_of(settings, window))
         assert trained_days(settings, tuned["run_id"]).isdisjoint(held_out)
@@ -169,7 +169,7 @@ def test_simulation(real_store_template: Path, tmp_path: Path, start: str) -> No
 def test_retrain(real_store_template: Path, tmp_path: Path, cutoff: str) -> None:
     with fresh_home(real_store_template, tmp_path, cutoff) as settings:
         first = train("baseline", model_test=True, settings=settings)
-        promote("baseline", version=first.model_version, reason="test", settings=settings)
+        promote("baseline", version=first.model_version, reason="test", force=True, settings=settings)
         out = quarterly_retrain("baseline", test_mode=True, settings=settings)
         new = splits.active_split(settings)
         assert trained_days(settings, out["run_id"]).isdisjoint(new.test_days)

@@ -28,7 +28,7 @@ def test_model_test_run_is_tracked_registered_and_summarised(real_home: Path) ->
     run = mlflow.get_run(result.run_id)
     for key in ("train_rmse", "test_baseline_rmse", "test_baseline_r2", "test_baseline_rmse_log1p", "test_current_rmse"):
         assert key in run.data.metrics
-    assert run.data.params["hp_num_leaves"] == "255" and run.data.tags["horizon"] == "day-ahead"
+    assert run.data.params["hp_num_leaves"] == "63" and run.data.tags["horizon"] == "day-ahead"
     inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert inputs == {"train_baseline", "test_baseline", "test_current"}
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
@@ -71,6 +71,23 @@ def test_hyperopt_logs_each_trial_as_a_nested_run(real_home: Path) -> None:
     children = mlflow.search_runs(experiment_names=["velocast"],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert len(children) == 2 and "metrics.cv_rmse" in children.columns
+    # the search's history, the parameter importances and every trial, on the parent run
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "tuning")}
+    assert logged == {"tuning/optimization_history.png", "tuning/param_importances.png", "tuning/trials.csv"}
+    parent = mlflow.get_run(result.run_id).data
+    assert parent.metrics["optuna_trials_complete"] + parent.metrics.get("optuna_trials_pruned", 0) == 2
+    assert 1 <= result.hyperparams["n_estimators"] <= 600  # grown with early stopping on the folds
+
+
+def test_cli_hyperopt_shows_each_trial_and_the_total_time(real_home: Path) -> None:
+    out = runner.invoke(app, ["train", "--model-test", "--timeout", "60"])
+    assert out.exit_code == 2 and "--timeout limits the Optuna search: it needs --hyperopt" in out.output
+    out = runner.invoke(app, ["train", "--model-type", "rf", "--model-test", "--hyperopt", "--n-trials", "2",
+                              "--timeout", "600"])
+    assert out.exit_code == 0, out.output
+    assert "rf: trial 1/2: rmse " in out.output and "rf: trial 2/2: " in out.output
+    assert "rf: tuning done: best cv rmse" in out.output
+    assert "velocast train: done in " in out.output  # the closing line with the total time
 
 
 def test_tuning_workers_need_a_shared_study_storage(home: Path) -> None:
@@ -90,6 +107,10 @@ def test_cli_train_and_predict_held_out_rows(real_home: Path, tmp_path: Path, re
     source = tmp_path / "held_out.parquet"
     held_out.to_parquet(source)
     target = tmp_path / "predicted.csv"
+    out = runner.invoke(app, ["predict", "--input", str(source), "--output", str(target)])
+    assert out.exit_code == 2 and "version 1 is a test-mode model" in out.output  # never stands in for a champion
+    out = runner.invoke(app, ["promote", "--model-type", "lgbm", "--version", "1", "--force", "--reason", "a test"])
+    assert out.exit_code == 0, out.output
     out = runner.invoke(app, ["predict", "--input", str(source), "--output", str(target)])
     assert out.exit_code == 0, out.output
     predicted = pd.read_csv(target)
@@ -116,7 +137,7 @@ def test_plain_mlflow_day_ahead_needs_history_and_says_so(real_home: Path) -> No
     from velocast.lifecycle.promotion import promote
 
     result = train("lgbm", model_test=True)
-    promote("lgbm", version=result.model_version, reason="test")
+    promote("lgbm", version=result.model_version, reason="test", force=True)
     counter = Registry().load(Registry().champion("lgbm")).named_steps["features"].counter_ids_[0]
     rows = pd.DataFrame({"counter_id": [counter, counter], "timestamp": pd.to_datetime(
         ["2021-07-20 08:00", "2021-07-20 17:00"]).tz_localize("Europe/Paris")})

@@ -64,13 +64,14 @@ def dag_runs(pg: PostgresCluster, dag_id: str) -> list[dict]:
 
 
 def test_weekly_dag_runs_with_a_postgresql_metadata_db(stack_env: dict[str, str], airflow_vars: dict[str, str],
-                                                       pg: PostgresCluster) -> None:
+                                                       pg: PostgresCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     from velocast.lifecycle.promotion import promote
     from velocast.lifecycle.train import train
     from velocast.tracking.registry import Registry
 
     champion = train("lgbm", model_test=True, hyperparams={"n_estimators": 40})
-    promote("lgbm", version=champion.model_version, reason="champion before the weekly DAG")
+    promote("lgbm", version=champion.model_version, reason="champion before the weekly DAG", force=True)
+    monkeypatch.setenv("VELOCAST_R2_BASELINE_THRESHOLD", "0.9999")  # no model reaches it: reject_regression
     audit_start = last_audit_id(pg)
 
     conf = {"force_fine_tune": True, "test_mode": True}
@@ -86,11 +87,11 @@ def test_weekly_dag_runs_with_a_postgresql_metadata_db(stack_env: dict[str, str]
     rows = [r for r in audit_rows(pg, audit_start) if r["event"] in ("cycle", "error")]
     assert [r["event"] for r in rows] == ["cycle"], rows
     row = rows[0]
-    assert row["deployment_decision"] in {"deploy", "reject_regression", "skip_no_improvement"}
+    assert row["deployment_decision"] == "reject_regression" and row["env"] == "dev"
     assert row["error_message"] is None and row["run_id"] and row["r2_baseline"] is not None
     details = json.loads(row["details"])
     assert details["forced"] is True and details["test_mode"] is True
     assert [s["name"] for s in details["steps"]] == ["new_data", "drift", "health", "fine_tune", "evaluate", "promote"]
     after = Registry().champion("lgbm").version
     assert row["from_version"] == champion.model_version and row["to_version"] == after
-    assert (after != champion.model_version) == (row["deployment_decision"] == "deploy")
+    assert after == champion.model_version

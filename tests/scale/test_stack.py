@@ -73,9 +73,9 @@ def test_train_promote_serve_and_roll_back_through_the_stack(stack_env: dict[str
     c0 = earlier.version if earlier else None
     base = train("baseline", model_test=True)
     v1 = train("lgbm", model_test=True, hyperparams={"n_estimators": 40})
-    promote("lgbm", version=v1.model_version, reason="first champion on the stack")
+    promote("lgbm", version=v1.model_version, reason="first champion on the stack", force=True)
     v2 = train("lgbm", model_test=True, hyperparams={"n_estimators": 60, "num_leaves": 15}, seed=1)
-    promote("lgbm", version=v2.model_version, reason="second champion on the stack")
+    promote("lgbm", version=v2.model_version, reason="second champion on the stack", force=True)
 
     # the registry lives on the server: a plain client of the server sees the aliases
     client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)

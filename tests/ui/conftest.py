@@ -38,10 +38,10 @@ def ui_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFactory)
         mp.setenv("VELOCAST_HOME", str(home))
         settings = Settings(home=home)
         v1 = train("lgbm", model_test=True, hyperparams={"n_estimators": 40}, settings=settings)
-        promote("lgbm", version=v1.model_version, reason="first champion", settings=settings)
+        promote("lgbm", version=v1.model_version, reason="first champion", force=True, settings=settings)
         v2 = train("lgbm", model_test=True, hyperparams={"n_estimators": 60, "num_leaves": 15}, seed=1,
                    settings=settings)
-        promote("lgbm", version=v2.model_version, reason="better on test_current", settings=settings)
+        promote("lgbm", version=v2.model_version, reason="better on test_current", force=True, settings=settings)
         drift = check_drift("lgbm", settings=settings)
     return {"home": home, "v1": v1, "v2": v2, "drift": drift}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timezone
@@ -34,7 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from velocast import __version__
-from velocast.api.batching import PredictBatcher
+from velocast.api.batching import PredictBatcher, PredictKey
 from velocast.api.config import ApiConfig
 from velocast.api.jobs import AirflowUnavailable, JobManager, QueueFull
 from velocast.api.metrics import ApiMetrics, MetricsMiddleware
@@ -77,6 +78,7 @@ from velocast.api.schemas import (
 from velocast.api.security import DISABLED, key_configured, require_api_key
 from velocast.config import Settings, get_settings, install_log_redaction, redact, redact_secrets
 from velocast.data import store
+from velocast.errors import DependencyUnavailable, is_disk_full, write_failure
 from velocast.lifecycle import promotion
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.evaluate import evaluate
@@ -85,6 +87,7 @@ from velocast.lifecycle.monitor import champion_health, check_drift, latest_drif
 from velocast.lifecycle.inputs import WEATHER_SOURCE
 from velocast.lifecycle.predict import Predictions, predict_rows, summarise_notes, unknown_counters_warning
 from velocast.lifecycle.served_history import store_history
+from velocast.lifecycle.train import reconcile
 from velocast.models import MODEL_TYPES, get_spec, registered_name, validate_hyperparams
 from velocast.tracking.registry import PREVIOUS, ModelRef
 
@@ -164,6 +167,8 @@ def _prediction_items(result: Predictions, converted: RecordRows) -> list[dict[s
     frame, row_of = result.frame, converted.row_of
     predictions = frame["prediction"].to_numpy(float)[row_of]
     probabilities = frame["probability"].to_numpy(float)[row_of] if "probability" in frame else None
+    lower, upper = ((frame["lower"].to_numpy(float)[row_of], frame["upper"].to_numpy(float)[row_of])
+                    if result.coverage is not None else (None, None))
     counters = frame["counter_id"].astype(str).to_numpy()[row_of]
     stamps = np.asarray([t.isoformat() for t in frame["timestamp"]], dtype=object)[row_of]
     weather = frame[WEATHER_SOURCE].to_numpy()[row_of]
@@ -179,6 +184,8 @@ def _prediction_items(result: Predictions, converted: RecordRows) -> list[dict[s
             warnings.append(f"same counter and hour as record {converted.duplicate_of[i]}")
         items.append({"index": i, "counter_id": counters[i], "timestamp": stamps[i],
                       "prediction": float(predictions[i]),
+                      "lower": None if lower is None else float(lower[i]),
+                      "upper": None if upper is None else float(upper[i]),
                       "probability": None if probabilities is None else float(probabilities[i]),
                       "weather": str(weather[i]), "warnings": warnings})
     return items
@@ -213,19 +220,29 @@ def health() -> HealthResponse:
 
 
 def readiness(cache: ModelCache, model_type: str) -> ReadyResponse:
-    """Can ``model_type`` serve now? (``/ready`` and the ``velocast_ready`` metric.)"""
+    """Can ``model_type`` serve now? (``/ready`` and the ``velocast_ready`` metric.)
+
+    ``ready``; ``degraded`` when a dependency (the registry) fails while the loaded model keeps
+    serving; ``not_ready`` when no model can serve.
+    """
     try:
         served = cache.get(model_type)
-    except Exception as exc:  # noqa: BLE001 - NoModelError, or a model that cannot be loaded
-        reason = str(exc) if isinstance(exc, NoModelError) else f"cannot load the {model_type} model: {exc}"
+    except Exception as exc:  # noqa: BLE001 - NoModelError, an unreachable registry, a model that cannot be loaded
+        reason = str(exc) if isinstance(exc, (NoModelError, DependencyUnavailable)) \
+            else f"cannot load the {model_type} model: {exc}"
         reason = redact_secrets(reason, cache.settings)  # an MLflow error names the tracking URL, password included
         return ReadyResponse(status="not_ready", model_type=model_type, reason=reason)
-    return ReadyResponse(status="ready", model_type=model_type, model_version=served.version,
+    body = ReadyResponse(status="ready", model_type=model_type, model_version=served.version,
                          model_uri=served.model.uri, champion=served.champion, warnings=served.warnings)
+    if served.last_error:  # still serving the loaded model, but the registry does not answer
+        body.status = "degraded"
+        body.reason = f"{served.last_error}; still serving {model_type} version {served.version}"
+    return body
 
 
 @router.get("/ready", response_model=ReadyResponse, tags=["service"], summary="Readiness: a model is loaded",
-            responses={503: {"model": ReadyResponse, "description": "No model can serve (the reason says why)."}})
+            responses={503: {"model": ReadyResponse, "description": "No model can serve, or a dependency failed "
+                             "while the loaded model keeps serving (`degraded`); the reason says why."}})
 def ready(cache: CacheDep, config: ConfigDep) -> Any:
     body = readiness(cache, config.default_model_type)
     if body.status != "ready":
@@ -243,7 +260,6 @@ def models(cache: CacheDep, settings: SettingsDep,
     out = {}
     for model_type in MODEL_TYPES:
         spec = get_spec(model_type)
-        promotion.recover(model_type, settings, registry)
         champion = registry.champion(model_type, with_metrics=True)
         previous = registry.by_alias(model_type, PREVIOUS)
         now = served.get((model_type, None))
@@ -268,7 +284,8 @@ def predict(body: Annotated[PredictRequest, Body(openapi_examples={
     state = request.app.state
     model_type = body.model_type or config.default_model_type
     _check_count(body.records, "records", config)
-    key = (model_type, body.horizon)
+    # requests asking for another coverage are batched apart: each answer carries its own intervals
+    key = (model_type, body.horizon, body.coverage if body.coverage is not None else state.settings.interval_coverage)
     with_counts = any(r.bike_count is not None or r.fr_bike_count is not None for r in body.records)
     # requests carrying counts get their own metrics: they are not batched with others
     payload = _predict_one(state, key, body.records) if with_counts else state.batcher.submit(key, body.records)
@@ -279,30 +296,30 @@ def predict(body: Annotated[PredictRequest, Body(openapi_examples={
 
 
 def _response(model_type: str, served: ServedModel, items: list[dict[str, Any]], warnings: list[str],
-              metrics: dict[str, Any] | None) -> dict[str, Any]:
+              metrics: dict[str, Any] | None, coverage: float | None) -> dict[str, Any]:
     model = served.model
     return {"model": {"model_type": model_type, "version": model.version, "uri": model.uri,
                       "run_id": model.ref.run_id if model.ref else None, "horizon": model.horizon,
                       "champion": served.champion},
-            "predictions": items, "warnings": warnings, "metrics": metrics}
+            "coverage": coverage, "predictions": items, "warnings": warnings, "metrics": metrics}
 
 
-def _predict_one(state: Any, key: tuple[str, str | None], records: list[PredictRecord]) -> dict[str, Any]:
-    model_type, horizon = key
+def _predict_one(state: Any, key: PredictKey, records: list[PredictRecord]) -> dict[str, Any]:
+    model_type, horizon, coverage = key
     converted = to_rows(records, state.settings, state.counters.get(), require_count=False, loc="records")
     served = _served(state.cache, model_type, horizon)
-    result = predict_rows(converted.rows, served.model, state.settings)
+    result = predict_rows(converted.rows, served.model, state.settings, coverage)
     return _response(model_type, served, _prediction_items(result, converted), [*served.warnings, *result.warnings],
-                     result.metrics)
+                     result.metrics, result.coverage)
 
 
-def _predict_many(state: Any, key: tuple[str, str | None], groups: list[list[PredictRecord]]) -> list[dict[str, Any]]:
+def _predict_many(state: Any, key: PredictKey, groups: list[list[PredictRecord]]) -> list[dict[str, Any]]:
     """Several requests predicted together; each gets its own items, indices and warnings back."""
-    model_type, horizon = key
+    model_type, horizon, coverage = key
     converted = to_rows([r for g in groups for r in g], state.settings, state.counters.get(), require_count=False,
                         loc="records")
     served = _served(state.cache, model_type, horizon)
-    result = predict_rows(converted.rows, served.model, state.settings)
+    result = predict_rows(converted.rows, served.model, state.settings, coverage)
     items = _prediction_items(result, converted)
     unknown_ids = set(result.unknown_counters)
     out, start = [], 0
@@ -318,7 +335,7 @@ def _predict_many(state: Any, key: tuple[str, str | None], groups: list[list[Pre
         notes = summarise_notes([result.row_notes[converted.row_of[start + local]] for local in range(len(group))])
         out.append(_response(model_type, served, mine,
                              [*served.warnings, *([unknown_counters_warning(unknown)] if unknown else []), *notes],
-                             None))
+                             None, result.coverage))
         start += len(group)
     return out
 
@@ -414,14 +431,16 @@ def champion_health_route(settings: SettingsDep, model_type: ModelType = "lgbm",
              responses={**VALIDATION_422, **KEY_ERRORS, 429: {"model": ErrorResponse},
                         503: {"model": ErrorResponse, "description": f"{DISABLED}; or Airflow (VELOCAST_AIRFLOW_URL) "
                               "could not start the training DAG (the detail names it and why)."}})
-def train_job(body: TrainRequest, request: Request, response: Response, jobs: JobsDep) -> TrainAccepted:
+def train_job(body: TrainRequest, request: Request, response: Response, jobs: JobsDep,
+              settings: SettingsDep) -> TrainAccepted:
     try:
         hyperparams = validate_hyperparams(body.model_type, body.hyperparams)
     except ValueError as exc:
         raise RecordsRejected([error(str(exc), "hyperparams", loc=["hyperparams"])]) from exc
     current = _rows(request, body.current_data, "current_data", require_count=True).rows \
         if body.current_data is not None else None
-    spec = TrainSpec(body.model_type, body.data_source, body.env, hyperparams, body.test_mode, body.horizon, current)
+    spec = TrainSpec(body.model_type, body.data_source, body.env or settings.env, hyperparams, body.test_mode,
+                     body.horizon, current)
     try:
         job = jobs.submit(spec)
     except QueueFull as exc:
@@ -472,7 +491,9 @@ def monitor(body: MonitorRequest, request: Request, settings: SettingsDep, confi
 def promote_champion(body: PromoteRequest, settings: SettingsDep, cache: CacheDep) -> PromotionResponse:
     try:
         done = promotion.promote(body.model_type, version=body.version, run_id=body.run_id,
-                                 reason=body.reason or "promoted through the API", settings=settings)
+                                 reason=body.reason or ("" if body.force else "promoted through the API"),
+                                 settings=settings, force=body.force,
+                                 expected_champion=promotion.expected_from_text(body.expected_champion))
     except promotion.PromotionError as exc:
         code = status.HTTP_404_NOT_FOUND if isinstance(exc.__cause__, LookupError) else status.HTTP_409_CONFLICT
         raise HTTPException(code, str(exc)) from exc
@@ -565,6 +586,23 @@ async def _http_handler(request: Request, exc: StarletteHTTPException) -> Respon
     return await http_exception_handler(request, exc)
 
 
+async def _dependency_handler(request: Request, exc: DependencyUnavailable) -> JSONResponse:
+    """MLflow, the audit database or the object store did not answer: 503 naming it, never a 500 or a hang."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    detail = redact_secrets(str(exc), request.app.state.settings)
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def _os_error_handler(request: Request, exc: OSError) -> JSONResponse:
+    """A write under VELOCAST_HOME that cannot be done: 507 for a full disk, 503 for read-only; else a 500."""
+    message = write_failure(exc, request.app.state.settings.home)
+    if message is None:
+        return await _internal_handler(request, exc)
+    log.error("%s %s: %s", request.method, request.url.path, message)
+    code = status.HTTP_507_INSUFFICIENT_STORAGE if is_disk_full(exc) else status.HTTP_503_SERVICE_UNAVAILABLE
+    return JSONResponse({"detail": message}, status_code=code)
+
+
 async def _internal_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"},
@@ -608,6 +646,27 @@ class BodySizeLimitMiddleware:
 
 
 # ------------------------------------------------------------------------------ the app
+def recover_at_start(settings: Settings) -> list[str]:
+    """Undo promotions a killed process left half-done and repair killed trainings (runs in a thread).
+
+    A failure (MLflow unreachable...) is logged: the next promotion or training runs the same repair.
+    """
+    done: list[str] = []
+    for model_type in MODEL_TYPES:
+        try:
+            if promotion.recover(model_type, settings):
+                done.append(f"{model_type}: an interrupted promotion was resolved")
+        except Exception as exc:  # noqa: BLE001 - start-up goes on; the next write retries
+            log.warning("start-up: promotion recovery of %s failed: %s", model_type, redact_secrets(str(exc), settings))
+    try:
+        done += reconcile(settings)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("start-up: reconciling killed trainings failed: %s", redact_secrets(str(exc), settings))
+    for line in done:
+        log.warning("start-up: %s", line)
+    return done
+
+
 def create_app(settings: Settings | None = None, *, config: ApiConfig | None = None) -> FastAPI:
     """The API over ``settings`` (default: from the environment) and ``config`` (default: VELOCAST_API_*)."""
     settings = settings or get_settings()
@@ -625,6 +684,9 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
         log.info("velocast API %s: home %s, tracking %s, default model %s, champion re-checked every %gs",
                  __version__, settings.home, redact(settings.tracking_uri), config.default_model_type,
                  config.model_refresh_seconds)
+        # off the request path: finish what killed processes left (promotion journals, trainings)
+        threading.Thread(target=recover_at_start, args=(settings,), name="velocast-start-recovery",
+                         daemon=True).start()
         cache.start(warm=(config.default_model_type,))
         jobs.start()  # jobs left running by a server that died are marked failed
         try:
@@ -659,6 +721,8 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(RecordsRejected, _rejected_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(DependencyUnavailable, _dependency_handler)
+    app.add_exception_handler(OSError, _os_error_handler)
     app.add_exception_handler(Exception, _internal_handler)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -16,8 +16,8 @@ answers from any replica and after a restart.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from velocast.api.airflow_runs import AirflowClient, AirflowError
 from velocast.config import Settings, redact_secrets
@@ -47,7 +47,10 @@ class JobManager:
         self.airflow = AirflowClient(settings) if settings.airflow_url else None
         self.runner = "airflow" if self.airflow else "api"
         self.lease = settings.job_lease_seconds
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="velocast-train")
+        # one daemon worker: stopping the server (SIGTERM) never waits for a training; a job cut short is
+        # failed at the next start (its MLflow run marked FAILED and its pending version removed by reconcile)
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="velocast-train", daemon=True)
         self._stop = threading.Event()
         self._heart: threading.Thread | None = None
         self._pending: set[str] = set()  # queued in this process's executor, not started yet
@@ -66,7 +69,6 @@ class JobManager:
 
     def shutdown(self) -> None:
         self._stop.set()
-        self._executor.shutdown(wait=False, cancel_futures=True)
         with self._pending_lock:
             pending = sorted(self._pending)
         try:  # jobs still waiting in this process's queue will never run: say so now
@@ -98,7 +100,9 @@ class JobManager:
         job = self.store.create(spec, runner="api", owner=self.owner)
         with self._pending_lock:
             self._pending.add(job.job_id)
-        self._executor.submit(self._run, job.job_id)
+        if not self._worker.is_alive():
+            self._worker.start()
+        self._queue.put(job.job_id)
         log.info("training job %s queued (%s)", job.job_id, spec.summary())
         return job
 
@@ -144,6 +148,14 @@ class JobManager:
 
     def counts(self) -> dict[str, int]:
         return self.store.counts()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job_id = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._run(job_id)
 
     def _run(self, job_id: str) -> None:
         with self._pending_lock:

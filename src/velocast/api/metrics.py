@@ -305,14 +305,18 @@ class LifecycleCollector(Collector):
                                     ("r2", "Champion R² on the latest labelled days."),
                                     ("baseline_rmse", "Champion RMSE on test_baseline, recorded at training."),
                                     ("rmse_increase", "Relative RMSE increase over its test_baseline RMSE."),
-                                    ("rows", "Labelled rows the latest health check used."))}
+                                    ("rows", "Labelled rows the latest health check used."),
+                                    ("interval_coverage", "Empirical coverage of the champion's prediction "
+                                                          "intervals on the latest labelled days."),
+                                    ("interval_nominal_coverage", "The coverage those intervals were made for."))}
         when = GaugeMetricFamily("velocast_champion_health_timestamp_seconds", "When the champion's health was last "
                                  "checked.", labels=["model_type"])
         for model_type, report in sorted(latest_health(self.settings).items()):
             for name in HEALTH_STATES:
                 state.add_metric([model_type, name], 1.0 if report.get("state") == name else 0.0)
             for key, source in (("rmse", "rmse"), ("r2", "r2"), ("baseline_rmse", "baseline_rmse"),
-                                ("rmse_increase", "drop"), ("rows", "rows")):
+                                ("rmse_increase", "drop"), ("rows", "rows"), ("interval_coverage", "coverage"),
+                                ("interval_nominal_coverage", "nominal_coverage")):
                 if _number(report.get(source)) is not None:
                     values[key].add_metric([model_type], float(report[source]))
             checked = _epoch(report.get("checked_at"))

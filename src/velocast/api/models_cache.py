@@ -1,14 +1,21 @@
 """The served models, hot-swapped when the registry's ``champion`` alias moves.
 
-``ModelCache.get`` returns the loaded model of a type at once while its last check is younger than
-``refresh_seconds``. Otherwise one caller re-reads the alias (cheap; after replaying any
-interrupted promotion with ``promotion.recover``) and, when the version changed, loads the new
-model and swaps it in; meanwhile every other request keeps being served by the old model, so no
-request fails or waits during a swap. A background thread runs the same check for the loaded types
-(so requests rarely pay for it) and warms the default type.
+``ModelCache.get`` returns the loaded model of a type at once. A background thread re-reads the
+alias of every loaded type every ``refresh_seconds`` (and warms the default type); when the version
+changed it loads the new model and swaps it in, while every request keeps being served by the old
+model, so no request fails or waits during a swap. Without the thread (a cache used on its own),
+the request that finds the check too old runs it. A promotion made by this API invalidates the
+type, and the next request waits for the new check.
 
-With no champion, the latest registered version serves, with a warning; with no version at all,
-``NoModelError`` (the API answers 503).
+What serves is ``Registry.serving``: the champion, or — only when the registry positively says
+there is none — the latest version that is neither a test-mode model nor failed the baseline gate
+(with a warning); nothing of the kind: ``NoModelError`` (503). While an interrupted promotion
+awaits its undo (its journal is there), the champion it was moving away from keeps serving.
+
+A registry that does not answer never changes what serves: the loaded model keeps serving, the
+failure is remembered (``ServedModel.last_error``, which ``/ready`` reports as degraded) and the
+next check tries again. Reads never write: no promotion recovery runs here (the API runs it at
+start-up, and every promotion runs it first).
 """
 
 from __future__ import annotations
@@ -20,27 +27,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from velocast.config import Settings
+from velocast.config import Settings, redact_secrets
+from velocast.errors import DependencyUnavailable
 from velocast.lifecycle import promotion
 from velocast.lifecycle.predict import LoadedModel, load_model
-from velocast.tracking.registry import ModelRef, Registry
+from velocast.tracking.registry import ModelRef, NoServableModel, Registry
 
 log = logging.getLogger(__name__)
 
 
 class NoModelError(LookupError):
-    """No registered version of that model type (or none with that horizon)."""
+    """No registered version of that model type may serve (or none with that horizon)."""
 
 
 @dataclass
 class ServedModel:
     model: LoadedModel
-    source_version: str  # the champion (or latest) version seen when this model was chosen
+    source_version: str  # the champion (or stand-in) version seen when this model was chosen
     champion: bool
     loaded_at: datetime
     checked_at: float  # time.monotonic() of the last registry check
     warnings: list[str] = field(default_factory=list)
     generation: int = 0  # the type's invalidation count when that check started
+    last_error: str | None = None  # why the last check failed (the model kept serving); None when it worked
 
     @property
     def version(self) -> str | None:
@@ -51,11 +60,14 @@ Key = tuple[str, str | None]  # (model type, requested horizon)
 
 
 class ModelCache:
-    def __init__(self, settings: Settings, refresh_seconds: float = 2.0, compile_models: bool = True):
+    def __init__(self, settings: Settings, refresh_seconds: float = 2.0, wait_seconds: float = 30.0,
+                 compile_models: bool = True):
         self.settings = settings
         self.compile_models = compile_models
         self.refresh_seconds = refresh_seconds
+        self.wait_seconds = wait_seconds  # longest a request waits for another's first load of a type
         self._entries: dict[Key, ServedModel] = {}
+        self._errors: dict[Key, tuple[DependencyUnavailable, float]] = {}  # why (and when) a first load failed
         self._locks: dict[Key, threading.Lock] = {}
         self._generations: dict[str, int] = {}
         self._guard = threading.Lock()
@@ -75,22 +87,38 @@ class ModelCache:
     def snapshot(self) -> dict[Key, ServedModel]:
         return dict(self._entries)
 
-    def get(self, model_type: str, horizon: str | None = None) -> ServedModel:
-        """The model serving ``model_type`` now (see the module docstring)."""
+    def last_error(self, model_type: str, horizon: str | None = None) -> str | None:
+        error = self._errors.get((model_type, horizon))
+        return str(error[0]) if error else None
+
+    def get(self, model_type: str, horizon: str | None = None, wait: float | None = None) -> ServedModel:
+        """The model serving ``model_type`` now (see the module docstring).
+
+        ``wait``: the longest this call waits for another caller's first load (default ``wait_seconds``);
+        past it, "still loading" is raised. If the load it waited for failed, its error is raised at
+        once (no second attempt: a dead registry is not asked twice per request).
+        """
         key = (model_type, horizon)
+        asked = time.monotonic()
         entry = self._entries.get(key)
-        if entry is not None and self._fresh(entry, model_type):
-            return entry
+        current = entry is not None and entry.generation == self._generations.get(model_type, 0)
+        if current and (self._fresh(entry, model_type) or self._background()):
+            return entry  # the background check keeps it current; a failing registry never blocks a request
         lock = self._lock(key)
-        if entry is not None and entry.generation == self._generations.get(model_type, 0):
+        if current:
             if not lock.acquire(blocking=False):
                 return entry  # someone else is checking or loading: the current model keeps serving
-        else:  # nothing loaded yet, or invalidated by a promotion made here: wait for the check
-            lock.acquire()
+        elif not lock.acquire(timeout=self.wait_seconds if wait is None else wait):
+            if entry is not None:
+                return entry
+            raise DependencyUnavailable("model registry", f"the {model_type} model is still loading; try again shortly")
         try:
             entry = self._entries.get(key)
             if entry is not None and self._fresh(entry, model_type):
                 return entry
+            failed = self._errors.get(key)
+            if entry is None and failed is not None and failed[1] >= asked:  # the load waited for just failed
+                raise DependencyUnavailable(failed[0].dependency, failed[0].detail)
             return self._refresh(key, entry)
         finally:
             lock.release()
@@ -104,42 +132,43 @@ class ModelCache:
         return (entry.generation == self._generations.get(model_type, 0)
                 and time.monotonic() - entry.checked_at < self.refresh_seconds)
 
+    def _background(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     # ------------------------------------------------------------------ refreshing
     def _lock(self, key: Key) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def _source(self, model_type: str) -> tuple[ModelRef, bool]:
-        """The version that should serve: the champion, else the latest version."""
+    def _source(self, model_type: str) -> tuple[ModelRef, bool, list[str]]:
+        """The version that should serve, whether it is the champion, and warnings."""
         registry = self.registry
-        promotion.recover(model_type, self.settings, registry)
-        ref = registry.champion(model_type)
-        if ref is not None:
-            return ref, True
-        ref = registry.latest(model_type)
-        if ref is None:
-            raise NoModelError(f"no {model_type} model is registered yet: train one (`velocast train "
-                               f"--model-type {model_type}` or POST /train)")
-        return ref, False
+        undo = promotion.pending(model_type, self.settings)
+        if undo is not None:  # a promotion did not commit: what it was moving away from serves
+            note = (f"an interrupted {model_type} promotion to version {undo.from_version} awaits its undo "
+                    "(at the next promotion or API start)")
+            if undo.to_version is not None:
+                return registry.get(model_type, undo.to_version), True, [f"{note}: serving version {undo.to_version}"]
+            ref, _ = registry.serving(model_type, ignore_champion=True)
+            return ref, False, [note]
+        ref, is_champion = registry.serving(model_type)
+        return ref, is_champion, []
 
     def _refresh(self, key: Key, entry: ServedModel | None) -> ServedModel:
         model_type, horizon = key
         now = time.monotonic()
         generation = self._generations.get(model_type, 0)
         try:
-            ref, is_champion = self._source(model_type)
-        except NoModelError:
+            ref, is_champion, notes = self._source(model_type)
+        except NoServableModel as exc:  # the registry answered: nothing may serve
             if self._entries.pop(key, None) is not None:
                 self._changed()
-            raise
-        except Exception:
-            if entry is None:
-                raise
-            log.exception("cannot read the %s registry: the loaded model keeps serving", model_type)
-            entry.checked_at, entry.generation = now, generation
-            return entry
+            self._errors.pop(key, None)
+            raise NoModelError(str(exc)) from exc
+        except Exception as exc:
+            return self._failed(key, entry, now, generation, exc, "cannot read the registry")
         if entry is not None and entry.source_version == ref.version and entry.champion == is_champion:
-            entry.checked_at, entry.generation = now, generation
+            entry.checked_at, entry.generation, entry.last_error = now, generation, None
             return entry
         try:
             if horizon and ref.tags.get("horizon") != horizon:
@@ -148,13 +177,9 @@ class ModelCache:
                 model = load_model(model_type, version=ref.version, settings=self.settings)
         except LookupError as exc:
             raise NoModelError(str(exc)) from exc
-        except Exception:
-            if entry is None:
-                raise
-            log.exception("loading %s version %s failed: the loaded model keeps serving", model_type, ref.version)
-            entry.checked_at, entry.generation = now, generation
-            return entry
-        warnings = []
+        except Exception as exc:
+            return self._failed(key, entry, now, generation, exc, f"loading version {ref.version} failed")
+        warnings = list(notes)
         if not is_champion:
             warnings.append(f"no {model_type} champion yet: serving the latest registered version {ref.version}")
         if model.version != ref.version:
@@ -162,6 +187,7 @@ class ModelCache:
                             f"has another horizon: serving version {model.version}, the latest {horizon} model")
         served = ServedModel(model, ref.version, is_champion, datetime.now(timezone.utc), now, warnings, generation)
         self._entries[key] = served
+        self._errors.pop(key, None)
         self._changed()
         self._prepare(served)
         if entry is None:
@@ -185,6 +211,18 @@ class ModelCache:
         if serving is not None and self.compile_models:
             serving.compile_in_background(self.settings.home / "cache" / "lleaves")
 
+    def _failed(self, key: Key, entry: ServedModel | None, now: float, generation: int, exc: Exception,
+                what: str) -> ServedModel:
+        failure = exc if isinstance(exc, DependencyUnavailable) else \
+            DependencyUnavailable("model registry", f"{what}: {type(exc).__name__}: {exc}")
+        message = redact_secrets(str(failure), self.settings)
+        if entry is None:
+            self._errors[key] = (failure, time.monotonic())
+            raise exc
+        log.warning("%s: the loaded %s version %s keeps serving (%s)", what, key[0], entry.version, message)
+        entry.checked_at, entry.generation, entry.last_error = now, generation, message
+        return entry
+
     # ------------------------------------------------------------------ background checks
     def start(self, warm: tuple[str, ...] = ()) -> None:
         """Check the loaded types (and load ``warm`` ones) every ``refresh_seconds`` in a thread."""
@@ -194,10 +232,11 @@ class ModelCache:
         self._thread = threading.Thread(target=self._loop, args=(warm,), name="velocast-model-refresh", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the background checks; a check blocked on the registry is left to finish alone (daemon)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
             self._thread = None
 
     def _loop(self, warm: tuple[str, ...]) -> None:
@@ -207,14 +246,26 @@ class ModelCache:
                 if self._stop.is_set():
                     break
                 try:
-                    self.get(*key)
+                    self._check(key)
                 except NoModelError:
                     pass
-                except Exception:  # never let the thread die; requests report errors themselves
-                    log.exception("background check of %s failed", key[0])
+                except Exception as exc:  # never let the thread die; requests report errors themselves
+                    log.warning("background check of %s failed: %s", key[0], redact_secrets(str(exc), self.settings))
             for task in self.background:
                 try:
                     task()
                 except Exception:  # noqa: BLE001 - the request that needs it will report it
                     log.exception("background task %s failed", getattr(task, "__name__", task))
             self._stop.wait(interval)
+
+    def _check(self, key: Key) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and self._fresh(entry, key[0]):
+            return
+        lock = self._lock(key)
+        if not lock.acquire(blocking=False):
+            return  # a request is loading it
+        try:
+            self._refresh(key, self._entries.get(key))
+        finally:
+            lock.release()

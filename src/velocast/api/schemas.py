@@ -20,7 +20,7 @@ DataSource = Literal["baseline", "current", "reference"]
 Env = Literal["dev", "prod"]
 JobState = Literal["queued", "running", "succeeded", "failed"]
 AuditEventName = Literal["training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain",
-                         "error"]
+                         "recalibration", "error"]
 
 # columns of the open-data export and of the tidy file that carry nothing a prediction needs:
 # accepted in a record and ignored
@@ -172,6 +172,9 @@ class PredictRequest(BaseModel):
     model_type: ModelType | None = Field(None, description="Default: the server's default model type (lgbm).")
     horizon: Horizon | None = Field(None, description="Serve the latest model of this horizon when the champion "
                                     "has another one.")
+    coverage: float | None = Field(None, ge=0.5, le=0.99, description="Central coverage of the prediction interval "
+                                   "(`lower`, `upper`) of each record, between 0.5 and 0.99. Default: the server's "
+                                   "VELOCAST_INTERVAL_COVERAGE (0.8: 80% of counts fall inside).")
 
 
 class ErrorItem(BaseModel):
@@ -210,6 +213,9 @@ class RecordPrediction(BaseModel):
     counter_id: str
     timestamp: str = Field(description="The hour predicted, ISO 8601 in Europe/Paris time.")
     prediction: float = Field(description="Bikes in that hour (rf_class: 1 = busier than usual).")
+    lower: float | None = Field(None, description="Lower bound of the prediction interval of the requested coverage "
+                                "(never negative); None for rf_class and for a model without calibrated intervals.")
+    upper: float | None = Field(None, description="Upper bound of the prediction interval of the requested coverage.")
     probability: float | None = Field(None, description="rf_class only: probability of a busy hour.")
     weather: str | None = Field(None, description="Where the hour's weather came from: `given` (in the record), "
                                 "`forecast` (the latest weather forecast issued by the end of the day before) or "
@@ -220,6 +226,8 @@ class RecordPrediction(BaseModel):
 
 class PredictResponse(BaseModel):
     model: ModelUsed
+    coverage: float | None = Field(None, description="Central coverage of every `lower`/`upper` of the answer "
+                                   "(None when the model has no calibrated intervals).")
     predictions: list[RecordPrediction]
     warnings: list[str] = Field(default_factory=list, description="Warnings about the whole request.")
     metrics: dict[str, Any] | None = Field(None, description="Scores on the records that carried a count.")
@@ -227,8 +235,10 @@ class PredictResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "model": {"model_type": "lgbm", "version": "3", "uri": "models:/bike-traffic-lgbm/3",
                   "run_id": "0b5c...", "horizon": "day-ahead", "champion": True},
+        "coverage": 0.8,
         "predictions": [{"index": 0, "counter_id": "100057445-104057445", "timestamp": "2021-08-10T08:00:00+02:00",
-                         "prediction": 231.4, "probability": None, "weather": "missing",
+                         "prediction": 231.4, "lower": 178.0, "upper": 289.5, "probability": None,
+                         "weather": "missing",
                          "warnings": ["no weather forecast for this hour: predicted by the model's no-weather "
                                       "sibling"]}],
         "warnings": [], "metrics": None}]})
@@ -240,7 +250,9 @@ class HealthResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
-    status: Literal["ready", "not_ready"]
+    status: Literal["ready", "degraded", "not_ready"] = Field(
+        description="ready (200); degraded (503: a dependency such as MLflow fails, the loaded model still "
+                    "serves /predict); not_ready (503: no model can serve).")
     model_type: str
     model_version: str | None = None
     model_uri: str | None = None
@@ -294,7 +306,8 @@ class TrainRequest(BaseModel):
 
     model_type: ModelType = "lgbm"
     data_source: DataSource = "baseline"
-    env: Env = "dev"
+    env: Env | None = Field(None, description="Environment recorded with the run and its audit row; default "
+                            "the server's VELOCAST_ENV (dev).")
     hyperparams: dict[str, Any] = Field(default_factory=dict, description="Checked against the model type "
                                         "before the job is queued.")
     test_mode: bool = Field(False, description="Quick run on samples (1,000 training rows).")
@@ -347,6 +360,9 @@ class JobStatus(BaseModel):
                                             "skip_no_improvement. The job never promotes.")
     decision_reasons: list[str] = Field(default_factory=list)
     decisions: dict[str, str] = Field(default_factory=dict, description="What every policy would decide.")
+    compared_champion: str | None = Field(None, description="The champion version the job compared against "
+                                          "(none: there was none): pass it as `expected_champion` to "
+                                          "/promote_champion so the promotion is refused if the champion moved.")
     double_evaluation: dict[str, Any] | None = None
     hyperparams: dict[str, Any] | None = None
     notes: list[str] = Field(default_factory=list)
@@ -412,6 +428,11 @@ class PromoteRequest(BaseModel):
     version: IdText | None = None
     run_id: str | None = None
     reason: str = Field("", max_length=1000)
+    force: bool = Field(False, description="Promote a test-mode or gate-failing version anyway (needs a reason; "
+                                           "audited as an override).")
+    expected_champion: IdText | None = Field(
+        None, description="The champion version you compared against (`none`: no champion): the promotion is "
+                          "refused with a 409 if the champion changed since (compare-and-swap).")
 
     @model_validator(mode="after")
     def _exactly_one_reference(self) -> PromoteRequest:
@@ -441,6 +462,8 @@ class PromotionResponse(BaseModel):
     reason: str
     actor: str
     at: str
+    override: bool = False
+    overridden: list[str] = Field(default_factory=list, description="What a forced promotion overrode.")
 
 
 class AuditEventModel(BaseModel):
@@ -526,3 +549,7 @@ class ChampionHealthResponse(BaseModel):
     rows: int
     period: str | None = None
     reasons: list[str]
+    coverage: float | None = Field(None, description="Empirical coverage of the champion's prediction intervals on "
+                                   "the recent days (outside nominal ± VELOCAST_COVERAGE_TOLERANCE: degraded).")
+    nominal_coverage: float | None = None
+    interval_width: float | None = Field(None, description="Mean width of those intervals (bikes per hour).")

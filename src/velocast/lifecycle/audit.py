@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -17,11 +20,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from velocast.config import Settings, database_url, get_settings
+from velocast.config import Settings, database_url, get_settings, redact_secrets
+from velocast.errors import DependencyUnavailable, sqlite_write_failure
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain", "error")
+EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain", "recalibration",
+          "error")
 
 metadata = sa.MetaData()
 audit_table = sa.Table(
@@ -127,48 +132,78 @@ class AuditEvent:
         return out
 
 
-# seconds a PostgreSQL connection may take before the audit write fails (a URL's own
-# ``?connect_timeout=`` wins): an unreachable database fails the step instead of hanging it
+# seconds a PostgreSQL connection may take before the audit write fails when no setting says otherwise
+# (a URL's own ``?connect_timeout=`` wins): an unreachable database fails the step instead of hanging it
 PG_CONNECT_TIMEOUT = 5
 
 
-def _connect_args(url: str) -> dict[str, Any]:
+def _connect_args(url: str, timeout: float = PG_CONNECT_TIMEOUT) -> dict[str, Any]:
+    """Bounded waits: PostgreSQL connect and statement timeouts, SQLite's wait for a busy database."""
     parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
-        return {"connect_timeout": PG_CONNECT_TIMEOUT}
+    seconds = max(1, math.ceil(timeout))
+    if parsed.get_backend_name() == "postgresql":
+        out: dict[str, Any] = {"options": f"-c statement_timeout={seconds * 1000}"}
+        if "connect_timeout" not in parsed.query:
+            out["connect_timeout"] = seconds
+        return out
+    if parsed.get_backend_name() == "sqlite":
+        return {"timeout": float(timeout)}
     return {}
 
 
 @lru_cache(maxsize=8)
-def engine(url: str) -> sa.Engine:
+def engine(url: str, timeout: float = PG_CONNECT_TIMEOUT) -> sa.Engine:
     """The engine of the velocast database at ``url`` (one per URL and process), the audit table created.
 
     Other tables of the same database (the training jobs of the API) are built on this engine, so
-    every connection gets the same timeouts.
+    every connection gets the same timeouts (``timeout``: connect and statement timeouts, seconds).
     """
     if url.startswith("sqlite:///"):
         from pathlib import Path
 
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    built = sa.create_engine(url, pool_pre_ping=True, future=True, connect_args=_connect_args(url))
-    metadata.create_all(built)
-    with built.begin() as con:
-        guards = _SQLITE_GUARDS if built.dialect.name == "sqlite" else \
-            _POSTGRES_GUARDS if built.dialect.name == "postgresql" else []
-        for statement in guards:
-            con.execute(sa.text(statement))
-    return built
+    engine = sa.create_engine(url, pool_pre_ping=True, future=True, connect_args=_connect_args(url, timeout))
+    with _database(url):
+        metadata.create_all(engine)  # checks first: no write when the table is there
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as con:  # a read-only home still reads its audit log: create only what lacks
+                present = set(con.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars())
+            guards = [g for g in _SQLITE_GUARDS if g.split()[5] not in present]
+        else:
+            guards = _POSTGRES_GUARDS if engine.dialect.name == "postgresql" else []
+        if guards:
+            with engine.begin() as con:
+                for statement in guards:
+                    con.execute(sa.text(statement))
+    return engine
+
+
+@contextmanager
+def _database(url: str) -> Iterator[None]:
+    """Database failures as ``DependencyUnavailable`` (a local SQLite file that cannot be written: ``OSError``)."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except sa.exc.DBAPIError as exc:
+        message = redact_secrets(str(exc).split("\n(Background on this error")[0])
+        if url.startswith("sqlite:///"):
+            local = sqlite_write_failure(message, url[len("sqlite:///"):])
+            if local is not None:
+                raise local from exc
+        raise DependencyUnavailable("audit database", message) from exc
 
 
 class AuditLog:
     def __init__(self, url: str | None = None, settings: Settings | None = None):
-        self.url = url or (settings or get_settings()).audit_location
-        self.engine = engine(database_url(self.url))
+        settings = settings or get_settings()
+        self.url = database_url(url or settings.audit_location)
+        self.engine = engine(self.url, settings.dependency_timeout_seconds)
 
     def record(self, event: AuditEvent) -> AuditEvent:
         """Append one event; recording the same ``event_id`` twice keeps the first."""
         try:
-            with self.engine.begin() as con:
+            with _database(self.url), self.engine.begin() as con:
                 con.execute(audit_table.insert().values(**event.to_row()))
         except IntegrityError:
             if self.get(event.event_id) is None:
@@ -177,13 +212,16 @@ class AuditLog:
         return event
 
     def get(self, event_id: str) -> AuditEvent | None:
-        with self.engine.connect() as con:
+        with _database(self.url), self.engine.connect() as con:
             row = con.execute(sa.select(audit_table).where(audit_table.c.event_id == event_id)).mappings().first()
         return AuditEvent.from_row(dict(row)) if row else None
 
     def list(self, limit: int = 50, event: str | None = None, model_type: str | None = None,
              events: tuple[str, ...] | None = None) -> list[AuditEvent]:
-        """Newest first."""
+        """Newest first. An event name that velocast never records is refused (ValueError), not an empty list."""
+        for name in ([event] if event else []) + list(events or []):
+            if name not in EVENTS:
+                raise ValueError(f"unknown audit event {name!r}: expected one of {', '.join(EVENTS)}")
         query = sa.select(audit_table).order_by(audit_table.c.id.desc()).limit(limit)
         if event:
             query = query.where(audit_table.c.event == event)
@@ -191,12 +229,12 @@ class AuditLog:
             query = query.where(audit_table.c.event.in_(events))
         if model_type:
             query = query.where(audit_table.c.model_type == model_type)
-        with self.engine.connect() as con:
+        with _database(self.url), self.engine.connect() as con:
             rows = con.execute(query).mappings().all()
         return [AuditEvent.from_row(dict(r)) for r in rows]
 
     def count(self) -> int:
-        with self.engine.connect() as con:
+        with _database(self.url), self.engine.connect() as con:
             return int(con.execute(sa.select(sa.func.count()).select_from(audit_table)).scalar_one())
 
     def counts(self) -> list[tuple[str, str | None, str | None, int]]:

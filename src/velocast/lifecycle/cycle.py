@@ -1,13 +1,21 @@
 """The weekly cycle ``monitor_and_fine_tune`` and the quarterly retrain.
 
 new data since the last training? → drift → champion health → fine-tune? → fine-tune →
-double evaluation → decision → promote or keep → audit → notify.
+double evaluation → decision → promote or keep → recalibrate the champion's prediction intervals
+on the newest labelled days it never saw (``velocast.lifecycle.recalibrate``: a new version of the
+same point model, promoted and audited as ``recalibration``; also when the champion is kept) →
+audit → notify.
 
 Each step is a function taking and returning small JSON-able values (versions, run ids, paths),
 so the Airflow DAG can run them as separate tasks; ``monitor_and_fine_tune`` runs them in one
 process for the CLI. An exception in any step is audited as ``error`` with its message and the
 champion stays as it was (a promotion that fails undoes itself). Two cycles of one model type
-never run at once: the second refuses with a clear message.
+never run at once: the second refuses with a clear message (the lease of ``lifecycle.lease``, also
+held across the Airflow DAG's tasks and by the quarterly retrain).
+
+A promotion is compare-and-swap against the champion the cycle started with: if a rollback (or
+another promotion) moved it meanwhile, the promotion is refused and audited as ``error``. A cycle in
+test mode (small samples) never promotes: it is audited with env ``dev`` and keeps the champion.
 """
 
 from __future__ import annotations
@@ -23,20 +31,23 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
-from filelock import FileLock, Timeout
 
+from velocast import progress
 from velocast.config import PARIS_TZ, Settings, get_settings, redact_secrets
 from velocast.data import splits, store
+from velocast.data.schema import paris_midnight
 from velocast.data.splits import split_by_time
 from velocast.evaluation.policies import Policy
 from velocast.fileio import atomic_write_json, file_lock
-from velocast.lifecycle import notify
+from velocast.lifecycle import lease, notify
+from velocast.lifecycle.lease import CycleBusy  # noqa: F401 - where callers import it from
 from velocast.lifecycle.audit import AuditEvent, AuditLog
 from velocast.lifecycle.datasets import MODEL_TEST_EVAL_ROWS, Dataset, load_datasets
 from velocast.lifecycle.evaluate import evaluate_candidate
 from velocast.lifecycle.monitor import champion_health, champion_model, check_drift, record_health, window
 from velocast.lifecycle.predict import LoadedModel
 from velocast.lifecycle.promotion import promote
+from velocast.lifecycle.recalibrate import recalibrate
 from velocast.lifecycle.train import train
 from velocast.models import get_spec
 from velocast.tracking.registry import ModelRef, Registry
@@ -44,10 +55,13 @@ from velocast.tracking.registry import ModelRef, Registry
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("sliding_window", "continue")
-
-
-class CycleBusy(RuntimeError):
-    """Another cycle of the same model type is running."""
+# what the progress line says when a step of the cycle starts
+STEP_STARTS = {"new_data": "checking for counts newer than the last training or cycle",
+               "drift": "drift check of the last window against test_baseline",
+               "health": "champion health on the last 7 labelled days",
+               "fine_tune": "fine-tuning a challenger on the recent window",
+               "evaluate": "double evaluation of the challenger against the champion",
+               "promote": "promotion (if the decision is deploy)"}
 
 
 @dataclass
@@ -83,6 +97,7 @@ class CycleResult:
     promoted: bool = False
     champion_before: str | None = None
     champion_after: str | None = None
+    recalibrated_version: str | None = None  # the champion with recalibrated intervals, when made
     metrics: dict[str, Any] = field(default_factory=dict)
     audit_event_id: str | None = None
     notified: bool | None = None
@@ -144,10 +159,7 @@ def run_drift(model_type: str, window_days: int, end: str | None, settings: Sett
     check = check_drift(model_type, window_days=window_days, end=_ts(end), settings=settings)
     r = check.report
     drifted = [f.name for f in r.features if f.drifted]
-    summary = (f"{r.status}: drift {'detected' if r.drift_detected else 'not detected' if r.drift_detected is False else 'unknown'}"
-               f", {r.n_drifted}/{r.n_features} features drifted ({', '.join(drifted) or 'none'})"
-               f"; target drift {bool(r.target_drift and r.target_drift.drifted)}"
-               f"; new counters {len(r.new_counters)}" + (f"; {r.error or r.note}" if (r.error or r.note) else ""))
+    summary = f"{r.headline}: {'; '.join(r.reasons)}; new counters {len(r.new_counters)}"
     return {"status": r.status, "drift_detected": r.drift_detected, "drift_share": r.drift_share,
             "drifted_features": drifted, "target_drift": bool(r.target_drift and r.target_drift.drifted),
             "prediction_drift": bool(r.prediction_drift and r.prediction_drift.drifted),
@@ -168,7 +180,11 @@ def should_fine_tune(drift: dict[str, Any], health: dict[str, Any], force: bool,
     if not has_champion:
         reasons.append("there is no champion yet")
     if drift.get("drift_detected"):
-        reasons.append(f"drift detected (share {drift.get('drift_share')})")
+        parts = [label for label, key in (("the target", "target_drift"), ("the predictions", "prediction_drift"))
+                 if drift.get(key)]
+        if drift.get("drifted_features"):
+            parts.append(f"input features {', '.join(drift['drifted_features'])}")
+        reasons.append(f"drift detected ({'; '.join(parts) or 'see the drift report'} drifted)")
     if drift.get("status") in ("error", "insufficient_data"):
         reasons.append(f"the drift check could not conclude ({drift.get('status')})")
     if health.get("state") in ("degraded", "critical"):
@@ -187,7 +203,7 @@ def _window_parts(window_days: int, end: str | None, settings: Settings) -> tupl
 
 
 def fine_tune(model_type: str, strategy: str = "sliding_window", window_days: int = 30, end: str | None = None,
-              test_mode: bool = False, env: str = "prod", seed: int = 42,
+              test_mode: bool = False, env: str | None = None, seed: int = 42,
               settings: Settings | None = None) -> dict[str, Any]:
     """Train a challenger on the recent window (sliding window, or continuing from the champion)."""
     settings = settings or get_settings()
@@ -246,17 +262,40 @@ def evaluate_challenger(model_type: str, version: str, window_days: int = 30, en
 
 
 def promote_if_deployed(model_type: str, version: str, decision: str, reasons: list[str],
-                        settings: Settings | None = None) -> dict[str, Any]:
+                        settings: Settings | None = None, *, expected_champion: str | None,
+                        test_mode: bool = False) -> dict[str, Any]:
+    """Promote ``version`` on ``deploy`` if the champion is still ``expected_champion`` (the one compared
+    against). Never promotes in test mode, nor a version with blockers (test-mode, gate failed)."""
     settings = settings or get_settings()
     registry = Registry(settings)
     before = registry.champion(model_type)
+    kept = {"promoted": False, "champion_before": before.version if before else None,
+            "champion_after": before.version if before else None}
     if decision != "deploy":
-        return {"promoted": False, "champion_before": before.version if before else None,
-                "champion_after": before.version if before else None,
-                "summary": f"champion kept ({before.uri if before else 'none'}): decision {decision}"}
-    done = promote(model_type, version=version, reason="; ".join(reasons), settings=settings)
+        return {**kept, "summary": f"champion kept ({before.uri if before else 'none'}): decision {decision}"}
+    blockers = registry.blockers(registry.get(model_type, version))
+    if test_mode or blockers:
+        why = "; ".join(blockers) or "the cycle ran in test mode"
+        return {**kept, "reasons": [f"not promoted: {why} (a cycle never promotes a test-mode or gate-failing "
+                                    "model; `velocast promote --force --reason` can)"],
+                "summary": f"champion kept ({before.uri if before else 'none'}): decision deploy, but {why}"}
+    done = promote(model_type, version=version, reason="; ".join(reasons), settings=settings,
+                   expected_champion=expected_champion)
     return {"promoted": True, "champion_before": done.from_version, "champion_after": done.to_version,
             "summary": f"champion {done.from_version or '-'} -> {done.to_version}"}
+
+
+def run_recalibration(model_type: str, end: str | None, settings: Settings | None = None,
+                      test_mode: bool = False) -> dict[str, Any]:
+    """Recalibrate the (possibly new) champion's intervals on its newest unseen labelled days.
+
+    Never in test mode: a test-mode cycle does not change the champion.
+    """
+    if test_mode:
+        why = "test mode: the champion's intervals are not recalibrated (a test-mode cycle changes no champion)"
+        return {"status": "skipped", "to_version": None, "champion_after": None, "summary": why}
+    done = recalibrate(model_type, end=end, settings=settings, reason="weekly recalibration")
+    return {**done.to_dict(), "champion_after": done.to_version}
 
 
 def audit_cycle(result: dict[str, Any], settings: Settings | None = None) -> str:
@@ -307,31 +346,36 @@ def notify_cycle(result: dict[str, Any], settings: Settings | None = None) -> bo
 # --------------------------------------------------------------------------- the whole cycle
 def monitor_and_fine_tune(model_type: str = "lgbm", force_fine_tune: bool = False, test_mode: bool = False,
                           window_days: int = 30, strategy: str = "sliding_window", policy: str = "double_eval",
-                          env: str = "prod", settings: Settings | None = None,
+                          env: str | None = None, settings: Settings | None = None,
                           on_step: Callable[[StepOutcome], None] | None = None) -> CycleResult:
-    """Run the weekly cycle once; never raises for a failing step (it is audited as ``error``)."""
+    """Run the weekly cycle once; never raises for a failing step (it is audited as ``error``).
+
+    ``env`` (default ``VELOCAST_ENV``) is recorded with the challenger and the audit row.
+    """
     settings = settings or get_settings()
+    env = env or settings.env
     get_spec(model_type)
     Policy(name=policy)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    lock = cycle_lock(model_type, settings)
-    try:
+    env = cycle_env(env, test_mode)
+    with lease.held(model_type, settings):
         return _run_cycle(model_type, force_fine_tune, test_mode, window_days, strategy, policy, env, settings, on_step)
-    finally:
-        lock.release()
 
 
-def cycle_lock(model_type: str, settings: Settings) -> FileLock:
-    """Take the cycle lock of ``model_type`` (the caller releases it); CycleBusy if it is held."""
-    lock_path = settings.locks_dir / f"cycle-{model_type}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_path), timeout=0)
+def champion_now(model_type: str, settings: Settings, fallback: str | None) -> str | None:
+    """The champion after a failed step (a rollback may have moved it meanwhile); ``fallback`` if unreadable."""
     try:
-        lock.acquire()
-    except Timeout:
-        raise CycleBusy(f"another {model_type} cycle is running (lock {lock_path}); try again when it ends") from None
-    return lock
+        ref = Registry(settings).champion(model_type)
+    except Exception as exc:  # noqa: BLE001 - the step's error is what the audit reports
+        log.warning("cannot read the champion of %s: %s", model_type, exc)
+        return fallback
+    return ref.version if ref else None
+
+
+def cycle_env(env: str, test_mode: bool) -> str:
+    """A test-mode cycle is never production: its models and audit row say ``dev``."""
+    return "dev" if test_mode else env
 
 
 def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, strategy: str, policy: str,
@@ -343,7 +387,9 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
 
     def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         t0 = time.perf_counter()
-        out = fn()
+        progress.step(STEP_STARTS.get(name, name))
+        with progress.scope(name):
+            out = fn()
         outcome = StepOutcome(name, "done", out.get("summary", ""), round(time.perf_counter() - t0, 3),
                               {k: v for k, v in out.items() if k != "summary"})
         result.steps.append(outcome)
@@ -366,7 +412,7 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
         result.new_data = new["new_data"]
         end = new["latest"]
         if not new["new_data"] and not force:
-            for name in ("drift", "health", "fine_tune", "evaluate", "promote"):
+            for name in ("drift", "health", "fine_tune", "evaluate", "promote", "recalibrate"):
                 skip(name, "no new data since the last training or cycle")
         else:
             current = "drift"
@@ -396,10 +442,16 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
                 result.metrics.update(evaluated["metrics"])
                 result.metrics["baseline_regression"] = evaluated["baseline_regression"]
                 current = "promote"
-                promoted = step("promote", lambda: promote_if_deployed(model_type, tuned["version"], evaluated["decision"],
-                                                                       evaluated["reasons"], settings))
+                promoted = step("promote", lambda: promote_if_deployed(
+                    model_type, tuned["version"], evaluated["decision"], evaluated["reasons"], settings,
+                    expected_champion=result.champion_before, test_mode=test_mode))
                 result.promoted = promoted["promoted"]
                 result.champion_after = promoted["champion_after"]
+                result.reasons += promoted.get("reasons", [])
+            current = "recalibrate"
+            recalibrated = step("recalibrate", lambda: run_recalibration(model_type, end, settings, test_mode))
+            if recalibrated["status"] == "done":
+                result.recalibrated_version = result.champion_after = recalibrated["to_version"]
             record_cycle_state(settings, model_type, data_end=end, last_cycle=result.started_at, last_cycle_id=result.cycle_id)
     except Exception as exc:
         # the audit log keeps it for ever and serves it (GET /audit): no password of a URL in it
@@ -409,7 +461,7 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
         result.steps.append(failed)
         if on_step:
             on_step(failed)
-        result.champion_after = result.champion_before  # nothing was promoted
+        result.champion_after = champion_now(model_type, settings, result.champion_before)  # nothing promoted
     if test_mode:
         result.reasons.append("test mode: small samples were used for training and evaluation")
     payload = {**result.to_dict(), "env": env,
@@ -460,49 +512,62 @@ def days_unseen_by(registry: Registry, ref: ModelRef, days: set[str], settings: 
 
 def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str | None = None,
                       policy: str = "double_eval", settings: Settings | None = None, test_mode: bool = False,
-                      promote_on_deploy: bool = False) -> dict[str, Any]:
+                      promote_on_deploy: bool = False, env: str | None = None) -> dict[str, Any]:
     """Merge current data into a new baseline version and retrain from scratch.
 
     The new baseline (default cutoff: the day after the latest stored count, so every stored day is
     merged) keeps the old test days held out and holds out new ones from the added period. The new
     model is then compared with the champion only on held-out days that neither of them trained on
-    (the champion may have been fine-tuned on recent days): the result names them.
+    (the champion may have been fine-tuned on recent days): the result names them. The retrain
+    holds the model type's cycle lease for its whole run.
     """
     settings = settings or get_settings()
-    old = splits.ensure_split(settings)
     if not merge:
         raise ValueError("quarterly retrain without --merge is a plain `velocast train`")
+    with lease.held(model_type, settings):
+        return _quarterly_retrain(model_type, cutoff, policy, settings, test_mode, promote_on_deploy,
+                                  cycle_env(env or settings.env, test_mode))
+
+
+def _quarterly_retrain(model_type: str, cutoff: str | None, policy: str, settings: Settings, test_mode: bool,
+                       promote_on_deploy: bool, env: str) -> dict[str, Any]:
+    old = splits.ensure_split(settings)
     if cutoff is None:
-        latest = store.latest_timestamp(settings)
-        cutoff = str((latest.tz_convert(PARIS_TZ).tz_localize(None).normalize() + pd.Timedelta(days=1)).date())
+        cutoff = str(paris_midnight(store.latest_timestamp(settings), 1).date())
     new = splits.record_split(cutoff, old.test_fraction, old.seed, old.current_test_fraction, settings,
                               parent_version=old.version, notes=[f"quarterly retrain: merged current data into v{old.version}"])
-    result = train(model_type, data_source="baseline", env="prod", model_test=test_mode, settings=settings,
+    progress.step(f"baseline v{new.version} recorded (cutoff {new.cutoff}): retraining {model_type} from scratch")
+    result = train(model_type, data_source="baseline", env=env, model_test=test_mode, settings=settings,
                    run_name=f"{model_type}-quarterly-retrain", tags={"retrain": "quarterly",
                                                                       "split_parent": str(old.version)})
     registry = Registry(settings)
     ref = registry.get(model_type, result.model_version)
-    champion = registry.champion(model_type)
+    compared = registry.champion(model_type)  # the champion the evaluation below reads, for compare-and-swap
     judged = set(new.test_days)
-    if champion is not None:
-        judged = days_unseen_by(registry, champion, judged, settings)
+    if compared is not None:
+        judged = days_unseen_by(registry, compared, judged, settings)
     test_b = splits.load_split("test_baseline", new, settings)
     unseen = test_b[splits.paris_day(test_b["timestamp"]).astype(str).isin(judged).to_numpy()].reset_index(drop=True)
     if unseen.empty:
         raise ValueError("no held-out day is unseen by both the new model and the champion: no fair comparison "
                          "is possible (the champion trained on every test day of the new baseline)")
+    progress.step(f"double evaluation on {len(judged)} held-out days neither model trained on")
     outcome = evaluate_candidate(model_type, LoadedModel(model_type, registry.load(ref), ref, ref.uri), settings,
                                  current=unseen,
                                  policy=Policy(name=policy, r2_threshold=settings.r2_baseline_threshold), split=new,
                                  sample=MODEL_TEST_EVAL_ROWS if test_mode else None)
     decision = outcome.decisions[policy]
     promoted = None
-    if promote_on_deploy and decision.kind == "deploy":
-        promoted = promote(model_type, version=result.model_version, reason="quarterly retrain: " + decision.reasons[-1],
-                           settings=settings).to_version
-    ev = outcome.evaluation
     days_note = (f"compared on {len(judged)} held-out days neither model trained on "
                  f"({min(judged)} .. {max(judged)}), {len(unseen):,} rows")
+    reasons = [*decision.reasons, days_note]
+    if promote_on_deploy and decision.kind == "deploy":
+        moved = promote_if_deployed(model_type, result.model_version, decision.kind,
+                                    ["quarterly retrain: " + decision.reasons[-1]], settings,
+                                    expected_champion=compared.version if compared else None, test_mode=test_mode)
+        promoted = moved["champion_after"] if moved["promoted"] else None
+        reasons += moved.get("reasons", [])
+    ev = outcome.evaluation
     AuditLog(settings=settings).record(AuditEvent(
         event="retrain", model_type=model_type, deployment_decision=decision.kind,
         r2_train=result.metrics_train.get("r2"), rmse_train=result.metrics_train.get("rmse"),
@@ -514,10 +579,9 @@ def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str 
         champion_r2_current=((ev.current.champion if ev.current else None) or {}).get("r2"),
         champion_rmse_current=((ev.current.champion if ev.current else None) or {}).get("rmse"),
         baseline_regression=decision.baseline_regression, model_improvement=decision.model_improvement,
-        model_uri=result.registry_uri, run_id=result.run_id, env="prod", reasons=[*decision.reasons, days_note],
-        to_version=promoted, details={"old_split": old.version, "new_split": new.version,
+        model_uri=result.registry_uri, run_id=result.run_id, env=env, reasons=reasons,
+        to_version=promoted, details={"old_split": old.version, "new_split": new.version, "test_mode": test_mode,
                                       "compared_days": sorted(judged)}))
     return {"old_split": old.version, "new_split": new.version, "new_cutoff": new.cutoff,
             "version": result.model_version, "run_id": result.run_id, "decision": decision.kind,
-            "reasons": [*decision.reasons, days_note], "promoted": promoted, "compared_days": sorted(judged),
-            "evaluation": ev.to_dict()}
+            "reasons": reasons, "promoted": promoted, "compared_days": sorted(judged), "evaluation": ev.to_dict()}

@@ -4,15 +4,17 @@
 function of :mod:`velocast.lifecycle.cycle` as its own task and passes their small dicts along;
 what the in-process cycle does *between* the steps lives here, so both audit the same row:
 
-- :func:`begin` — the new-data check, plus a cycle id, the start time, the champion before, and
-  whether to go on (new data, or forced);
+- :func:`begin` — takes the cycle lease of the model type for ``owner`` (the DAG run: it holds
+  across every task until :func:`release`), then the new-data check, plus a cycle id, the start
+  time, the champion before (the one a promotion compares and swaps against), and whether to go on;
 - :func:`finish` — the cycle result rebuilt from the steps' outputs, their final states and the
   error message of a failed one; the cycle state (the data this cycle saw, so the next one can
   skip) and one audit row: ``cycle``, or ``error`` naming the step that failed;
-- :func:`notify` — the webhook, also when the audit itself failed.
+- :func:`notify` — the webhook, also when the audit itself failed;
+- :func:`release` — gives the lease back (the DAG's last task, run whatever happened upstream).
 
 Step names are those of the in-process cycle (``new_data``, ``drift``, ``health``, ``decide``,
-``fine_tune``, ``evaluate``, ``promote``), whatever the orchestrator calls its tasks.
+``fine_tune``, ``evaluate``, ``promote``, ``recalibrate``), whatever the orchestrator calls its tasks.
 """
 
 from __future__ import annotations
@@ -24,30 +26,34 @@ from datetime import UTC, datetime
 from typing import Any
 
 from velocast.config import Settings, get_settings
+from velocast.lifecycle import lease
 from velocast.lifecycle.cycle import (
     audit_cycle,
+    champion_now,
     check_new_data,
-    cycle_lock,
+    cycle_env,
     notify_cycle,
     record_cycle_state,
 )
 
 log = logging.getLogger(__name__)
 
-STEPS = ("new_data", "drift", "health", "decide", "fine_tune", "evaluate", "promote")
+STEPS = ("new_data", "drift", "health", "decide", "fine_tune", "evaluate", "promote", "recalibrate")
 # final task states (Airflow's names) -> the cycle's step status
 _DONE, _FAILED = {"success"}, {"failed"}
 _SKIPPED = {"skipped", "upstream_failed", "removed"}
 
 
-def begin(model_type: str, force_fine_tune: bool = False, settings: Settings | None = None) -> dict[str, Any]:
-    """Start a cycle: refuse while a CLI cycle of this type runs, then check for new data."""
+def begin(model_type: str, force_fine_tune: bool = False, settings: Settings | None = None, *,
+          owner: str) -> dict[str, Any]:
+    """Start a cycle: take the lease for ``owner`` (``CycleBusy`` while another cycle holds it), then
+    check for new data. The caller gives the lease back with :func:`release`, whatever happens."""
     from velocast.models import get_spec
     from velocast.tracking.registry import Registry
 
     settings = settings or get_settings()
     get_spec(model_type)
-    cycle_lock(model_type, settings).release()  # refuse while a CLI cycle of this type runs
+    lease.acquire(model_type, owner, settings)
     champion = Registry(settings).champion(model_type)
     new = check_new_data(model_type, settings)
     proceed = bool(new["new_data"] or force_fine_tune)
@@ -72,7 +78,7 @@ def _step(name: str, state: str | None, output: Mapping[str, Any] | None, error:
 def finish(outputs: Mapping[str, Mapping[str, Any] | None], states: Mapping[str, str | None],
            errors: Mapping[str, str | None] | None = None, *, model_type: str, force_fine_tune: bool = False,
            test_mode: bool = False, window_days: int = 30, strategy: str = "sliding_window",
-           policy: str = "double_eval", env: str = "prod", settings: Settings | None = None) -> dict[str, Any]:
+           policy: str = "double_eval", env: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
     """Assemble the cycle result from the steps, record the cycle state and its audit row.
 
     ``outputs``, ``states`` and ``errors`` are keyed by step name (:data:`STEPS`): a step's
@@ -83,23 +89,20 @@ def finish(outputs: Mapping[str, Mapping[str, Any] | None], states: Mapping[str,
     ``audit_event_id`` set; raises if the audit log cannot be written.
     """
     settings = settings or get_settings()
+    env = env or settings.env
     errors = errors or {}
     out = {name: dict(outputs.get(name) or {}) for name in STEPS}
     new, drift, health, verdict = out["new_data"], out["drift"], out["health"], out["decide"]
     tuned, evaluated, promoted = out["fine_tune"], out["evaluate"], out["promote"]
+    recalibrated = out["recalibrate"]
     failed = next((name for name in STEPS if states.get(name) in _FAILED), None)
     error = None
     if failed:
         error = f"{failed} step failed: {errors.get(failed) or 'the task failed (see its Airflow log)'}"
+    env = cycle_env(env, test_mode)
     champion_before = new.get("champion_before")
     if not new:  # the first step failed: say who the champion is from the registry, if it answers
-        try:
-            from velocast.tracking.registry import Registry
-
-            ref = Registry(settings).champion(model_type)
-            champion_before = ref.version if ref else None
-        except Exception as exc:  # noqa: BLE001 - the error being audited matters more
-            log.warning("cannot read the champion of %s: %s", model_type, exc)
+        champion_before = champion_now(model_type, settings, None)
     skip_reason = ("no new data since the last training or cycle" if new.get("proceed") is False
                    else (verdict.get("reasons") or ["not needed"])[0] if verdict.get("fine_tune") is False
                    else "not reached")
@@ -117,7 +120,8 @@ def finish(outputs: Mapping[str, Mapping[str, Any] | None], states: Mapping[str,
         "decision": evaluated.get("decision"),
         "reasons": list(verdict.get("reasons") or []) + list(evaluated.get("reasons") or []),
         "promoted": bool(promoted.get("promoted")), "champion_before": champion_before,
-        "champion_after": champion_before, "metrics": {}, "audit_event_id": None, "notified": None,
+        "champion_after": champion_before, "recalibrated_version": None, "metrics": {}, "audit_event_id": None,
+        "notified": None,
         "error": error, "env": env,
     }
     if tuned:
@@ -127,6 +131,11 @@ def finish(outputs: Mapping[str, Mapping[str, Any] | None], states: Mapping[str,
         result["metrics"]["baseline_regression"] = evaluated.get("baseline_regression")
     if promoted and not error:
         result["champion_after"] = promoted.get("champion_after")
+        result["reasons"] += list(promoted.get("reasons") or [])
+    elif error and new:  # a rollback may have moved the champion meanwhile: say where it is now
+        result["champion_after"] = champion_now(model_type, settings, champion_before)
+    if recalibrated.get("status") == "done" and not error:
+        result["champion_after"] = result["recalibrated_version"] = recalibrated.get("to_version")
     if test_mode:
         result["reasons"].append("test mode: small samples were used for training and evaluation")
     result["baseline_regression"] = result["metrics"].get("baseline_regression")
@@ -154,4 +163,12 @@ def notify(result: Mapping[str, Any] | None, model_type: str, settings: Settings
     return {"notified": sent, "summary": summary}
 
 
-__all__ = ["STEPS", "begin", "finish", "notify"]
+def release(model_type: str, owner: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Give the cycle lease back if ``owner`` holds it (a run refused as busy leaves the other's lease alone)."""
+    settings = settings or get_settings()
+    released = lease.release(model_type, owner, settings)
+    return {"released": released,
+            "summary": f"cycle lease of {model_type} released" if released else f"{owner} held no {model_type} lease"}
+
+
+__all__ = ["STEPS", "begin", "finish", "notify", "release"]

@@ -175,8 +175,9 @@ def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None,
 
     The model is the champion of ``model_type`` (the latest version when there is no champion).
     The rows carry ``model_type``, ``model_version``, ``model_uri``, ``forecast_date`` and
-    ``generated_at`` (UTC) beside the counter, the hour (``timestamp``, Europe/Paris) and
-    ``prediction``. Rewriting the same day replaces its file atomically. ``weather_forecast`` says
+    ``generated_at`` (UTC) beside the counter, the hour (``timestamp``, Europe/Paris),
+    ``prediction`` and its interval (``lower``, ``upper``, ``coverage``: VELOCAST_INTERVAL_COVERAGE).
+    Rewriting the same day replaces its file atomically. ``weather_forecast`` says
     which stored weather forecast, issued by 00:00 of the day, covers its hours (``weather_fetch``,
     the result of ``fetch_weather``, tells why there is none when its fetch failed).
     """
@@ -199,7 +200,8 @@ def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None,
     result = predict_rows(rows, model, settings)
     generated_at = pd.Timestamp.now(tz="UTC")
     frame = result.frame.assign(model_type=model_type, model_version=model.version, model_uri=model.uri,
-                                forecast_date=day.date().isoformat(), generated_at=generated_at)
+                                forecast_date=day.date().isoformat(), generated_at=generated_at,
+                                coverage=result.coverage)
     path = forecast_path(day.date().isoformat(), settings)
     atomic_write_parquet(frame, path)
     log.info("forecast of %s: %d rows by %s -> %s", day.date(), len(frame), model.uri, path)
@@ -210,7 +212,7 @@ def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None,
         "counters": int(frame["counter_id"].nunique()), "model_type": model_type,
         "model_version": model.version, "model_uri": model.uri, "generated_at": generated_at.isoformat(),
         "latest_count": latest.isoformat(), "total_predicted": round(float(frame["prediction"].sum()), 1),
-        "warnings": warnings, "weather_forecast": weather,
+        "interval_coverage": result.coverage, "warnings": warnings, "weather_forecast": weather,
         "summary": f"{len(frame):,} counter-hours of {day.date()} forecast by {model.uri} -> {path}; {weather['note']}",
     }
 

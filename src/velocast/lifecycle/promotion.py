@@ -2,11 +2,24 @@
 
 A promotion is three idempotent writes — aliases (``champion`` and ``previous-champion``),
 ``is_champion`` flags in summary.json, the audit row — done under a per-model-type lock and
-guarded by a journal file written first:
+guarded by a journal written *before the first write* that holds both the promotion and its undo
+(what the aliases and flags were):
 
-- if a write raises, the writes already made are undone from the journal and the error re-raised;
-- if the process dies half-way (kill -9), the journal survives; the next registry operation
-  (``recover``) replays the writes, so aliases, flags and history agree again.
+- the audit row is written last and is the commit point: once it is there, the promotion happened;
+- if a write raises, the writes already made are undone at once and the error re-raised;
+- if the process dies half-way (kill -9), or its undo fails too, the journal survives and the next
+  write (``recover``, run before every promotion and rollback and at API start-up) finishes the
+  *undo*: a promotion that did not commit never completes later by itself, and a fault leaves the
+  champion as it was. Reads (``GET /models``, the UI, the serving cache) never run it.
+
+Compare-and-swap: a caller that compared a challenger against a champion passes that champion as
+``expected_champion``; the promotion refuses (``ChampionChanged``, audited) when the champion moved
+meanwhile — a rollback made during a weekly cycle wins over the cycle's promotion.
+
+A version that is a test-mode model or failed the baseline gate (``Registry.blockers``) is promoted
+only with ``force=True`` and a reason, and the audit row says it was an override. A rollback goes to
+the champion before the current one in the promotion history, skipping versions that were rolled
+back from, so a second rollback never brings back the version the first one removed.
 
 Loading ``models:/bike-traffic-<type>@champion`` therefore always gives the current champion.
 """
@@ -18,7 +31,8 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,17 +41,37 @@ from velocast.config import Settings, get_settings, redact_secrets
 from velocast.fileio import atomic_write_json, file_lock
 from velocast.lifecycle.audit import AuditEvent, AuditLog
 from velocast.models import get_spec
-from velocast.tracking.registry import CHAMPION, PREVIOUS, Registry
+from velocast.tracking.registry import CHAMPION, PREVIOUS, ModelRef, Registry
 
 log = logging.getLogger(__name__)
 
 # Fault injection for crash tests: VELOCAST_FAULT=promotion:after_alias makes the process die
 # between the alias write and the summary write, exactly like a kill -9 at that point.
 _FAULT_ENV = "VELOCAST_FAULT"
+HISTORY_LIMIT = 10_000  # promotions and rollbacks read to find where a rollback goes
 
 
 class PromotionError(RuntimeError):
     """A promotion or rollback cannot be done (unknown version, nothing to roll back to...)."""
+
+
+class ChampionChanged(PromotionError):
+    """The champion is not the one the caller compared against (compare-and-swap refused)."""
+
+
+class _AnyChampion:
+    def __repr__(self) -> str:
+        return "ANY_CHAMPION"
+
+
+ANY_CHAMPION: Any = _AnyChampion()  # ``expected_champion`` default: no compare-and-swap check
+
+
+def expected_from_text(value: str | None) -> Any:
+    """``--expected-champion`` / the API field: a version, ``none`` (no champion), or unset (no check)."""
+    if value is None or value == "":
+        return ANY_CHAMPION
+    return None if value.strip().lower() in ("none", "-") else value.strip()
 
 
 @dataclass
@@ -46,16 +80,23 @@ class Promotion:
     model_type: str
     action: str  # promote | rollback | undo
     from_version: str | None
-    to_version: str
+    to_version: str | None  # None only for the undo of a first promotion (no champion before)
     to_run_id: str | None
     previous_alias_before: str | None
     previous_alias_after: str | None
     reason: str
     actor: str
     at: str
+    override: bool = False  # promoted with force over these blockers
+    overridden: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Promotion:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def _actor() -> str:
@@ -63,6 +104,10 @@ def _actor() -> str:
         return os.environ.get("VELOCAST_ACTOR") or getpass.getuser()
     except Exception:  # no user database in some containers
         return "unknown"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
 
 
 def _journal(settings: Settings, model_type: str) -> Path:
@@ -79,8 +124,9 @@ def _fault(point: str) -> None:
         os._exit(137)
 
 
+# ------------------------------------------------------------------------------------ the writes
 def _apply(registry: Registry, audit: AuditLog, p: Promotion) -> None:
-    """The three writes, each idempotent."""
+    """The three writes, each idempotent; the audit row last (the commit point)."""
     registry.set_alias(p.model_type, CHAMPION, p.to_version)
     registry.set_alias(p.model_type, PREVIOUS, p.previous_alias_after)
     _fault("after_alias")
@@ -88,102 +134,165 @@ def _apply(registry: Registry, audit: AuditLog, p: Promotion) -> None:
     _fault("after_summary")
     if p.action == "undo":
         audit.record(AuditEvent(event="error", model_type=p.model_type, actor=p.actor, from_version=p.from_version,
-                                to_version=p.to_version, error_message=p.reason, event_id=p.promotion_id))
+                                to_version=p.to_version, error_message=p.reason, event_id=p.promotion_id,
+                                details={"undo": True}))
         return
+    details: dict[str, Any] = {"previous_champion_alias": p.previous_alias_after}
+    reasons = [p.reason] if p.reason else []
+    if p.override:
+        details.update(override=True, overridden=p.overridden)
+        reasons += [f"override (--force): {b}" for b in p.overridden]
     audit.record(AuditEvent(
         event="promotion" if p.action == "promote" else "rollback", model_type=p.model_type,
-        deployment_decision="deploy" if p.action == "promote" else "rollback",
+        deployment_decision=("override" if p.override else "deploy") if p.action == "promote" else "rollback",
         model_uri=f"models:/{registry.get(p.model_type, p.to_version).name}/{p.to_version}", run_id=p.to_run_id,
-        actor=p.actor, from_version=p.from_version, to_version=p.to_version, reasons=[p.reason] if p.reason else [],
-        event_id=p.promotion_id, details={"previous_champion_alias": p.previous_alias_after}))
+        actor=p.actor, from_version=p.from_version, to_version=p.to_version, reasons=reasons,
+        event_id=p.promotion_id, details=details))
 
 
-def _reverse(registry: Registry, p: Promotion, error: str) -> Promotion:
-    """The promotion that puts things back as they were before ``p``."""
+def _reverse(p: Promotion, from_run_id: str | None) -> Promotion:
+    """The writes that put things back as they were before ``p`` (computed before its first write)."""
     return Promotion(
         promotion_id=str(uuid.uuid4()), model_type=p.model_type, action="undo", from_version=p.to_version,
-        to_version=p.from_version, to_run_id=registry.get(p.model_type, p.from_version).run_id if p.from_version else None,
+        to_version=p.from_version, to_run_id=from_run_id,
         previous_alias_before=p.previous_alias_after, previous_alias_after=p.previous_alias_before,
-        reason=f"{p.action} to version {p.to_version} failed and was undone: {error}", actor=p.actor,
-        at=datetime.now(timezone.utc).isoformat())
+        reason=f"{p.action} to version {p.to_version} did not complete and was undone", actor=p.actor, at=p.at)
 
 
-def _undo(registry: Registry, audit: AuditLog, reverse: Promotion) -> None:
-    if reverse.to_version is None:  # there was no champion before: remove the aliases and flags
-        registry.set_alias(reverse.model_type, CHAMPION, None)
-        registry.set_alias(reverse.model_type, PREVIOUS, reverse.previous_alias_after)
-        registry.summary.set_champion(reverse.model_type, None)
-        audit.record(AuditEvent(event="error", model_type=reverse.model_type, actor=reverse.actor,
-                                error_message=reverse.reason, event_id=reverse.promotion_id))
-        return
-    _apply(registry, audit, reverse)
+def _write_journal(settings: Settings, forward: Promotion, undo: Promotion, state: str) -> None:
+    atomic_write_json(_journal(settings, forward.model_type),
+                      {"state": state, "promotion": forward.to_dict(), "undo": undo.to_dict()})
 
 
-def recover(model_type: str, settings: Settings | None = None, registry: Registry | None = None) -> bool:
-    """Finish a promotion a dead process left half-done. True if one was replayed."""
-    settings = settings or get_settings()
+def _read_journal(settings: Settings, model_type: str, registry: Registry) -> tuple[str, Promotion, Promotion]:
+    data = json.loads(_journal(settings, model_type).read_text(encoding="utf-8"))
+    if "promotion" in data:
+        return data["state"], Promotion.from_dict(data["promotion"]), Promotion.from_dict(data["undo"])
+    # a journal of an earlier velocast (the promotion alone): its undo is rebuilt from it
+    old = Promotion.from_dict(data)
+    if old.action == "undo":
+        return "undoing", old, old
+    run = registry.get(model_type, old.from_version).run_id if old.from_version else None
+    return "applying", old, _reverse(old, run)
+
+
+def _recover_locked(model_type: str, settings: Settings, registry: Registry, audit: AuditLog) -> bool:
     journal = _journal(settings, model_type)
     if not journal.exists():
         return False
-    with file_lock(_lock(settings, model_type)):
-        if not journal.exists():
-            return False
-        promotion = Promotion(**json.loads(journal.read_text(encoding="utf-8")))
-        log.warning("replaying interrupted %s of %s to version %s", promotion.action, model_type, promotion.to_version)
-        registry = registry or Registry(settings)
-        audit = AuditLog(settings=settings)
-        if promotion.action == "undo":
-            _undo(registry, audit, promotion)
-        else:
-            _apply(registry, audit, promotion)
-        journal.unlink()
+    state, forward, undo = _read_journal(settings, model_type, registry)
+    if state == "applying" and forward.action != "undo" and audit.get(forward.promotion_id) is not None:
+        log.info("the interrupted %s of %s to version %s had committed (its audit row is written)",
+                 forward.action, model_type, forward.to_version)
+        journal.unlink(missing_ok=True)
+        return True
+    log.warning("undoing the interrupted %s of %s to version %s (champion back to %s)", forward.action, model_type,
+                forward.to_version, undo.to_version)
+    if state == "applying":
+        undo.reason = f"{forward.action} to version {forward.to_version} was interrupted and is undone by recovery"
+        _write_journal(settings, forward, undo, "undoing")
+    _apply(registry, audit, undo)
+    journal.unlink(missing_ok=True)
     return True
 
 
-def _move(model_type: str, to_version: str, action: str, reason: str, settings: Settings,
-          previous_after: str | None = "from") -> Promotion:
+def recover(model_type: str, settings: Settings | None = None, registry: Registry | None = None) -> bool:
+    """Undo a promotion a dead process (or a failed undo) left half-done. True if a journal was handled.
+
+    Writes: runs before every promotion and rollback and at API start-up, never on a read path.
+    """
+    settings = settings or get_settings()
+    if not _journal(settings, model_type).exists():
+        return False
+    with file_lock(_lock(settings, model_type)):
+        return _recover_locked(model_type, settings, registry or Registry(settings), AuditLog(settings=settings))
+
+
+def pending(model_type: str, settings: Settings | None = None) -> Promotion | None:
+    """The undo an interrupted promotion still needs (read-only), or None."""
+    settings = settings or get_settings()
+    try:
+        data = json.loads(_journal(settings, model_type).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return Promotion.from_dict(data["undo"]) if "undo" in data else None
+
+
+# ------------------------------------------------------------------------------------ one move
+Plan = Callable[[ModelRef | None], tuple[ModelRef, str | None]]  # champion -> (target, previous-champion after)
+
+
+def _refuse(audit: AuditLog, model_type: str, action: str, target: str | None, current: str | None,
+            expected: str | None) -> ChampionChanged:
+    message = (f"{action} of {model_type} version {target} refused: the champion is "
+               f"{'version ' + current if current else 'unset'}, not "
+               f"{'version ' + expected if expected else 'unset'} as when it was compared (a rollback or another "
+               "promotion happened meanwhile); compare against the current champion again")
+    audit.record(AuditEvent(event="error", model_type=model_type, actor=_actor(), from_version=current,
+                            to_version=current, error_message=message,
+                            details={"refused": "champion_changed", "requested_version": target,
+                                     "expected_champion": expected, "champion": current}))
+    return ChampionChanged(message)
+
+
+def _move(model_type: str, action: str, reason: str, settings: Settings, plan: Plan,
+          expected_champion: Any = ANY_CHAMPION, overridden: list[str] | None = None) -> Promotion:
     registry = Registry(settings)
-    recover(model_type, settings, registry)
     audit = AuditLog(settings=settings)
     with file_lock(_lock(settings, model_type)):
+        _recover_locked(model_type, settings, registry, audit)
         current = registry.champion(model_type)
-        previous = registry.by_alias(model_type, PREVIOUS)
-        target = registry.get(model_type, to_version)
         from_version = current.version if current else None
-        promotion = Promotion(
+        target, previous_after = plan(current)
+        if expected_champion is not ANY_CHAMPION and from_version != expected_champion:
+            raise _refuse(audit, model_type, action, target.version, from_version, expected_champion)
+        previous = registry.by_alias(model_type, PREVIOUS)
+        forward = Promotion(
             promotion_id=str(uuid.uuid4()), model_type=model_type, action=action, from_version=from_version,
             to_version=target.version, to_run_id=target.run_id,
             previous_alias_before=previous.version if previous else None,
-            previous_alias_after=(from_version if previous_after == "from" else previous_after)
-            if (from_version != target.version) else (previous.version if previous else None),
-            reason=reason, actor=_actor(), at=datetime.now(timezone.utc).isoformat())
-        journal = _journal(settings, model_type)
-        atomic_write_json(journal, promotion.to_dict())
+            previous_alias_after=previous_after if from_version != target.version
+            else (previous.version if previous else None),
+            reason=reason, actor=_actor(), at=_now(), override=bool(overridden), overridden=list(overridden or []))
+        undo = _reverse(forward, current.run_id if current else None)
+        _write_journal(settings, forward, undo, "applying")  # before the first write: what the undo needs
         try:
-            _apply(registry, audit, promotion)
+            _apply(registry, audit, forward)
         except Exception as exc:
             log.error("%s of %s failed (%s): undoing the writes already made", action, model_type, exc)
-            reverse = _reverse(registry, promotion, redact_secrets(f"{type(exc).__name__}: {exc}", settings))
-            atomic_write_json(journal, reverse.to_dict())  # a crash or failure from here replays the undo
+            undo.reason = (f"{action} to version {target.version} failed and was undone: "
+                           f"{redact_secrets(f'{type(exc).__name__}: {exc}', settings)}")
             try:
-                _undo(registry, audit, reverse)
-                journal.unlink(missing_ok=True)
+                _write_journal(settings, forward, undo, "undoing")
             except Exception:
-                log.exception("undo incomplete: the journal is kept and the next operation will finish it")
+                log.exception("could not update the journal: it still holds the undo, which recovery will run")
+            try:
+                _apply(registry, audit, undo)
+                _journal(settings, model_type).unlink(missing_ok=True)
+            except Exception:
+                log.exception("undo incomplete: the journal is kept and the next write (or API start) finishes it")
             raise
-        journal.unlink(missing_ok=True)
+        _journal(settings, model_type).unlink(missing_ok=True)  # committed: the audit row is written
     log.info("%s %s: champion %s -> %s", action, model_type, from_version, target.version)
-    return promotion
+    return forward
 
 
+# ------------------------------------------------------------------------------------ commands
 def promote(model_type: str, version: str | None = None, run_id: str | None = None, reason: str = "",
-            settings: Settings | None = None) -> Promotion:
-    """Make a registered version (by number or run id) the champion of its type."""
+            settings: Settings | None = None, expected_champion: Any = ANY_CHAMPION,
+            force: bool = False) -> Promotion:
+    """Make a registered version (by number or run id) the champion of its type.
+
+    ``expected_champion``: the champion version (None: no champion) the caller compared against;
+    refused with ``ChampionChanged`` if it moved. ``force``: promote a test-mode or gate-failing
+    version anyway (needs a ``reason``; audited as an override).
+    """
     settings = settings or get_settings()
     get_spec(model_type)
-    registry = Registry(settings)
     if version is None and run_id is None:
         raise PromotionError("name the version (--version) or the run (--run-id) to promote")
+    registry = Registry(settings)
+    recover(model_type, settings, registry)
     try:
         ref = registry.resolve(model_type, version=version, run_id=run_id)
         if not ref.complete:
@@ -191,22 +300,64 @@ def promote(model_type: str, version: str | None = None, run_id: str | None = No
                               "(a killed process; the next training reconciles it)")
     except LookupError as exc:
         raise PromotionError(str(exc)) from exc
-    return _move(model_type, ref.version, "promote", reason or "manual promotion", settings)
+    blockers = registry.blockers(ref)
+    if blockers and not force:
+        raise PromotionError(f"{'; '.join(blockers)}: it is not promoted without an explicit override "
+                             "(CLI: --force --reason \"why\"; API: \"force\": true and a reason)")
+    if blockers and not reason.strip():
+        raise PromotionError(f"a forced promotion needs a reason (--reason): {'; '.join(blockers)}")
+
+    def plan(current: ModelRef | None) -> tuple[ModelRef, str | None]:
+        return ref, current.version if current else None
+
+    return _move(model_type, "promote", reason or "manual promotion", settings, plan, expected_champion,
+                 blockers if force else None)
+
+
+def _rollback_order(model_type: str, settings: Settings) -> tuple[list[str], set[str]]:
+    """Champions from the promotion history, oldest first (each once, at its latest place), and the
+    versions rolled back from (until promoted again)."""
+    stack: list[str] = []
+    rolled: set[str] = set()
+    for h in reversed(history(model_type, settings, limit=HISTORY_LIMIT)):
+        if h.event == "rollback" and h.from_version:
+            rolled.add(h.from_version)
+            if h.from_version in stack:
+                stack.remove(h.from_version)
+        elif h.event == "promotion" and h.to_version:
+            rolled.discard(h.to_version)
+        if h.to_version:
+            if h.to_version in stack:
+                stack.remove(h.to_version)
+            stack.append(h.to_version)
+    return stack, rolled
 
 
 def rollback(model_type: str, reason: str = "", settings: Settings | None = None) -> Promotion:
-    """Give the champion alias back to ``previous-champion``."""
+    """Give the champion back to the champion before it (from the history; never a version rolled back from)."""
     settings = settings or get_settings()
+    get_spec(model_type)
     registry = Registry(settings)
     recover(model_type, settings, registry)
-    previous = registry.by_alias(model_type, PREVIOUS)
-    if previous is None:
-        raise PromotionError(f"{model_type} has no previous champion to roll back to")
-    # the champion before `previous`, from the history, becomes the new previous-champion
-    before = next((h.from_version for h in history(model_type, settings)
-                   if h.to_version == previous.version and h.from_version != previous.version), None)
-    return _move(model_type, previous.version, "rollback", reason or "manual rollback", settings,
-                 previous_after=before)
+
+    def plan(current: ModelRef | None) -> tuple[ModelRef, str | None]:
+        stack, rolled = _rollback_order(model_type, settings)
+        if not stack:  # no history (an older home): the previous-champion alias
+            previous = registry.by_alias(model_type, PREVIOUS)
+            stack = [previous.version] if previous else []
+        candidates = [v for v in reversed(stack)
+                      if v != (current.version if current else None) and v not in rolled]
+        if not candidates:
+            raise PromotionError(f"{model_type} has no previous champion to roll back to"
+                                 + (f" (versions rolled back from are skipped: {', '.join(sorted(rolled))})"
+                                    if rolled else ""))
+        try:
+            target = registry.get(model_type, candidates[0])
+        except LookupError as exc:
+            raise PromotionError(f"{model_type}: the previous champion {candidates[0]} is gone: {exc}") from exc
+        return target, candidates[1] if len(candidates) > 1 else None
+
+    return _move(model_type, "rollback", reason or "manual rollback", settings, plan)
 
 
 def history(model_type: str | None = None, settings: Settings | None = None, limit: int = 100) -> list[AuditEvent]:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from velocast.features import FeaturePlan
 from velocast.fileio import atomic_write_bytes, file_lock
+from velocast.models.intervals import ConformalRegressor
 from velocast.models.lgbm import LGBMCountRegressor
 from velocast.models.weather_fallback import REQUIRED_WEATHER, WeatherFallback
 
@@ -80,7 +81,10 @@ class CompiledModel:
 
     def __init__(self, pipeline: Any, plan: FeaturePlan):
         self.plan = plan
-        self.estimator = pipeline.named_steps["model"]
+        model = pipeline.named_steps["model"]
+        # a regressor with prediction intervals: its point model here, its bounds from ``bounds``
+        self.conformal = model if isinstance(model, ConformalRegressor) else None
+        self.estimator = model.estimator_ if self.conformal is not None else model
         self.classifier = hasattr(self.estimator, "predict_proba")
         names = plan.names
         self._weather = isinstance(self.estimator, WeatherFallback)
@@ -101,9 +105,11 @@ class CompiledModel:
             return booster
         return _Frame(estimator, self.plan, columns)
 
-    def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """``prediction`` (and ``probability`` for classifiers) of each row of ``X`` (``predict_frame``'s)."""
+    def predict(self, X: np.ndarray, coverage: float | None = None) -> dict[str, np.ndarray]:
+        """``predict_frame``'s columns for each row of ``X``: ``prediction``, and ``probability`` for
+        classifiers, ``lower``/``upper`` (the interval of central ``coverage``) for regressors."""
         method = "predict_proba" if self.classifier else "predict"
+        known = None
         if not self._weather:
             values = getattr(self._with, method)(X)
         else:
@@ -121,7 +127,15 @@ class CompiledModel:
         if self.classifier:
             proba = values[:, 1]
             return {"probability": proba, "prediction": (proba >= 0.5).astype(int)}
-        return {"prediction": values}
+        values = values.astype(float)
+        if self.conformal is None or not self.conformal.calibrated:
+            nan = np.full(len(X), np.nan)
+            return {"prediction": values, "lower": nan, "upper": nan.copy()}
+        variant = known.astype(np.int64) if known is not None else np.zeros(len(X), np.int64)
+        counter = X[:, 0] if self.plan.names[0] == "counter_code" else np.full(len(X), -1.0)
+        counter = np.where(np.isfinite(counter), counter, -1).astype(np.int64)
+        lower, upper = self.conformal.bounds(values, variant, counter, coverage)
+        return {"prediction": values, "lower": lower, "upper": upper}
 
     # ------------------------------------------------------------------ lleaves
     @property

@@ -7,6 +7,7 @@ Default tracking store: a SQLite file in the velocast home, artifacts in ``home/
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -26,9 +27,28 @@ _TRUSTED_PREFIXES = ("velocast.", "sklearn.", "lightgbm.", "numpy.", "collection
                      "builtins.", "scipy.")
 
 
+# MLflow's HTTP client reads these at every call; velocast sets them (unless the user did) so an
+# unreachable tracking server fails a call within VELOCAST_DEPENDENCY_TIMEOUT_SECONDS (x2: one retry)
+# instead of MLflow's defaults (120 s per attempt, 7 retries with exponential backoff: minutes).
+_OWN_ENV: dict[str, str] = {}
+
+
+def client_timeouts(settings: Settings) -> dict[str, str]:
+    """Bound MLflow's HTTP calls by the dependency timeout; the user's own MLFLOW_HTTP_* values win."""
+    wanted = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(settings.dependency_timeout_seconds))),
+              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+              "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"}
+    for name, value in wanted.items():
+        current = os.environ.get(name)
+        if current is None or current == _OWN_ENV.get(name):  # unset, or set by us earlier
+            os.environ[name] = _OWN_ENV[name] = value
+    return {name: os.environ[name] for name in wanted}
+
+
 def configure(settings: Settings | None = None) -> str:
     """Point MLflow at the configured tracking store and make sure the experiment exists."""
     settings = settings or get_settings()
+    client_timeouts(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; velocast reads that variable as the
     # user's choice, so put the environment back as the user left it (no leak into later Settings).
@@ -44,8 +64,9 @@ def configure(settings: Settings | None = None) -> str:
         artifact_location = None if settings.mlflow_tracking_uri else settings.artifact_location
         try:
             client.create_experiment(settings.experiment_name, artifact_location=artifact_location)
-        except mlflow.exceptions.MlflowException:  # created meanwhile by another process
-            pass
+        except mlflow.exceptions.MlflowException as exc:  # created meanwhile by another process
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     mlflow.set_experiment(settings.experiment_name)
     return settings.tracking_uri
 

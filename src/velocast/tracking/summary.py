@@ -30,7 +30,8 @@ from typing import Any
 
 import fsspec
 
-from velocast.config import Settings, get_settings
+from velocast.config import Settings, get_settings, redact
+from velocast.errors import DependencyUnavailable
 from velocast.evaluation.metrics import lower_is_better
 from velocast.fileio import atomic_write_bytes, file_lock
 
@@ -81,14 +82,35 @@ def _local_path(uri: str) -> Path:
     return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
 
 
-def _remote_fs(uri: str) -> tuple[Any, str]:
-    """The fsspec filesystem and path of a remote ``uri`` (S3: MLflow's endpoint variable honoured too)."""
+def _remote_fs(uri: str, timeout: float) -> tuple[Any, str]:
+    """The fsspec filesystem and path of a remote ``uri`` (S3: MLflow's endpoint variable honoured too).
+
+    S3 calls get connect and read timeouts of ``timeout`` seconds and one retry (botocore's defaults,
+    60 s and 5 attempts each, would hang a request for minutes on a silent endpoint).
+    """
     options: dict[str, Any] = {}
-    endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-    if (uri.startswith(("s3://", "s3a://")) and endpoint
-            and not (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))):
-        options["client_kwargs"] = {"endpoint_url": endpoint}
+    if uri.startswith(("s3://", "s3a://")):
+        options["config_kwargs"] = {"connect_timeout": timeout, "read_timeout": timeout,
+                                    "retries": {"max_attempts": 2, "mode": "standard"}}
+        endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+        if endpoint and not (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")):
+            options["client_kwargs"] = {"endpoint_url": endpoint}
     return fsspec.core.url_to_fs(uri, **options)
+
+
+@contextmanager
+def _object_store(uri: str) -> Iterator[None]:
+    """Failures of a remote summary.json (not "does not exist") as ``DependencyUnavailable``."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        raise DependencyUnavailable("object store", f"{redact(uri)}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith(("botocore", "aiobotocore", "s3fs", "aiohttp")):
+            raise DependencyUnavailable("object store", f"{redact(uri)}: {type(exc).__name__}: {exc}") from exc
+        raise
 
 
 def _lock_path(uri: str, settings: Settings) -> Path:
@@ -118,12 +140,13 @@ class SummaryStore:
                     return []
                 text = path.read_text(encoding="utf-8")
             else:
-                fs, path = _remote_fs(self.uri)
-                fs.invalidate_cache(path)  # another process may have written it since our last look
-                if not fs.exists(path):
-                    return []
-                with fs.open(path, "r", encoding="utf-8") as handle:
-                    text = handle.read()
+                with _object_store(self.uri):
+                    fs, path = _remote_fs(self.uri, self.settings.dependency_timeout_seconds)
+                    fs.invalidate_cache(path)  # another process may have written it since our last look
+                    if not fs.exists(path):
+                        return []
+                    with fs.open(path, "r", encoding="utf-8") as handle:
+                        text = handle.read()
         except FileNotFoundError:
             return []
         data = json.loads(text) if text.strip() else []
@@ -137,11 +160,12 @@ class SummaryStore:
         if _is_local(self.uri):
             atomic_write_bytes(_local_path(self.uri), payload)
             return
-        fs, path = _remote_fs(self.uri)
-        tmp = f"{path}.tmp"
-        with fs.open(tmp, "wb") as handle:  # object stores publish a whole object at once
-            handle.write(payload)
-        fs.mv(tmp, path)
+        with _object_store(self.uri):
+            fs, path = _remote_fs(self.uri, self.settings.dependency_timeout_seconds)
+            tmp = f"{path}.tmp"
+            with fs.open(tmp, "wb") as handle:  # object stores publish a whole object at once
+                handle.write(payload)
+            fs.mv(tmp, path)
 
     @contextmanager
     def _locked(self) -> Iterator[list[dict[str, Any]]]:
