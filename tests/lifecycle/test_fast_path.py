@@ -24,7 +24,8 @@ from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs, enrich
 from velocast.lifecycle.predict import LoadedModel, predict_rows
 from velocast.lifecycle.served_history import store_history
 from velocast.lifecycle.serving import fast_inputs
-from velocast.models import build_pipeline, predict_frame
+from velocast.lifecycle.scoring import ServedRows
+from velocast.models import build_pipeline, calibrate, predict_frame
 from velocast.models.compiled import lleaves_available
 
 UNKNOWN = "999999999-999999999"
@@ -38,8 +39,11 @@ def _fit(settings: Settings, model_type: str, **params: object) -> LoadedModel:
     enriched = enrich(rows.reset_index(drop=True), settings, weather="observed")
     pipeline = build_pipeline(model_type, params or None)
     if model_type == "lgbm":  # one OpenMP thread: a busy machine makes two spin for minutes
-        pipeline.set_params(model__estimator__n_jobs=1)
+        pipeline.set_params(model__estimator__estimator__n_jobs=1)
     pipeline.fit(enriched, enriched["bike_count"].to_numpy(float))
+    # prediction intervals calibrated on later days, as served (with and without weather)
+    later = store.query_counts("2021-05-10", "2021-05-24", settings=settings).sample(2000, random_state=4)
+    pipeline = calibrate(pipeline, ServedRows.build(later.reset_index(drop=True), settings).calibration_rows)
     return LoadedModel(model_type, pipeline, None, f"test:{model_type}")
 
 
@@ -84,7 +88,9 @@ def _reference(rows: pd.DataFrame, model: LoadedModel, settings: Settings) -> di
     matrix = features.transform(enriched)
     if "counter_code" in matrix and isinstance(matrix["counter_code"].dtype, pd.CategoricalDtype):
         matrix["counter_code"] = matrix["counter_code"].cat.codes.astype(np.float32)
-    return {"matrix": matrix.to_numpy(np.float32), "prediction": predict_frame(model.pipeline, enriched)["prediction"],
+    predicted = predict_frame(model.pipeline, enriched)
+    return {"matrix": matrix.to_numpy(np.float32), "prediction": predicted["prediction"],
+            "lower": predicted.get("lower"), "upper": predicted.get("upper"),
             "weather": enriched[WEATHER_SOURCE].to_numpy(),
             "notes": inputs.notes(model.horizon == "day-ahead", enriched[WEATHER_SOURCE].to_numpy()),
             "unknown": features.unknown_counters(enriched)}
@@ -107,6 +113,10 @@ def test_fast_path_equals_frames_path(fitted: tuple[Settings, LoadedModel]) -> N
     np.testing.assert_array_equal(fast.matrix, reference["matrix"])  # NaN where NaN, every value equal
     served = predict_rows(rows, model, settings)
     np.testing.assert_array_equal(served.frame["prediction"].to_numpy(), reference["prediction"].to_numpy())
+    for bound in ("lower", "upper"):  # the conformal interval, from the arrays as from the frames
+        np.testing.assert_allclose(served.frame[bound].to_numpy(), reference[bound].to_numpy(), rtol=1e-12)
+    assert np.isfinite(served.frame["lower"]).all() and (served.frame["upper"] > served.frame["lower"]).mean() > 0.9
+    assert served.coverage == settings.interval_coverage
     np.testing.assert_array_equal(served.frame[WEATHER_SOURCE].to_numpy(), reference["weather"])
     assert served.row_notes == reference["notes"]
     assert served.unknown_counters == reference["unknown"] == [UNKNOWN]
@@ -132,6 +142,8 @@ def test_other_model_families_take_the_same_path(real_home: Path) -> None:
     reference = _reference(rows, model, settings)
     served = predict_rows(rows, model, settings)
     np.testing.assert_array_equal(served.frame["prediction"].to_numpy(), reference["prediction"].to_numpy())
+    for bound in ("lower", "upper"):
+        np.testing.assert_allclose(served.frame[bound].to_numpy(), reference[bound].to_numpy(), rtol=1e-12)
     assert served.row_notes == reference["notes"]
 
 
