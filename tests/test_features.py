@@ -126,12 +126,12 @@ def test_history_features_read_only_their_window() -> None:
 
 def test_the_repeated_autumn_hour_is_resolved_per_counter() -> None:
     """Naive 02:00 on 2021-10-31 occurs twice: for each counter its first row is summer time (+02:00)."""
-    from velocast.features import as_paris
+    from velocast.data.schema import to_paris
 
     naive = pd.Series(["2021-10-31 01:00", "2021-10-31 01:00", "2021-10-31 02:00", "2021-10-31 02:00",
                        "2021-10-31 02:00", "2021-10-31 02:00", "2021-10-31 03:00", "2021-10-31 03:00"])
     counters = pd.Series(["a", "b", "a", "b", "a", "b", "a", "b"])
-    stamps = as_paris(naive, counters)
+    stamps = to_paris(naive, naive="paris", counter_ids=counters)
     offsets = [t.utcoffset().total_seconds() / 3600 for t in stamps]
     assert offsets == [2, 2, 2, 2, 1, 1, 1, 1]
     rows = pd.DataFrame({"counter_id": counters, "timestamp": naive, "latitude": 48.85, "longitude": 2.35,

@@ -34,9 +34,10 @@ def _find_shared(name: str) -> Path | None:
 def next_day_rows(day: pd.Timestamp, settings: Settings | None = None) -> pd.DataFrame:
     """One row per stored counter and hour of ``day`` (Europe/Paris; 23 or 25 hours on DST days)."""
     from velocast.data import store
+    from velocast.data.schema import paris_midnight
 
     counters = store.counters(settings)
-    start = day.tz_convert(PARIS_TZ).normalize() if day.tzinfo else day.tz_localize(PARIS_TZ)
+    start = paris_midnight(day)
     hours = pd.date_range(start, start + pd.DateOffset(days=1), freq="h", inclusive="left")
     rows = counters.merge(pd.DataFrame({"timestamp": hours}), how="cross")
     return rows[["counter_id", "counter_name", "site_id", "site_name", "timestamp", "latitude", "longitude"]]

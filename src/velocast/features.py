@@ -25,8 +25,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from velocast.config import PARIS_TZ
 from velocast.data.calendar import CALENDAR_COLUMNS, calendar_features, hour_fields
-from velocast.data.ingest import parse_timestamps
 from velocast.data.quality import DEFAULT_MIN_ZERO_HOURS, zero_runs
+from velocast.data.schema import to_paris
 from velocast.data.weather import WEATHER_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -49,25 +49,9 @@ _HOURS_OF_WEEK = 168
 LEVEL_FOLDS = 5  # out-of-fold levels of training rows: folds of whole Paris weeks
 
 
-def as_paris(timestamps: pd.Series, counter_ids: pd.Series | None = None) -> pd.Series:
-    """Timestamps as tz-aware Europe/Paris; strings with offsets keep them, naive values are Paris time.
-
-    In the autumn fold a naive hour occurs twice: the first occurrence of each counter's hour is
-    summer time (``counter_ids``; without them every row is taken as one counter's series).
-    """
-    if isinstance(timestamps.dtype, pd.DatetimeTZDtype):
-        return timestamps.dt.tz_convert(PARIS_TZ)
-    parsed, reason = parse_timestamps(timestamps, counter_ids)
-    bad = reason.notna() & (reason != "timestamp not on a whole hour")
-    if bad.any():
-        first = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(f"row {first}: timestamp={timestamps.iloc[first]!r}: {reason.iloc[first]}")
-    return parsed
-
-
 def local_time(timestamps: pd.Series, counter_ids: pd.Series | None = None) -> pd.Series:
     """Naive Europe/Paris wall-clock time."""
-    return as_paris(timestamps, counter_ids).dt.tz_localize(None)
+    return to_paris(timestamps, naive="paris", counter_ids=counter_ids).dt.tz_localize(None)
 
 
 def paris_day_hour(timestamps: pd.Series, counter_ids: pd.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -410,7 +394,7 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         missing = [c for c in ("counter_id", "timestamp") if c not in X]
         if missing:
             raise ValueError(f"input is missing required columns {missing}")
-        timestamps = as_paris(X["timestamp"], X["counter_id"])
+        timestamps = to_paris(X["timestamp"], naive="paris", counter_ids=X["counter_id"])
         local = timestamps.dt.tz_localize(None)
         if self.feature_set == "original":
             return self._original(X, local)

@@ -84,22 +84,55 @@ def empty_counts() -> pd.DataFrame:
     )
 
 
+NAIVE_AS = ("utc", "paris")  # what a timestamp without an offset means: UTC, or Paris wall-clock time
+
+
+def to_paris(values: Any, *, naive: str, counter_ids: pd.Series | None = None) -> Any:
+    """Timestamps in Europe/Paris: the one time-zone rule of velocast.
+
+    ``values``: a Series (of datetimes or strings) or one timestamp (``pd.Timestamp``, ``datetime``,
+    ISO string). Aware values are converted; ``naive`` says what a value without an offset means:
+
+    - ``"utc"``: UTC (the tidy file's ``date`` column, the store's Parquet);
+    - ``"paris"``: Paris wall-clock time (dates typed by a user, uploaded rows without offsets). In
+      the autumn fold a naive hour occurs twice: in a Series, the first occurrence of each
+      counter's hour (``counter_ids``; without them the whole Series is one counter) is summer
+      time; a naive hour that does not exist (the spring gap) or a Series value that cannot be
+      read raises ``ValueError`` naming the row. A single ambiguous hour raises too.
+
+    A Series comes back as ``datetime64[ns, Europe/Paris]``; one value as a ``pd.Timestamp``.
+    """
+    if naive not in NAIVE_AS:
+        raise ValueError(f"naive={naive!r}: expected one of {', '.join(NAIVE_AS)}")
+    if not isinstance(values, pd.Series):
+        stamp = pd.Timestamp(values)
+        if stamp.tzinfo is None:
+            stamp = stamp.tz_localize("UTC" if naive == "utc" else PARIS_TZ)
+        return stamp.tz_convert(PARIS_TZ)
+    paris_ns = pd.DatetimeTZDtype(unit="ns", tz=PARIS_TZ)
+    if isinstance(values.dtype, pd.DatetimeTZDtype):  # fast path: already aware
+        return values.dt.tz_convert(PARIS_TZ).astype(paris_ns)
+    if naive == "utc":
+        values = pd.to_datetime(values)
+        if values.dt.tz is None:
+            values = values.dt.tz_localize("UTC")
+        return values.dt.tz_convert(PARIS_TZ).astype(paris_ns)
+    from velocast.data.ingest import parse_timestamps  # ingest imports this module
+
+    parsed, reason = parse_timestamps(values, counter_ids)
+    bad = reason.notna() & (reason != REASON_NOT_WHOLE_HOUR)
+    if bad.any():
+        first = int(bad.to_numpy().nonzero()[0][0])
+        raise ValueError(f"row {first}: timestamp={values.iloc[first]!r}: {reason.iloc[first]}")
+    return parsed.astype(paris_ns)
+
+
 def paris_midnight(value: pd.Timestamp | str, days: int = 0) -> pd.Timestamp:
     """00:00 Europe/Paris of ``value``'s Paris day, moved by ``days`` calendar days.
 
     Calendar days, not 24-hour steps: the day after 2021-10-31 00:00 is 2021-11-01 00:00, 25 hours
     later. An aware ``value`` is converted to Paris time first; a naive one is Paris wall-clock time.
     """
-    stamp = pd.Timestamp(value)
-    local = stamp.tz_convert(PARIS_TZ).tz_localize(None) if stamp.tzinfo is not None else stamp
+    stamp = pd.Timestamp(value)  # naive: already the wall-clock time wanted (even in the autumn fold)
+    local = to_paris(stamp, naive="utc").tz_localize(None) if stamp.tzinfo is not None else stamp
     return (local.normalize() + pd.Timedelta(days=days)).tz_localize(PARIS_TZ)
-
-
-def to_paris(values: pd.Series) -> pd.Series:
-    """Convert a timezone-aware series to Europe/Paris (naive input is taken as UTC)."""
-    if isinstance(values.dtype, pd.DatetimeTZDtype):  # fast path: already aware
-        return values.dt.tz_convert(PARIS_TZ).astype(pd.DatetimeTZDtype(unit="ns", tz=PARIS_TZ))
-    values = pd.to_datetime(values)
-    if values.dt.tz is None:
-        values = values.dt.tz_localize("UTC")
-    return values.dt.tz_convert(PARIS_TZ).astype(pd.DatetimeTZDtype(unit="ns", tz=PARIS_TZ))

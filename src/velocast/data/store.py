@@ -127,7 +127,7 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return empty_counts()
     frame = frame[CANONICAL_COLUMNS].copy()
-    frame["timestamp"] = to_paris(frame["timestamp"])
+    frame["timestamp"] = to_paris(frame["timestamp"], naive="utc")
     installed = frame["installation_date"]
     # to_datetime of a column that is already datetime64 still samples it element by element (~40 ms)
     if not pd.api.types.is_datetime64_dtype(installed.dtype):
@@ -251,15 +251,14 @@ def history_counts(start: pd.Timestamp | str | None = None, settings: Settings |
     with _connect() as con:
         frame = con.execute(sql, [_glob(settings), *params]).df()
     frame["counter_id"] = frame["counter_id"].astype(str)
-    frame["timestamp"] = to_paris(frame["timestamp"])
+    frame["timestamp"] = to_paris(frame["timestamp"], naive="utc")
     frame["bike_count"] = frame["bike_count"].astype(float)
     return frame
 
 
 def paris_timestamp(value: pd.Timestamp | str) -> pd.Timestamp:
     """``value`` in Europe/Paris; a date or time without offset is read as Paris time."""
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize(PARIS_TZ) if stamp.tzinfo is None else stamp.tz_convert(PARIS_TZ)
+    return to_paris(value, naive="paris")
 
 
 def latest_timestamp(settings: Settings | None = None) -> pd.Timestamp | None:
@@ -300,7 +299,7 @@ def counters(settings: Settings | None = None) -> pd.DataFrame:
     with _connect() as con:
         frame = con.execute(sql, [_glob(settings)]).df()
     for column in ("first_seen", "last_seen"):
-        frame[column] = to_paris(frame[column])
+        frame[column] = to_paris(frame[column], naive="utc")
     return frame[columns]
 
 

@@ -48,6 +48,7 @@ import pandas as pd
 
 from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data.calendar import public_holidays, school_holidays
+from velocast.data.schema import paris_midnight, to_paris
 from velocast.fileio import atomic_write_parquet
 
 log = logging.getLogger(__name__)
@@ -295,14 +296,11 @@ def _check_args(counters: int, days: int, seed: int, drift: str | None) -> None:
 
 
 def _as_date(value: str | date | pd.Timestamp) -> date:
-    stamp = pd.Timestamp(value)
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert(PARIS_TZ)
-    return stamp.date()
+    return to_paris(value, naive="paris").date()
 
 
 def _local_midnight(day: date) -> pd.Timestamp:
-    return pd.Timestamp(day).tz_localize(PARIS_TZ)
+    return paris_midnight(day)
 
 
 def _drift_plan(drift: str | None, drift_start: str | date | None, first: date,

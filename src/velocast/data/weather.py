@@ -81,12 +81,12 @@ def ingest_weather(path: Path | str, settings: Settings | None = None) -> dict:
     settings = settings or get_settings()
     raw = read_synop(path)
     hourly = synop_to_hourly(raw).reset_index()
-    hourly["timestamp"] = to_paris(hourly["timestamp"])
+    hourly["timestamp"] = to_paris(hourly["timestamp"], naive="utc")
     target = settings.weather_path
     with file_lock(settings.locks_dir / "weather.lock"):
         if target.exists():
             old = pd.read_parquet(target)
-            old["timestamp"] = to_paris(old["timestamp"])
+            old["timestamp"] = to_paris(old["timestamp"], naive="utc")
             old = old[~old["timestamp"].isin(hourly["timestamp"])]
             hourly = pd.concat([old, hourly], ignore_index=True)
         hourly = hourly.sort_values("timestamp").reset_index(drop=True)
@@ -112,7 +112,7 @@ def load_weather(settings: Settings | None = None) -> pd.DataFrame | None:
 
 def _read_weather(path: str) -> pd.DataFrame:
     frame = pd.read_parquet(path)
-    frame["timestamp"] = to_paris(frame["timestamp"])
+    frame["timestamp"] = to_paris(frame["timestamp"], naive="utc")
     return frame
 
 

@@ -314,7 +314,7 @@ def ingest_observed_as_forecast(path: Path | str, settings: Settings | None = No
 
     settings = settings or get_settings()
     hourly = synop_to_hourly(read_synop(path)).reset_index()
-    stamps = to_paris(hourly["timestamp"])
+    stamps = to_paris(hourly["timestamp"], naive="utc")
     frame = hourly.assign(timestamp=stamps, issued_at=day_ahead_cutoffs(stamps).dt.tz_convert("UTC"),
                           source=OBSERVED_AS_FORECAST)
     frame = frame.dropna(subset=["temperature_c", "rain_mm"], how="all")

@@ -33,9 +33,9 @@ from typing import Any
 import pandas as pd
 
 from velocast import progress
-from velocast.config import PARIS_TZ, Settings, get_settings, redact_secrets
+from velocast.config import Settings, get_settings, redact_secrets
 from velocast.data import splits, store
-from velocast.data.schema import paris_midnight
+from velocast.data.schema import paris_midnight, to_paris
 from velocast.data.splits import split_by_time
 from velocast.evaluation.policies import Policy
 from velocast.fileio import atomic_write_json, file_lock
@@ -133,7 +133,7 @@ def record_cycle_state(settings: Settings, model_type: str, **values: Any) -> No
 
 
 def _ts(value: str | None) -> pd.Timestamp | None:
-    return None if value is None else pd.Timestamp(value).tz_convert(PARIS_TZ)
+    return None if value is None else to_paris(value, naive="utc")
 
 
 # --------------------------------------------------------------------------- steps
@@ -506,7 +506,7 @@ def days_unseen_by(registry: Registry, ref: ModelRef, days: set[str], settings: 
             held = set(splits.get_split(int(ref.tags["split_version"]), settings).test_days)
         except (splits.SplitError, ValueError):
             held = set()
-    last = str(pd.Timestamp(end).tz_convert(PARIS_TZ).date()) if end else "9999-12-31"
+    last = str(to_paris(end, naive="utc").date()) if end else "9999-12-31"
     return {d for d in days if d > last or d in held}
 
 

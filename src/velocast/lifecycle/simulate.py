@@ -30,12 +30,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from velocast import progress
-from velocast.config import PARIS_TZ, Settings, get_settings
+from velocast.config import Settings, get_settings
 from velocast.data import splits, store
-from velocast.data.schema import paris_midnight
+from velocast.data.schema import paris_midnight, to_paris
 from velocast.lifecycle.cycle import fine_tune, monitor_and_fine_tune
-from velocast.lifecycle.scoring import ServedRows
 from velocast.lifecycle.promotion import promote
+from velocast.lifecycle.scoring import ServedRows
 from velocast.lifecycle.train import train
 from velocast.models import get_spec
 from velocast.tracking.registry import Registry
@@ -113,8 +113,7 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
     source = store.query_counts(settings=settings)
     if source.empty:
         raise ValueError("the store is empty: ingest data first (velocast data ingest …)")
-    start_ts = pd.Timestamp(start).tz_localize(PARIS_TZ) if pd.Timestamp(start).tzinfo is None \
-        else pd.Timestamp(start).tz_convert(PARIS_TZ)
+    start_ts = to_paris(start, naive="paris")
     if not (source["timestamp"].min() < start_ts < source["timestamp"].max()):
         raise ValueError(f"START {start} must fall inside the stored period "
                          f"({source['timestamp'].min().date()} .. {source['timestamp'].max().date()})")

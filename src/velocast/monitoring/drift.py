@@ -45,7 +45,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
-from velocast.config import PARIS_TZ
+from velocast.data.schema import to_paris
 
 logger = logging.getLogger(__name__)
 
@@ -290,9 +290,7 @@ def _paris(ts: pd.Series) -> pd.Series:
     """Timestamps as Europe/Paris wall time (tz-aware converted, naive taken as Paris)."""
     if not pd.api.types.is_datetime64_any_dtype(ts):
         ts = pd.to_datetime(ts)
-    if getattr(ts.dt, "tz", None) is not None:
-        return ts.dt.tz_convert(PARIS_TZ)
-    return ts
+    return to_paris(ts, naive="paris")
 
 
 def _period(frame: pd.DataFrame, timestamp_col: str) -> tuple[str, str] | None:

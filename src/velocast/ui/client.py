@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from velocast.config import PARIS_TZ, Settings, get_settings, redact
+from velocast.data.schema import to_paris
 from velocast.models import MODEL_TYPES
 
 if TYPE_CHECKING:
@@ -134,10 +135,7 @@ def no_model_message(model_type: str) -> str:
 
 def _naive_day(day: Any) -> pd.Timestamp:
     """Midnight of ``day`` as a naive (Europe/Paris wall-clock) timestamp."""
-    stamp = pd.Timestamp(day)
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert(PARIS_TZ).tz_localize(None)
-    return stamp.normalize()
+    return to_paris(day, naive="paris").tz_localize(None).normalize()
 
 
 def day_rows(counter: pd.Series | dict[str, Any], day: Any, temperature_c: float | None = None,

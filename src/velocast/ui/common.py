@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from velocast.config import Settings, get_settings, redact
+from velocast.data.schema import to_paris
 from velocast.models import MODEL_TYPES
 from velocast.ui.client import Client, ClientError, ModelTypeOverview, get_client
 
@@ -96,9 +97,7 @@ FILE_TIME_LABELS = {"date": "date (UTC, as in the file)", "timestamp": "timestam
 
 def paris_time(value: Any) -> str:
     """A time as Paris wall-clock time, labelled: ``2021-08-03 08:00 (Paris time)``."""
-    stamp = pd.Timestamp(value)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
-    return f"{stamp.tz_convert('Europe/Paris'):%Y-%m-%d %H:%M} (Paris time)"
+    return f"{to_paris(value, naive='utc'):%Y-%m-%d %H:%M} (Paris time)"
 
 
 def label_file_times(frame: pd.DataFrame) -> pd.DataFrame:
