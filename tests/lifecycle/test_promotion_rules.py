@@ -104,7 +104,7 @@ def test_a_second_rollback_never_brings_back_the_version_rolled_back_from(real_h
 def test_an_interrupted_promotion_is_undone_at_the_next_write_and_reads_never_run_it(real_home: Path) -> None:
     from tests.api.conftest import KEY, settings_for
     from velocast.api import create_app
-    from velocast.api.models_cache import ModelCache
+    from velocast.lifecycle.champion import ChampionCache
 
     v1, v2 = (train("baseline", model_test=True).model_version for _ in range(2))
     promote("baseline", version=v1, reason="first", force=True)
@@ -120,7 +120,7 @@ def test_an_interrupted_promotion_is_undone_at_the_next_write_and_reads_never_ru
     assert out.exit_code == 0 and "awaits its undo" in out.output
     assert TestClient(create_app(settings)).get("/models").status_code == 200
     assert pending("baseline") is not None
-    served = ModelCache(settings, refresh_seconds=0).get("baseline")
+    served = ChampionCache(settings, refresh_seconds=0).get("baseline")
     assert (served.version, served.champion) == (v1, True)  # ...and what serves is the champion before it
     # the API's start-up (a write path, off the request path) undoes it: never completes it
     with TestClient(create_app(settings)) as client:

@@ -39,7 +39,6 @@ from velocast.api.batching import PredictBatcher, PredictKey
 from velocast.api.config import ApiConfig
 from velocast.api.jobs import AirflowUnavailable, JobManager, QueueFull
 from velocast.api.metrics import ApiMetrics, MetricsMiddleware
-from velocast.api.models_cache import ModelCache, NoModelError, ServedModel
 from velocast.api.records import EARLIEST, LATEST, KnownCounters, RecordRows, RecordsRejected, error, to_rows
 from velocast.api.schemas import (
     ChampionHealthResponse,
@@ -81,6 +80,7 @@ from velocast.data import store
 from velocast.errors import DependencyUnavailable, is_disk_full, write_failure
 from velocast.lifecycle import promotion
 from velocast.lifecycle.audit import AuditLog
+from velocast.lifecycle.champion import ChampionCache, NoModelError, ServedModel, overview
 from velocast.lifecycle.evaluate import evaluate
 from velocast.lifecycle.jobs import TrainSpec
 from velocast.lifecycle.monitor import champion_health, check_drift, latest_drift
@@ -89,7 +89,7 @@ from velocast.lifecycle.predict import Predictions, predict_rows, summarise_note
 from velocast.lifecycle.served_history import store_history
 from velocast.lifecycle.train import reconcile
 from velocast.models import MODEL_TYPES, get_spec, registered_name, validate_hyperparams
-from velocast.tracking.registry import PREVIOUS, ModelRef
+from velocast.tracking.registry import ModelRef
 
 log = logging.getLogger("velocast.api")
 
@@ -126,7 +126,7 @@ def app_config(request: Request) -> ApiConfig:
     return request.app.state.config
 
 
-def model_cache(request: Request) -> ModelCache:
+def model_cache(request: Request) -> ChampionCache:
     return request.app.state.cache
 
 
@@ -136,7 +136,7 @@ def job_manager(request: Request) -> JobManager:
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 ConfigDep = Annotated[ApiConfig, Depends(app_config)]
-CacheDep = Annotated[ModelCache, Depends(model_cache)]
+CacheDep = Annotated[ChampionCache, Depends(model_cache)]
 JobsDep = Annotated[JobManager, Depends(job_manager)]
 
 
@@ -153,7 +153,7 @@ def _rows(request: Request, records: list[PredictRecord], name: str, require_cou
     return to_rows(records, state.settings, state.counters.get(), require_count=require_count, loc=name)
 
 
-def _served(cache: ModelCache, model_type: str, horizon: str | None = None) -> ServedModel:
+def _served(cache: ChampionCache, model_type: str, horizon: str | None = None) -> ServedModel:
     try:
         return cache.get(model_type, horizon)
     except NoModelError as exc:
@@ -219,7 +219,7 @@ def health() -> HealthResponse:
     return HealthResponse(version=__version__)
 
 
-def readiness(cache: ModelCache, model_type: str) -> ReadyResponse:
+def readiness(cache: ChampionCache, model_type: str) -> ReadyResponse:
     """Can ``model_type`` serve now? (``/ready`` and the ``velocast_ready`` metric.)
 
     ``ready``; ``degraded`` when a dependency (the registry) fails while the loaded model keeps
@@ -255,22 +255,20 @@ def ready(cache: CacheDep, config: ConfigDep) -> Any:
 def models(cache: CacheDep, settings: SettingsDep,
            all_metrics: Annotated[bool, Query(description="Also read the MLflow metrics of every version "
                                               "(one query per version).")] = False) -> ModelsResponse:
-    registry = cache.registry
     served = cache.snapshot()
     out = {}
-    for model_type in MODEL_TYPES:
+    for model_type, types in overview(cache.registry, all_metrics).items():
         spec = get_spec(model_type)
-        champion = registry.champion(model_type, with_metrics=True)
-        previous = registry.by_alias(model_type, PREVIOUS)
+        champion = types.champion
         now = served.get((model_type, None))
         out[model_type] = ModelTypeInfo(
             model_type=model_type, registered_name=registered_name(model_type), task=spec.task,
             description=spec.description, default_horizon=spec.default_horizon,
             champion=_version_info(champion) if champion else None,
-            previous_champion=previous.version if previous else None,
+            previous_champion=types.previous_champion,
             served=ServedInfo(version=now.version, uri=now.model.uri, champion=now.champion, horizon=now.model.horizon,
                               loaded_at=now.loaded_at.isoformat()) if now else None,
-            versions=[_version_info(ref) for ref in registry.versions(model_type, with_metrics=all_metrics)])
+            versions=[_version_info(ref) for ref in types.versions])
     return ModelsResponse(models=out)
 
 
@@ -671,7 +669,7 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
     """The API over ``settings`` (default: from the environment) and ``config`` (default: VELOCAST_API_*)."""
     settings = settings or get_settings()
     config = config or ApiConfig.from_settings(settings)
-    cache = ModelCache(settings, config.model_refresh_seconds)
+    cache = ChampionCache(settings, config.model_refresh_seconds)
     jobs = JobManager(settings)
 
     @asynccontextmanager

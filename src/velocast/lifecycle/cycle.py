@@ -45,7 +45,6 @@ from velocast.lifecycle.audit import AuditEvent, AuditLog
 from velocast.lifecycle.datasets import MODEL_TEST_EVAL_ROWS, Dataset, load_datasets
 from velocast.lifecycle.evaluate import evaluate_candidate
 from velocast.lifecycle.monitor import champion_health, champion_model, check_drift, record_health, window
-from velocast.lifecycle.predict import LoadedModel
 from velocast.lifecycle.promotion import promote
 from velocast.lifecycle.recalibrate import recalibrate
 from velocast.lifecycle.train import train
@@ -241,7 +240,7 @@ def evaluate_challenger(model_type: str, version: str, window_days: int = 30, en
     settings = settings or get_settings()
     registry = Registry(settings)
     ref = registry.get(model_type, version)
-    challenger = LoadedModel(model_type, registry.load(ref), ref, ref.uri)
+    challenger = registry.load_model(ref)
     _, test_w = _window_parts(window_days, end, settings)
     chosen = Policy(name=policy, r2_threshold=settings.r2_baseline_threshold)
     outcome = evaluate_candidate(model_type, challenger, settings, current=test_w, policy=chosen,
@@ -552,7 +551,7 @@ def _quarterly_retrain(model_type: str, cutoff: str | None, policy: str, setting
         raise ValueError("no held-out day is unseen by both the new model and the champion: no fair comparison "
                          "is possible (the champion trained on every test day of the new baseline)")
     progress.step(f"double evaluation on {len(judged)} held-out days neither model trained on")
-    outcome = evaluate_candidate(model_type, LoadedModel(model_type, registry.load(ref), ref, ref.uri), settings,
+    outcome = evaluate_candidate(model_type, registry.load_model(ref), settings,
                                  current=unseen,
                                  policy=Policy(name=policy, r2_threshold=settings.r2_baseline_threshold), split=new,
                                  sample=MODEL_TEST_EVAL_ROWS if test_mode else None)

@@ -125,7 +125,7 @@ def evaluate_candidate(model_type: str, challenger: LoadedModel, settings: Setti
     if champion is None:
         registry = Registry(settings)
         ref = registry.champion(model_type)
-        champion = LoadedModel(model_type, registry.load(ref), ref, ref.uri) if ref else None
+        champion = registry.load_model(ref) if ref else None
     split = split or splits.ensure_split(settings)
     test_b = test_baseline if test_baseline is not None else splits.load_split("test_baseline", split, settings)
     test_c = current if current is not None else splits.load_split("test_current", split, settings)
@@ -175,6 +175,6 @@ def evaluate(model_type: str, version: str | None = None, run_id: str | None = N
             else registry.latest(model_type)
         if ref is None:
             raise LookupError(f"no registered {model_type} model yet")
-        challenger = LoadedModel(model_type, registry.load(ref), ref, ref.uri)
+        challenger = registry.load_model(ref)
     current = read_rows(current_path) if current_path else None
     return evaluate_candidate(model_type, challenger, settings, current, policy)

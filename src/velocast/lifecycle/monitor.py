@@ -67,7 +67,7 @@ def window(days: int, end: pd.Timestamp | None = None, settings: Settings | None
 def champion_model(model_type: str, settings: Settings) -> LoadedModel | None:
     registry = Registry(settings)
     ref = registry.champion(model_type, with_metrics=True)
-    return LoadedModel(model_type, registry.load(ref), ref, ref.uri) if ref else None
+    return registry.load_model(ref) if ref else None
 
 
 def _monitored(rows: pd.DataFrame, builder: FeatureBuilder, pipeline: Any | None) -> pd.DataFrame:

@@ -7,7 +7,6 @@ plus a warning. Rows that cannot be read are reported, never silently dropped.
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,37 +23,12 @@ from velocast.data.weather import WEATHER_COLUMNS
 from velocast.evaluation.intervals import check_coverage
 from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs
 from velocast.lifecycle.scoring import score
-from velocast.lifecycle.serving import ServingModel, fast_inputs
-from velocast.models import get_spec, is_calibrated, predict_frame
-from velocast.tracking.registry import ModelRef, Registry
+from velocast.lifecycle.serving import fast_inputs
+from velocast.models import get_spec, predict_frame
+from velocast.tracking.mlflow_runs import load_sklearn_model
+from velocast.tracking.registry import LoadedModel, Registry
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedModel:
-    model_type: str
-    pipeline: Any
-    ref: ModelRef | None
-    uri: str
-
-    @property
-    def horizon(self) -> str:
-        return self.pipeline.named_steps["features"].horizon
-
-    @property
-    def version(self) -> str | None:
-        return self.ref.version if self.ref else None
-
-    @functools.cached_property
-    def serving(self) -> ServingModel | None:
-        """This model compiled for the serving path (features from arrays), once per loaded model."""
-        return ServingModel.of(self.pipeline)
-
-    @property
-    def has_intervals(self) -> bool:
-        """True when the model serves calibrated prediction intervals."""
-        return get_spec(self.model_type).task == "regression" and is_calibrated(self.pipeline)
 
 
 @dataclass
@@ -71,12 +45,10 @@ class Predictions:
 def load_model(model_type: str = "lgbm", model_uri: str | None = None, version: str | None = None,
                horizon: str | None = None, settings: Settings | None = None) -> LoadedModel:
     """The champion of ``model_type`` (else the latest version), a named version, or a model URI."""
-    import mlflow.sklearn
-
     get_spec(model_type)
     registry = Registry(settings)
     if model_uri:
-        return LoadedModel(model_type, mlflow.sklearn.load_model(model_uri), None, model_uri)
+        return LoadedModel(model_type, load_sklearn_model(model_uri), None, model_uri)
     ref = registry.resolve(model_type, version=version)
     if horizon and ref.tags.get("horizon") != horizon:
         entries = {e.run_id: e for e in registry.summary.read()}
@@ -86,7 +58,7 @@ def load_model(model_type: str = "lgbm", model_uri: str | None = None, version: 
             raise LookupError(f"no registered {model_type} model with horizon {horizon!r} that may serve "
                               "(test-mode and gate-failing versions never stand in for the champion)")
         ref = matching[-1]
-    return LoadedModel(model_type, registry.load(ref), ref, ref.uri)
+    return registry.load_model(ref)
 
 
 def unknown_counters_warning(unknown: list[str]) -> str:

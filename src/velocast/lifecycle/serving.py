@@ -11,7 +11,7 @@ the days held in memory) it builds the model inputs here instead of through fram
 - the weather the row gives, else the stored forecast as of its cut-off (``inputs.weather_columns``,
   called only when forecasts are stored), else missing,
 - features from ``FeatureBuilder.plan()`` and predictions from ``CompiledModel``, both compiled once
-  per loaded model (``ServingModel``).
+  per loaded model (``ServingModel``, in ``velocast.models.compiled``).
 
 Everything else (labelled rows, which also get metrics; naive timestamps; old days) goes through
 ``build_inputs`` and the pipeline. ``tests/lifecycle/test_fast_path.py`` proves the two paths give
@@ -21,10 +21,7 @@ the same features, predictions, weather sources and notes, value for value.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,54 +30,12 @@ from velocast.config import Settings
 from velocast.data.calendar import hour_fields
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.data.weather_forecast import load_forecasts
-from velocast.features import HOUR_NS, FeaturePlan, numeric_column
+from velocast.features import HOUR_NS, numeric_column
 from velocast.lifecycle.inputs import NO_WEATHER_NOTE, weather_columns
 from velocast.lifecycle.served_history import store_history
-from velocast.models.compiled import CompiledModel
+from velocast.models.compiled import ServingModel
 
 log = logging.getLogger(__name__)
-
-
-
-class ServingModel:
-    """A loaded pipeline compiled for serving: its ``FeaturePlan`` and ``CompiledModel``."""
-
-    def __init__(self, pipeline: Any):
-        features = pipeline.named_steps["features"]
-        self.plan: FeaturePlan = features.plan()
-        self.model = CompiledModel(pipeline, self.plan)
-        self.uses_weather = any(c in self.plan.names for c in WEATHER_COLUMNS)
-        self._compiling: threading.Thread | None = None
-
-    @classmethod
-    def of(cls, pipeline: Any) -> ServingModel | None:
-        """The serving model of ``pipeline``, or None when it has no serving plan (``original`` features)."""
-        features = pipeline.named_steps.get("features") if hasattr(pipeline, "named_steps") else None
-        if features is None or getattr(features, "feature_set", None) != "full":
-            return None
-        return cls(pipeline)
-
-    def predict_enriched(self, X: pd.DataFrame) -> dict[str, np.ndarray] | None:
-        """``predict_frame`` of enriched rows (history and weather columns given) through arrays;
-        None when their timestamps are not timezone-aware."""
-        matrix = self.plan.matrix_of(X)
-        return None if matrix is None else self.model.predict(matrix)
-
-    def compile_in_background(self, cache_dir: Path) -> threading.Thread | None:
-        """Compile the LightGBM boosters with lleaves in a thread (LightGBM serves meanwhile)."""
-        if self._compiling is not None:
-            return self._compiling
-
-        def run() -> None:
-            try:
-                if self.model.compile_lleaves(cache_dir):
-                    log.info("model compiled with lleaves: predictions no longer go through LightGBM")
-            except Exception:  # noqa: BLE001 - LightGBM keeps serving
-                log.exception("compiling the model with lleaves failed: LightGBM keeps serving")
-
-        self._compiling = threading.Thread(target=run, name="velocast-lleaves-compile", daemon=True)
-        self._compiling.start()
-        return self._compiling
 
 
 @dataclass

@@ -14,6 +14,9 @@ matrix of ``FeaturePlan.matrix`` with the same semantics as ``predict_frame``:
 Compiling is slow (seconds to a minute per booster), so it runs off the request path, once per
 model: ``compile_lleaves`` writes the compiled object to ``cache_dir`` keyed by the model text's
 hash and swaps it in when done; until then LightGBM serves.
+
+``ServingModel(pipeline)``: a loaded pipeline's ``FeaturePlan`` and ``CompiledModel``, made once per
+loaded model (``LoadedModel.serving``), with the lleaves compilation run in a background thread.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from velocast.data.weather import WEATHER_COLUMNS
 from velocast.features import FeaturePlan
 from velocast.fileio import atomic_write_bytes, file_lock
 from velocast.models.intervals import ConformalRegressor
@@ -193,4 +198,45 @@ class _Frame:
         return self.estimator.predict_proba(self._frame(X))
 
 
-__all__ = ["CompiledModel", "SMALL_BATCH", "lleaves_available"]
+class ServingModel:
+    """A loaded pipeline compiled for serving: its ``FeaturePlan`` and ``CompiledModel``."""
+
+    def __init__(self, pipeline: Any):
+        features = pipeline.named_steps["features"]
+        self.plan: FeaturePlan = features.plan()
+        self.model = CompiledModel(pipeline, self.plan)
+        self.uses_weather = any(c in self.plan.names for c in WEATHER_COLUMNS)
+        self._compiling: threading.Thread | None = None
+
+    @classmethod
+    def of(cls, pipeline: Any) -> ServingModel | None:
+        """The serving model of ``pipeline``, or None when it has no serving plan (``original`` features)."""
+        features = pipeline.named_steps.get("features") if hasattr(pipeline, "named_steps") else None
+        if features is None or getattr(features, "feature_set", None) != "full":
+            return None
+        return cls(pipeline)
+
+    def predict_enriched(self, X: pd.DataFrame) -> dict[str, np.ndarray] | None:
+        """``predict_frame`` of enriched rows (history and weather columns given) through arrays;
+        None when their timestamps are not timezone-aware."""
+        matrix = self.plan.matrix_of(X)
+        return None if matrix is None else self.model.predict(matrix)
+
+    def compile_in_background(self, cache_dir: Path) -> threading.Thread | None:
+        """Compile the LightGBM boosters with lleaves in a thread (LightGBM serves meanwhile)."""
+        if self._compiling is not None:
+            return self._compiling
+
+        def run() -> None:
+            try:
+                if self.model.compile_lleaves(cache_dir):
+                    log.info("model compiled with lleaves: predictions no longer go through LightGBM")
+            except Exception:  # noqa: BLE001 - LightGBM keeps serving
+                log.exception("compiling the model with lleaves failed: LightGBM keeps serving")
+
+        self._compiling = threading.Thread(target=run, name="velocast-lleaves-compile", daemon=True)
+        self._compiling.start()
+        return self._compiling
+
+
+__all__ = ["SMALL_BATCH", "CompiledModel", "ServingModel", "lleaves_available"]

@@ -71,17 +71,55 @@ def configure(settings: Settings | None = None) -> str:
     return settings.tracking_uri
 
 
-def pip_requirements() -> list[str]:
-    """Explicit requirements of a logged model (inferring them costs seconds per model)."""
-    names = ["velocast", "scikit-learn", "lightgbm", "pandas", "numpy", "skops", "holidays", "pyyaml"]
+# What loading and predicting a logged velocast model imports, besides MLflow itself (which MLflow adds)
+# and velocast's own code (logged with the model: ``code_paths``). ``tests/tracking`` checks it covers
+# the import closure of the model's classes.
+MODEL_REQUIREMENTS = ("scikit-learn", "lightgbm", "pandas", "numpy", "scipy", "skops", "holidays", "pyyaml",
+                      "pydantic", "pydantic-settings", "duckdb", "filelock")
+
+
+def pip_requirements(with_torch: bool = False) -> list[str]:
+    """Requirements of a logged model, pinned to the installed versions (inferring them costs seconds).
+
+    Every name is served by PyPI: velocast itself is not a requirement but code logged with the
+    model (``code_paths``). ``with_torch``: the model holds a PyTorch network (``nn``).
+    """
+    from packaging.version import Version
+
     out = []
-    for name in names:
+    for name in (*MODEL_REQUIREMENTS, *(("torch",) if with_torch else ())):
         try:
-            version = metadata.version(name)
-            out.append(f"{name}=={version}" if name != "velocast" else name)
+            version = Version(metadata.version(name)).public  # no local label (``+cpu``): PyPI's release
         except metadata.PackageNotFoundError:
             continue
+        out.append(f"{name}=={version}")
     return out
+
+
+def code_paths() -> list[str]:
+    """velocast's package directory, logged with every model: a model loads where velocast is not installed."""
+    import velocast
+
+    return [str(Path(velocast.__file__).parent)]
+
+
+def load_sklearn_model(uri: str) -> Any:
+    """The fitted pipeline at ``uri``, loaded with this process's velocast.
+
+    MLflow puts a model's logged code first on ``sys.path`` when it loads it; in a process that runs
+    velocast already, a module imported later must come from the installed velocast, never from an
+    older model's copy, so ``sys.path`` is put back as it was.
+    """
+    import sys
+
+    import mlflow.sklearn
+
+    import_skops()  # before MLflow imports it: skops' own import would import torch
+    path = list(sys.path)
+    try:
+        return mlflow.sklearn.load_model(uri)
+    finally:
+        sys.path[:] = path
 
 
 _TORCH_SHIM = "sklearn.externals.array_api_compat.torch"
@@ -152,18 +190,20 @@ def model_signature(classification: bool = False) -> Any:
 
 
 def log_model(pipeline: Any, example: pd.DataFrame, classification: bool = False) -> Any:
-    """Log a fitted pipeline (skops, explicit signature, input example); return MLflow's ModelInfo."""
+    """Log a fitted pipeline (skops, explicit signature, input example, velocast's code, pinned
+    requirements); return MLflow's ModelInfo."""
     import mlflow.sklearn
 
     from velocast.features import MODEL_INPUT_COLUMNS
 
     keep = [c for c in MODEL_INPUT_COLUMNS if c in example]
+    trusted = trusted_types(pipeline)
     with warnings.catch_warnings():  # MLflow hints about integer columns of the example; the signature is explicit
         warnings.simplefilter("ignore", UserWarning)
         return mlflow.sklearn.log_model(
             pipeline, name="model", signature=model_signature(classification), input_example=example[keep],
-            pip_requirements=pip_requirements(), serialization_format="skops",
-            skops_trusted_types=trusted_types(pipeline))
+            pip_requirements=pip_requirements(with_torch=any(t.startswith("velocast.models.nn.") for t in trusted)),
+            code_paths=code_paths(), serialization_format="skops", skops_trusted_types=trusted)
 
 
 def log_dataset(frame: pd.DataFrame, name: str, content_hash: str, source: str, context: str) -> None:

@@ -20,21 +20,25 @@ test-mode model nor one that failed the baseline gate (:meth:`Registry.blockers`
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
 from velocast.config import Settings, get_settings, redact_secrets
 from velocast.errors import DependencyUnavailable, sqlite_write_failure
-from velocast.models import registered_name
-from velocast.tracking.mlflow_runs import configure, import_skops, silence_mlflow_logs
+from velocast.models import get_spec, is_calibrated, registered_name
+from velocast.tracking.mlflow_runs import configure, load_sklearn_model, silence_mlflow_logs
 from velocast.tracking.summary import SummaryEntry, SummaryStore
+
+if TYPE_CHECKING:
+    from velocast.models.compiled import ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,36 @@ class ModelRef:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "uri": self.uri}
+
+
+@dataclass
+class LoadedModel:
+    """A fitted pipeline ready to predict, with the registered version it came from (None: a bare URI)."""
+
+    model_type: str
+    pipeline: Any
+    ref: ModelRef | None
+    uri: str
+
+    @property
+    def horizon(self) -> str:
+        return self.pipeline.named_steps["features"].horizon
+
+    @property
+    def version(self) -> str | None:
+        return self.ref.version if self.ref else None
+
+    @functools.cached_property
+    def serving(self) -> ServingModel | None:
+        """This model compiled for the serving path (features from arrays), once per loaded model."""
+        from velocast.models.compiled import ServingModel
+
+        return ServingModel.of(self.pipeline)
+
+    @property
+    def has_intervals(self) -> bool:
+        """True when the model serves calibrated prediction intervals."""
+        return get_spec(self.model_type).task == "regression" and is_calibrated(self.pipeline)
 
 
 class Registry:
@@ -254,11 +288,12 @@ class Registry:
 
     def load(self, ref: ModelRef) -> Any:
         """The fitted pipeline of a registered version (native scikit-learn object)."""
-        import mlflow.sklearn
-
-        import_skops()  # before MLflow imports it: skops' own import would import torch
         with self._mlflow():
-            return mlflow.sklearn.load_model(ref.uri)
+            return load_sklearn_model(ref.uri)
+
+    def load_model(self, ref: ModelRef) -> LoadedModel:
+        """A registered version, loaded and ready to predict."""
+        return LoadedModel(ref.model_type, self.load(ref), ref, ref.uri)
 
     # ------------------------------------------------------------------ writing
     def trained_days(self, ref: ModelRef) -> set[str] | None:

@@ -246,12 +246,9 @@ def _metric(entry: SummaryEntry, metric: str) -> float | None:
 def load_best_model(model_type: str, metric: str = "rmse", env: str | None = None,
                     test_mode: bool | None = None, uri: str | None = None) -> Any:
     """Load the best model straight from its artifact location (no MLflow server needed)."""
-    import mlflow.sklearn
+    from velocast.tracking.mlflow_runs import load_sklearn_model
 
-    from velocast.tracking.mlflow_runs import import_skops
-
-    import_skops()  # before MLflow imports it: skops' own import would import torch
     entry = SummaryStore(uri).best_model(model_type, metric, env, test_mode)
     if entry is None:
         raise LookupError(f"no {model_type} model in summary.json")
-    return mlflow.sklearn.load_model(entry.model_uri)
+    return load_sklearn_model(entry.model_uri)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,6 @@ import pandas as pd
 
 from velocast.config import PARIS_TZ, Settings, get_settings, redact
 from velocast.data.schema import to_paris
-from velocast.models import MODEL_TYPES
 
 if TYPE_CHECKING:
     from velocast.lifecycle.predict import RowsToPredict
@@ -254,7 +252,7 @@ class LocalClient(Client):
         self.source = f"library (home {self.settings.home})"
         self.notes = []
         self.model_recheck_seconds = model_recheck_seconds
-        self._models: dict[str, tuple[Any, bool, float]] = {}  # model_type -> (LoadedModel, champion, checked at)
+        self._champions: Any = None
 
     # data
     def counters(self) -> pd.DataFrame:
@@ -275,68 +273,56 @@ class LocalClient(Client):
         return store.latest_timestamp(self.settings)
 
     # predictions
-    def _model(self, model_type: str) -> tuple[Any, bool]:
-        """What serves (the champion, else a version that may stand in: ``Registry.serving``), reloaded
-        only when it changed; a registry that does not answer leaves the loaded model serving."""
+    def _served(self, model_type: str) -> Any:
+        """What serves (``velocast.lifecycle.champion.ChampionCache``, as in the API): the champion, else a
+        version that may stand in, reloaded only when it changed; a registry that does not answer leaves
+        the loaded model serving."""
         from velocast.errors import DependencyUnavailable
-        from velocast.lifecycle.predict import LoadedModel
-        from velocast.tracking.registry import NoServableModel, Registry
+        from velocast.lifecycle import champion
 
-        cached = self._models.get(model_type)
-        now = time.monotonic()
-        if cached and now - cached[2] < self.model_recheck_seconds:
-            return cached[0], cached[1]
         try:
-            registry = Registry(self.settings)
-            ref, is_champion = registry.serving(model_type, with_metrics=True)
-        except NoServableModel as exc:
+            return self.champions.get(model_type)
+        except champion.NoModelError as exc:
             raise NoModelError(no_model_message(model_type) if "registered yet" in str(exc) else str(exc)) from exc
         except DependencyUnavailable as exc:
-            if cached:
-                log.warning("%s: the loaded %s model keeps serving", exc, model_type)
-                return cached[0], cached[1]
             raise ClientError(str(exc)) from exc
-        champion = ref if is_champion else None
-        if cached and cached[0].ref is not None and cached[0].ref.version == ref.version:
-            model = cached[0]
-        else:
-            log.info("loading %s", ref.uri)
-            try:
-                model = LoadedModel(model_type, registry.load(ref), ref, ref.uri)
-            except Exception as exc:  # a missing extra (torch for nn), a broken artifact...
-                raise ClientError(f"cannot load {ref.uri}: {type(exc).__name__}: {exc}") from exc
-        self._models[model_type] = (model, champion is not None, now)
-        return model, champion is not None
+        except Exception as exc:  # a missing extra (torch for nn), a broken artifact...
+            raise ClientError(f"cannot load the {model_type} model: {type(exc).__name__}: {exc}") from exc
+
+    @property
+    def champions(self) -> Any:
+        """The ``ChampionCache`` of this client (made on first use: it imports MLflow)."""
+        if self._champions is None:
+            from velocast.lifecycle.champion import ChampionCache
+
+            # no lleaves compilation here: the UI predicts a day at a time, LightGBM serves it
+            self._champions = ChampionCache(self.settings, refresh_seconds=self.model_recheck_seconds,
+                                            compile_models=False)
+        return self._champions
 
     def predict(self, rows: pd.DataFrame, model_type: str = "lgbm", coverage: float | None = None) -> PredictResult:
         from velocast.lifecycle.predict import predict_rows
 
-        model, is_champion = self._model(model_type)
+        served = self._served(model_type)
+        model = served.model
         try:
             result = predict_rows(rows.reset_index(drop=True), model, self.settings, coverage)
         except (LookupError, ValueError) as exc:
             raise ClientError(f"{model.uri} cannot predict these rows: {exc}") from exc
-        info = _model_info(model.ref, is_champion, model.horizon) if model.ref else \
+        info = _model_info(model.ref, served.champion, model.horizon) if model.ref else \
             ModelInfo(model_type, None, model.uri, horizon=model.horizon)
-        warnings = list(result.warnings)
-        if not is_champion:
-            warnings.insert(0, f"no {model_type} champion yet: the latest version v{info.version} served; promote "
-                               f"one with `velocast promote --model-type {model_type} --version {info.version}`")
-        return PredictResult(result.frame, info, warnings, result.metrics, result.coverage)
+        return PredictResult(result.frame, info, [*served.warnings, *result.warnings], result.metrics, result.coverage)
 
     # models
     def overview(self) -> dict[str, ModelTypeOverview]:
-        from velocast.tracking.registry import PREVIOUS, Registry
+        from velocast.lifecycle.champion import overview
 
-        registry = Registry(self.settings)  # a read: no promotion recovery here
         out = {}
-        for model_type in MODEL_TYPES:
-            versions = registry.versions(model_type, with_metrics=True)
-            champion = registry.champion(model_type)
-            previous = registry.by_alias(model_type, PREVIOUS)
-            infos = [_model_info(ref, champion is not None and ref.version == champion.version) for ref in versions]
+        for model_type, types in overview(self.champions.registry, all_metrics=True).items():
+            version = types.champion.version if types.champion else None
+            infos = [_model_info(ref, ref.version == version) for ref in types.versions]
             current = next((i for i in infos if i.champion), None)
-            out[model_type] = ModelTypeOverview(model_type, current, previous.version if previous else None, infos)
+            out[model_type] = ModelTypeOverview(model_type, current, types.previous_champion, infos)
         return out
 
     def history(self, model_type: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

@@ -1,11 +1,19 @@
-"""The served models, hot-swapped when the registry's ``champion`` alias moves.
+"""The champion service: what serves each model type, and the overview of every type's champion.
 
-``ModelCache.get`` returns the loaded model of a type at once. A background thread re-reads the
-alias of every loaded type every ``refresh_seconds`` (and warms the default type); when the version
-changed it loads the new model and swaps it in, while every request keeps being served by the old
-model, so no request fails or waits during a swap. Without the thread (a cache used on its own),
-the request that finds the check too old runs it. A promotion made by this API invalidates the
-type, and the next request waits for the new check.
+One place for "which version serves, and reload it when the alias moves", used by the API
+(``velocast serve``), the web UI (its library client) and the CLI:
+
+- ``overview(registry)`` / ``champion_overview(registry, model_type)``: champion (with its test
+  metrics), previous champion and registered versions of a type — what ``GET /models``, the UI's
+  models page and ``velocast champion`` show.
+- ``ChampionCache``: the served models, hot-swapped when the registry's ``champion`` alias moves.
+
+``ChampionCache.get`` returns the loaded model of a type at once. A background thread (``start``)
+re-reads the alias of every loaded type every ``refresh_seconds`` (and warms the default type); when
+the version changed it loads the new model and swaps it in, while every request keeps being served
+by the old model, so no request fails or waits during a swap. Without the thread (a cache used on
+its own, as the UI does), the request that finds the check too old runs it. A promotion made by the
+API invalidates the type, and the next request waits for the new check.
 
 What serves is ``Registry.serving``: the champion, or — only when the registry positively says
 there is none — the latest version that is neither a test-mode model nor failed the baseline gate
@@ -30,14 +38,41 @@ from datetime import datetime, timezone
 from velocast.config import Settings, redact_secrets
 from velocast.errors import DependencyUnavailable
 from velocast.lifecycle import promotion
-from velocast.lifecycle.predict import LoadedModel, load_model
-from velocast.tracking.registry import ModelRef, NoServableModel, Registry
+from velocast.lifecycle.predict import load_model
+from velocast.models import MODEL_TYPES
+from velocast.tracking.registry import PREVIOUS, LoadedModel, ModelRef, NoServableModel, Registry
 
 log = logging.getLogger(__name__)
 
 
 class NoModelError(LookupError):
     """No registered version of that model type may serve (or none with that horizon)."""
+
+
+@dataclass
+class ChampionOverview:
+    """A model type's champion (with its MLflow metrics), the champion before it and its versions."""
+
+    model_type: str
+    champion: ModelRef | None
+    previous_champion: str | None  # the version holding ``previous-champion``
+    versions: list[ModelRef] = field(default_factory=list)
+
+
+def champion_overview(registry: Registry, model_type: str, all_metrics: bool = False) -> ChampionOverview:
+    """The overview of one type; ``all_metrics`` also reads every version's metrics (one query each).
+
+    A read: an interrupted promotion is only reported elsewhere, undone by the next write.
+    """
+    champion = registry.champion(model_type, with_metrics=True)
+    previous = registry.by_alias(model_type, PREVIOUS)
+    return ChampionOverview(model_type, champion, previous.version if previous else None,
+                            registry.versions(model_type, with_metrics=all_metrics))
+
+
+def overview(registry: Registry, all_metrics: bool = False) -> dict[str, ChampionOverview]:
+    """``champion_overview`` of every model type of the catalogue."""
+    return {model_type: champion_overview(registry, model_type, all_metrics) for model_type in MODEL_TYPES}
 
 
 @dataclass
@@ -59,7 +94,7 @@ class ServedModel:
 Key = tuple[str, str | None]  # (model type, requested horizon)
 
 
-class ModelCache:
+class ChampionCache:
     def __init__(self, settings: Settings, refresh_seconds: float = 2.0, wait_seconds: float = 30.0,
                  compile_models: bool = True):
         self.settings = settings
@@ -174,14 +209,15 @@ class ModelCache:
             if horizon and ref.tags.get("horizon") != horizon:
                 model = load_model(model_type, horizon=horizon, settings=self.settings)
             else:
-                model = load_model(model_type, version=ref.version, settings=self.settings)
+                model = self.registry.load_model(ref)
         except LookupError as exc:
             raise NoModelError(str(exc)) from exc
         except Exception as exc:
             return self._failed(key, entry, now, generation, exc, f"loading version {ref.version} failed")
         warnings = list(notes)
         if not is_champion:
-            warnings.append(f"no {model_type} champion yet: serving the latest registered version {ref.version}")
+            warnings.append(f"no {model_type} champion yet: serving the latest registered version {ref.version}; "
+                            f"promote one with `velocast promote --model-type {model_type} --version {ref.version}`")
         if model.version != ref.version:
             warnings.append(f"the {model_type} {'champion' if is_champion else 'latest version'} ({ref.version}) "
                             f"has another horizon: serving version {model.version}, the latest {horizon} model")
