@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 
+from velocast.models.spec import ModelSpec
+
 
 class SeasonalNaiveRegressor(BaseEstimator, RegressorMixin):
     """Mean per (counter, hour of week), read from FeatureBuilder output columns."""
@@ -35,3 +37,12 @@ class SeasonalNaiveRegressor(BaseEstimator, RegressorMixin):
         found = (self.keys_[pos] == keys) & (keys >= 0)
         fallback = np.expm1(np.asarray(X["counter_how_level"], dtype=float))
         return np.where(found, self.means_[pos], fallback)
+
+
+SPEC = ModelSpec(
+    name="baseline", task="regression", default_horizon="calendar",
+    description="Seasonal naive: mean per counter x weekday x hour (Paris time)",
+    params={}, defaults={},
+    make_estimator=lambda p, seed: SeasonalNaiveRegressor(),
+    fine_tune_continue="refit on the sliding window", uses_weather=False,
+)

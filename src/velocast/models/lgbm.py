@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
+
+from velocast.models.spec import ModelSpec, Param
 
 # Chosen on the real data scored as served (train to 2021-07-09, score 2021-07-10..2021-08-09, no
 # observed weather of the predicted days; `bench/accuracy.py`): 300 trees x 63 leaves with at least
@@ -70,3 +74,38 @@ class LGBMCountRegressor(BaseEstimator, RegressorMixin):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return np.clip(np.expm1(self.booster_model_.predict(X)), 0, None)
+
+
+def _search_space(trial: Any) -> dict[str, Any]:
+    # no n_estimators: a trial grows up to TUNING_MAX_TREES trees and stops early on each fold's
+    # validation days; the best trial's stopping point on the largest fold becomes n_estimators
+    return {
+        "num_leaves": trial.suggest_int("num_leaves", 31, 255, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.05, 0.3, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 5, 200, log=True),
+        "subsample": trial.suggest_float("subsample", 0.6, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+    }
+
+
+def continue_from(previous: LGBMCountRegressor, X: pd.DataFrame, y: np.ndarray,
+                  params: dict[str, Any]) -> LGBMCountRegressor:
+    """More trees boosted from ``previous``'s (its ``init_model``), with ``params`` overriding its own."""
+    own = previous.get_params()
+    return LGBMCountRegressor(**{**own, **{k: v for k, v in params.items() if k in own}}).fit(X, y, init_model=previous)
+
+
+SPEC = ModelSpec(
+    name="lgbm", task="regression", default_horizon="day-ahead",
+    description="LightGBM on log1p(count); the default champion",
+    params={"n_estimators": Param(int, 1, 10_000), "learning_rate": Param(float, 1e-4, 1.0),
+            "num_leaves": Param(int, 2, 4096), "min_child_samples": Param(int, 1, 10_000),
+            "subsample": Param(float, 0.1, 1.0), "subsample_freq": Param(int, 0, 100),
+            "colsample_bytree": Param(float, 0.1, 1.0), "reg_lambda": Param(float, 0.0, 1e4)},
+    defaults=DEFAULTS,
+    make_estimator=lambda p, seed: LGBMCountRegressor(**p, random_state=seed),
+    fine_tune_continue="LightGBM init_model: extra trees at a lower learning rate", continue_from=continue_from,
+    continue_defaults=CONTINUE_DEFAULTS, counter_as_category=True, search_space=_search_space,
+    tuning_max_trees=TUNING_MAX_TREES,
+)

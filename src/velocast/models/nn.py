@@ -8,11 +8,15 @@ as numpy arrays, so the estimator is saved with skops like every other velocast 
 
 from __future__ import annotations
 
+import copy
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
+
+from velocast.models.spec import ModelSpec, Param
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,7 @@ class TorchRegressor(BaseEstimator, RegressorMixin):
 
     def continue_fit(self, X: pd.DataFrame, y: np.ndarray, epochs: int, learning_rate: float) -> TorchRegressor:
         """Keep training the fitted network on new rows at a (lower) learning rate."""
+        self._get_module()  # a loaded (or copied) estimator keeps its weights only: rebuild the network
         self._train(X, np.log1p(np.clip(np.asarray(y, float), 0, None)), epochs, learning_rate)
         return self
 
@@ -160,3 +165,32 @@ class TorchRegressor(BaseEstimator, RegressorMixin):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._module = None
+
+
+def _search_space(trial: Any) -> dict[str, Any]:
+    return {
+        "embedding_dim": trial.suggest_categorical("embedding_dim", [8, 16, 32]),
+        "hidden": trial.suggest_categorical("hidden", [64, 128, 256]),
+        "learning_rate": trial.suggest_float("learning_rate", 3e-4, 3e-3, log=True),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.3),
+    }
+
+
+def continue_from(previous: TorchRegressor, X: pd.DataFrame, y: np.ndarray, params: dict[str, Any]) -> TorchRegressor:
+    """A copy of ``previous`` trained ``epochs`` more on the new rows, from its weights, at ``learning_rate``."""
+    return copy.deepcopy(previous).continue_fit(X, y, epochs=int(params["epochs"]),
+                                                learning_rate=float(params["learning_rate"]))
+
+
+SPEC = ModelSpec(
+    name="nn", task="regression", default_horizon="calendar",
+    description="PyTorch: counter embedding + scaled numeric features (extra 'nn')",
+    params={"embedding_dim": Param(int, 1, 512), "hidden": Param(int, 4, 4096),
+            "dropout": Param(float, 0.0, 0.9), "epochs": Param(int, 1, 1000),
+            "learning_rate": Param(float, 1e-6, 1.0), "batch_size": Param(int, 8, 1 << 20),
+            "patience": Param(int, 1, 100)},
+    defaults=DEFAULTS,
+    make_estimator=lambda p, seed: TorchRegressor(**p, random_state=seed),
+    fine_tune_continue="more epochs from the champion's weights at a lower learning rate", continue_from=continue_from,
+    continue_defaults=CONTINUE_DEFAULTS, search_space=_search_space,
+)

@@ -8,12 +8,16 @@ calibrated on the latest 20% — a time-honest calibration, never on rows it was
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
+
+from velocast.models.spec import ModelSpec, Param
 
 DEFAULTS = {"n_estimators": 100, "max_depth": 16, "min_samples_leaf": 5, "calibration": "isotonic"}
 
@@ -76,3 +80,24 @@ class AffluenceClassifier(BaseEstimator, ClassifierMixin):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+
+def _search_space(trial: Any) -> dict[str, Any]:
+    return {
+        "n_estimators": trial.suggest_int("n_estimators", 50, 200, step=25),
+        "max_depth": trial.suggest_int("max_depth", 8, 24),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 20, log=True),
+    }
+
+
+SPEC = ModelSpec(
+    name="rf_class", task="classification", default_horizon="day-ahead",
+    description="Affluence classifier: busier than this counter's usual for that hour? (calibrated)",
+    params={"n_estimators": Param(int, 1, 2000), "max_depth": Param(int, 1, 200, nullable=True),
+            "min_samples_leaf": Param(int, 1, 10_000),
+            "calibration": Param(str, choices=("isotonic", "sigmoid"))},
+    defaults=DEFAULTS,
+    make_estimator=lambda p, seed: AffluenceClassifier(**p, random_state=seed),
+    fine_tune_continue="refit on the sliding window (calibration needs fresh rows)",
+    search_space=_search_space,
+)
