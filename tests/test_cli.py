@@ -46,9 +46,54 @@ def test_audit_list_refuses_what_it_does_not_know(home: Path) -> None:
     out = runner.invoke(app, ["audit", "list", "--event", "bogus"])
     assert out.exit_code == 2 and "unknown audit event 'bogus': expected one of training, evaluation" in out.output
     out = runner.invoke(app, ["audit", "list", "--model-type", "xgb"])
-    assert out.exit_code == 2 and "unknown model type 'xgb'" in out.output
+    assert out.exit_code == 2 and "'xgb' is not one of 'lgbm', 'rf', 'nn', 'rf_class', 'baseline'" in out.output
     out = runner.invoke(app, ["audit", "list", "--event", "cycle"])
     assert out.exit_code == 0 and out.output.startswith("no audit events for event cycle yet")
+
+
+def test_version() -> None:
+    from velocast import __version__
+
+    out = runner.invoke(app, ["--version"])
+    assert out.exit_code == 0 and out.output.strip() == f"velocast {__version__}"
+
+
+def test_every_model_type_option_is_the_catalogue_choice_list() -> None:
+    from velocast.models import MODEL_TYPES
+
+    paths = [path for path, command in _commands(typer.main.get_command(app))
+             if any("--model-type" in p.opts for p in command.params)]
+    assert len(paths) >= 11
+    choices = "|".join(MODEL_TYPES)
+    for path in paths:
+        shown = " ".join(runner.invoke(app, [*path, "--help"], terminal_width=200).output.split())
+        assert f"<{choices}>" in shown or f"<{choices}|all>" in shown, (path, shown)
+    for args in (["champion"], ["cycle"], ["predict", "--input", "rows.csv"], ["train"]):
+        out = runner.invoke(app, [*args, "--model-type", "xgb"])
+        assert out.exit_code == 2, out.output
+        assert "Invalid value for '--model-type'" in out.output and "'xgb' is not one of 'lgbm'" in out.output
+
+
+def test_shell_completion_is_offered() -> None:
+    out = runner.invoke(app, ["--help"])
+    assert "--install-completion" in out.output and "--show-completion" in out.output
+
+
+def test_log_lines_carry_a_timestamp(home: Path) -> None:
+    import logging
+    import re
+
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    try:
+        from velocast.cli import _setup_logging
+
+        _setup_logging(verbose=True)
+        formatter = root.handlers[0].formatter
+        line = formatter.format(logging.LogRecord("velocast.x", logging.INFO, __file__, 1, "hello", None, None))
+    finally:
+        root.handlers[:] = handlers
+    assert re.match(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} INFO velocast.x: hello$", line), line
 
 
 def test_data_generate_leaves_no_temporary_folder(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

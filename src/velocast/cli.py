@@ -25,9 +25,12 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import typer
+
+from velocast import __version__
+from velocast.models import MODEL_TYPES  # the family names only: velocast.models imports nothing heavy
 
 
 log = logging.getLogger("velocast.cli")
@@ -89,7 +92,7 @@ class _Typer(typer.Typer):
 
 # plain help text (no rich rendering: importing rich's formatter costs a quarter of a second)
 app = _Typer(help="velocast: hourly bike-count forecasting with a champion/challenger lifecycle.",
-             no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
+             no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 data_app = _Typer(help="Ingest, split, generate and inspect data.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
@@ -120,7 +123,7 @@ def redact_secrets(*args: Any, **kwargs: Any) -> Any:
 
 def _setup_logging(verbose: bool = False) -> None:
     level = logging.INFO if verbose else getattr(logging, get_settings().log_level.upper(), logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
     install_log_redaction(get_settings(), loggers=("",))  # no password of a URL, no key in what we log
     sys.excepthook = _redacted_excepthook  # nor in the traceback of an error that escapes a command
     for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "numexpr", "httpx", "optuna", "streamlit"):
@@ -141,14 +144,24 @@ def _redacted_excepthook(kind: type[BaseException], value: BaseException, tb: An
     sys.stderr.write(redact_secrets(text, get_settings()))
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"velocast {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress (INFO); tracebacks of errors.")
-         ) -> None:
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress (INFO); tracebacks of errors."),
+         version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                      help="Print velocast's version and exit.")) -> None:
     _VERBOSE["on"] = verbose
     _setup_logging(verbose)
 
 
-MODEL_TYPE_HELP = "Model family: lgbm | rf | nn | rf_class | baseline."
+MODEL_TYPE_HELP = "Model family."
+# --model-type: a choice list from the model catalogue (an unknown family gets Click's error, exit 2)
+ModelType = Literal[MODEL_TYPES]
+ModelTypeOrAll = Literal[(*MODEL_TYPES, "all")]
 JSON_HELP = "Print the result as JSON on stdout (progress and the total time stay on stderr)."
 ENV_HELP = "dev | prod: the environment recorded with the runs and the audit row; default VELOCAST_ENV (dev)."
 
@@ -471,7 +484,7 @@ def data_generate(counters: int = typer.Option(20, help="Number of counters."),
 
 # ------------------------------------------------------------------------------------------ models
 @app.command("train")
-def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_class | baseline | all"),
+def train_cmd(model_type: ModelTypeOrAll = typer.Option("lgbm", help="Model family, or all of them."),
               data_source: str = typer.Option("baseline", help="What to train on: baseline (train_baseline of the "
                                               "split) | current (the first 80% of the days after the cutoff) | "
                                               "reference (both: the sliding window the weekly cycle uses)."),
@@ -536,7 +549,7 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
                 coverage: Optional[float] = typer.Option(None, "--coverage", min=0.5, max=0.99,
                                                          help="Central coverage of the lower/upper interval, "
                                                          "0.5-0.99 (default VELOCAST_INTERVAL_COVERAGE, 0.8)."),
-                model_type: str = typer.Option("lgbm", help="Model family whose champion (else latest version) "
+                model_type: ModelType = typer.Option("lgbm", help="Model family whose champion (else latest version) "
                                                "predicts."),
                 model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (default: the champion). "
                                                         "Loading a model runs its code: give only URIs you trust "
@@ -579,7 +592,7 @@ def _print_paired(label: str, paired: Any) -> None:
 
 
 @app.command("evaluate")
-def evaluate_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
+def evaluate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                  run_id: Optional[str] = typer.Option(None, help="Registered run to evaluate (default: latest version)."),
                  version: Optional[str] = typer.Option(None, help="Registered version to evaluate."),
                  model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (loading a model runs "
@@ -636,7 +649,7 @@ def _promote_after_evaluation(model_type: str, outcome: Any, policy: str, compar
 
 
 @app.command("promote")
-def promote_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
+def promote_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                 run_id: Optional[str] = typer.Option(None, help="Run whose registered version becomes champion."),
                 version: Optional[str] = typer.Option(None, help="Registered version that becomes champion."),
                 reason: str = typer.Option("", help="Why (kept in the history; required with --force)."),
@@ -656,7 +669,7 @@ def promote_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
 
 
 @app.command("rollback")
-def rollback_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
+def rollback_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                  reason: str = typer.Option("", help="Why (kept in the history).")) -> None:
     """Give the champion back to the champion before it (never to a version rolled back from)."""
     from velocast.lifecycle.promotion import rollback
@@ -667,21 +680,22 @@ def rollback_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
 
 
 @app.command("champion")
-def champion_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
+def champion_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                  history: bool = typer.Option(False, "--history", help="Show promotions and rollbacks."),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """The current champion of a model type (and its promotion history)."""
     from velocast.lifecycle import promotion
-    from velocast.tracking.registry import PREVIOUS, Registry
+    from velocast.lifecycle.champion import champion_overview
+    from velocast.tracking.registry import Registry
 
     registry = Registry()  # a read: an interrupted promotion is only reported here, undone by the next write
     undo = promotion.pending(model_type)
-    ref = registry.champion(model_type, with_metrics=True)
-    previous = registry.by_alias(model_type, PREVIOUS)
+    found = champion_overview(registry, model_type)
+    ref, previous = found.champion, found.previous_champion
     entry = registry.summary.champion(model_type)
     past = promotion.history(model_type) if history else []
     if as_json:
-        _echo_json({"champion": ref.to_dict() if ref else None, "previous_champion": previous.version if previous else None,
+        _echo_json({"champion": ref.to_dict() if ref else None, "previous_champion": previous,
                     "summary_champion_run": entry.run_id if entry else None, "history": [h.to_dict() for h in past]})
         return
     if undo is not None:
@@ -693,7 +707,7 @@ def champion_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
     else:
         metrics = {k.removeprefix("test_baseline_"): v for k, v in ref.metrics.items() if k.startswith("test_baseline_")}
         typer.echo(f"{model_type}: champion {ref.uri} (run {ref.run_id}); previous-champion: "
-                   f"{previous.version if previous else '-'}")
+                   f"{previous or '-'}")
         typer.echo(f"  test_baseline {_metrics_line(metrics)}")
     if past:
         typer.echo("  history (Europe/Paris time, newest first):")
@@ -710,15 +724,12 @@ app.add_typer(audit_app, name="audit")
 def audit_list(limit: int = typer.Option(20, min=1, help="Most events to show."),
                event: Optional[str] = typer.Option(None, help="Only this event: training | evaluation | promotion | "
                                                    "rollback | cycle | drift | health | retrain | error."),
-               model_type: Optional[str] = typer.Option(None, help="Only this model type (lgbm, rf, ...)."),
+               model_type: Optional[ModelType] = typer.Option(None, help="Only this model type."),
                as_json: bool = typer.Option(False, "--json", help="Print the events as JSON.")) -> None:
     """Latest audit events, newest first (times in Europe/Paris)."""
     from velocast.lifecycle.audit import AuditLog
-    from velocast.models import get_spec
 
     try:
-        if model_type:
-            get_spec(model_type)
         events = AuditLog().list(limit=limit, event=event, model_type=model_type)
     except ValueError as exc:
         _fail(str(exc), 2)
@@ -746,7 +757,7 @@ def audit_list(limit: int = typer.Option(20, min=1, help="Most events to show.")
 
 # ------------------------------------------------------------------------------------------ lifecycle
 @app.command("drift")
-def drift_cmd(model_type: str = typer.Option("lgbm", help="Whose inputs and predictions to monitor."),
+def drift_cmd(model_type: ModelType = typer.Option("lgbm", help="Whose inputs and predictions to monitor."),
               reference: Optional[Path] = typer.Option(None, help="Reference rows (default: test_baseline)."),
               current: Optional[Path] = typer.Option(None, help="Current rows (default: the store's last N days)."),
               window_days: int = typer.Option(30, help="Days of the default current window."),
@@ -795,7 +806,7 @@ def _print_step(step: Any) -> None:
 
 
 @app.command("cycle")
-def cycle_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
+def cycle_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
               force_fine_tune: bool = typer.Option(False, "--force-fine-tune", help="Fine-tune even without drift."),
               test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (says what it skips)."),
               window_days: int = typer.Option(30, help="Recent days to fine-tune on (80%) and test on (20%)."),
@@ -823,11 +834,11 @@ def cycle_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
 
 
 @app.command("recalibrate")
-def recalibrate_cmd(model_type: str = typer.Option("lgbm"),
+def recalibrate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                     days: Optional[int] = typer.Option(None, min=3, help="Newest labelled days the champion never "
                                                        "trained on to calibrate on (default "
                                                        "VELOCAST_INTERVAL_CALIBRATION_DAYS)."),
-                    as_json: bool = typer.Option(False, "--json")) -> None:
+                    as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Recalibrate the champion's prediction intervals on the newest labelled days, without retraining.
 
     The point model is kept; its intervals are calibrated again (conformal, as served) and
@@ -846,7 +857,7 @@ def recalibrate_cmd(model_type: str = typer.Option("lgbm"),
 
 
 @app.command("retrain")
-def retrain_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
+def retrain_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                 merge: bool = typer.Option(False, "--merge", help="Merge current data into a new baseline version."),
                 cutoff: Optional[str] = typer.Option(None, help="Cutoff of the new baseline (default: the day after the "
                                                      "latest stored count: every stored day is merged)."),
@@ -873,7 +884,7 @@ def retrain_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
 @app.command("simulate")
 def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the baseline is the data before it)."),
                  weeks: int = typer.Option(20, min=1, help="Weeks to replay."),
-                 model_type: str = typer.Option("lgbm", help="Regression model family: lgbm | rf | nn | baseline."),
+                 model_type: ModelType = typer.Option("lgbm", help="Regression model family (not rf_class)."),
                  policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant"),
                  strategy: str = typer.Option("sliding_window", help="sliding_window | continue: how each week's "
                                               "challenger is trained."),
