@@ -35,13 +35,16 @@ functions `velocast cycle` runs in one process:
 
 Params: `force_fine_tune`, `test_mode` (small samples: minutes instead of hours), `model_type`,
 `window_days`, `strategy`, `policy`. Tasks exchange small dicts (versions, run ids, paths,
-metrics) through XCom, never data frames. velocast is imported inside the tasks only.
+metrics) through XCom, never data frames. Of velocast, only the names of `velocast.choices` are imported
+at parse time; the library itself inside the tasks.
 """
 
 from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, TriggerRule, chain, dag, task
+
+from velocast.choices import MODEL_TYPES, POLICIES, STRATEGIES  # names only: imports nothing
 
 # the cycle's step names (velocast.lifecycle.cycle_tasks.STEPS) -> the task running each step
 STEP_TASKS = {
@@ -80,12 +83,13 @@ def _remember_error(context) -> None:
                                  description="Fine-tune even without new data, drift or degraded health."),
         "test_mode": Param(False, type="boolean",
                            description="Train and evaluate on small samples (a quick end-to-end check)."),
-        "model_type": Param("lgbm", type="string", description="Model family of the champion to monitor."),
+        "model_type": Param("lgbm", type="string", enum=list(MODEL_TYPES),
+                             description="Model family of the champion to monitor."),
         "window_days": Param(30, type="integer", minimum=1, description="Days of recent counts monitored and "
                                                                          "used for fine-tuning."),
-        "strategy": Param("sliding_window", type="string", enum=["sliding_window", "continue"],
+        "strategy": Param("sliding_window", type="string", enum=list(STRATEGIES),
                           description="Fine-tuning: retrain on the window, or continue the champion."),
-        "policy": Param("double_eval", type="string", enum=["double_eval", "relative_rmse", "significant"],
+        "policy": Param("double_eval", type="string", enum=list(POLICIES),
                         description="Decision policy of the champion/challenger evaluation."),
     },
 )

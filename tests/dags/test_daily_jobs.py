@@ -30,8 +30,7 @@ def test_finish_audits_the_first_failed_step_without_airflow(home: Path) -> None
 # --------------------------------------------------------------------------- the daily jobs
 def test_predict_tomorrow_stores_one_forecast_per_counter_hour(real_home: Path, tmp_path: Path) -> None:
     from velocast.data import store
-    from velocast.demo import forecast_day
-    from velocast.lifecycle.daily import forecast_path, predict_tomorrow
+    from velocast.lifecycle.daily import forecast_day, forecast_path, predict_tomorrow
     from velocast.lifecycle.promotion import promote
     from velocast.lifecycle.train import train
 

@@ -12,15 +12,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from velocast.choices import AUDIT_EVENTS, DATA_SOURCES, ENVS, HORIZONS, JOB_RUNNERS, JOB_STATES, MODEL_TYPES
 from velocast.data.ingest import OPENDATA_COLUMNS, TIDY_COLUMNS
 
-ModelType = Literal["lgbm", "rf", "nn", "rf_class", "baseline"]
-Horizon = Literal["calendar", "day-ahead"]
-DataSource = Literal["baseline", "current", "reference"]
-Env = Literal["dev", "prod"]
-JobState = Literal["queued", "running", "succeeded", "failed"]
-AuditEventName = Literal["training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain",
-                         "recalibration", "error"]
+# the closed sets of names, as declared once in velocast.choices
+ModelType = Literal[MODEL_TYPES]
+Horizon = Literal[HORIZONS]
+DataSource = Literal[DATA_SOURCES]
+Env = Literal[ENVS]
+JobState = Literal[JOB_STATES]
+JobRunner = Literal[JOB_RUNNERS]
+AuditEventName = Literal[AUDIT_EVENTS]
 
 # columns of the open-data export and of the tidy file that carry nothing a prediction needs:
 # accepted in a record and ignored
@@ -322,7 +324,7 @@ class TrainAccepted(BaseModel):
     status: JobState
     model_type: str
     status_url: str
-    runner: Literal["api", "airflow"] = Field("api", description="Who trains: this API process, or an Airflow DAG "
+    runner: JobRunner = Field("api", description="Who trains: this API process, or an Airflow DAG "
                                               "run (VELOCAST_AIRFLOW_URL).")
     dag_run_id: str | None = None
 
@@ -336,7 +338,7 @@ class JobStatus(BaseModel):
     finished_at: str | None = None
     error: str | None = None
     request: dict[str, Any] = Field(default_factory=dict)
-    runner: Literal["api", "airflow"] = "api"
+    runner: JobRunner = "api"
     owner: str | None = Field(None, description="Host and pid of the process running the job (runner api).")
     heartbeat_at: str | None = None
     dag_id: str | None = None

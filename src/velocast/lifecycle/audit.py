@@ -20,13 +20,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from velocast.choices import AUDIT_EVENTS
 from velocast.config import Settings, database_url, get_settings, redact_secrets
 from velocast.errors import DependencyUnavailable, sqlite_write_failure
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain", "recalibration",
-          "error")
+EVENTS = AUDIT_EVENTS
 
 metadata = sa.MetaData()
 audit_table = sa.Table(

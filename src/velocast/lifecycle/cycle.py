@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from velocast import progress
+from velocast.choices import STRATEGIES
 from velocast.config import PARIS_TZ, Settings, get_settings, redact_secrets
 from velocast.data import splits, store
 from velocast.data.schema import paris_midnight
@@ -54,7 +55,6 @@ from velocast.tracking.registry import ModelRef, Registry
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("sliding_window", "continue")
 # what the progress line says when a step of the cycle starts
 STEP_STARTS = {"new_data": "checking for counts newer than the last training or cycle",
                "drift": "drift check of the last window against test_baseline",

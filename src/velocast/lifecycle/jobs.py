@@ -35,16 +35,17 @@ import pandas as pd
 import psutil
 import sqlalchemy as sa
 
+from velocast.choices import JOB_RUNNERS, JOB_STATES
 from velocast.config import Settings, database_url, get_settings, redact_secrets
 from velocast.lifecycle import audit
 from velocast.lifecycle.audit import AuditEvent, AuditLog
 
 log = logging.getLogger(__name__)
 
-STATES = ("queued", "running", "succeeded", "failed")
+STATES = JOB_STATES
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed")
-RUNNERS = ("api", "airflow")
+RUNNERS = JOB_RUNNERS
 
 jobs_metadata = sa.MetaData()
 jobs_table = sa.Table(
