@@ -107,21 +107,21 @@ def monitor_and_fine_tune():
         from velocast.lifecycle.cycle import run_drift as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
-        return step(params["model_type"], params["window_days"], end)
+        return step(params["model_type"], params["window_days"], end).to_dict()
 
     @task
     def run_health(params=None, ti=None):
         from velocast.lifecycle.cycle import run_health as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
-        return step(params["model_type"], end, test_mode=params["test_mode"])
+        return step(params["model_type"], end).to_dict()
 
     @task.branch
     def decide(drift: dict, health: dict, params=None, ti=None):
-        from velocast.lifecycle.cycle import should_fine_tune
+        from velocast.lifecycle.cycle_tasks import decide as step
 
         started = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)
-        verdict = should_fine_tune(drift, health, params["force_fine_tune"], started["champion_before"] is not None)
+        verdict = step(drift, health, params["force_fine_tune"], started["champion_before"])
         ti.xcom_push(key=RESULT_KEY, value=verdict)
         return "fine_tune" if verdict["fine_tune"] else "recalibrate"
 
@@ -130,7 +130,8 @@ def monitor_and_fine_tune():
         from velocast.lifecycle.cycle import fine_tune as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
-        return step(params["model_type"], params["strategy"], params["window_days"], end, params["test_mode"])
+        return step(params["model_type"], params["strategy"], params["window_days"], end,
+                    params["test_mode"]).to_dict()
 
     @task
     def evaluate_challenger(tuned: dict, params=None, ti=None):
@@ -138,7 +139,7 @@ def monitor_and_fine_tune():
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
         return step(params["model_type"], tuned["version"], params["window_days"], end, params["policy"],
-                    params["test_mode"])
+                    params["test_mode"]).to_dict()
 
     @task
     def promote_if_deployed(tuned: dict, evaluated: dict, params=None, ti=None):
@@ -146,7 +147,7 @@ def monitor_and_fine_tune():
 
         started = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)
         return step(params["model_type"], tuned["version"], evaluated["decision"], evaluated["reasons"],
-                    expected_champion=started["champion_before"], test_mode=params["test_mode"])
+                    expected_champion=started["champion_before"], test_mode=params["test_mode"]).to_dict()
 
     # after promote_if_deployed, or straight after decide when nothing was fine-tuned
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
@@ -154,7 +155,7 @@ def monitor_and_fine_tune():
         from velocast.lifecycle.cycle import run_recalibration as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
-        return step(params["model_type"], end, test_mode=params["test_mode"])
+        return step(params["model_type"], end, test_mode=params["test_mode"]).to_dict()
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def audit(params=None, ti=None):

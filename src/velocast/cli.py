@@ -636,7 +636,7 @@ def _promote_after_evaluation(model_type: str, outcome: Any, policy: str, compar
     decision = outcome.decisions[policy]
     version = outcome.evaluation.challenger.rsplit("/", 1)[-1]
     return promote_if_deployed(model_type, version, decision.kind, decision.reasons,
-                               expected_champion=compared.version if compared else None)
+                               expected_champion=compared.version if compared else None).to_dict()
 
 
 @app.command("promote")

@@ -14,7 +14,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
-from velocast.choices import AUDIT_EVENTS, DATA_SOURCES, ENVS, HORIZONS, JOB_RUNNERS, JOB_STATES, MODEL_TYPES
+from velocast.choices import (
+    AUDIT_EVENTS,
+    DATA_SOURCES,
+    ENVS,
+    HORIZONS,
+    JOB_RUNNERS,
+    JOB_STATES,
+    MODEL_TYPES,
+)
 from velocast.data.ingest import OPENDATA_COLUMNS, TIDY_COLUMNS
 from velocast.lifecycle.audit import AuditEvent
 from velocast.lifecycle.promotion import Promotion

@@ -105,13 +105,15 @@ class AuditEvent:
     @classmethod
     def from_outcome(cls, event: str, outcome: Judgement | None, **fields_: Any) -> AuditEvent:
         """The row of a judged challenger: its decision, reasons and the metrics of both models on the
-        same rows (``outcome``: :class:`velocast.lifecycle.challenger.Judgement`; None: not judged).
+        same rows (``outcome``: :class:`velocast.lifecycle.challenger.Judgement`, whose ``metrics`` are
+        named as this row's fields; None: nothing was judged).
         ``fields_`` add the rest and win over what the outcome says (e.g. the reasons of a cycle)."""
         if outcome is None:
             return cls(event=event, **fields_)
+        known = {f.name for f in fields(cls)}
         judged = {"deployment_decision": outcome.decision, "reasons": list(outcome.reasons),
                   "baseline_regression": outcome.baseline_regression, "model_improvement": outcome.model_improvement,
-                  **{name: outcome.metrics.get(name) for name in METRIC_FIELDS}}
+                  **{name: value for name, value in outcome.metrics.items() if name in known}}
         return cls(event=event, **{**judged, **fields_})
 
     def to_row(self) -> dict[str, Any]:
@@ -137,9 +139,6 @@ class AuditEvent:
         return out
 
 
-# the metrics of a judged challenger (and of the champion on the same rows) an audit row carries
-METRIC_FIELDS = ("r2_train", "rmse_train", "r2_baseline", "rmse_baseline", "r2_current", "rmse_current",
-                 "champion_r2_baseline", "champion_rmse_baseline", "champion_r2_current", "champion_rmse_current")
 # a field's column type from its Python type (lists and dicts are stored as JSON text)
 _SQL_TYPES: dict[type, Any] = {bool: sa.Boolean, float: sa.Float, str: sa.Text, list: sa.Text, dict: sa.Text,
                                datetime: sa.DateTime(timezone=True)}
