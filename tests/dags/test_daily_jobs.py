@@ -23,7 +23,7 @@ def test_finish_audits_the_first_failed_step_without_airflow(home: Path) -> None
     assert result["status"] == "error" and result["error"] == "new_data step failed: OSError: disk full"
     row = AuditLog().get(result["audit_event_id"])
     assert row.event == "error" and row.error_message == result["error"] and row.from_version is None
-    assert [s["status"] for s in row.details["steps"]] == ["failed"] + ["skipped"] * 5
+    assert [s["status"] for s in row.details["steps"]] == ["failed"] + ["skipped"] * 6
     assert not (home / "cycle_state.json").exists()  # a failed cycle does not claim it saw the data
 
 
