@@ -46,7 +46,7 @@ from airflow.sdk import Param, TriggerRule, chain, dag, task
 
 from velocast.choices import MODEL_TYPES, POLICIES, STRATEGIES  # names only: imports nothing
 
-# the cycle's step names (velocast.lifecycle.cycle_tasks.STEPS) -> the task running each step
+# the cycle's step names (velocast.lifecycle.cycle_steps.STEPS) -> the task running each step
 STEP_TASKS = {
     "new_data": "check_new_data", "drift": "run_drift", "health": "run_health", "decide": "decide",
     "fine_tune": "fine_tune", "evaluate": "evaluate_challenger", "promote": "promote_if_deployed",
