@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.pipeline import Pipeline
 
+from velocast.choices import MODEL_TYPES
 from velocast.data.splits import paris_day
 from velocast.features import HORIZONS, FeatureBuilder
 from velocast.models import baseline as _baseline
@@ -28,7 +29,6 @@ from velocast.models import rf_class as _rf_class
 from velocast.models.intervals import ConformalRegressor, with_intervals
 from velocast.models.weather_fallback import WeatherFallback, unwrap
 
-MODEL_TYPES = ("lgbm", "rf", "nn", "rf_class", "baseline")
 REGISTERED_NAME = "bike-traffic-{model_type}"
 
 
