@@ -826,11 +826,11 @@ def cycle_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
 
 
 @app.command("recalibrate")
-def recalibrate_cmd(model_type: str = typer.Option("lgbm"),
+def recalibrate_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                     days: Optional[int] = typer.Option(None, min=3, help="Newest labelled days the champion never "
                                                        "trained on to calibrate on (default "
                                                        "VELOCAST_INTERVAL_CALIBRATION_DAYS)."),
-                    as_json: bool = typer.Option(False, "--json")) -> None:
+                    as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Recalibrate the champion's prediction intervals on the newest labelled days, without retraining.
 
     The point model is kept; its intervals are calibrated again (conformal, as served) and
