@@ -118,9 +118,10 @@ def test_champion_promote_and_rollback_say_who_is_previous(real_home: Path) -> N
     for seed in ("1", "2"):
         out = runner.invoke(app, ["train", "--model-type", "baseline", "--model-test", "--seed", seed])
         assert out.exit_code == 0, out.output
-    out = runner.invoke(app, ["promote", "--model-type", "baseline", "--version", "1", "--reason", "first"])
+    out = runner.invoke(app, ["promote", "--model-type", "baseline", "--version", "1", "--reason", "first (test-mode)",
+                              "--force"])
     assert "baseline: champion - -> 1 (previous-champion: -)" in out.output, out.output
-    out = runner.invoke(app, ["promote", "--model-type", "baseline", "--version", "2", "--reason", "second"])
+    out = runner.invoke(app, ["promote", "--model-type", "baseline", "--version", "2", "--reason", "second", "--force"])
     assert "baseline: champion 1 -> 2 (previous-champion: 1)" in out.output, out.output
     out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back"])
     assert out.exit_code == 0 and "baseline: champion 2 -> 1 (rolled back; previous-champion: -)" in out.output
@@ -131,7 +132,7 @@ def test_champion_promote_and_rollback_say_who_is_previous(real_home: Path) -> N
     assert out.output.count(" -> ") == 3  # the history: the rollback and the two promotions
 
     # v2 again, then a second rollback: v1 serves, and v2 (just rolled back from) must not become previous
-    runner.invoke(app, ["promote", "--model-type", "baseline", "--version", "2", "--reason", "again"])
+    runner.invoke(app, ["promote", "--model-type", "baseline", "--version", "2", "--reason", "again", "--force"])
     out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back again"])
     assert "baseline: champion 2 -> 1 (rolled back; previous-champion: " in out.output
     if "previous-champion: 2)" in out.output:

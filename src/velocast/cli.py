@@ -30,6 +30,7 @@ from typing import Any, Literal, Optional
 import typer
 
 from velocast import __version__
+from velocast.choices import AUDIT_EVENTS, ENVS, POLICIES, STRATEGIES
 from velocast.models import MODEL_TYPES  # the family names only: velocast.models imports nothing heavy
 
 
@@ -163,7 +164,10 @@ MODEL_TYPE_HELP = "Model family."
 ModelType = Literal[MODEL_TYPES]
 ModelTypeOrAll = Literal[(*MODEL_TYPES, "all")]
 JSON_HELP = "Print the result as JSON on stdout (progress and the total time stay on stderr)."
-ENV_HELP = "dev | prod: the environment recorded with the runs and the audit row; default VELOCAST_ENV (dev)."
+ENV_HELP = (f"{' | '.join(ENVS)}: the environment recorded with the runs and the audit row; "
+            "default VELOCAST_ENV (dev).")
+POLICY_HELP = " | ".join(POLICIES)
+STRATEGY_HELP = " | ".join(STRATEGIES)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -645,7 +649,7 @@ def _promote_after_evaluation(model_type: str, outcome: Any, policy: str, compar
     decision = outcome.decisions[policy]
     version = outcome.evaluation.challenger.rsplit("/", 1)[-1]
     return promote_if_deployed(model_type, version, decision.kind, decision.reasons,
-                               expected_champion=compared.version if compared else None)
+                               expected_champion=compared.version if compared else None).to_dict()
 
 
 @app.command("promote")
@@ -722,8 +726,7 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("list")
 def audit_list(limit: int = typer.Option(20, min=1, help="Most events to show."),
-               event: Optional[str] = typer.Option(None, help="Only this event: training | evaluation | promotion | "
-                                                   "rollback | cycle | drift | health | retrain | error."),
+               event: Optional[str] = typer.Option(None, help=f"Only this event: {' | '.join(AUDIT_EVENTS)}."),
                model_type: Optional[ModelType] = typer.Option(None, help="Only this model type."),
                as_json: bool = typer.Option(False, "--json", help="Print the events as JSON.")) -> None:
     """Latest audit events, newest first (times in Europe/Paris)."""
@@ -810,8 +813,8 @@ def cycle_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP)
               force_fine_tune: bool = typer.Option(False, "--force-fine-tune", help="Fine-tune even without drift."),
               test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (says what it skips)."),
               window_days: int = typer.Option(30, help="Recent days to fine-tune on (80%) and test on (20%)."),
-              strategy: str = typer.Option("sliding_window", help="sliding_window | continue"),
-              policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant"),
+              strategy: str = typer.Option("sliding_window", help=STRATEGY_HELP),
+              policy: str = typer.Option("double_eval", help=POLICY_HELP),
               env: Optional[str] = typer.Option(None, help=ENV_HELP),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """monitor_and_fine_tune: new data? → drift → health → fine-tune → double evaluation → decision → audit."""
@@ -861,8 +864,7 @@ def retrain_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
                 merge: bool = typer.Option(False, "--merge", help="Merge current data into a new baseline version."),
                 cutoff: Optional[str] = typer.Option(None, help="Cutoff of the new baseline (default: the day after the "
                                                      "latest stored count: every stored day is merged)."),
-                policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant: the "
-                                           "decision rule against the champion."),
+                policy: str = typer.Option("double_eval", help=f"{POLICY_HELP}: the decision rule against the champion."),
                 promote_on_deploy: bool = typer.Option(False, "--promote", help="Promote if the decision is deploy."),
                 env: Optional[str] = typer.Option(None, help=ENV_HELP),
                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
@@ -885,8 +887,8 @@ def retrain_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
 def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the baseline is the data before it)."),
                  weeks: int = typer.Option(20, min=1, help="Weeks to replay."),
                  model_type: ModelType = typer.Option("lgbm", help="Regression model family (not rf_class)."),
-                 policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant"),
-                 strategy: str = typer.Option("sliding_window", help="sliding_window | continue: how each week's "
+                 policy: str = typer.Option("double_eval", help=POLICY_HELP),
+                 strategy: str = typer.Option("sliding_window", help=f"{STRATEGY_HELP}: how each week's "
                                               "challenger is trained."),
                  window_days: int = typer.Option(30, help="Recent days each weekly fine-tuning uses."),
                  test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (fast, rough numbers).")) -> None:

@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from velocast.choices import ENVS
+
 PARIS_TZ = "Europe/Paris"
 # Paris (Hôtel de Ville), the five variables velocast maps to its weather columns, three days ahead
 DEFAULT_WEATHER_FORECAST_URL = (
@@ -159,7 +161,7 @@ class Settings(BaseSettings):
     api_url: str | None = Field(default=None, description="When set, the web UI calls this API instead of the library.")
     webhook_url: str | None = Field(default=None, description="Discord/Slack-compatible webhook for decisions.")
     experiment_name: str = Field(default="velocast", description="MLflow experiment used by training runs.")
-    env: Literal["dev", "prod"] = Field(
+    env: Literal[ENVS] = Field(
         default="dev", description="Environment recorded with every run and decision (summary.json, the audit log): "
         "train, cycle, retrain, simulate and API jobs use it unless told otherwise.")
     r2_baseline_threshold: float = Field(

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from velocast.choices import HORIZONS
 from velocast.config import PARIS_TZ
 from velocast.data.calendar import CALENDAR_COLUMNS, calendar_features, hour_fields
 from velocast.data.quality import DEFAULT_MIN_ZERO_HOURS, zero_runs
@@ -31,7 +32,6 @@ from velocast.data.weather import WEATHER_COLUMNS
 
 log = logging.getLogger(__name__)
 
-HORIZONS = ("calendar", "day-ahead")
 FEATURE_SETS = ("full", "original")
 HISTORY_LAGS = (1, 2, 7, 14)
 HISTORY_WINDOW_DAYS = 28  # the longest look-back of any history feature (lag 28 days)

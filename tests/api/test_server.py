@@ -79,7 +79,7 @@ def test_two_workers_share_metrics_and_see_a_promotion(model_home: dict[str, Any
                      if labels["route"] == "/ready" and labels["status"] == "200"]
             assert ready == [float(sent)]
         promote = subprocess.run([sys.executable, "-m", "velocast.cli", "promote", "--model-type", "lgbm", "--version",
-                                  model_home["lgbm_v2"], "--reason", "two workers"],
+                                  model_home["lgbm_v2"], "--reason", "two workers (a test-mode model)", "--force"],
                                  env={**os.environ, "VELOCAST_HOME": str(home)}, capture_output=True, text=True)
         assert promote.returncode == 0, promote.stderr
         deadline = time.monotonic() + 60

@@ -55,7 +55,7 @@ def test_models_shows_champions_with_metrics_and_versions(client: TestClient, mo
     assert models["rf"]["versions"] == []
     assert all(v["metrics"] == {} for v in lgbm["versions"])  # one query per version only when asked
     every = client.get("/models", params={"all_metrics": True}).json()["models"]["lgbm"]["versions"]
-    assert all(v["metrics"]["test_baseline_r2"] > 0 for v in every)
+    assert all(v["metrics"]["test_baseline_rmse"] > 0 and "test_baseline_r2" in v["metrics"] for v in every)
 
 
 def test_predict_real_counters_with_tidy_names(client: TestClient, counter_rows: pd.DataFrame) -> None:

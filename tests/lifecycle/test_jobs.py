@@ -145,7 +145,7 @@ def test_a_job_result_holds_one_evaluation(real_home, monkeypatch: pytest.Monkey
 
     settings = Settings(home=real_home)
     first = train("lgbm", model_test=True, hyperparams={"n_estimators": 30}, settings=settings)
-    promote("lgbm", version=first.model_version, settings=settings)
+    promote("lgbm", version=first.model_version, reason="test champion", force=True, settings=settings)
     # a gate no model passes: the decision must be reject_regression, and baseline_regression say so too
     monkeypatch.setenv("VELOCAST_R2_BASELINE_THRESHOLD", "0.99")
     strict = Settings(home=real_home)

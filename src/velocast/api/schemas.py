@@ -7,20 +7,34 @@ field; the values are then converted with the ingest validation (``velocast.api.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from velocast.choices import (
+    AUDIT_EVENTS,
+    DATA_SOURCES,
+    ENVS,
+    HORIZONS,
+    JOB_RUNNERS,
+    JOB_STATES,
+    MODEL_TYPES,
+)
 from velocast.data.ingest import OPENDATA_COLUMNS, TIDY_COLUMNS
+from velocast.lifecycle.audit import AuditEvent
+from velocast.lifecycle.promotion import Promotion
 
-ModelType = Literal["lgbm", "rf", "nn", "rf_class", "baseline"]
-Horizon = Literal["calendar", "day-ahead"]
-DataSource = Literal["baseline", "current", "reference"]
-Env = Literal["dev", "prod"]
-JobState = Literal["queued", "running", "succeeded", "failed"]
-AuditEventName = Literal["training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain",
-                         "recalibration", "error"]
+# the closed sets of names, as declared once in velocast.choices
+ModelType = Literal[MODEL_TYPES]
+Horizon = Literal[HORIZONS]
+DataSource = Literal[DATA_SOURCES]
+Env = Literal[ENVS]
+JobState = Literal[JOB_STATES]
+JobRunner = Literal[JOB_RUNNERS]
+AuditEventName = Literal[AUDIT_EVENTS]
 
 # columns of the open-data export and of the tidy file that carry nothing a prediction needs:
 # accepted in a record and ignored
@@ -322,7 +336,7 @@ class TrainAccepted(BaseModel):
     status: JobState
     model_type: str
     status_url: str
-    runner: Literal["api", "airflow"] = Field("api", description="Who trains: this API process, or an Airflow DAG "
+    runner: JobRunner = Field("api", description="Who trains: this API process, or an Airflow DAG "
                                               "run (VELOCAST_AIRFLOW_URL).")
     dag_run_id: str | None = None
 
@@ -336,7 +350,7 @@ class JobStatus(BaseModel):
     finished_at: str | None = None
     error: str | None = None
     request: dict[str, Any] = Field(default_factory=dict)
-    runner: Literal["api", "airflow"] = "api"
+    runner: JobRunner = "api"
     owner: str | None = Field(None, description="Host and pid of the process running the job (runner api).")
     heartbeat_at: str | None = None
     dag_id: str | None = None
@@ -450,52 +464,31 @@ class RollbackRequest(BaseModel):
     reason: str = Field("", max_length=1000)
 
 
-class PromotionResponse(BaseModel):
-    promotion_id: str
-    model_type: str
-    action: str
-    from_version: str | None
-    to_version: str
-    to_run_id: str | None
-    previous_alias_before: str | None
-    previous_alias_after: str | None
-    reason: str
-    actor: str
-    at: str
-    override: bool = False
-    overridden: list[str] = Field(default_factory=list, description="What a forced promotion overrode.")
+def model_of(cls: type, name: str, *, types: dict[str, Any] | None = None,
+             descriptions: dict[str, str] | None = None, first: tuple[str, ...] = ()) -> type[BaseModel]:
+    """A response model with the fields of the dataclass ``cls`` (the one declaration of that result).
+
+    ``types``: a field's JSON type when it differs (a ``datetime`` sent as ISO text); ``first``: the
+    fields listed first. A field without a plain default is required; lists and dicts default empty.
+    """
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    spec: dict[str, Any] = {}
+    for field_name in [*first, *(n for n in by_name if n not in first)]:
+        f, described = by_name[field_name], {"description": (descriptions or {}).get(field_name)}
+        if f.default is not dataclasses.MISSING:
+            default = Field(f.default, **described)
+        elif f.default_factory in (list, dict):
+            default = Field(default_factory=f.default_factory, **described)
+        else:
+            default = Field(..., **described)
+        spec[field_name] = ((types or {}).get(field_name, hints[field_name]), default)
+    return create_model(name, **spec)
 
 
-class AuditEventModel(BaseModel):
-    event_id: str
-    timestamp: str
-    event: str
-    model_type: str | None = None
-    deployment_decision: str | None = None
-    drift_detected: bool | None = None
-    drift_share: float | None = None
-    health_state: str | None = None
-    r2_train: float | None = None
-    rmse_train: float | None = None
-    r2_baseline: float | None = None
-    rmse_baseline: float | None = None
-    r2_current: float | None = None
-    rmse_current: float | None = None
-    champion_r2_baseline: float | None = None
-    champion_rmse_baseline: float | None = None
-    champion_r2_current: float | None = None
-    champion_rmse_current: float | None = None
-    baseline_regression: bool | None = None
-    model_improvement: bool | None = None
-    model_uri: str | None = None
-    run_id: str | None = None
-    env: str | None = None
-    actor: str | None = None
-    from_version: str | None = None
-    to_version: str | None = None
-    reasons: list[str] = Field(default_factory=list)
-    error_message: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+PromotionResponse = model_of(Promotion, "PromotionResponse",
+                             descriptions={"overridden": "What a forced promotion overrode."})
+AuditEventModel = model_of(AuditEvent, "AuditEventModel", types={"timestamp": str}, first=AuditEvent.KEY_FIELDS)
 
 
 class AuditResponse(BaseModel):

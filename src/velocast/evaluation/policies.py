@@ -24,8 +24,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from velocast.choices import POLICIES
+
 DecisionKind = Literal["deploy", "reject_regression", "skip_no_improvement"]
-POLICIES = ("double_eval", "relative_rmse", "significant")
 
 
 @dataclass

@@ -25,9 +25,12 @@ import logging
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from velocast.config import PARIS_TZ, Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,28 @@ def forecasts_dir(settings: Settings | None = None) -> Path:
 def forecast_path(day: str, settings: Settings | None = None) -> Path:
     """Where the forecast of ``day`` (``YYYY-MM-DD``, Europe/Paris) is stored."""
     return forecasts_dir(settings) / f"date={day}" / "forecasts.parquet"
+
+
+def next_day_rows(day: pd.Timestamp, settings: Settings | None = None) -> pd.DataFrame:
+    """One row per stored counter and hour of ``day`` (Europe/Paris; 23 or 25 hours on DST days)."""
+    import pandas as pd
+
+    from velocast.data import store
+    from velocast.data.schema import paris_midnight
+
+    counters = store.counters(settings)
+    start = paris_midnight(day)
+    hours = pd.date_range(start, start + pd.DateOffset(days=1), freq="h", inclusive="left")
+    rows = counters.merge(pd.DataFrame({"timestamp": hours}), how="cross")
+    return rows[["counter_id", "counter_name", "site_id", "site_name", "timestamp", "latitude", "longitude"]]
+
+
+def forecast_day(latest: pd.Timestamp) -> pd.Timestamp:
+    """The day to forecast: the latest stored day if it is incomplete, else the next one."""
+    import pandas as pd
+
+    local = latest.tz_convert(PARIS_TZ)
+    return local.normalize() if local.hour < 23 else (local.normalize() + pd.DateOffset(days=1)).normalize()
 
 
 def _pending(inbox: Path) -> list[Path]:
@@ -184,7 +209,6 @@ def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None,
     import pandas as pd
 
     from velocast.data import store
-    from velocast.demo import forecast_day, next_day_rows
     from velocast.fileio import atomic_write_parquet
     from velocast.lifecycle.predict import load_model, predict_rows
 

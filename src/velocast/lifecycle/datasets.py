@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from velocast.choices import DATA_SOURCES
 from velocast.config import Settings, get_settings
 from velocast.data import splits, store
 from velocast.data.ingest import read_table, validate
@@ -31,7 +32,6 @@ from velocast.data.splits import SplitRecord, frame_hash, paris_day, split_by_ti
 
 log = logging.getLogger(__name__)
 
-DATA_SOURCES = ("baseline", "current", "reference")
 MODEL_TEST_ROWS = 1000
 MODEL_TEST_EVAL_ROWS = 3000
 

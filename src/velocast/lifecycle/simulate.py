@@ -162,7 +162,7 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
             progress.step(f"week {week + 1}/{weeks}: fine-tuning the 'always retrain' challenger")
             with progress.scope(f"week {week + 1}/{weeks}"):
                 challenger_version = fine_tune(model_type, strategy, window_days, None, test_mode,
-                                               settings=sim)["version"]
+                                               settings=sim).version
         if challenger_version is not None:
             always = registry.load(registry.get(model_type, challenger_version))
         row = WeekRow(week + 1, str(lo.date()), str(paris_midnight(hi, -1).date()), len(rows),

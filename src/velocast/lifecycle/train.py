@@ -50,6 +50,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from velocast import __version__, progress
+from velocast.choices import ENVS
 from velocast.config import Settings, get_settings
 from velocast.evaluation.reports import feature_importance_figure, regression_report
 from velocast.data.splits import paris_day
@@ -233,8 +234,8 @@ def train(model_type: str, data_source: str = "baseline", env: str | None = None
     horizon = resolve_horizon(model_type, horizon)
     params = validate_hyperparams(model_type, hyperparams)
     env = env or settings.env
-    if env not in ("dev", "prod"):
-        raise ValueError(f"env must be 'dev' or 'prod', got {env!r}")
+    if env not in ENVS:
+        raise ValueError(f"env must be one of {', '.join(ENVS)}, got {env!r}")
     check_tuning_options(hyperopt, n_workers, study_storage)
     if datasets is None:
         progress.step(f"reading the {data_source} datasets")
