@@ -481,7 +481,7 @@ def promote_cmd(model_type: str = typer.Option("lgbm"),
                 expected_champion: Optional[str] = typer.Option(
                     None, help="The champion version you compared against ('none': no champion); refused if "
                                "the champion changed since.")) -> None:
-    """Move the champion alias and summary.json flag to a version, as one step."""
+    """Move the champion alias to a version (audited; summary.json's flags follow)."""
     from velocast.lifecycle.promotion import expected_from_text, promote
 
     done = promote(model_type, version=version, run_id=run_id, reason=reason, force=force,
@@ -532,6 +532,25 @@ def champion_cmd(model_type: str = typer.Option("lgbm"),
     for h in past:
         typer.echo(f"  {h.timestamp:%Y-%m-%d %H:%M:%S} {h.event:9s} {h.from_version or '-':>4} -> {h.to_version:<4} "
                    f"by {h.actor}: {'; '.join(h.reasons)}")
+
+
+summary_app = _Typer(help="summary.json: every run, a view derived from the registry.", no_args_is_help=True)
+app.add_typer(summary_app, name="summary")
+
+
+@summary_app.command("rebuild")
+def summary_rebuild(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Regenerate summary.json from the registry (runs, versions, champion aliases); nothing is lost if it was deleted."""
+    from dataclasses import asdict
+
+    from velocast.tracking.rebuild import rebuild_summary
+
+    report = rebuild_summary()
+    if as_json:
+        _echo_json(asdict(report))
+    else:
+        typer.echo("\n".join(report.lines()))
+        typer.echo(f"written to {redact(get_settings().summary_location)}")
 
 
 audit_app = _Typer(help="The append-only audit log.", no_args_is_help=True)

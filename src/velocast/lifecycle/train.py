@@ -53,6 +53,7 @@ from velocast.models import (
     validate_hyperparams,
 )
 from velocast.tracking import mlflow_runs
+from velocast.tracking.rebuild import ENTRY_ARTIFACT
 from velocast.tracking.registry import ATTEMPT_TAG, GATE_TAG, PENDING, STATUS_TAG, TEST_MODE_TAG, Registry
 from velocast.tracking.summary import SummaryEntry
 
@@ -292,6 +293,8 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
             entry = _summary_entry(model_type, env, model_test, run.info.run_id, model_uri, registered.version,
                                    horizon, data_source, datasets, metrics_train, metrics_baseline,
                                    metrics_current, baseline_regression)
+            # the entry travels with the run too: `velocast summary rebuild` regenerates summary.json from it
+            mlflow.log_dict(entry.to_dict(), ENTRY_ARTIFACT)
             registry.summary.append(entry)
             _fault("after_summary")
         except BaseException:
