@@ -342,6 +342,10 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
               data: Optional[Path] = typer.Option(None, "--data", help="Train on this file without ingesting it."),
               hyperparams: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"num_leaves": 31}\'.'),
               seed: int = typer.Option(42),
+              backend: str = typer.Option("auto", help="Where the fit runs: local | dask (LightGBM on a Dask "
+                                          "cluster) | auto (dask for a full lgbm fit when a scheduler is set)."),
+              scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:8786); "
+                                                      "default VELOCAST_DASK_SCHEDULER."),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """Train, score on test_baseline/test_current, log to MLflow, register, record in summary.json."""
     from rich.progress import Progress
@@ -361,7 +365,7 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
             results += train_many([model], data_source=data_source, env=env, model_test=model_test,
                                   horizon=horizon, hyperparams=params, hyperopt=hyperopt, n_trials=n_trials,
                                   data_path=data, seed=seed, study_storage=study_storage, study_name=study_name,
-                                  n_workers=n_jobs_workers)
+                                  n_workers=n_jobs_workers, backend=backend, scheduler=scheduler)
             progress.advance(task)
     if as_json:
         _echo_json([r.to_dict() for r in results])

@@ -37,7 +37,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from velocast import __version__
-from velocast.config import Settings, get_settings
+from velocast.config import Settings, get_settings, redact
 from velocast.evaluation.reports import feature_importance_figure, regression_report
 from velocast.lifecycle.datasets import Datasets, load_datasets
 from velocast.lifecycle.inputs import build_inputs, model_inputs
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 # Fault injection for crash tests: VELOCAST_FAULT=train:<point> makes the process die at that point
 # exactly like a kill -9 (no clean-up): after_register, after_summary (run still RUNNING), after_run.
 _FAULT_ENV = "VELOCAST_FAULT"
+DASK_TRAIN_SCORE_ROWS = 200_000  # training rows a Dask training scores its train metrics on
 
 
 def _fault(point: str) -> None:
@@ -202,12 +203,18 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
           n_trials: int = 20, data_path: Path | str | None = None, current_data: pd.DataFrame | None = None,
           seed: int = 42, settings: Settings | None = None, datasets: Datasets | None = None,
           continue_from: Any | None = None, run_name: str | None = None, tags: dict[str, str] | None = None,
-          study_storage: str | None = None, study_name: str | None = None, n_workers: int = 1) -> TrainResult:
+          study_storage: str | None = None, study_name: str | None = None, n_workers: int = 1,
+          backend: str = "auto", scheduler: str | None = None) -> TrainResult:
     """Train one model type end to end and return what was done (see the module docstring).
 
     With ``hyperopt``, ``n_workers > 1`` tunes over that many processes sharing the Optuna study in
-    ``study_storage`` (required then); see :mod:`velocast.lifecycle.tuning`.
+    ``study_storage`` (required then); see :mod:`velocast.lifecycle.tuning`. ``backend``: ``local``
+    (this process), ``dask`` (LightGBM on the Dask cluster at ``scheduler``, default
+    ``VELOCAST_DASK_SCHEDULER``; see :mod:`velocast.lifecycle.distributed`) or ``auto`` (Dask for a
+    full lgbm fit when a scheduler is configured).
     """
+    from velocast.lifecycle.distributed import resolve_backend
+
     settings = settings or get_settings()
     spec = get_spec(model_type)
     horizon = resolve_horizon(model_type, horizon)
@@ -215,22 +222,29 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
     if env not in ("dev", "prod"):
         raise ValueError(f"env must be 'dev' or 'prod', got {env!r}")
     check_tuning_options(hyperopt, n_workers, study_storage)
+    scheduler = scheduler or settings.dask_scheduler
+    backend = resolve_backend(backend, model_type, scheduler, model_test=model_test, hyperopt=hyperopt,
+                              continuing=continue_from is not None)
     datasets = datasets or load_datasets(data_source, settings, data_path, current_data, model_test, seed)
     registry = Registry(settings)
     reconcile(settings, registry)
     with _attempt(settings) as attempt:
         return _train(model_type, spec, horizon, params, data_source, env, model_test, hyperopt, n_trials, seed,
                       settings, datasets, registry, continue_from, run_name, {**(tags or {}), ATTEMPT_TAG: attempt},
-                      study_storage, study_name, n_workers)
+                      study_storage, study_name, n_workers, scheduler if backend == "dask" else None)
 
 
 def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], data_source: str, env: str,
            model_test: bool, hyperopt: bool, n_trials: int, seed: int, settings: Settings, datasets: Datasets,
            registry: Registry, continue_from: Any | None, run_name: str | None, tags: dict[str, str],
-           study_storage: str | None, study_name: str | None, n_workers: int) -> TrainResult:
+           study_storage: str | None, study_name: str | None, n_workers: int, scheduler: str | None) -> TrainResult:
     started = time.perf_counter()
-    train_inputs = build_inputs(datasets.train.frame, settings)
-    train_rows = train_inputs.frame("observed")  # models learn from the observed weather
+    notes: list[str] = []
+    if scheduler is None:
+        train_inputs = build_inputs(datasets.train.frame, settings)
+        train_rows = train_inputs.frame("observed")  # models learn from the observed weather
+    else:  # the workers enrich the rows; the client keeps the canonical ones
+        train_inputs, train_rows = None, datasets.train.frame
     test_b = ServedRows.build(datasets.test_baseline.frame, settings, extra_history=datasets.history)
     test_c = (ServedRows.build(datasets.test_current.frame, settings, extra_history=datasets.history)
               if datasets.test_current is not None and len(datasets.test_current.frame) else None)
@@ -260,14 +274,31 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
             effective = {**(spec.continue_defaults if continue_from is not None else spec.defaults), **params}
             mlflow.log_params({**{f"hp_{k}": v for k, v in effective.items()}, "horizon": horizon,
                                "data_source": data_source, "train_rows": len(train_rows),
-                               "strategy": "continue" if continue_from is not None else "fit", "seed": seed})
+                               "strategy": "continue" if continue_from is not None else "fit", "seed": seed,
+                               "backend": "local" if scheduler is None else "dask"})
             fit_started = time.perf_counter()
-            pipeline = _fit(model_type, horizon, params, train_rows, seed, continue_from)
+            if scheduler is None:
+                pipeline = _fit(model_type, horizon, params, train_rows, seed, continue_from)
+            else:
+                from velocast.lifecycle.distributed import fit_on_dask
+
+                mlflow.set_tag("dask_scheduler", redact(scheduler))
+                pipeline = fit_on_dask(model_type, horizon, params, train_rows, seed, settings, scheduler)
             fit_seconds = time.perf_counter() - fit_started
             mlflow.log_metric("fit_seconds", fit_seconds)
 
-            served_train = ServedRows.build(datasets.train.frame, settings, inputs=train_inputs,
-                                            weather=test_b.weather, outages_removed=True)
+            if scheduler is None:
+                served_train = ServedRows.build(datasets.train.frame, settings, inputs=train_inputs,
+                                                weather=test_b.weather, outages_removed=True)
+            else:  # scored on a seeded sample: enriching every training row here is what Dask avoided
+                sample = datasets.train.frame
+                if len(sample) > DASK_TRAIN_SCORE_ROWS:
+                    sample = sample.sample(DASK_TRAIN_SCORE_ROWS, random_state=seed).sort_values(
+                        ["timestamp", "counter_id"], kind="stable")
+                    notes.append(f"train metrics on a seeded sample of {DASK_TRAIN_SCORE_ROWS:,} training rows "
+                                 "(trained on Dask)")
+                served_train = ServedRows.build(sample, settings, extra_history=datasets.history,
+                                                weather=test_b.weather, outages_removed=True)
             metrics_train = served_train.score(pipeline, model_type).flat()
             scored_b = test_b.score(pipeline, model_type)
             metrics_baseline = scored_b.flat()
@@ -318,7 +349,7 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
         baseline_regression=baseline_regression, hyperparams=effective, train_seconds=round(fit_seconds, 3),
         rows={"train": len(train_rows), "test_baseline": len(test_b), "test_current": 0 if test_c is None else len(test_c),
               "outage_rows_excluded_from_tests": test_b.outage_rows + (test_c.outage_rows if test_c is not None else 0)},
-        notes=[*datasets.notes, *test_b.notes, *(test_c.notes if test_c is not None else [])])
+        notes=[*datasets.notes, *notes, *test_b.notes, *(test_c.notes if test_c is not None else [])])
 
 
 def _baseline_regression(task: str, metrics_baseline: dict[str, Any], settings: Settings) -> bool | None:

@@ -1,0 +1,167 @@
+"""Training LightGBM on a Dask cluster (``velocast train --backend dask --scheduler tcp://…``).
+
+The work is split where the memory is:
+
+- the **client** holds the canonical training rows (identity, time, count: ~0.1 GiB per million
+  rows), fits the ``FeatureBuilder``'s levels (per counter and hour of the week) and the
+  out-of-fold levels of each week fold — small tables it sends to the workers;
+- each **worker** receives month partitions of those rows, enriches them (day-ahead history from
+  the store, observed weather: the big part, ~1.6 GiB per million rows in one process), applies
+  the fitted features and out-of-fold levels, and keeps the result in its memory;
+- LightGBM's own Dask interface (``lightgbm.DaskLGBMRegressor``, data-parallel trees over the
+  workers' partitions) trains the with-weather and the no-weather sibling on them.
+
+Both boosters come back as plain ``LGBMRegressor`` objects (``to_local()``), wrapped exactly as a
+single-process fit wraps them (``LGBMCountRegressor`` inside ``WeatherFallback`` after the same
+``FeatureBuilder``): the registered pipeline is of the same kind, served and fine-tuned as any
+other. Workers need the velocast package and the same store and weather as the client (a Delta
+store on S3 and a shared ``VELOCAST_HOME``, or one machine).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from velocast.config import Settings, redact
+from velocast.data.store_common import month_of
+from velocast.errors import DependencyUnavailable
+from velocast.models import build_pipeline
+from velocast.models.lgbm import LGBMCountRegressor
+from velocast.models.weather_fallback import WeatherFallback
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "local", "dask")
+DASK_MODEL_TYPES = ("lgbm",)
+TARGET = "__log1p_count__"
+CONNECT_TIMEOUT_SECONDS = 20
+
+
+def resolve_backend(backend: str, model_type: str, scheduler: str | None, *, model_test: bool = False,
+                    hyperopt: bool = False, continuing: bool = False) -> str:
+    """``local`` or ``dask`` for this training; a clear error when ``dask`` cannot be used.
+
+    ``auto``: Dask when a scheduler is configured (``VELOCAST_DASK_SCHEDULER``) and the training is a
+    full LightGBM fit (not a 1,000-row test, not tuning, not a continued champion); else local.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    usable = model_type in DASK_MODEL_TYPES and not hyperopt and not continuing
+    if backend == "auto":
+        return "dask" if scheduler and usable and not model_test else "local"
+    if backend == "local":
+        return "local"
+    if not scheduler:
+        raise ValueError("--backend dask needs a scheduler: --scheduler tcp://host:8786 or VELOCAST_DASK_SCHEDULER")
+    if model_type not in DASK_MODEL_TYPES:
+        raise ValueError(f"--backend dask trains {', '.join(DASK_MODEL_TYPES)} only, not {model_type}")
+    if hyperopt:
+        raise ValueError("--backend dask does not tune: run --hyperopt locally (or with --n-jobs-workers) first")
+    if continuing:
+        raise ValueError("the 'continue' fine-tuning strategy runs locally (it extends the champion's trees)")
+    return "dask"
+
+
+@contextmanager
+def connect(scheduler: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> Iterator[Any]:
+    """A client of the scheduler; "unreachable" as ``DependencyUnavailable("dask scheduler", …)``."""
+    from distributed import Client
+
+    try:
+        client = Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise DependencyUnavailable("dask scheduler", f"{redact(scheduler)}: {type(exc).__name__}: {exc}") from exc
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def month_partitions(rows: pd.DataFrame) -> list[pd.DataFrame]:
+    """The rows cut by Europe/Paris month, in time order."""
+    months = month_of(rows["timestamp"])
+    return [part.reset_index(drop=True) for _, part in rows.groupby(months.to_numpy(), sort=True)]
+
+
+def _worker_features(rows: pd.DataFrame, features: Any, folds: list[Any], settings: Settings) -> pd.DataFrame:
+    """On a worker: history + observed weather, the fitted features, out-of-fold levels, the target."""
+    from velocast.lifecycle.inputs import build_inputs
+
+    enriched = build_inputs(rows, settings).frame("observed")  # models learn from the observed weather
+    out = features.with_out_of_fold_levels(features.transform(enriched), enriched, folds)
+    out[TARGET] = np.log1p(np.clip(enriched["bike_count"].to_numpy(float), 0, None))
+    return out
+
+
+def _empty_like(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.iloc[:0]
+
+
+def _local_estimator(dask_model: Any, params: dict[str, Any]) -> LGBMCountRegressor:
+    """The trained booster as the ``LGBMCountRegressor`` a single-process fit would have made."""
+    local = dask_model.to_local()
+    estimator = LGBMCountRegressor(**params)
+    estimator.booster_model_ = local
+    estimator.feature_importances_ = local.booster_.feature_importance("gain")
+    return estimator
+
+
+def fit_on_dask(model_type: str, horizon: str, hyperparams: dict[str, Any] | None, rows: pd.DataFrame, seed: int,
+                settings: Settings, scheduler: str | None = None, client: Any | None = None) -> Pipeline:
+    """Fit the ``model_type`` pipeline on ``rows`` (canonical, labelled) over the cluster (see the module docstring)."""
+    if client is None:
+        if not scheduler:
+            raise ValueError("a Dask scheduler address is needed (tcp://host:8786)")
+        with connect(scheduler) as connected:
+            return fit_on_dask(model_type, horizon, hyperparams, rows, seed, settings, client=connected)
+    import dask.dataframe as dd
+    from lightgbm import DaskLGBMRegressor
+
+    template = build_pipeline(model_type, hyperparams, horizon, seed=seed)
+    features = template.named_steps["features"]
+    fallback = template.named_steps["model"]
+    params = fallback.estimator.get_params()
+    y = rows["bike_count"].to_numpy(float)
+    features.fit(rows, y)
+    folds = features.fold_levels(rows, y)
+    settings = settings.model_copy(update={"home": settings.home.resolve()})  # workers run elsewhere
+    parts = month_partitions(rows)
+    log.info("dask: %d rows in %d month partitions over %d workers", len(rows), len(parts),
+             len(client.scheduler_info(n_workers=-1)["workers"]))
+    scattered = client.scatter(parts)
+    futures = [client.submit(_worker_features, part, features, folds, settings, pure=False) for part in scattered]
+    meta = client.submit(_empty_like, futures[0]).result()
+    frame = dd.from_delayed(futures, meta=meta, verify_meta=False)
+    columns = list(features.feature_names_out_)
+    without = [c for c in columns if c not in fallback.weather_columns]
+    booster_params = {k: v for k, v in params.items() if k != "n_jobs"}  # each worker uses its own threads
+    siblings = {}
+    for name, used in (("with_weather", columns), ("without_weather", without)):
+        model = DaskLGBMRegressor(client=client, verbose=-1, **booster_params)
+        model.fit(frame[used], frame[TARGET])
+        siblings[name] = _local_estimator(model, params)
+    client.cancel(futures)
+    fallback.with_weather_, fallback.without_weather_ = siblings["with_weather"], siblings["without_weather"]
+    fallback._copy_attributes()
+    return Pipeline([("features", features), ("model", fallback)])
+
+
+def worker_peak_rss_mb(client: Any) -> dict[str, float]:
+    """Peak resident memory (MiB) of each worker process so far."""
+    def peak() -> float:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    return {address: round(value, 1) for address, value in client.run(peak).items()}
+
+
+__all__ = ["BACKENDS", "DASK_MODEL_TYPES", "connect", "fit_on_dask", "month_partitions", "resolve_backend",
+           "worker_peak_rss_mb"]
