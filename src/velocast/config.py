@@ -219,7 +219,8 @@ class Settings(BaseSettings):
     airflow_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each call to the Airflow API.")
     dependency_timeout_seconds: float = Field(
         default=5.0, gt=0, le=600,
-        description="Longest wait for one call to MLflow, the audit database or S3 before it counts as unreachable.")
+        description="Longest wait for one call to MLflow, the audit database or S3 (and for the Dask scheduler "
+        "and its first worker) before it counts as unreachable.")
     cycle_lease_seconds: float = Field(
         default=6 * 3600.0, gt=0,
         description="How long a weekly cycle (or a retrain) may hold its model type's lock before another may take it.")

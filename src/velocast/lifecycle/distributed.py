@@ -2,25 +2,31 @@
 
 The work is split where the memory is:
 
-- the **client** holds the canonical training rows (identity, time, count: ~0.1 GiB per million
-  rows), fits the ``FeatureBuilder``'s levels (per counter and hour of the week) and the
-  out-of-fold levels of each week fold — small tables it sends to the workers;
-- each **worker** receives month partitions of those rows, enriches them (day-ahead history from
-  the store, observed weather: the big part, ~1.6 GiB per million rows in one process), applies
-  the fitted features and out-of-fold levels, and keeps the result in its memory;
-- LightGBM's own Dask interface (``lightgbm.DaskLGBMRegressor``, data-parallel trees over the
-  workers' partitions) trains the with-weather and the no-weather sibling on them.
+- the **client** holds the canonical training rows (identity, time, count), fits the
+  ``FeatureBuilder``'s levels (per counter and hour of the week) and the out-of-fold levels of each
+  week fold — small tables it sends to the workers;
+- the rows are cut by Paris month and the months dealt round-robin to the workers (each worker
+  then sees every season, which matters: in data-parallel LightGBM each feature's bins are found
+  by one worker on its own rows). Each **worker** enriches its months (day-ahead history from the
+  store plus the training counts of the 29 days before the month, observed weather: the big part,
+  ~1.6 GiB per million rows), applies the fitted features and out-of-fold levels, and keeps the
+  result in its memory;
+- LightGBM's own Dask interface (``lightgbm.DaskLGBMRegressor``, data-parallel trees: each worker
+  builds histograms of its rows, the histograms are summed over the network) trains the
+  with-weather and the no-weather sibling on them.
 
 Both boosters come back as plain ``LGBMRegressor`` objects (``to_local()``), wrapped exactly as a
 single-process fit wraps them (``LGBMCountRegressor`` inside ``WeatherFallback`` after the same
 ``FeatureBuilder``): the registered pipeline is of the same kind, served and fine-tuned as any
-other. Workers need the velocast package and the same store and weather as the client (a Delta
-store on S3 and a shared ``VELOCAST_HOME``, or one machine).
+other. A worker's features equal the single-process ones row for row (tested). Workers need the
+velocast package and the same store and weather as the client (a Delta store on S3, or a
+``VELOCAST_HOME`` mounted at the same path, as in ``deploy/docker-compose.yml``).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,14 +40,13 @@ from velocast.data.store_common import month_of
 from velocast.errors import DependencyUnavailable
 from velocast.models import build_pipeline
 from velocast.models.lgbm import LGBMCountRegressor
-from velocast.models.weather_fallback import WeatherFallback
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "local", "dask")
 DASK_MODEL_TYPES = ("lgbm",)
 TARGET = "__log1p_count__"
-CONNECT_TIMEOUT_SECONDS = 20
+HISTORY_COLUMNS = ["counter_id", "timestamp", "bike_count"]
 
 
 def resolve_backend(backend: str, model_type: str, scheduler: str | None, *, model_test: bool = False,
@@ -70,31 +75,52 @@ def resolve_backend(backend: str, model_type: str, scheduler: str | None, *, mod
 
 
 @contextmanager
-def connect(scheduler: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> Iterator[Any]:
-    """A client of the scheduler; "unreachable" as ``DependencyUnavailable("dask scheduler", …)``."""
+def connect(scheduler: str, timeout: float) -> Iterator[Any]:
+    """A client of the scheduler with at least one worker, within ``timeout`` seconds each.
+
+    An unreachable scheduler or one without workers: ``DependencyUnavailable("dask scheduler", …)``.
+    """
     from distributed import Client
 
+    where = redact(scheduler)
     try:
         client = Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
     except (OSError, TimeoutError) as exc:
-        raise DependencyUnavailable("dask scheduler", f"{redact(scheduler)}: {type(exc).__name__}: {exc}") from exc
+        raise DependencyUnavailable("dask scheduler", f"{where}: {exc}") from exc
     try:
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise DependencyUnavailable("dask scheduler", f"{where}: no worker joined within {timeout:g} s") from exc
         yield client
     finally:
         client.close()
 
 
-def month_partitions(rows: pd.DataFrame) -> list[pd.DataFrame]:
-    """The rows cut by Europe/Paris month, in time order."""
-    months = month_of(rows["timestamp"])
-    return [part.reset_index(drop=True) for _, part in rows.groupby(months.to_numpy(), sort=True)]
+def month_partitions(rows: pd.DataFrame) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """The rows cut by Paris month, in time order, each with the training counts of the history window before it.
+
+    The earlier counts are the month's day-ahead history that the store may not hold (rows of
+    ``--data`` or a posted window are not ingested); a single-process fit gets them from the
+    whole training frame.
+    """
+    from velocast.lifecycle.inputs import history_start
+
+    months = month_of(rows["timestamp"]).to_numpy()
+    out = []
+    for _, part in rows.groupby(months, sort=True):
+        first = part["timestamp"].min()
+        earlier = rows[(rows["timestamp"] >= history_start(part["timestamp"])) & (rows["timestamp"] < first)]
+        out.append((part.reset_index(drop=True), earlier[HISTORY_COLUMNS].reset_index(drop=True)))
+    return out
 
 
-def _worker_features(rows: pd.DataFrame, features: Any, folds: list[Any], settings: Settings) -> pd.DataFrame:
+def worker_features(rows: pd.DataFrame, earlier: pd.DataFrame, features: Any, folds: list[Any],
+                    settings: Settings) -> pd.DataFrame:
     """On a worker: history + observed weather, the fitted features, out-of-fold levels, the target."""
     from velocast.lifecycle.inputs import build_inputs
 
-    enriched = build_inputs(rows, settings).frame("observed")  # models learn from the observed weather
+    enriched = build_inputs(rows, settings, extra_history=earlier).frame("observed")  # training: observed weather
     out = features.with_out_of_fold_levels(features.transform(enriched), enriched, folds)
     out[TARGET] = np.log1p(np.clip(enriched["bike_count"].to_numpy(float), 0, None))
     return out
@@ -104,9 +130,17 @@ def _empty_like(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[:0]
 
 
+def _deal(client: Any, partitions: list[tuple[pd.DataFrame, pd.DataFrame]]) -> list[tuple[Any, Any]]:
+    """Scatter partition i to worker i mod n (months interleaved: every worker sees every season)."""
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    return [tuple(client.scatter([rows, earlier], workers=[workers[i % len(workers)]]))
+            for i, (rows, earlier) in enumerate(partitions)]
+
+
 def _local_estimator(dask_model: Any, params: dict[str, Any]) -> LGBMCountRegressor:
     """The trained booster as the ``LGBMCountRegressor`` a single-process fit would have made."""
     local = dask_model.to_local()
+    local.set_params(n_jobs=params["n_jobs"])  # predictions use the serving process's threads
     estimator = LGBMCountRegressor(**params)
     estimator.booster_model_ = local
     estimator.feature_importances_ = local.booster_.feature_importance("gain")
@@ -114,16 +148,18 @@ def _local_estimator(dask_model: Any, params: dict[str, Any]) -> LGBMCountRegres
 
 
 def fit_on_dask(model_type: str, horizon: str, hyperparams: dict[str, Any] | None, rows: pd.DataFrame, seed: int,
-                settings: Settings, scheduler: str | None = None, client: Any | None = None) -> Pipeline:
-    """Fit the ``model_type`` pipeline on ``rows`` (canonical, labelled) over the cluster (see the module docstring)."""
-    if client is None:
-        if not scheduler:
-            raise ValueError("a Dask scheduler address is needed (tcp://host:8786)")
-        with connect(scheduler) as connected:
-            return fit_on_dask(model_type, horizon, hyperparams, rows, seed, settings, client=connected)
+                settings: Settings, client: Any) -> Pipeline:
+    """Fit the ``model_type`` pipeline on ``rows`` (canonical, labelled) over ``client``'s cluster.
+
+    See the module docstring; ``client`` comes from :func:`connect` (or any ``distributed.Client``).
+    """
     import dask.dataframe as dd
     from lightgbm import DaskLGBMRegressor
 
+    if model_type not in DASK_MODEL_TYPES:
+        raise ValueError(f"the Dask backend trains {', '.join(DASK_MODEL_TYPES)} only, not {model_type}")
+    if rows.empty:
+        raise ValueError("no training rows to fit on")
     template = build_pipeline(model_type, hyperparams, horizon, seed=seed)
     features = template.named_steps["features"]
     fallback = template.named_steps["model"]
@@ -132,22 +168,27 @@ def fit_on_dask(model_type: str, horizon: str, hyperparams: dict[str, Any] | Non
     features.fit(rows, y)
     folds = features.fold_levels(rows, y)
     settings = settings.model_copy(update={"home": settings.home.resolve()})  # workers run elsewhere
-    parts = month_partitions(rows)
-    log.info("dask: %d rows in %d month partitions over %d workers", len(rows), len(parts),
-             len(client.scheduler_info(n_workers=-1)["workers"]))
-    scattered = client.scatter(parts)
-    futures = [client.submit(_worker_features, part, features, folds, settings, pure=False) for part in scattered]
-    meta = client.submit(_empty_like, futures[0]).result()
-    frame = dd.from_delayed(futures, meta=meta, verify_meta=False)
-    columns = list(features.feature_names_out_)
-    without = [c for c in columns if c not in fallback.weather_columns]
-    booster_params = {k: v for k, v in params.items() if k != "n_jobs"}  # each worker uses its own threads
-    siblings = {}
-    for name, used in (("with_weather", columns), ("without_weather", without)):
-        model = DaskLGBMRegressor(client=client, verbose=-1, **booster_params)
-        model.fit(frame[used], frame[TARGET])
-        siblings[name] = _local_estimator(model, params)
-    client.cancel(futures)
+    partitions = month_partitions(rows)
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    log.info("dask: %d training rows in %d month partitions over %d workers", len(rows), len(partitions), len(workers))
+    futures = [client.submit(worker_features, part, earlier, features, folds, settings, pure=False)
+               for part, earlier in _deal(client, partitions)]
+    try:
+        meta = client.submit(_empty_like, futures[0]).result()
+        frame = dd.from_delayed(futures, meta=meta, verify_meta=False)
+        columns = list(features.feature_names_out_)
+        without = [c for c in columns if c not in fallback.weather_columns]
+        booster_params = {k: v for k, v in params.items() if k != "n_jobs"}  # each worker uses its own threads
+        siblings = {}
+        # LightGBM's Dask code looks the client up as the current one
+        with client.as_current(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+            for name, used in (("with_weather", columns), ("without_weather", without)):
+                model = DaskLGBMRegressor(client=client, verbose=-1, **booster_params)
+                model.fit(frame[used], frame[TARGET])
+                siblings[name] = _local_estimator(model, params)
+    finally:
+        client.cancel(futures)
     fallback.with_weather_, fallback.without_weather_ = siblings["with_weather"], siblings["without_weather"]
     fallback._copy_attributes()
     return Pipeline([("features", features), ("model", fallback)])
@@ -164,4 +205,4 @@ def worker_peak_rss_mb(client: Any) -> dict[str, float]:
 
 
 __all__ = ["BACKENDS", "DASK_MODEL_TYPES", "connect", "fit_on_dask", "month_partitions", "resolve_backend",
-           "worker_peak_rss_mb"]
+           "worker_features", "worker_peak_rss_mb"]

@@ -40,6 +40,7 @@ from velocast import __version__
 from velocast.config import Settings, get_settings, redact
 from velocast.evaluation.reports import feature_importance_figure, regression_report
 from velocast.lifecycle.datasets import Datasets, load_datasets
+from velocast.lifecycle.distributed import connect, fit_on_dask, resolve_backend
 from velocast.lifecycle.inputs import build_inputs, model_inputs
 from velocast.lifecycle.scoring import ServedRows
 from velocast.models import (
@@ -213,8 +214,6 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
     ``VELOCAST_DASK_SCHEDULER``; see :mod:`velocast.lifecycle.distributed`) or ``auto`` (Dask for a
     full lgbm fit when a scheduler is configured).
     """
-    from velocast.lifecycle.distributed import resolve_backend
-
     settings = settings or get_settings()
     spec = get_spec(model_type)
     horizon = resolve_horizon(model_type, horizon)
@@ -225,22 +224,26 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
     scheduler = scheduler or settings.dask_scheduler
     backend = resolve_backend(backend, model_type, scheduler, model_test=model_test, hyperopt=hyperopt,
                               continuing=continue_from is not None)
-    datasets = datasets or load_datasets(data_source, settings, data_path, current_data, model_test, seed)
-    registry = Registry(settings)
-    reconcile(settings, registry)
-    with _attempt(settings) as attempt:
-        return _train(model_type, spec, horizon, params, data_source, env, model_test, hyperopt, n_trials, seed,
-                      settings, datasets, registry, continue_from, run_name, {**(tags or {}), ATTEMPT_TAG: attempt},
-                      study_storage, study_name, n_workers, scheduler if backend == "dask" else None)
+    # the cluster is reached first: an unreachable scheduler fails before any run is opened
+    cluster = connect(scheduler, settings.dependency_timeout_seconds) if backend == "dask" else contextlib.nullcontext()
+    with cluster as client:
+        datasets = datasets or load_datasets(data_source, settings, data_path, current_data, model_test, seed)
+        registry = Registry(settings)
+        reconcile(settings, registry)
+        with _attempt(settings) as attempt:
+            return _train(model_type, spec, horizon, params, data_source, env, model_test, hyperopt, n_trials, seed,
+                          settings, datasets, registry, continue_from, run_name,
+                          {**(tags or {}), ATTEMPT_TAG: attempt}, study_storage, study_name, n_workers, client)
 
 
 def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], data_source: str, env: str,
            model_test: bool, hyperopt: bool, n_trials: int, seed: int, settings: Settings, datasets: Datasets,
            registry: Registry, continue_from: Any | None, run_name: str | None, tags: dict[str, str],
-           study_storage: str | None, study_name: str | None, n_workers: int, scheduler: str | None) -> TrainResult:
+           study_storage: str | None, study_name: str | None, n_workers: int, client: Any | None) -> TrainResult:
+    """``client``: a Dask client to fit on (:mod:`velocast.lifecycle.distributed`); None: fit here."""
     started = time.perf_counter()
     notes: list[str] = []
-    if scheduler is None:
+    if client is None:
         train_inputs = build_inputs(datasets.train.frame, settings)
         train_rows = train_inputs.frame("observed")  # models learn from the observed weather
     else:  # the workers enrich the rows; the client keeps the canonical ones
@@ -275,19 +278,17 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
             mlflow.log_params({**{f"hp_{k}": v for k, v in effective.items()}, "horizon": horizon,
                                "data_source": data_source, "train_rows": len(train_rows),
                                "strategy": "continue" if continue_from is not None else "fit", "seed": seed,
-                               "backend": "local" if scheduler is None else "dask"})
+                               "backend": "local" if client is None else "dask"})
             fit_started = time.perf_counter()
-            if scheduler is None:
+            if client is None:
                 pipeline = _fit(model_type, horizon, params, train_rows, seed, continue_from)
             else:
-                from velocast.lifecycle.distributed import fit_on_dask
-
-                mlflow.set_tag("dask_scheduler", redact(scheduler))
-                pipeline = fit_on_dask(model_type, horizon, params, train_rows, seed, settings, scheduler)
+                mlflow.set_tag("dask_scheduler", redact(client.scheduler.address))
+                pipeline = fit_on_dask(model_type, horizon, params, train_rows, seed, settings, client)
             fit_seconds = time.perf_counter() - fit_started
             mlflow.log_metric("fit_seconds", fit_seconds)
 
-            if scheduler is None:
+            if client is None:
                 served_train = ServedRows.build(datasets.train.frame, settings, inputs=train_inputs,
                                                 weather=test_b.weather, outages_removed=True)
             else:  # scored on a seeded sample: enriching every training row here is what Dask avoided
