@@ -9,6 +9,14 @@ weather of the day), in two variants:
 - ``perfect weather`` — the observed weather given as a perfect forecast (an upper bound of what a
   weather forecast can bring).
 
+Prediction intervals (``INTERVAL_CONFIGS``): calibrated as ``velocast train`` does — a twin fitted
+on the training days before the last ``CALIBRATION_DAYS`` forecasts those days as served, its
+conformity scores calibrate the intervals of the model fitted on every training day — then scored
+on the test month: empirical coverage of the 80% interval, mean width, interval score, coverage per
+counter (counters seen on >= 14 days), against the naive baseline: the prediction plus the
+empirical 10% and 90% quantiles of the twin's residuals (bikes) of the same hour of the day on the
+same calibration days.
+
 Rows inside sensor outages (runs of >= 24 zero hours: ``20 Avenue de Clichy`` until 2021-07-20)
 are left out of the headline scores; the RMSE on all rows is reported beside them. The reference
 is the original system's recipe: RandomForest (n_estimators=50, max_depth=20) on counter one-hot +
@@ -33,6 +41,9 @@ from bench.common import REAL_COUNTS, REAL_WEATHER, ROOT, isolated
 
 TRAIN_END = "2021-07-10"
 TEST_END = "2021-08-10"
+CALIBRATION_DAYS = 28  # VELOCAST_INTERVAL_CALIBRATION_DAYS's default
+COVERAGE = 0.8
+INTERVAL_CONFIGS = {"baseline (seasonal naive)", "lgbm, calendar", "lgbm, day-ahead"}
 VARIANTS = {"as_served": "test_without.parquet", "perfect_weather": "test_with.parquet",
             "all_rows": "test_all_without.parquet"}
 
@@ -56,7 +67,8 @@ def prepare(folder: Path) -> dict[str, str]:
     from velocast.data import store
     from velocast.data.ingest import ingest_file
     from velocast.data.weather import ingest_weather
-    from velocast.lifecycle.datasets import training_rows
+    from velocast.data.splits import paris_day
+    from velocast.lifecycle.datasets import calibration_days, training_rows
     from velocast.lifecycle.inputs import enrich, outage_flags
     from velocast.lifecycle.scoring import ServedRows
 
@@ -68,8 +80,11 @@ def prepare(folder: Path) -> dict[str, str]:
     cut = np.datetime64(TRAIN_END)
     train = training_rows(rows[(local < cut).to_numpy()].reset_index(drop=True), set(), settings)
     test = rows[(local >= cut).to_numpy()].reset_index(drop=True)
-    paths = {"train": folder / "train.parquet"}
+    paths = {"train": folder / "train.parquet", "calibration": folder / "calibration.parquet"}
     enrich(train, settings, weather="observed").to_parquet(paths["train"])
+    on_days = paris_day(train["timestamp"]).astype(str).isin(calibration_days(train, CALIBRATION_DAYS)).to_numpy()
+    ServedRows.build(train[on_days].reset_index(drop=True), settings, extra_history=train, weather="without",
+                     outages_removed=True).calibration_rows.to_parquet(paths["calibration"])
     served = ServedRows.build(test, settings, weather="without")
     everything = ServedRows.build(test, settings, weather="without", outages_removed=True)
     for name, frame in (("test_without.parquet", served.variants["without_weather"]),
@@ -83,7 +98,7 @@ def prepare(folder: Path) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()} | {"outage_rows": str(served.outage_rows), "test_rows": str(len(test))}
 
 
-def _scores(pipeline: Any, folder: str) -> dict[str, Any]:
+def _scores(pipeline: Any, folder: str, naive: dict[str, Any] | None = None) -> dict[str, Any]:
     import pandas as pd
 
     from velocast.evaluation.metrics import regression_metrics
@@ -92,25 +107,90 @@ def _scores(pipeline: Any, folder: str) -> dict[str, Any]:
     out = {}
     for variant, name in VARIANTS.items():
         rows = pd.read_parquet(Path(folder) / name)
-        out[variant] = regression_metrics(rows["bike_count"], predict_frame(pipeline, rows)["prediction"]).to_dict()
+        predicted = predict_frame(pipeline, rows, COVERAGE)
+        out[variant] = regression_metrics(rows["bike_count"], predicted["prediction"]).to_dict()
+        if naive is not None and variant != "all_rows" and predicted["lower"].notna().all():
+            out[variant]["intervals"] = _interval_scores(rows, predicted, naive[variant])
     return out
 
 
+def _interval_scores(rows: Any, predicted: Any, naive: tuple[Any, Any]) -> dict[str, Any]:
+    """Coverage, width, interval score, per-counter coverage of the model's intervals and of the naive ones."""
+    from velocast.data.splits import paris_day
+    from velocast.evaluation.intervals import (
+        counter_coverage,
+        counter_summary,
+        hourly_residual_intervals,
+        interval_metrics,
+    )
+
+    y = rows["bike_count"].to_numpy(float)
+    days = paris_day(rows["timestamp"]).astype(str).to_numpy()
+    hours = rows["timestamp"].dt.tz_convert("Europe/Paris").dt.hour.to_numpy()
+    counters = rows["counter_id"].astype(str).to_numpy()
+    point = predicted["prediction"].to_numpy(float)
+    made = {"model": (predicted["lower"].to_numpy(float), predicted["upper"].to_numpy(float)),
+            "naive": hourly_residual_intervals(naive[0], naive[1], hours, point, COVERAGE)}
+    out: dict[str, Any] = {}
+    for name, (lower, upper) in made.items():
+        per_counter = counter_coverage(counters, days, y, lower, upper, min_days=14)
+        out[name] = {**interval_metrics(y, lower, upper, COVERAGE).to_dict(),
+                     **counter_summary(per_counter, (0.70, 0.90)),
+                     "counter_coverage_max": float(per_counter["coverage"].max()) if len(per_counter) else None}
+    out["width_ratio_to_naive"] = out["model"]["interval_width"] / out["naive"]["interval_width"]
+    # the naive intervals at the same empirical coverage as the model's (their level searched on the test rows:
+    # an oracle in the baseline's favour)
+    target, low, high = out["model"]["interval_coverage"], 0.5, 0.995
+    for _ in range(30):
+        level = (low + high) / 2
+        lower, upper = hourly_residual_intervals(naive[0], naive[1], hours, point, level)
+        reached = float(((y >= lower) & (y <= upper)).mean())
+        low, high = (level, high) if reached < target else (low, level)
+    lower, upper = hourly_residual_intervals(naive[0], naive[1], hours, point, high)
+    out["naive_same_coverage"] = {"level": high, "interval_coverage": float(((y >= lower) & (y <= upper)).mean()),
+                                  "interval_width": float(np.mean(upper - lower))}
+    out["width_ratio_to_naive_same_coverage"] = (out["model"]["interval_width"]
+                                                 / out["naive_same_coverage"]["interval_width"])
+    return out
+
+
+def _naive_residuals(twin: Any, calibration: Any) -> dict[str, tuple[Any, Any]]:
+    """The twin's residuals (bikes) and hours of the calibration rows, per test variant."""
+    from velocast.models import predict_frame
+    from velocast.models.weather_fallback import weather_known
+
+    residual = calibration["bike_count"].to_numpy(float) - predict_frame(twin, calibration)["prediction"].to_numpy()
+    hours = calibration["timestamp"].dt.tz_convert("Europe/Paris").dt.hour.to_numpy()
+    known = weather_known(calibration)
+    return {"as_served": (hours[~known], residual[~known]), "perfect_weather": (hours[known], residual[known])}
+
+
 def fit_and_score(model_type: str, horizon: str, params: dict, feature_set: str, folder: str,
-                  home: str) -> dict[str, Any]:
+                  home: str, intervals: bool = False) -> dict[str, Any]:
     import time
 
     import pandas as pd
 
     os.environ["VELOCAST_HOME"] = home
-    from velocast.models import build_pipeline
+    from velocast.data.splits import paris_day
+    from velocast.models import build_pipeline, calibrate
 
     train = pd.read_parquet(Path(folder) / "train.parquet")
     pipeline = build_pipeline(model_type, params, horizon, feature_set=feature_set)
     started = time.perf_counter()
     pipeline.fit(train, train["bike_count"].to_numpy())
     fit_seconds = time.perf_counter() - started
-    return {**_scores(pipeline, folder), "fit_seconds": fit_seconds}
+    if not intervals:
+        return {**_scores(pipeline, folder), "fit_seconds": fit_seconds}
+    calibration = pd.read_parquet(Path(folder) / "calibration.parquet")
+    before = train[~paris_day(train["timestamp"]).isin(set(paris_day(calibration["timestamp"]))).to_numpy()]
+    started = time.perf_counter()
+    twin = build_pipeline(model_type, params, horizon, feature_set=feature_set)
+    twin.fit(before, before["bike_count"].to_numpy())
+    calibrated = calibrate(pipeline, calibration, twin=twin)
+    calibration_seconds = time.perf_counter() - started
+    return {**_scores(calibrated, folder, _naive_residuals(twin, calibration)), "fit_seconds": fit_seconds,
+            "calibration_seconds": calibration_seconds}
 
 
 def tune_and_score(folder: str, home: str, n_trials: int) -> dict[str, Any]:
@@ -189,11 +269,18 @@ def run(n_trials: int = 20, reference_commit: str | None = None) -> dict[str, An
         home = str(folder / "home")
         rows = []
         for label, model_type, horizon, params, feature_set in CONFIGS:
-            metrics, wall, peak = isolated(fit_and_score, model_type, horizon, params, feature_set, str(folder), home)
+            metrics, wall, peak = isolated(fit_and_score, model_type, horizon, params, feature_set, str(folder), home,
+                                           label in INTERVAL_CONFIGS)
             rows.append({"model": label, **metrics, "peak_rss_mb": round(peak, 1)})
             print(f"  {label}: as served rmse {metrics['as_served']['rmse']:.2f}, perfect weather "
                   f"{metrics['perfect_weather']['rmse']:.2f}, fit {metrics['fit_seconds']:.1f}s peak {peak:.0f} MiB",
                   flush=True)
+            shown = metrics["as_served"].get("intervals")
+            if shown:
+                print(f"    80% intervals as served: coverage {shown['model']['interval_coverage']:.3f}, width "
+                      f"{shown['model']['interval_width']:.1f} (naive {shown['naive']['interval_coverage']:.3f}, "
+                      f"{shown['naive']['interval_width']:.1f}), worst counter "
+                      f"{shown['model']['interval_worst_counter_coverage']:.3f}", flush=True)
         if n_trials:
             metrics, wall, peak = isolated(tune_and_score, str(folder), home, n_trials)
             rows.append({"model": f"lgbm, day-ahead, Optuna {n_trials} trials", **metrics, "peak_rss_mb": round(peak, 1)})
@@ -205,6 +292,7 @@ def run(n_trials: int = 20, reference_commit: str | None = None) -> dict[str, An
         row["rmse_ratio_to_original"] = round(row["as_served"]["rmse"] / original["as_served"]["rmse"], 3)
         row["speedup_vs_original"] = round(original["fit_seconds"] / row["fit_seconds"], 2) if row["fit_seconds"] else None
     out = {"train_period": f"2020-09-01 .. {TRAIN_END} (exclusive)", "test_period": f"{TRAIN_END} .. {TEST_END} (exclusive)",
+           "interval_coverage": COVERAGE, "calibration_days": CALIBRATION_DAYS,
            "test_rows": int(paths["test_rows"]), "outage_rows": int(paths["outage_rows"]),
            "prepare_seconds": round(prep_seconds, 1), "models": rows}
     if before:

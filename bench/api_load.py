@@ -1,8 +1,10 @@
 """API latency under load: uvicorn on 127.0.0.1 and a bounded load generator (loopback only).
 
-16 concurrent clients send `/predict` requests for a fixed duration (single-record, then
-100-record bodies), then single-record requests again while another process promotes a new
-champion half-way (the API must hot-swap it with no failed request).
+16 concurrent clients call `GET /health` for a fixed duration (the HTTP floor: the same server,
+load and machine doing no work), then send `/predict` requests (single-record, then 100-record
+bodies), then single-record requests again while another process promotes a new champion
+half-way (the API must hot-swap it with no failed request). ``/predict`` p99 divided by
+``/health`` p99 is the verdict a slower or busier machine does not change.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from bench.common import ROOT, isolated, velocast_env
 
 CLIENTS = 16
+WORKERS = 2  # velocast serve --workers: one per core of the 2-core benchmark machine
 API_KEY = "bench-key"
 
 
@@ -48,7 +51,8 @@ def prepare(home: str) -> list[dict[str, Any]]:
              "longitude": r.longitude} for r in rows.itertuples()]
 
 
-async def _load(url: str, bodies: list[bytes], seconds: float, clients: int) -> dict[str, Any]:
+async def _load(url: str, bodies: list[bytes] | None, seconds: float, clients: int) -> dict[str, Any]:
+    """``clients`` concurrent loops POSTing ``bodies`` in turn to ``url`` (GET when ``bodies`` is None)."""
     import httpx
 
     latencies: list[float] = []
@@ -60,11 +64,12 @@ async def _load(url: str, bodies: list[bytes], seconds: float, clients: int) -> 
         nonlocal errors
         k = i
         while time.perf_counter() < stop:
-            body = bodies[k % len(bodies)]
+            body = bodies[k % len(bodies)] if bodies else None
             k += clients
             started = time.perf_counter()
             try:
-                response = await http.post(url, content=body, headers={"content-type": "application/json"})
+                response = await http.get(url) if body is None else \
+                    await http.post(url, content=body, headers={"content-type": "application/json"})
                 if response.status_code != 200:
                     errors += 1
             except httpx.HTTPError:
@@ -80,11 +85,11 @@ async def _load(url: str, bodies: list[bytes], seconds: float, clients: int) -> 
             "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99)), "errors": errors}
 
 
-def load_phase(url: str, bodies: list[bytes], seconds: float) -> dict[str, Any]:
+def load_phase(url: str, bodies: list[bytes] | None, seconds: float) -> dict[str, Any]:
     return asyncio.run(_load(url, bodies, seconds, CLIENTS))
 
 
-def run(seconds: float = 60.0) -> dict[str, Any]:
+def run(seconds: float = 60.0, workers: int = WORKERS) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="velocast-bench-api-") as tmp:
         home = str(Path(tmp) / "home")
         records, prep_seconds, _ = isolated(prepare, home)
@@ -92,7 +97,7 @@ def run(seconds: float = 60.0) -> dict[str, Any]:
         port = _free_port()
         env = {**velocast_env(Path(home)), "VELOCAST_API_KEY": API_KEY, "VELOCAST_API_MODEL_REFRESH_SECONDS": "1"}
         server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "velocast"), "serve", "--host", "127.0.0.1",
-                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                   "--port", str(port), "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(base)
@@ -102,8 +107,9 @@ def run(seconds: float = 60.0) -> dict[str, Any]:
                        for i in range(0, len(records), 100)]
             load_phase(url, single, 5)  # warm-up
             phases = []
-            for name, bodies in (("1 record", single), ("100 records", hundred)):
-                result, _, _ = isolated(load_phase, url, bodies, seconds)
+            for name, target, bodies in (("/health (HTTP floor)", f"{base}/health", None), ("1 record", url, single),
+                                         ("100 records", url, hundred)):
+                result, _, _ = isolated(load_phase, target, bodies, seconds)
                 phases.append({"name": name, **result})
                 print(f"  {name}: {result}", flush=True)
             promoter = threading.Timer(seconds / 2, lambda: subprocess.run(
@@ -120,8 +126,10 @@ def run(seconds: float = 60.0) -> dict[str, Any]:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    return {"clients": CLIENTS, "seconds_per_phase": seconds, "phases": phases,
-            "champion_after": _champion_version(served)}
+    health = phases[0]["p99_ms"]
+    return {"clients": CLIENTS, "workers": workers, "seconds_per_phase": seconds, "phases": phases,
+            "champion_after": _champion_version(served),
+            "p99_ratio_to_health": {p["name"]: round(p["p99_ms"] / health, 2) for p in phases[1:]}}
 
 
 def _champion_version(models: Any) -> Any:

@@ -41,28 +41,59 @@ def cycle(home: str, strategy: str) -> dict[str, Any]:
 
 
 def throughput(home: str) -> list[dict[str, Any]]:
+    """Batch prediction of random rows of the year: the serving path, the frames' path, and the model floor.
+
+    ``pipeline``: features from arrays + the model (``ServingModel.predict_enriched``) of rows whose
+    history and weather are already there; ``frames``: the same through ``FeatureBuilder.transform``
+    and the pipeline (``predict_frame``); ``floor``: LightGBM's bare ``Booster.predict`` on the same
+    feature matrix; ``with_store_enrichment``: ``predict_rows`` from bare rows (history from the store).
+    """
     os.environ["VELOCAST_HOME"] = home
+    import numpy as np
+
     from velocast.data import store
     from velocast.lifecycle.inputs import enrich
     from velocast.lifecycle.predict import load_model, predict_rows
     from velocast.models import predict_frame
+    from velocast.models.weather_fallback import weather_known
 
     model = load_model("lgbm")
+    serving = model.serving
+    compiled = serving.model.compile_lleaves(Path(home) / "cache" / "lleaves")  # as the API does, cached on disk
     rows = store.query_counts("2020-09-01", "2021-08-10")
     out = []
     for n in (10_000, 400_000):
         batch = rows.sample(n, random_state=0, replace=n > len(rows)).reset_index(drop=True)
         enriched = enrich(batch, weather="served")
-        predict_frame(model.pipeline, enriched.head(1000))  # warm-up
+        serving.predict_enriched(enriched.head(1000))  # warm-up
         started = time.perf_counter()
-        predict_frame(model.pipeline, enriched)
+        served = serving.predict_enriched(enriched)["prediction"]
         pipeline_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        frames = predict_frame(model.pipeline, enriched)["prediction"].to_numpy()
+        frames_seconds = time.perf_counter() - started
+        # the model floor: LightGBM alone on the same matrix (each row to its weather variant's booster)
+        matrix = serving.plan.matrix_of(enriched)
+        fallback = model.pipeline.named_steps["model"]
+        known = weather_known(enriched)
+        kept = [i for i, c in enumerate(serving.plan.names) if c not in fallback.weather_columns]
+        parts = [(fallback.with_weather_, matrix[known]), (fallback.without_weather_, matrix[~known][:, kept])]
+        started = time.perf_counter()
+        for estimator, X in parts:
+            if len(X):
+                estimator.booster_model_.booster_.predict(X, num_threads=2)
+        floor_seconds = time.perf_counter() - started
         started = time.perf_counter()
         predict_rows(batch, model)
         full_seconds = time.perf_counter() - started
         out.append({"rows": n, "pipeline_rows_per_s": round(n / pipeline_seconds),
+                    "frames_rows_per_s": round(n / frames_seconds),
                     "with_store_enrichment_rows_per_s": round(n / full_seconds),
-                    "pipeline_seconds": round(pipeline_seconds, 3), "with_enrichment_seconds": round(full_seconds, 3)})
+                    "pipeline_seconds": round(pipeline_seconds, 3), "frames_seconds": round(frames_seconds, 3),
+                    "model_floor_seconds": round(floor_seconds, 3),
+                    "ratio_to_model_floor": round(pipeline_seconds / floor_seconds, 2),
+                    "with_enrichment_seconds": round(full_seconds, 3), "lleaves": bool(compiled),
+                    "max_abs_difference_to_frames": float(np.max(np.abs(served - frames)))})
     return out
 
 
@@ -85,6 +116,17 @@ def drift(home: str) -> dict[str, Any]:
     return {"reference_rows": len(reference), "current_rows": len(current), "status": check.report.status,
             "verdict_seconds": round(verdict_seconds, 2), "with_html_report_seconds": round(with_reports_seconds, 2),
             "html": bool(check_html.paths.get("html"))}
+
+
+def run_batch() -> list[dict[str, Any]]:
+    """Only the batch-prediction figures (``--only batch``): a scratch home, the champion, ``throughput``."""
+    with tempfile.TemporaryDirectory(prefix="velocast-bench-home-") as tmp:
+        home = str(Path(tmp) / "home")
+        _, prep_seconds, _ = isolated(prepare_home, home)
+        print(f"  home ready in {prep_seconds:.0f}s", flush=True)
+        batch, _, _ = isolated(throughput, home)
+        print(f"  throughput: {batch}", flush=True)
+    return batch
 
 
 def run() -> dict[str, Any]:

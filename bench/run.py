@@ -2,6 +2,7 @@
 
     python bench/run.py                       # everything (about 20 minutes on 2 cores)
     python bench/run.py --only accuracy,api   # some sections; the others keep their last results
+    python bench/run.py --only batch          # lifecycle's batch-prediction figures alone (no weekly cycle)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
 from bench.report import render  # noqa: E402
 
-SECTIONS = ("accuracy", "lifecycle", "api", "commands", "growth")
+SECTIONS = ("accuracy", "lifecycle", "batch", "api", "commands", "growth")  # batch: lifecycle's batch figures only
 
 
 def main() -> None:
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--reference", default=None, help="an older commit to re-measure on the same rows "
                         "(accuracy before/after), e.g. 2ded31d")
     parser.add_argument("--api-seconds", type=float, default=60.0, help="duration of each API load phase")
+    parser.add_argument("--api-workers", type=int, default=2, help="velocast serve --workers of the API section")
     parser.add_argument("--no-demo", action="store_true", help="skip timing `velocast demo`")
     args = parser.parse_args()
     if not common.REAL_COUNTS.exists():
@@ -43,9 +45,12 @@ def main() -> None:
         elif section == "lifecycle":
             from bench import lifecycle
             results["lifecycle"] = lifecycle.run()
+        elif section == "batch":
+            from bench import lifecycle
+            results.setdefault("lifecycle", {})["batch_prediction"] = lifecycle.run_batch()
         elif section == "api":
             from bench import api_load
-            results["api"] = api_load.run(args.api_seconds)
+            results["api"] = api_load.run(args.api_seconds, args.api_workers)
         elif section == "commands":
             from bench import commands
             results["commands"] = commands.run(with_demo=not args.no_demo)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from velocast.choices import MODEL_TYPES  # names only: imports nothing
+
 
 @dag(
     dag_id="daily_predict",
@@ -29,7 +31,8 @@ from airflow.sdk import Param, dag, task
     default_args={"owner": "velocast", "retries": 0},
     tags=["velocast", "serving", "daily"],
     doc_md=__doc__,
-    params={"model_type": Param("lgbm", type="string", description="Model family whose champion forecasts.")},
+    params={"model_type": Param("lgbm", type="string", enum=list(MODEL_TYPES),
+                               description="Model family whose champion forecasts.")},
 )
 def daily_predict():
     @task

@@ -5,7 +5,7 @@ Every Sunday at 00:00 (Europe/Paris), one task per step of `velocast.lifecycle.c
 functions `velocast cycle` runs in one process:
 
 `check_new_data` → `run_drift` → `run_health` → `decide` → `fine_tune` → `evaluate_challenger`
-→ `promote_if_deployed` → `audit` → `notify` → `release_cycle_lease`
+→ `promote_if_deployed` → `recalibrate` → `audit` → `notify` → `release_cycle_lease`
 
 - **check_new_data** (branch): takes the model type's cycle lease for this DAG run (refused while a
   CLI cycle, a retrain or another run holds it), then: counts newer than what the last training or
@@ -14,13 +14,17 @@ functions `velocast cycle` runs in one process:
 - **run_drift**, **run_health**: drift of the champion's inputs, predictions and counts over the
   last `window_days`; the champion's recent health.
 - **decide** (branch): fine-tune when forced, without champion, on drift, or when the champion is
-  not healthy; otherwise straight to `audit` (decision `no_fine_tune`).
+  not healthy; otherwise straight to `recalibrate` (decision `no_fine_tune`).
 - **fine_tune**: a challenger trained on the recent window (`strategy`: `sliding_window` or
   `continue`), registered in MLflow.
 - **evaluate_challenger**: double evaluation (test_baseline and the recent window) against the
   champion; the `policy` decides `deploy`, `reject_regression` or `skip_no_improvement`.
 - **promote_if_deployed**: moves the `champion` alias when the decision is `deploy`, compare-and-swap
   against the champion `check_new_data` saw (a rollback made meanwhile wins); never in test mode.
+- **recalibrate**: the champion (kept or new) gets its prediction intervals recalibrated on the
+  newest labelled days it never trained on: a new version of the same point model, promoted
+  (compare-and-swap) and audited as `recalibration` (skipped, with the reason, when fewer than 3
+  such days exist, and in test mode).
 - **audit** (runs whatever happened upstream): one row in the velocast audit log — `cycle`, or
   `error` naming the step that failed and its exception.
 - **notify**: webhook (`VELOCAST_WEBHOOK_URL`) on promotion, rejection or error.
@@ -31,7 +35,8 @@ functions `velocast cycle` runs in one process:
 
 Params: `force_fine_tune`, `test_mode` (small samples: minutes instead of hours), `model_type`,
 `window_days`, `strategy`, `policy`. Tasks exchange small dicts (versions, run ids, paths,
-metrics) through XCom, never data frames. velocast is imported inside the tasks only.
+metrics) through XCom, never data frames. Of velocast, only the names of `velocast.choices` are imported
+at parse time; the library itself inside the tasks.
 """
 
 from __future__ import annotations
@@ -39,10 +44,13 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, TriggerRule, chain, dag, task
 
-# the cycle's step names (velocast.lifecycle.cycle_tasks.STEPS) -> the task running each step
+from velocast.choices import MODEL_TYPES, POLICIES, STRATEGIES  # names only: imports nothing
+
+# the cycle's step names (velocast.lifecycle.cycle_steps.STEPS) -> the task running each step
 STEP_TASKS = {
     "new_data": "check_new_data", "drift": "run_drift", "health": "run_health", "decide": "decide",
     "fine_tune": "fine_tune", "evaluate": "evaluate_challenger", "promote": "promote_if_deployed",
+    "recalibrate": "recalibrate",
 }
 BRANCH_TASKS = {"check_new_data", "decide"}  # their dict is pushed under this key, not returned
 RESULT_KEY = "result"
@@ -75,12 +83,13 @@ def _remember_error(context) -> None:
                                  description="Fine-tune even without new data, drift or degraded health."),
         "test_mode": Param(False, type="boolean",
                            description="Train and evaluate on small samples (a quick end-to-end check)."),
-        "model_type": Param("lgbm", type="string", description="Model family of the champion to monitor."),
+        "model_type": Param("lgbm", type="string", enum=list(MODEL_TYPES),
+                             description="Model family of the champion to monitor."),
         "window_days": Param(30, type="integer", minimum=1, description="Days of recent counts monitored and "
                                                                          "used for fine-tuning."),
-        "strategy": Param("sliding_window", type="string", enum=["sliding_window", "continue"],
+        "strategy": Param("sliding_window", type="string", enum=list(STRATEGIES),
                           description="Fine-tuning: retrain on the window, or continue the champion."),
-        "policy": Param("double_eval", type="string", enum=["double_eval", "relative_rmse", "significant"],
+        "policy": Param("double_eval", type="string", enum=list(POLICIES),
                         description="Decision policy of the champion/challenger evaluation."),
     },
 )
@@ -98,30 +107,31 @@ def monitor_and_fine_tune():
         from velocast.lifecycle.cycle import run_drift as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
-        return step(params["model_type"], params["window_days"], end)
+        return step(params["model_type"], params["window_days"], end).to_dict()
 
     @task
     def run_health(params=None, ti=None):
         from velocast.lifecycle.cycle import run_health as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
-        return step(params["model_type"], end)
+        return step(params["model_type"], end).to_dict()
 
     @task.branch
     def decide(drift: dict, health: dict, params=None, ti=None):
-        from velocast.lifecycle.cycle import should_fine_tune
+        from velocast.lifecycle.cycle_tasks import decide as step
 
         started = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)
-        verdict = should_fine_tune(drift, health, params["force_fine_tune"], started["champion_before"] is not None)
+        verdict = step(drift, health, params["force_fine_tune"], started["champion_before"])
         ti.xcom_push(key=RESULT_KEY, value=verdict)
-        return "fine_tune" if verdict["fine_tune"] else "audit"
+        return "fine_tune" if verdict["fine_tune"] else "recalibrate"
 
     @task
     def fine_tune(params=None, ti=None):
         from velocast.lifecycle.cycle import fine_tune as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
-        return step(params["model_type"], params["strategy"], params["window_days"], end, params["test_mode"])
+        return step(params["model_type"], params["strategy"], params["window_days"], end,
+                    params["test_mode"]).to_dict()
 
     @task
     def evaluate_challenger(tuned: dict, params=None, ti=None):
@@ -129,7 +139,7 @@ def monitor_and_fine_tune():
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
         return step(params["model_type"], tuned["version"], params["window_days"], end, params["policy"],
-                    params["test_mode"])
+                    params["test_mode"]).to_dict()
 
     @task
     def promote_if_deployed(tuned: dict, evaluated: dict, params=None, ti=None):
@@ -137,7 +147,15 @@ def monitor_and_fine_tune():
 
         started = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)
         return step(params["model_type"], tuned["version"], evaluated["decision"], evaluated["reasons"],
-                    expected_champion=started["champion_before"], test_mode=params["test_mode"])
+                    expected_champion=started["champion_before"], test_mode=params["test_mode"]).to_dict()
+
+    # after promote_if_deployed, or straight after decide when nothing was fine-tuned
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def recalibrate(params=None, ti=None):
+        from velocast.lifecycle.cycle import run_recalibration as step
+
+        end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
+        return step(params["model_type"], end, test_mode=params["test_mode"]).to_dict()
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def audit(params=None, ti=None):
@@ -179,13 +197,15 @@ def monitor_and_fine_tune():
     tuned = fine_tune()
     evaluated = evaluate_challenger(tuned)
     promoted = promote_if_deployed(tuned, evaluated)
+    recalibrated = recalibrate()
     audited = audit()
     notified = notify()
     released = release_cycle_lease()
-    chain(started, drift, health, verdict, tuned, evaluated, promoted, audited, notified, released)
+    chain(started, drift, health, verdict, tuned, evaluated, promoted, recalibrated, audited, notified, released)
     started >> audited  # branch: no new data -> audit
-    verdict >> audited  # branch: no fine-tuning -> audit
-    [started, drift, health, verdict, tuned, evaluated, promoted, audited, notified, released] >> fail_run_on_error()
+    verdict >> recalibrated  # branch: no fine-tuning -> recalibrate
+    [started, drift, health, verdict, tuned, evaluated, promoted, recalibrated, audited, notified,
+     released] >> fail_run_on_error()
 
 
 monitor_and_fine_tune()

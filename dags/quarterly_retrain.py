@@ -14,6 +14,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from velocast.choices import MODEL_TYPES, POLICIES  # names only: imports nothing
+
 
 @dag(
     dag_id="quarterly_retrain",
@@ -26,10 +28,10 @@ from airflow.sdk import Param, dag, task
     tags=["velocast", "lifecycle", "quarterly"],
     doc_md=__doc__,
     params={
-        "model_type": Param("lgbm", type="string", description="Model family to retrain."),
+        "model_type": Param("lgbm", type="string", enum=list(MODEL_TYPES), description="Model family to retrain."),
         "promote_on_deploy": Param(False, type="boolean",
                                    description="Promote the new model when the decision is 'deploy'."),
-        "policy": Param("double_eval", type="string", enum=["double_eval", "relative_rmse", "significant"],
+        "policy": Param("double_eval", type="string", enum=list(POLICIES),
                         description="Decision policy of the evaluation against the champion."),
         "test_mode": Param(False, type="boolean", description="Train and evaluate on small samples."),
     },

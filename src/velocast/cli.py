@@ -1,5 +1,8 @@
 """The ``velocast`` command: a thin shell over velocast's library functions.
 
+Imports are lazy: each command imports what it uses when it runs, so ``velocast --help`` loads
+Typer and velocast's settings alone (measure with ``python -X importtime -m velocast.cli --help``).
+
 Errors have one mechanism: every command runs inside :func:`_user_errors`, which turns the errors
 a user can act on into one line ``error: ...`` on stderr and an exit code (the traceback only with
 ``-v``); anything else is a bug and shows its (redacted) traceback.
@@ -15,18 +18,18 @@ a user can act on into one line ``error: ...`` on stderr and an exit code (the t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from velocast.config import get_settings, install_log_redaction, redact, redact_secrets
-from velocast.errors import DependencyUnavailable, write_failure
+from velocast.choices import AUDIT_EVENTS, ENVS, POLICIES, STRATEGIES
 
 log = logging.getLogger("velocast.cli")
 _VERBOSE = {"on": False}
@@ -36,6 +39,7 @@ EXIT_FAILED, EXIT_INPUT, EXIT_BUSY, EXIT_DEPENDENCY, EXIT_STORAGE = 1, 2, 3, 4, 
 
 def _user_error(exc: BaseException) -> tuple[str, int] | None:
     """(one line, exit code) for an error the user can act on; None for a bug."""
+    from velocast.errors import DependencyUnavailable, write_failure
     from velocast.lifecycle.lease import CycleBusy
     from velocast.lifecycle.promotion import PromotionError
 
@@ -84,10 +88,35 @@ class _Typer(typer.Typer):
         return lambda f: register(_user_errors(f))
 
 
+# plain help text (no rich rendering: importing rich's formatter costs a quarter of a second)
 app = _Typer(help="velocast: hourly bike-count forecasting with a champion/challenger lifecycle.",
-             no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-data_app = _Typer(help="Ingest, split, generate and inspect data.", no_args_is_help=True)
+             no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
+data_app = _Typer(help="Ingest, split, generate and inspect data.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
+
+
+def get_settings() -> Any:
+    from velocast.config import get_settings as settings
+
+    return settings()
+
+
+def install_log_redaction(*args: Any, **kwargs: Any) -> Any:
+    from velocast.config import install_log_redaction as install
+
+    return install(*args, **kwargs)
+
+
+def redact(*args: Any, **kwargs: Any) -> Any:
+    from velocast.config import redact as mask
+
+    return mask(*args, **kwargs)
+
+
+def redact_secrets(*args: Any, **kwargs: Any) -> Any:
+    from velocast.config import redact_secrets as mask
+
+    return mask(*args, **kwargs)
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -120,20 +149,103 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
     _setup_logging(verbose)
 
 
+MODEL_TYPE_HELP = "Model family: lgbm | rf | nn | rf_class | baseline."
+JSON_HELP = "Print the result as JSON on stdout (progress and the total time stay on stderr)."
+ENV_HELP = (f"{' | '.join(ENVS)}: the environment recorded with the runs and the audit row; "
+            "default VELOCAST_ENV (dev).")
+POLICY_HELP = " | ".join(POLICIES)
+STRATEGY_HELP = " | ".join(STRATEGIES)
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {redact_secrets(message, get_settings())}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+class _ProgressLines(logging.Handler):
+    """Shows ``velocast.progress`` records as lines with the elapsed time (and the current one live)."""
+
+    def __init__(self, console: Any, started: float, bar: Any = None, task: Any = None):
+        super().__init__(logging.INFO)
+        self.console, self.started, self.bar, self.task = console, started, bar, task
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import time
+
+        from rich.markup import escape
+
+        message = redact_secrets(record.getMessage(), get_settings())
+        elapsed = time.perf_counter() - self.started
+        self.console.print(f"[dim]{elapsed:7.1f}s[/dim]  {escape(message)}", highlight=False)
+        if self.bar is not None:
+            done, total = getattr(record, "progress_done", None), getattr(record, "progress_total", None)
+            self.bar.update(self.task, description=escape(message[:90]),
+                            **({"total": total} if total else {}), **({"completed": done} if done is not None else {}))
+
+
+@contextlib.contextmanager
+def _working(command: str) -> Iterator[None]:
+    """Progress of a long command on stderr: each library step with its elapsed time, a live line with
+    a spinner and a bar on a terminal, and a closing line with the total time (stdout stays the
+    command's own output)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from velocast.progress import LOGGER_NAME, duration
+
+    started = time.perf_counter()
+    console = Console(stderr=True, soft_wrap=True)  # one line per step, never cut at 80 columns
+    logger = logging.getLogger(LOGGER_NAME)
+    saved = (logger.level, logger.propagate)
+    with contextlib.ExitStack() as stack:
+        bar = task = None
+        if console.is_terminal:
+            bar = stack.enter_context(Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                               MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                                               transient=True))
+            task = bar.add_task(command, total=None)
+        handler = _ProgressLines(bar.console if bar else console, started, bar, task)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # shown here, not twice with -v
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(saved[0])
+            logger.propagate = saved[1]
+    console.print(f"velocast {command}: done in {duration(time.perf_counter() - started)}", highlight=False)
 
 
 def _echo_json(payload: Any) -> None:
     typer.echo(json.dumps(payload, indent=2, default=str))
 
 
+def _paris_time(stamp: Any) -> str:
+    """A stored UTC time as Europe/Paris wall-clock time (what every velocast output shows)."""
+    from zoneinfo import ZoneInfo
+
+    from velocast.config import PARIS_TZ
+
+    return f"{stamp.astimezone(ZoneInfo(PARIS_TZ)):%Y-%m-%d %H:%M:%S}"
+
+
 def _metrics_line(metrics: dict[str, Any] | None) -> str:
     if not metrics:
         return "-"
     keys = ("rmse", "mae", "r2", "rmse_log1p") if "rmse" in metrics else ("auc", "f1", "precision", "recall", "accuracy")
-    return "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if metrics.get(k) is not None) + f"  (n={metrics.get('n')})"
+    rows = metrics.get("n")
+    line = "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if metrics.get(k) is not None) + \
+        (f"  (n={int(rows):,})" if rows is not None else "")
+    if metrics.get("interval_coverage") is not None:
+        line += (f"\n{'':17s}interval {metrics['interval_nominal']:.0%}: coverage={metrics['interval_coverage']:.3f}"
+                 f"  width={metrics['interval_width']:.1f}  score={metrics['interval_score']:.1f}")
+        if metrics.get("interval_worst_counter_coverage") is not None:
+            line += (f"  worst counter={metrics['interval_worst_counter_coverage']:.3f}"
+                     f"  counters in band={metrics['interval_counters_in_band']:.0%}")
+    return line
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -145,7 +257,8 @@ def data_ingest(path: Path = typer.Argument(..., help="Open-data export (CSV), t
     """Validate a counts file, quarantine bad rows, and add it to the store (idempotent)."""
     from velocast.data.ingest import ingest_file
 
-    report = ingest_file(path, fmt, mapping)
+    with _working("data ingest"):
+        report = ingest_file(path, fmt, mapping)
     if as_json:
         _echo_json(report.to_dict())
     else:
@@ -153,11 +266,26 @@ def data_ingest(path: Path = typer.Argument(..., help="Open-data export (CSV), t
 
 
 @data_app.command("ingest-weather")
-def data_ingest_weather(path: Path = typer.Argument(..., help="Météo-France SYNOP CSV (e.g. weather_orly_synop.csv).")) -> None:
-    """Convert 3-hourly SYNOP observations to hourly weather and store them beside the counts."""
+def data_ingest_weather(path: Path = typer.Argument(..., help="Météo-France SYNOP CSV (e.g. weather_orly_synop.csv)."),
+                        as_forecast: bool = typer.Option(False, "--as-forecast", help="Backtests: ALSO store these "
+                                                         "observations as perfect weather forecasts, each issued at "
+                                                         "00:00 Paris of its day, so forecasts of those days use "
+                                                         "them (what 'with weather' scores assume).")) -> None:
+    """Convert 3-hourly SYNOP observations to hourly weather and store them beside the counts.
+
+    Observations are what models learn from and what drift is watched on; a forecast for a day
+    never reads that day's observations (only weather forecasts), unless --as-forecast says to.
+    """
     from velocast.data.weather import ingest_weather
 
-    result = ingest_weather(path)
+    with _working("data ingest-weather"):
+        result = ingest_weather(path)
+        if as_forecast:
+            from velocast.data.weather_forecast import ingest_observed_as_forecast
+
+            forecast = ingest_observed_as_forecast(path)
+    if as_forecast:
+        typer.echo(_forecast_line(forecast))
     typer.echo(f"weather: {result['observations']} observations -> {result['hours_stored']} hours stored "
                f"({result['first']} .. {result['last']}) in {result['path']}")
 
@@ -211,13 +339,17 @@ def data_fetch(since: Optional[str] = typer.Option(None, help="First hour to fet
                fmt: str = typer.Option("csv", "--format", help="Export format asked from the portal: csv | parquet."),
                as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Fetch new hourly counts from the Paris open-data portal and ingest them (validated, idempotent)."""
+    import time
+
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     from velocast.data.opendata import OpenDataError, fetch_counts
+    from velocast.progress import duration
 
+    started = time.perf_counter()
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      transient=True) as bar:
+                      transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("downloading the open-data export", total=None)
             report = fetch_counts(since, until, fmt=fmt,
                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -229,6 +361,7 @@ def data_fetch(since: Optional[str] = typer.Option(None, help="First hour to fet
         _echo_json(report.to_dict())
     else:
         typer.echo("\n".join(report.lines()))
+    typer.echo(f"velocast data fetch: done in {duration(time.perf_counter() - started)}", err=True)
 
 
 @data_app.command("split")
@@ -238,7 +371,8 @@ def data_split(cutoff: Optional[str] = typer.Option(None, help="First day of 'cu
     """Record a new baseline split (train_baseline / test_baseline / current)."""
     from velocast.data import splits
 
-    record = splits.record_split(cutoff, test_fraction, seed)
+    with _working("data split"):
+        record = splits.record_split(cutoff, test_fraction, seed)
     _print_split(splits.describe(record))
 
 
@@ -251,14 +385,17 @@ def _print_split(info: dict[str, Any]) -> None:
 
 
 @data_app.command("summary")
-def data_summary(as_json: bool = typer.Option(False, "--json")) -> None:
+def data_summary(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """What the store holds: counters, period, rows, quarantine and splits."""
     payload = _data_summary()
     if as_json:
         _echo_json(payload)
         return
     s = payload["store"]
-    typer.echo(f"store: {s['rows']:,} rows, {s['counters']} counters, {s['first']} .. {s['last']}")
+    if s["rows"]:
+        typer.echo(f"store: {s['rows']:,} rows, {s['counters']} counters, {s['first']} .. {s['last']} (Europe/Paris)")
+    else:
+        typer.echo(f"store: empty (home {get_settings().home}); add counts with `velocast data ingest FILE`")
     typer.echo(f"quarantined rows: {payload['quarantined_rows']:,} in {payload['quarantine_files']} file(s)")
     typer.echo(f"weather: {payload['weather_hours']:,} hours; weather forecasts: {payload['weather_forecast_rows']:,} "
                f"hours from {payload['weather_forecast_issues']:,} issue(s)")
@@ -287,7 +424,7 @@ def _data_summary() -> dict[str, Any]:
 
 
 @data_app.command("counters")
-def data_counters(as_json: bool = typer.Option(False, "--json")) -> None:
+def data_counters(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Counters in the store with their first and last seen hours."""
     from velocast.data import store
 
@@ -304,36 +441,53 @@ def data_generate(counters: int = typer.Option(20, help="Number of counters."),
                   start: str = typer.Option("2021-01-01", help="First day (Europe/Paris)."),
                   drift: Optional[str] = typer.Option(None, help="level_shift | new_counters | strike | seasonal"),
                   drift_start: Optional[str] = typer.Option(None, help="Day the drift starts (default: mid-period)."),
-                  seed: int = typer.Option(0),
-                  output: Optional[Path] = typer.Option(None, help="Write the tidy file here (parquet or csv)."),
-                  ingest: bool = typer.Option(True, help="Also ingest the generated rows into the store."),
+                  seed: int = typer.Option(0, help="Seed of the generator (same seed, same counts)."),
+                  output: Optional[Path] = typer.Option(None, help="Also keep the tidy file here (parquet or csv)."),
+                  ingest: bool = typer.Option(True, help="Ingest the generated rows into the store (--no-ingest "
+                                              "needs --output)."),
                   arrive_daily: bool = typer.Option(False, "--arrive-daily",
                                                     help="Append one new day after the store's last day (simulated arrival).")) -> None:
     """Generate realistic synthetic counts (and drift scenarios) in the tidy format."""
     import tempfile
 
+    from velocast import progress
     from velocast.data import synthetic
-    from velocast.data.ingest import ingest_file
+    from velocast.data.ingest import ingest_table, read_table
 
-    frame = (synthetic.next_day(seed=seed, counters=counters) if arrive_daily else
-             synthetic.generate(counters=counters, days=days, start=start, seed=seed, drift=drift,
-                                drift_start=drift_start))
-    target = output or Path(tempfile.mkdtemp(prefix="velocast-gen-")) / "synthetic.parquet"
-    synthetic.write(frame, target)
-    typer.echo(f"generated {len(frame):,} rows for {frame['counter_id'].nunique()} counters -> {target}")
-    if ingest:
-        typer.echo("\n".join(ingest_file(target).lines()))
+    if not ingest and output is None:
+        raise ValueError("--no-ingest keeps the rows nowhere: give --output FILE")
+    with _working("data generate"):
+        progress.step("generating the next day" if arrive_daily else f"generating {counters} counters x {days} days")
+        frame = (synthetic.next_day(seed=seed, counters=counters) if arrive_daily else
+                 synthetic.generate(counters=counters, days=days, start=start, seed=seed, drift=drift,
+                                    drift_start=drift_start))
+        described = f"generated {len(frame):,} rows for {frame['counter_id'].nunique()} counters"
+        with tempfile.TemporaryDirectory(prefix="velocast-gen-") as scratch:  # removed afterwards
+            target = output or Path(scratch) / "synthetic.parquet"
+            synthetic.write(frame, target)
+            typer.echo(f"{described} -> {target}" if output else f"{described} (not kept as a file: --output FILE "
+                                                                  "keeps one)")
+            if ingest:
+                progress.step(f"ingesting {len(frame):,} rows")
+                source = str(output) if output else "synthetic data (generated, not kept as a file)"
+                typer.echo("\n".join(ingest_table(read_table(target), source=source).lines()))
 
 
 # ------------------------------------------------------------------------------------------ models
 @app.command("train")
 def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_class | baseline | all"),
-              data_source: str = typer.Option("baseline", help="baseline | current | reference"),
-              env: str = typer.Option("dev", help="dev | prod"),
+              data_source: str = typer.Option("baseline", help="What to train on: baseline (train_baseline of the "
+                                              "split) | current (the first 80% of the days after the cutoff) | "
+                                              "reference (both: the sliding window the weekly cycle uses)."),
+              env: Optional[str] = typer.Option(None, help="dev | prod: the environment recorded with the run "
+                                                "(summary.json, audit); default VELOCAST_ENV (dev)."),
               model_test: bool = typer.Option(False, "--model-test", help="Quick run on a 1,000-row sample."),
               horizon: Optional[str] = typer.Option(None, help="calendar | day-ahead (default per model)."),
-              hyperopt: bool = typer.Option(False, "--hyperopt", help="Tune with Optuna over time-series CV folds."),
-              n_trials: int = typer.Option(20, help="Optuna trials with --hyperopt."),
+              hyperopt: bool = typer.Option(False, "--hyperopt", help="Tune with Optuna over time-series CV folds "
+                                            "(one line per trial; early stopping and pruning keep it fast)."),
+              n_trials: int = typer.Option(20, min=1, help="Optuna trials with --hyperopt."),
+              timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="With --hyperopt: start no new "
+                                                      "trial after this many seconds (the running ones finish)."),
               study_storage: Optional[str] = typer.Option(None, help="Optuna storage URL shared by workers."),
               study_name: Optional[str] = typer.Option(None, help="Optuna study name (with --study-storage)."),
               n_jobs_workers: int = typer.Option(1, "--n-jobs-workers", min=1,
@@ -341,15 +495,14 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
                                                       "--hyperopt and --study-storage)."),
               data: Optional[Path] = typer.Option(None, "--data", help="Train on this file without ingesting it."),
               hyperparams: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"num_leaves": 31}\'.'),
-              seed: int = typer.Option(42),
+              seed: int = typer.Option(42, help="Seed of sampling, folds and the estimator."),
               backend: str = typer.Option("auto", help="Where the fit runs: local | dask (LightGBM on a Dask "
                                           "cluster) | auto (dask for a full lgbm fit when a scheduler is set)."),
               scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:8786); "
                                                       "default VELOCAST_DASK_SCHEDULER."),
-              as_json: bool = typer.Option(False, "--json")) -> None:
+              as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (progress stays on "
+                                           "stderr).")) -> None:
     """Train, score on test_baseline/test_current, log to MLflow, register, record in summary.json."""
-    from rich.progress import Progress
-
     from velocast.lifecycle.train import ALL, train_many
 
     types = list(ALL) if model_type == "all" else [model_type]
@@ -357,16 +510,14 @@ def train_cmd(model_type: str = typer.Option("lgbm", help="lgbm | rf | nn | rf_c
         params = json.loads(hyperparams) if hyperparams else None
     except json.JSONDecodeError as exc:
         raise ValueError(f"--hyperparams is not valid JSON: {exc}") from exc
-    results = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task("training", total=len(types))
-        for model in types:
-            progress.update(task, description=f"training {model}")
-            results += train_many([model], data_source=data_source, env=env, model_test=model_test,
-                                  horizon=horizon, hyperparams=params, hyperopt=hyperopt, n_trials=n_trials,
-                                  data_path=data, seed=seed, study_storage=study_storage, study_name=study_name,
-                                  n_workers=n_jobs_workers, backend=backend, scheduler=scheduler)
-            progress.advance(task)
+    if timeout is not None and not hyperopt:
+        raise ValueError("--timeout limits the Optuna search: it needs --hyperopt")
+    with _working("train"):
+        results = train_many(types, data_source=data_source, env=env or get_settings().env,
+                             model_test=model_test, horizon=horizon, hyperparams=params, hyperopt=hyperopt,
+                             n_trials=n_trials, data_path=data, seed=seed, study_storage=study_storage,
+                             study_name=study_name, n_workers=n_jobs_workers, tuning_timeout=timeout,
+                             backend=backend, scheduler=scheduler)
     if as_json:
         _echo_json([r.to_dict() for r in results])
         return
@@ -388,26 +539,38 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
                                            "column is optional, weather columns are used as your forecast, any "
                                            "other column is carried to the output."),
                 output: Path = typer.Option(..., "--output", help="CSV or parquet: the input columns plus "
-                                            "timestamp_paris, prediction, weather (given/forecast/missing) and "
+                                            "timestamp_paris, prediction, lower and upper (the prediction "
+                                            "interval) and its coverage, weather (given/forecast/missing) and "
                                             "notes (what the forecast could not know)."),
-                model_type: str = typer.Option("lgbm", help="Model family whose champion predicts."),
+                coverage: Optional[float] = typer.Option(None, "--coverage", min=0.5, max=0.99,
+                                                         help="Central coverage of the lower/upper interval, "
+                                                         "0.5-0.99 (default VELOCAST_INTERVAL_COVERAGE, 0.8)."),
+                model_type: str = typer.Option("lgbm", help="Model family whose champion (else latest version) "
+                                               "predicts."),
                 model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (default: the champion). "
                                                         "Loading a model runs its code: give only URIs you trust "
                                                         "(the API never loads one a client names)."),
-                horizon: Optional[str] = typer.Option(None, help="Pick the latest model with this horizon.")) -> None:
-    """Forecast the rows of a file with the champion, as served: counts before each day, weather forecasts.
+                horizon: Optional[str] = typer.Option(None, help="calendar | day-ahead: use the champion if it has "
+                                                      "this horizon, else the latest version that has it.")) -> None:
+    """Forecast each row of a file with the champion (else the latest version), as served.
 
-    A day-ahead model reads the stored counts of the days before each row's day (a row whose day
-    before is not in the store is still predicted, with a note saying what was missing). Metrics
-    are printed when the file carries counts.
+    Each row is predicted as at the end of the day before it: a day-ahead model uses only the
+    stored counts before the row's day (a row whose day before is missing from the store is still
+    predicted, with a note saying what was missing); the weather is the row's own weather columns,
+    else the latest stored weather forecast issued by then, else none. Rows that cannot be read go
+    to <output>.rejected.csv with their reason. When the file carries counts, the metrics on them
+    are printed.
     """
     from velocast.lifecycle.predict import predict_file
 
-    result = predict_file(input, output, model_type, model_uri, horizon)
+    with _working("predict"):
+        result = predict_file(input, output, model_type, model_uri, horizon, coverage=coverage)
     model = result.model
     typer.echo(f"predicted {len(result.frame):,} rows with {model.uri} ({model.horizon}) -> {output}")
+    if result.coverage is not None:
+        typer.echo(f"intervals: lower/upper hold {result.coverage:.0%} of the counts (calibrated, conformal)")
     sources = result.frame["weather_source"].value_counts()
-    typer.echo("weather: " + ", ".join(f"{k} {v:,}" for k, v in sources.items()))
+    typer.echo("weather of the predicted hours: " + ", ".join(f"{k} for {v:,} row(s)" for k, v in sources.items()))
     for warning in result.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
     if result.metrics:
@@ -419,13 +582,13 @@ def _print_paired(label: str, paired: Any) -> None:
     if paired is None:
         typer.echo(f"  {label:14s} no rows")
         return
-    typer.echo(f"  {label:14s} ({paired.rows:,} rows, same for both)")
+    typer.echo(f"  {label:14s} ({paired.rows:,} rows{', the same for both' if paired.champion else ''})")
     typer.echo(f"    challenger   {_metrics_line(paired.challenger)}")
     typer.echo(f"    champion     {_metrics_line(paired.champion)}")
 
 
 @app.command("evaluate")
-def evaluate_cmd(model_type: str = typer.Option("lgbm"),
+def evaluate_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                  run_id: Optional[str] = typer.Option(None, help="Registered run to evaluate (default: latest version)."),
                  version: Optional[str] = typer.Option(None, help="Registered version to evaluate."),
                  model_uri: Optional[str] = typer.Option(None, help="Any MLflow model URI (loading a model runs "
@@ -434,7 +597,7 @@ def evaluate_cmd(model_type: str = typer.Option("lgbm"),
                  promote_on_deploy: bool = typer.Option(False, "--promote", help="Promote the version if the policy "
                                                         "decides deploy, unless the champion changed meanwhile."),
                  policy: str = typer.Option("double_eval", help="The policy whose decision --promote follows."),
-                 as_json: bool = typer.Option(False, "--json")) -> None:
+                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Double-evaluate a model against the champion and show what each policy would decide."""
     from velocast.lifecycle.evaluate import evaluate
     from velocast.tracking.registry import Registry
@@ -442,7 +605,8 @@ def evaluate_cmd(model_type: str = typer.Option("lgbm"),
     if promote_on_deploy and model_uri:
         raise ValueError("--promote needs a registered version (--version or --run-id), not --model-uri")
     compared = Registry().champion(model_type) if promote_on_deploy else None  # for compare-and-swap
-    outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current)
+    with _working("evaluate"):
+        outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current)
     if promote_on_deploy and policy not in outcome.decisions:
         raise ValueError(f"unknown policy {policy!r}: expected one of {', '.join(outcome.decisions)}")
     promoted = _promote_after_evaluation(model_type, outcome, policy, compared) if promote_on_deploy else None
@@ -455,8 +619,13 @@ def evaluate_cmd(model_type: str = typer.Option("lgbm"),
     _print_paired("test_baseline", ev.baseline)
     _print_paired("test_current", ev.current)
     if outcome.classifier:
-        typer.echo(f"  classifier gates: {'PASS' if outcome.classifier['passed'] else 'FAIL'} "
-                   f"(report: {outcome.reports.get('html')})")
+        gates = outcome.classifier.get("gates", [])
+        failed = [g for g in gates if g.get("passed") is False]
+        verdict = "PASS" if outcome.classifier["passed"] else f"FAIL ({len(failed)} of {len(gates)} gates failed)"
+        typer.echo(f"  classifier gates on test_baseline: {verdict}")
+        for gate in gates:
+            typer.echo(f"    {gate['description']}")
+        typer.echo(f"  classifier report: {outcome.reports.get('html')}")
     for name, decision in outcome.decisions.items():
         typer.echo(f"policy {name:14s} -> {decision.kind}")
         for reason in decision.reasons:
@@ -472,11 +641,11 @@ def _promote_after_evaluation(model_type: str, outcome: Any, policy: str, compar
     decision = outcome.decisions[policy]
     version = outcome.evaluation.challenger.rsplit("/", 1)[-1]
     return promote_if_deployed(model_type, version, decision.kind, decision.reasons,
-                               expected_champion=compared.version if compared else None)
+                               expected_champion=compared.version if compared else None).to_dict()
 
 
 @app.command("promote")
-def promote_cmd(model_type: str = typer.Option("lgbm"),
+def promote_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                 run_id: Optional[str] = typer.Option(None, help="Run whose registered version becomes champion."),
                 version: Optional[str] = typer.Option(None, help="Registered version that becomes champion."),
                 reason: str = typer.Option("", help="Why (kept in the history; required with --force)."),
@@ -496,18 +665,20 @@ def promote_cmd(model_type: str = typer.Option("lgbm"),
 
 
 @app.command("rollback")
-def rollback_cmd(model_type: str = typer.Option("lgbm"), reason: str = typer.Option("")) -> None:
+def rollback_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
+                 reason: str = typer.Option("", help="Why (kept in the history).")) -> None:
     """Give the champion back to the champion before it (never to a version rolled back from)."""
     from velocast.lifecycle.promotion import rollback
 
     done = rollback(model_type, reason=reason)
-    typer.echo(f"{model_type}: champion {done.from_version} -> {done.to_version} (rolled back)")
+    typer.echo(f"{model_type}: champion {done.from_version} -> {done.to_version} (rolled back; previous-champion: "
+               f"{done.previous_alias_after or '-'})")
 
 
 @app.command("champion")
-def champion_cmd(model_type: str = typer.Option("lgbm"),
+def champion_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                  history: bool = typer.Option(False, "--history", help="Show promotions and rollbacks."),
-                 as_json: bool = typer.Option(False, "--json")) -> None:
+                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """The current champion of a model type (and its promotion history)."""
     from velocast.lifecycle import promotion
     from velocast.tracking.registry import PREVIOUS, Registry
@@ -533,12 +704,15 @@ def champion_cmd(model_type: str = typer.Option("lgbm"),
         typer.echo(f"{model_type}: champion {ref.uri} (run {ref.run_id}); previous-champion: "
                    f"{previous.version if previous else '-'}")
         typer.echo(f"  test_baseline {_metrics_line(metrics)}")
+    if past:
+        typer.echo("  history (Europe/Paris time, newest first):")
     for h in past:
-        typer.echo(f"  {h.timestamp:%Y-%m-%d %H:%M:%S} {h.event:9s} {h.from_version or '-':>4} -> {h.to_version:<4} "
+        typer.echo(f"  {_paris_time(h.timestamp)} {h.event:9s} {h.from_version or '-':>4} -> {h.to_version:<4} "
                    f"by {h.actor}: {'; '.join(h.reasons)}")
 
 
-summary_app = _Typer(help="summary.json: every run, a view derived from the registry.", no_args_is_help=True)
+summary_app = _Typer(help="summary.json: every run, a view derived from the registry.", no_args_is_help=True,
+                     rich_markup_mode=None)
 app.add_typer(summary_app, name="summary")
 
 
@@ -557,23 +731,36 @@ def summary_rebuild(as_json: bool = typer.Option(False, "--json", help="Print th
         typer.echo(f"written to {redact(get_settings().summary_location)}")
 
 
-audit_app = _Typer(help="The append-only audit log.", no_args_is_help=True)
+audit_app = _Typer(help="The append-only audit log.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("list")
-def audit_list(limit: int = typer.Option(20), event: Optional[str] = typer.Option(None, help="Only this event type."),
-               model_type: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Latest audit events, newest first."""
+def audit_list(limit: int = typer.Option(20, min=1, help="Most events to show."),
+               event: Optional[str] = typer.Option(None, help=f"Only this event: {' | '.join(AUDIT_EVENTS)}."),
+               model_type: Optional[str] = typer.Option(None, help="Only this model type (lgbm, rf, ...)."),
+               as_json: bool = typer.Option(False, "--json", help="Print the events as JSON.")) -> None:
+    """Latest audit events, newest first (times in Europe/Paris)."""
     from velocast.lifecycle.audit import AuditLog
+    from velocast.models import get_spec
 
-    events = AuditLog().list(limit=limit, event=event, model_type=model_type)
+    try:
+        if model_type:
+            get_spec(model_type)
+        events = AuditLog().list(limit=limit, event=event, model_type=model_type)
+    except ValueError as exc:
+        _fail(str(exc), 2)
     if as_json:
         _echo_json([e.to_dict() for e in events])
         return
+    if not events:
+        filters = ", ".join(f"{k} {v}" for k, v in (("event", event), ("model type", model_type)) if v)
+        typer.echo(f"no audit events{' for ' + filters if filters else ''} yet (home {get_settings().home})")
+        return
+    typer.echo(f"{'time (Europe/Paris)':19s} {'event':10s} {'model':9s} {'decision':20s}")
     for e in events:
         decision = e.deployment_decision or "-"
-        line = f"{e.timestamp:%Y-%m-%d %H:%M:%S} {e.event:10s} {e.model_type or '-':9s} {decision:20s}"
+        line = f"{_paris_time(e.timestamp)} {e.event:10s} {e.model_type or '-':9s} {decision:20s}"
         if e.r2_baseline is not None:
             line += f" r2_baseline={e.r2_baseline:.3f}"
         if e.r2_current is not None:
@@ -591,21 +778,28 @@ def drift_cmd(model_type: str = typer.Option("lgbm", help="Whose inputs and pred
               reference: Optional[Path] = typer.Option(None, help="Reference rows (default: test_baseline)."),
               current: Optional[Path] = typer.Option(None, help="Current rows (default: the store's last N days)."),
               window_days: int = typer.Option(30, help="Days of the default current window."),
-              as_json: bool = typer.Option(False, "--json")) -> None:
+              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Drift of the champion's real inputs, target and predictions (JSON + HTML report)."""
     from velocast.lifecycle.datasets import read_rows
     from velocast.lifecycle.monitor import check_drift
 
-    check = check_drift(model_type, read_rows(reference) if reference else None,
-                        read_rows(current) if current else None, window_days)
+    with _working("drift"):
+        check = check_drift(model_type, read_rows(reference) if reference else None,
+                            read_rows(current) if current else None, window_days)
     r = check.report
     if as_json:
         _echo_json(check.to_dict())
         return
-    typer.echo(f"status: {r.status}   drift detected: {r.drift_detected}   share of drifted features: "
-               f"{r.drift_share if r.drift_share is None else round(r.drift_share, 3)} ({r.n_drifted}/{r.n_features})")
-    typer.echo(f"reference: {r.reference_rows:,} rows {r.reference_period}; current: {r.current_rows:,} rows "
-               f"{r.current_period}; seasonal matching: {r.seasonal_matching}")
+    typer.echo(f"verdict: {r.headline.upper()} (status {r.status}; drift_detected={str(r.drift_detected).lower()})")
+    for reason in r.reasons:
+        typer.echo(f"  - {reason}")
+    def period(p: Any) -> str:
+        return f"{str(p[0])[:10]} .. {str(p[1])[:10]}" if p else "-"
+
+    typer.echo(f"reference: {r.reference_rows:,} rows ({period(r.reference_period)}), "
+               f"{r.compared_reference_rows:,} compared after seasonal matching "
+               f"({'on' if r.seasonal_matching else 'off'}); current: {r.current_rows:,} rows "
+               f"({period(r.current_period)}); days in Europe/Paris")
     for f in r.features:
         flag = "DRIFT" if f.drifted else "  ok "
         typer.echo(f"  {flag} {f.name:20s} {f.test:5s} effect={f.effect if f.effect is None else round(f.effect, 3)}"
@@ -629,41 +823,70 @@ def _print_step(step: Any) -> None:
 
 
 @app.command("cycle")
-def cycle_cmd(model_type: str = typer.Option("lgbm"),
+def cycle_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
               force_fine_tune: bool = typer.Option(False, "--force-fine-tune", help="Fine-tune even without drift."),
               test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (says what it skips)."),
               window_days: int = typer.Option(30, help="Recent days to fine-tune on (80%) and test on (20%)."),
-              strategy: str = typer.Option("sliding_window", help="sliding_window | continue"),
-              policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant"),
-              as_json: bool = typer.Option(False, "--json")) -> None:
+              strategy: str = typer.Option("sliding_window", help=STRATEGY_HELP),
+              policy: str = typer.Option("double_eval", help=POLICY_HELP),
+              env: Optional[str] = typer.Option(None, help=ENV_HELP),
+              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """monitor_and_fine_tune: new data? → drift → health → fine-tune → double evaluation → decision → audit."""
     from velocast.lifecycle.cycle import monitor_and_fine_tune
 
-    result = monitor_and_fine_tune(model_type, force_fine_tune, test_mode, window_days, strategy, policy,
-                                   on_step=None if as_json else _print_step)
+    with _working("cycle"):
+        result = monitor_and_fine_tune(model_type, force_fine_tune, test_mode, window_days, strategy, policy,
+                                       env=env, on_step=None if as_json else _print_step)
     if as_json:
         _echo_json(result.to_dict())
     else:
-        typer.echo(f"cycle {result.cycle_id}: {result.status}; decision {result.decision or '-'}; champion "
-                   f"{result.champion_before or '-'} -> {result.champion_after or '-'}; {result.seconds:.1f}s")
+        champion = (f"champion v{result.champion_before} kept" if result.champion_before == result.champion_after
+                    and result.champion_before else f"champion {result.champion_before or '-'} -> "
+                    f"{result.champion_after or '-'}")
+        typer.echo(f"cycle {result.cycle_id}: {result.status}; decision {result.decision or '-'}; {champion}")
         for reason in result.reasons:
             typer.echo(f"  - {reason}")
     if result.error:
         raise typer.Exit(1)
 
 
+@app.command("recalibrate")
+def recalibrate_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
+                    days: Optional[int] = typer.Option(None, min=3, help="Newest labelled days the champion never "
+                                                       "trained on to calibrate on (default "
+                                                       "VELOCAST_INTERVAL_CALIBRATION_DAYS)."),
+                    as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Recalibrate the champion's prediction intervals on the newest labelled days, without retraining.
+
+    The point model is kept; its intervals are calibrated again (conformal, as served) and
+    registered as a new version that becomes the champion (`velocast rollback` undoes it); the
+    audit log records a `recalibration` event with the coverage the old intervals had.
+    """
+    from velocast.lifecycle.recalibrate import recalibrate
+
+    done = recalibrate(model_type, days=days)
+    if as_json:
+        _echo_json(done.to_dict())
+        return
+    typer.echo(f"{model_type}: {done.status}: {done.summary}")
+    if done.to_version:
+        typer.echo(f"champion {done.from_version} -> {done.to_version} (same point model, new intervals)")
+
+
 @app.command("retrain")
-def retrain_cmd(model_type: str = typer.Option("lgbm"),
+def retrain_cmd(model_type: str = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                 merge: bool = typer.Option(False, "--merge", help="Merge current data into a new baseline version."),
                 cutoff: Optional[str] = typer.Option(None, help="Cutoff of the new baseline (default: the day after the "
                                                      "latest stored count: every stored day is merged)."),
-                policy: str = typer.Option("double_eval"),
+                policy: str = typer.Option("double_eval", help=f"{POLICY_HELP}: the decision rule against the champion."),
                 promote_on_deploy: bool = typer.Option(False, "--promote", help="Promote if the decision is deploy."),
-                as_json: bool = typer.Option(False, "--json")) -> None:
+                env: Optional[str] = typer.Option(None, help=ENV_HELP),
+                as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Quarterly retrain: new baseline version, retrain from scratch, compare on days neither model trained on."""
     from velocast.lifecycle.cycle import quarterly_retrain
 
-    out = quarterly_retrain(model_type, merge, cutoff, policy, promote_on_deploy=promote_on_deploy)
+    with _working("retrain"):
+        out = quarterly_retrain(model_type, merge, cutoff, policy, promote_on_deploy=promote_on_deploy, env=env)
     if as_json:
         _echo_json(out)
         return
@@ -676,47 +899,73 @@ def retrain_cmd(model_type: str = typer.Option("lgbm"),
 
 @app.command("simulate")
 def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the baseline is the data before it)."),
-                 weeks: int = typer.Option(20), model_type: str = typer.Option("lgbm"),
-                 policy: str = typer.Option("double_eval", help="double_eval | relative_rmse | significant"),
-                 strategy: str = typer.Option("sliding_window"), window_days: int = typer.Option(30),
-                 test_mode: bool = typer.Option(False, "--test-mode")) -> None:
+                 weeks: int = typer.Option(20, min=1, help="Weeks to replay."),
+                 model_type: str = typer.Option("lgbm", help="Regression model family: lgbm | rf | nn | baseline."),
+                 policy: str = typer.Option("double_eval", help=POLICY_HELP),
+                 strategy: str = typer.Option("sliding_window", help=f"{STRATEGY_HELP}: how each week's "
+                                              "challenger is trained."),
+                 window_days: int = typer.Option(30, help="Recent days each weekly fine-tuning uses."),
+                 test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (fast, rough numbers).")) -> None:
     """Replay stored data week by week: weekly RMSE of never / always retrain / the policy, every decision."""
-    from rich.progress import Progress
-
     from velocast.lifecycle.simulate import simulate
 
-    typer.echo(f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7}  champion  decision")
-    with Progress(transient=True) as progress:
-        task = progress.add_task("simulating", total=weeks)
+    header = f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7} {'cover':>6}  champion  decision"
 
-        def show(w: Any) -> None:
-            progress.advance(task)
-            progress.console.print(f"{w.week:>4} {w.start:10s} {w.rmse_never:7.2f} {w.rmse_always:7.2f} "
-                                   f"{w.rmse_policy:7.2f}  v{w.champion_version:<7} {w.decision or '-'}"
-                                   f"{' (promoted)' if w.promoted else ''}", highlight=False)
+    def show(w: Any) -> None:
+        cover = "-" if w.coverage_policy is None else format(w.coverage_policy, ".3f")
+        typer.echo(f"{w.week:>4} {w.start:10s} {w.rmse_never:7.2f} {w.rmse_always:7.2f} {w.rmse_policy:7.2f} "
+                   f"{cover:>6}  v{w.champion_version:<7} {w.decision or '-'}{' (promoted)' if w.promoted else ''}")
+
+    with _working("simulate"):
+        typer.echo(header)
         result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show)
     totals = result.totals()
     typer.echo("overall RMSE: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
+    if result.coverage() is not None:
+        typer.echo(f"prediction intervals of the policy champion: coverage {result.coverage():.3f} "
+                   f"(nominal {get_settings().interval_coverage:.2f})")
     typer.echo(f"table: {result.files['markdown']}   plot: {result.files['plot']}")
     typer.echo(f"simulation home (its MLflow runs and audit log): VELOCAST_HOME={result.home} velocast audit list")
 
 
 @app.command("serve")
 def serve_cmd(host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
-              port: int = typer.Option(8000, min=1, max=65535, help="TCP port.")) -> None:
+              port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+              workers: int = typer.Option(1, min=1, max=64, help="Worker processes sharing the port (about one per "
+                                          "core; Prometheus metrics are summed over them).")) -> None:
     """Serve the HTTP API (FastAPI + uvicorn); mutating routes need VELOCAST_API_KEY."""
+    import os
+    import shutil
+    import tempfile
+
     import uvicorn
 
-    from velocast.api import create_app
+    from velocast.api.config import ApiConfig
 
     settings = get_settings()
-    api = create_app(settings)  # a VELOCAST_API_* setting that cannot be read: ValueError, one line
-    typer.echo(f"velocast API on http://{host}:{port} (docs: http://{host}:{port}/docs); home {settings.home}",
-               err=True)
+    ApiConfig.from_settings(settings)  # a VELOCAST_API_* setting that cannot be read: ValueError, one line
+    typer.echo(f"velocast API on http://{host}:{port} (docs: http://{host}:{port}/docs); home {settings.home}"
+               + (f"; {workers} workers" if workers > 1 else ""), err=True)
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()  # -v shows uvicorn's INFO lines
     # SIGTERM: at most a few seconds for requests in flight, then out (registry calls are bounded and
     # run in daemon threads, training jobs too: nothing holds the process)
-    uvicorn.run(api, host=host, port=port, log_level=level, log_config=None, timeout_graceful_shutdown=5)
+    if workers == 1:
+        from velocast.api import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=level, log_config=None,
+                    timeout_graceful_shutdown=5)
+        return
+    # every worker counts its requests in files of one folder that any of them sums at /metrics
+    # (prometheus_client's multiprocess mode); a folder of this server alone, removed when it stops
+    own = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="velocast-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        uvicorn.run("velocast.api.app:create_app", factory=True, workers=workers, host=host, port=port,
+                    log_level=level, log_config=None, timeout_graceful_shutdown=5)
+    finally:
+        if own:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @app.command("ui")
@@ -759,7 +1008,8 @@ def demo_cmd(data: Optional[Path] = typer.Option(None, help="Counts file to use 
     """Run the main job end to end on the embedded defaults and say where to look."""
     from velocast.demo import run_demo
 
-    run_demo(data, weather, fast, echo=typer.echo, sim_weeks=weeks)
+    with _working("demo"):
+        run_demo(data, weather, fast, echo=typer.echo, sim_weeks=weeks)
 
 
 if __name__ == "__main__":

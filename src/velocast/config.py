@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from velocast.choices import ENVS
+
 PARIS_TZ = "Europe/Paris"
 # Paris (Hôtel de Ville), the five variables velocast maps to its weather columns, three days ahead
 DEFAULT_WEATHER_FORECAST_URL = (
@@ -169,6 +171,9 @@ class Settings(BaseSettings):
     api_url: str | None = Field(default=None, description="When set, the web UI calls this API instead of the library.")
     webhook_url: str | None = Field(default=None, description="Discord/Slack-compatible webhook for decisions.")
     experiment_name: str = Field(default="velocast", description="MLflow experiment used by training runs.")
+    env: Literal[ENVS] = Field(
+        default="dev", description="Environment recorded with every run and decision (summary.json, the audit log): "
+        "train, cycle, retrain, simulate and API jobs use it unless told otherwise.")
     r2_baseline_threshold: float = Field(
         default=0.60, description="Minimum challenger R² on test_baseline before any deployment."
     )
@@ -181,6 +186,16 @@ class Settings(BaseSettings):
     decision_weather: Literal["auto", "with", "without"] = Field(
         default="auto", description="Weather a champion decision is judged with: 'with' (forecasts, else observed "
         "weather as a perfect forecast), 'without', or 'auto' ('with' once weather forecasts are stored).")
+    interval_coverage: float = Field(
+        default=0.8, ge=0.5, le=0.99, description="Central coverage of the prediction intervals served and scored "
+        "when a request names none (0.8: 80% of counts fall between lower and upper).")
+    coverage_tolerance: float = Field(
+        default=0.10, gt=0, lt=0.5, description="Band around the nominal coverage an empirical coverage should stay "
+        "in (0.8 ± 0.10); outside it, champion health is degraded.")
+    interval_calibration_days: int = Field(
+        default=28, ge=1, le=366, description="Latest whole days the prediction intervals are calibrated on: of "
+        "the training period at training (the point model is fitted on the days before them), the newest "
+        "labelled days unseen by the champion at recalibration.")
     log_level: str = Field(default="WARNING", description="Logging level of the CLI and servers (-v: INFO).")
     api_max_body_mb: float = Field(default=20.0, gt=0, description="Larger API request bodies get a 413.")
     api_cors_origins: str = Field(default="", description="Comma-separated CORS origins; CORS is off when empty.")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from velocast.config import PARIS_TZ, Settings, get_settings, redact
+from velocast.config import Settings, get_settings, redact
 
 _SHARED = Path("paris")
 _COUNTS = "counts_2020-09-01_2021-08-09.parquet"
@@ -29,23 +29,6 @@ def _find_shared(name: str) -> Path | None:
         if candidate.exists():
             return candidate
     return None
-
-
-def next_day_rows(day: pd.Timestamp, settings: Settings | None = None) -> pd.DataFrame:
-    """One row per stored counter and hour of ``day`` (Europe/Paris; 23 or 25 hours on DST days)."""
-    from velocast.data import store
-
-    counters = store.counters(settings)
-    start = day.tz_convert(PARIS_TZ).normalize() if day.tzinfo else day.tz_localize(PARIS_TZ)
-    hours = pd.date_range(start, start + pd.DateOffset(days=1), freq="h", inclusive="left")
-    rows = counters.merge(pd.DataFrame({"timestamp": hours}), how="cross")
-    return rows[["counter_id", "counter_name", "site_id", "site_name", "timestamp", "latitude", "longitude"]]
-
-
-def forecast_day(latest: pd.Timestamp) -> pd.Timestamp:
-    """The day to forecast: the latest stored day if it is incomplete, else the next one."""
-    local = latest.tz_convert(PARIS_TZ)
-    return local.normalize() if local.hour < 23 else (local.normalize() + pd.DateOffset(days=1)).normalize()
 
 
 def portal_check(settings: Settings) -> str:
@@ -91,6 +74,7 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
     from velocast.data import splits, store
     from velocast.data.ingest import ingest_file
     from velocast.data.weather import ingest_weather
+    from velocast.lifecycle.daily import forecast_day, next_day_rows
     from velocast.lifecycle.predict import load_model, predict_rows
     from velocast.lifecycle.train import train
 

@@ -14,6 +14,7 @@ Two horizons:
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -22,15 +23,15 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from velocast.choices import HORIZONS
 from velocast.config import PARIS_TZ
-from velocast.data.calendar import CALENDAR_COLUMNS, calendar_features
+from velocast.data.calendar import CALENDAR_COLUMNS, calendar_features, hour_fields
 from velocast.data.ingest import parse_timestamps
 from velocast.data.quality import DEFAULT_MIN_ZERO_HOURS, zero_runs
 from velocast.data.weather import WEATHER_COLUMNS
 
 log = logging.getLogger(__name__)
 
-HORIZONS = ("calendar", "day-ahead")
 FEATURE_SETS = ("full", "original")
 HISTORY_LAGS = (1, 2, 7, 14)
 HISTORY_WINDOW_DAYS = 28  # the longest look-back of any history feature (lag 28 days)
@@ -43,6 +44,7 @@ MODEL_INPUT_COLUMNS = [*IDENTITY_COLUMNS, *WEATHER_COLUMNS, *HISTORY_COLUMNS]
 TIME_COLUMNS = ["hour", "weekday", "month", "day_of_year", "is_weekend", "hour_of_week"]
 LEVEL_COLUMNS = ["counter_level", "counter_how_level"]
 _EPOCH = np.datetime64("1970-01-01")
+HOUR_NS = 3_600_000_000_000
 _HOURS_OF_WEEK = 168
 LEVEL_FOLDS = 5  # out-of-fold levels of training rows: folds of whole Paris weeks
 
@@ -68,52 +70,77 @@ def local_time(timestamps: pd.Series, counter_ids: pd.Series | None = None) -> p
     return as_paris(timestamps, counter_ids).dt.tz_localize(None)
 
 
-def _day_hour(timestamps: pd.Series, counter_ids: pd.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
+def paris_day_hour(timestamps: pd.Series, counter_ids: pd.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Paris day number (days since 1970-01-01) and Paris hour of each timestamp."""
     local = local_time(timestamps, counter_ids)
     days = ((local.dt.normalize().to_numpy() - _EPOCH) // np.timedelta64(1, "D")).astype(np.int64)
     return days, local.dt.hour.to_numpy().astype(np.int64)
 
 
-def _midnight_utc_hours(days: np.ndarray) -> np.ndarray:
+def midnight_utc_hours(days: np.ndarray) -> np.ndarray:
     """UTC hour number of 00:00 Europe/Paris of each Paris day number (calendar days, DST-safe)."""
+    days = np.asarray(days, np.int64)
+    if len(days) and _MIDNIGHT_DAYS[0] <= days.min() and days.max() < _MIDNIGHT_DAYS[1]:
+        return _midnight_table()[days - _MIDNIGHT_DAYS[0]]
+    return _midnight_utc_hours(days)
+
+
+_MIDNIGHT_DAYS = (10_957, 47_482)  # 2000-01-01 .. 2099: a table of every day, computed once by the function below
+
+
+def _midnight_utc_hours(days: np.ndarray) -> np.ndarray:
     unique, inverse = np.unique(days, return_inverse=True)
     midnights = pd.DatetimeIndex(_EPOCH + unique.astype("timedelta64[D]")).tz_localize(PARIS_TZ)
     hours = midnights.tz_convert("UTC").tz_localize(None).to_numpy("datetime64[h]").astype(np.int64)
     return hours[inverse]
 
 
-class _HourlyHistory:
-    """Counts of ``history`` on a dense counter x Paris day x Paris hour grid, with their zero runs.
+@functools.lru_cache(maxsize=1)
+def _midnight_table() -> np.ndarray:
+    table = _midnight_utc_hours(np.arange(*_MIDNIGHT_DAYS, dtype=np.int64))
+    table.flags.writeable = False
+    return table
+
+
+class HourlyHistory:
+    """Counts on a dense counter x Paris day x Paris hour grid, with their zero runs.
 
     ``value`` holds the mean count of each cell (the autumn fold hour averages its two hours), NaN
     where nothing is known; ``run_start``/``run_end`` the UTC hours of the zero run a cell of zeros
-    belongs to (-1 otherwise).
+    belongs to (-1 otherwise). Built from counts given as arrays (``code`` in ``range(n_counters)``,
+    Paris day number, Paris hour, count, and the zero run of each count, see ``zero_runs``).
     """
 
-    def __init__(self, history: pd.DataFrame, ids: pd.Index, min_zero_hours: int):
+    def __init__(self, code: np.ndarray, day: np.ndarray, hour: np.ndarray, counts: np.ndarray,
+                 runs_start: np.ndarray, runs_end: np.ndarray, n_counters: int, min_zero_hours: int):
         self.min_zero_hours = min_zero_hours
-        counts = history["bike_count"].to_numpy(float)
-        code = ids.get_indexer(history["counter_id"].astype(str))
-        day, hour = _day_hour(history["timestamp"], history["counter_id"])
-        runs = zero_runs(history["counter_id"], history["timestamp"], counts)
-        self.first_day = int(day.min())
-        n_days = int(day.max()) - self.first_day + 1
-        shape = (len(ids), n_days, 24)
+        self.first_day = int(day.min()) if len(day) else 0
+        n_days = int(day.max()) - self.first_day + 1 if len(day) else 1
+        shape = (n_counters, n_days, 24)
+        size = int(np.prod(shape))
         flat = (code * n_days + (day - self.first_day)) * 24 + hour
-        total = np.bincount(flat, weights=counts, minlength=np.prod(shape))
-        seen = np.bincount(flat, minlength=np.prod(shape))
+        total = np.bincount(flat, weights=counts, minlength=size)
+        seen = np.bincount(flat, minlength=size)
         with np.errstate(invalid="ignore", divide="ignore"):
             self.value = np.where(seen > 0, total / np.maximum(seen, 1), np.nan).reshape(shape)
-        start = np.full(np.prod(shape), np.iinfo(np.int64).max, np.int64)
-        end = np.full(np.prod(shape), -1, np.int64)
-        zero = runs.start >= 0
-        np.minimum.at(start, flat[zero], runs.start[zero])
-        np.maximum.at(end, flat[zero], runs.end[zero])
+        start = np.full(size, np.iinfo(np.int64).max, np.int64)
+        end = np.full(size, -1, np.int64)
+        zero = runs_start >= 0
+        np.minimum.at(start, flat[zero], runs_start[zero])
+        np.maximum.at(end, flat[zero], runs_end[zero])
         # a cell is a zero-run cell only if every count in it is a zero of a run
-        zero_cells = np.bincount(flat[zero], minlength=np.prod(shape)) == seen
-        self.run_start = np.where(zero_cells & (seen > 0), start, -1).reshape(shape)
-        self.run_end = np.where(zero_cells & (seen > 0), end, -1).reshape(shape)
+        zero_cells = (np.bincount(flat[zero], minlength=size) == seen) & (seen > 0)
+        self.run_start = np.where(zero_cells, start, -1).reshape(shape)
+        self.run_end = np.where(zero_cells, end, -1).reshape(shape)
+
+    @classmethod
+    def from_frame(cls, history: pd.DataFrame, ids: pd.Index, min_zero_hours: int) -> HourlyHistory:
+        """The grid of ``history`` (``counter_id``, ``timestamp``, ``bike_count``), counters coded by ``ids``."""
+        counts = history["bike_count"].to_numpy(float)
+        day, hour = paris_day_hour(history["timestamp"], history["counter_id"])
+        runs = zero_runs(history["counter_id"], history["timestamp"], counts)
+        return cls(ids.get_indexer(history["counter_id"].astype(str)), day, hour, counts, runs.start, runs.end,
+                   len(ids), min_zero_hours)
 
     def lookup(self, code: np.ndarray, day: np.ndarray, hour: np.ndarray,
                window: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -160,20 +187,37 @@ def add_history(rows: pd.DataFrame, history: pd.DataFrame,
             out[column] = np.nan
         return out
     ids = pd.Index(pd.unique(pd.concat([hist["counter_id"], rows["counter_id"]], ignore_index=True).astype(str)))
-    grid = _HourlyHistory(hist, ids, min_zero_hours)
-    r_code = ids.get_indexer(rows["counter_id"].astype(str))
-    r_day, r_hour = _day_hour(rows["timestamp"], rows["counter_id"])
+    grid = HourlyHistory.from_frame(hist, ids, min_zero_hours)
+    r_day, r_hour = paris_day_hour(rows["timestamp"], rows["counter_id"])
+    columns = history_features(grid, ids.get_indexer(rows["counter_id"].astype(str)), r_day, r_hour)
+    for column in HISTORY_COLUMNS:
+        out[column] = columns[column]
+    return out
+
+
+def history_features(grid: HourlyHistory, r_code: np.ndarray, r_day: np.ndarray,
+                     r_hour: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``HISTORY_COLUMNS`` of rows (counter code in ``grid``, Paris day number, Paris hour).
+
+    The one computation of the day-ahead history: ``add_history`` feeds it a grid of the history
+    it is given, the serving path (``velocast.lifecycle.served_history``) its in-memory grid of
+    the store. Unknown counters (code -1) get NaN.
+    """
+    if len(r_code) == 0:
+        return {column: np.zeros(0) for column in HISTORY_COLUMNS}
     # one forecast per (counter, day): its window, its lags at every hour, its daily totals
-    pair_key = r_code * (1 << 24) + (r_day - int(r_day.min()))
+    first = int(r_day.min())
+    pair_key = (r_code + 1) * (1 << 24) + (r_day - first)
     pair_keys, pair_of = np.unique(pair_key, return_inverse=True)
-    p_code, p_day = pair_keys // (1 << 24), pair_keys % (1 << 24) + int(r_day.min())
-    window = (_midnight_utc_hours(p_day - HISTORY_WINDOW_DAYS)[:, None, None],
-              _midnight_utc_hours(p_day)[:, None, None])
+    p_code, p_day = pair_keys // (1 << 24) - 1, pair_keys % (1 << 24) + first
+    window = (midnight_utc_hours(p_day - HISTORY_WINDOW_DAYS)[:, None, None],
+              midnight_utc_hours(p_day)[:, None, None])
     back = np.arange(1, HISTORY_WINDOW_DAYS + 1)
     # counts[pair, k-1, hour] = the count k days before the pair's day at that hour
     counts = grid.lookup(p_code[:, None, None], p_day[:, None, None] - back[None, :, None],
                          np.arange(24)[None, None, :], window)
     lags = counts[pair_of, :, r_hour]  # rows x days back
+    out: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore"), _quiet_nanmean():
         daily = np.nanmean(counts[:, :7, :], axis=2) * 24.0  # pairs x 7 (mean hourly count x 24)
         for k in HISTORY_LAGS:
@@ -200,8 +244,9 @@ def _nanmedian(values: np.ndarray) -> np.ndarray:
 NO_HISTORY_WARNING = (
     "a day-ahead model was given {n} row(s) without any of its history columns ({columns}): they are "
     "predicted as if no count before their day were known, which is far off for a known counter. Build the "
-    "inputs as velocast serves them: velocast.lifecycle.inputs.enrich(rows, weather='served') (counts from "
-    "the store), or call POST /predict or `velocast predict`.")
+    "inputs as velocast serves them: from velocast.lifecycle.inputs import enrich, model_inputs; "
+    "model.predict(model_inputs(enrich(rows, weather='served'))) (counts from the store), or call POST /predict "
+    "or `velocast predict`.")
 
 
 def _warn_no_history(n: int) -> None:
@@ -227,7 +272,7 @@ class _quiet_nanmean:
         self._ctx.__exit__(*exc)
 
 
-def _numeric(X: pd.DataFrame, column: str) -> np.ndarray:
+def numeric_column(X: pd.DataFrame, column: str) -> np.ndarray:
     """``X[column]`` as floats (unparseable values NaN); all NaN when the column is absent."""
     if column not in X:
         return np.full(len(X), np.nan)
@@ -324,7 +369,7 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
 
     def _folds(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Counter code, hour of week and level fold (Paris weeks, Monday first) of each row."""
-        day, _ = _day_hour(X["timestamp"], X["counter_id"])
+        day, _ = paris_day_hour(X["timestamp"], X["counter_id"])
         return self.counter_codes(X["counter_id"]), self._hour_of_week(X), ((day + 3) // 7) % LEVEL_FOLDS
 
     def fold_levels(self, X: pd.DataFrame, y: pd.Series | np.ndarray | None = None) -> list[_Levels | None]:
@@ -390,31 +435,47 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         if self.feature_set == "original":
             return self._original(X, local)
         codes = self.counter_codes(X["counter_id"])
-        lat = pd.to_numeric(X.get("latitude"), errors="coerce") if "latitude" in X else pd.Series(np.nan, index=X.index)
-        lon = pd.to_numeric(X.get("longitude"), errors="coerce") if "longitude" in X else pd.Series(np.nan, index=X.index)
-        known = codes >= 0
-        lat = np.where(known & np.isnan(lat.to_numpy(float)), self.counter_lat_[np.maximum(codes, 0)], lat)
-        lon = np.where(known & np.isnan(lon.to_numpy(float)), self.counter_lon_[np.maximum(codes, 0)], lon)
-        hour, weekday = local.dt.hour.to_numpy(), local.dt.weekday.to_numpy()
-        how = (weekday * 24 + hour).astype(np.int64)
-        level, how_level = self._levels(codes, lat, lon, how)
-        # columns gathered as arrays and framed once: a column-by-column frame costs ~10 ms per request
-        columns: dict[str, Any] = {
-            "counter_code": codes, "latitude": lat, "longitude": lon, "hour": hour, "weekday": weekday,
-            "month": local.dt.month.to_numpy(), "day_of_year": local.dt.dayofyear.to_numpy(),
-            "is_weekend": (weekday >= 5).astype(np.int8), "hour_of_week": how,
-            "counter_level": level, "counter_how_level": how_level}
+        time = {"hour": local.dt.hour.to_numpy(), "weekday": local.dt.weekday.to_numpy(),
+                "month": local.dt.month.to_numpy(), "day_of_year": local.dt.dayofyear.to_numpy()}
         calendar = calendar_features(timestamps)
-        columns.update({name: calendar[name].to_numpy() for name in calendar.columns})
+        time.update({name: calendar[name].to_numpy() for name in calendar.columns})
         given = WEATHER_COLUMNS + (HISTORY_COLUMNS if self.horizon == "day-ahead" else [])
         if self.horizon == "day-ahead" and len(X) and not any(name in X for name in HISTORY_COLUMNS):
             _warn_no_history(len(X))
-        columns.update({name: _numeric(X, name) for name in given})
+        columns = self._feature_columns(codes, numeric_column(X, "latitude"), numeric_column(X, "longitude"), time,
+                                        {name: numeric_column(X, name) for name in given})
+        # columns gathered as arrays and framed once: a column-by-column frame costs ~10 ms per request
         out = pd.DataFrame({name: np.asarray(columns[name], dtype=np.float32) for name in self.feature_names_out_},
                            index=X.index)
         if self.counter_as_category:
             out["counter_code"] = pd.Categorical(codes, categories=range(len(self.counter_ids_)))
         return out
+
+    def _feature_columns(self, codes: np.ndarray, lat: np.ndarray, lon: np.ndarray, time: dict[str, np.ndarray],
+                         given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every ``full`` feature column from arrays: the one definition ``transform`` and ``FeaturePlan`` share.
+
+        ``time``: the Paris-time ``hour``, ``weekday``, ``month``, ``day_of_year`` and the
+        ``CALENDAR_COLUMNS``; ``given``: the weather (and history) columns as floats.
+        """
+        known = codes >= 0
+        lat = np.where(known & np.isnan(lat), self.counter_lat_[np.maximum(codes, 0)], lat)
+        lon = np.where(known & np.isnan(lon), self.counter_lon_[np.maximum(codes, 0)], lon)
+        hour, weekday = time["hour"], time["weekday"]
+        how = (weekday * 24 + hour).astype(np.int64)
+        level, how_level = self._levels(codes, lat, lon, how)
+        columns: dict[str, Any] = {
+            "counter_code": codes, "latitude": lat, "longitude": lon, "hour": hour, "weekday": weekday,
+            "month": time["month"], "day_of_year": time["day_of_year"],
+            "is_weekend": (weekday >= 5).astype(np.int8), "hour_of_week": how,
+            "counter_level": level, "counter_how_level": how_level}
+        columns.update({name: time[name] for name in CALENDAR_COLUMNS})
+        columns.update(given)
+        return columns
+
+    def plan(self) -> FeaturePlan:
+        """This fitted builder compiled for serving: features from arrays, without pandas (see ``FeaturePlan``)."""
+        return FeaturePlan(self)
 
     def _levels(self, codes: np.ndarray, lat: np.ndarray, lon: np.ndarray,
                 how: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -466,3 +527,64 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.asarray(self.feature_names_out_, dtype=object)
+
+
+class FeaturePlan:
+    """A fitted ``FeatureBuilder`` (``full`` features) compiled once per loaded model for serving.
+
+    ``matrix`` builds the same values as ``FeatureBuilder.transform`` (the same
+    ``_feature_columns``), from arrays instead of a frame: counter ids, UTC hour numbers, the given
+    location, weather and history. The Paris-time and calendar fields come from
+    ``velocast.data.calendar.hour_fields`` (a table computed with ``calendar_features`` itself).
+    ``tests/lifecycle/test_fast_path.py`` proves both paths equal, value for value.
+    """
+
+    def __init__(self, builder: FeatureBuilder):
+        if builder.feature_set != "full":
+            raise ValueError("only the 'full' feature set has a serving plan")
+        self.builder = builder
+        self.names: list[str] = list(builder.feature_names_out_)
+        self.day_ahead = builder.horizon == "day-ahead"
+        self._code_of = {counter: i for i, counter in enumerate(builder.counter_ids_)}
+        self._given = WEATHER_COLUMNS + (HISTORY_COLUMNS if self.day_ahead else [])
+
+    def codes(self, counter_ids: list[str] | np.ndarray) -> np.ndarray:
+        """Code of each counter in the fitted vocabulary; -1 for a counter never seen."""
+        get = self._code_of.get
+        return np.fromiter((get(str(c), -1) for c in counter_ids), np.int64, len(counter_ids))
+
+    def matrix(self, codes: np.ndarray, time: dict[str, np.ndarray], lat: np.ndarray, lon: np.ndarray,
+               given: dict[str, np.ndarray]) -> np.ndarray:
+        """Rows x ``names`` float32 features (``counter_code`` as its integer code, -1 when unknown).
+
+        ``time``: ``velocast.data.calendar.hour_fields`` of the rows' UTC hours; ``given``: the
+        weather and history columns (absent ones are NaN).
+        """
+        n = len(codes)
+        missing = np.full(n, np.nan)
+        columns = self.builder._feature_columns(codes, np.asarray(lat, float), np.asarray(lon, float), time,
+                                                {name: given.get(name, missing) for name in self._given})
+        out = np.empty((n, len(self.names)), np.float32)
+        for j, name in enumerate(self.names):
+            out[:, j] = columns[name]
+        return out
+
+    def matrix_of(self, X: pd.DataFrame) -> np.ndarray | None:
+        """``matrix`` of rows as ``transform`` takes them (enriched rows); None unless their timestamps are aware."""
+        stamps = X["timestamp"]
+        if not isinstance(stamps.dtype, pd.DatetimeTZDtype) or stamps.isna().any():
+            return None
+        if self.day_ahead and len(X) and not any(name in X for name in HISTORY_COLUMNS):
+            _warn_no_history(len(X))
+        time = hour_fields(stamps.array.asi8 // HOUR_NS)
+        return self.matrix(self.codes(X["counter_id"].astype(str).to_numpy(object)), time,
+                           numeric_column(X, "latitude"), numeric_column(X, "longitude"),
+                           {name: numeric_column(X, name) for name in self._given if name in X})
+
+    def frame(self, matrix: np.ndarray) -> pd.DataFrame:
+        """``matrix`` as ``transform`` returns it (for estimators that read a frame)."""
+        out = pd.DataFrame(matrix, columns=self.names)
+        if self.builder.counter_as_category:
+            out["counter_code"] = pd.Categorical(matrix[:, 0].astype(np.int64),
+                                                 categories=range(len(self.builder.counter_ids_)))
+        return out

@@ -1,6 +1,6 @@
 """Fixtures of the API tests: homes copied from the real-data template, trained once per package.
 
-``model_home`` holds, on the real subset: ``lgbm`` v1 (champion, promoted with ``force``) and v2
+``model_home`` holds, on the real subset and its weather (also stored as perfect forecasts): ``lgbm`` v1 (champion, promoted with ``force``) and v2
 (registered), both small test-mode models, and ``baseline`` v1 (a full model, passing the baseline
 gate) without a champion. ``empty_home`` has the data and no model.
 """
@@ -83,8 +83,13 @@ def model_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFacto
     from velocast.lifecycle.promotion import promote
     from velocast.lifecycle.train import train
 
+    from tests.conftest import REAL_WEATHER
+    from velocast.data.weather_forecast import ingest_observed_as_forecast
+
     home = _copy_home(real_store_template, tmp_path_factory, "api-models")
     with isolated_home(home) as settings:
+        # a forecast for every served day (the observations, as perfect forecasts): no weather warnings
+        ingest_observed_as_forecast(REAL_WEATHER, settings=settings)
         v1 = train("lgbm", model_test=True, hyperparams={"n_estimators": 40}, settings=settings)
         promote("lgbm", version=v1.model_version, reason="first champion (a test-mode model: forced)", force=True,
                 settings=settings)
@@ -153,15 +158,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def velocast_server(home: Path, log_path: Path, port: int | None = None,
+def velocast_server(home: Path, log_path: Path, port: int | None = None, args: tuple[str, ...] = (),
                     **env_vars: str) -> Iterator[tuple[subprocess.Popen, httpx.Client]]:
-    """``velocast serve`` on 127.0.0.1 over ``home`` (a subprocess), once it answers /health; stopped after."""
+    """``velocast serve [args]`` on 127.0.0.1 over ``home`` (a subprocess), once it answers /health; stopped after."""
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("VELOCAST_API_KEY", "MLFLOW_TRACKING_URI")}
     env.update(VELOCAST_HOME=str(home), VELOCAST_API_MODEL_REFRESH_SECONDS="0.5", **env_vars)
     with open(log_path, "ab") as log:
         server = subprocess.Popen([sys.executable, "-m", "velocast.cli", "serve", "--host", "127.0.0.1",
-                                   "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+                                   "--port", str(port), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", server, log_path, "velocast serve", timeout=90)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:

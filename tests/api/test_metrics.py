@@ -16,6 +16,7 @@ from velocast.config import Settings
 from velocast.data import store
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.cycle import audit_cycle
+from velocast.lifecycle.cycle_steps import CycleResult
 from velocast.lifecycle.monitor import check_drift, latest_drift, record_health
 from velocast.monitoring.health import HealthReport
 
@@ -32,9 +33,10 @@ def value(scraped: dict, name: str, **labels: str) -> float | None:
 def _cycle(settings: Settings, model_type: str, drift: bool | None, error: str | None = None,
            decision: str | None = "no_fine_tune") -> None:
     """One audit row as the weekly cycle writes it (``audit_cycle``, what both cycle shells call)."""
-    audit_cycle({"cycle_id": str(uuid.uuid4()), "model_type": model_type, "drift_detected": drift,
-                 "drift_share": 0.5 if drift else 0.0, "new_data": drift is not None, "forced": False,
-                 "decision": None if error else decision, "error": error, "steps": []}, settings)
+    audit_cycle(CycleResult(str(uuid.uuid4()), model_type, "2021-08-09T00:00:00+00:00", test_mode=False, forced=False,
+                            strategy="sliding_window", policy="double_eval", window_days=30,
+                            new_data=drift is not None, drift_detected=drift, drift_share=0.5 if drift else 0.0,
+                            decision=None if error else decision, error=error), settings)
 
 
 def test_lifecycle_gauges_tell_what_was_recorded(real_home: Path) -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import httpx
 from typer.testing import CliRunner
 
 from tests.api.conftest import velocast_server
@@ -38,3 +45,54 @@ def test_velocast_serve_over_http(model_home: dict[str, Any], tmp_path: Any) -> 
     output = log_path.read_text()
     assert "velocast API on http://127.0.0.1" in output
     assert "mutating routes are disabled: set VELOCAST_API_KEY" in output
+
+
+def _series(metrics: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample of ``name`` in a Prometheus text exposition."""
+    out = []
+    for line in metrics.splitlines():
+        if line.startswith(name + "{"):
+            labels_text, value = line[len(name) + 1:].rsplit("} ", 1)
+            labels = dict(part.split("=", 1) for part in labels_text.split(","))
+            out.append(({k: v.strip('"') for k, v in labels.items()}, float(value)))
+    return out
+
+
+def test_two_workers_share_metrics_and_see_a_promotion(model_home: dict[str, Any], tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(model_home["home"], home)
+    log_path = tmp_path / "server.log"
+    with velocast_server(home, log_path, args=("--workers", "2")) as (server, http):
+        sent = 40
+        for _ in range(sent):  # a new connection each time: either worker may accept it
+            assert httpx.get(f"{http.base_url}/ready", timeout=30).status_code == 200
+        deadline = time.monotonic() + 60
+        while True:  # both workers have loaded the champion (each reports the version it serves)
+            served = _series(http.get("/metrics").text, "velocast_served_model_version")
+            pids = {labels["pid"] for labels, value in served if value == float(model_home["lgbm_v1"])}
+            if len(pids) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert len(pids) == 2, served
+        for _ in range(3):  # whichever worker answers the scrape counts the requests of both
+            ready = [v for labels, v in _series(http.get("/metrics").text, "velocast_http_requests_total")
+                     if labels["route"] == "/ready" and labels["status"] == "200"]
+            assert ready == [float(sent)]
+        promote = subprocess.run([sys.executable, "-m", "velocast.cli", "promote", "--model-type", "lgbm", "--version",
+                                  model_home["lgbm_v2"], "--reason", "two workers (a test-mode model)", "--force"],
+                                 env={**os.environ, "VELOCAST_HOME": str(home)}, capture_output=True, text=True)
+        assert promote.returncode == 0, promote.stderr
+        deadline = time.monotonic() + 60
+        while True:  # both workers pick the promotion up
+            served = _series(http.get("/metrics").text, "velocast_served_model_version")
+            now = {labels["pid"] for labels, value in served
+                   if value == float(model_home["lgbm_v2"]) and labels["champion"] == "true"}
+            if now == pids or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert now == pids, served
+        record = {"counter_id": "100056331-103056331", "timestamp": "2021-08-04T17:00:00+02:00"}
+        versions = {httpx.post(f"{http.base_url}/predict", json={"records": [record]}, timeout=30).json()["model"]["version"]
+                    for _ in range(12)}
+        assert versions == {model_home["lgbm_v2"]}
+    assert "2 workers" in log_path.read_text()

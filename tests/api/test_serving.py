@@ -55,7 +55,7 @@ def test_models_shows_champions_with_metrics_and_versions(client: TestClient, mo
     assert models["rf"]["versions"] == []
     assert all(v["metrics"] == {} for v in lgbm["versions"])  # one query per version only when asked
     every = client.get("/models", params={"all_metrics": True}).json()["models"]["lgbm"]["versions"]
-    assert all(v["metrics"]["test_baseline_r2"] > 0 for v in every)
+    assert all(v["metrics"]["test_baseline_rmse"] > 0 and "test_baseline_r2" in v["metrics"] for v in every)
 
 
 def test_predict_real_counters_with_tidy_names(client: TestClient, counter_rows: pd.DataFrame) -> None:
@@ -118,7 +118,9 @@ def test_an_unknown_counter_gets_a_prediction_and_a_warning(client: TestClient) 
     prediction = response.json()["predictions"][0]
     assert prediction["prediction"] > 0
     assert prediction["warnings"] == [("counter 999999999-1 is unknown to the model: predicted from its location "
-                                       "and the calendar")]
+                                       "and the calendar"),
+                                      ("no history: no count of counter 999999999-1 before 2021-08-02 is known; "
+                                       "predicted from the calendar and its usual level")]
 
 
 def test_without_a_champion_the_latest_version_serves_with_a_warning(client: TestClient,
@@ -219,3 +221,45 @@ def test_metrics_in_prometheus_format(client: TestClient) -> None:
     assert 'route="/jobs/{job_id}",status="404"' in text  # the template, not the path
     assert 'velocast_champion_version{model_type="lgbm"}' in text
     assert 'velocast_last_decision_info{decision="' in text or 'velocast_last_decision_info{model_type="lgbm"' in text
+
+
+def test_predict_answers_intervals_of_the_requested_coverage(client: TestClient, counter_rows: pd.DataFrame) -> None:
+    rows = counter_rows[(counter_rows["date"] >= "2021-08-03 04:00") & (counter_rows["date"] < "2021-08-03 08:00")]
+    records = tidy_records(rows, with_counts=False)
+    widths = {}
+    for coverage in (0.5, None, 0.95):
+        body = client.post("/predict", json={"records": records, **({"coverage": coverage} if coverage else {})})
+        assert body.status_code == 200, body.text
+        body = body.json()
+        assert body["coverage"] == (coverage or 0.8)  # default: VELOCAST_INTERVAL_COVERAGE
+        for p in body["predictions"]:
+            assert 0 <= p["lower"] <= p["upper"] and p["probability"] is None
+        widths[body["coverage"]] = sum(p["upper"] - p["lower"] for p in body["predictions"])
+    assert widths[0.5] < widths[0.8] < widths[0.95]
+    for bad in (0.3, 1.0, "high"):
+        refused = client.post("/predict", json={"records": records[:1], "coverage": bad})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "coverage"
+
+
+def test_concurrent_requests_with_other_coverages_get_their_own_intervals(client: TestClient,
+                                                                           counter_rows: pd.DataFrame) -> None:
+    """Requests are micro-batched only with requests of the same coverage: each answer is its own."""
+    rows = counter_rows[(counter_rows["date"] >= "2021-08-02 05:00") & (counter_rows["date"] < "2021-08-02 07:00")]
+    records = tidy_records(rows, with_counts=False)
+    alone = {c: client.post("/predict", json={"records": records, "coverage": c}).json()["predictions"]
+             for c in (0.6, 0.9)}
+    answers: dict[int, Any] = {}
+
+    def ask(i: int) -> None:
+        answers[i] = client.post("/predict", json={"records": records, "coverage": (0.6, 0.9)[i % 2]}).json()
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, body in answers.items():
+        coverage = (0.6, 0.9)[i % 2]
+        assert body["coverage"] == coverage
+        assert [(p["lower"], p["upper"]) for p in body["predictions"]] == \
+               [(p["lower"], p["upper"]) for p in alone[coverage]]

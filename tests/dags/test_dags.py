@@ -27,9 +27,10 @@ DAGS = ROOT / "dags"
 RUNNER = Path(__file__).with_name("airflow_runner.py")
 DAG_IDS = {"monitor_and_fine_tune", "daily_ingest", "daily_predict", "quarterly_retrain", "train_model"}
 WEEKLY_TASKS = ["check_new_data", "run_drift", "run_health", "decide", "fine_tune", "evaluate_challenger",
-                "promote_if_deployed", "audit", "notify", "release_cycle_lease", "fail_run_on_error"]
+                "promote_if_deployed", "recalibrate", "audit", "notify", "release_cycle_lease", "fail_run_on_error"]
 UNREACHABLE_GATE = "0.9999"  # no model reaches it: the decision is reject_regression by construction
-HEAVY = ("velocast", "mlflow", "lightgbm", "sklearn", "torch", "evidently", "pandas")
+HEAVY = ("mlflow", "lightgbm", "sklearn", "torch", "evidently", "pandas")
+LIGHT_VELOCAST = ("velocast", "velocast.choices")  # the names a DAG's params offer: they import nothing
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
@@ -91,18 +92,20 @@ def test_dags_load_without_errors_and_match_the_spec(airflow_env: dict[str, str]
     assert {k: v["value"] for k, v in weekly["params"].items()} == {
         "force_fine_tune": False, "test_mode": False, "model_type": "lgbm", "window_days": 30,
         "strategy": "sliding_window", "policy": "double_eval"}
-    from velocast.evaluation.policies import POLICIES
-    from velocast.lifecycle.cycle import STRATEGIES
+    from velocast.choices import MODEL_TYPES, POLICIES, STRATEGIES
 
     assert weekly["params"]["strategy"]["schema"]["enum"] == list(STRATEGIES)
     assert weekly["params"]["policy"]["schema"]["enum"] == list(POLICIES)
+    assert weekly["params"]["model_type"]["schema"]["enum"] == list(MODEL_TYPES)
     tasks = weekly["tasks"]
     assert tasks["audit"]["trigger_rule"] == "all_done" and tasks["notify"]["trigger_rule"] == "all_done"
     # the cycle lease is taken by the first task and given back by the last, whatever happened
     assert tasks["release_cycle_lease"]["trigger_rule"] == "all_done"
     assert tasks["release_cycle_lease"]["upstream"] == ["notify"]
-    # both branches can jump straight to the audit
-    assert {"check_new_data", "decide", "promote_if_deployed"} <= set(tasks["audit"]["upstream"])
+    # no new data jumps straight to the audit; no fine-tuning straight to the recalibration
+    assert {"check_new_data", "recalibrate"} <= set(tasks["audit"]["upstream"])
+    assert set(tasks["recalibrate"]["upstream"]) == {"decide", "promote_if_deployed"}
+    assert tasks["recalibrate"]["trigger_rule"] == "none_failed_min_one_success"
     assert tasks["fail_run_on_error"]["trigger_rule"] == "one_failed"
     assert set(tasks["fail_run_on_error"]["upstream"]) == set(WEEKLY_TASKS) - {"fail_run_on_error"}
 
@@ -121,12 +124,13 @@ def test_dags_load_without_errors_and_match_the_spec(airflow_env: dict[str, str]
 
 @pytest.mark.parametrize("name", sorted(DAG_IDS))
 def test_dag_files_import_without_heavy_modules(name: str, airflow_env: dict[str, str]) -> None:
-    """DAG files import cheaply: nothing of velocast, MLflow or the ML stack at parse time.
+    """DAG files import cheaply: of velocast only ``velocast.choices``, nothing of MLflow or the ML stack.
 
     (How long the import takes is a benchmark matter, not a test: it depends on the machine's load.)
     """
     code = ("import json, runpy, sys; runpy.run_path(sys.argv[1]); "
-            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+            f"print(json.dumps([m for m in sys.modules if m.split('.')[0] in {HEAVY!r} "
+            f"or (m.split('.')[0] == 'velocast' and m not in {LIGHT_VELOCAST!r})]))")
     out = subprocess.run([sys.executable, "-c", code, str(DAGS / f"{name}.py")], check=False, env=airflow_env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -154,10 +158,12 @@ def test_weekly_dag_decides_audits_then_skips_without_new_data(airflow_env: dict
     assert row.env == "dev"  # a test-mode run is never production
     assert row.r2_baseline is not None and row.champion_r2_baseline is not None and row.run_id
     assert [s["name"] for s in row.details["steps"]] == ["new_data", "drift", "health", "fine_tune", "evaluate",
-                                                         "promote"]
+                                                         "promote", "recalibrate"]
     assert row.details["forced"] is True and row.details["test_mode"] is True
     after = Registry().champion("lgbm").version
-    assert after == before and row.from_version == row.to_version == before
+    assert after == before and row.from_version == row.to_version == before  # test mode: never promoted
+    recalibrate_step = [s for s in row.details["steps"] if s["name"] == "recalibrate"][0]
+    assert "test mode" in recalibrate_step["summary"]
     audited = run["xcoms"]["audit.return_value"]
     assert audited["audit_event_id"] == row.event_id and audited["status"] == "ok"
 
@@ -165,12 +171,12 @@ def test_weekly_dag_decides_audits_then_skips_without_new_data(airflow_env: dict
     again = _dag_test(airflow_env, "monitor_and_fine_tune")
     assert again["state"] == "success", again["tasks"]
     skipped = {"run_drift", "run_health", "decide", "fine_tune", "evaluate_challenger", "promote_if_deployed",
-               "fail_run_on_error"}
+               "recalibrate", "fail_run_on_error"}
     assert {t for t, s in again["tasks"].items() if s == "skipped"} == skipped
     assert all(again["tasks"][t] == "success" for t in ("check_new_data", "audit", "notify", "release_cycle_lease"))
     last = AuditLog().list(limit=1)[0]
     assert last.event == "cycle" and last.deployment_decision == "skip_no_new_data"
-    assert [s["status"] for s in last.details["steps"]] == ["done"] + ["skipped"] * 5
+    assert [s["status"] for s in last.details["steps"]] == ["done"] + ["skipped"] * 6
     assert Registry().champion("lgbm").version == after
 
 
@@ -194,7 +200,7 @@ def test_weekly_dag_audits_a_failed_step_as_error_and_fails_the_run(airflow_env:
     assert "Exception" in row.error_message  # the exception type, kept by the failure callback
     statuses = {s["name"]: s["status"] for s in row.details["steps"]}
     assert statuses == {"new_data": "done", "drift": "failed", "health": "skipped", "fine_tune": "skipped",
-                        "evaluate": "skipped", "promote": "skipped"}
+                        "evaluate": "skipped", "promote": "skipped", "recalibrate": "skipped"}
     assert Registry().champion("lgbm").version == version  # the champion stays
 
 

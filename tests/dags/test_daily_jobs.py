@@ -23,15 +23,14 @@ def test_finish_audits_the_first_failed_step_without_airflow(home: Path) -> None
     assert result["status"] == "error" and result["error"] == "new_data step failed: OSError: disk full"
     row = AuditLog().get(result["audit_event_id"])
     assert row.event == "error" and row.error_message == result["error"] and row.from_version is None
-    assert [s["status"] for s in row.details["steps"]] == ["failed"] + ["skipped"] * 5
+    assert [s["status"] for s in row.details["steps"]] == ["failed"] + ["skipped"] * 6
     assert not (home / "cycle_state.json").exists()  # a failed cycle does not claim it saw the data
 
 
 # --------------------------------------------------------------------------- the daily jobs
 def test_predict_tomorrow_stores_one_forecast_per_counter_hour(real_home: Path, tmp_path: Path) -> None:
     from velocast.data import store
-    from velocast.demo import forecast_day
-    from velocast.lifecycle.daily import forecast_path, predict_tomorrow
+    from velocast.lifecycle.daily import forecast_day, forecast_path, predict_tomorrow
     from velocast.lifecycle.promotion import promote
     from velocast.lifecycle.train import train
 

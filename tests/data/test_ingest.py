@@ -73,10 +73,29 @@ def test_bad_rows_are_quarantined_with_reasons(home: Path, tmp_path: Path) -> No
     assert len(store.query_counts()) == 17
 
 
+def test_the_same_bad_file_twice_is_quarantined_once(home: Path, tmp_path: Path) -> None:
+    bad = _bad_copy(tmp_path)
+    first, again = ingest_file(bad), ingest_file(bad)
+    assert first.quarantine_path == again.quarantine_path
+    assert (first.already_quarantined, again.already_quarantined) == (False, True)
+    assert len(list((home / "quarantine").glob("*.parquet"))) == 1
+    assert "already quarantined by an earlier ingest: kept once" in "\n".join(again.lines())
+    summary = runner.invoke(app, ["data", "summary"])
+    assert "quarantined rows: 4 in 1 file(s)" in summary.output, summary.output
+    other = tmp_path / "other.csv"  # other bad rows keep their own file
+    frame = pd.read_csv(bad, sep=";", dtype=str)
+    frame.loc[10, "Comptage horaire"] = "-1"
+    frame.to_csv(other, sep=";", index=False)
+    assert ingest_file(other).quarantine_path != first.quarantine_path
+
+
 def test_cli_reports_reasons_and_exit_codes(home: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "ingest", str(_bad_copy(tmp_path))])
     assert result.exit_code == 0, result.output
     assert "rejected: 4" in result.output and "negative bike_count: 1" in result.output
+    # the steps as they happen, each with the elapsed time, then the total time
+    assert "s  reading " in result.output and "s  validating 21 rows (opendata format)" in result.output
+    assert "velocast data ingest: done in " in result.output
     missing = runner.invoke(app, ["data", "ingest", str(tmp_path / "nope.csv")])
     assert missing.exit_code == 2 and "file not found" in missing.output
     odd = tmp_path / "odd.csv"

@@ -411,3 +411,19 @@ def test_cli_commands_report_and_fail_in_one_line(real_weather_hourly: pd.DataFr
     assert "fetch time" in fetched.output and "1 attempt(s)" in fetched.output
     summary = CliRunner().invoke(cli_app, ["data", "summary"])
     assert "weather forecasts: 144 hours from 2 issue(s)" in summary.output
+
+
+def test_observations_as_perfect_forecasts_serve_each_day_its_own_weather(home: Path) -> None:
+    """`ingest-weather --as-forecast`: a backtest's perfect forecast, issued at each day's cut-off."""
+    runner = CliRunner()
+    done = runner.invoke(cli_app, ["data", "ingest-weather", str(REAL_WEATHER), "--as-forecast"])
+    assert done.exit_code == 0, done.output
+    stored = load_forecasts()
+    assert (stored["issued_at"] == day_ahead_cutoffs(stored["timestamp"]).dt.tz_convert("UTC")).all()
+    hours = pd.Series(pd.date_range("2021-08-10", periods=24, freq="h", tz=PARIS))
+    got = forecast_as_of(hours, day_ahead_cutoffs(hours), forecasts=stored)
+    observed = synop_to_hourly(read_synop(REAL_WEATHER)).reindex(hours.dt.tz_convert("UTC"))
+    np.testing.assert_allclose(got["temperature_c"], observed["temperature_c"], atol=1e-9)
+    # never usable before its day's cut-off: a forecast issued the day before does not see it
+    early = forecast_as_of(hours, day_ahead_cutoffs(hours) - pd.Timedelta(days=1), forecasts=stored)
+    assert early["temperature_c"].isna().all()

@@ -363,8 +363,8 @@ def exported(real_store_template: Path, tmp_path_factory: pytest.TempPathFactory
     try:
         with isolated_home(home) as settings:
             champion = train("lgbm", model_test=True, hyperparams={"n_estimators": 40}, settings=settings)
-            promote("lgbm", version=champion.model_version, reason="champion (a test-mode model: forced)",
-                    settings=settings, force=True)
+            promote("lgbm", version=champion.model_version, reason="champion (a test-mode model: forced)", force=True,
+                    settings=settings)
             cycle = monitor_and_fine_tune("lgbm", test_mode=True, settings=settings)
             assert cycle.error is None and cycle.drift_detected is not None and cycle.health_state
         with client_for(home) as client:

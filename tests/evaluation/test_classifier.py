@@ -243,6 +243,29 @@ def test_ece_gate_is_strict_less_than():
     assert _gate(v, "ece").passed is False
 
 
+def test_a_gate_says_by_how_much_it_fails_and_never_reads_as_equal():
+    std = GateResult("cv_auc_std", 0.0500123, "<", 0.05, False)
+    assert std.shown_value == "0.050012"  # not "0.0500", which reads as equal to the limit
+    assert std.describe() == "cv_auc_std 0.050012 < 0.05: FAIL (over the limit by 0.000012)"
+    auc = GateResult("auc", 0.849996, ">=", 0.85, False)
+    assert auc.describe() == "auc 0.849996 >= 0.85: FAIL (short of the minimum by 0.000004)"
+    assert GateResult("auc", 0.9, ">=", 0.85, True).describe() == "auc 0.9000 >= 0.85: PASS"
+    assert GateResult("ece", 0.1, "<", 0.1, False).describe() == \
+        "ece 0.1000 < 0.1: FAIL (equal to the limit, which it must stay below)"
+    assert GateResult("cv_auc_std", None, "<", 0.05, None).describe() == \
+        "cv_auc_std n/a < 0.05: NOT EVALUATED (no value to compare)"
+    assert std.to_dict()["margin"] == pytest.approx(0.0000123)
+
+
+def test_validation_lists_its_failed_gates_with_numbers(calibrated):
+    y, p = calibrated
+    v = validate_classifier(y, p, gates=ClassifierGates(min_auc=0.999))
+    assert v.failures == [g.describe() for g in v.gates if g.name == "auc"]
+    assert v.failures[0].startswith("auc ") and "short of the minimum by" in v.failures[0]
+    assert v.to_dict()["failures"] == v.failures
+    assert v.failures[0].split()[1] in v.text_report()  # the report shows the same digits
+
+
 def test_invalid_gates_rejected():
     with pytest.raises(ValueError, match="min_auc"):
         ClassifierGates(min_auc=1.5)

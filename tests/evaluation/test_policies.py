@@ -97,6 +97,9 @@ def test_classification_uses_gates_and_auc() -> None:
     assert decide(ev).kind == "deploy"
     ev.classifier_gates_passed = False
     assert decide(ev).kind == "reject_regression"
+    ev.classifier_failures = ["cv_auc_std 0.050012 < 0.05: FAIL (over the limit by 0.000012)"]
+    assert decide(ev).reasons == ["the classifier validation gates failed on test_baseline: cv_auc_std 0.050012 "
+                                  "< 0.05: FAIL (over the limit by 0.000012)"]
 
 
 def test_unknown_policy() -> None:

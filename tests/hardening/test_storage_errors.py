@@ -102,12 +102,14 @@ def home_copy(champion_home: Path, tmp_path: Path) -> Iterator[Path]:
 
 
 def _one_line(done: subprocess.CompletedProcess, code: int, *words: str) -> str:
+    """The one ``error:`` line a failed command ends with (after its progress lines, if any)."""
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
     assert done.returncode == code, (done.returncode, done.stderr[-3000:])
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in done.stderr, done.stderr[-3000:]
     for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
+        assert word in errors[0], (word, errors[0])
+    return errors[0]
 
 
 def test_a_read_only_home_gives_one_line_naming_the_path(home_copy: Path, real_subset_file: Path) -> None:

@@ -69,7 +69,8 @@ def test_forced_test_mode_cycle_decides_and_audits_one_coherent_row(champion_hom
     result = monitor_and_fine_tune("lgbm", force_fine_tune=True, test_mode=True, on_step=steps.append)
     assert result.status == "ok" and result.decision == "reject_regression", (result.error, result.reasons)
     assert any(f"< {float(UNREACHABLE_GATE)}" in r for r in result.reasons), result.reasons
-    assert [s.name for s in steps] == ["new_data", "drift", "health", "fine_tune", "evaluate", "promote", "audit", "notify"]
+    assert [s.name for s in steps] == ["new_data", "drift", "health", "fine_tune", "evaluate", "promote",
+                                       "recalibrate", "audit", "notify"]
     assert any("test mode" in r for r in result.reasons)
     rows = AuditLog().list(event="cycle")
     assert len(rows) == 1
@@ -78,11 +79,12 @@ def test_forced_test_mode_cycle_decides_and_audits_one_coherent_row(champion_hom
     assert row.r2_baseline == pytest.approx(result.metrics["r2_baseline"])
     assert row.champion_r2_baseline is not None and row.run_id == result.challenger_run_id
     assert Registry().champion("lgbm").version == before and not result.promoted
-    assert row.env == "dev" and row.to_version == before
+    assert row.env == "dev" and row.to_version == before  # a test-mode cycle is never production
+    assert result.recalibrated_version is None  # test mode: the champion is never changed
     # no new data since that cycle: the next one skips, and says so
     again = monitor_and_fine_tune("lgbm")
     assert again.status == "skipped" and again.new_data is False
-    assert [s.status for s in again.steps[1:6]] == ["skipped"] * 5
+    assert [s.status for s in again.steps[1:7]] == ["skipped"] * 6
     assert AuditLog().list(limit=1)[0].deployment_decision == "skip_no_new_data"
 
 

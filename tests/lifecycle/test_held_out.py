@@ -147,7 +147,7 @@ def test_cycle_fine_tunes(real_store_template: Path, tmp_path: Path, cutoff: str
         promote("lgbm", version=first.model_version, reason="test", force=True, settings=settings)
         tuned = fine_tune("lgbm", strategy, window, test_mode=True, settings=settings)
         held_out = set(splits.active_split(settings).test_days) | latest_days(window_of(settings, window))
-        assert trained_days(settings, tuned["run_id"]).isdisjoint(held_out)
+        assert trained_days(settings, tuned.run_id).isdisjoint(held_out)
 
 
 @runs(2)

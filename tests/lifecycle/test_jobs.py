@@ -134,3 +134,28 @@ def test_a_training_error_is_recorded_and_raised(jobs: JobStore) -> None:
     failed = jobs.get(job.job_id)
     assert failed.state == "failed" and failed.error.startswith(type(raised.value).__name__)
     assert failed.started_at and failed.finished_at
+
+
+def test_a_job_result_holds_one_evaluation(real_home, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision, baseline_regression and the test metrics of a job come from one double evaluation."""
+    from velocast.lifecycle.audit import AuditLog
+    from velocast.lifecycle.jobs import run_training
+    from velocast.lifecycle.promotion import promote
+    from velocast.lifecycle.train import train
+
+    settings = Settings(home=real_home)
+    first = train("lgbm", model_test=True, hyperparams={"n_estimators": 30}, settings=settings)
+    promote("lgbm", version=first.model_version, reason="test champion", force=True, settings=settings)
+    # a gate no model passes: the decision must be reject_regression, and baseline_regression say so too
+    monkeypatch.setenv("VELOCAST_R2_BASELINE_THRESHOLD", "0.99")
+    strict = Settings(home=real_home)
+    result = run_training(TrainSpec("lgbm", "baseline", "dev", {"n_estimators": 20}, True, None, None), strict)
+
+    evaluation = result["double_evaluation"]
+    assert result["deployment_decision"] == "reject_regression" and result["baseline_regression"] is True
+    assert result["metrics_baseline"] == evaluation["metrics_baseline"]["challenger"]
+    assert result["metrics_current"] == evaluation["metrics_current"]["challenger"]
+    assert f"{result['metrics_baseline']['r2']:.4g} < 0.99" in result["decision_reasons"][0]
+    audited = AuditLog(settings=strict).list(event="training", limit=1)[0]
+    assert audited.baseline_regression is True and audited.r2_baseline == result["metrics_baseline"]["r2"]
+    assert audited.deployment_decision == "reject_regression"

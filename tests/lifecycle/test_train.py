@@ -71,6 +71,23 @@ def test_hyperopt_logs_each_trial_as_a_nested_run(real_home: Path) -> None:
     children = mlflow.search_runs(experiment_names=["velocast"],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert len(children) == 2 and "metrics.cv_rmse" in children.columns
+    # the search's history, the parameter importances and every trial, on the parent run
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "tuning")}
+    assert logged == {"tuning/optimization_history.png", "tuning/param_importances.png", "tuning/trials.csv"}
+    parent = mlflow.get_run(result.run_id).data
+    assert parent.metrics["optuna_trials_complete"] + parent.metrics.get("optuna_trials_pruned", 0) == 2
+    assert 1 <= result.hyperparams["n_estimators"] <= 600  # grown with early stopping on the folds
+
+
+def test_cli_hyperopt_shows_each_trial_and_the_total_time(real_home: Path) -> None:
+    out = runner.invoke(app, ["train", "--model-test", "--timeout", "60"])
+    assert out.exit_code == 2 and "--timeout limits the Optuna search: it needs --hyperopt" in out.output
+    out = runner.invoke(app, ["train", "--model-type", "rf", "--model-test", "--hyperopt", "--n-trials", "2",
+                              "--timeout", "600"])
+    assert out.exit_code == 0, out.output
+    assert "rf: trial 1/2: rmse " in out.output and "rf: trial 2/2: " in out.output
+    assert "rf: tuning done: best cv rmse" in out.output
+    assert "velocast train: done in " in out.output  # the closing line with the total time
 
 
 def test_tuning_workers_need_a_shared_study_storage(home: Path) -> None:

@@ -33,12 +33,13 @@ def test_rows_without_weather_are_predicted_by_a_model_trained_without_weather()
     y = rows["bike_count"].to_numpy()
     params = {"n_estimators": 40, "num_leaves": 15}
     pipeline = build_pipeline("lgbm", params, "calendar").fit(rows, y)
-    assert isinstance(pipeline.named_steps["model"], WeatherFallback)
+    fallback = pipeline.named_steps["model"].estimator_  # inside the conformal intervals' wrapper
+    assert isinstance(fallback, WeatherFallback)
 
     # the same estimator, fitted by hand on the same features minus the weather columns
     features = FeatureBuilder(horizon="calendar", counter_as_category=True)
     X = features.fit_transform(rows, y).drop(columns=WEATHER_COLUMNS)
-    sibling = LGBMCountRegressor(**{**pipeline.named_steps["model"].estimator.get_params(), **params}).fit(X, y)
+    sibling = LGBMCountRegressor(**{**fallback.estimator.get_params(), **params}).fit(X, y)
 
     test = _rows(days=7, seed=1)
     test.loc[test.index % 2 == 0, WEATHER_COLUMNS] = np.nan  # half of the hours have no forecast

@@ -7,6 +7,7 @@ Features are built from the real data: Paris-time calendar columns, the real Orl
 from __future__ import annotations
 
 import json
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def test_ordinary_week_is_not_flagged(frame):
     report = check(reference, current)
 
     assert report.status == "ok"
-    assert report.drift_detected is False and report.dataset_drift is False
+    assert report.drift_detected is False and report.feature_share_drift is False
     assert report.error is None
     assert report.seasonal_matching is True
     assert report.current_rows == ROWS_PER_WEEK
@@ -146,7 +147,12 @@ def test_level_shift_is_flagged(frame):
     assert report.drifted_features == ["temperature", "lag_1d"]
     assert by_name(report)["lag_1d"].effect > 0.4
     # two of six features: the dataset itself is not drifted, the target is
-    assert report.dataset_drift is False and report.drift_share == pytest.approx(2 / 6)
+    assert report.feature_share_drift is False and report.drift_share == pytest.approx(2 / 6)
+    # one verdict everywhere: the JSON leads with it and says why, the feature share is one reason
+    out = report.to_dict()
+    assert out["drift_detected"] is True and out["verdict_by"] == "velocast" and "dataset_drift" not in out
+    assert out["verdict"].startswith("drift (drift): the target (bike_count) drifted")
+    assert "2 of 6 input features drifted: temperature, lag_1d (share 0.33 < 0.5 for feature drift)" in out["reasons"]
 
 
 def test_prediction_drift(frame):
@@ -159,7 +165,7 @@ def test_prediction_drift(frame):
 
     assert ok.status == "ok" and ok.prediction_drift.drifted is False
     assert drifted.status == "drift" and drifted.prediction_drift.drifted is True
-    assert drifted.target_drift.drifted is False and drifted.dataset_drift is False
+    assert drifted.target_drift.drifted is False and drifted.feature_share_drift is False
 
 
 # --------------------------------------------------------------------------- sample-size awareness
@@ -277,7 +283,7 @@ def test_policy_validation():
     with pytest.raises(ValueError):
         DriftPolicy(share_threshold=1.5)
     with pytest.raises(ValueError):
-        DriftReport(status="maybe", drift_detected=None, dataset_drift=None, drift_share=None,
+        DriftReport(status="maybe", drift_detected=None, feature_share_drift=None, drift_share=None,
                     n_features=0, n_drifted=0)
 
 
@@ -315,6 +321,15 @@ def test_write_reports(frame, tmp_path):
     assert len(html) > 10_000
     assert "Drift" in html
     assert not list((tmp_path / "drift").glob("*.tmp"))
+    # the report opens with velocast's verdict, and evidently draws no dataset-level verdict of its own
+    banner = html[html.index("<body>"):html.index("</div>", html.index("velocast-verdict"))]
+    assert "velocast drift verdict: NO DRIFT" in banner and "This verdict is velocast's" in banner
+    assert all(escape(reason) in html for reason in report.reasons)
+    assert "DriftedColumnsCount" not in html and "Share of Drifted Columns" not in html
+
+    drifted = check(reference, current.assign(bike_count=current["bike_count"] * 1.6))
+    html = write_reports(drifted, matched, current, columns, tmp_path / "drifted")["html"].read_text(encoding="utf-8")
+    assert "velocast drift verdict: DRIFT" in html and "the target (bike_count) drifted" in html
 
 
 def test_write_reports_without_html_still_writes_json(frame, tmp_path):

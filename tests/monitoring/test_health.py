@@ -12,3 +12,18 @@ def test_states() -> None:
     assert absolute.state == "critical" and "absolute threshold 50" in absolute.reasons[0]
     assert health_state(51.0, 0.6, 49.0, 0.8, 100, HealthPolicy(rmse_threshold=60)).state == "ok"
     assert health_state(None, None, 29.0, 0.8, 0).state == "unknown"
+
+
+def test_intervals_out_of_their_coverage_band_degrade_an_otherwise_healthy_champion() -> None:
+    inside = health_state(30.0, 0.8, 29.0, 0.8, 100, coverage=0.78, nominal_coverage=0.8, interval_width=30.0)
+    assert inside.state == "ok" and inside.coverage == 0.78 and "cover 78.0%" in inside.reasons[-1]
+    for coverage, side in ((0.62, "fewer"), (0.95, "more")):
+        report = health_state(30.0, 0.8, 29.0, 0.8, 100, coverage=coverage, nominal_coverage=0.8)
+        assert report.state == "degraded" and side in report.reasons[0] and "70%-90%" in report.reasons[0]
+    # a tighter tolerance, and a state already worse keeps its state and adds the reason
+    assert health_state(30.0, 0.8, 29.0, 0.8, 100, HealthPolicy(coverage_tolerance=0.01), coverage=0.78,
+                        nominal_coverage=0.8).state == "degraded"
+    critical = health_state(36.0, 0.6, 29.0, 0.8, 100, coverage=0.5, nominal_coverage=0.8)
+    assert critical.state == "critical" and "fewer" in critical.reasons[-1]
+    # no intervals (an old model): nothing judged
+    assert health_state(30.0, 0.8, 29.0, 0.8, 100, coverage=None, nominal_coverage=None).state == "ok"

@@ -91,7 +91,8 @@ def test_weekly_dag_runs_with_a_postgresql_metadata_db(stack_env: dict[str, str]
     assert row["error_message"] is None and row["run_id"] and row["r2_baseline"] is not None
     details = json.loads(row["details"])
     assert details["forced"] is True and details["test_mode"] is True
-    assert [s["name"] for s in details["steps"]] == ["new_data", "drift", "health", "fine_tune", "evaluate", "promote"]
+    assert [s["name"] for s in details["steps"]] == ["new_data", "drift", "health", "fine_tune", "evaluate", "promote",
+                                                        "recalibrate"]
     after = Registry().champion("lgbm").version
     assert row["from_version"] == champion.model_version and row["to_version"] == after
     assert after == champion.model_version

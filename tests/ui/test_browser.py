@@ -74,6 +74,7 @@ class Browser:
         page = next(t for t in tabs if t["type"] == "page")
         self.socket = connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=10)
         self.calls = 0
+        self.events: list[dict[str, Any]] = []  # what the page reported meanwhile (network requests...)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         self.calls += 1
@@ -83,6 +84,15 @@ class Browser:
             if message.get("id") == self.calls:
                 assert "error" not in message, message["error"]
                 return message["result"]
+            if "method" in message:
+                self.events.append(message)
+
+    def click(self, x: float, y: float) -> None:
+        """A real left click at page coordinates (CSS pixels)."""
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        time.sleep(0.3)
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 
     def evaluate(self, expression: str) -> Any:
         return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
@@ -163,8 +173,85 @@ def test_every_page_renders_in_chromium(ui_server: str, at_ui_home: dict[str, An
         browser.render(ui_server + "/", pages["predict"][1])
         browser.evaluate("Array.from(document.querySelectorAll('button'))"
                          ".find(b => b.innerText.trim() === 'Predict').click()")
-        text = browser.render_wait(["Predicted bikes at 08:00", "lgbm v2 (champion)"])
+        text = browser.render_wait(["Predicted bikes at 08:00", "lgbm v2 (champion)", "80% interval:",
+                                    "The band is the 80% prediction interval"])
         browser.save(tmp_path / "predicted.png", tmp_path / "predicted.html")
         assert "Predicted bikes at 08:00" in text and "lgbm v2 (champion)" in text, text[:1500]
+        # the day's curve with its interval drawn as a band: a Vega chart of the area between lower and upper
+        assert "80% interval:" in text and "The band is the 80% prediction interval" in text, text[:1500]
+        charts = browser.evaluate("document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length")
+        assert charts and charts >= 1, "no chart drawn"
+    finally:
+        browser.close()
+
+
+def _pixel(lat: float, lon: float, view: Any) -> tuple[float, float]:
+    """Web Mercator pixel offset of (lat, lon) from the centre of a deck.gl view (512-pixel world tiles)."""
+    import math
+
+    scale = 512 * 2 ** view.zoom
+
+    def project(la: float, lo: float) -> tuple[float, float]:
+        y = math.log(math.tan(math.pi / 4 + math.radians(la) / 2))
+        return scale * (lo + 180) / 360, scale * (1 - y / math.pi) / 2
+
+    x, y = project(lat, lon)
+    cx, cy = project(view.latitude, view.longitude)
+    return x - cx, y - cy
+
+
+def test_the_predict_map_picks_a_counter_without_the_internet(ui_server: str, at_ui_home: dict[str, Any],
+                                                            tmp_path: Path) -> None:
+    """No map tile, no request off this machine: a click on a counter's dot picks that counter."""
+    from urllib.parse import urlparse
+
+    import numpy as np
+
+    from velocast.ui.counter_map import MAP_HEIGHT, MAP_WIDTH, counter_area, fit_view
+
+    counters = store.counters(Settings(home=at_ui_home["home"])).sort_values("counter_name").reset_index(drop=True)
+    first = str(counters["counter_name"].iloc[0])
+    view = fit_view(counter_area(counters["latitude"].to_numpy(float), counters["longitude"].to_numpy(float)),
+                    MAP_WIDTH, MAP_HEIGHT)
+    places = counters.groupby(["latitude", "longitude"])["counter_name"].apply(list).reset_index()
+    places = places[~places["counter_name"].map(lambda names: first in names)]
+    coords = places[["latitude", "longitude"]].to_numpy(float)
+    distance = np.sqrt(((coords[:, None, :] - coords[None, :, :]) ** 2).sum(-1)) + np.eye(len(coords)) * 9
+    target = places.iloc[int(distance.min(axis=1).argmax())]  # the most isolated place: one dot under the click
+
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    browser = Browser(profile)
+    try:
+        browser.call("Network.enable")
+        browser.render(ui_server + "/", ["Pick a counter on the map", first, "No map tiles (works offline)"])
+        box = None
+        deadline = time.monotonic() + 60
+        while box is None and time.monotonic() < deadline:
+            box = browser.evaluate("(() => { const c = document.querySelector("
+                                   "'[data-testid=\"stDeckGlJsonChart\"] canvas'); if (!c) return null; "
+                                   "const r = c.getBoundingClientRect(); return r.width > 0 ? "
+                                   "[r.left, r.top, r.width, r.height] : null; })()")
+            time.sleep(0.5)
+        assert box, "the map's canvas is not drawn"
+        left, top, width, height = box
+        time.sleep(3)  # the layers are drawn
+        dx, dy = _pixel(float(target["latitude"]), float(target["longitude"]), view)
+        x, y = left + width / 2 + dx, top + height / 2 + dy
+        assert left < x < left + width and top < y < top + height, (x, y, box)
+        browser.save(tmp_path / "map_before.png", tmp_path / "map_before.html")
+        chosen = "document.querySelector('input[aria-label=\"Counter\"]').value"
+        assert browser.evaluate(chosen) == first
+        browser.click(x, y)
+        deadline = time.monotonic() + 60
+        while browser.evaluate(chosen) not in target["counter_name"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(1.0)
+        browser.save(tmp_path / "map_after.png", tmp_path / "map_after.html")
+        assert browser.evaluate(chosen) in target["counter_name"], \
+            f"clicking {target['counter_name']} at {(x, y)} did not pick it: {browser.evaluate(chosen)!r} is chosen"
+        requested = {e["params"]["request"]["url"] for e in browser.events if e["method"] == "Network.requestWillBeSent"}
+        outside = sorted(u for u in requested if urlparse(u).hostname not in (None, "127.0.0.1", "localhost"))
+        assert requested and not outside, f"the page asked the internet for: {outside[:5]}"
     finally:
         browser.close()

@@ -33,19 +33,29 @@ def test_predict_page_forecasts_a_counter_day_with_its_counts(at_ui_home: dict[s
     assert not at.exception, [e.value for e in at.exception]
 
     metrics = {m.label: m.value for m in at.metric}
-    predicted = float(metrics["Predicted bikes at 08:00"].replace(",", ""))
+    predicted = float(metrics["Predicted bikes at 08:00 (Paris)"].replace(",", ""))
     assert predicted >= 0
     stored = store.query_counts("2021-08-03", "2021-08-04", counter_ids=[str(counter["counter_id"])])
     at_eight = stored[stored["timestamp"].dt.hour == 8]["bike_count"].iloc[0]
-    assert metrics["Counted at 08:00"] == f"{at_eight:.0f}"
+    assert metrics["Counted at 08:00 (Paris)"] == f"{at_eight:.0f}"
     shown = texts(at)
-    assert f"{counter['counter_name']} — Tuesday 03 August 2021" in shown
+    assert f"{counter['counter_name']} — Tuesday 03 August 2021 (Paris)" in shown
     assert "lgbm v2 (champion)" in shown and "models:/bike-traffic-lgbm/2" in shown
     hourly = at.dataframe[0].value
-    assert list(hourly.columns) == ["hour", "predicted", "actual"] and len(hourly) == 24
+    assert list(hourly.columns) == ["hour (Paris)", "predicted", "actual", "lower", "upper"] and len(hourly) == 24
     assert hourly["actual"].tolist() == stored["bike_count"].tolist()
-    assert hourly.loc[hourly["hour"] == "08:00", "predicted"].iloc[0] == pytest.approx(predicted, abs=0.5)
-    assert at.get("vega_lite_chart")  # the day as a chart
+    assert hourly.loc[hourly["hour (Paris)"] == "08:00", "predicted"].iloc[0] == pytest.approx(predicted, abs=0.5)
+    assert (hourly["lower"] >= 0).all() and (hourly["lower"] <= hourly["upper"]).all()
+    at_eight_row = hourly[hourly["hour (Paris)"] == "08:00"].iloc[0]
+    assert f"80% interval: **{at_eight_row['lower']:.0f} – {at_eight_row['upper']:.0f}** bikes" in texts(at)
+    chart = at.get("vega_lite_chart")[0].proto.spec  # the day as a chart, the interval as a band
+    assert '"area"' in chart and '"lower"' in chart and '"upper"' in chart and "80% interval" in chart
+    width = (hourly["upper"] - hourly["lower"]).sum()
+    at.select_slider(key="coverage").set_value(0.95)
+    at.button(key="predict").click().run()
+    wider = at.dataframe[0].value
+    assert (wider["upper"] - wider["lower"]).sum() > width and "95% interval" in at.get("vega_lite_chart")[0].proto.spec
+    at.select_slider(key="coverage").set_value(0.8)
 
     # the weather the user sets is used, and said
     at.toggle(key="own_weather").set_value(True).run()
@@ -83,6 +93,9 @@ def test_batch_page_lists_rejected_rows_and_predicts_the_rest(at_ui_home: dict[s
     predictions = table_with(at, "prediction")
     assert len(predictions) == 11 and predictions["prediction"].notna().all()
     assert predictions["counter_id"].astype(str).tolist() == rows.drop(index=3)["counter_id"].tolist()
+    # the file's UTC dates and the predicted Paris hours, side by side, each labelled with its zone
+    assert {"date (UTC, as in the file)", "hour predicted (Europe/Paris)"} <= set(predictions.columns)
+    assert "date" not in predictions.columns and "date (UTC, as in the file)" in table_with(at, "reason").columns
     shown = texts(at)
     assert "Format detected: tidy." in shown and "lgbm v2 (champion)" in shown
     assert "Scores on the rows that carry a count: rmse" in shown
@@ -109,7 +122,10 @@ def test_batch_output_keeps_the_file_columns(at_ui_home: dict[str, Any], recent_
     client = LocalClient()
     batch = client.validate_upload("mine.csv", path.read_bytes())
     output = batch.output(client.predict(batch.accepted))
-    assert list(output.columns) == [*pd.read_csv(path).columns, "prediction"]
+    assert list(output.columns) == [*pd.read_csv(path).columns, "timestamp_paris", "prediction", "lower", "upper",
+                                    "coverage", "weather", "notes"]
+    assert (output["coverage"] == 0.8).all() and (output["lower"] <= output["upper"]).all()
+    assert output["prediction"].ge(0).all() and output["weather"].isin(["forecast", "missing", "given"]).all()
     assert len(output) == 5 and batch.rejected["source_row"].tolist() == [4]
 
 
@@ -133,6 +149,7 @@ def test_models_page_shows_champion_metrics_and_history(at_ui_home: dict[str, An
     assert len(at.get("vega_lite_chart")) == 2  # rmse and r2 over versions
     history = table_with(at, "to_version")
     assert history["to_version"].tolist() == ["2", "1"] and history["event"].tolist() == ["promotion"] * 2
+    assert history.columns[0] == "time (Europe/Paris)"
     assert "better on test_current" in history["reasons"].iloc[0]
 
 
@@ -140,10 +157,13 @@ def test_monitoring_page_shows_drift_health_and_audit(at_ui_home: dict[str, Any]
     report = latest_drift()["report"]
     at = open_page("monitoring")
     shown = texts(at)
-    assert f"Latest verdict: **{report['status']}**" in shown
+    headline = {True: "drift", False: "no drift"}.get(report["drift_detected"], "unknown")
+    assert f"Latest verdict (velocast's): **{headline}** ({report['status']}) — checked " in shown
+    assert "(Paris time)" in shown and all(reason in shown for reason in report["reasons"])
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Share of drifted columns"] == f"{report['drift_share']:.2f}"
-    assert metrics["Drifted columns"] == f"{report['n_drifted']} / {report['n_features']}"
+    assert metrics["Drift detected"] == {True: "yes", False: "no"}.get(report["drift_detected"], "–")
+    assert metrics["Share of drifted input features"] == f"{report['drift_share']:.2f}"
+    assert metrics["Drifted input features"] == f"{report['n_drifted']} / {report['n_features']}"
     assert metrics["RMSE, last 7 days"] != "–"  # the champion scored on the store's last days
     assert "lgbm champion: **" in shown
     assert len(table_with(at, "p_value")) == report["n_features"]

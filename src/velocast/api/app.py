@@ -35,7 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from velocast import __version__
-from velocast.api.batching import PredictBatcher
+from velocast.api.batching import PredictBatcher, PredictKey
 from velocast.api.config import ApiConfig
 from velocast.api.jobs import AirflowUnavailable, JobManager, QueueFull
 from velocast.api.metrics import ApiMetrics, MetricsMiddleware
@@ -86,6 +86,7 @@ from velocast.lifecycle.jobs import TrainSpec
 from velocast.lifecycle.monitor import champion_health, check_drift, latest_drift
 from velocast.lifecycle.inputs import WEATHER_SOURCE
 from velocast.lifecycle.predict import Predictions, predict_rows, summarise_notes, unknown_counters_warning
+from velocast.lifecycle.served_history import store_history
 from velocast.lifecycle.train import reconcile
 from velocast.models import MODEL_TYPES, get_spec, registered_name, validate_hyperparams
 from velocast.tracking.registry import PREVIOUS, ModelRef
@@ -166,6 +167,8 @@ def _prediction_items(result: Predictions, converted: RecordRows) -> list[dict[s
     frame, row_of = result.frame, converted.row_of
     predictions = frame["prediction"].to_numpy(float)[row_of]
     probabilities = frame["probability"].to_numpy(float)[row_of] if "probability" in frame else None
+    lower, upper = ((frame["lower"].to_numpy(float)[row_of], frame["upper"].to_numpy(float)[row_of])
+                    if result.coverage is not None else (None, None))
     counters = frame["counter_id"].astype(str).to_numpy()[row_of]
     stamps = np.asarray([t.isoformat() for t in frame["timestamp"]], dtype=object)[row_of]
     weather = frame[WEATHER_SOURCE].to_numpy()[row_of]
@@ -181,6 +184,8 @@ def _prediction_items(result: Predictions, converted: RecordRows) -> list[dict[s
             warnings.append(f"same counter and hour as record {converted.duplicate_of[i]}")
         items.append({"index": i, "counter_id": counters[i], "timestamp": stamps[i],
                       "prediction": float(predictions[i]),
+                      "lower": None if lower is None else float(lower[i]),
+                      "upper": None if upper is None else float(upper[i]),
                       "probability": None if probabilities is None else float(probabilities[i]),
                       "weather": str(weather[i]), "warnings": warnings})
     return items
@@ -279,39 +284,42 @@ def predict(body: Annotated[PredictRequest, Body(openapi_examples={
     state = request.app.state
     model_type = body.model_type or config.default_model_type
     _check_count(body.records, "records", config)
-    key = (model_type, body.horizon)
+    # requests asking for another coverage are batched apart: each answer carries its own intervals
+    key = (model_type, body.horizon, body.coverage if body.coverage is not None else state.settings.interval_coverage)
     with_counts = any(r.bike_count is not None or r.fr_bike_count is not None for r in body.records)
     # requests carrying counts get their own metrics: they are not batched with others
     payload = _predict_one(state, key, body.records) if with_counts else state.batcher.submit(key, body.records)
     state.metrics.predictions.labels(model_type).inc(len(body.records))
-    return PredictResponse.model_validate(payload)
+    # validated once here and written by pydantic's serializer: FastAPI would validate the model again
+    return Response(PredictResponse.model_validate(payload).model_dump_json(by_alias=True),
+                    media_type="application/json")
 
 
 def _response(model_type: str, served: ServedModel, items: list[dict[str, Any]], warnings: list[str],
-              metrics: dict[str, Any] | None) -> dict[str, Any]:
+              metrics: dict[str, Any] | None, coverage: float | None) -> dict[str, Any]:
     model = served.model
     return {"model": {"model_type": model_type, "version": model.version, "uri": model.uri,
                       "run_id": model.ref.run_id if model.ref else None, "horizon": model.horizon,
                       "champion": served.champion},
-            "predictions": items, "warnings": warnings, "metrics": metrics}
+            "coverage": coverage, "predictions": items, "warnings": warnings, "metrics": metrics}
 
 
-def _predict_one(state: Any, key: tuple[str, str | None], records: list[PredictRecord]) -> dict[str, Any]:
-    model_type, horizon = key
+def _predict_one(state: Any, key: PredictKey, records: list[PredictRecord]) -> dict[str, Any]:
+    model_type, horizon, coverage = key
     converted = to_rows(records, state.settings, state.counters.get(), require_count=False, loc="records")
     served = _served(state.cache, model_type, horizon)
-    result = predict_rows(converted.rows, served.model, state.settings)
+    result = predict_rows(converted.rows, served.model, state.settings, coverage)
     return _response(model_type, served, _prediction_items(result, converted), [*served.warnings, *result.warnings],
-                     result.metrics)
+                     result.metrics, result.coverage)
 
 
-def _predict_many(state: Any, key: tuple[str, str | None], groups: list[list[PredictRecord]]) -> list[dict[str, Any]]:
+def _predict_many(state: Any, key: PredictKey, groups: list[list[PredictRecord]]) -> list[dict[str, Any]]:
     """Several requests predicted together; each gets its own items, indices and warnings back."""
-    model_type, horizon = key
+    model_type, horizon, coverage = key
     converted = to_rows([r for g in groups for r in g], state.settings, state.counters.get(), require_count=False,
                         loc="records")
     served = _served(state.cache, model_type, horizon)
-    result = predict_rows(converted.rows, served.model, state.settings)
+    result = predict_rows(converted.rows, served.model, state.settings, coverage)
     items = _prediction_items(result, converted)
     unknown_ids = set(result.unknown_counters)
     out, start = [], 0
@@ -327,7 +335,7 @@ def _predict_many(state: Any, key: tuple[str, str | None], groups: list[list[Pre
         notes = summarise_notes([result.row_notes[converted.row_of[start + local]] for local in range(len(group))])
         out.append(_response(model_type, served, mine,
                              [*served.warnings, *([unknown_counters_warning(unknown)] if unknown else []), *notes],
-                             None))
+                             None, result.coverage))
         start += len(group)
     return out
 
@@ -423,14 +431,16 @@ def champion_health_route(settings: SettingsDep, model_type: ModelType = "lgbm",
              responses={**VALIDATION_422, **KEY_ERRORS, 429: {"model": ErrorResponse},
                         503: {"model": ErrorResponse, "description": f"{DISABLED}; or Airflow (VELOCAST_AIRFLOW_URL) "
                               "could not start the training DAG (the detail names it and why)."}})
-def train_job(body: TrainRequest, request: Request, response: Response, jobs: JobsDep) -> TrainAccepted:
+def train_job(body: TrainRequest, request: Request, response: Response, jobs: JobsDep,
+              settings: SettingsDep) -> TrainAccepted:
     try:
         hyperparams = validate_hyperparams(body.model_type, body.hyperparams)
     except ValueError as exc:
         raise RecordsRejected([error(str(exc), "hyperparams", loc=["hyperparams"])]) from exc
     current = _rows(request, body.current_data, "current_data", require_count=True).rows \
         if body.current_data is not None else None
-    spec = TrainSpec(body.model_type, body.data_source, body.env, hyperparams, body.test_mode, body.horizon, current)
+    spec = TrainSpec(body.model_type, body.data_source, body.env or settings.env, hyperparams, body.test_mode,
+                     body.horizon, current)
     try:
         job = jobs.submit(spec)
     except QueueFull as exc:
@@ -683,6 +693,7 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
             yield
         finally:
             app.state.batcher.close()
+            app.state.metrics.mark_dead()
             cache.stop()
             jobs.shutdown()
             stop_redacting()
@@ -694,6 +705,9 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
                                  "audit."},
                                 {"name": "service", "description": "Health, readiness, metrics."}],
                   contact={"name": "velocast"}, license_info={"name": "MIT"})
+    # the store's counts in memory for the serving path: built (and rebuilt after an ingest) by the refresh
+    # thread, so requests rarely wait for it
+    cache.background.append(store_history(settings).current)
     app.state.settings = settings
     app.state.config = config
     app.state.cache = cache

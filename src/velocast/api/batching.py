@@ -2,9 +2,9 @@
 
 A prediction has a fixed cost (validating rows, reading their history, building features, calling
 the model) that barely grows with the number of rows. Under load, one worker thread takes every
-request waiting in the queue (up to ``max_records`` records of the same model type and horizon),
-predicts them together, and hands each request its own slice. A request alone is served at once
-(no waiting window), so latency only improves with concurrency.
+request waiting in the queue (up to ``max_records`` records), predicts together those of the same
+model type, horizon and interval coverage, and hands each request its own slice. A request alone
+is served at once (no waiting window), so latency only improves with concurrency.
 
 If any record of a batch is invalid, the batch is split back into its requests, each handled on
 its own, so every request gets exactly its own 422 with its own record indices.
@@ -23,22 +23,26 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+# (model type, horizon, interval coverage): requests are batched only with requests of the same key
+PredictKey = tuple[str, str | None, float]
+
+
 @dataclass
 class Job:
-    key: tuple[str, str | None]  # (model type, horizon)
+    key: PredictKey
     records: list[Any]
     future: Future = field(default_factory=Future)
 
 
 class PredictBatcher:
-    """Queue of prediction jobs served by one worker thread, batched by (model type, horizon).
+    """Queue of prediction jobs served by one worker thread, batched by (model type, horizon, coverage).
 
     ``run_batch(key, records)`` predicts records of several requests at once and returns one
     result per record-owning request via ``split``; ``run_single(key, records)`` serves one request.
     """
 
-    def __init__(self, run_batch: Callable[[tuple[str, str | None], list[list[Any]]], list[Any]],
-                 run_single: Callable[[tuple[str, str | None], list[Any]], Any], max_records: int = 5000):
+    def __init__(self, run_batch: Callable[[PredictKey, list[list[Any]]], list[Any]],
+                 run_single: Callable[[PredictKey, list[Any]], Any], max_records: int = 5000):
         self._run_batch, self._run_single = run_batch, run_single
         self.max_records = max_records
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -47,7 +51,7 @@ class PredictBatcher:
         self.batches = 0
         self.batched_requests = 0
 
-    def submit(self, key: tuple[str, str | None], records: list[Any]) -> Any:
+    def submit(self, key: PredictKey, records: list[Any]) -> Any:
         """Predict ``records`` (blocking the calling thread until its batch is done)."""
         job = Job(key, records)
         self._queue.put(job)
@@ -78,13 +82,13 @@ class PredictBatcher:
             jobs = self._take()
             if jobs is None:
                 return
-            groups: dict[tuple[str, str | None], list[Job]] = {}
+            groups: dict[PredictKey, list[Job]] = {}
             for job in jobs:
                 groups.setdefault(job.key, []).append(job)
             for key, group in groups.items():
                 self._serve(key, group)
 
-    def _serve(self, key: tuple[str, str | None], group: list[Job]) -> None:
+    def _serve(self, key: PredictKey, group: list[Job]) -> None:
         if len(group) > 1:
             try:
                 results = self._run_batch(key, [job.records for job in group])

@@ -31,6 +31,7 @@ that scrape. Both count in ``velocast_metrics_source_failures_total{source, kind
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -43,6 +44,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -65,6 +67,7 @@ CYCLE_ROWS = 200  # newest cycle rows read for the last cycle and the drift stre
 _TEST_METRIC = re.compile(r"^(test_baseline|test_current)_(.+)$")
 
 Read = Callable[[], list[Metric]]
+SERVED_HELP = "Version /predict serves now."
 
 
 def _version_number(version: str | None) -> float:
@@ -107,7 +110,7 @@ class LifecycleCollector(Collector):
     """The lifecycle gauges, each source read concurrently within a time budget (see the module doc)."""
 
     def __init__(self, settings: Settings, cache: Any, jobs: Any, ready: Callable[[], Any] | None = None,
-                 budget_seconds: float = SCRAPE_BUDGET_SECONDS):
+                 budget_seconds: float = SCRAPE_BUDGET_SECONDS, served: bool = True):
         self.settings, self.cache, self.jobs, self.ready = settings, cache, jobs, ready
         self.budget = budget_seconds
         self.sources: dict[str, Read] = {
@@ -117,6 +120,8 @@ class LifecycleCollector(Collector):
         }
         if ready is None:
             del self.sources["readiness"]
+        if not served:  # several workers: each writes its own (ApiMetrics.served)
+            del self.sources["served"]
         self._reading: dict[str, _Reading] = {}
         self._last: dict[str, list[Metric]] = {}
         self._last_ok: dict[str, float] = {}
@@ -185,7 +190,7 @@ class LifecycleCollector(Collector):
         return [version, scores]
 
     def _served(self) -> list[Metric]:
-        gauge = GaugeMetricFamily("velocast_served_model_version", "Version /predict serves now.",
+        gauge = GaugeMetricFamily("velocast_served_model_version", SERVED_HELP,
                                   labels=["model_type", "horizon", "champion"])
         for (model_type, horizon), served in self.cache.snapshot().items():
             gauge.add_metric([model_type, horizon or "", str(served.champion).lower()], _version_number(served.version))
@@ -300,14 +305,18 @@ class LifecycleCollector(Collector):
                                     ("r2", "Champion R² on the latest labelled days."),
                                     ("baseline_rmse", "Champion RMSE on test_baseline, recorded at training."),
                                     ("rmse_increase", "Relative RMSE increase over its test_baseline RMSE."),
-                                    ("rows", "Labelled rows the latest health check used."))}
+                                    ("rows", "Labelled rows the latest health check used."),
+                                    ("interval_coverage", "Empirical coverage of the champion's prediction "
+                                                          "intervals on the latest labelled days."),
+                                    ("interval_nominal_coverage", "The coverage those intervals were made for."))}
         when = GaugeMetricFamily("velocast_champion_health_timestamp_seconds", "When the champion's health was last "
                                  "checked.", labels=["model_type"])
         for model_type, report in sorted(latest_health(self.settings).items()):
             for name in HEALTH_STATES:
                 state.add_metric([model_type, name], 1.0 if report.get("state") == name else 0.0)
             for key, source in (("rmse", "rmse"), ("r2", "r2"), ("baseline_rmse", "baseline_rmse"),
-                                ("rmse_increase", "drop"), ("rows", "rows")):
+                                ("rmse_increase", "drop"), ("rows", "rows"), ("interval_coverage", "coverage"),
+                                ("interval_nominal_coverage", "nominal_coverage")):
                 if _number(report.get(source)) is not None:
                     values[key].add_metric([model_type], float(report[source]))
             checked = _epoch(report.get("checked_at"))
@@ -332,10 +341,17 @@ class LifecycleCollector(Collector):
 
 
 class ApiMetrics:
+    """The API's metrics; with ``PROMETHEUS_MULTIPROC_DIR`` set (``velocast serve --workers N``), those of
+    every worker process: traffic counters and histograms are summed over the workers (prometheus_client's
+    multiprocess mode), ``velocast_served_model_version`` has one series per live worker (label ``pid``),
+    and the lifecycle gauges are read at scrape time by the worker that answers (they are the same in all).
+    """
+
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, settings: Settings, cache: Any, jobs: Any, ready: Callable[[], Any] | None = None,
                  budget_seconds: float = SCRAPE_BUDGET_SECONDS):
+        self.multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry()
         self.requests = Counter("velocast_http_requests", "HTTP requests by route template and status.",
                                 ["method", "route", "status"], registry=self.registry)
@@ -343,8 +359,26 @@ class ApiMetrics:
                                  ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.predictions = Counter("velocast_predictions", "Records predicted.", ["model_type"],
                                    registry=self.registry)
-        self.lifecycle = LifecycleCollector(settings, cache, jobs, ready, budget_seconds)
-        self.registry.register(self.lifecycle)
+        self.lifecycle = LifecycleCollector(settings, cache, jobs, ready, budget_seconds,
+                                            served=self.multiprocess_dir is None)
+        if self.multiprocess_dir is None:
+            self.registry.register(self.lifecycle)
+            return
+        # each worker writes the version its cache serves; dead workers' series go with mark_dead()
+        self.served = Gauge("velocast_served_model_version", SERVED_HELP, ["model_type", "horizon", "champion"],
+                            registry=self.registry, multiprocess_mode="liveall")
+        self._served_series: set[tuple[str, str, str]] = set()
+        cache.listeners.append(self._served_changed)
+        self._served_changed(cache.snapshot())
+
+    def _served_changed(self, snapshot: dict[Any, Any]) -> None:
+        current = {(model_type, horizon or "", str(served.champion).lower()): _version_number(served.version)
+                   for (model_type, horizon), served in snapshot.items()}
+        for labels in self._served_series - current.keys():  # a file-backed series cannot be removed: NaN
+            self.served.labels(*labels).set(float("nan"))
+        for labels, version in current.items():
+            self.served.labels(*labels).set(version)
+        self._served_series |= current.keys()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status))
@@ -352,7 +386,26 @@ class ApiMetrics:
         self.latency.labels(*labels).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+        registry.register(self.lifecycle)
+        return generate_latest(registry)
+
+    def mark_dead(self) -> None:
+        """Drop this worker's live series (at its shutdown)."""
+        if self.multiprocess_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+
+def multiprocess_dir() -> str | None:
+    """The folder of prometheus_client's multiprocess mode when it is on (``PROMETHEUS_MULTIPROC_DIR``)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class MetricsMiddleware:

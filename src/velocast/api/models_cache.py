@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -59,8 +60,10 @@ Key = tuple[str, str | None]  # (model type, requested horizon)
 
 
 class ModelCache:
-    def __init__(self, settings: Settings, refresh_seconds: float = 2.0, wait_seconds: float = 30.0):
+    def __init__(self, settings: Settings, refresh_seconds: float = 2.0, wait_seconds: float = 30.0,
+                 compile_models: bool = True):
         self.settings = settings
+        self.compile_models = compile_models
         self.refresh_seconds = refresh_seconds
         self.wait_seconds = wait_seconds  # longest a request waits for another's first load of a type
         self._entries: dict[Key, ServedModel] = {}
@@ -71,6 +74,8 @@ class ModelCache:
         self._registry: Registry | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.listeners: list[Callable[[dict[Key, ServedModel]], None]] = []  # told of every change
+        self.background: list[Callable[[], object]] = []  # also run by the refresh thread at each check
 
     # ------------------------------------------------------------------ reading
     @property
@@ -156,7 +161,8 @@ class ModelCache:
         try:
             ref, is_champion, notes = self._source(model_type)
         except NoServableModel as exc:  # the registry answered: nothing may serve
-            self._entries.pop(key, None)
+            if self._entries.pop(key, None) is not None:
+                self._changed()
             self._errors.pop(key, None)
             raise NoModelError(str(exc)) from exc
         except Exception as exc:
@@ -182,11 +188,28 @@ class ModelCache:
         served = ServedModel(model, ref.version, is_champion, datetime.now(timezone.utc), now, warnings, generation)
         self._entries[key] = served
         self._errors.pop(key, None)
+        self._changed()
+        self._prepare(served)
         if entry is None:
             log.info("loaded %s version %s (%s)", model_type, model.version, model.uri)
         else:
             log.warning("hot swap: %s now served by version %s (was %s)", model_type, model.version, entry.version)
         return served
+
+    def _changed(self) -> None:
+        snapshot = self.snapshot()
+        for listener in self.listeners:
+            try:
+                listener(snapshot)
+            except Exception:  # noqa: BLE001 - a metric must never break serving
+                log.exception("a model-cache listener failed")
+
+    def _prepare(self, served: ServedModel) -> None:
+        """Compile the new model for the serving path; its trees with lleaves in the background (LightGBM
+        serves meanwhile; the compiled object is cached on disk per model, so other workers load it)."""
+        serving = served.model.serving
+        if serving is not None and self.compile_models:
+            serving.compile_in_background(self.settings.home / "cache" / "lleaves")
 
     def _failed(self, key: Key, entry: ServedModel | None, now: float, generation: int, exc: Exception,
                 what: str) -> ServedModel:
@@ -228,6 +251,11 @@ class ModelCache:
                     pass
                 except Exception as exc:  # never let the thread die; requests report errors themselves
                     log.warning("background check of %s failed: %s", key[0], redact_secrets(str(exc), self.settings))
+            for task in self.background:
+                try:
+                    task()
+                except Exception:  # noqa: BLE001 - the request that needs it will report it
+                    log.exception("background task %s failed", getattr(task, "__name__", task))
             self._stop.wait(interval)
 
     def _check(self, key: Key) -> None:

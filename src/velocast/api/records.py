@@ -45,6 +45,7 @@ from velocast.data.weather import WEATHER_COLUMNS
 EARLIEST = pd.Timestamp("2000-01-01", tz=PARIS_TZ)
 LATEST = pd.Timestamp("2100-01-01", tz=PARIS_TZ)
 OUT_OF_RANGE = "timestamp out of range"
+_EARLIEST_S, _LATEST_S = EARLIEST.timestamp(), LATEST.timestamp()
 
 _CANONICAL_OF = {**TIDY_COLUMNS, **OPENDATA_COLUMNS}
 _NUMERIC = {"bike_count", "latitude", "longitude", *WEATHER_COLUMNS}
@@ -150,9 +151,8 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
     """
     if known_counters is None or known_counters.empty:
         return None
-    known = known_counters.drop_duplicates("counter_id").set_index("counter_id")
-    located = known.index[known["latitude"].notna().to_numpy() & known["longitude"].notna().to_numpy()]
-    stamps, seen = [], set()
+    known, located = _indexed(known_counters)
+    seconds, seen = [], set()
     for values, names in canonical:
         if not names.keys() <= _FAST_FIELDS or names.get("timestamp") != "timestamp":
             return None
@@ -170,14 +170,15 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
         if (lat is None) != (lon is None) or (lat is not None and not (
                 IDF_LATITUDE[0] <= lat <= IDF_LATITUDE[1] and IDF_LONGITUDE[0] <= lon <= IDF_LONGITUDE[1])):
             return None
-        stamp = pd.Timestamp(stamp).tz_convert(PARIS_TZ)
-        if stamp.minute or not EARLIEST <= stamp < LATEST or (counter, stamp) in seen:
+        epoch = stamp.timestamp()
+        # Paris is a whole number of hours from UTC (2000-2100): a whole Paris hour is a whole UTC hour
+        if epoch % 3600 or not _EARLIEST_S <= epoch < _LATEST_S or (counter, epoch) in seen:
             return None  # not a whole Paris hour (an offset such as +05:30), out of range, or a duplicate
-        seen.add((counter, stamp))
-        stamps.append(stamp)
+        seen.add((counter, epoch))
+        seconds.append(int(epoch))
     n = len(canonical)
     ids = [values["counter_id"] for values, _ in canonical]
-    ref = known.loc[ids]
+    ref = known.iloc[known.index.get_indexer(ids)]
     given_lat, given_lon = _floats(canonical, "latitude"), _floats(canonical, "longitude")
     name = ref["counter_name"].to_numpy(object)
     name = np.where(pd.isna(name), np.asarray(ids, object), name)
@@ -185,12 +186,13 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
     site_id = np.where(pd.isna(site_id), np.asarray([i.split("-")[0] for i in ids], object), site_id)
     site_name = ref["site_name"].to_numpy(object)
     site_name = np.where(pd.isna(site_name), name, site_name)
+    stamps = pd.DatetimeIndex(np.asarray(seconds, np.int64) * 1_000_000_000, tz="UTC").tz_convert(PARIS_TZ)
     rows = pd.DataFrame({
         "counter_id": pd.Series(ids, dtype=object),
         "counter_name": pd.Series(name, dtype=object),
         "site_id": pd.Series(site_id, dtype=object),
         "site_name": pd.Series(site_name, dtype=object),
-        "timestamp": pd.Series(pd.DatetimeIndex(stamps).astype(pd.DatetimeTZDtype(unit="ns", tz=PARIS_TZ))),
+        "timestamp": pd.Series(stamps.astype(pd.DatetimeTZDtype(unit="ns", tz=PARIS_TZ))),
         "bike_count": np.full(n, np.nan),
         "latitude": np.where(np.isnan(given_lat), ref["latitude"].to_numpy(float), given_lat),
         "longitude": np.where(np.isnan(given_lon), ref["longitude"].to_numpy(float), given_lon),
@@ -200,6 +202,20 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
         if any(column in names for _, names in canonical):
             rows[column] = _floats(canonical, column)
     return RecordRows(rows, np.arange(n), {})
+
+
+_indexed_cache: list[tuple[pd.DataFrame, pd.DataFrame, frozenset[str]]] = []
+
+
+def _indexed(known_counters: pd.DataFrame) -> tuple[pd.DataFrame, frozenset[str]]:
+    """Known counters indexed by id, and the ids with a location; kept while ``KnownCounters`` serves the same frame."""
+    for frame, known, located in _indexed_cache:
+        if frame is known_counters:
+            return known, located
+    known = known_counters.drop_duplicates("counter_id").set_index("counter_id")
+    located = frozenset(known.index[known["latitude"].notna().to_numpy() & known["longitude"].notna().to_numpy()])
+    _indexed_cache[:] = [(known_counters, known, located)]
+    return known, located
 
 
 def _floats(canonical: list[tuple[dict[str, Any], dict[str, str]]], name: str) -> np.ndarray:

@@ -7,20 +7,34 @@ field; the values are then converted with the ingest validation (``velocast.api.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from velocast.choices import (
+    AUDIT_EVENTS,
+    DATA_SOURCES,
+    ENVS,
+    HORIZONS,
+    JOB_RUNNERS,
+    JOB_STATES,
+    MODEL_TYPES,
+)
 from velocast.data.ingest import OPENDATA_COLUMNS, TIDY_COLUMNS
+from velocast.lifecycle.audit import AuditEvent
+from velocast.lifecycle.promotion import Promotion
 
-ModelType = Literal["lgbm", "rf", "nn", "rf_class", "baseline"]
-Horizon = Literal["calendar", "day-ahead"]
-DataSource = Literal["baseline", "current", "reference"]
-Env = Literal["dev", "prod"]
-JobState = Literal["queued", "running", "succeeded", "failed"]
-AuditEventName = Literal["training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain",
-                         "error"]
+# the closed sets of names, as declared once in velocast.choices
+ModelType = Literal[MODEL_TYPES]
+Horizon = Literal[HORIZONS]
+DataSource = Literal[DATA_SOURCES]
+Env = Literal[ENVS]
+JobState = Literal[JOB_STATES]
+JobRunner = Literal[JOB_RUNNERS]
+AuditEventName = Literal[AUDIT_EVENTS]
 
 # columns of the open-data export and of the tidy file that carry nothing a prediction needs:
 # accepted in a record and ignored
@@ -172,6 +186,9 @@ class PredictRequest(BaseModel):
     model_type: ModelType | None = Field(None, description="Default: the server's default model type (lgbm).")
     horizon: Horizon | None = Field(None, description="Serve the latest model of this horizon when the champion "
                                     "has another one.")
+    coverage: float | None = Field(None, ge=0.5, le=0.99, description="Central coverage of the prediction interval "
+                                   "(`lower`, `upper`) of each record, between 0.5 and 0.99. Default: the server's "
+                                   "VELOCAST_INTERVAL_COVERAGE (0.8: 80% of counts fall inside).")
 
 
 class ErrorItem(BaseModel):
@@ -210,6 +227,9 @@ class RecordPrediction(BaseModel):
     counter_id: str
     timestamp: str = Field(description="The hour predicted, ISO 8601 in Europe/Paris time.")
     prediction: float = Field(description="Bikes in that hour (rf_class: 1 = busier than usual).")
+    lower: float | None = Field(None, description="Lower bound of the prediction interval of the requested coverage "
+                                "(never negative); None for rf_class and for a model without calibrated intervals.")
+    upper: float | None = Field(None, description="Upper bound of the prediction interval of the requested coverage.")
     probability: float | None = Field(None, description="rf_class only: probability of a busy hour.")
     weather: str | None = Field(None, description="Where the hour's weather came from: `given` (in the record), "
                                 "`forecast` (the latest weather forecast issued by the end of the day before) or "
@@ -220,6 +240,8 @@ class RecordPrediction(BaseModel):
 
 class PredictResponse(BaseModel):
     model: ModelUsed
+    coverage: float | None = Field(None, description="Central coverage of every `lower`/`upper` of the answer "
+                                   "(None when the model has no calibrated intervals).")
     predictions: list[RecordPrediction]
     warnings: list[str] = Field(default_factory=list, description="Warnings about the whole request.")
     metrics: dict[str, Any] | None = Field(None, description="Scores on the records that carried a count.")
@@ -227,8 +249,10 @@ class PredictResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "model": {"model_type": "lgbm", "version": "3", "uri": "models:/bike-traffic-lgbm/3",
                   "run_id": "0b5c...", "horizon": "day-ahead", "champion": True},
+        "coverage": 0.8,
         "predictions": [{"index": 0, "counter_id": "100057445-104057445", "timestamp": "2021-08-10T08:00:00+02:00",
-                         "prediction": 231.4, "probability": None, "weather": "missing",
+                         "prediction": 231.4, "lower": 178.0, "upper": 289.5, "probability": None,
+                         "weather": "missing",
                          "warnings": ["no weather forecast for this hour: predicted by the model's no-weather "
                                       "sibling"]}],
         "warnings": [], "metrics": None}]})
@@ -296,7 +320,8 @@ class TrainRequest(BaseModel):
 
     model_type: ModelType = "lgbm"
     data_source: DataSource = "baseline"
-    env: Env = "dev"
+    env: Env | None = Field(None, description="Environment recorded with the run and its audit row; default "
+                            "the server's VELOCAST_ENV (dev).")
     hyperparams: dict[str, Any] = Field(default_factory=dict, description="Checked against the model type "
                                         "before the job is queued.")
     test_mode: bool = Field(False, description="Quick run on samples (1,000 training rows).")
@@ -311,7 +336,7 @@ class TrainAccepted(BaseModel):
     status: JobState
     model_type: str
     status_url: str
-    runner: Literal["api", "airflow"] = Field("api", description="Who trains: this API process, or an Airflow DAG "
+    runner: JobRunner = Field("api", description="Who trains: this API process, or an Airflow DAG "
                                               "run (VELOCAST_AIRFLOW_URL).")
     dag_run_id: str | None = None
 
@@ -325,7 +350,7 @@ class JobStatus(BaseModel):
     finished_at: str | None = None
     error: str | None = None
     request: dict[str, Any] = Field(default_factory=dict)
-    runner: Literal["api", "airflow"] = "api"
+    runner: JobRunner = "api"
     owner: str | None = Field(None, description="Host and pid of the process running the job (runner api).")
     heartbeat_at: str | None = None
     dag_id: str | None = None
@@ -439,52 +464,31 @@ class RollbackRequest(BaseModel):
     reason: str = Field("", max_length=1000)
 
 
-class PromotionResponse(BaseModel):
-    promotion_id: str
-    model_type: str
-    action: str
-    from_version: str | None
-    to_version: str
-    to_run_id: str | None
-    previous_alias_before: str | None
-    previous_alias_after: str | None
-    reason: str
-    actor: str
-    at: str
-    override: bool = False
-    overridden: list[str] = Field(default_factory=list, description="What a forced promotion overrode.")
+def model_of(cls: type, name: str, *, types: dict[str, Any] | None = None,
+             descriptions: dict[str, str] | None = None, first: tuple[str, ...] = ()) -> type[BaseModel]:
+    """A response model with the fields of the dataclass ``cls`` (the one declaration of that result).
+
+    ``types``: a field's JSON type when it differs (a ``datetime`` sent as ISO text); ``first``: the
+    fields listed first. A field without a plain default is required; lists and dicts default empty.
+    """
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    spec: dict[str, Any] = {}
+    for field_name in [*first, *(n for n in by_name if n not in first)]:
+        f, described = by_name[field_name], {"description": (descriptions or {}).get(field_name)}
+        if f.default is not dataclasses.MISSING:
+            default = Field(f.default, **described)
+        elif f.default_factory in (list, dict):
+            default = Field(default_factory=f.default_factory, **described)
+        else:
+            default = Field(..., **described)
+        spec[field_name] = ((types or {}).get(field_name, hints[field_name]), default)
+    return create_model(name, **spec)
 
 
-class AuditEventModel(BaseModel):
-    event_id: str
-    timestamp: str
-    event: str
-    model_type: str | None = None
-    deployment_decision: str | None = None
-    drift_detected: bool | None = None
-    drift_share: float | None = None
-    health_state: str | None = None
-    r2_train: float | None = None
-    rmse_train: float | None = None
-    r2_baseline: float | None = None
-    rmse_baseline: float | None = None
-    r2_current: float | None = None
-    rmse_current: float | None = None
-    champion_r2_baseline: float | None = None
-    champion_rmse_baseline: float | None = None
-    champion_r2_current: float | None = None
-    champion_rmse_current: float | None = None
-    baseline_regression: bool | None = None
-    model_improvement: bool | None = None
-    model_uri: str | None = None
-    run_id: str | None = None
-    env: str | None = None
-    actor: str | None = None
-    from_version: str | None = None
-    to_version: str | None = None
-    reasons: list[str] = Field(default_factory=list)
-    error_message: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+PromotionResponse = model_of(Promotion, "PromotionResponse",
+                             descriptions={"overridden": "What a forced promotion overrode."})
+AuditEventModel = model_of(AuditEvent, "AuditEventModel", types={"timestamp": str}, first=AuditEvent.KEY_FIELDS)
 
 
 class AuditResponse(BaseModel):
@@ -538,3 +542,7 @@ class ChampionHealthResponse(BaseModel):
     rows: int
     period: str | None = None
     reasons: list[str]
+    coverage: float | None = Field(None, description="Empirical coverage of the champion's prediction intervals on "
+                                   "the recent days (outside nominal ± VELOCAST_COVERAGE_TOLERANCE: degraded).")
+    nominal_coverage: float | None = None
+    interval_width: float | None = Field(None, description="Mean width of those intervals (bikes per hour).")

@@ -36,6 +36,7 @@ class Event:
     to_hour: int | None = None
 
 
+@functools.lru_cache(maxsize=8)
 def _resource(name: str) -> Path:
     return Path(str(resources.files("velocast") / "resources" / name))
 
@@ -82,19 +83,27 @@ def _load_events_cached(path: str, _mtime: int) -> tuple[Event, ...]:
 def calendar_features(timestamps: pd.Series, settings: Settings | None = None) -> pd.DataFrame:
     """Calendar flags (0/1) for Europe/Paris timestamps, one row per input row."""
     settings = settings or get_settings()
+    return _calendar_features(timestamps, settings.events_file)
+
+
+def _events_path(events_file: Path | str | None) -> Path:
+    return Path(events_file) if events_file else _resource("events.yaml")
+
+
+def _calendar_features(timestamps: pd.Series, events_file: Path | str | None) -> pd.DataFrame:
     ts = timestamps.dt.tz_convert(PARIS_TZ) if timestamps.dt.tz is not None else timestamps
     days = ts.dt.normalize().dt.tz_localize(None) if ts.dt.tz is not None else ts.dt.normalize()
     unique_days = pd.DatetimeIndex(days.unique())
-    events_path = Path(settings.events_file) if settings.events_file else _resource("events.yaml")
+    events_path = _events_path(events_file)
     day_frame = _day_flags_cached(tuple(unique_days.asi8), str(events_path), events_path.stat().st_mtime_ns) \
-        if len(unique_days) <= 64 else _day_flags(unique_days, settings.events_file)
+        if len(unique_days) <= 64 else _day_flags(unique_days, events_file)
     out = day_frame.reindex(days.to_numpy()).reset_index(drop=True)
     out.index = timestamps.index
     hour = ts.dt.hour.to_numpy()
     day_values = days.to_numpy("datetime64[ns]")
     # curfews apply to their hours only
     curfew = np.zeros(len(ts), dtype=np.int8)
-    for event in load_events(settings.events_file):
+    for event in load_events(events_file):
         if event.kind != "curfew":
             continue
         in_period = (day_values >= np.datetime64(event.start, "ns")) & (day_values < np.datetime64(event.end, "ns"))
@@ -139,3 +148,48 @@ def _day_flags(days: pd.DatetimeIndex, events_file: Path | None) -> pd.DataFrame
             continue
         frame.loc[(as_dates >= event.start) & (as_dates < event.end), f"event_{event.kind}"] = True
     return frame.astype(np.int8)
+
+
+# ---------------------------------------------------------------------------------------- hour table
+# Every calendar field of an hour, looked up by its UTC hour number (hours since 1970-01-01 UTC):
+# the serving path's calendar, without a pandas call per request. Each block of 2**12 hours (~171
+# days) is computed once with the same functions as ``calendar_features`` and kept per events-file
+# version, so the table says exactly what ``calendar_features`` and pandas' datetime fields say.
+HOUR_FIELDS = ("paris_day", "hour", "weekday", "month", "day_of_year", *CALENDAR_COLUMNS)
+_BLOCK_BITS = 12
+_EPOCH_DAY = np.datetime64("1970-01-01", "D")
+
+
+@functools.lru_cache(maxsize=64)
+def _hour_block(block: int, events_file: str, _mtime: int) -> np.ndarray:
+    """``HOUR_FIELDS`` x hours of one block (int32)."""
+    hours = np.arange(block << _BLOCK_BITS, (block + 1) << _BLOCK_BITS, dtype=np.int64)
+    stamps = pd.Series(pd.DatetimeIndex(hours.astype("datetime64[h]")).tz_localize("UTC").tz_convert(PARIS_TZ))
+    local = stamps.dt.tz_localize(None)
+    day = (local.dt.normalize().to_numpy().astype("datetime64[D]") - _EPOCH_DAY).astype(np.int64)
+    flags = _calendar_features(stamps, events_file)
+    fields = [day, local.dt.hour.to_numpy(), local.dt.weekday.to_numpy(), local.dt.month.to_numpy(),
+              local.dt.dayofyear.to_numpy(), *(flags[name].to_numpy() for name in CALENDAR_COLUMNS)]
+    table = np.stack([np.asarray(f, np.int32) for f in fields])
+    table.flags.writeable = False
+    return table
+
+
+def hour_fields(utc_hours: np.ndarray, settings: Settings | None = None) -> dict[str, np.ndarray]:
+    """``HOUR_FIELDS`` of each UTC hour number: its Paris day number (days since 1970-01-01), Paris
+    hour, weekday, month and day of year, and the ``CALENDAR_COLUMNS`` of ``calendar_features``."""
+    settings = settings or get_settings()
+    path = _events_path(settings.events_file)
+    mtime = path.stat().st_mtime_ns
+    utc_hours = np.asarray(utc_hours, np.int64)
+    blocks = utc_hours >> _BLOCK_BITS
+    offset = utc_hours & ((1 << _BLOCK_BITS) - 1)
+    unique = np.unique(blocks)
+    if len(unique) == 1:
+        picked = _hour_block(int(unique[0]), str(path), mtime)[:, offset]
+    else:
+        picked = np.empty((len(HOUR_FIELDS), len(utc_hours)), np.int32)
+        for block in unique:
+            mine = blocks == block
+            picked[:, mine] = _hour_block(int(block), str(path), mtime)[:, offset[mine]]
+    return dict(zip(HOUR_FIELDS, picked))

@@ -16,6 +16,7 @@ the value and what was expected.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,12 +28,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import yaml
 
+from velocast import progress
 from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data import schema as S
-from velocast.fileio import atomic_write_parquet, naming
+from velocast.fileio import atomic_write_parquet, naming, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ class IngestReport:
     period_start: str | None = None
     period_end: str | None = None
     quarantine_path: str | None = None
+    already_quarantined: bool = False  # the same rejected rows were kept by an earlier ingest
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,7 +191,9 @@ class IngestReport:
             out.append(f"period (Europe/Paris): {self.period_start} .. {self.period_end}, "
                        f"{self.counters} counters")
         if self.quarantine_path:
-            out.append(f"quarantine: {self.quarantine_path}")
+            out.append(f"quarantine: {self.quarantine_path}" + (" (the same rows were already quarantined by an "
+                                                                 "earlier ingest: kept once)"
+                                                                 if self.already_quarantined else ""))
         return out
 
 
@@ -465,9 +469,12 @@ def validate(raw: RawTable, *, require_count: bool = True,
     checked = canon[ok]
     if not require_count:
         checked = checked.assign(bike_count=checked["bike_count"].fillna(0.0))
+    schema = S.canonical_schema()  # imports pandera
+    import pandera.errors
+
     try:
-        S.CANONICAL_SCHEMA.validate(checked, lazy=True)
-    except pa.errors.SchemaErrors as err:
+        schema.validate(checked, lazy=True)
+    except pandera.errors.SchemaErrors as err:
         cases = err.failure_cases.dropna(subset=["index"])
         for idx, group in cases.groupby("index"):
             first = group.iloc[0]
@@ -523,6 +530,7 @@ def ingest_file(path: Path | str, fmt: str = "auto", mapping_file: Path | None =
     """Read, validate, quarantine and upsert one counts file into the store."""
     settings = settings or get_settings()
     mapping = ColumnMapping.from_file(mapping_file) if mapping_file else None
+    progress.step(f"reading {path}")
     raw = read_table(path, fmt, mapping)
     if raw.frame.empty:
         raise IngestError(f"{path}: the file holds a header but no rows")
@@ -535,6 +543,7 @@ def ingest_table(raw: RawTable, settings: Settings | None = None, source: str | 
 
     settings = settings or get_settings()
     source = source or str(raw.path)
+    progress.step(f"validating {len(raw.frame):,} rows ({raw.format} format)")
     result = validate(raw, known_counters=store.counters(settings))
     report = IngestReport(
         source=source, format=raw.format, rows_read=result.rows_read,
@@ -543,12 +552,15 @@ def ingest_table(raw: RawTable, settings: Settings | None = None, source: str | 
         identical_duplicates_merged=result.identical_duplicates,
     )
     if not result.rejected.empty:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        qpath = settings.quarantine_dir / f"{raw.path.stem}-{stamp}.parquet"
-        atomic_write_parquet(result.rejected.assign(source_file=source), qpath)
+        qpath, known = quarantine(result.rejected, raw.path.stem, source, settings)
         report.quarantine_path = str(qpath)
-        log.warning("%d rows quarantined in %s", len(result.rejected), qpath)
+        report.already_quarantined = known
+        if known:
+            log.info("the %d rejected rows were already quarantined in %s", len(result.rejected), qpath)
+        else:
+            log.warning("%d rows quarantined in %s", len(result.rejected), qpath)
     if not result.accepted.empty:
+        progress.step(f"writing {len(result.accepted):,} rows to the store")
         upsert = store.upsert_counts(result.accepted, settings)
         report.added, report.updated, report.unchanged = upsert.added, upsert.updated, upsert.unchanged
         report.counters = int(result.accepted["counter_id"].nunique())
@@ -556,6 +568,21 @@ def ingest_table(raw: RawTable, settings: Settings | None = None, source: str | 
         report.period_end = str(result.accepted["timestamp"].max())
     _append_ingest_log(report, settings)
     return report
+
+
+def quarantine(rejected: pd.DataFrame, stem: str, source: str, settings: Settings) -> tuple[Path, bool]:
+    """Keep rejected rows in ``quarantine/<file stem>-<content hash>.parquet``; ``(path, already there)``.
+
+    The name comes from the rows' content (original values, row numbers, reasons), so ingesting the
+    same bad file again finds its rows already kept and counts them once.
+    """
+    digest = hashlib.sha256(pd.util.hash_pandas_object(rejected.astype(str), index=False).to_numpy().tobytes())
+    path = settings.quarantine_dir / f"{stem}-{digest.hexdigest()[:16]}.parquet"
+    with file_lock(settings.locks_dir / "quarantine.lock"):
+        if path.exists():
+            return path, True
+        atomic_write_parquet(rejected.assign(source_file=source), path)
+    return path, False
 
 
 def _append_ingest_log(report: IngestReport, settings: Settings) -> None:

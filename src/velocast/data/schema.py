@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import pandas as pd
-import pandera.pandas as pa
 
 from velocast.config import PARIS_TZ
 
@@ -36,21 +38,33 @@ REASON_BAD_COORDINATES = "unparseable or missing coordinates"
 REASON_OUTSIDE_IDF = "coordinates outside Île-de-France"
 REASON_CONFLICTING_DUPLICATE = "duplicate counter+hour with different counts"
 
-CANONICAL_SCHEMA = pa.DataFrameSchema(
-    {
-        "counter_id": pa.Column(str, pa.Check.str_length(min_value=1, error=REASON_MISSING_COUNTER)),
-        "counter_name": pa.Column(str),
-        "site_id": pa.Column(str),
-        "site_name": pa.Column(str),
-        "timestamp": pa.Column(pd.DatetimeTZDtype(tz=PARIS_TZ)),
-        "bike_count": pa.Column(float, pa.Check.ge(0, error=REASON_COUNT_NEGATIVE)),
-        "latitude": pa.Column(float, pa.Check.in_range(*IDF_LATITUDE, error=REASON_OUTSIDE_IDF)),
-        "longitude": pa.Column(float, pa.Check.in_range(*IDF_LONGITUDE, error=REASON_OUTSIDE_IDF)),
-        "installation_date": pa.Column("datetime64[ns]", nullable=True),
-    },
-    strict=True,
-    ordered=False,
-)
+
+@functools.lru_cache(maxsize=1)
+def canonical_schema() -> Any:
+    """The pandera schema of a canonical row (built on first use: importing pandera costs ~1 s)."""
+    import pandera.pandas as pa
+
+    return pa.DataFrameSchema(
+        {
+            "counter_id": pa.Column(str, pa.Check.str_length(min_value=1, error=REASON_MISSING_COUNTER)),
+            "counter_name": pa.Column(str),
+            "site_id": pa.Column(str),
+            "site_name": pa.Column(str),
+            "timestamp": pa.Column(pd.DatetimeTZDtype(tz=PARIS_TZ)),
+            "bike_count": pa.Column(float, pa.Check.ge(0, error=REASON_COUNT_NEGATIVE)),
+            "latitude": pa.Column(float, pa.Check.in_range(*IDF_LATITUDE, error=REASON_OUTSIDE_IDF)),
+            "longitude": pa.Column(float, pa.Check.in_range(*IDF_LONGITUDE, error=REASON_OUTSIDE_IDF)),
+            "installation_date": pa.Column("datetime64[ns]", nullable=True),
+        },
+        strict=True,
+        ordered=False,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CANONICAL_SCHEMA":  # the schema as a module constant, imported lazily
+        return canonical_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def empty_counts() -> pd.DataFrame:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from velocast import progress
 from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data import store
 from velocast.data.schema import CANONICAL_COLUMNS
@@ -155,6 +156,7 @@ def record_split(cutoff: date | str | None = None, test_fraction: float = 0.2, s
         cutoff = default_cutoff(store.counters(settings)["first_seen"].min(), latest)
         log.info("no cutoff given: using %s (the last 30 days are 'current')", cutoff)
     cutoff_day = pd.Timestamp(cutoff).date()
+    progress.step(f"reading the counts before {cutoff_day} (the baseline)")
     baseline = store.query_counts(end=pd.Timestamp(cutoff_day), settings=settings)
     if baseline.empty:
         raise SplitError(f"no data before the cutoff {cutoff_day}")
@@ -168,6 +170,7 @@ def record_split(cutoff: date | str | None = None, test_fraction: float = 0.2, s
     else:
         test_days = choose_test_days(days, test_fraction, seed)
     train, test = split_baseline(baseline, test_days)
+    progress.step(f"writing the split snapshot: {len(test_days)} whole test days, content hashes")
     with file_lock(settings.locks_dir / "splits.lock"):
         versions = [r.version for r in list_versions(settings)]
         version = max(versions, default=0) + 1

@@ -12,6 +12,8 @@ shared filesystem with working locks). For writers on several hosts use the Delt
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +25,7 @@ import pandas as pd
 from velocast.config import Settings
 from velocast.data.schema import CANONICAL_COLUMNS, KEY_COLUMNS
 from velocast.data.store_common import COMPARED, UpsertResult, month_of, normalise
-from velocast.fileio import atomic_write_parquet, file_lock
+from velocast.fileio import atomic_write_bytes, atomic_write_parquet, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,16 @@ class ParquetCounts:
         return sorted(p.parent.name.split("=", 1)[1] for p in self._files())
 
     def version(self) -> int:
-        """The latest modification (ns) of a month file: every upsert replaces files, none is removed."""
-        return max((p.stat().st_mtime_ns for p in self._files()), default=0)
+        """Changes whenever counts are written, for one ``stat``: ``upsert`` rewrites ``counts/VERSION``
+        after every write (in-memory copies of the store, e.g. the API's history, compare it per
+        request). A store written before that file existed: the latest modification of a month file."""
+        try:
+            return self._version_path().stat().st_mtime_ns
+        except FileNotFoundError:
+            return max((p.stat().st_mtime_ns for p in self._files()), default=0)
+
+    def _version_path(self) -> Path:
+        return self.root / "VERSION"
 
     @contextmanager
     def relation(self, con: duckdb.DuckDBPyConnection) -> Iterator[tuple[str, list[Any]]]:
@@ -73,6 +83,7 @@ class ParquetCounts:
 
     def upsert(self, frame: pd.DataFrame) -> UpsertResult:
         added = updated = unchanged = 0
+        written = False
         with file_lock(self.settings.locks_dir / "store.lock"):
             for month, part in frame.groupby(month_of(frame["timestamp"]), sort=True):
                 path = self._month_path(str(month))
@@ -98,4 +109,7 @@ class ParquetCounts:
                     table = part
                 table = table[CANONICAL_COLUMNS].sort_values(["timestamp", "counter_id"]).reset_index(drop=True)
                 atomic_write_parquet(table, path)
+                written = True
+            if written:  # readers holding the store in memory (the API's history) see the change
+                atomic_write_bytes(self._version_path(), f"{time.time_ns()} {os.getpid()}\n".encode())
         return UpsertResult(added, updated, unchanged)

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from velocast.config import PARIS_TZ, Settings, get_settings, redact
+from velocast.data.schema import to_paris
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.fileio import atomic_write_parquet, file_lock, read_parquet_cached
 
@@ -296,6 +297,34 @@ def _report(frame: pd.DataFrame, counts: dict[str, int], source: str, issues: li
         "added": counts["added"], "updated": counts["updated"], "unchanged": counts["unchanged"],
         "rows_stored": counts["rows"], "path": str(settings.weather_forecasts_path),
     }
+
+
+OBSERVED_AS_FORECAST = "observed weather as a perfect forecast"
+
+
+def ingest_observed_as_forecast(path: Path | str, settings: Settings | None = None) -> dict:
+    """Store SYNOP observations as *perfect forecasts*, each issued at the cut-off of its day.
+
+    A backtest tool: forecasts for day D then carry D's observed weather, as if the forecast issued
+    by 00:00 of D had been exact — what "with weather" scores assume. Never the observation store
+    itself (observations stay the training truth, in ``weather_path``); the forecasts are stored with
+    ``source`` = "observed weather as a perfect forecast" and the usual issue-time rule applies.
+    """
+    from velocast.data.weather import read_synop, synop_to_hourly
+
+    settings = settings or get_settings()
+    hourly = synop_to_hourly(read_synop(path)).reset_index()
+    stamps = to_paris(hourly["timestamp"])
+    frame = hourly.assign(timestamp=stamps, issued_at=day_ahead_cutoffs(stamps).dt.tz_convert("UTC"),
+                          source=OBSERVED_AS_FORECAST)
+    frame = frame.dropna(subset=["temperature_c", "rain_mm"], how="all")
+    counts = store_forecasts(frame[FORECAST_COLUMNS], settings)
+    report = {"source": str(path), "hours": len(frame), "first": str(frame["timestamp"].min()),
+              "last": str(frame["timestamp"].max()), "issued_at": "00:00 Europe/Paris of each hour's day",
+              "issued_at_rule": OBSERVED_AS_FORECAST, **{k: counts[k] for k in ("added", "updated", "unchanged")},
+              "rows_stored": counts["rows"], "path": str(settings.weather_forecasts_path)}
+    log.info("weather forecast: %s", report)
+    return report
 
 
 def ingest_weather_forecast(path: Path | str, issued_at: Any = None, settings: Settings | None = None) -> dict:

@@ -55,6 +55,7 @@ __all__ = [
     "ClassifierGates",
     "ClassifierValidation",
     "GateResult",
+    "distinct_from",
     "expected_calibration_error",
     "plot_classifier",
     "time_fold_aucs",
@@ -138,6 +139,35 @@ class GateResult:
     def rule(self) -> str:
         return f"{self.operator} {self.threshold:g}"
 
+    @property
+    def shown_value(self) -> str:
+        """The value with as many decimals as it takes to tell it from the threshold and to show the
+        margin's first two digits (4 at least)."""
+        if self.value is None:
+            return "n/a"
+        return distinct_from(self.value, self.threshold, _decimals(self.margin))
+
+    @property
+    def margin(self) -> float | None:
+        """How far the value lies past the threshold in the failing direction (> 0: by how much it fails)."""
+        if self.value is None or not math.isfinite(self.value):
+            return None
+        return self.threshold - self.value if self.operator == ">=" else self.value - self.threshold
+
+    def describe(self) -> str:
+        """One line, e.g. ``cv_auc_std 0.05001 < 0.05: FAIL (over the limit by 0.00001)``."""
+        line = f"{self.name} {self.shown_value} {self.rule}: {self.status}"
+        if self.passed is None:
+            return line + " (no value to compare)"
+        if self.passed is False:
+            margin = self.margin or 0.0
+            if margin == 0:
+                return line + " (equal to the limit, which it must " + \
+                    ("reach)" if self.operator == ">=" else "stay below)")
+            word = "short of the minimum" if self.operator == ">=" else "over the limit"
+            return line + f" ({word} by {_fixed(margin, _decimals(margin))})"
+        return line
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -146,7 +176,40 @@ class GateResult:
             "threshold": float(self.threshold),
             "passed": self.passed,
             "status": self.status,
+            "margin": _json_float(self.margin),
+            "description": self.describe(),
         }
+
+
+def _decimals(margin: float | None, at_least: int = 4) -> int:
+    """Decimals that show the first two significant digits of ``margin`` (``at_least`` of them)."""
+    if margin is None or not math.isfinite(margin) or margin == 0:
+        return at_least
+    return max(at_least, 1 - math.floor(math.log10(abs(margin))))
+
+
+def distinct_from(value: float, reference: float, digits: int = 4) -> str:
+    """``value`` with ``digits`` decimals, or more until the text no longer reads as ``reference``.
+
+    0.0500123 beside a 0.05 limit prints ``0.050012``, never ``0.0500`` (which reads as equal).
+    """
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    for shown in range(digits, 16):
+        text = _fixed(value, shown)
+        if value == reference or float(text) != reference:
+            return text
+    return repr(value)
+
+
+def _fixed(value: float, decimals: int, at_least: int = 4) -> str:
+    """``value`` with ``decimals`` decimals, trailing zeros past the first ``at_least`` removed."""
+    text = f"{value:.{decimals}f}"
+    if decimals > at_least and "." in text:
+        whole, frac = text.split(".")
+        text = f"{whole}.{frac[:at_least]}{frac[at_least:].rstrip('0')}"
+    return text
 
 
 def _gate(name: str, value: float | None, operator: str, threshold: float) -> GateResult:
@@ -229,6 +292,11 @@ class ClassifierValidation:
         return [g.name for g in self.gates if g.passed is False]
 
     @property
+    def failures(self) -> list[str]:
+        """One line per failed gate: its value, its rule and by how much it fails."""
+        return [g.describe() for g in self.gates if g.passed is False]
+
+    @property
     def not_evaluated_gates(self) -> list[str]:
         return [g.name for g in self.gates if g.passed is None]
 
@@ -246,6 +314,7 @@ class ClassifierValidation:
         out["gates"] = [g.to_dict() for g in self.gates]
         out["passed"] = bool(self.passed)
         out["failed_gates"] = self.failed_gates
+        out["failures"] = self.failures
         out["not_evaluated_gates"] = self.not_evaluated_gates
         return out
 
@@ -266,7 +335,7 @@ class ClassifierValidation:
         lines.append(f"{'Gate':<18}{'Description':<28}{'Value':>10}  {'Rule':<9} Status")
         for g in self.gates:
             desc = _GATE_LABELS.get(g.name, g.name)
-            lines.append(f"{g.name:<18}{desc:<28}{_fmt(g.value):>10}  {g.rule:<9} {g.status}")
+            lines.append(f"{g.name:<18}{desc:<28}{g.shown_value:>10}  {g.rule:<9} {g.status}")
         if not self.gates:
             lines.append("(no gate configured)")
         lines += ["", f"OVERALL: {self._overall_line()}", "=" * width]
@@ -603,7 +672,7 @@ def _html_report(v: ClassifierValidation, images: list[tuple[str, bytes]]) -> st
         gate_rows.append(
             f"<tr class='{css}'><td><code>{esc(g.name)}</code></td>"
             f"<td>{esc(_GATE_LABELS.get(g.name, g.name))}</td>"
-            f"<td class='num'>{esc(_fmt(g.value))}</td><td>{esc(g.rule)}</td>"
+            f"<td class='num'>{esc(g.shown_value)}</td><td>{esc(g.rule)}</td>"
             f"<td class='status'>{esc(g.status)}</td></tr>"
         )
     if not gate_rows:

@@ -24,8 +24,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from velocast.choices import POLICIES
+
 DecisionKind = Literal["deploy", "reject_regression", "skip_no_improvement"]
-POLICIES = ("double_eval", "relative_rmse", "significant")
 
 
 @dataclass
@@ -52,6 +53,7 @@ class DoubleEvaluation:
     current: PairedScores | None = None
     classifier_gates_passed: bool | None = None  # rf_class: validation suite verdict
     notes: list[str] = field(default_factory=list)
+    classifier_failures: list[str] = field(default_factory=list)  # rf_class: each failed gate, with its numbers
 
     @property
     def has_champion(self) -> bool:
@@ -65,7 +67,7 @@ class DoubleEvaluation:
         return {"model_type": self.model_type, "task": self.task, "challenger": self.challenger,
                 "champion": self.champion, "metrics_baseline": part(self.baseline),
                 "metrics_current": part(self.current), "classifier_gates_passed": self.classifier_gates_passed,
-                "notes": self.notes}
+                "classifier_failures": self.classifier_failures, "notes": self.notes}
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,9 @@ def _fmt(value: float | None) -> str:
 def _baseline_gate(evaluation: DoubleEvaluation, policy: Policy) -> Decision | None:
     if evaluation.task == "classification":
         if evaluation.classifier_gates_passed is False:
+            failed = "; ".join(evaluation.classifier_failures) or "see the report"
             return Decision("reject_regression", policy.name,
-                            ["the classifier validation gates failed on test_baseline (see the report)"], True, False)
+                            [f"the classifier validation gates failed on test_baseline: {failed}"], True, False)
         return None
     r2 = evaluation.baseline.challenger.get("r2")
     # fail closed: a missing or non-finite R² (NaN predictions) is no evidence the model is fine

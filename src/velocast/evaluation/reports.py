@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from velocast.evaluation.metrics import breakdown
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -33,12 +36,18 @@ class EvaluationReport:
         return paths
 
 
+def _figure(figsize: tuple[float, float]) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
+
+
 def predicted_vs_actual(y: np.ndarray, pred: np.ndarray, title: str, max_points: int = 20_000) -> Figure:
     y, pred = np.asarray(y, float), np.asarray(pred, float)
     if len(y) > max_points:
         idx = np.random.default_rng(0).choice(len(y), max_points, replace=False)
         y, pred = y[idx], pred[idx]
-    fig = Figure(figsize=(5, 5))
+    fig = _figure(figsize=(5, 5))
     ax = fig.subplots()
     ax.scatter(y, pred, s=3, alpha=0.3)
     top = float(max(y.max(initial=1), pred.max(initial=1)))
@@ -48,7 +57,7 @@ def predicted_vs_actual(y: np.ndarray, pred: np.ndarray, title: str, max_points:
 
 
 def residuals_by_hour(per_hour: pd.DataFrame, title: str) -> Figure:
-    fig = Figure(figsize=(7, 3.5))
+    fig = _figure(figsize=(7, 3.5))
     ax = fig.subplots()
     ordered = per_hour.sort_index()
     ax.bar(ordered.index, ordered["rmse"])
@@ -58,7 +67,7 @@ def residuals_by_hour(per_hour: pd.DataFrame, title: str) -> Figure:
 
 def worst_counters(per_counter: pd.DataFrame, title: str, n: int = 15) -> Figure:
     top = per_counter.head(n).iloc[::-1]
-    fig = Figure(figsize=(7, 0.35 * len(top) + 1))
+    fig = _figure(figsize=(7, 0.35 * len(top) + 1))
     ax = fig.subplots()
     ax.barh([str(i) for i in top.index], top["rmse"])
     ax.set(xlabel="RMSE", title=title)
@@ -67,7 +76,7 @@ def worst_counters(per_counter: pd.DataFrame, title: str, n: int = 15) -> Figure
 
 def feature_importance_figure(importance: pd.Series, n: int = 25) -> Figure:
     top = importance.head(n).iloc[::-1]
-    fig = Figure(figsize=(6, 0.3 * len(top) + 1))
+    fig = _figure(figsize=(6, 0.3 * len(top) + 1))
     ax = fig.subplots()
     ax.barh(top.index.astype(str), top.to_numpy())
     ax.set(title="feature importance", xlabel="importance")

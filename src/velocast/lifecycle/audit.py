@@ -9,53 +9,29 @@ from __future__ import annotations
 import json
 import logging
 import math
+import types
+import typing
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from velocast.choices import AUDIT_EVENTS
 from velocast.config import Settings, database_url, get_settings, redact_secrets
 from velocast.errors import DependencyUnavailable, sqlite_write_failure
 
+if TYPE_CHECKING:
+    from velocast.lifecycle.challenger import Judgement
+
 log = logging.getLogger(__name__)
 
-EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain", "error")
-
-metadata = sa.MetaData()
-audit_table = sa.Table(
-    "audit_log", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("event_id", sa.String(36), nullable=False, unique=True),
-    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("event", sa.String(32), nullable=False, index=True),
-    sa.Column("model_type", sa.String(32)),
-    sa.Column("deployment_decision", sa.String(32)),
-    sa.Column("drift_detected", sa.Boolean),
-    sa.Column("drift_share", sa.Float),
-    sa.Column("health_state", sa.String(16)),
-    sa.Column("r2_train", sa.Float), sa.Column("rmse_train", sa.Float),
-    sa.Column("r2_baseline", sa.Float), sa.Column("rmse_baseline", sa.Float),
-    sa.Column("r2_current", sa.Float), sa.Column("rmse_current", sa.Float),
-    sa.Column("champion_r2_baseline", sa.Float), sa.Column("champion_rmse_baseline", sa.Float),
-    sa.Column("champion_r2_current", sa.Float), sa.Column("champion_rmse_current", sa.Float),
-    sa.Column("baseline_regression", sa.Boolean),
-    sa.Column("model_improvement", sa.Boolean),
-    sa.Column("model_uri", sa.Text),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("env", sa.String(16)),
-    sa.Column("actor", sa.String(128)),
-    sa.Column("from_version", sa.String(16)),
-    sa.Column("to_version", sa.String(16)),
-    sa.Column("reasons", sa.Text),
-    sa.Column("error_message", sa.Text),
-    sa.Column("details", sa.Text),
-)
+EVENTS = AUDIT_EVENTS
 
 _SQLITE_GUARDS = [
     "CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log "
@@ -72,14 +48,27 @@ _POSTGRES_GUARDS = [
 ]
 
 
+def _column(kind: Any = None, **options: Any) -> dict[str, Any]:
+    """Field metadata: the column type when the field's type is not enough, and column options."""
+    return {"column": (kind, options)}
+
+
+def _nullable(kind: Any) -> Any:
+    return field(default=None, metadata=_column(kind))
+
+
 @dataclass
 class AuditEvent:
-    event: str
-    model_type: str | None = None
-    deployment_decision: str | None = None
+    """One row of the audit log. Declared once: the table below and the API's ``AuditEventModel`` are
+    derived from these fields (a field's column type comes from its Python type unless its metadata
+    names one)."""
+
+    event: str = field(metadata=_column(sa.String(32), nullable=False, index=True))
+    model_type: str | None = _nullable(sa.String(32))
+    deployment_decision: str | None = _nullable(sa.String(32))
     drift_detected: bool | None = None
     drift_share: float | None = None
-    health_state: str | None = None
+    health_state: str | None = _nullable(sa.String(16))
     r2_train: float | None = None
     rmse_train: float | None = None
     r2_baseline: float | None = None
@@ -93,20 +82,39 @@ class AuditEvent:
     baseline_regression: bool | None = None
     model_improvement: bool | None = None
     model_uri: str | None = None
-    run_id: str | None = None
-    env: str | None = None
-    actor: str | None = None
-    from_version: str | None = None
-    to_version: str | None = None
-    reasons: list[str] = field(default_factory=list)
+    run_id: str | None = _nullable(sa.String(64))
+    env: str | None = _nullable(sa.String(16))
+    actor: str | None = _nullable(sa.String(128))
+    from_version: str | None = _nullable(sa.String(16))
+    to_version: str | None = _nullable(sa.String(16))
+    reasons: list[str] = field(default_factory=list)  # stored as JSON text
     error_message: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    details: dict[str, Any] = field(default_factory=dict)  # stored as JSON text
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()),
+                          metadata=_column(sa.String(36), nullable=False, unique=True))
+    timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc),
+                                metadata=_column(nullable=False, index=True))
+
+    # the fields a row shows first (the table's columns after ``id``, the API's JSON keys)
+    KEY_FIELDS: ClassVar[tuple[str, ...]] = ("event_id", "timestamp")
 
     def __post_init__(self) -> None:
         if self.event not in EVENTS:
             raise ValueError(f"unknown audit event {self.event!r}: expected one of {', '.join(EVENTS)}")
+
+    @classmethod
+    def from_outcome(cls, event: str, outcome: Judgement | None, **fields_: Any) -> AuditEvent:
+        """The row of a judged challenger: its decision, reasons and the metrics of both models on the
+        same rows (``outcome``: :class:`velocast.lifecycle.challenger.Judgement`, whose ``metrics`` are
+        named as this row's fields; None: nothing was judged).
+        ``fields_`` add the rest and win over what the outcome says (e.g. the reasons of a cycle)."""
+        if outcome is None:
+            return cls(event=event, **fields_)
+        known = {f.name for f in fields(cls)}
+        judged = {"deployment_decision": outcome.decision, "reasons": list(outcome.reasons),
+                  "baseline_regression": outcome.baseline_regression, "model_improvement": outcome.model_improvement,
+                  **{name: value for name, value in outcome.metrics.items() if name in known}}
+        return cls(event=event, **{**judged, **fields_})
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
@@ -129,6 +137,35 @@ class AuditEvent:
         out = asdict(self)
         out["timestamp"] = self.timestamp.isoformat()
         return out
+
+
+# a field's column type from its Python type (lists and dicts are stored as JSON text)
+_SQL_TYPES: dict[type, Any] = {bool: sa.Boolean, float: sa.Float, str: sa.Text, list: sa.Text, dict: sa.Text,
+                               datetime: sa.DateTime(timezone=True)}
+
+
+def _base_type(hint: Any) -> type:
+    """``str | None`` -> str, ``list[str]`` -> list."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _base_type(args[0])
+    return typing.get_origin(hint) or hint
+
+
+def audit_columns() -> list[sa.Column]:
+    """The columns of ``audit_log``: an ``id``, then one per :class:`AuditEvent` field."""
+    hints = typing.get_type_hints(AuditEvent)
+    by_name = {f.name: f for f in fields(AuditEvent)}
+    order = [*AuditEvent.KEY_FIELDS, *(name for name in by_name if name not in AuditEvent.KEY_FIELDS)]
+    columns = [sa.Column("id", sa.Integer, primary_key=True, autoincrement=True)]
+    for name in order:
+        kind, options = by_name[name].metadata.get("column", (None, {}))
+        columns.append(sa.Column(name, kind if kind is not None else _SQL_TYPES[_base_type(hints[name])], **options))
+    return columns
+
+
+metadata = sa.MetaData()
+audit_table = sa.Table("audit_log", metadata, *audit_columns())
 
 
 # seconds a PostgreSQL connection may take before the audit write fails when no setting says otherwise
@@ -217,7 +254,10 @@ class AuditLog:
 
     def list(self, limit: int = 50, event: str | None = None, model_type: str | None = None,
              events: tuple[str, ...] | None = None) -> list[AuditEvent]:
-        """Newest first."""
+        """Newest first. An event name that velocast never records is refused (ValueError), not an empty list."""
+        for name in ([event] if event else []) + list(events or []):
+            if name not in EVENTS:
+                raise ValueError(f"unknown audit event {name!r}: expected one of {', '.join(EVENTS)}")
         query = sa.select(audit_table).order_by(audit_table.c.id.desc()).limit(limit)
         if event:
             query = query.where(audit_table.c.event == event)

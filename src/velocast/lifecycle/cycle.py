@@ -1,11 +1,16 @@
 """The weekly cycle ``monitor_and_fine_tune`` and the quarterly retrain.
 
 new data since the last training? → drift → champion health → fine-tune? → fine-tune →
-double evaluation → decision → promote or keep → audit → notify.
+double evaluation → decision → promote or keep → recalibrate the champion's prediction intervals
+on the newest labelled days it never saw (``velocast.lifecycle.recalibrate``: a new version of the
+same point model, promoted and audited as ``recalibration``; also when the champion is kept) →
+audit → notify.
 
-Each step is a function taking and returning small JSON-able values (versions, run ids, paths),
-so the Airflow DAG can run them as separate tasks; ``monitor_and_fine_tune`` runs them in one
-process for the CLI. An exception in any step is audited as ``error`` with its message and the
+Each step is a function taking small values (versions, run ids, paths) and returning a typed result
+of ``velocast.lifecycle.cycle_steps`` (JSON through its ``to_dict``/``from_dict``), so the Airflow DAG
+can run them as separate tasks; ``monitor_and_fine_tune`` runs them in one process for the CLI, and
+both build the cycle's result with ``cycle_steps.assemble_cycle``. The challenger is trained and judged
+by ``velocast.lifecycle.challenger`` (as the API's jobs and the quarterly retrain are). An exception in any step is audited as ``error`` with its message and the
 champion stays as it was (a promotion that fails undoes itself). Two cycles of one model type
 never run at once: the second refuses with a clear message (the lease of ``lifecycle.lease``, also
 held across the Airflow DAG's tasks and by the quarterly retrain).
@@ -23,12 +28,13 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
 
+from velocast import progress
+from velocast.choices import STRATEGIES
 from velocast.config import PARIS_TZ, Settings, get_settings, redact_secrets
 from velocast.data import splits, store
 from velocast.data.schema import paris_midnight
@@ -37,67 +43,40 @@ from velocast.evaluation.policies import Policy
 from velocast.fileio import atomic_write_json, file_lock
 from velocast.lifecycle import lease, notify
 from velocast.lifecycle.audit import AuditEvent, AuditLog
+from velocast.lifecycle.challenger import judge, train_and_judge
+from velocast.lifecycle.cycle_steps import (
+    NO_NEW_DATA,
+    CycleParams,
+    CycleResult,
+    DriftCheck,
+    EvaluatedChallenger,
+    FineTuned,
+    FineTuneVerdict,
+    HealthCheck,
+    NewData,
+    PromotionStep,
+    Recalibrated,
+    StepOutcome,
+    assemble_cycle,
+)
 from velocast.lifecycle.datasets import MODEL_TEST_EVAL_ROWS, Dataset, load_datasets
-from velocast.lifecycle.evaluate import evaluate_candidate
+from velocast.lifecycle.lease import CycleBusy  # noqa: F401 - where callers import it from
 from velocast.lifecycle.monitor import champion_health, champion_model, check_drift, record_health, window
-from velocast.lifecycle.predict import LoadedModel
 from velocast.lifecycle.promotion import promote
+from velocast.lifecycle.recalibrate import recalibrate
 from velocast.lifecycle.train import train
 from velocast.models import get_spec
 from velocast.tracking.registry import ModelRef, Registry
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("sliding_window", "continue")
-
-
-@dataclass
-class StepOutcome:
-    name: str
-    status: str  # done | skipped | failed
-    summary: str
-    seconds: float = 0.0
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CycleResult:
-    cycle_id: str
-    model_type: str
-    started_at: str
-    test_mode: bool
-    forced: bool
-    strategy: str
-    policy: str
-    window_days: int
-    steps: list[StepOutcome] = field(default_factory=list)
-    new_data: bool | None = None
-    drift_detected: bool | None = None
-    drift_share: float | None = None
-    health_state: str | None = None
-    fine_tuned: bool = False
-    challenger_version: str | None = None
-    challenger_run_id: str | None = None
-    challenger_uri: str | None = None
-    decision: str | None = None
-    reasons: list[str] = field(default_factory=list)
-    promoted: bool = False
-    champion_before: str | None = None
-    champion_after: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    audit_event_id: str | None = None
-    notified: bool | None = None
-    error: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def status(self) -> str:
-        if self.error:
-            return "error"
-        return "skipped" if self.new_data is False and not self.forced else "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "status": self.status}
+# what the progress line says when a step of the cycle starts
+STEP_STARTS = {"new_data": "checking for counts newer than the last training or cycle",
+               "drift": "drift check of the last window against test_baseline",
+               "health": "champion health on the last 7 labelled days",
+               "fine_tune": "fine-tuning a challenger on the recent window",
+               "evaluate": "double evaluation of the challenger against the champion",
+               "promote": "promotion (if the decision is deploy)"}
 
 
 # --------------------------------------------------------------------------- state
@@ -123,12 +102,12 @@ def _ts(value: str | None) -> pd.Timestamp | None:
 
 
 # --------------------------------------------------------------------------- steps
-def check_new_data(model_type: str, settings: Settings | None = None) -> dict[str, Any]:
+def check_new_data(model_type: str, settings: Settings | None = None) -> NewData:
     """Did counts arrive after the data the last training or cycle of this type saw?"""
     settings = settings or get_settings()
     latest = store.latest_timestamp(settings)
     if latest is None:
-        return {"new_data": False, "latest": None, "seen_until": None, "summary": "the store is empty"}
+        return NewData(False, None, None, "the store is empty")
     seen = [_ts(_read_state(settings).get(model_type, {}).get("data_end"))]
     champion = Registry(settings).champion(model_type)
     if champion and champion.tags.get("data_end"):
@@ -137,47 +116,47 @@ def check_new_data(model_type: str, settings: Settings | None = None) -> dict[st
     new = seen_until is None or latest > seen_until
     summary = (f"latest count {latest}; last training/cycle saw data until {seen_until}" if seen_until
                else f"latest count {latest}; nothing trained or checked yet")
-    return {"new_data": bool(new), "latest": latest.isoformat(), "seen_until": seen_until.isoformat() if seen_until else None,
-            "summary": summary}
+    return NewData(bool(new), latest.isoformat(), seen_until.isoformat() if seen_until else None, summary)
 
 
-def run_drift(model_type: str, window_days: int, end: str | None, settings: Settings | None = None) -> dict[str, Any]:
+def run_drift(model_type: str, window_days: int, end: str | None, settings: Settings | None = None) -> DriftCheck:
     check = check_drift(model_type, window_days=window_days, end=_ts(end), settings=settings)
     r = check.report
-    drifted = [f.name for f in r.features if f.drifted]
-    summary = (f"{r.status}: drift {'detected' if r.drift_detected else 'not detected' if r.drift_detected is False else 'unknown'}"
-               f", {r.n_drifted}/{r.n_features} features drifted ({', '.join(drifted) or 'none'})"
-               f"; target drift {bool(r.target_drift and r.target_drift.drifted)}"
-               f"; new counters {len(r.new_counters)}" + (f"; {r.error or r.note}" if (r.error or r.note) else ""))
-    return {"status": r.status, "drift_detected": r.drift_detected, "drift_share": r.drift_share,
-            "drifted_features": drifted, "target_drift": bool(r.target_drift and r.target_drift.drifted),
-            "prediction_drift": bool(r.prediction_drift and r.prediction_drift.drifted),
-            "new_counters": r.new_counters, "reports": check.paths, "summary": summary}
+    return DriftCheck(status=r.status, drift_detected=r.drift_detected, drift_share=r.drift_share,
+                      drifted_features=[f.name for f in r.features if f.drifted],
+                      target_drift=bool(r.target_drift and r.target_drift.drifted),
+                      prediction_drift=bool(r.prediction_drift and r.prediction_drift.drifted),
+                      new_counters=list(r.new_counters), reports=check.paths,
+                      summary=f"{r.headline}: {'; '.join(r.reasons)}; new counters {len(r.new_counters)}")
 
 
-def run_health(model_type: str, end: str | None, settings: Settings | None = None, days: int = 7) -> dict[str, Any]:
+def run_health(model_type: str, end: str | None, settings: Settings | None = None, days: int = 7) -> HealthCheck:
     report = champion_health(model_type, days=days, end=_ts(end), settings=settings)
     record_health(model_type, report, settings)  # the latest health, for the API's metrics
-    return {**report.to_dict(), "summary": f"{report.state}: {'; '.join(report.reasons)}"}
+    return HealthCheck(**report.to_dict(), summary=f"{report.state}: {'; '.join(report.reasons)}")
 
 
-def should_fine_tune(drift: dict[str, Any], health: dict[str, Any], force: bool, has_champion: bool) -> dict[str, Any]:
+def should_fine_tune(drift: DriftCheck, health: HealthCheck, force: bool, has_champion: bool) -> FineTuneVerdict:
     """Pure: fine-tune when forced, without champion, on drift, or when the champion is not ok."""
     reasons = []
     if force:
         reasons.append("forced (force_fine_tune)")
     if not has_champion:
         reasons.append("there is no champion yet")
-    if drift.get("drift_detected"):
-        reasons.append(f"drift detected (share {drift.get('drift_share')})")
-    if drift.get("status") in ("error", "insufficient_data"):
-        reasons.append(f"the drift check could not conclude ({drift.get('status')})")
-    if health.get("state") in ("degraded", "critical"):
-        reasons.append(f"champion health is {health['state']}")
+    if drift.drift_detected:
+        parts = [label for label, drifted in (("the target", drift.target_drift),
+                                              ("the predictions", drift.prediction_drift)) if drifted]
+        if drift.drifted_features:
+            parts.append(f"input features {', '.join(drift.drifted_features)}")
+        reasons.append(f"drift detected ({'; '.join(parts) or 'see the drift report'} drifted)")
+    if drift.status in ("error", "insufficient_data"):
+        reasons.append(f"the drift check could not conclude ({drift.status})")
+    if health.state in ("degraded", "critical"):
+        reasons.append(f"champion health is {health.state}")
     if not reasons:
         reasons.append("no drift and the champion is healthy: nothing to fine-tune")
-        return {"fine_tune": False, "reasons": reasons}
-    return {"fine_tune": True, "reasons": reasons}
+        return FineTuneVerdict(False, reasons, reasons[0])
+    return FineTuneVerdict(True, reasons, "; ".join(reasons))
 
 
 def _window_parts(window_days: int, end: str | None, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -188,8 +167,8 @@ def _window_parts(window_days: int, end: str | None, settings: Settings) -> tupl
 
 
 def fine_tune(model_type: str, strategy: str = "sliding_window", window_days: int = 30, end: str | None = None,
-              test_mode: bool = False, env: str = "prod", seed: int = 42,
-              settings: Settings | None = None) -> dict[str, Any]:
+              test_mode: bool = False, env: str | None = None, seed: int = 42,
+              settings: Settings | None = None) -> FineTuned:
     """Train a challenger on the recent window (sliding window, or continuing from the champion)."""
     settings = settings or get_settings()
     if strategy not in STRATEGIES:
@@ -211,88 +190,81 @@ def fine_tune(model_type: str, strategy: str = "sliding_window", window_days: in
     result = train(model_type, data_source="reference", env=env, model_test=test_mode, horizon=horizon, seed=seed,
                    settings=settings, datasets=datasets, continue_from=continue_from,
                    run_name=f"{model_type}-fine-tune-{strategy}", tags={"strategy": strategy, "cycle": "weekly"})
-    return {"version": result.model_version, "run_id": result.run_id, "model_uri": result.model_uri,
-            "registry_uri": result.registry_uri, "metrics_train": result.metrics_train,
-            "metrics_baseline": result.metrics_baseline, "metrics_current": result.metrics_current,
-            "rows": result.rows, "notes": result.notes,
-            "summary": f"{strategy}: {result.registry_uri} trained on {result.rows['train']:,} rows"
-                       + (" (test mode sample)" if test_mode else "")}
+    return FineTuned(version=result.model_version, run_id=result.run_id, model_uri=result.model_uri,
+                     registry_uri=result.registry_uri, metrics_train=result.metrics_train,
+                     metrics_baseline=result.metrics_baseline, metrics_current=result.metrics_current,
+                     rows=result.rows, notes=result.notes,
+                     summary=f"{strategy}: {result.registry_uri} trained on {result.rows['train']:,} rows"
+                             + (" (test mode sample)" if test_mode else ""))
 
 
 def evaluate_challenger(model_type: str, version: str, window_days: int = 30, end: str | None = None,
                         policy: str = "double_eval", test_mode: bool = False,
-                        settings: Settings | None = None) -> dict[str, Any]:
-    """Double evaluation of a registered challenger vs the champion, then the policy's decision."""
+                        settings: Settings | None = None) -> EvaluatedChallenger:
+    """Double evaluation of a registered challenger vs the champion on the recent window, then the policy's decision."""
     settings = settings or get_settings()
-    registry = Registry(settings)
-    ref = registry.get(model_type, version)
-    challenger = LoadedModel(model_type, registry.load(ref), ref, ref.uri)
     _, test_w = _window_parts(window_days, end, settings)
-    chosen = Policy(name=policy, r2_threshold=settings.r2_baseline_threshold)
-    outcome = evaluate_candidate(model_type, challenger, settings, current=test_w, policy=chosen,
-                                 sample=MODEL_TEST_EVAL_ROWS if test_mode else None)
-    decision = outcome.decisions[policy]
-    ev = outcome.evaluation
-    metrics = {"r2_baseline": ev.baseline.challenger.get("r2"), "rmse_baseline": ev.baseline.challenger.get("rmse"),
-               "champion_r2_baseline": (ev.baseline.champion or {}).get("r2"),
-               "champion_rmse_baseline": (ev.baseline.champion or {}).get("rmse")}
-    if ev.current is not None:
-        metrics.update({"r2_current": ev.current.challenger.get("r2"), "rmse_current": ev.current.challenger.get("rmse"),
-                        "champion_r2_current": (ev.current.champion or {}).get("r2"),
-                        "champion_rmse_current": (ev.current.champion or {}).get("rmse")})
-    return {"decision": decision.kind, "policy": policy, "reasons": decision.reasons,
-            "baseline_regression": decision.baseline_regression, "model_improvement": decision.model_improvement,
-            "metrics": metrics, "all_decisions": {k: d.kind for k, d in outcome.decisions.items()},
-            "reports": outcome.reports, "summary": f"{decision.kind} ({policy}): {decision.reasons[-1]}"}
+    judged = judge(model_type, version, settings, policy, current=test_w,
+                   sample=MODEL_TEST_EVAL_ROWS if test_mode else None)
+    return EvaluatedChallenger(**judged.to_dict(), summary=f"{judged.decision} ({policy}): {judged.reasons[-1]}")
 
 
 def promote_if_deployed(model_type: str, version: str, decision: str, reasons: list[str],
                         settings: Settings | None = None, *, expected_champion: str | None,
-                        test_mode: bool = False) -> dict[str, Any]:
+                        test_mode: bool = False) -> PromotionStep:
     """Promote ``version`` on ``deploy`` if the champion is still ``expected_champion`` (the one compared
     against). Never promotes in test mode, nor a version with blockers (test-mode, gate failed)."""
     settings = settings or get_settings()
     registry = Registry(settings)
     before = registry.champion(model_type)
-    kept = {"promoted": False, "champion_before": before.version if before else None,
-            "champion_after": before.version if before else None}
+    kept = before.version if before else None
     if decision != "deploy":
-        return {**kept, "summary": f"champion kept ({before.uri if before else 'none'}): decision {decision}"}
+        return PromotionStep(False, kept, kept, f"champion kept ({before.uri if before else 'none'}): decision {decision}")
     blockers = registry.blockers(registry.get(model_type, version))
     if test_mode or blockers:
         why = "; ".join(blockers) or "the cycle ran in test mode"
-        return {**kept, "reasons": [f"not promoted: {why} (a cycle never promotes a test-mode or gate-failing "
-                                    "model; `velocast promote --force --reason` can)"],
-                "summary": f"champion kept ({before.uri if before else 'none'}): decision deploy, but {why}"}
+        return PromotionStep(False, kept, kept,
+                             f"champion kept ({before.uri if before else 'none'}): decision deploy, but {why}",
+                             [f"not promoted: {why} (a cycle never promotes a test-mode or gate-failing "
+                              "model; `velocast promote --force --reason` can)"])
     done = promote(model_type, version=version, reason="; ".join(reasons), settings=settings,
                    expected_champion=expected_champion)
-    return {"promoted": True, "champion_before": done.from_version, "champion_after": done.to_version,
-            "summary": f"champion {done.from_version or '-'} -> {done.to_version}"}
+    return PromotionStep(True, done.from_version, done.to_version,
+                         f"champion {done.from_version or '-'} -> {done.to_version}")
 
 
-def audit_cycle(result: dict[str, Any], settings: Settings | None = None) -> str:
+def run_recalibration(model_type: str, end: str | None, settings: Settings | None = None,
+                      test_mode: bool = False) -> Recalibrated:
+    """Recalibrate the (possibly new) champion's intervals on its newest unseen labelled days.
+
+    Never in test mode: a test-mode cycle does not change the champion.
+    """
+    if test_mode:
+        why = "test mode: the champion's intervals are not recalibrated (a test-mode cycle changes no champion)"
+        return Recalibrated(model_type=model_type, status="skipped", summary=why)
+    done = recalibrate(model_type, end=end, settings=settings, reason="weekly recalibration")
+    return Recalibrated(**done.to_dict(), champion_after=done.to_version)
+
+
+def audit_cycle(result: CycleResult, settings: Settings | None = None) -> str:
     """One audit row for the whole cycle (``error`` when a step failed)."""
     settings = settings or get_settings()
-    metrics = result.get("metrics") or {}
-    train_metrics = metrics.get("train") or {}
-    event = AuditEvent(
-        event="error" if result.get("error") else "cycle", model_type=result["model_type"],
-        deployment_decision=None if result.get("error") else result.get("decision") or (
-            "skip_no_new_data" if result.get("new_data") is False and not result.get("forced") else "no_fine_tune"),
-        drift_detected=result.get("drift_detected"), drift_share=result.get("drift_share"),
-        health_state=result.get("health_state"), r2_train=train_metrics.get("r2"), rmse_train=train_metrics.get("rmse"),
-        **{k: metrics.get(k) for k in ("r2_baseline", "rmse_baseline", "r2_current", "rmse_current",
-                                       "champion_r2_baseline", "champion_rmse_baseline",
-                                       "champion_r2_current", "champion_rmse_current")},
-        baseline_regression=result.get("baseline_regression"), model_improvement=result.get("model_improvement"),
-        model_uri=result.get("challenger_uri"), run_id=result.get("challenger_run_id"), env=result.get("env"),
-        from_version=result.get("champion_before"), to_version=result.get("champion_after"),
-        reasons=list(result.get("reasons") or []), error_message=result.get("error"),
-        details={"cycle_id": result.get("cycle_id"), "test_mode": result.get("test_mode"),
-                 "forced": result.get("forced"), "strategy": result.get("strategy"), "policy": result.get("policy"),
-                 "steps": [{"name": s["name"], "status": s["status"], "summary": s["summary"]}
-                           for s in result.get("steps", [])]},
-        event_id=result.get("cycle_id") or str(uuid.uuid4()))
+    train_metrics = result.metrics.get("train") or {}
+    event = AuditEvent.from_outcome(
+        "error" if result.error else "cycle", result.result_of("evaluate"), model_type=result.model_type,
+        deployment_decision=None if result.error else result.decision or (
+            "skip_no_new_data" if result.new_data is False and not result.forced else "no_fine_tune"),
+        drift_detected=result.drift_detected, drift_share=result.drift_share, health_state=result.health_state,
+        r2_train=train_metrics.get("r2"), rmse_train=train_metrics.get("rmse"),
+        baseline_regression=result.metrics.get("baseline_regression"),
+        model_improvement=result.promoted if result.decision else None,
+        model_uri=result.challenger_uri, run_id=result.challenger_run_id, env=result.env,
+        from_version=result.champion_before, to_version=result.champion_after, reasons=list(result.reasons),
+        error_message=result.error,
+        details={"cycle_id": result.cycle_id, "test_mode": result.test_mode, "forced": result.forced,
+                 "strategy": result.strategy, "policy": result.policy,
+                 "steps": [{"name": s.name, "status": s.status, "summary": s.summary} for s in result.steps]},
+        event_id=result.cycle_id)
     AuditLog(settings=settings).record(event)
     return event.event_id
 
@@ -318,17 +290,21 @@ def notify_cycle(result: dict[str, Any], settings: Settings | None = None) -> bo
 # --------------------------------------------------------------------------- the whole cycle
 def monitor_and_fine_tune(model_type: str = "lgbm", force_fine_tune: bool = False, test_mode: bool = False,
                           window_days: int = 30, strategy: str = "sliding_window", policy: str = "double_eval",
-                          env: str = "prod", settings: Settings | None = None,
+                          env: str | None = None, settings: Settings | None = None,
                           on_step: Callable[[StepOutcome], None] | None = None) -> CycleResult:
-    """Run the weekly cycle once; never raises for a failing step (it is audited as ``error``)."""
+    """Run the weekly cycle once; never raises for a failing step (it is audited as ``error``).
+
+    ``env`` (default ``VELOCAST_ENV``) is recorded with the challenger and the audit row.
+    """
     settings = settings or get_settings()
+    env = env or settings.env
     get_spec(model_type)
     Policy(name=policy)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    env = cycle_env(env, test_mode)
+    params = CycleParams(model_type, test_mode, force_fine_tune, strategy, policy, window_days, cycle_env(env, test_mode))
     with lease.held(model_type, settings):
-        return _run_cycle(model_type, force_fine_tune, test_mode, window_days, strategy, policy, env, settings, on_step)
+        return _run_cycle(params, settings, on_step)
 
 
 def champion_now(model_type: str, settings: Settings, fallback: str | None) -> str | None:
@@ -346,92 +322,81 @@ def cycle_env(env: str, test_mode: bool) -> str:
     return "dev" if test_mode else env
 
 
-def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, strategy: str, policy: str,
-               env: str, settings: Settings, on_step: Callable[[StepOutcome], None] | None) -> CycleResult:
+def _run_cycle(params: CycleParams, settings: Settings, on_step: Callable[[StepOutcome], None] | None) -> CycleResult:
+    """The steps in one process; :func:`~velocast.lifecycle.cycle_steps.assemble_cycle` makes the result."""
     started = time.perf_counter()
-    result = CycleResult(cycle_id=str(uuid.uuid4()), model_type=model_type,
-                         started_at=datetime.now(timezone.utc).isoformat(), test_mode=test_mode, forced=force,
-                         strategy=strategy, policy=policy, window_days=window_days)
+    cycle_id, started_at = str(uuid.uuid4()), datetime.now(timezone.utc).isoformat()
+    model_type, test_mode, window_days = params.model_type, params.test_mode, params.window_days
+    outcomes: list[StepOutcome] = []
+    reported: list[StepOutcome] = []
 
-    def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def report(outcome: StepOutcome) -> None:
+        outcomes.append(outcome)
+        if outcome.name != "decide":
+            reported.append(outcome)
+            if on_step:
+                on_step(outcome)
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
         t0 = time.perf_counter()
-        out = fn()
-        outcome = StepOutcome(name, "done", out.get("summary", ""), round(time.perf_counter() - t0, 3),
-                              {k: v for k, v in out.items() if k != "summary"})
-        result.steps.append(outcome)
-        if on_step:
-            on_step(outcome)
+        progress.step(STEP_STARTS.get(name, name))
+        with progress.scope(name):
+            out = fn()
+        report(StepOutcome(name, "done", out.summary, round(time.perf_counter() - t0, 3), out))
         return out
 
-    def skip(name: str, why: str) -> None:
-        outcome = StepOutcome(name, "skipped", why)
-        result.steps.append(outcome)
-        if on_step:
-            on_step(outcome)
+    def skip(names: tuple[str, ...], why: str) -> None:
+        for name in names:
+            report(StepOutcome(name, "skipped", why))
 
-    current = "new_data"  # the champion lookup belongs to the first step (as in the DAG's check_new_data)
+    current, champion_before, champion_after_error = "new_data", None, None  # the champion lookup is new_data's
     try:
-        registry = Registry(settings)
-        champion = registry.champion(model_type)
-        result.champion_before = result.champion_after = champion.version if champion else None
+        champion = Registry(settings).champion(model_type)
+        champion_before = champion.version if champion else None
         new = step("new_data", lambda: check_new_data(model_type, settings))
-        result.new_data = new["new_data"]
-        end = new["latest"]
-        if not new["new_data"] and not force:
-            for name in ("drift", "health", "fine_tune", "evaluate", "promote"):
-                skip(name, "no new data since the last training or cycle")
+        if not new.new_data and not params.forced:
+            skip(("drift", "health", "fine_tune", "evaluate", "promote", "recalibrate"), NO_NEW_DATA)
         else:
             current = "drift"
-            drift = step("drift", lambda: run_drift(model_type, window_days, end, settings))
-            result.drift_detected, result.drift_share = drift["drift_detected"], drift["drift_share"]
+            drift = step("drift", lambda: run_drift(model_type, window_days, new.latest, settings))
             current = "health"
-            health = step("health", lambda: run_health(model_type, end, settings))
-            result.health_state = health["state"]
-            verdict = should_fine_tune(drift, health, force, champion is not None)
-            result.reasons = list(verdict["reasons"])
-            if not verdict["fine_tune"]:
-                for name in ("fine_tune", "evaluate", "promote"):
-                    skip(name, verdict["reasons"][0])
+            health = step("health", lambda: run_health(model_type, new.latest, settings))
+            verdict = should_fine_tune(drift, health, params.forced, champion is not None)
+            report(StepOutcome("decide", "done", verdict.summary, result=verdict))
+            if not verdict.fine_tune:
+                skip(("fine_tune", "evaluate", "promote"), verdict.reasons[0])
             else:
                 current = "fine_tune"
-                tuned = step("fine_tune", lambda: fine_tune(model_type, strategy, window_days, end, test_mode, env,
-                                                            settings=settings))
-                result.fine_tuned = True
-                result.challenger_version, result.challenger_run_id = tuned["version"], tuned["run_id"]
-                result.challenger_uri = tuned["registry_uri"]
-                result.metrics["train"] = tuned["metrics_train"]
+                tuned = step("fine_tune", lambda: fine_tune(model_type, params.strategy, window_days, new.latest,
+                                                            test_mode, params.env, settings=settings))
                 current = "evaluate"
-                evaluated = step("evaluate", lambda: evaluate_challenger(model_type, tuned["version"], window_days, end,
-                                                                         policy, test_mode, settings))
-                result.decision = evaluated["decision"]
-                result.reasons += evaluated["reasons"]
-                result.metrics.update(evaluated["metrics"])
-                result.metrics["baseline_regression"] = evaluated["baseline_regression"]
+                evaluated = step("evaluate", lambda: evaluate_challenger(model_type, tuned.version, window_days,
+                                                                         new.latest, params.policy, test_mode,
+                                                                         settings))
                 current = "promote"
-                promoted = step("promote", lambda: promote_if_deployed(
-                    model_type, tuned["version"], evaluated["decision"], evaluated["reasons"], settings,
-                    expected_champion=result.champion_before, test_mode=test_mode))
-                result.promoted = promoted["promoted"]
-                result.champion_after = promoted["champion_after"]
-                result.reasons += promoted.get("reasons", [])
-            record_cycle_state(settings, model_type, data_end=end, last_cycle=result.started_at, last_cycle_id=result.cycle_id)
+                step("promote", lambda: promote_if_deployed(model_type, tuned.version, evaluated.decision,
+                                                            evaluated.reasons, settings,
+                                                            expected_champion=champion_before, test_mode=test_mode))
+            current = "recalibrate"
+            step("recalibrate", lambda: run_recalibration(model_type, new.latest, settings, test_mode))
+            current = "cycle_state"
+            record_cycle_state(settings, model_type, data_end=new.latest, last_cycle=started_at,
+                               last_cycle_id=cycle_id)
     except Exception as exc:
         # the audit log keeps it for ever and serves it (GET /audit): no password of a URL in it
-        result.error = redact_secrets(f"{current or 'cycle'} step failed: {type(exc).__name__}: {exc}", settings)
-        log.error("cycle %s: %s\n%s", result.cycle_id, result.error, redact_secrets(traceback.format_exc(), settings))
-        failed = StepOutcome(current or "cycle", "failed", result.error)
-        result.steps.append(failed)
-        if on_step:
-            on_step(failed)
-        result.champion_after = champion_now(model_type, settings, result.champion_before)  # nothing promoted
-    if test_mode:
-        result.reasons.append("test mode: small samples were used for training and evaluation")
-    payload = {**result.to_dict(), "env": env,
-               "baseline_regression": result.metrics.get("baseline_regression"),
-               "model_improvement": result.promoted if result.decision else None}
+        message = redact_secrets(f"{type(exc).__name__}: {exc}", settings)
+        log.error("cycle %s: %s step failed: %s\n%s", cycle_id, current, message,
+                  redact_secrets(traceback.format_exc(), settings))
+        report(StepOutcome(current, "failed", message))
+        champion_after_error = champion_now(model_type, settings, champion_before)  # nothing promoted
+    result = assemble_cycle(params, outcomes, cycle_id=cycle_id, started_at=started_at,
+                            champion_before=champion_before, champion_after_error=champion_after_error)
+    for outcome in result.steps:  # the steps skipped after a failure
+        if on_step and not any(outcome is done for done in reported):
+            on_step(outcome)
     try:
         t0 = time.perf_counter()
-        result.audit_event_id = audit_cycle(payload, settings)
+        result.audit_event_id = audit_cycle(result, settings)
         result.steps.append(StepOutcome("audit", "done", f"audit event {result.audit_event_id}",
                                         round(time.perf_counter() - t0, 3)))
     except Exception as exc:  # the audit log being down must be visible too
@@ -440,7 +405,7 @@ def _run_cycle(model_type: str, force: bool, test_mode: bool, window_days: int, 
         result.error = result.error or f"audit step failed: {message}"
     if on_step:
         on_step(result.steps[-1])
-    result.notified = notify_cycle({**payload, "error": result.error}, settings)
+    result.notified = notify_cycle(result.to_dict(), settings)
     result.steps.append(StepOutcome("notify", "done" if result.notified else "skipped",
                                     "webhook sent" if result.notified else
                                     ("no webhook configured" if not settings.webhook_url else
@@ -474,7 +439,7 @@ def days_unseen_by(registry: Registry, ref: ModelRef, days: set[str], settings: 
 
 def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str | None = None,
                       policy: str = "double_eval", settings: Settings | None = None, test_mode: bool = False,
-                      promote_on_deploy: bool = False) -> dict[str, Any]:
+                      promote_on_deploy: bool = False, env: str | None = None) -> dict[str, Any]:
     """Merge current data into a new baseline version and retrain from scratch.
 
     The new baseline (default cutoff: the day after the latest stored count, so every stored day is
@@ -487,23 +452,19 @@ def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str 
     if not merge:
         raise ValueError("quarterly retrain without --merge is a plain `velocast train`")
     with lease.held(model_type, settings):
-        return _quarterly_retrain(model_type, cutoff, policy, settings, test_mode, promote_on_deploy)
+        return _quarterly_retrain(model_type, cutoff, policy, settings, test_mode, promote_on_deploy,
+                                  cycle_env(env or settings.env, test_mode))
 
 
 def _quarterly_retrain(model_type: str, cutoff: str | None, policy: str, settings: Settings, test_mode: bool,
-                       promote_on_deploy: bool) -> dict[str, Any]:
+                       promote_on_deploy: bool, env: str) -> dict[str, Any]:
     old = splits.ensure_split(settings)
     if cutoff is None:
         cutoff = str(paris_midnight(store.latest_timestamp(settings), 1).date())
     new = splits.record_split(cutoff, old.test_fraction, old.seed, old.current_test_fraction, settings,
                               parent_version=old.version, notes=[f"quarterly retrain: merged current data into v{old.version}"])
-    env = cycle_env("prod", test_mode)
-    result = train(model_type, data_source="baseline", env=env, model_test=test_mode, settings=settings,
-                   run_name=f"{model_type}-quarterly-retrain", tags={"retrain": "quarterly",
-                                                                      "split_parent": str(old.version)})
     registry = Registry(settings)
-    ref = registry.get(model_type, result.model_version)
-    compared = registry.champion(model_type)  # the champion the evaluation below reads, for compare-and-swap
+    compared = registry.champion(model_type)  # the champion judged against, for compare-and-swap
     judged = set(new.test_days)
     if compared is not None:
         judged = days_unseen_by(registry, compared, judged, settings)
@@ -512,36 +473,29 @@ def _quarterly_retrain(model_type: str, cutoff: str | None, policy: str, setting
     if unseen.empty:
         raise ValueError("no held-out day is unseen by both the new model and the champion: no fair comparison "
                          "is possible (the champion trained on every test day of the new baseline)")
-    outcome = evaluate_candidate(model_type, LoadedModel(model_type, registry.load(ref), ref, ref.uri), settings,
-                                 current=unseen,
-                                 policy=Policy(name=policy, r2_threshold=settings.r2_baseline_threshold), split=new,
-                                 sample=MODEL_TEST_EVAL_ROWS if test_mode else None)
-    decision = outcome.decisions[policy]
+    progress.step(f"baseline v{new.version} recorded (cutoff {new.cutoff}): retraining {model_type} from scratch, "
+                  f"then a double evaluation on {len(judged)} held-out days neither model trained on")
+    done = train_and_judge(model_type, settings, policy, champion=compared, current=unseen, split=new,
+                           sample=MODEL_TEST_EVAL_ROWS if test_mode else None, data_source="baseline", env=env,
+                           model_test=test_mode, run_name=f"{model_type}-quarterly-retrain",
+                           tags={"retrain": "quarterly", "split_parent": str(old.version)})
+    result, judgement = done.trained, done.judgement
     promoted = None
     days_note = (f"compared on {len(judged)} held-out days neither model trained on "
                  f"({min(judged)} .. {max(judged)}), {len(unseen):,} rows")
-    reasons = [*decision.reasons, days_note]
-    if promote_on_deploy and decision.kind == "deploy":
-        moved = promote_if_deployed(model_type, result.model_version, decision.kind,
-                                    ["quarterly retrain: " + decision.reasons[-1]], settings,
-                                    expected_champion=compared.version if compared else None, test_mode=test_mode)
-        promoted = moved["champion_after"] if moved["promoted"] else None
-        reasons += moved.get("reasons", [])
-    ev = outcome.evaluation
-    AuditLog(settings=settings).record(AuditEvent(
-        event="retrain", model_type=model_type, deployment_decision=decision.kind,
-        r2_train=result.metrics_train.get("r2"), rmse_train=result.metrics_train.get("rmse"),
-        r2_baseline=ev.baseline.challenger.get("r2"), rmse_baseline=ev.baseline.challenger.get("rmse"),
-        champion_r2_baseline=(ev.baseline.champion or {}).get("r2"),
-        champion_rmse_baseline=(ev.baseline.champion or {}).get("rmse"),
-        r2_current=(ev.current.challenger if ev.current else {}).get("r2"),
-        rmse_current=(ev.current.challenger if ev.current else {}).get("rmse"),
-        champion_r2_current=((ev.current.champion if ev.current else None) or {}).get("r2"),
-        champion_rmse_current=((ev.current.champion if ev.current else None) or {}).get("rmse"),
-        baseline_regression=decision.baseline_regression, model_improvement=decision.model_improvement,
-        model_uri=result.registry_uri, run_id=result.run_id, env=env, reasons=reasons,
-        to_version=promoted, details={"old_split": old.version, "new_split": new.version, "test_mode": test_mode,
-                                      "compared_days": sorted(judged)}))
+    reasons = [*judgement.reasons, days_note]
+    if promote_on_deploy and judgement.decision == "deploy":
+        moved = promote_if_deployed(model_type, result.model_version, judgement.decision,
+                                    ["quarterly retrain: " + judgement.reasons[-1]], settings,
+                                    expected_champion=judgement.compared_champion, test_mode=test_mode)
+        promoted = moved.champion_after if moved.promoted else None
+        reasons += moved.reasons
+    AuditLog(settings=settings).record(AuditEvent.from_outcome(
+        "retrain", judgement, model_type=model_type, model_uri=result.registry_uri, run_id=result.run_id, env=env,
+        reasons=reasons, to_version=promoted,
+        details={"old_split": old.version, "new_split": new.version, "test_mode": test_mode,
+                 "compared_days": sorted(judged)}))
     return {"old_split": old.version, "new_split": new.version, "new_cutoff": new.cutoff,
-            "version": result.model_version, "run_id": result.run_id, "decision": decision.kind,
-            "reasons": reasons, "promoted": promoted, "compared_days": sorted(judged), "evaluation": ev.to_dict()}
+            "version": result.model_version, "run_id": result.run_id, "decision": judgement.decision,
+            "reasons": reasons, "promoted": promoted, "compared_days": sorted(judged),
+            "evaluation": judgement.evaluation}

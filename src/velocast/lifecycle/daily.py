@@ -25,9 +25,12 @@ import logging
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from velocast.config import PARIS_TZ, Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,27 @@ def forecasts_dir(settings: Settings | None = None) -> Path:
 def forecast_path(day: str, settings: Settings | None = None) -> Path:
     """Where the forecast of ``day`` (``YYYY-MM-DD``, Europe/Paris) is stored."""
     return forecasts_dir(settings) / f"date={day}" / "forecasts.parquet"
+
+
+def next_day_rows(day: pd.Timestamp, settings: Settings | None = None) -> pd.DataFrame:
+    """One row per stored counter and hour of ``day`` (Europe/Paris; 23 or 25 hours on DST days)."""
+    import pandas as pd
+
+    from velocast.data import store
+
+    counters = store.counters(settings)
+    start = day.tz_convert(PARIS_TZ).normalize() if day.tzinfo else day.tz_localize(PARIS_TZ)
+    hours = pd.date_range(start, start + pd.DateOffset(days=1), freq="h", inclusive="left")
+    rows = counters.merge(pd.DataFrame({"timestamp": hours}), how="cross")
+    return rows[["counter_id", "counter_name", "site_id", "site_name", "timestamp", "latitude", "longitude"]]
+
+
+def forecast_day(latest: pd.Timestamp) -> pd.Timestamp:
+    """The day to forecast: the latest stored day if it is incomplete, else the next one."""
+    import pandas as pd
+
+    local = latest.tz_convert(PARIS_TZ)
+    return local.normalize() if local.hour < 23 else (local.normalize() + pd.DateOffset(days=1)).normalize()
 
 
 def _pending(inbox: Path) -> list[Path]:
@@ -175,15 +199,15 @@ def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None,
 
     The model is the champion of ``model_type`` (the latest version when there is no champion).
     The rows carry ``model_type``, ``model_version``, ``model_uri``, ``forecast_date`` and
-    ``generated_at`` (UTC) beside the counter, the hour (``timestamp``, Europe/Paris) and
-    ``prediction``. Rewriting the same day replaces its file atomically. ``weather_forecast`` says
+    ``generated_at`` (UTC) beside the counter, the hour (``timestamp``, Europe/Paris),
+    ``prediction`` and its interval (``lower``, ``upper``, ``coverage``: VELOCAST_INTERVAL_COVERAGE).
+    Rewriting the same day replaces its file atomically. ``weather_forecast`` says
     which stored weather forecast, issued by 00:00 of the day, covers its hours (``weather_fetch``,
     the result of ``fetch_weather``, tells why there is none when its fetch failed).
     """
     import pandas as pd
 
     from velocast.data import store
-    from velocast.demo import forecast_day, next_day_rows
     from velocast.fileio import atomic_write_parquet
     from velocast.lifecycle.predict import load_model, predict_rows
 
@@ -199,7 +223,8 @@ def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None,
     result = predict_rows(rows, model, settings)
     generated_at = pd.Timestamp.now(tz="UTC")
     frame = result.frame.assign(model_type=model_type, model_version=model.version, model_uri=model.uri,
-                                forecast_date=day.date().isoformat(), generated_at=generated_at)
+                                forecast_date=day.date().isoformat(), generated_at=generated_at,
+                                coverage=result.coverage)
     path = forecast_path(day.date().isoformat(), settings)
     atomic_write_parquet(frame, path)
     log.info("forecast of %s: %d rows by %s -> %s", day.date(), len(frame), model.uri, path)
@@ -210,7 +235,7 @@ def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None,
         "counters": int(frame["counter_id"].nunique()), "model_type": model_type,
         "model_version": model.version, "model_uri": model.uri, "generated_at": generated_at.isoformat(),
         "latest_count": latest.isoformat(), "total_predicted": round(float(frame["prediction"].sum()), 1),
-        "warnings": warnings, "weather_forecast": weather,
+        "interval_coverage": result.coverage, "warnings": warnings, "weather_forecast": weather,
         "summary": f"{len(frame):,} counter-hours of {day.date()} forecast by {model.uri} -> {path}; {weather['note']}",
     }
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from velocast.choices import DATA_SOURCES
 from velocast.config import Settings, get_settings
 from velocast.data import splits, store
 from velocast.data.ingest import read_table, validate
@@ -31,7 +32,6 @@ from velocast.data.splits import SplitRecord, frame_hash, paris_day, split_by_ti
 
 log = logging.getLogger(__name__)
 
-DATA_SOURCES = ("baseline", "current", "reference")
 MODEL_TEST_ROWS = 1000
 MODEL_TEST_EVAL_ROWS = 3000
 
@@ -99,6 +99,24 @@ def training_rows(frame: pd.DataFrame, held_out: set[str], settings: Settings | 
                      f"{settings.outage_min_zero_hours} zero hours) left out of training")
     keep = ~(on_test_day | outage)
     return frame if keep.all() else frame[keep].reset_index(drop=True)
+
+
+# calibration days are at most this share of the training days (the point model needs the rest)
+MAX_CALIBRATION_SHARE = 0.2
+
+
+def calibration_days(frame: pd.DataFrame, days: int) -> list[str]:
+    """The latest ``days`` Paris days (ISO) of a training frame, where prediction intervals are calibrated.
+
+    Time-ordered: the calibration days come after every day the point model is fitted on, like the
+    days it will forecast. At most ``MAX_CALIBRATION_SHARE`` of the frame's days; none for a frame
+    of fewer than 5 days. The frame holds no test day (``training_rows``), so neither do they.
+    """
+    if frame.empty:
+        return []
+    all_days = sorted({str(d) for d in paris_day(frame["timestamp"]).unique()})
+    n = min(int(days), int(len(all_days) * MAX_CALIBRATION_SHARE))
+    return all_days[-n:] if n > 0 else []
 
 
 def _sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:

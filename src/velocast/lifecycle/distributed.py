@@ -16,7 +16,7 @@ The work is split where the memory is:
   with-weather and the no-weather sibling on them.
 
 Both boosters come back as plain ``LGBMRegressor`` objects (``to_local()``), wrapped exactly as a
-single-process fit wraps them (``LGBMCountRegressor`` inside ``WeatherFallback`` after the same
+single-process fit wraps them (``LGBMCountRegressor`` inside ``WeatherFallback`` inside ``ConformalRegressor``, after the same
 ``FeatureBuilder``): the registered pipeline is of the same kind, served and fine-tuned as any
 other. A worker's features equal the single-process ones row for row (tested). Workers need the
 velocast package and the same store and weather as the client (a Delta store on S3, or a
@@ -39,6 +39,7 @@ from velocast.config import Settings, redact
 from velocast.data.store_common import month_of
 from velocast.errors import DependencyUnavailable
 from velocast.models import build_pipeline
+from velocast.models.intervals import with_intervals
 from velocast.models.lgbm import LGBMCountRegressor
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def fit_on_dask(model_type: str, horizon: str, hyperparams: dict[str, Any] | Non
         raise ValueError("no training rows to fit on")
     template = build_pipeline(model_type, hyperparams, horizon, seed=seed)
     features = template.named_steps["features"]
-    fallback = template.named_steps["model"]
+    fallback = template.named_steps["model"].estimator  # inside the prediction intervals' wrapper
     params = fallback.estimator.get_params()
     y = rows["bike_count"].to_numpy(float)
     features.fit(rows, y)
@@ -200,7 +201,8 @@ def fit_on_dask(model_type: str, horizon: str, hyperparams: dict[str, Any] | Non
         client.cancel(futures)
     fallback.with_weather_, fallback.without_weather_ = siblings["with_weather"], siblings["without_weather"]
     fallback._copy_attributes()
-    return Pipeline([("features", features), ("model", fallback)])
+    # the same kind of pipeline as a single-process fit: intervals calibrated afterwards (``calibrate``)
+    return Pipeline([("features", features), ("model", with_intervals(fallback))])
 
 
 def worker_peak_rss_mb(client: Any) -> dict[str, float]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from velocast import progress
 from velocast.config import Settings, get_settings
 from velocast.data import splits
 from velocast.evaluation.classifier import (
@@ -66,7 +67,7 @@ def _paired(name: str, rows: ServedRows, model_type: str, challenger: Any, champ
 
 def double_evaluate(model_type: str, challenger: Any, challenger_uri: str, champion: Any | None,
                     champion_uri: str | None, test_baseline: ServedRows, test_current: ServedRows | None,
-                    gates_passed: bool | None = None) -> DoubleEvaluation:
+                    gates_passed: bool | None = None, gate_failures: list[str] | None = None) -> DoubleEvaluation:
     """Score both models on the same rows of both test sets, built as served."""
     task = get_spec(model_type).task
     baseline = _paired("test_baseline", test_baseline, model_type, challenger, champion)
@@ -77,7 +78,7 @@ def double_evaluate(model_type: str, challenger: Any, challenger_uri: str, champ
     if current is None:
         notes.append("no test_current rows")
     return DoubleEvaluation(model_type, task, challenger_uri, champion_uri if champion is not None else None,
-                            baseline, current, gates_passed, notes)
+                            baseline, current, gates_passed, notes, list(gate_failures or []))
 
 
 @dataclass
@@ -110,8 +111,15 @@ def classifier_validation(pipeline: Any, rows: pd.DataFrame, out_dir: Path,
 def evaluate_candidate(model_type: str, challenger: LoadedModel, settings: Settings | None = None,
                        current: pd.DataFrame | None = None, policy: Policy | None = None,
                        champion: LoadedModel | None = None, sample: int | None = None,
-                       write_reports: bool = True, split: splits.SplitRecord | None = None) -> EvaluationOutcome:
-    """Double-evaluate ``challenger`` against the current champion and decide with every policy."""
+                       write_reports: bool = True, split: splits.SplitRecord | None = None,
+                       test_baseline: pd.DataFrame | None = None,
+                       extra_history: pd.DataFrame | None = None) -> EvaluationOutcome:
+    """Double-evaluate ``challenger`` against the current champion and decide with every policy.
+
+    ``test_baseline``/``current``: the test rows (default: the split's); ``extra_history``: labelled
+    rows that are not in the store but may serve as history (a training's posted rows), so the
+    evaluation builds exactly the rows the training scored.
+    """
     settings = settings or get_settings()
     policy = policy or Policy(r2_threshold=settings.r2_baseline_threshold)
     if champion is None:
@@ -119,25 +127,31 @@ def evaluate_candidate(model_type: str, challenger: LoadedModel, settings: Setti
         ref = registry.champion(model_type)
         champion = LoadedModel(model_type, registry.load(ref), ref, ref.uri) if ref else None
     split = split or splits.ensure_split(settings)
-    test_b = splits.load_split("test_baseline", split, settings)
+    test_b = test_baseline if test_baseline is not None else splits.load_split("test_baseline", split, settings)
     test_c = current if current is not None else splits.load_split("test_current", split, settings)
     if sample:
         test_b = test_b.sample(min(sample, len(test_b)), random_state=0).sort_values("timestamp")
         if test_c is not None and len(test_c) > sample:
             test_c = test_c.sample(sample, random_state=0).sort_values("timestamp")
-    served_b = ServedRows.build(test_b, settings)
-    served_c = ServedRows.build(test_c, settings) if test_c is not None and len(test_c) else None
+    progress.step(f"building the test rows as served ({len(test_b):,} test_baseline"
+                  + (f", {len(test_c):,} test_current" if test_c is not None else "") + ")")
+    served_b = ServedRows.build(test_b, settings, extra_history=extra_history)
+    served_c = ServedRows.build(test_c, settings, extra_history=extra_history) \
+        if test_c is not None and len(test_c) else None
     reports: dict[str, str] = {}
     folder = settings.reports_dir / "evaluations" / f"{model_type}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
-    gates_passed, classifier = None, None
+    gates_passed, classifier, gate_failures = None, None, []
     if get_spec(model_type).task == "classification":
+        progress.step("classifier validation suite on test_baseline")
         validation, paths = classifier_validation(challenger.pipeline, served_b.decision_rows, folder / "classifier")
-        gates_passed, classifier = validation.passed, validation.to_dict()
+        gates_passed, classifier, gate_failures = validation.passed, validation.to_dict(), validation.failures
         reports.update(paths)
+    progress.step(f"scoring the challenger{' and the champion' if champion else ''} on the same rows")
     evaluation = double_evaluate(model_type, challenger.pipeline, challenger.uri,
                                  champion.pipeline if champion else None, champion.uri if champion else None,
-                                 served_b, served_c, gates_passed)
+                                 served_b, served_c, gates_passed, gate_failures)
     if write_reports and get_spec(model_type).task == "regression":
+        progress.step("writing the per-counter and per-hour reports")
         for name, served in (("test_baseline", served_b), ("test_current", served_c)):
             if served is None:
                 continue
@@ -153,6 +167,7 @@ def evaluate(model_type: str, version: str | None = None, run_id: str | None = N
     """``velocast evaluate``: a registered version (default: the latest) against the champion."""
     settings = settings or get_settings()
     registry = Registry(settings)
+    progress.step("loading the challenger and the champion (if there is one)")
     if model_uri:
         challenger = load_model(model_type, model_uri=model_uri, settings=settings)
     else:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -45,12 +45,13 @@ from velocast.data.schema import paris_midnight
 from velocast.data.weather import WEATHER_COLUMNS, attach_weather, load_weather
 from velocast.data.weather_forecast import day_ahead_cutoffs as cutoff_of
 from velocast.data.weather_forecast import forecast_as_of, load_forecasts
-from velocast.features import HISTORY_WINDOW_DAYS, MODEL_INPUT_COLUMNS, add_history
+from velocast.features import HISTORY_WINDOW_DAYS, MODEL_INPUT_COLUMNS, add_history, midnight_utc_hours, paris_day_hour
 
 log = logging.getLogger(__name__)
 
 WEATHER_MODES = ("served", "with_weather", "none", "observed")
 WEATHER_SOURCE = "weather_source"
+NO_WEATHER_NOTE = "no weather forecast for this hour: predicted by the model's no-weather sibling"
 _HISTORY_DAYS = HISTORY_WINDOW_DAYS + 1
 
 
@@ -136,7 +137,7 @@ class Inputs:
                 out[position].append(note)
         if weather_source is not None:
             for position in np.flatnonzero(np.asarray(weather_source) == "missing"):
-                out[position].append("no weather forecast for this hour: predicted by the model's no-weather sibling")
+                out[position].append(NO_WEATHER_NOTE)
         return out
 
     def frame(self, weather: str = "served", observed: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -183,36 +184,72 @@ def model_inputs(enriched: pd.DataFrame) -> pd.DataFrame:
 
 def _history_notes(rows: pd.DataFrame, history: pd.DataFrame | None, min_zero_hours: int) -> list[tuple[int, str]]:
     """(row position, note) for rows whose history at their cut-off is incomplete or a sensor outage."""
-    cutoffs = cutoff_of(rows["timestamp"])
     counters = rows["counter_id"].astype(str).to_numpy()
+    days, _ = paris_day_hour(rows["timestamp"], rows["counter_id"])
     hist = history[history["bike_count"].notna()] if history is not None and len(history) else None
     if hist is None or hist.empty:
-        return [(i, f"no history: no count of counter {counters[i]} before {cutoffs.iloc[i].date()} is known; "
-                    "predicted from the calendar and its usual level") for i in range(len(rows))]
+        return history_notes(counters, np.full(len(rows), -1), days, SortedCounts.empty(), min_zero_hours)
     ids = pd.Index(pd.unique(np.concatenate([hist["counter_id"].astype(str).to_numpy(), counters])))
-    h_code = ids.get_indexer(hist["counter_id"].astype(str))
-    h_hour = utc_hours(hist["timestamp"])
-    order = np.lexsort((h_hour, h_code))
-    h_code, h_hour = h_code[order], h_hour[order]
     runs = zero_runs(hist["counter_id"], hist["timestamp"], hist["bike_count"].to_numpy(float))
-    run_start = runs.start[order]
-    key = h_code * (1 << 32) + h_hour  # sortable (counter, hour)
-    r_code = ids.get_indexer(counters)
-    cut = utc_hours(cutoffs)
-    previous = utc_hours(cutoff_of(cutoffs - pd.Timedelta(hours=12)))  # 00:00 of D-1, DST-safe
-    upto = np.searchsorted(key, r_code * (1 << 32) + cut)  # first record at or after the cut-off
-    since = np.searchsorted(key, r_code * (1 << 32) + previous)
-    latest = upto - 1
-    has_any = (latest >= 0) & (h_code[np.maximum(latest, 0)] == r_code)
-    latest_hour = np.where(has_any, h_hour[np.maximum(latest, 0)], -1)
-    known = upto - since
+    known = SortedCounts.of(ids.get_indexer(hist["counter_id"].astype(str)), utc_hours(hist["timestamp"]), runs.start)
+    return history_notes(counters, ids.get_indexer(counters), days, known, min_zero_hours)
+
+
+@dataclass(frozen=True)
+class SortedCounts:
+    """Known counts sorted by (counter code, UTC hour), with the start of each one's zero run (-1: not 0)."""
+
+    key: np.ndarray  # code * 2**32 + hour, sorted
+    hour: np.ndarray
+    code: np.ndarray
+    run_start: np.ndarray
+
+    @classmethod
+    def of(cls, code: np.ndarray, hour: np.ndarray, run_start: np.ndarray) -> SortedCounts:
+        order = np.lexsort((hour, code))
+        code, hour = np.asarray(code, np.int64)[order], np.asarray(hour, np.int64)[order]
+        return cls(code * (1 << 32) + hour, hour, code, np.asarray(run_start, np.int64)[order])
+
+    @classmethod
+    def empty(cls) -> SortedCounts:
+        nothing = np.zeros(0, np.int64)
+        return cls(nothing, nothing, nothing, nothing)
+
+
+def history_notes(counters: np.ndarray, codes: np.ndarray, days: np.ndarray, known: SortedCounts,
+                  min_zero_hours: int, since_hour: int | None = None) -> list[tuple[int, str]]:
+    """(row position, note) of rows (counter id, its code in ``known``, Paris day number D) whose history
+    at their cut-off (00:00 of D) is missing, older than D-1, incomplete, or a sensor outage.
+
+    The one computation of these notes: ``Inputs.notes`` gives it the counts read for a request,
+    the serving path (``velocast.lifecycle.served_history``) its in-memory counts of the store with
+    ``since_hour``, the first UTC hour the request's read would have held (earlier counts are ignored
+    and a zero run is seen from there on, exactly as in that read).
+    """
+    cut = midnight_utc_hours(days)
+    previous = midnight_utc_hours(days - 1)  # 00:00 of D-1, DST-safe
+    if len(known.key) == 0:
+        has_any = np.zeros(len(days), bool)
+        latest_hour = known_hours = trailing = np.full(len(days), -1, np.int64)
+    else:
+        upto = np.searchsorted(known.key, codes * (1 << 32) + cut)  # first record at or after the cut-off
+        since = np.searchsorted(known.key, codes * (1 << 32) + previous)
+        latest = np.maximum(upto - 1, 0)
+        latest_hour = known.hour[latest]
+        has_any = (upto > 0) & (known.code[latest] == codes) & (codes >= 0)
+        if since_hour is not None:
+            has_any &= latest_hour >= since_hour
+        latest_hour = np.where(has_any, latest_hour, -1)
+        known_hours = upto - since
+        run_start = known.run_start[latest]
+        if since_hour is not None:
+            run_start = np.where(run_start >= 0, np.maximum(run_start, since_hour), -1)
+        trailing = np.where(has_any & (run_start >= 0), latest_hour - run_start + 1, 0)
     expected = cut - previous
-    trailing = np.where(has_any & (run_start[np.maximum(latest, 0)] >= 0),
-                        latest_hour - run_start[np.maximum(latest, 0)] + 1, 0)
     out = []
-    flagged = ~has_any | (latest_hour < previous) | (trailing >= min_zero_hours) | (known < expected)
+    flagged = ~has_any | (latest_hour < previous) | (trailing >= min_zero_hours) | (known_hours < expected)
     for i in np.flatnonzero(flagged):
-        day = cutoffs.iloc[i].date()
+        day = date(1970, 1, 1) + timedelta(days=int(days[i]))
         if not has_any[i]:
             out.append((i, f"no history: no count of counter {counters[i]} before {day} is known; "
                            "predicted from the calendar and its usual level"))
@@ -223,8 +260,8 @@ def _history_notes(rows: pd.DataFrame, history: pd.DataFrame | None, min_zero_ho
         elif trailing[i] >= min_zero_hours:
             out.append((i, f"sensor outage suspected: counter {counters[i]} reported 0 for its last {trailing[i]} "
                            "known hours; forecast of its traffic once it works again"))
-        elif known[i] < expected[i]:
-            out.append((i, f"history incomplete: {known[i]} of {expected[i]} hours of {day - timedelta(days=1)} "
+        elif known_hours[i] < expected[i]:
+            out.append((i, f"history incomplete: {known_hours[i]} of {expected[i]} hours of {day - timedelta(days=1)} "
                            f"known for counter {counters[i]}"))
     return out
 

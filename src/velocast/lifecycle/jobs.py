@@ -35,16 +35,17 @@ import pandas as pd
 import psutil
 import sqlalchemy as sa
 
+from velocast.choices import JOB_RUNNERS, JOB_STATES
 from velocast.config import Settings, database_url, get_settings, redact_secrets
 from velocast.lifecycle import audit
 from velocast.lifecycle.audit import AuditEvent, AuditLog
 
 log = logging.getLogger(__name__)
 
-STATES = ("queued", "running", "succeeded", "failed")
+STATES = JOB_STATES
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed")
-RUNNERS = ("api", "airflow")
+RUNNERS = JOB_RUNNERS
 
 jobs_metadata = sa.MetaData()
 jobs_table = sa.Table(
@@ -339,48 +340,34 @@ class JobStore:
 
 # --------------------------------------------------------------------------- running a job
 def run_training(spec: TrainSpec, settings: Settings, job_id: str | None = None) -> dict[str, Any]:
-    """Train, double-evaluate against the champion on the same rows, audit; return the job result."""
-    from velocast.lifecycle.datasets import MODEL_TEST_EVAL_ROWS, load_datasets
-    from velocast.lifecycle.evaluate import evaluate_candidate
-    from velocast.lifecycle.predict import load_model
-    from velocast.lifecycle.train import train
-    from velocast.tracking.registry import Registry
+    """Train, double-evaluate against the champion on the same rows, audit; return the job result.
+
+    One evaluation gives every number of the result: the challenger's test metrics,
+    ``baseline_regression`` and the decision all come from the double evaluation, made on exactly
+    the test rows (and history) the training used.
+    """
+    from velocast.lifecycle.challenger import train_and_judge
+    from velocast.lifecycle.datasets import load_datasets
 
     datasets = load_datasets(spec.data_source, settings, current_data=spec.current_data, model_test=spec.test_mode)
-    trained = train(spec.model_type, data_source=spec.data_source, env=spec.env, model_test=spec.test_mode,
-                    horizon=spec.horizon, hyperparams=spec.hyperparams, datasets=datasets, settings=settings,
-                    tags={"trigger": "api", **({"api_job": job_id} if job_id else {})})
-    challenger = load_model(spec.model_type, version=trained.model_version, settings=settings)
-    compared = Registry(settings).champion(spec.model_type)  # what the evaluation below compares against
-    current = datasets.test_current.frame if datasets.test_current is not None else None
-    outcome = evaluate_candidate(spec.model_type, challenger, settings, current=current,
-                                 sample=MODEL_TEST_EVAL_ROWS if spec.test_mode else None)
-    decision = outcome.decisions["double_eval"]
-    evaluation = outcome.evaluation
-    champion_b = evaluation.baseline.champion or {}
-    champion_c = (evaluation.current.champion if evaluation.current is not None else None) or {}
-    current_metrics = trained.metrics_current or {}
-    AuditLog(settings=settings).record(AuditEvent(
-        event="training", model_type=spec.model_type, deployment_decision=decision.kind,
-        r2_train=trained.metrics_train.get("r2"), rmse_train=trained.metrics_train.get("rmse"),
-        r2_baseline=trained.metrics_baseline.get("r2"), rmse_baseline=trained.metrics_baseline.get("rmse"),
-        r2_current=current_metrics.get("r2"), rmse_current=current_metrics.get("rmse"),
-        champion_r2_baseline=champion_b.get("r2"), champion_rmse_baseline=champion_b.get("rmse"),
-        champion_r2_current=champion_c.get("r2"), champion_rmse_current=champion_c.get("rmse"),
-        baseline_regression=decision.baseline_regression, model_improvement=decision.model_improvement,
-        model_uri=trained.registry_uri, run_id=trained.run_id, env=spec.env, actor="api",
-        to_version=trained.model_version, reasons=decision.reasons,
+    done = train_and_judge(spec.model_type, settings, datasets=datasets, data_source=spec.data_source, env=spec.env,
+                           model_test=spec.test_mode, horizon=spec.horizon, hyperparams=spec.hyperparams,
+                           tags={"trigger": "api", **({"api_job": job_id} if job_id else {})})
+    trained, judged = done.trained, done.judgement
+    AuditLog(settings=settings).record(AuditEvent.from_outcome(
+        "training", judged, model_type=spec.model_type, model_uri=trained.registry_uri, run_id=trained.run_id,
+        env=spec.env, actor="api", to_version=trained.model_version,
         details={"job_id": job_id, "data_source": spec.data_source, "test_mode": spec.test_mode,
-                 "champion": evaluation.champion, "decisions": {k: d.kind for k, d in outcome.decisions.items()}}))
+                 "champion": judged.evaluation.get("champion"), "decisions": judged.decisions}))
     return {
         "run_id": trained.run_id, "model_uri": trained.model_uri, "registry_uri": trained.registry_uri,
         "model_version": trained.model_version, "metrics_train": trained.metrics_train,
-        "metrics_baseline": trained.metrics_baseline, "metrics_current": trained.metrics_current,
-        "double_evaluation_enabled": trained.double_evaluation_enabled,
-        "baseline_regression": trained.baseline_regression, "deployment_decision": decision.kind,
-        "decision_reasons": decision.reasons, "decisions": {k: d.kind for k, d in outcome.decisions.items()},
-        "compared_champion": compared.version if compared else None,
-        "double_evaluation": evaluation.to_dict(), "hyperparams": trained.hyperparams, "notes": trained.notes,
+        "metrics_baseline": judged.metrics_baseline, "metrics_current": judged.metrics_current,
+        "double_evaluation_enabled": judged.metrics_current is not None,
+        "baseline_regression": judged.baseline_regression, "deployment_decision": judged.decision,
+        "decision_reasons": judged.reasons, "decisions": judged.decisions,
+        "compared_champion": judged.compared_champion,
+        "double_evaluation": judged.evaluation, "hyperparams": trained.hyperparams, "notes": trained.notes,
     }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from velocast import progress
 from velocast.config import Settings, get_settings
 from velocast.data import splits, store
 from velocast.data.schema import paris_midnight
@@ -90,6 +91,8 @@ def check_drift(model_type: str = "lgbm", reference: pd.DataFrame | None = None,
     settings = settings or get_settings()
     reference = reference if reference is not None else splits.load_split("test_baseline", splits.ensure_split(settings), settings)
     current = current if current is not None else window(window_days, end, settings)
+    progress.step(f"loading the {model_type} champion; building the inputs of {len(reference):,} reference and "
+                  f"{len(current):,} current rows")
     champion = champion_model(model_type, settings)
     # drift is watched on the observed weather (the monitoring truth) and the history the model read
     ref_rows = enrich(reference.reset_index(drop=True), settings, weather="observed")
@@ -101,9 +104,11 @@ def check_drift(model_type: str = "lgbm", reference: pd.DataFrame | None = None,
     else:  # no champion yet: monitor the data alone
         builder = FeatureBuilder().fit(ref_rows, ref_rows["bike_count"])
         pipeline, known, with_prediction = None, set(ref_rows["counter_id"].astype(str)), False
+    progress.step("predicting with the champion" if with_prediction else "computing the monitored features")
     ref = _monitored(ref_rows, builder, pipeline if with_prediction else None)
     cur = _monitored(cur_rows, builder, pipeline if with_prediction else None) if len(cur_rows) else cur_rows
     categorical = [c for c in DRIFT_CATEGORICAL if c in ref]
+    progress.step("testing each column (seasonally matched reference)")
     report = detect_drift(ref, cur, DRIFT_NUMERICAL, categorical, target="bike_count",
                           prediction="prediction" if with_prediction else None, known_counters=known,
                           policy=policy or DriftPolicy(), daily=DRIFT_DAILY)
@@ -113,6 +118,7 @@ def check_drift(model_type: str = "lgbm", reference: pd.DataFrame | None = None,
         folder = settings.reports_dir / "drift" / f"{checked_at:%Y%m%dT%H%M%S%f}"
         matched = seasonal_reference(ref, cur)[0] if report.status not in ("error", "insufficient_data") else ref
         columns = [c for c in (*DRIFT_NUMERICAL, *categorical, "bike_count", "prediction") if c in ref]
+        progress.step("writing the JSON verdict and the HTML report")
         written = write_reports(report, matched, cur, columns, folder) if len(cur) else {}
         paths = {k: str(v) for k, v in written.items()}
         atomic_write_json(settings.reports_dir / "drift" / "latest.json", {
@@ -150,7 +156,8 @@ def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp |
                     champion: LoadedModel | None = None) -> HealthReport:
     """The champion's RMSE and R² on the latest labelled days vs its own test_baseline score."""
     settings = settings or get_settings()
-    policy = policy or HealthPolicy(rmse_threshold=settings.health_rmse_threshold)
+    policy = policy or HealthPolicy(rmse_threshold=settings.health_rmse_threshold,
+                                    coverage_tolerance=settings.coverage_tolerance)
     champion = champion or champion_model(model_type, settings)
     if champion is None:
         return HealthReport("unknown", None, None, None, None, None, 0, None, [f"no {model_type} champion yet"])
@@ -169,7 +176,9 @@ def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp |
     period = f"{scored['timestamp'].min().date()} .. {scored['timestamp'].max().date()}"
     return health_state(metrics["rmse"], metrics["r2"], recorded.get(f"{variant}_rmse", recorded.get("test_baseline_rmse")),
                         recorded.get(f"{variant}_r2", recorded.get("test_baseline_r2")), len(served), policy, period,
-                        notes=[f"scored as served, {served.weather} weather", *served.notes])
+                        notes=[f"scored as served, {served.weather} weather", *served.notes],
+                        coverage=metrics.get("interval_coverage"), nominal_coverage=metrics.get("interval_nominal"),
+                        interval_width=metrics.get("interval_width"))
 
 
 __all__ = [

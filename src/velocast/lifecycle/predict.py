@@ -7,6 +7,7 @@ plus a warning. Rows that cannot be read are reported, never silently dropped.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +16,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from velocast import progress
 from velocast.config import Settings, get_settings
 from velocast.data import store
 from velocast.data.ingest import RawTable, Validated, read_table, validate
 from velocast.data.weather import WEATHER_COLUMNS
+from velocast.evaluation.intervals import check_coverage
 from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs
 from velocast.lifecycle.scoring import score
-from velocast.models import get_spec, predict_frame
+from velocast.lifecycle.serving import ServingModel, fast_inputs
+from velocast.models import get_spec, is_calibrated, predict_frame
 from velocast.tracking.registry import ModelRef, Registry
 
 log = logging.getLogger(__name__)
@@ -42,15 +46,26 @@ class LoadedModel:
     def version(self) -> str | None:
         return self.ref.version if self.ref else None
 
+    @functools.cached_property
+    def serving(self) -> ServingModel | None:
+        """This model compiled for the serving path (features from arrays), once per loaded model."""
+        return ServingModel.of(self.pipeline)
+
+    @property
+    def has_intervals(self) -> bool:
+        """True when the model serves calibrated prediction intervals."""
+        return get_spec(self.model_type).task == "regression" and is_calibrated(self.pipeline)
+
 
 @dataclass
 class Predictions:
-    frame: pd.DataFrame  # canonical rows + prediction (+ probability) + weather_source + notes
+    frame: pd.DataFrame  # canonical rows + prediction (+ probability, or lower/upper) + weather_source + notes
     model: LoadedModel
     warnings: list[str] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
     unknown_counters: list[str] = field(default_factory=list)
     row_notes: list[list[str]] = field(default_factory=list)  # per row: what the forecast could not know
+    coverage: float | None = None  # of every lower/upper (None: no calibrated intervals)
 
 
 def load_model(model_type: str = "lgbm", model_uri: str | None = None, version: str | None = None,
@@ -79,34 +94,52 @@ def unknown_counters_warning(unknown: list[str]) -> str:
             f"calendar: {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
 
 
-def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | None = None) -> Predictions:
+def no_intervals_warning(model: LoadedModel) -> str:
+    return (f"{model.uri} has no calibrated prediction intervals (made before velocast served them): lower and "
+            f"upper are empty; run `velocast recalibrate --model-type {model.model_type}` to add them")
+
+
+def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | None = None,
+                 coverage: float | None = None) -> Predictions:
     """Predict canonical rows as served (``bike_count`` optional; when present, metrics are computed).
 
     Each row's features are built with what is known at its cut-off (``velocast.lifecycle.inputs``):
     counts before its day, the weather the row carries or the latest forecast issued by then.
-    ``row_notes`` says, per row, what was missing (history of the day before, weather, a sensor
-    outage); ``warnings`` sums them up.
+    Regression forecasts carry ``lower`` and ``upper``, the prediction interval of central
+    ``coverage`` (default ``VELOCAST_INTERVAL_COVERAGE``). ``row_notes`` says, per row, what was
+    missing (history of the day before, weather, a sensor outage); ``warnings`` sums them up.
     """
     settings = settings or get_settings()
-    inputs = build_inputs(rows, settings)
-    enriched = inputs.frame("served")
-    features = model.pipeline.named_steps["features"]
-    unknown = features.unknown_counters(enriched)
-    out = rows.copy()
-    predicted = predict_frame(model.pipeline, enriched)
-    for column in predicted.columns:
-        out[column] = predicted[column].to_numpy()
-    out[WEATHER_SOURCE] = enriched[WEATHER_SOURCE].to_numpy()
-    uses_weather = any(c in features.feature_names_out_ for c in WEATHER_COLUMNS)
-    notes = inputs.notes(model.horizon == "day-ahead", enriched[WEATHER_SOURCE].to_numpy() if uses_weather else None)
-    out["notes"] = ["; ".join(n) for n in notes]
-    warnings = [unknown_counters_warning(unknown)] if unknown else []
-    warnings += summarise_notes(notes)
+    coverage = check_coverage(settings.interval_coverage if coverage is None else coverage)
+    serving = model.serving
+    fast = fast_inputs(rows, serving, settings) if serving is not None else None
     metrics = None
-    labelled = enriched["bike_count"].notna() if "bike_count" in enriched else None
-    if labelled is not None and labelled.any():
-        metrics = score(model.pipeline, model.model_type, enriched[labelled.to_numpy()]).metrics.to_dict()
-    return Predictions(out, model, warnings, metrics, unknown, notes)
+    if fast is not None:  # arrays all the way (velocast.lifecycle.serving), proven equal to the frames' path
+        predicted = serving.model.predict(fast.matrix, coverage)
+        weather_source, notes, unknown = fast.weather_source, fast.notes, fast.unknown_counters
+    else:
+        inputs = build_inputs(rows, settings)
+        enriched = inputs.frame("served")
+        features = model.pipeline.named_steps["features"]
+        unknown = features.unknown_counters(enriched)
+        frame = predict_frame(model.pipeline, enriched, coverage)
+        predicted = {column: frame[column].to_numpy() for column in frame.columns}
+        weather_source = enriched[WEATHER_SOURCE].to_numpy()
+        uses_weather = any(c in features.feature_names_out_ for c in WEATHER_COLUMNS)
+        notes = inputs.notes(model.horizon == "day-ahead", weather_source if uses_weather else None)
+        labelled = enriched["bike_count"].notna() if "bike_count" in enriched else None
+        if labelled is not None and labelled.any():
+            metrics = score(model.pipeline, model.model_type, enriched[labelled.to_numpy()], coverage,
+                            settings.coverage_tolerance).to_dict()
+    # the one place where a batch of rows gets its predictions
+    added = {**predicted, WEATHER_SOURCE: weather_source, "notes": ["; ".join(n) for n in notes]}
+    replaced = [c for c in added if c in rows]
+    out = pd.concat([rows.drop(columns=replaced) if replaced else rows, pd.DataFrame(added, index=rows.index)], axis=1)
+    warnings = [unknown_counters_warning(unknown)] if unknown else []
+    if get_spec(model.model_type).task == "regression" and not model.has_intervals:
+        warnings.append(no_intervals_warning(model))
+    warnings += summarise_notes(notes)
+    return Predictions(out, model, warnings, metrics, unknown, notes, coverage if model.has_intervals else None)
 
 
 def summarise_notes(notes: list[list[str]]) -> list[str]:
@@ -136,18 +169,21 @@ class RowsToPredict:
                 rows[column] = pd.to_numeric(self.raw.frame[column], errors="coerce").to_numpy(float)[positions]
         return rows
 
-    def output(self, predicted: pd.DataFrame) -> pd.DataFrame:
+    def output(self, predicted: pd.DataFrame, coverage: float | None = None) -> pd.DataFrame:
         """The file's own columns (all of them, in order) for each accepted row, plus the forecast.
 
-        ``predicted``: the accepted rows with ``prediction`` (``probability``), ``weather_source``
-        and ``notes`` (``Predictions.frame``).
+        ``predicted``: the accepted rows with ``prediction`` (``probability``, or ``lower`` and
+        ``upper``), ``weather_source`` and ``notes`` (``Predictions.frame``); ``coverage``: of the
+        intervals, written as a column beside them.
         """
         out = self.raw.frame.iloc[self.checked.accepted_positions].reset_index(drop=True)
         out["timestamp_paris"] = [t.isoformat() for t in predicted["timestamp"]]
-        for column, name in (("prediction", "prediction"), ("probability", "probability"),
-                             (WEATHER_SOURCE, "weather"), ("notes", "notes")):
+        for column, name in (("prediction", "prediction"), ("probability", "probability"), ("lower", "lower"),
+                             ("upper", "upper"), (WEATHER_SOURCE, "weather"), ("notes", "notes")):
             if column in predicted:
                 out[name] = predicted[column].to_numpy()
+                if name == "upper":
+                    out["coverage"] = coverage
         return out
 
 
@@ -165,19 +201,24 @@ def read_rows_to_predict(path: Path | str, settings: Settings | None = None,
 
 def predict_file(input_path: Path | str, output_path: Path | str, model_type: str = "lgbm",
                  model_uri: str | None = None, horizon: str | None = None,
-                 settings: Settings | None = None) -> Predictions:
+                 settings: Settings | None = None, coverage: float | None = None) -> Predictions:
     """Read a file, predict every valid row, write the input columns plus the forecast.
 
     Output columns: every column of the input, then ``timestamp_paris`` (the hour predicted),
-    ``prediction`` (``probability`` for rf_class), ``weather`` (where the hour's weather came from:
-    ``given``, ``forecast`` or ``missing``) and ``notes`` (what the forecast could not know).
-    Rows that cannot be read go to ``<output>.rejected.csv`` with the reason.
+    ``prediction`` (``probability`` for rf_class), ``lower`` and ``upper`` (the prediction interval
+    of central ``coverage``, default ``VELOCAST_INTERVAL_COVERAGE``) and ``coverage``, ``weather``
+    (where the hour's weather came from: ``given``, ``forecast`` or ``missing``) and ``notes``
+    (what the forecast could not know). Rows that cannot be read go to ``<output>.rejected.csv``
+    with the reason.
     """
     settings = settings or get_settings()
+    progress.step(f"reading {input_path}")
     read = read_rows_to_predict(input_path, settings)
+    progress.step(f"loading the {model_type} model")
     model = load_model(model_type, model_uri, horizon=horizon, settings=settings)
-    result = predict_rows(read.rows, model, settings)
-    output = read.output(result.frame)
+    progress.step(f"building the inputs as served and predicting {len(read.checked.accepted):,} rows")
+    result = predict_rows(read.rows, model, settings, coverage)
+    output = read.output(result.frame, result.coverage)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     if output_path.suffix.lower() in {".parquet", ".pq"}:

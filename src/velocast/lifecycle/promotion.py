@@ -82,6 +82,8 @@ def expected_from_text(value: str | None) -> Any:
 
 @dataclass
 class Promotion:
+    """One move of the champion alias (also what ``/promote_champion`` and ``/rollback`` answer)."""
+
     promotion_id: str
     model_type: str
     action: str  # promote | rollback | undo

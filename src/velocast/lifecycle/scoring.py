@@ -7,6 +7,11 @@ at each day's cut-off (``velocast.lifecycle.inputs``), in two weather variants:
   a perfect forecast (the best a weather forecast can do);
 - ``without_weather``: no weather at all (the model's no-weather sibling predicts).
 
+Regression scores include the prediction intervals at the configured coverage
+(``VELOCAST_INTERVAL_COVERAGE``): empirical coverage, mean width, interval score and pinball
+loss, the worst counter's coverage and the share of counters inside the coverage band
+(``velocast.evaluation.intervals``), when the model is calibrated.
+
 Rows inside a sensor outage (``velocast.data.quality``) are left out and counted. Every model
 scored on the same ``ServedRows`` sees exactly the same rows (the double evaluation). The
 *decision* metrics are those of the variant that matches how forecasts will be served
@@ -23,6 +28,14 @@ import numpy as np
 import pandas as pd
 
 from velocast.config import Settings, get_settings
+from velocast.data.splits import paris_day
+from velocast.evaluation.intervals import (
+    IntervalMetrics,
+    counter_coverage,
+    counter_summary,
+    coverage_band,
+    interval_metrics,
+)
 from velocast.evaluation.metrics import (
     ClassificationMetrics,
     RegressionMetrics,
@@ -40,18 +53,54 @@ class Scored:
     metrics: RegressionMetrics | ClassificationMetrics
     predictions: np.ndarray  # counts (regression) or probabilities (classification)
     labels: np.ndarray | None = None  # classification targets
+    intervals: IntervalMetrics | None = None  # regression with calibrated intervals
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    per_counter: pd.DataFrame | None = None  # ``counter_coverage`` of the intervals
+    counters: dict[str, Any] = field(default_factory=dict)  # ``counter_summary``
+
+    def to_dict(self) -> dict[str, Any]:
+        """Point metrics, then the interval metrics (``interval_*``) when the model has intervals."""
+        out = self.metrics.to_dict()
+        if self.intervals is not None:
+            out.update(self.intervals.to_dict())
+            out.update(self.counters)
+        return out
 
 
-def score(pipeline: object, model_type: str, rows: pd.DataFrame) -> Scored:
-    """Metrics of ``pipeline`` on enriched, labelled ``rows`` (as they are: no weather rule applied)."""
+def score(pipeline: object, model_type: str, rows: pd.DataFrame, coverage: float | None = None,
+          tolerance: float | None = None) -> Scored:
+    """Metrics of ``pipeline`` on enriched, labelled ``rows`` (as they are: no weather rule applied).
+
+    ``coverage``: of the intervals scored (default ``VELOCAST_INTERVAL_COVERAGE``); ``tolerance``:
+    the half-width of the band a counter's coverage should stay in (``VELOCAST_COVERAGE_TOLERANCE``).
+    """
     y = rows["bike_count"].to_numpy(float)
-    out = predict_frame(pipeline, rows)
     if get_spec(model_type).task == "classification":
+        out = predict_frame(pipeline, rows)
         labels = classification_labels(pipeline, rows, y)
         proba = out["probability"].to_numpy()
         return Scored(classification_metrics(labels, proba), proba, labels)
+    if coverage is None or tolerance is None:
+        settings = get_settings()
+        coverage = settings.interval_coverage if coverage is None else coverage
+        tolerance = settings.coverage_tolerance if tolerance is None else tolerance
+    out = predict_frame(pipeline, rows, coverage)
     pred = out["prediction"].to_numpy(float)
-    return Scored(regression_metrics(y, pred), pred)
+    scored = Scored(regression_metrics(y, pred), pred)
+    lower, upper = out["lower"].to_numpy(float), out["upper"].to_numpy(float)
+    if np.isfinite(lower).all() and np.isfinite(upper).all():
+        days = paris_day(rows["timestamp"]).astype(str).to_numpy()
+        per_counter = counter_coverage(rows["counter_id"].astype(str).to_numpy(), days, y, lower, upper,
+                                       min_days=min(MIN_COUNTER_DAYS, len(np.unique(days))))
+        scored.intervals = interval_metrics(y, lower, upper, coverage)
+        scored.lower, scored.upper, scored.per_counter = lower, upper, per_counter
+        scored.counters = counter_summary(per_counter, coverage_band(coverage, tolerance))
+    return scored
+
+
+# a counter's coverage is judged over at least this many days (fewer when the set is shorter)
+MIN_COUNTER_DAYS = 14
 
 
 @dataclass
@@ -86,6 +135,8 @@ class ServedRows:
     weather: str  # "with" or "without"
     outage_rows: int = 0
     notes: list[str] = field(default_factory=list)
+    coverage: float | None = None  # of the intervals scored (None: VELOCAST_INTERVAL_COVERAGE)
+    tolerance: float | None = None  # coverage band half-width (None: VELOCAST_COVERAGE_TOLERANCE)
 
     @classmethod
     def build(cls, rows: pd.DataFrame, settings: Settings | None = None,
@@ -101,11 +152,27 @@ class ServedRows:
                     "without_weather": inputs.frame("none")[keep].reset_index(drop=True)}
         notes = [f"{int(flagged.sum())} rows in sensor outages (runs of >= {settings.outage_min_zero_hours} zero "
                  "hours) left out of the score"] if flagged.any() else []
-        return cls(variants, weather or decision_weather(settings), int(flagged.sum()), notes)
+        return cls(variants, weather or decision_weather(settings), int(flagged.sum()), notes,
+                   settings.interval_coverage, settings.coverage_tolerance)
 
     @property
     def decision_rows(self) -> pd.DataFrame:
         return self.variants[f"{self.weather}_weather"]
+
+    @property
+    def calibration_rows(self) -> pd.DataFrame:
+        """Both weather variants stacked: the rows prediction intervals are calibrated on."""
+        return pd.concat([self.variants[v] for v in WEATHER_VARIANTS], ignore_index=True)
+
+    def subset(self, keep: np.ndarray) -> ServedRows:
+        """The same rows restricted to ``keep`` (a mask over the rows of every variant)."""
+        keep = np.asarray(keep, bool)
+        return ServedRows({v: rows[keep].reset_index(drop=True) for v, rows in self.variants.items()}, self.weather,
+                          self.outage_rows, list(self.notes), self.coverage, self.tolerance)
+
+    def days(self) -> np.ndarray:
+        """The Paris day (ISO) of each row."""
+        return paris_day(self.decision_rows["timestamp"]).astype(str).to_numpy()
 
     def __len__(self) -> int:
         return len(self.decision_rows)
@@ -113,11 +180,12 @@ class ServedRows:
     def score(self, pipeline: object, model_type: str) -> ServedScores:
         if not len(self):
             raise ValueError("nothing to score: every row lies in a sensor outage")
-        scored = {variant: score(pipeline, model_type, rows) for variant, rows in self.variants.items()}
+        scored = {variant: score(pipeline, model_type, rows, self.coverage, self.tolerance)
+                  for variant, rows in self.variants.items()}
         decision = scored[f"{self.weather}_weather"]
-        return ServedScores(self.weather, decision.metrics.to_dict(),
-                            {variant: s.metrics.to_dict() for variant, s in scored.items()},
+        return ServedScores(self.weather, decision.to_dict(),
+                            {variant: s.to_dict() for variant, s in scored.items()},
                             decision.predictions, self.outage_rows, decision)
 
 
-__all__ = ["Scored", "ServedRows", "ServedScores", "WEATHER_VARIANTS", "score"]
+__all__ = ["MIN_COUNTER_DAYS", "WEATHER_VARIANTS", "Scored", "ServedRows", "ServedScores", "score"]

@@ -8,8 +8,10 @@ week arrives: the three contenders forecast it day-ahead *before* seeing it —
 - ``always``: the latest fine-tuned challenger, deployed whatever its evaluation said;
 - ``policy``: the champion the weekly cycle keeps or promotes with the chosen policy —
 
-then the week is ingested and the real weekly cycle runs. Weekly RMSE of the three, and every
-decision, are written as a table (CSV and Markdown), a plot and JSON.
+then the week is ingested and the real weekly cycle runs (which recalibrates the champion's
+prediction intervals). Weekly RMSE of the three, the empirical coverage and mean width of the
+policy champion's prediction intervals (``VELOCAST_INTERVAL_COVERAGE``), and every decision are
+written as a table (CSV and Markdown), a plot and JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from velocast import progress
 from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data import splits, store
 from velocast.data.schema import paris_midnight
@@ -49,6 +52,8 @@ class WeekRow:
     rmse_never: float
     rmse_always: float
     rmse_policy: float
+    coverage_policy: float | None  # empirical coverage of the policy champion's intervals that week
+    width_policy: float | None  # their mean width
     champion_version: str | None
     drift_detected: bool | None
     drift_share: float | None
@@ -81,8 +86,16 @@ class SimulationResult:
             out[name] = float(np.sqrt(np.sum(rmse**2 * n) / n.sum()))
         return out
 
+    def coverage(self) -> float | None:
+        """Empirical coverage of the policy champion's intervals over every simulated row."""
+        weeks = [w for w in self.weeks if w.coverage_policy is not None]
+        if not weeks:
+            return None
+        n = np.array([w.rows for w in weeks], float)
+        return float(np.sum(np.array([w.coverage_policy for w in weeks]) * n) / n.sum())
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "overall_rmse": self.totals()}
+        return {**asdict(self), "overall_rmse": self.totals(), "overall_coverage_policy": self.coverage()}
 
 
 def _isolated_settings(base: Settings, folder: Path) -> Settings:
@@ -109,13 +122,17 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
     sim = _isolated_settings(settings, settings.home.resolve() / "simulations" / sim_id)
     out_dir = settings.reports_dir.resolve() / "simulations" / sim_id
     out_dir.mkdir(parents=True, exist_ok=True)
+    progress.step(f"simulation home {sim.home}: copying the {int((source['timestamp'] < start_ts).sum()):,} counts "
+                  f"before {start_ts.date()}")
     store.upsert_counts(source[source["timestamp"] < start_ts], sim)
     if settings.weather_path.exists():
         sim.weather_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(settings.weather_path, sim.weather_path)
     splits.record_split(start_ts.date(), settings=sim, notes=[f"simulation {sim_id}"])
-    first = train(model_type, data_source="baseline", env="prod", model_test=test_mode, settings=sim,
-                  run_name=f"{model_type}-simulation-start")
+    progress.step(f"training the first champion on the data before {start_ts.date()}", done=0, total=weeks)
+    with progress.scope("first champion"):
+        first = train(model_type, data_source="baseline", env="prod", model_test=test_mode, settings=sim,
+                      run_name=f"{model_type}-simulation-start")
     # the replay needs a first champion, whatever its gate or sample: forced (an override only if it had blockers)
     promote(model_type, version=first.model_version, settings=sim, force=True,
             reason="simulation: the first champion of the replay")
@@ -129,21 +146,29 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
         if arriving.empty:
             log.warning("no data for week %d (%s): the simulation stops", week + 1, lo.date())
             break
+        progress.step(f"week {week + 1}/{weeks} ({lo.date()}): forecasting {len(arriving):,} counter-hours with "
+                      "the three models", done=week, total=weeks)
         rows = ServedRows.build(arriving, sim)  # forecast day by day as served, before the week is ingested
         champion_ref = registry.champion(model_type)
         champion = registry.load(champion_ref)
-        rmse = {name: rows.score(model, model_type).metrics["rmse"]
-                for name, model in (("never", never), ("always", always), ("policy", champion))}
+        scores = {name: rows.score(model, model_type).metrics
+                  for name, model in (("never", never), ("always", always), ("policy", champion))}
+        rmse = {name: metrics["rmse"] for name, metrics in scores.items()}
         store.upsert_counts(arriving, sim)
-        cycle = monitor_and_fine_tune(model_type, test_mode=test_mode, window_days=window_days, strategy=strategy,
-                                      policy=policy, settings=sim)
+        with progress.scope(f"week {week + 1}/{weeks}"):
+            cycle = monitor_and_fine_tune(model_type, test_mode=test_mode, window_days=window_days,
+                                          strategy=strategy, policy=policy, settings=sim)
         challenger_version = cycle.challenger_version
         if challenger_version is None and cycle.status != "error":  # "always retrain" needs a challenger anyway
-            challenger_version = fine_tune(model_type, strategy, window_days, None, test_mode, settings=sim)["version"]
+            progress.step(f"week {week + 1}/{weeks}: fine-tuning the 'always retrain' challenger")
+            with progress.scope(f"week {week + 1}/{weeks}"):
+                challenger_version = fine_tune(model_type, strategy, window_days, None, test_mode,
+                                               settings=sim).version
         if challenger_version is not None:
             always = registry.load(registry.get(model_type, challenger_version))
         row = WeekRow(week + 1, str(lo.date()), str(paris_midnight(hi, -1).date()), len(rows),
-                      rmse["never"], rmse["always"], rmse["policy"], champion_ref.version, cycle.drift_detected,
+                      rmse["never"], rmse["always"], rmse["policy"], scores["policy"].get("interval_coverage"),
+                      scores["policy"].get("interval_width"), champion_ref.version, cycle.drift_detected,
                       cycle.drift_share, cycle.health_state, cycle.fine_tuned, cycle.decision, cycle.promoted,
                       cycle.challenger_version, cycle.status, " | ".join(cycle.reasons) or (cycle.error or ""))
         result.weeks.append(row)
@@ -160,8 +185,9 @@ def _write(result: SimulationResult, out_dir: Path) -> dict[str, str]:
     files = {"csv": out_dir / "weekly.csv", "markdown": out_dir / "weekly.md", "json": out_dir / "simulation.json",
              "plot": out_dir / "weekly_rmse.png"}
     table.to_csv(files["csv"], index=False)
-    shown = table[["week", "start", "rows", "rmse_never", "rmse_always", "rmse_policy", "champion_version",
-                   "drift_detected", "health_state", "decision", "promoted"]] if len(table) else table
+    shown = table[["week", "start", "rows", "rmse_never", "rmse_always", "rmse_policy", "coverage_policy",
+                   "width_policy", "champion_version", "drift_detected", "health_state", "decision",
+                   "promoted"]] if len(table) else table
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     for _, r in shown.iterrows():
         lines.append("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r) + " |")
@@ -169,6 +195,9 @@ def _write(result: SimulationResult, out_dir: Path) -> dict[str, str]:
     if totals:
         lines.append("")
         lines.append("Overall RMSE: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
+    if result.coverage() is not None:
+        lines.append(f"Prediction intervals of the policy champion: empirical coverage {result.coverage():.3f} "
+                     f"(nominal {get_settings().interval_coverage:.2f})")
     files["markdown"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     files["json"].write_text(json.dumps(result.to_dict(), indent=2, default=str), encoding="utf-8")
     fig = Figure(figsize=(8, 4))

@@ -1,10 +1,23 @@
 """Train a model, score it on the fixed test sets, track it in MLflow and summary.json.
 
-One call does it all: datasets → (optional Optuna tuning) → fit → scores on train,
-``test_baseline`` and ``test_current`` → MLflow run (params, metrics, inputs, plots, model with
-signature) → registered version of ``bike-traffic-<type>`` → summary.json entry. If anything fails
-after the version was registered, the version is deleted again: a failed run leaves no
-half-registered model.
+One call does it all: datasets → (optional Optuna tuning) → fit → prediction intervals
+calibrated → scores on train, ``test_baseline`` and ``test_current`` → MLflow run (params,
+metrics, inputs, plots, model with signature) → registered version of ``bike-traffic-<type>`` →
+summary.json entry. If anything fails after the version was registered, the version is deleted
+again: a failed run leaves no half-registered model.
+
+Prediction intervals (regression models, ``velocast.models.intervals``) are calibrated on the
+latest ``VELOCAST_INTERVAL_CALIBRATION_DAYS`` whole days of the training period (at most a fifth
+of its days; never a test day): a *twin* of the model is fitted on the days before them and
+forecasts them as served (both weather variants); its conformity scores calibrate the intervals,
+which are carried onto the model fitted on every training day, the one served. The twin stands to
+its calibration days as the served model stands to the days after its training (the same
+staleness, the same as-served inputs), so the twin's conformal guarantee is what the served model
+is calibrated with; the served model also learned from the calibration days, so its errors are
+if anything smaller (coverage at or above nominal). Fitting the served model without those days
+would give the exact guarantee but a worse model: on July 2021, leaving out the last 28 days of
+training raised the RMSE from 29.3 to 35.6. The weekly cycle then recalibrates the served model
+itself on newer days it never saw (``velocast.lifecycle.recalibrate``).
 
 A process killed outright (kill -9, OOM, power loss) runs no clean-up, so each training attempt
 also holds a liveness lock (``locks/training/<attempt>.lock``) from before its run starts until
@@ -36,16 +49,20 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from velocast import __version__
+from velocast import __version__, progress
+from velocast.choices import ENVS
 from velocast.config import Settings, get_settings, redact
 from velocast.evaluation.reports import feature_importance_figure, regression_report
-from velocast.lifecycle.datasets import Datasets, load_datasets
+from velocast.data.splits import paris_day
+from velocast.lifecycle.datasets import Datasets, calibration_days, load_datasets
 from velocast.lifecycle.distributed import connect, fit_on_dask, resolve_backend
 from velocast.lifecycle.inputs import build_inputs, model_inputs
 from velocast.lifecycle.scoring import ServedRows
 from velocast.models import (
     MODEL_TYPES,
     build_pipeline,
+    calibrate,
+    calibration_info,
     continue_training,
     feature_importance,
     get_spec,
@@ -95,6 +112,9 @@ def _attempt(settings: Settings) -> Iterator[str]:
         raise
     lock.release()
     path.unlink(missing_ok=True)
+
+
+training_attempt = _attempt  # also taken by the recalibration, which registers a version too
 
 
 def reconcile(settings: Settings | None = None, registry: Registry | None = None) -> list[str]:
@@ -199,27 +219,29 @@ def _fit(model_type: str, horizon: str, params: dict[str, Any], train_rows: pd.D
     return build_pipeline(model_type, params, horizon, seed=seed).fit(train_rows, y)
 
 
-def train(model_type: str, data_source: str = "baseline", env: str = "dev", model_test: bool = False,
+def train(model_type: str, data_source: str = "baseline", env: str | None = None, model_test: bool = False,
           horizon: str | None = None, hyperparams: dict[str, Any] | None = None, hyperopt: bool = False,
           n_trials: int = 20, data_path: Path | str | None = None, current_data: pd.DataFrame | None = None,
           seed: int = 42, settings: Settings | None = None, datasets: Datasets | None = None,
           continue_from: Any | None = None, run_name: str | None = None, tags: dict[str, str] | None = None,
           study_storage: str | None = None, study_name: str | None = None, n_workers: int = 1,
-          backend: str = "auto", scheduler: str | None = None) -> TrainResult:
+          tuning_timeout: float | None = None, backend: str = "auto", scheduler: str | None = None) -> TrainResult:
     """Train one model type end to end and return what was done (see the module docstring).
 
     With ``hyperopt``, ``n_workers > 1`` tunes over that many processes sharing the Optuna study in
-    ``study_storage`` (required then); see :mod:`velocast.lifecycle.tuning`. ``backend``: ``local``
-    (this process), ``dask`` (LightGBM on the Dask cluster at ``scheduler``, default
-    ``VELOCAST_DASK_SCHEDULER``; see :mod:`velocast.lifecycle.distributed`) or ``auto`` (Dask for a
-    full lgbm fit when a scheduler is configured).
+    ``study_storage`` (required then), and ``tuning_timeout`` seconds stop starting new trials; see
+    :mod:`velocast.lifecycle.tuning`. ``backend``: ``local`` (this process), ``dask`` (LightGBM on the
+    Dask cluster at ``scheduler``, default ``VELOCAST_DASK_SCHEDULER``; see
+    :mod:`velocast.lifecycle.distributed`) or ``auto`` (Dask for a full lgbm fit when a scheduler is
+    configured). Each stage is reported through :mod:`velocast.progress`.
     """
     settings = settings or get_settings()
     spec = get_spec(model_type)
     horizon = resolve_horizon(model_type, horizon)
     params = validate_hyperparams(model_type, hyperparams)
-    if env not in ("dev", "prod"):
-        raise ValueError(f"env must be 'dev' or 'prod', got {env!r}")
+    env = env or settings.env
+    if env not in ENVS:
+        raise ValueError(f"env must be one of {', '.join(ENVS)}, got {env!r}")
     check_tuning_options(hyperopt, n_workers, study_storage)
     scheduler = scheduler or settings.dask_scheduler
     backend = resolve_backend(backend, model_type, scheduler, model_test=model_test, hyperopt=hyperopt,
@@ -227,30 +249,40 @@ def train(model_type: str, data_source: str = "baseline", env: str = "dev", mode
     # the cluster is reached first: an unreachable scheduler fails before any run is opened
     cluster = connect(scheduler, settings.dependency_timeout_seconds) if backend == "dask" else contextlib.nullcontext()
     with cluster as client:
-        datasets = datasets or load_datasets(data_source, settings, data_path, current_data, model_test, seed)
+        if datasets is None:
+            progress.step(f"reading the {data_source} datasets")
+            datasets = load_datasets(data_source, settings, data_path, current_data, model_test, seed)
         registry = Registry(settings)
         reconcile(settings, registry)
-        with _attempt(settings) as attempt:
+        with _attempt(settings) as attempt, progress.scope(model_type):
             return _train(model_type, spec, horizon, params, data_source, env, model_test, hyperopt, n_trials, seed,
                           settings, datasets, registry, continue_from, run_name,
-                          {**(tags or {}), ATTEMPT_TAG: attempt}, study_storage, study_name, n_workers, client)
+                          {**(tags or {}), ATTEMPT_TAG: attempt}, study_storage, study_name, n_workers,
+                          tuning_timeout, client)
 
 
 def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], data_source: str, env: str,
            model_test: bool, hyperopt: bool, n_trials: int, seed: int, settings: Settings, datasets: Datasets,
            registry: Registry, continue_from: Any | None, run_name: str | None, tags: dict[str, str],
-           study_storage: str | None, study_name: str | None, n_workers: int, client: Any | None) -> TrainResult:
+           study_storage: str | None, study_name: str | None, n_workers: int,
+           tuning_timeout: float | None, client: Any | None) -> TrainResult:
     """``client``: a Dask client to fit on (:mod:`velocast.lifecycle.distributed`); None: fit here."""
     started = time.perf_counter()
     notes: list[str] = []
     if client is None:
+        progress.step(f"building the inputs of {len(datasets.train.frame):,} training rows (history, calendar, "
+                      "weather)")
         train_inputs = build_inputs(datasets.train.frame, settings)
         train_rows = train_inputs.frame("observed")  # models learn from the observed weather
     else:  # the workers enrich the rows; the client keeps the canonical ones
         train_inputs, train_rows = None, datasets.train.frame
+    progress.step(f"building the test rows as served ({len(datasets.test_baseline.frame):,} test_baseline"
+                  + (f", {len(datasets.test_current.frame):,} test_current" if datasets.test_current is not None
+                     else "") + ")")
     test_b = ServedRows.build(datasets.test_baseline.frame, settings, extra_history=datasets.history)
     test_c = (ServedRows.build(datasets.test_current.frame, settings, extra_history=datasets.history)
               if datasets.test_current is not None and len(datasets.test_current.frame) else None)
+    progress.step("starting the MLflow run")
     registered: Any = None
     # the attempt and model type are tags of the run from its creation: a kill at any later point is traceable
     with mlflow.start_run(run_name=run_name or f"{model_type}-{data_source}",
@@ -269,25 +301,39 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
                 from velocast.lifecycle.tuning import tune
 
                 tuned = tune(model_type, train_rows, horizon, n_trials=n_trials, seed=seed,
-                             storage=study_storage, study_name=study_name, n_workers=n_workers)
+                             storage=study_storage, study_name=study_name, n_workers=n_workers,
+                             timeout=tuning_timeout)
                 params = {**tuned.best_params, **params}
-                mlflow.log_metric(f"cv_best_{tuned.metric}", tuned.best_value)
+                mlflow.log_metrics({f"cv_best_{tuned.metric}": tuned.best_value, "tuning_seconds": tuned.seconds})
                 mlflow.set_tags({"optuna_study": tuned.study_name, "optuna_workers": str(tuned.n_workers),
-                                 "optuna_trials": str(tuned.n_trials)})
+                                 "optuna_trials": str(tuned.n_trials), "optuna_best_trial": str(tuned.best_trial)})
+                progress.step(f"tuning done: best cv {tuned.metric} {tuned.best_value:.4g} (trial "
+                              f"{(tuned.best_trial or 0) + 1}), {tuned.n_complete} complete, {tuned.n_pruned} pruned "
+                              f"in {progress.duration(tuned.seconds)}")
             effective = {**(spec.continue_defaults if continue_from is not None else spec.defaults), **params}
             mlflow.log_params({**{f"hp_{k}": v for k, v in effective.items()}, "horizon": horizon,
                                "data_source": data_source, "train_rows": len(train_rows),
                                "strategy": "continue" if continue_from is not None else "fit", "seed": seed,
                                "backend": "local" if client is None else "dask"})
             fit_started = time.perf_counter()
-            if client is None:
-                pipeline = _fit(model_type, horizon, params, train_rows, seed, continue_from)
-            else:
+            progress.step(f"fitting on {len(train_rows):,} rows" + (" (with and without weather)" if spec.uses_weather
+                                                                     else "")
+                          + (" from the champion" if continue_from is not None else "")
+                          + (f" on the Dask cluster {redact(client.scheduler.address)}" if client is not None else ""))
+
+            def fit(rows: pd.DataFrame) -> Any:
+                if client is None:
+                    return _fit(model_type, horizon, params, rows, seed, continue_from)
+                return fit_on_dask(model_type, horizon, params, rows, seed, settings, client)
+
+            if client is not None:
                 mlflow.set_tag("dask_scheduler", redact(client.scheduler.address))
-                pipeline = fit_on_dask(model_type, horizon, params, train_rows, seed, settings, client)
+            pipeline = fit(train_rows)
             fit_seconds = time.perf_counter() - fit_started
             mlflow.log_metric("fit_seconds", fit_seconds)
 
+            progress.step(f"scoring on train, test_baseline ({len(test_b):,} rows)"
+                          + (f" and test_current ({len(test_c):,} rows)" if test_c is not None else ""))
             if client is None:
                 served_train = ServedRows.build(datasets.train.frame, settings, inputs=train_inputs,
                                                 weather=test_b.weather, outages_removed=True)
@@ -300,6 +346,9 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
                                  "(trained on Dask)")
                 served_train = ServedRows.build(sample, settings, extra_history=datasets.history,
                                                 weather=test_b.weather, outages_removed=True)
+            if spec.task == "regression":
+                pipeline = _calibrated(pipeline, fit, datasets, train_rows,
+                                       served_train if client is None else None, test_b.weather, settings, notes)
             metrics_train = served_train.score(pipeline, model_type).flat()
             scored_b = test_b.score(pipeline, model_type)
             metrics_baseline = scored_b.flat()
@@ -308,6 +357,7 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
             mlflow_runs.log_metrics("test_baseline", metrics_baseline)
             if metrics_current:
                 mlflow_runs.log_metrics("test_current", metrics_current)
+            progress.step("logging plots and the model to MLflow")
             _log_reports(pipeline, model_type, test_b.decision_rows, scored_b.predictions, run.info.run_id, settings)
 
             info = mlflow_runs.log_model(pipeline, mlflow_runs.input_example(model_inputs(test_b.decision_rows)),
@@ -350,7 +400,39 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
         baseline_regression=baseline_regression, hyperparams=effective, train_seconds=round(fit_seconds, 3),
         rows={"train": len(train_rows), "test_baseline": len(test_b), "test_current": 0 if test_c is None else len(test_c),
               "outage_rows_excluded_from_tests": test_b.outage_rows + (test_c.outage_rows if test_c is not None else 0)},
-        notes=[*datasets.notes, *notes, *test_b.notes, *(test_c.notes if test_c is not None else [])])
+        notes=[*datasets.notes, *test_b.notes, *(test_c.notes if test_c is not None else []), *notes])
+
+
+def _calibrated(pipeline: Any, fit: Any, datasets: Datasets, train_rows: pd.DataFrame,
+                served_train: ServedRows | None, weather: str, settings: Settings, notes: list[str]) -> Any:
+    """``pipeline`` with intervals calibrated by its twin on the latest training days (module docstring).
+
+    ``fit``: fits a twin on training rows (here or on the Dask cluster); ``served_train``: the training
+    rows as served, when every one was built (None: the calibration days' rows are built here).
+    """
+    days = calibration_days(datasets.train.frame, settings.interval_calibration_days)
+    if not days:
+        notes.append("too few training days to calibrate prediction intervals: the model serves none "
+                     "(`velocast recalibrate` adds them once newer days are labelled)")
+        mlflow.set_tag("intervals", "none")
+        return pipeline
+    on_days = paris_day(datasets.train.frame["timestamp"]).astype(str).isin(days).to_numpy()
+    started = time.perf_counter()
+    twin = fit(train_rows[~on_days].reset_index(drop=True))
+    served = served_train.subset(on_days) if served_train is not None else ServedRows.build(
+        datasets.train.frame[on_days].reset_index(drop=True), settings, extra_history=datasets.history,
+        weather=weather, outages_removed=True)
+    calibrated = calibrate(pipeline, served.calibration_rows, twin=twin)
+    info = calibration_info(calibrated) or {}
+    mlflow.log_metric("calibration_seconds", time.perf_counter() - started)
+    mlflow.log_params({"calibration_days": len(days), "calibration_first_day": days[0],
+                       "calibration_last_day": days[-1], "calibration_rows": info.get("rows", 0)})
+    mlflow.set_tags({"intervals": "conformal", "interval_coverage": str(settings.interval_coverage)})
+    mlflow.log_dict({**info, "days": days, "twin": "fitted on the training days before these"},
+                    "intervals/calibration.json")
+    log.info("intervals calibrated on %d days (%s .. %s) by a twin fitted on the days before them",
+             len(days), days[0], days[-1])
+    return calibrated
 
 
 def _baseline_regression(task: str, metrics_baseline: dict[str, Any], settings: Settings) -> bool | None:
@@ -403,6 +485,7 @@ def train_many(model_types: list[str] | tuple[str, ...], **kwargs: Any) -> list[
     settings = kwargs.pop("settings", None) or get_settings()
     check_tuning_options(kwargs.get("hyperopt", False), kwargs.get("n_workers", 1), kwargs.get("study_storage"))
     if not kwargs.get("datasets"):
+        progress.step(f"reading the {kwargs.get('data_source', 'baseline')} datasets")
         kwargs["datasets"] = load_datasets(kwargs.get("data_source", "baseline"), settings,
                                            kwargs.pop("data_path", None), kwargs.pop("current_data", None),
                                            kwargs.get("model_test", False), kwargs.get("seed", 42))

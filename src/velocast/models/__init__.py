@@ -1,7 +1,9 @@
 """The model catalogue: name -> how to build it, its hyper-parameters, how it fine-tunes.
 
 Every model is one scikit-learn ``Pipeline``: ``FeatureBuilder`` then an estimator, so the same
-object is fitted, logged to MLflow, loaded and served.
+object is fitted, logged to MLflow, loaded and served. A regression pipeline's estimator is a
+``ConformalRegressor`` (``velocast.models.intervals``) around the family's regressor: once
+``calibrate``d, the same object serves prediction intervals (``predict_frame(..., coverage=)``).
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ import pandas as pd
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.pipeline import Pipeline
 
+from velocast.choices import MODEL_TYPES
+from velocast.data.splits import paris_day
 from velocast.features import HORIZONS, FeatureBuilder
 from velocast.models import baseline as _baseline
 from velocast.models import lgbm as _lgbm
 from velocast.models import nn as _nn
 from velocast.models import rf as _rf
 from velocast.models import rf_class as _rf_class
+from velocast.models.intervals import ConformalRegressor, with_intervals
 from velocast.models.weather_fallback import WeatherFallback, unwrap
 
-MODEL_TYPES = ("lgbm", "rf", "nn", "rf_class", "baseline")
 REGISTERED_NAME = "bike-traffic-{model_type}"
 
 
@@ -69,15 +73,19 @@ class ModelSpec:
     continue_defaults: dict[str, Any] = field(default_factory=dict)
     counter_as_category: bool = False
     search_space: Callable[[Any], dict[str, Any]] | None = None
+    # tuning: most trees a trial may grow before early stopping on its fold's validation days
+    # (the family's ``fit`` takes ``eval_set`` and sets ``best_iteration_``); None: no early stopping
+    tuning_max_trees: int | None = None
     uses_weather: bool = True  # fitted with a no-weather sibling (``WeatherFallback``)
 
 
 def _lgbm_space(trial: Any) -> dict[str, Any]:
+    # no n_estimators: a trial grows up to LGBM_TUNING_MAX_TREES trees and stops early on each fold's
+    # validation days; the best trial's stopping point on the largest fold becomes n_estimators
     return {
         "num_leaves": trial.suggest_int("num_leaves", 31, 255, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.15, log=True),
-        "n_estimators": trial.suggest_int("n_estimators", 200, 1200, step=100),
-        "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.05, 0.3, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 5, 200, log=True),
         "subsample": trial.suggest_float("subsample", 0.6, 1.0),
         "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
         "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
@@ -122,6 +130,7 @@ CATALOGUE: dict[str, ModelSpec] = {
         make_estimator=lambda p, seed: _lgbm.LGBMCountRegressor(**p, random_state=seed),
         fine_tune_continue="LightGBM init_model: extra trees at a lower learning rate",
         continue_defaults=_lgbm.CONTINUE_DEFAULTS, counter_as_category=True, search_space=_lgbm_space,
+        tuning_max_trees=_lgbm.TUNING_MAX_TREES,
     ),
     "rf": ModelSpec(
         name="rf", task="regression", default_horizon="calendar",
@@ -199,16 +208,30 @@ def resolve_horizon(model_type: str, horizon: str | None) -> str:
     return horizon
 
 
-def build_pipeline(model_type: str, hyperparams: dict[str, Any] | None = None, horizon: str | None = None,
-                   seed: int = 42, feature_set: str = "full") -> Pipeline:
+def build_estimator(model_type: str, hyperparams: dict[str, Any] | None = None, seed: int = 42) -> Any:
+    """The family's bare estimator (what follows ``FeatureBuilder``), defaults completed by ``hyperparams``."""
     spec = get_spec(model_type)
     params = {**spec.defaults, **validate_hyperparams(model_type, hyperparams)}
     params.pop("extra_estimators", None)
-    features = FeatureBuilder(horizon=resolve_horizon(model_type, horizon), feature_set=feature_set,
-                              counter_as_category=spec.counter_as_category and feature_set == "full")
-    estimator = spec.make_estimator(params, seed)
+    return spec.make_estimator(params, seed)
+
+
+def build_features(model_type: str, horizon: str | None = None, feature_set: str = "full") -> FeatureBuilder:
+    """The (unfitted) ``FeatureBuilder`` of a family's pipeline."""
+    spec = get_spec(model_type)
+    return FeatureBuilder(horizon=resolve_horizon(model_type, horizon), feature_set=feature_set,
+                          counter_as_category=spec.counter_as_category and feature_set == "full")
+
+
+def build_pipeline(model_type: str, hyperparams: dict[str, Any] | None = None, horizon: str | None = None,
+                   seed: int = 42, feature_set: str = "full") -> Pipeline:
+    spec = get_spec(model_type)
+    features = build_features(model_type, horizon, feature_set)
+    estimator = build_estimator(model_type, hyperparams, seed)
     if spec.uses_weather and feature_set == "full":
         estimator = WeatherFallback(estimator)
+    if spec.task == "regression":
+        estimator = ConformalRegressor(estimator)
     return Pipeline([("features", features), ("model", estimator)])
 
 
@@ -239,12 +262,26 @@ def continue_training(champion: Pipeline, model_type: str, X: pd.DataFrame, y: n
         return more
 
     Xf = features.transform(X)
-    model = old.continued(step, Xf) if isinstance(old, WeatherFallback) else step(old, Xf)
+    point = _point_model(old)
+    model = point.continued(step, Xf) if isinstance(point, WeatherFallback) else step(point, Xf)
+    if isinstance(old, ConformalRegressor):  # same interval settings; calibrated again by its training
+        model = ConformalRegressor.around(model, **{k: v for k, v in old.get_params(deep=False).items()
+                                                    if k != "estimator"})
     return Pipeline([("features", features), ("model", model)])
 
 
-def predict_frame(pipeline: Pipeline, X: pd.DataFrame) -> pd.DataFrame:
-    """``prediction`` (and ``probability`` for classifiers) for rows of canonical input."""
+def _point_model(model: Any) -> Any:
+    """The point regressor inside a ``ConformalRegressor`` (else ``model`` itself)."""
+    return model.estimator_ if isinstance(model, ConformalRegressor) else model
+
+
+def predict_frame(pipeline: Pipeline, X: pd.DataFrame, coverage: float | None = None) -> pd.DataFrame:
+    """``prediction`` for rows of canonical input: ``probability`` too for classifiers, ``lower`` and
+    ``upper`` (the central interval of ``coverage``, default the model's) for regressors.
+
+    The bounds are NaN for a regressor never calibrated (``calibrate``), e.g. one made before
+    velocast served intervals.
+    """
     Xf = pipeline.named_steps["features"].transform(X)
     model = pipeline.named_steps["model"]
     out = pd.DataFrame(index=X.index)
@@ -252,9 +289,51 @@ def predict_frame(pipeline: Pipeline, X: pd.DataFrame) -> pd.DataFrame:
         proba = model.predict_proba(Xf)[:, 1]
         out["probability"] = proba
         out["prediction"] = (proba >= 0.5).astype(int)
+    elif isinstance(model, ConformalRegressor):
+        out["prediction"], out["lower"], out["upper"] = model.predict_interval(Xf, coverage)
     else:
         out["prediction"] = model.predict(Xf)
+        out["lower"] = out["upper"] = np.nan
     return out
+
+
+def is_calibrated(pipeline: Pipeline) -> bool:
+    """True when the pipeline serves calibrated intervals."""
+    model = pipeline.named_steps["model"]
+    return isinstance(model, ConformalRegressor) and model.calibrated
+
+
+def calibration_info(pipeline: Pipeline) -> dict[str, Any] | None:
+    """What the pipeline's intervals were calibrated on (days, rows, groups), None if never calibrated."""
+    model = pipeline.named_steps["model"]
+    return dict(model.calibration_) if is_calibrated(pipeline) else None
+
+
+def calibrate(pipeline: Pipeline, rows: pd.DataFrame, twin: Pipeline | None = None) -> Pipeline:
+    """A copy of a fitted regression ``pipeline`` whose intervals are calibrated on labelled ``rows``.
+
+    ``rows``: enriched, labelled rows of days the point model never trained on, built as served
+    (both weather variants, see ``velocast.lifecycle.scoring.ServedRows.calibration_rows``). The
+    point model is shared, not refitted; a pipeline made before intervals existed gets them.
+
+    ``twin``: when given, the scores are those of ``twin`` (the same model fitted only on the days
+    before ``rows``) and the calibration is carried onto ``pipeline`` (fitted on those days too).
+    """
+    model = pipeline.named_steps["model"]
+    if hasattr(model, "predict_proba"):
+        raise ValueError("intervals are calibrated for regression models only")
+    source = twin if twin is not None else pipeline
+    if not isinstance(_point_model(source.named_steps["model"]), WeatherFallback):
+        rows = rows.drop_duplicates(["counter_id", "timestamp"])  # one variant: weather changes nothing
+    features = source.named_steps["features"]
+    calibrated = with_intervals(source.named_steps["model"]).calibrate(
+        features.transform(rows), rows["bike_count"].to_numpy(float),
+        paris_day(rows["timestamp"]).astype(str).to_numpy())
+    if twin is not None:
+        own = pipeline.named_steps["features"]
+        counter_map = features.counter_codes(pd.Series(own.counter_ids_)) if hasattr(own, "counter_ids_") else []
+        calibrated = calibrated.onto(_point_model(model), counter_map)
+    return Pipeline([("features", pipeline.named_steps["features"]), ("model", calibrated)])
 
 
 def classification_labels(pipeline: Pipeline, X: pd.DataFrame, counts: np.ndarray) -> np.ndarray:
@@ -265,7 +344,7 @@ def classification_labels(pipeline: Pipeline, X: pd.DataFrame, counts: np.ndarra
 
 def feature_importance(pipeline: Pipeline) -> pd.Series | None:
     """Importance of each feature in the model that predicts rows with weather."""
-    model = unwrap(pipeline.named_steps["model"])
+    model = unwrap(_point_model(pipeline.named_steps["model"]))
     values = getattr(model, "feature_importances_", None)
     if values is None:
         return None

@@ -21,8 +21,14 @@ DEFAULTS = {
     "colsample_bytree": 0.8,
     "reg_lambda": 1.0,
 }
+# tuning: a trial grows at most this many trees, stopping early on its fold's validation days
+TUNING_MAX_TREES = 600
 # continuing from a champion: a few more trees, more slowly
 CONTINUE_DEFAULTS = {"n_estimators": 50, "learning_rate": 0.05}
+
+
+def _log_counts(y: np.ndarray) -> np.ndarray:
+    return np.log1p(np.clip(np.asarray(y, float), 0, None))
 
 
 class LGBMCountRegressor(BaseEstimator, RegressorMixin):
@@ -46,10 +52,19 @@ class LGBMCountRegressor(BaseEstimator, RegressorMixin):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, init_model: LGBMCountRegressor | None = None) -> LGBMCountRegressor:
+    def fit(self, X: pd.DataFrame, y: np.ndarray, init_model: LGBMCountRegressor | None = None,
+            eval_set: tuple[pd.DataFrame, np.ndarray] | None = None,
+            early_stopping_rounds: int = 20) -> LGBMCountRegressor:
+        """Fit on log1p(y); with ``eval_set`` (rows, counts), stop once its loss has not improved for
+        ``early_stopping_rounds`` trees (``best_iteration_`` trees then predict)."""
         self.booster_model_ = lgb.LGBMRegressor(**self.get_params(), verbose=-1)
         init = init_model.booster_model_.booster_ if init_model is not None else None
-        self.booster_model_.fit(X, np.log1p(np.clip(np.asarray(y, float), 0, None)), init_model=init)
+        stopping: dict = {}
+        if eval_set is not None:
+            stopping = {"eval_set": [(eval_set[0], _log_counts(eval_set[1]))],
+                        "callbacks": [lgb.early_stopping(early_stopping_rounds, verbose=False)]}
+        self.booster_model_.fit(X, _log_counts(y), init_model=init, **stopping)
+        self.best_iteration_ = int(self.booster_model_.best_iteration_ or self.n_estimators)
         self.feature_importances_ = self.booster_model_.booster_.feature_importance("gain")
         return self
 

@@ -14,8 +14,9 @@ The verdict is ours, not evidently's:
   distance (natural logarithm, as evidently computes it, so in [0, sqrt(ln 2)] ~ [0, 0.83]).
 * Bonferroni: alpha is divided by the number of columns actually tested in the report
   (features, target and prediction).
-* dataset drift: share of drifted features (target and prediction excluded) >= ``share_threshold``.
-  ``drift_detected`` is dataset drift OR target drift OR prediction drift.
+* feature-share drift: share of drifted input features (target and prediction excluded) >=
+  ``share_threshold``. ``drift_detected`` -- the one verdict, shown everywhere with its reasons
+  (``DriftReport.reasons``) -- is feature-share drift OR target drift OR prediction drift.
 * fewer than ``min_rows`` rows (current, reference, or the matched reference) gives the status
   ``insufficient_data`` and ``drift_detected = None``; any failure gives ``error`` with the
   message and ``drift_detected = None`` -- never a silent "no drift".
@@ -161,7 +162,7 @@ class DriftReport:
 
     status: str
     drift_detected: bool | None
-    dataset_drift: bool | None
+    feature_share_drift: bool | None
     drift_share: float | None
     n_features: int
     n_drifted: int
@@ -187,11 +188,41 @@ class DriftReport:
     def drifted_features(self) -> list[str]:
         return [f.name for f in self.features if f.drifted]
 
+    @property
+    def headline(self) -> str:
+        """The verdict in a word: ``drift``, ``no drift`` or ``unknown`` (insufficient data, error)."""
+        return {True: "drift", False: "no drift"}.get(self.drift_detected, "unknown")
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the verdict is what it is, each part with its numbers."""
+        if self.drift_detected is None:
+            return [self.error or self.note or self.status]
+        out = []
+        for label, extra in (("the target", self.target_drift), ("the predictions", self.prediction_drift)):
+            if extra is not None and extra.tested:
+                out.append(f"{label} ({extra.name}) {'drifted' if extra.drifted else 'did not drift'}"
+                           f" (effect {_short(extra.effect)}, threshold {extra.threshold:g})")
+        if self.n_features:
+            share = self.drift_share or 0.0
+            compare = ">=" if self.feature_share_drift else "<"
+            named = f": {', '.join(self.drifted_features)}" if self.drifted_features else ""
+            out.append(f"{self.n_drifted} of {self.n_features} input features drifted{named} (share "
+                       f"{share:.2f} {compare} {self.policy.share_threshold:g} for feature drift)")
+        return out
+
+    def verdict(self) -> str:
+        """One line: the verdict and its reasons, e.g. ``drift: the target (bike_count) drifted …``."""
+        return f"{self.headline} ({self.status}): " + "; ".join(self.reasons)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,
             "drift_detected": None if self.drift_detected is None else bool(self.drift_detected),
-            "dataset_drift": None if self.dataset_drift is None else bool(self.dataset_drift),
+            "verdict": self.verdict(),
+            "reasons": self.reasons,
+            "verdict_by": "velocast",
+            "feature_share_drift": None if self.feature_share_drift is None else bool(self.feature_share_drift),
             "drift_share": _num(self.drift_share),
             "n_features": int(self.n_features),
             "n_drifted": int(self.n_drifted),
@@ -222,7 +253,7 @@ class DriftReport:
         return cls(
             status=data["status"],
             drift_detected=data.get("drift_detected"),
-            dataset_drift=data.get("dataset_drift"),
+            feature_share_drift=data.get("feature_share_drift", data.get("dataset_drift")),  # older reports
             drift_share=data.get("drift_share"),
             n_features=data.get("n_features", 0),
             n_drifted=data.get("n_drifted", 0),
@@ -243,6 +274,10 @@ class DriftReport:
 
 
 # --------------------------------------------------------------------------- helpers
+def _short(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def _num(x: Any) -> float | None:
     """A plain float, or None for missing / non-finite values (JSON has no NaN)."""
     if x is None:
@@ -476,7 +511,7 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, numerical: list
         detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         message = f"{type(exc).__name__}: {detail}"
         logger.exception("drift detection failed: %s", message)
-        return DriftReport(status="error", drift_detected=None, dataset_drift=None, drift_share=None,
+        return DriftReport(status="error", drift_detected=None, feature_share_drift=None, drift_share=None,
                            n_features=0, n_drifted=0, error=message, **base)
 
 
@@ -528,7 +563,7 @@ def _detect(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str]
     base["new_counters"] = new_counters
 
     def insufficient(reason: str, **extra_fields: Any) -> DriftReport:
-        return DriftReport(status="insufficient_data", drift_detected=None, dataset_drift=None,
+        return DriftReport(status="insufficient_data", drift_detected=None, feature_share_drift=None,
                            drift_share=None, n_features=0, n_drifted=0, note=reason,
                            **base, **extra_fields)
 
@@ -600,15 +635,15 @@ def _detect(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str]
                             features=features, target_drift=target_drift,
                             prediction_drift=prediction_drift)
     drift_share = n_drifted / len(tested) if tested else None
-    dataset_drift = bool(drift_share is not None and drift_share >= policy.share_threshold)
+    feature_share_drift = bool(drift_share is not None and drift_share >= policy.share_threshold)
     drift_detected = bool(
-        dataset_drift
+        feature_share_drift
         or (target_drift is not None and target_drift.drifted)
         or (prediction_drift is not None and prediction_drift.drifted)
     )
     return DriftReport(
         status="drift" if drift_detected else "ok", drift_detected=drift_detected,
-        dataset_drift=dataset_drift, drift_share=drift_share, n_features=len(tested),
+        feature_share_drift=feature_share_drift, drift_share=drift_share, n_features=len(tested),
         n_drifted=n_drifted, features=features, target_drift=target_drift,
         prediction_drift=prediction_drift, **base,
     )
@@ -618,7 +653,7 @@ def _detect(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str]
 def write_reports(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame,
                   columns: list[str], out_dir: Path, max_rows: int = 20_000,
                   seed: int = 0) -> dict[str, Path]:
-    """Write ``drift.json`` (our verdict) and ``drift.html`` (evidently's rendering).
+    """Write ``drift.json`` (our verdict) and ``drift.html`` (our verdict above evidently's panels).
 
     ``reference`` should be the reference the verdict was computed on (e.g. the output of
     ``seasonal_reference``). Both frames are sampled to ``max_rows`` rows (seeded) before
@@ -646,7 +681,7 @@ def write_reports(report: DriftReport, reference: pd.DataFrame, current: pd.Data
 def _evidently_html(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame,
                     columns: list[str], path: Path, max_rows: int, seed: int) -> None:
     from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+    from evidently.metrics import ValueDrift
 
     cols = [c for c in dict.fromkeys(columns) if c in reference.columns and c in current.columns]
     dropped = [c for c in columns if c not in cols]
@@ -679,14 +714,59 @@ def _evidently_html(report: DriftReport, reference: pd.DataFrame, current: pd.Da
     categorical = [c for c in cols if c not in numerical]
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     policy = report.policy
-    preset = DataDriftPreset(columns=cols, num_method="wasserstein", cat_method="jensenshannon",
-                             num_threshold=policy.numerical_threshold,
-                             cat_threshold=policy.categorical_threshold,
-                             drift_share=policy.share_threshold)
-    snapshot = Report([preset]).run(
+    # one distribution panel per column, and no dataset-level "drift" headline of evidently's own:
+    # the verdict is velocast's (the banner written above the panels)
+    panels = [ValueDrift(column=c, method="wasserstein" if c in numerical else "jensenshannon",
+                         threshold=policy.numerical_threshold if c in numerical else policy.categorical_threshold)
+              for c in cols]
+    snapshot = Report(panels).run(
         current_data=Dataset.from_pandas(cur, data_definition=definition),
         reference_data=Dataset.from_pandas(ref, data_definition=definition),
     )
     snapshot.save_html(str(path))
     if not path.exists() or path.stat().st_size == 0:
         raise RuntimeError("evidently wrote an empty HTML file")
+    html = path.read_text(encoding="utf-8")
+    at = html.find("<body>")
+    if at < 0:
+        raise RuntimeError("evidently's HTML has no <body>: the verdict banner cannot be placed")
+    at += len("<body>")
+    path.write_text(html[:at] + verdict_banner(report, max_rows) + html[at:], encoding="utf-8")
+
+
+def verdict_banner(report: DriftReport, sampled_rows: int) -> str:
+    """The HTML block above evidently's panels: velocast's verdict, its reasons and every column's test."""
+    from html import escape
+
+    colour = {"drift": "#c0392b", "no drift": "#1e8449"}.get(report.headline, "#7f8c8d")
+    rows = []
+    for role, f in ([("input", f) for f in report.features]
+                    + [(role, f) for role, f in (("target", report.target_drift),
+                                                  ("prediction", report.prediction_drift)) if f is not None]):
+        verdict = "drift" if f.drifted else ("no drift" if f.tested else f"not tested: {f.note or ''}")
+        rows.append(f"<tr><td>{escape(f.name)}</td><td>{role}</td><td>{escape(f.test)}</td>"
+                    f"<td>{'' if f.p_value is None else f'{f.p_value:.2g}'}</td>"
+                    f"<td>{_short(f.effect)}</td><td>{f.threshold:g}</td><td><b>{escape(verdict)}</b></td></tr>")
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in report.reasons)
+    new = (f"<p>New counters unknown to the champion: {escape(', '.join(report.new_counters))}</p>"
+           if report.new_counters else "")
+    return f"""
+<div id="velocast-verdict" style="font-family:sans-serif;margin:16px;padding:12px 18px;border:3px solid {colour};
+     background:#fff;color:#222">
+<h2 style="margin:0 0 6px 0;color:{colour}">velocast drift verdict: {escape(report.headline.upper())}</h2>
+<ul style="margin:4px 0">{reasons}</ul>
+<p style="margin:6px 0">Reference {report.compared_reference_rows:,} rows {escape(str(report.reference_period))}
+(seasonally matched: {'yes' if report.seasonal_matching else 'no'}); current {report.current_rows:,} rows
+{escape(str(report.current_period))}. {new}</p>
+<p style="margin:6px 0;font-size:90%">This verdict is velocast's: a column drifts only when its test
+(Kolmogorov-Smirnov or chi-squared, Bonferroni-corrected) is significant <i>and</i> its effect (normalised
+Wasserstein or Jensen-Shannon distance) reaches the threshold; weather is tested on daily means; the whole
+report says drift when the target or the predictions drift, or when at least {report.policy.share_threshold:g} of the
+input features do. The Evidently panels below only draw the distributions (on at most {sampled_rows:,} sampled
+rows per side); their own per-column "drift" flags use the effect size alone and are not the verdict.</p>
+<table style="border-collapse:collapse;font-size:90%" border="1" cellpadding="4">
+<tr><th>column</th><th>role</th><th>test</th><th>p-value</th><th>effect</th><th>threshold</th><th>velocast</th></tr>
+{''.join(rows)}
+</table>
+</div>
+"""

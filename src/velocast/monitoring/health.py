@@ -2,7 +2,10 @@
 
 States follow the original system's decision table: ``ok``; ``degraded`` when RMSE rose 10-20%
 above its own test_baseline RMSE (lightweight adaptation); ``critical`` when it rose more than 20%
-or the RMSE is above an absolute threshold (default 50). A pure function of the numbers.
+or the RMSE is above an absolute threshold (default 50). The prediction intervals are judged too:
+an empirical coverage outside ``nominal ± coverage_tolerance`` (0.70-0.90 for an 80% interval)
+makes an otherwise ``ok`` champion ``degraded`` (its intervals no longer say how sure it is; the
+weekly cycle recalibrates them). A pure function of the numbers.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ class HealthPolicy:
     degraded_drop: float = 0.10
     critical_drop: float = 0.20
     rmse_threshold: float = 50.0
+    coverage_tolerance: float = 0.10  # the interval's empirical coverage must stay within nominal ± this
 
 
 @dataclass
@@ -29,6 +33,9 @@ class HealthReport:
     rows: int
     period: str | None = None
     reasons: list[str] = field(default_factory=list)
+    coverage: float | None = None  # empirical coverage of the prediction intervals
+    nominal_coverage: float | None = None  # what they were made for
+    interval_width: float | None = None  # their mean width
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,9 +43,29 @@ class HealthReport:
 
 def health_state(rmse: float | None, r2: float | None, baseline_rmse: float | None, baseline_r2: float | None,
                  rows: int, policy: HealthPolicy | None = None, period: str | None = None,
-                 notes: list[str] | None = None) -> HealthReport:
-    """The state for these numbers; ``notes`` (how they were measured) follow the reasons."""
-    report = _state(rmse, r2, baseline_rmse, baseline_r2, rows, policy or HealthPolicy(), period)
+                 notes: list[str] | None = None, coverage: float | None = None,
+                 nominal_coverage: float | None = None, interval_width: float | None = None) -> HealthReport:
+    """The state for these numbers; ``notes`` (how they were measured) follow the reasons.
+
+    ``coverage``: the empirical coverage of intervals made for ``nominal_coverage`` (None: the
+    model has no intervals, nothing is judged).
+    """
+    policy = policy or HealthPolicy()
+    report = _state(rmse, r2, baseline_rmse, baseline_r2, rows, policy, period)
+    if report.state != "unknown" and coverage is not None and nominal_coverage is not None:
+        report.coverage, report.nominal_coverage, report.interval_width = coverage, nominal_coverage, interval_width
+        low, high = nominal_coverage - policy.coverage_tolerance, nominal_coverage + policy.coverage_tolerance
+        if not low <= coverage <= high:
+            side = "fewer" if coverage < low else "more"
+            reason = (f"prediction intervals cover {coverage:.1%} of the counts, {side} than the {low:.0%}-{high:.0%} "
+                      f"band of their nominal {nominal_coverage:.0%}: they no longer say how sure the forecast is")
+            if report.state == "ok":
+                report.state, report.reasons = "degraded", [reason, *report.reasons]
+            else:
+                report.reasons.append(reason)
+        else:
+            report.reasons.append(f"prediction intervals cover {coverage:.1%} (nominal {nominal_coverage:.0%}, band "
+                                  f"{low:.0%}-{high:.0%})")
     report.reasons += list(notes or [])
     return report
 

@@ -37,7 +37,7 @@ from mlflow.exceptions import MlflowException
 from velocast.config import Settings, get_settings, redact_secrets
 from velocast.errors import DependencyUnavailable, sqlite_write_failure
 from velocast.models import registered_name
-from velocast.tracking.mlflow_runs import configure, silence_mlflow_logs
+from velocast.tracking.mlflow_runs import configure, import_skops, silence_mlflow_logs
 from velocast.tracking.summary import SummaryEntry, SummaryStore
 
 log = logging.getLogger(__name__)
@@ -260,6 +260,7 @@ class Registry:
         """The fitted pipeline of a registered version (native scikit-learn object)."""
         import mlflow.sklearn
 
+        import_skops()  # before MLflow imports it: skops' own import would import torch
         with self._mlflow():
             return mlflow.sklearn.load_model(ref.uri)
 

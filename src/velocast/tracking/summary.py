@@ -32,8 +32,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -307,6 +306,9 @@ def load_best_model(model_type: str, metric: str = "rmse", env: str | None = Non
     """Load the best model straight from its artifact location (no MLflow server needed)."""
     import mlflow.sklearn
 
+    from velocast.tracking.mlflow_runs import import_skops
+
+    import_skops()  # before MLflow imports it: skops' own import would import torch
     entry = SummaryStore(uri).best_model(model_type, metric, env, test_mode)
     if entry is None:
         raise LookupError(f"no {model_type} model in summary.json")

@@ -14,7 +14,7 @@ from velocast.ui import common
 
 HERE = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="velocast", page_icon=":material/pedal_bike:", layout="wide")
+st.set_page_config(page_title="velocast", page_icon="🚲", layout="wide")  # an emoji: no icon fetched from the internet
 common.setup_logging()
 
 PAGES = [

@@ -86,10 +86,13 @@ class ModelTypeOverview:
 
 @dataclass
 class PredictResult:
-    frame: pd.DataFrame  # the rows given + ``prediction`` (``probability`` for rf_class), ``weather_source``, ``notes``
+    # the rows given + ``prediction`` (``probability`` for rf_class; ``lower``/``upper`` for regressors),
+    # ``weather_source``, ``notes``
+    frame: pd.DataFrame
     model: ModelInfo
     warnings: list[str] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
+    coverage: float | None = None  # of ``lower``/``upper`` (None: the model has no calibrated intervals)
 
 
 @dataclass
@@ -121,7 +124,7 @@ class BatchInput:
 
     def output(self, result: PredictResult) -> pd.DataFrame:
         """The accepted rows with their original columns, plus the forecast columns (``velocast predict``'s)."""
-        return self.read.output(result.frame)
+        return self.read.output(result.frame, result.coverage)
 
 
 def no_model_message(model_type: str) -> str:
@@ -199,8 +202,12 @@ class Client(ABC):
 
     # ---------------------------------------------------------------- predictions
     @abstractmethod
-    def predict(self, rows: pd.DataFrame, model_type: str = "lgbm") -> PredictResult:
-        """Predict canonical rows with the champion of ``model_type`` (else its latest version)."""
+    def predict(self, rows: pd.DataFrame, model_type: str = "lgbm", coverage: float | None = None) -> PredictResult:
+        """Predict canonical rows with the champion of ``model_type`` (else its latest version).
+
+        Regression forecasts carry ``lower``/``upper``, the interval of central ``coverage``
+        (default: the server's or the settings' ``VELOCAST_INTERVAL_COVERAGE``).
+        """
 
     # ---------------------------------------------------------------- models
     @abstractmethod
@@ -303,12 +310,12 @@ class LocalClient(Client):
         self._models[model_type] = (model, champion is not None, now)
         return model, champion is not None
 
-    def predict(self, rows: pd.DataFrame, model_type: str = "lgbm") -> PredictResult:
+    def predict(self, rows: pd.DataFrame, model_type: str = "lgbm", coverage: float | None = None) -> PredictResult:
         from velocast.lifecycle.predict import predict_rows
 
         model, is_champion = self._model(model_type)
         try:
-            result = predict_rows(rows.reset_index(drop=True), model, self.settings)
+            result = predict_rows(rows.reset_index(drop=True), model, self.settings, coverage)
         except (LookupError, ValueError) as exc:
             raise ClientError(f"{model.uri} cannot predict these rows: {exc}") from exc
         info = _model_info(model.ref, is_champion, model.horizon) if model.ref else \
@@ -317,7 +324,7 @@ class LocalClient(Client):
         if not is_champion:
             warnings.insert(0, f"no {model_type} champion yet: the latest version v{info.version} served; promote "
                                f"one with `velocast promote --model-type {model_type} --version {info.version}`")
-        return PredictResult(result.frame, info, warnings, result.metrics)
+        return PredictResult(result.frame, info, warnings, result.metrics, result.coverage)
 
     # models
     def overview(self) -> dict[str, ModelTypeOverview]:
@@ -449,11 +456,13 @@ class ApiClient(Client):
         return pd.Timestamp(latest).tz_convert(PARIS_TZ) if latest else None
 
     # predictions: POST /predict
-    def predict(self, rows: pd.DataFrame, model_type: str = "lgbm") -> PredictResult:
+    def predict(self, rows: pd.DataFrame, model_type: str = "lgbm", coverage: float | None = None) -> PredictResult:
         rows = rows.reset_index(drop=True)
         records = _records(rows)
         predictions = np.full(len(rows), np.nan)
         probabilities = np.full(len(rows), np.nan)
+        bounds = {"lower": np.full(len(rows), np.nan), "upper": np.full(len(rows), np.nan)}
+        served_coverage = None
         weather = np.full(len(rows), None, dtype=object)
         notes = np.full(len(rows), "", dtype=object)
         warnings: list[str] = []
@@ -461,15 +470,20 @@ class ApiClient(Client):
         metrics = None
         for start in range(0, len(records), API_CHUNK):
             chunk = records[start:start + API_CHUNK]
+            request = {"records": chunk, "model_type": model_type, **({"coverage": coverage} if coverage else {})}
             try:
-                body = self._call("POST", "/predict", json={"records": chunk, "model_type": model_type}).json()
+                body = self._call("POST", "/predict", json=request).json()
             except ClientError as exc:
                 if exc.status == 503:  # no model of that type registered on the server
                     raise NoModelError(f"{exc}. {no_model_message(model_type)}", exc.status) from exc
                 raise
             model = body["model"]
+            served_coverage = body.get("coverage")
             for item in body["predictions"]:
                 predictions[start + item["index"]] = item["prediction"]
+                for bound, values in bounds.items():
+                    if item.get(bound) is not None:
+                        values[start + item["index"]] = item[bound]
                 if item.get("probability") is not None:
                     probabilities[start + item["index"]] = item["probability"]
                 weather[start + item["index"]] = item.get("weather")
@@ -482,10 +496,12 @@ class ApiClient(Client):
         frame["prediction"] = predictions
         if np.isfinite(probabilities).any():
             frame["probability"] = probabilities
+        else:
+            frame["lower"], frame["upper"] = bounds["lower"], bounds["upper"]
         frame["weather_source"], frame["notes"] = weather, notes
         info = ModelInfo(model_type=model["model_type"], version=model.get("version"), uri=model["uri"],
                          run_id=model.get("run_id"), champion=bool(model.get("champion")), horizon=model.get("horizon"))
-        return PredictResult(frame, info, warnings, metrics)
+        return PredictResult(frame, info, warnings, metrics, served_coverage)
 
     # models: GET /models, GET /audit
     def overview(self) -> dict[str, ModelTypeOverview]:

@@ -88,14 +88,32 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+PARIS_TIME = "time (Europe/Paris)"
+# columns of a user's file whose times are in another zone than Paris, as the UI labels them
+FILE_TIME_LABELS = {"date": "date (UTC, as in the file)", "timestamp": "timestamp (as in the file)",
+                    "timestamp_paris": "hour predicted (Europe/Paris)"}
+
+
+def paris_time(value: Any) -> str:
+    """A time as Paris wall-clock time, labelled: ``2021-08-03 08:00 (Paris time)``."""
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+    return f"{stamp.tz_convert('Europe/Paris'):%Y-%m-%d %H:%M} (Paris time)"
+
+
+def label_file_times(frame: pd.DataFrame) -> pd.DataFrame:
+    """A file's table for display: every time column named with its zone."""
+    return frame.rename(columns={k: v for k, v in FILE_TIME_LABELS.items() if k in frame.columns})
+
+
 def events_frame(events: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-    """Audit events as a table: the chosen columns, reasons joined, timestamps readable."""
+    """Audit events as a table: the chosen columns, reasons joined, times in Paris time (``PARIS_TIME``)."""
     frame = pd.DataFrame(events)
     if frame.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=[PARIS_TIME if c == "timestamp" else c for c in columns])
     if "reasons" in frame:
         frame["reasons"] = frame["reasons"].map(lambda r: "; ".join(r) if isinstance(r, list) else r)
     if "timestamp" in frame:
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).dt.tz_convert("Europe/Paris") \
             .dt.strftime("%Y-%m-%d %H:%M:%S")
-    return frame[[c for c in columns if c in frame]]
+    return frame[[c for c in columns if c in frame]].rename(columns={"timestamp": PARIS_TIME})

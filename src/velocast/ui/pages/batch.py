@@ -56,7 +56,8 @@ if not batch.rejected.empty:
                + ", ".join(f"{reason}: {n}" for reason, n in batch.rejected_by_reason().items()))
     rejected = batch.rejected.rename(columns={"source_row": "row"})
     first = ["row", "reason", "detail"]
-    st.dataframe(rejected[first + [c for c in rejected.columns if c not in first]], hide_index=True)
+    st.dataframe(common.label_file_times(rejected[first + [c for c in rejected.columns if c not in first]]),
+                 hide_index=True)
 
 if error is not None:
     (st.warning if error[0] == "warning" else st.error)(error[1])
@@ -67,14 +68,20 @@ if result is None:
 
 st.subheader("Predictions")
 st.caption(f"Model: **{result.model.label}** — `{result.model.uri}`")
+if result.coverage is not None:
+    st.caption(f"`lower` and `upper`: the {result.coverage:.0%} prediction interval of each row (calibrated: "
+               f"{result.coverage:.0%} of the counts fall inside).")
 for warning in result.warnings:
     st.warning(warning)
 if result.metrics:
-    metrics = {k: v for k, v in result.metrics.items() if k in ("rmse", "mae", "r2", "n")}
+    metrics = {k: v for k, v in result.metrics.items() if k in ("rmse", "mae", "r2", "n", "interval_coverage",
+                                                                  "interval_width")}
     st.caption("Scores on the rows that carry a count: "
                + ", ".join(f"{k} {common.fmt(v, 3) if isinstance(v, float) else v}" for k, v in metrics.items()))
 output = batch.output(result)
-st.dataframe(output, hide_index=True)
+st.dataframe(common.label_file_times(output), hide_index=True)
+st.caption("Times: the tidy format's `date` is UTC, a `timestamp` is read with its offset (none: Paris time); "
+           "each row's predicted hour is shown in Europe/Paris time. The CSV keeps the file's column names.")
 st.download_button("Download the predictions (CSV)", output.to_csv(index=False).encode("utf-8"),
                    file_name=f"{upload.name.rsplit('.', 1)[0]}_predictions.csv", mime="text/csv",
                    type="primary", key="download")

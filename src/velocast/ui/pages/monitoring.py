@@ -10,6 +10,7 @@ import streamlit as st
 
 from velocast.lifecycle.audit import EVENTS
 from velocast.models import MODEL_TYPES
+from velocast.monitoring.drift import DriftReport
 from velocast.ui import common
 from velocast.ui.client import ClientError
 
@@ -47,14 +48,19 @@ else:
     report = latest.get("report", {})
     status = report.get("status", "unknown")
     when = Path(latest.get("folder", "")).name
-    st.markdown(f"{STATE_ICONS.get(status, '')} Latest verdict: **{status}**"
-                + (f" — checked {pd.Timestamp(when[:15]):%Y-%m-%d %H:%M} UTC" if len(when) >= 15 else ""))
+    checked = latest.get("checked_at") or (pd.Timestamp(when[:15]).tz_localize("UTC") if len(when) >= 15 else None)
+    verdict = DriftReport.from_dict(report) if "status" in report else None
+    headline = verdict.headline if verdict else "unknown"
+    st.markdown(f"{STATE_ICONS.get(status, '')} Latest verdict (velocast's): **{headline}** ({status})"
+                + (f" — checked {common.paris_time(checked)}" if checked is not None else ""))
+    for reason in verdict.reasons if verdict else []:
+        st.markdown(f"- {reason}")
     d1, d2, d3, d4 = st.columns(4)
     d1.metric("Drift detected", {True: "yes", False: "no"}.get(report.get("drift_detected"), "–"))
-    d2.metric("Share of drifted columns", common.fmt(report.get("drift_share"), 2))
-    d3.metric("Drifted columns", f"{report.get('n_drifted', 0)} / {report.get('n_features', 0)}")
+    d2.metric("Share of drifted input features", common.fmt(report.get("drift_share"), 2))
+    d3.metric("Drifted input features", f"{report.get('n_drifted', 0)} / {report.get('n_features', 0)}")
     d4.metric("New counters", len(report.get("new_counters") or []))
-    periods = [f"{name} {' .. '.join(str(x)[:10] for x in p)}" for name, p in (("reference", report.get("reference_period")),
+    periods = [f"{name} {' .. '.join(str(x)[:10] for x in p)} (Paris days)" for name, p in (("reference", report.get("reference_period")),
                                                           ("current", report.get("current_period"))) if p]
     if periods:
         st.caption("; ".join(periods) + f" ({report.get('current_rows', 0):,} current rows)")
@@ -73,6 +79,8 @@ else:
     if html is None:
         st.caption("No HTML report was written for this check.")
     else:
+        st.caption("The HTML report opens with velocast's verdict; Evidently's panels below it only draw the "
+                   "distributions.")
         st.download_button("Download the evidently report (HTML)", html, file_name=f"drift_{when}.html",
                            mime="text/html", key="drift_download")
         if st.toggle("Show the evidently report here", key="show_report"):

@@ -1,20 +1,24 @@
-"""Predict: one counter and one day — the chosen hour and the 24 hours, with the stored counts overlaid."""
+"""Predict: one counter and one day — the chosen hour and the 24 hours, with the prediction interval drawn
+as a band around the day's curve and the stored counts overlaid."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 
+import altair as alt
 import pandas as pd
-import pydeck as pdk
 import streamlit as st
 
 from velocast.config import PARIS_TZ
 from velocast.ui import common
 from velocast.ui.client import ClientError, NoModelError, day_rows
+from velocast.ui.counter_map import MAP_HEIGHT, counter_deck
+
+COVERAGES = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
 
 st.title("Predict")
-st.caption("Pick a counter on the map or in the list, a day and an hour: the champion forecasts that hour "
-           "and the whole day.")
+st.caption("Pick a counter on the map or in the list, a day and an hour (Paris time): the champion forecasts "
+           "that hour and the whole day.")
 
 client = common.client()
 counters = common.counters(common.client_key())
@@ -30,19 +34,11 @@ label_of = dict(zip(counters["counter_id"].astype(str), counters["label"]))
 
 # ------------------------------------------------------------------ the map (click a counter to pick it)
 current = st.session_state.get("counter", counters["label"].iloc[0])
-points = counters[["counter_id", "label", "latitude", "longitude", "hours"]].copy()
-points["counter_id"] = points["counter_id"].astype(str)
-points["color"] = [[230, 80, 30, 230] if label == current else [30, 110, 200, 200] for label in points["label"]]
-deck = pdk.Deck(
-    map_style=None,
-    initial_view_state=pdk.ViewState(latitude=float(points["latitude"].mean()),
-                                     longitude=float(points["longitude"].mean()), zoom=11.3),
-    layers=[pdk.Layer("ScatterplotLayer", id="counters", data=points, get_position=["longitude", "latitude"],
-                      get_fill_color="color", get_radius=80, radius_min_pixels=6, radius_max_pixels=14,
-                      pickable=True, auto_highlight=True)],
-    tooltip={"text": "{label}\n{hours} hours stored"},
-)
-event = st.pydeck_chart(deck, on_select="rerun", selection_mode="single-object", key="counter_map", height=360)
+deck = counter_deck(counters, current)
+event = st.pydeck_chart(deck, on_select="rerun", selection_mode="single-object", key="counter_map",
+                        height=MAP_HEIGHT)
+st.caption("No map tiles (works offline): the shaded area is where the counters are, the grid squares are 1 km, "
+           "the blue line sketches the Seine through the riverside counters. Click a dot to pick its counter.")
 picked = (event.selection.objects or {}).get("counters") or []
 if picked:
     picked_id = str(picked[0].get("counter_id"))
@@ -62,10 +58,14 @@ left, middle, right = st.columns([3, 2, 2])
 with left:
     choice = st.selectbox("Counter", counters["label"].tolist(), key="counter")
 with middle:
-    day = st.date_input("Day", value=default_day, key="day")
-    hour = st.selectbox("Hour", list(range(24)), index=8, format_func=lambda h: f"{h:02d}:00", key="hour")
+    day = st.date_input("Day (Paris)", value=default_day, key="day")
+    hour = st.selectbox("Hour (Paris time)", list(range(24)), index=8, format_func=lambda h: f"{h:02d}:00",
+                        key="hour")
 with right:
     model_type = common.model_type_picker(key="model_type")
+    coverage = st.select_slider("Interval", options=COVERAGES, value=0.8, format_func=lambda c: f"{c:.0%}",
+                                key="coverage", help="The band holds this share of the counts: a calibrated "
+                                "(conformal) prediction interval.")
     own_weather = st.toggle("Set the weather myself", key="own_weather",
                             help="Off: the stored weather of that day (when the store has it).")
 temperature = rain = None
@@ -80,7 +80,7 @@ if st.button("Predict", type="primary", key="predict"):
     rows = day_rows(counter, day, temperature, rain)
     try:
         with st.spinner("Predicting..."):
-            result = client.predict(rows, model_type)
+            result = client.predict(rows, model_type, coverage)
             actual = client.counts(str(counter["counter_id"]), day)
     except NoModelError as exc:
         st.warning(str(exc))
@@ -98,25 +98,27 @@ if shown is None:
 
 result = shown["result"]
 frame = result.frame.copy()
-frame["hour"] = [f"{t:%H}:00" for t in frame["timestamp"]]
+frame["hour"] = [f"{t.tz_convert(PARIS_TZ):%H}:00" for t in frame["timestamp"]]
 actual = shown["actual"]
 if not actual.empty:
-    by_hour = actual.set_index(actual["timestamp"].dt.strftime("%H:00"))["bike_count"]
+    by_hour = actual.set_index(actual["timestamp"].dt.tz_convert(PARIS_TZ).dt.strftime("%H:00"))["bike_count"]
     by_hour = by_hour[~by_hour.index.duplicated()]
     frame["actual"] = frame["hour"].map(by_hour)
 value_column = "probability" if "probability" in frame else "prediction"
 frame = frame.rename(columns={value_column: "predicted"})
 at_hour = frame[frame["timestamp"].map(lambda t: t.hour) == shown["hour"]].iloc[0]
 
-st.subheader(f"{shown['counter']} — {pd.Timestamp(shown['day']):%A %d %B %Y}")
+st.subheader(f"{shown['counter']} — {pd.Timestamp(shown['day']):%A %d %B %Y} (Paris)")
 m1, m2, m3 = st.columns(3)
 if value_column == "probability":
-    m1.metric(f"Probability of a busy hour at {shown['hour']:02d}:00", f"{at_hour['predicted']:.0%}")
+    m1.metric(f"Probability of a busy hour at {shown['hour']:02d}:00 (Paris)", f"{at_hour['predicted']:.0%}")
 else:
-    m1.metric(f"Predicted bikes at {shown['hour']:02d}:00", f"{at_hour['predicted']:.0f}")
+    m1.metric(f"Predicted bikes at {shown['hour']:02d}:00 (Paris)", f"{at_hour['predicted']:.0f}")
+    if result.coverage is not None:
+        m1.caption(f"{result.coverage:.0%} interval: **{at_hour['lower']:.0f} – {at_hour['upper']:.0f}** bikes")
     m2.metric("Predicted bikes over the day", f"{frame['predicted'].sum():,.0f}")
 if "actual" in frame and pd.notna(at_hour.get("actual")):
-    m3.metric(f"Counted at {shown['hour']:02d}:00", f"{at_hour['actual']:.0f}")
+    m3.metric(f"Counted at {shown['hour']:02d}:00 (Paris)", f"{at_hour['actual']:.0f}")
 model = result.model
 st.caption(f"Model: **{model.label}** — `{model.uri}`" + (f", run `{model.run_id}`" if model.run_id else "")
            + (f", horizon {model.horizon}" if model.horizon else ""))
@@ -126,9 +128,29 @@ for warning in result.warnings:
     st.warning(warning)
 
 series = ["predicted"] + (["actual"] if "actual" in frame and frame["actual"].notna().any() else [])
-st.line_chart(frame, x="hour", y=series, x_label="hour (Europe/Paris)", color=["#e4572e", "#29335c"][:len(series)],
-              y_label="probability of a busy hour" if value_column == "probability" else "bikes per hour")
+banded = result.coverage is not None and "lower" in frame and frame["lower"].notna().all()
+y_title = "probability of a busy hour" if value_column == "probability" else "bikes per hour"
+x = alt.X("hour:O", title="hour (Europe/Paris)", axis=alt.Axis(labelAngle=0))
+lines = alt.Chart(frame).transform_fold(series, as_=["series", "value"]).mark_line(point=True).encode(
+    x=x, y=alt.Y("value:Q", title=y_title),
+    color=alt.Color("series:N", scale=alt.Scale(domain=series, range=["#e4572e", "#29335c"][:len(series)]),
+                    legend=alt.Legend(title=None, orient="top")))
+layers = [lines]
+if banded:
+    band_label = f"{result.coverage:.0%} interval"
+    band = alt.Chart(frame.assign(interval=band_label)).mark_area(opacity=0.25).encode(
+        x=x, y="lower:Q", y2="upper:Q",
+        fill=alt.Fill("interval:N", scale=alt.Scale(domain=[band_label], range=["#e4572e"]),
+                      legend=alt.Legend(title=None, orient="top")),
+        tooltip=["hour", alt.Tooltip("lower:Q", format=".0f"), alt.Tooltip("predicted:Q", format=".0f"),
+                 alt.Tooltip("upper:Q", format=".0f")])
+    layers = [band, lines]
+st.altair_chart(alt.layer(*layers).resolve_scale(color="independent"), use_container_width=True)
+if banded:
+    st.caption(f"The band is the {result.coverage:.0%} prediction interval: calibrated so that {result.coverage:.0%} "
+               "of the counts fall inside it (conformal prediction on recent days the model never trained on).")
 if len(series) == 1:
     st.caption("No stored counts for this counter and day: only the prediction is drawn.")
-with st.expander("Hourly values"):
-    st.dataframe(frame[["hour", *series]], hide_index=True)
+with st.expander("Hourly values (Paris time)"):
+    st.dataframe(frame[["hour", *series, *(["lower", "upper"] if banded else [])]].rename(
+        columns={"hour": "hour (Paris)"}), hide_index=True)

@@ -1,0 +1,26 @@
+"""The closed sets of names velocast accepts, declared once.
+
+The library validates against these tuples; the API's pydantic ``Literal`` types, the CLI's choice
+lists and the Airflow DAGs' ``Param(enum=...)`` are built from them. This module imports nothing,
+so a DAG file may import it at parse time.
+"""
+
+from __future__ import annotations
+
+MODEL_TYPES = ("lgbm", "rf", "nn", "rf_class", "baseline")
+HORIZONS = ("calendar", "day-ahead")
+DATA_SOURCES = ("baseline", "current", "reference")
+ENVS = ("dev", "prod")
+# champion/challenger decision policies (velocast.evaluation.policies)
+POLICIES = ("double_eval", "relative_rmse", "significant")
+# how the weekly cycle fine-tunes: retrain on a sliding window, or continue from the champion
+STRATEGIES = ("sliding_window", "continue")
+# what the audit log records (velocast.lifecycle.audit)
+AUDIT_EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain",
+                "recalibration", "error")
+# training jobs (velocast.lifecycle.jobs)
+JOB_STATES = ("queued", "running", "succeeded", "failed")
+JOB_RUNNERS = ("api", "airflow")
+
+__all__ = ["AUDIT_EVENTS", "DATA_SOURCES", "ENVS", "HORIZONS", "JOB_RUNNERS", "JOB_STATES", "MODEL_TYPES",
+           "POLICIES", "STRATEGIES"]

@@ -1,0 +1,147 @@
+"""The serving path without per-request pandas: rows to predictions through arrays.
+
+``predict_rows`` (``velocast.lifecycle.predict``) is the one serving function; for rows it can take
+(unlabelled, timezone-aware, of a model with the ``full`` features, and for day-ahead models within
+the days held in memory) it builds the model inputs here instead of through frames:
+
+- Paris-time and calendar fields from ``velocast.data.calendar.hour_fields`` (a table made by
+  ``calendar_features`` itself),
+- day-ahead history and its notes from the store's counts held in memory
+  (``velocast.lifecycle.served_history``, refreshed when the store changes),
+- the weather the row gives, else the stored forecast as of its cut-off (``inputs.weather_columns``,
+  called only when forecasts are stored), else missing,
+- features from ``FeatureBuilder.plan()`` and predictions from ``CompiledModel``, both compiled once
+  per loaded model (``ServingModel``).
+
+Everything else (labelled rows, which also get metrics; naive timestamps; old days) goes through
+``build_inputs`` and the pipeline. ``tests/lifecycle/test_fast_path.py`` proves the two paths give
+the same features, predictions, weather sources and notes, value for value.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from velocast.config import Settings
+from velocast.data.calendar import hour_fields
+from velocast.data.weather import WEATHER_COLUMNS
+from velocast.data.weather_forecast import load_forecasts
+from velocast.features import HOUR_NS, FeaturePlan, numeric_column
+from velocast.lifecycle.inputs import NO_WEATHER_NOTE, weather_columns
+from velocast.lifecycle.served_history import store_history
+from velocast.models.compiled import CompiledModel
+
+log = logging.getLogger(__name__)
+
+
+
+class ServingModel:
+    """A loaded pipeline compiled for serving: its ``FeaturePlan`` and ``CompiledModel``."""
+
+    def __init__(self, pipeline: Any):
+        features = pipeline.named_steps["features"]
+        self.plan: FeaturePlan = features.plan()
+        self.model = CompiledModel(pipeline, self.plan)
+        self.uses_weather = any(c in self.plan.names for c in WEATHER_COLUMNS)
+        self._compiling: threading.Thread | None = None
+
+    @classmethod
+    def of(cls, pipeline: Any) -> ServingModel | None:
+        """The serving model of ``pipeline``, or None when it has no serving plan (``original`` features)."""
+        features = pipeline.named_steps.get("features") if hasattr(pipeline, "named_steps") else None
+        if features is None or getattr(features, "feature_set", None) != "full":
+            return None
+        return cls(pipeline)
+
+    def predict_enriched(self, X: pd.DataFrame) -> dict[str, np.ndarray] | None:
+        """``predict_frame`` of enriched rows (history and weather columns given) through arrays;
+        None when their timestamps are not timezone-aware."""
+        matrix = self.plan.matrix_of(X)
+        return None if matrix is None else self.model.predict(matrix)
+
+    def compile_in_background(self, cache_dir: Path) -> threading.Thread | None:
+        """Compile the LightGBM boosters with lleaves in a thread (LightGBM serves meanwhile)."""
+        if self._compiling is not None:
+            return self._compiling
+
+        def run() -> None:
+            try:
+                if self.model.compile_lleaves(cache_dir):
+                    log.info("model compiled with lleaves: predictions no longer go through LightGBM")
+            except Exception:  # noqa: BLE001 - LightGBM keeps serving
+                log.exception("compiling the model with lleaves failed: LightGBM keeps serving")
+
+        self._compiling = threading.Thread(target=run, name="velocast-lleaves-compile", daemon=True)
+        self._compiling.start()
+        return self._compiling
+
+
+@dataclass
+class FastInputs:
+    """The model inputs of rows built from arrays, and what ``predict_rows`` reports beside predictions."""
+
+    matrix: np.ndarray
+    weather_source: np.ndarray
+    notes: list[list[str]]
+    unknown_counters: list[str]
+
+
+def fast_inputs(rows: pd.DataFrame, serving: ServingModel, settings: Settings) -> FastInputs | None:
+    """The inputs of ``rows`` built without frames, or None when these rows take ``build_inputs``."""
+    if rows.empty or "counter_id" not in rows or "timestamp" not in rows:
+        return None
+    if "bike_count" in rows and rows["bike_count"].notna().any():
+        return None  # labelled rows: their counts are history too, and they get metrics
+    stamps = rows["timestamp"]
+    if not isinstance(stamps.dtype, pd.DatetimeTZDtype) or stamps.isna().any():
+        return None
+    counters = rows["counter_id"].astype(str).to_numpy(object)
+    utc = stamps.array.asi8 // HOUR_NS
+    time = hour_fields(utc)  # FeatureBuilder.transform's calendar reads the environment's settings too
+    plan = serving.plan
+    history: dict[str, np.ndarray] = {}
+    history_notes: list[tuple[int, str]] = []
+    if plan.day_ahead:
+        index = store_history(settings).current()
+        days = time["paris_day"].astype(np.int64)
+        if not index.covers(days):
+            return None
+        codes = index.codes(counters)
+        hours = time["hour"].astype(np.int64)
+        history = index.features(codes, days, hours)
+        history_notes = index.notes(counters, codes, days)
+    weather, source = _served_weather(rows, settings)
+    codes = plan.codes(counters)
+    matrix = plan.matrix(codes, time, numeric_column(rows, "latitude"), numeric_column(rows, "longitude"),
+                         {**weather, **history})
+    notes: list[list[str]] = [[] for _ in range(len(rows))]
+    for position, note in history_notes:
+        notes[position].append(note)
+    if serving.uses_weather:
+        for position in np.flatnonzero(source == "missing"):
+            notes[position].append(NO_WEATHER_NOTE)
+    unknown = sorted(set(counters[codes < 0].tolist()))
+    return FastInputs(matrix, source, notes, unknown)
+
+
+def _served_weather(rows: pd.DataFrame, settings: Settings) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``weather_columns(rows, "served")``: the row's weather, else the stored forecast, else missing."""
+    given = {column: numeric_column(rows, column) for column in WEATHER_COLUMNS}
+    has_given = np.isfinite(given["temperature_c"]) | np.isfinite(given["rain_mm"])
+    if not has_given.all():
+        forecasts = load_forecasts(settings)
+        if forecasts is not None and not forecasts.empty:  # the stored forecast as of each cut-off
+            values, source = weather_columns(rows[["timestamp", *(c for c in WEATHER_COLUMNS if c in rows)]],
+                                             "served", settings)
+            return {c: values[c].to_numpy(float) for c in WEATHER_COLUMNS}, source
+    return given, np.where(has_given, "given", "missing").astype(object)
+
+
+__all__ = ["FastInputs", "ServingModel", "fast_inputs"]

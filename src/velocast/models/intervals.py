@@ -1,0 +1,345 @@
+"""Calibrated prediction intervals: conformal prediction on time-ordered calibration days.
+
+``ConformalRegressor`` is the ``model`` step of every regression pipeline: it wraps the point
+regressor (``WeatherFallback`` or the seasonal baseline) and holds the calibration state, so the
+one fitted object that is logged, registered, loaded and served carries its intervals.
+
+How an interval is made (``calibrate``, then ``predict_interval``):
+
+- Errors are multiplicative (a counter of 500 bikes/h misses by more bikes than one of 5), so the
+  conformity score works in log space: ``r = log1p(count) - log1p(prediction)``; an interval
+  built there and mapped back with ``expm1`` is never negative and widens with the count.
+- Groups (Mondrian conformal prediction): rows are split by the *weather variant* that predicts
+  them (the with-weather model or its no-weather sibling, whose errors are larger) and by *count
+  level* (equal-frequency bins of the predicted ``log1p``, learned on the calibration rows). Each
+  group has its own finite-sample conformal quantiles, so coverage holds per group, not only on
+  average over the night's small counts and the rush hour's large ones.
+- Counters: some counters are harder to forecast than others. Within its group a score is
+  normalised by the group's centre and spread, then by the counter's own shift and spread, each
+  shrunk towards the group's according to how many calibration days the counter has
+  (``counter_prior_days``: a counter with that many days gets half its own). The counter
+  statistics that normalise a calibration row are computed without that row's day (leave one day
+  out), so the calibration scores are out-of-sample like a future day's.
+- Quantiles: for a central coverage ``c`` (alpha = 1 - c), the lower bound uses the
+  ``floor((n+1) alpha/2)``-th smallest score of the group and the upper bound the
+  ``ceil((n+1)(1 - alpha/2))``-th: with calibration days exchangeable with the forecast days,
+  each side misses at most alpha/2 of the time (split conformal; Vovk et al., Lei et al. 2018).
+  The sorted scores are kept, so any coverage in [0.5, 0.99] is served exactly.
+
+The calibration days must be days the point model never trained on, as served (history before
+each day, the weather a forecast would have had): ``velocast.lifecycle`` takes the latest whole
+days of the training period and fits the point model on the days before them, and the weekly
+cycle recalibrates on the newest labelled days (``velocast.lifecycle.recalibrate``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+
+from velocast.evaluation.intervals import DEFAULT_COVERAGE, check_coverage
+from velocast.models.weather_fallback import WeatherFallback, weather_known
+
+log = logging.getLogger(__name__)
+
+_SPREAD_QUANTILES = (0.1, 0.5, 0.9)  # a group's centre and spread: median, half the 10-90% range
+_MIN_SPREAD = 1e-3
+
+
+def _centre_spread(values: np.ndarray) -> tuple[float, float]:
+    low, mid, high = np.quantile(values, _SPREAD_QUANTILES)
+    return float(mid), float(max((high - low) / 2.0, _MIN_SPREAD))
+
+
+def conformal_bounds(sorted_scores: np.ndarray, coverage: float) -> tuple[float, float]:
+    """The split-conformal lower and upper quantiles of ``sorted_scores`` for a central ``coverage``.
+
+    Ranks ``floor((n+1) alpha/2)`` and ``ceil((n+1)(1-alpha/2))`` (alpha = 1 - coverage); when the
+    group is too small for a rank, the extreme score is used (the guarantee then no longer holds).
+    """
+    n = len(sorted_scores)
+    if n == 0:
+        raise ValueError("no calibration scores")
+    alpha = 1.0 - coverage
+    # a rank within 1e-9 of an integer is that integer (1 - 0.8 is 0.19999999999999996 in floating point)
+    low_rank = int(np.floor((n + 1) * alpha / 2.0 + 1e-9))
+    high_rank = int(np.ceil((n + 1) * (1.0 - alpha / 2.0) - 1e-9))
+    return float(sorted_scores[min(max(low_rank, 1), n) - 1]), float(sorted_scores[min(max(high_rank, 1), n) - 1])
+
+
+class ConformalRegressor(BaseEstimator, RegressorMixin):
+    """A point regressor plus conformal prediction intervals (see the module docstring).
+
+    Parameters
+    ----------
+    estimator: the point regressor (fitted by ``fit``, or given fitted to ``around``).
+    coverage: the default central coverage of ``predict_interval``.
+    level_bins: count-level groups per weather variant (fewer when the calibration rows are few).
+    min_group_rows: the fewest calibration rows a count-level group may hold.
+    counter_prior_days: how many calibration days weigh as much as the group's own statistics in a
+        counter's shrunk shift and spread.
+
+    Learned by ``fit``: ``estimator_``. By ``calibrate``: ``edges_`` (per variant, the level-bin
+    edges on ``log1p(prediction)``), ``centre_``/``spread_`` (per variant and bin),
+    ``counter_shift_``/``counter_spread_`` (per variant and counter code), ``scores_`` and
+    ``offsets_`` (the sorted scores of each group, concatenated), ``calibration_`` (what it was
+    calibrated on).
+    """
+
+    def __init__(self, estimator: Any = None, coverage: float = DEFAULT_COVERAGE, level_bins: int = 8,
+                 min_group_rows: int = 400, counter_prior_days: float = 7.0):
+        self.estimator = estimator
+        self.coverage = coverage
+        self.level_bins = level_bins
+        self.min_group_rows = min_group_rows
+        self.counter_prior_days = counter_prior_days
+
+    # ------------------------------------------------------------------ point model
+    def fit(self, X: pd.DataFrame, y: np.ndarray, **fit_params: Any) -> ConformalRegressor:
+        self.estimator_ = clone(self.estimator).fit(X, y, **fit_params)
+        self._forget_calibration()
+        self._copy_attributes()
+        return self
+
+    @classmethod
+    def around(cls, fitted: Any, **params: Any) -> ConformalRegressor:
+        """Wrap an already fitted regressor (continued training, a model made before intervals existed)."""
+        out = cls(fitted, **params)
+        out.estimator_ = fitted
+        out._copy_attributes()
+        return out
+
+    def _copy_attributes(self) -> None:
+        if hasattr(self.estimator_, "feature_importances_"):
+            self.feature_importances_ = self.estimator_.feature_importances_
+
+    def _forget_calibration(self) -> None:
+        for name in ("edges_", "centre_", "spread_", "counter_shift_", "counter_spread_", "scores_", "offsets_",
+                     "calibration_"):
+            self.__dict__.pop(name, None)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.estimator_.predict(X), float)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "estimator_")
+
+    @property
+    def calibrated(self) -> bool:
+        return hasattr(self, "scores_")
+
+    # ------------------------------------------------------------------ groups
+    @property
+    def n_variants(self) -> int:
+        return 2 if isinstance(self.estimator_, WeatherFallback) else 1
+
+    def _variant(self, X: pd.DataFrame) -> np.ndarray:
+        """0: predicted without weather (or a model that reads none), 1: with weather."""
+        if self.n_variants == 1:
+            return np.zeros(len(X), np.int64)
+        return weather_known(X).astype(np.int64)
+
+    @staticmethod
+    def _counter(X: pd.DataFrame) -> np.ndarray:
+        """The counter code of each row (-1: unknown to the model, or no counter feature)."""
+        if "counter_code" not in X:
+            return np.full(len(X), -1, np.int64)
+        column = X["counter_code"]
+        if isinstance(column.dtype, pd.CategoricalDtype):  # LightGBM's: categories 0..n-1, unknown is NaN
+            categories = np.asarray(column.cat.categories, float)
+            position = column.cat.codes.to_numpy()
+            codes = np.where(position >= 0, categories[np.maximum(position, 0)], np.nan)
+        else:
+            codes = pd.to_numeric(column, errors="coerce").to_numpy(float)
+        return np.where(np.isfinite(codes), codes, -1).astype(np.int64)
+
+    def _bins(self, variant: np.ndarray, level: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(level), np.int64)
+        for v in range(self.n_variants):
+            mine = variant == v
+            out[mine] = np.searchsorted(self.edges_[v], level[mine], side="right")
+        return out
+
+    def _counter_stats(self, variant: np.ndarray, counter: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n_codes = self.counter_shift_.shape[1]
+        known = (counter >= 0) & (counter < n_codes)
+        safe = np.where(known, counter, 0)
+        shift = np.where(known, self.counter_shift_[variant, safe], 0.0)
+        spread = np.where(known, self.counter_spread_[variant, safe], 1.0)
+        return shift, spread
+
+    # ------------------------------------------------------------------ calibration
+    def calibrate(self, X: pd.DataFrame, y: np.ndarray, days: np.ndarray) -> ConformalRegressor:
+        """A copy of this fitted model whose intervals are calibrated on labelled rows ``X``, ``y``.
+
+        ``X``: feature rows as served (both weather variants of the calibration days, for a model
+        with a no-weather sibling); ``days``: the (Paris) day of each row. The point model is
+        unchanged.
+        """
+        y = np.asarray(y, float)
+        days = np.asarray(days)
+        if len(y) != len(X) or len(days) != len(X):
+            raise ValueError(f"{len(X)} rows, {len(y)} counts and {len(days)} days: expected as many of each")
+        if not len(X):
+            raise ValueError("no calibration rows")
+        out = copy.copy(self)
+        out._forget_calibration()
+        prediction = out.predict(X)
+        level = np.log1p(np.clip(prediction, 0, None))
+        score = np.log1p(np.clip(y, 0, None)) - level
+        variant = out._variant(X)
+        counter = out._counter(X)
+        day_names, day_code = np.unique(days.astype(str), return_inverse=True)
+        n_variants, n_codes = out.n_variants, int(max(counter.max(initial=-1) + 1, 1))
+        bins = max(1, int(self.level_bins))
+        out.edges_ = np.full((n_variants, bins - 1), np.inf)
+        out.centre_ = np.zeros((n_variants, bins))
+        out.spread_ = np.ones((n_variants, bins))
+        out.counter_shift_ = np.zeros((n_variants, n_codes))
+        out.counter_spread_ = np.ones((n_variants, n_codes))
+        scores: list[np.ndarray] = []
+        groups: dict[str, int] = {}
+        for v in range(n_variants):
+            mine = np.flatnonzero(variant == v)
+            if not len(mine):
+                raise ValueError(f"no calibration rows {'with' if v else 'without'} weather: calibrate on both "
+                                 "weather variants of the calibration days")
+            used = max(1, min(bins, len(mine) // max(int(self.min_group_rows), 1)))
+            edges = np.unique(np.quantile(level[mine], np.linspace(0, 1, used + 1)[1:-1])) if used > 1 else np.array([])
+            out.edges_[v, :len(edges)] = edges
+            group = np.searchsorted(out.edges_[v], level[mine], side="right")
+            for b in range(bins):
+                inside = group == b
+                if inside.any():
+                    out.centre_[v, b], out.spread_[v, b] = _centre_spread(score[mine][inside])
+            z = (score[mine] - out.centre_[v, group]) / out.spread_[v, group]
+            shift, spread, honest_shift, honest_spread = self._counter_normalisation(z, counter[mine], day_code[mine],
+                                                                                   n_codes)
+            out.counter_shift_[v], out.counter_spread_[v] = shift, spread
+            u = (z - honest_shift) / honest_spread
+            for b in range(bins):
+                inside = group == b
+                scores.append(np.sort(u[inside]))
+                if inside.any():
+                    groups[f"{'with' if v else 'without'}_weather/level{b}"] = int(inside.sum())
+        out.scores_ = np.concatenate(scores)
+        out.offsets_ = np.concatenate([[0], np.cumsum([len(s) for s in scores])]).astype(np.int64)
+        out.calibration_ = {"rows": len(X), "days": len(day_names),
+                            "first_day": str(day_names[0]), "last_day": str(day_names[-1]),
+                            "counters": len(np.unique(counter[counter >= 0])), "groups": groups}
+        return out
+
+    def onto(self, estimator: Any, counter_map: np.ndarray) -> ConformalRegressor:
+        """This calibration carried onto another fitted point model of the same rows' features.
+
+        ``counter_map[code]``: this model's counter code of the other model's counter ``code`` (-1
+        when this calibration never saw it). Used to calibrate with a twin fitted on the days before
+        the calibration days, then serve the model fitted on every training day (see the module
+        docstring of ``velocast.lifecycle.train``).
+        """
+        out = copy.copy(self)
+        out.estimator_ = estimator
+        out._copy_attributes()
+        if not self.calibrated:
+            return out
+        counter_map = np.asarray(counter_map, np.int64)
+        seen = (counter_map >= 0) & (counter_map < self.counter_shift_.shape[1])
+        safe = np.where(seen, counter_map, 0)
+        out.counter_shift_ = np.where(seen[None, :], self.counter_shift_[:, safe], 0.0)
+        out.counter_spread_ = np.where(seen[None, :], self.counter_spread_[:, safe], 1.0)
+        if isinstance(estimator, WeatherFallback) != isinstance(self.estimator_, WeatherFallback):
+            raise ValueError("the calibration and the point model differ in their weather variants")
+        return out
+
+    def _counter_normalisation(self, z: np.ndarray, counter: np.ndarray, day: np.ndarray,
+                               n_codes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per counter code: shrunk shift and spread of ``z`` (all days), and per row the same without its day."""
+        _, overall = _centre_spread(z)
+        prior = float(self.counter_prior_days)
+        shift, spread = np.zeros(n_codes), np.ones(n_codes)
+        row_shift, row_spread = np.zeros(len(z)), np.ones(len(z))
+        for code in np.unique(counter[counter >= 0]):
+            own = np.flatnonzero(counter == code)
+            own_days = day[own]
+            distinct = np.unique(own_days)
+            shift[code], spread[code] = self._shrunk(z[own], len(distinct), overall, prior)
+            for d in distinct:
+                held = own_days == d
+                rest = z[own[~held]]
+                if len(distinct) < 2 or len(rest) < 10:
+                    continue  # no other day to learn from: the group's own normalisation
+                row_shift[own[held]], row_spread[own[held]] = self._shrunk(rest, len(distinct) - 1, overall, prior)
+        return shift, spread, row_shift, row_spread
+
+    @staticmethod
+    def _shrunk(values: np.ndarray, days: int, overall: float, prior: float) -> tuple[float, float]:
+        centre, spread = _centre_spread(values)
+        weight = days / (days + prior) if prior > 0 else 1.0
+        return weight * centre, weight * spread / overall + (1.0 - weight)
+
+    # ------------------------------------------------------------------ intervals
+    def _group_scores(self, v: int, b: int) -> np.ndarray:
+        index = v * self.centre_.shape[1] + b
+        return self.scores_[self.offsets_[index]:self.offsets_[index + 1]]
+
+    def predict_interval(self, X: pd.DataFrame, coverage: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(prediction, lower, upper)`` for rows ``X`` at central ``coverage`` (default: ``self.coverage``).
+
+        Bounds are NaN when the model was never calibrated. Lower bounds are >= 0.
+        """
+        prediction = self.predict(X)
+        if not self.calibrated:
+            nan = np.full(len(X), np.nan)
+            return prediction, nan, nan
+        lower, upper = self.bounds(prediction, self._variant(X), self._counter(X), coverage)
+        return prediction, lower, upper
+
+    def bounds(self, prediction: np.ndarray, variant: np.ndarray, counter: np.ndarray,
+               coverage: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(lower, upper)`` around point predictions, from arrays: ``variant`` 1 where the row was
+        predicted with weather (0 without), ``counter`` the counter code (-1: unknown). The serving
+        path (``velocast.models.compiled``) calls it with its matrices; ``predict_interval`` with frames."""
+        coverage = check_coverage(self.coverage if coverage is None else coverage)
+        prediction = np.asarray(prediction, float)
+        level = np.log1p(np.clip(prediction, 0, None))
+        variant = np.asarray(variant, np.int64) if self.n_variants > 1 else np.zeros(len(prediction), np.int64)
+        group = self._bins(variant, level)
+        shift, spread = self._counter_stats(variant, np.asarray(counter, np.int64))
+        low_q, high_q = np.zeros(len(prediction)), np.zeros(len(prediction))
+        bins = self.centre_.shape[1]
+        for v in range(self.n_variants):
+            for b in range(bins):
+                inside = (variant == v) & (group == b)
+                if not inside.any():
+                    continue
+                scores = self._group_scores(v, b)
+                if not len(scores):  # a level bin without calibration rows: its nearest one's
+                    scores = self._nearest_scores(v, b)
+                low_q[inside], high_q[inside] = conformal_bounds(scores, coverage)
+        centre, width = self.centre_[variant, group], self.spread_[variant, group]
+        lower = level + centre + width * (shift + spread * low_q)
+        upper = level + centre + width * (shift + spread * high_q)
+        lower = np.clip(np.expm1(lower), 0, None)
+        upper = np.maximum(np.clip(np.expm1(upper), 0, None), lower)
+        return lower, upper
+
+    def _nearest_scores(self, v: int, b: int) -> np.ndarray:
+        bins = self.centre_.shape[1]
+        for distance in range(1, bins):
+            for other in (b - distance, b + distance):
+                if 0 <= other < bins and len(self._group_scores(v, other)):
+                    return self._group_scores(v, other)
+        return self.scores_
+
+
+def with_intervals(model: Any) -> ConformalRegressor:
+    """``model`` as a ``ConformalRegressor`` (wrapped if it is a bare fitted regressor)."""
+    return model if isinstance(model, ConformalRegressor) else ConformalRegressor.around(model)
+
+
+__all__ = ["ConformalRegressor", "conformal_bounds", "with_intervals"]

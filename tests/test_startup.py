@@ -1,0 +1,28 @@
+"""Start-up: ``velocast --help`` imports Typer alone; heavy libraries load with the commands that use them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def _imported(*args: str) -> set[str]:
+    """Modules imported by ``python -X importtime -m velocast.cli ARGS`` (its import-time report)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "velocast.cli", *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_help_imports_no_heavy_library() -> None:
+    modules = _imported("--help")
+    heavy = {"pandas", "numpy", "mlflow", "sklearn", "lightgbm", "torch", "matplotlib", "pydantic_settings",
+             "velocast.config", "fastapi", "duckdb", "pandera", "rich.console"}
+    assert not heavy & modules, sorted(heavy & modules)
+
+
+def test_skops_is_imported_without_torch() -> None:
+    code = ("import sys; from velocast.tracking.mlflow_runs import import_skops; import_skops(); "
+            "import skops.io; print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and done.stdout.split()[-1] == "False", done.stderr[-2000:]
