@@ -33,7 +33,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every test gets its own velocast home and no outside tracking server."""
     for name in ("MLFLOW_TRACKING_URI", "VELOCAST_SUMMARY_URI", "VELOCAST_AUDIT_URL", "VELOCAST_API_KEY",
-                 "VELOCAST_WEBHOOK_URL", "VELOCAST_API_URL", "VELOCAST_EVENTS_FILE"):
+                 "VELOCAST_WEBHOOK_URL", "VELOCAST_API_URL", "VELOCAST_EVENTS_FILE",
+                 "VELOCAST_DASK_SCHEDULER", "VELOCAST_STORE_URI"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VELOCAST_HOME", str(tmp_path / "home"))
 

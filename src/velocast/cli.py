@@ -509,6 +509,10 @@ def train_cmd(model_type: ModelTypeOrAll = typer.Option("lgbm", help="Model fami
               data: Optional[Path] = typer.Option(None, "--data", help="Train on this file without ingesting it."),
               hyperparams: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"num_leaves": 31}\'.'),
               seed: int = typer.Option(42, help="Seed of sampling, folds and the estimator."),
+              backend: str = typer.Option("auto", help="Where the fit runs: local | dask (LightGBM on a Dask "
+                                          "cluster) | auto (dask for a full lgbm fit when a scheduler is set)."),
+              scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:8786); "
+                                                      "default VELOCAST_DASK_SCHEDULER."),
               as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (progress stays on "
                                            "stderr).")) -> None:
     """Train, score on test_baseline/test_current, log to MLflow, register, record in summary.json."""
@@ -525,7 +529,8 @@ def train_cmd(model_type: ModelTypeOrAll = typer.Option("lgbm", help="Model fami
         results = train_many(types, data_source=data_source, env=env or get_settings().env,
                              model_test=model_test, horizon=horizon, hyperparams=params, hyperopt=hyperopt,
                              n_trials=n_trials, data_path=data, seed=seed, study_storage=study_storage,
-                             study_name=study_name, n_workers=n_jobs_workers, tuning_timeout=timeout)
+                             study_name=study_name, n_workers=n_jobs_workers, tuning_timeout=timeout,
+                             backend=backend, scheduler=scheduler)
     if as_json:
         _echo_json([r.to_dict() for r in results])
         return
@@ -662,7 +667,7 @@ def promote_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
                 expected_champion: Optional[str] = typer.Option(
                     None, help="The champion version you compared against ('none': no champion); refused if "
                                "the champion changed since.")) -> None:
-    """Move the champion alias and summary.json flag to a version, as one step."""
+    """Move the champion alias to a version (audited; summary.json's flags follow)."""
     from velocast.lifecycle.promotion import expected_from_text, promote
 
     done = promote(model_type, version=version, run_id=run_id, reason=reason, force=force,
@@ -718,6 +723,26 @@ def champion_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
     for h in past:
         typer.echo(f"  {_paris_time(h.timestamp)} {h.event:9s} {h.from_version or '-':>4} -> {h.to_version:<4} "
                    f"by {h.actor}: {'; '.join(h.reasons)}")
+
+
+summary_app = _Typer(help="summary.json: every run, a view derived from the registry.", no_args_is_help=True,
+                     rich_markup_mode=None)
+app.add_typer(summary_app, name="summary")
+
+
+@summary_app.command("rebuild")
+def summary_rebuild(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Regenerate summary.json from the registry (runs, versions, champion aliases); nothing is lost if it was deleted."""
+    from dataclasses import asdict
+
+    from velocast.tracking.rebuild import rebuild_summary
+
+    report = rebuild_summary()
+    if as_json:
+        _echo_json(asdict(report))
+    else:
+        typer.echo("\n".join(report.lines()))
+        typer.echo(f"written to {redact(get_settings().summary_location)}")
 
 
 audit_app = _Typer(help="The append-only audit log.", no_args_is_help=True, rich_markup_mode=None)

@@ -151,6 +151,16 @@ class Settings(BaseSettings):
         default=None,
         description="Location of summary.json (local path or fsspec URI such as s3://bucket/summary.json).",
     )
+    store_uri: str | None = Field(
+        default=None,
+        description="Where the counts live: unset = Parquet by month under the velocast home; "
+        "'delta:<path or s3://bucket/prefix>' = a Delta Lake table (transactional, for writers on several hosts).",
+    )
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="Dask scheduler address (tcp://host:8786) that `velocast train --backend dask` and the DAGs' "
+        "training use; unset = train in the calling process.",
+    )
     audit_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the audit log; default: SQLite in the velocast home."
     )
@@ -224,7 +234,8 @@ class Settings(BaseSettings):
     airflow_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each call to the Airflow API.")
     dependency_timeout_seconds: float = Field(
         default=5.0, gt=0, le=600,
-        description="Longest wait for one call to MLflow, the audit database or S3 before it counts as unreachable.")
+        description="Longest wait for one call to MLflow, the audit database or S3 (and for the Dask scheduler "
+        "and its first worker) before it counts as unreachable.")
     cycle_lease_seconds: float = Field(
         default=6 * 3600.0, gt=0,
         description="How long a weekly cycle (or a retrain) may hold its model type's lock before another may take it.")
@@ -292,7 +303,7 @@ class Settings(BaseSettings):
 
 
 _SECRET_FIELDS = frozenset({"api_key", "airflow_password", "airflow_token"})
-_URL_FIELDS = frozenset({"mlflow_tracking_uri", "summary_uri", "audit_url", "api_url", "webhook_url",
+_URL_FIELDS = frozenset({"mlflow_tracking_uri", "summary_uri", "store_uri", "dask_scheduler", "audit_url", "api_url", "webhook_url",
                          "weather_forecast_url", "opendata_url", "airflow_url"})
 
 

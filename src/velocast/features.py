@@ -349,18 +349,38 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         out = self.fit(X, y).transform(X)
         if self.feature_set != "full" or len(X) == 0:
             return out
-        target = np.log1p(np.clip(np.asarray(y if y is not None else X["bike_count"], dtype=float), 0, None))
-        codes = self.counter_codes(X["counter_id"])
-        how = self._hour_of_week(X)
+        return self.with_out_of_fold_levels(out, X, self.fold_levels(X, y))
+
+    def _folds(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Counter code, hour of week and level fold (Paris weeks, Monday first) of each row."""
         day, _ = paris_day_hour(X["timestamp"], X["counter_id"])
-        fold = ((day + 3) // 7) % LEVEL_FOLDS  # Paris weeks (Monday first), spread over the folds
-        level = out["counter_level"].to_numpy(np.float64).copy()
-        how_level = out["counter_how_level"].to_numpy(np.float64).copy()
+        return self.counter_codes(X["counter_id"]), self._hour_of_week(X), ((day + 3) // 7) % LEVEL_FOLDS
+
+    def fold_levels(self, X: pd.DataFrame, y: pd.Series | np.ndarray | None = None) -> list[_Levels | None]:
+        """For each fold, the levels learned on the training rows of the other folds (None: nothing to hold out).
+
+        Small (counters x hours of the week): what a distributed fit sends to the workers, each of
+        which then applies :meth:`with_out_of_fold_levels` to its own rows.
+        """
+        target = np.log1p(np.clip(np.asarray(y if y is not None else X["bike_count"], dtype=float), 0, None))
+        codes, how, fold = self._folds(X)
+        out: list[_Levels | None] = []
         for k in range(LEVEL_FOLDS):
             held = fold == k
-            if not held.any() or held.all():
+            out.append(None if not held.any() or held.all() else
+                       _Levels.learn(codes[~held], target[~held], how[~held], len(self.counter_ids_)))
+        return out
+
+    def with_out_of_fold_levels(self, out: pd.DataFrame, X: pd.DataFrame,
+                                folds: list[_Levels | None]) -> pd.DataFrame:
+        """``out`` (features of training rows ``X``) with each row's levels from the other folds."""
+        codes, how, fold = self._folds(X)
+        level = out["counter_level"].to_numpy(np.float64).copy()
+        how_level = out["counter_how_level"].to_numpy(np.float64).copy()
+        for k, others in enumerate(folds):
+            held = fold == k
+            if others is None or not held.any():
                 continue
-            others = _Levels.learn(codes[~held], target[~held], how[~held], len(self.counter_ids_))
             level[held], how_level[held] = others.at(codes[held], how[held])
         out["counter_level"] = level.astype(np.float32)
         out["counter_how_level"] = how_level.astype(np.float32)

@@ -30,7 +30,8 @@ from velocast.config import Settings
 KEY = "test-key-0123456789"
 HEADERS = {"X-API-Key": KEY}
 ENV_NAMES = ("MLFLOW_TRACKING_URI", "VELOCAST_SUMMARY_URI", "VELOCAST_AUDIT_URL", "VELOCAST_API_KEY",
-             "VELOCAST_WEBHOOK_URL", "VELOCAST_API_URL", "VELOCAST_EVENTS_FILE")
+             "VELOCAST_WEBHOOK_URL", "VELOCAST_API_URL", "VELOCAST_EVENTS_FILE",
+             "VELOCAST_DASK_SCHEDULER", "VELOCAST_STORE_URI")
 
 
 @pytest.fixture(scope="package", autouse=True)

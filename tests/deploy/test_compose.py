@@ -390,6 +390,34 @@ def test_velocast_processes_get_the_team_stack_settings(services: dict[str, Any]
     assert env_of(services["ui"])["VELOCAST_API_URL"] == "http://api:8000"
 
 
+def test_dask_cluster_serves_the_dags_trainings(services: dict[str, Any]) -> None:
+    """A scheduler and 2 workers with the velocast environment and home; Airflow's tasks train on it."""
+    scheduler, worker = services["dask-scheduler"], services["dask-worker"]
+    args = command_of(scheduler)
+    assert args[:2] == ["dask", "scheduler"] and args[args.index("--port") + 1] == "8786"
+    assert args[args.index("--dashboard-address") + 1] == ":8787"
+    assert "http://localhost:8787/health" in " ".join(scheduler["healthcheck"]["test"])
+    args = command_of(worker)
+    assert args[:3] == ["dask", "worker", "tcp://dask-scheduler:8786"]
+    assert args[args.index("--dashboard-address") + 1] == ":8789"
+    assert "http://localhost:8789/health" in " ".join(worker["healthcheck"]["test"])
+    assert worker["deploy"]["replicas"] == 2
+    assert worker["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+    # workers read the store and the weather as the client does: same environment, same home
+    assert env_of(worker) == {k: v for k, v in env_of(services["api"]).items()
+                              if k in env_of(services["ui"]) and not k.startswith(("VELOCAST_API", "VELOCAST_AIRFLOW"))}
+    assert "velocast-home:/var/lib/velocast" in worker["volumes"]
+    for name in AIRFLOW_COMMANDS:
+        assert env_of(services[name])["VELOCAST_DASK_SCHEDULER"] == "tcp://dask-scheduler:8786", name
+    assert services["airflow-scheduler"]["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+    from distributed.cli.dask_scheduler import main as scheduler_cli
+    from distributed.cli.dask_worker import main as worker_cli
+
+    for cli, args in ((scheduler_cli, command_of(scheduler)), (worker_cli, command_of(worker))):
+        options = {opt for param in cli.params for opt in param.opts}
+        assert {a for a in args if a.startswith("--")} <= options, args
+
+
 def test_mlflow_server_uses_postgresql_and_minio(services: dict[str, Any]) -> None:
     mlflow = services["mlflow"]
     env, args = env_of(mlflow), command_of(mlflow)
@@ -494,7 +522,7 @@ def test_dockerfile_builds_velocast_without_cuda() -> None:
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
     assert 'pip install --constraint /tmp/constraints.txt ".[${EXTRAS}]"' in text
     assert '"asyncpg==' in text  # Airflow 3's async engine on PostgreSQL (postgresql+asyncpg)
-    assert re.search(r"^ARG EXTRAS=s3,postgres,airflow,monitoring$", text, re.MULTILINE)
+    assert re.search(r"^ARG EXTRAS=s3,postgres,airflow,monitoring,scale$", text, re.MULTILINE)  # scale: Dask, Delta
     for line in text.splitlines():
         if "torch" in line and "pip install" in line:
             assert "torch==2.13.0" in line and "--index-url https://download.pytorch.org/whl/cpu" in line, line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from velocast.lifecycle.evaluate import evaluate
 from velocast.lifecycle.promotion import PromotionError, history, promote, recover, rollback
 from velocast.lifecycle.train import train
 from velocast.tracking.registry import Registry
-from velocast.tracking.summary import SummaryStore
+from velocast.tracking.summary import SummaryEntry, SummaryStore
+from tests.conftest import run_cli
 
 runner = CliRunner()
 
@@ -112,22 +114,37 @@ def test_kill_between_the_two_writes_is_undone_never_completed(real_home: Path) 
     assert not recover("baseline")
 
 
-def test_a_failed_summary_write_undoes_the_alias(real_home: Path) -> None:
+def test_summary_json_is_a_view_a_failed_write_does_not_undo_the_promotion(real_home: Path) -> None:
     v1, v2 = (train("baseline", model_test=True).model_version for _ in range(2))
     promote("baseline", version=v1, reason="first", force=True)
     summary = Path(SummaryStore().uri)
     good = summary.read_text()
-    summary.write_text("{ not json")  # the summary write of the next promotion fails, and so does its undo
-    with pytest.raises(ValueError):
-        promote("baseline", version=v2, reason="second", force=True)
-    assert Registry().champion("baseline").version == v1  # the alias write was undone at once
+    summary.write_text("{ not json")  # summary.json cannot be read nor written during the next promotion
+    promote("baseline", version=v2, reason="second", force=True)  # the alias decides: the promotion stands
+    assert Registry().champion("baseline").version == v2 and history("baseline")[0].to_version == v2
     summary.write_text(good)
-    assert recover("baseline")  # the summary part of the undo is finished by the journal: never the promotion
-    assert _state() == (v1, None, [_run_of(v1)])
-    assert history("baseline")[0].to_version == v1
+    assert _state() == (v2, v1, [_run_of(v1)])  # the view is behind...
+    assert not recover("baseline")              # ...no journal to handle, and recovery brings it in line
+    assert _state() == (v2, v1, [_run_of(v2)])
     from velocast.lifecycle.audit import AuditLog
-    errors = AuditLog().list(event="error")
-    assert len(errors) == 1 and "failed and was undone" in errors[0].error_message
+    assert not AuditLog().list(event="error")
+
+
+def test_summary_rebuild_regenerates_the_file_from_the_registry(real_home: Path) -> None:
+    runs = [train("baseline", model_test=True) for _ in range(2)]
+    promote("baseline", version=runs[1].model_version, reason="second", force=True)
+    summary = Path(SummaryStore().uri)
+    before = json.loads(summary.read_text())
+    summary.unlink()
+    out = run_cli(["summary", "rebuild"])
+    assert out.exit_code == 0, out.output
+    assert "2 entries (2 as logged by their training" in out.output and "baseline v2" in out.output
+    assert json.loads(summary.read_text()) == before  # the same entries, champion flag included
+    # an entry of a run the registry does not hold is dropped; flags follow the alias
+    SummaryStore().append(SummaryEntry.from_dict({**before[0], "run_id": "gone", "is_champion": True}))
+    report = run_cli(["summary", "rebuild", "--json"])
+    assert json.loads(report.output)["dropped"] == ["gone"]
+    assert json.loads(summary.read_text()) == before
 
 
 def test_classifier_report_lists_every_metric_and_gate(real_home: Path) -> None:

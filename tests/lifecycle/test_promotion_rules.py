@@ -108,7 +108,7 @@ def test_an_interrupted_promotion_is_undone_at_the_next_write_and_reads_never_ru
 
     v1, v2 = (train("baseline", model_test=True).model_version for _ in range(2))
     promote("baseline", version=v1, reason="first", force=True)
-    env = {**os.environ, "VELOCAST_FAULT": "promotion:after_summary"}
+    env = {**os.environ, "VELOCAST_FAULT": "promotion:after_alias"}
     killed = subprocess.run([sys.executable, "-m", "velocast.cli", "promote", "--model-type", "baseline", "--version",
                              v2, "--force", "--reason", "dies before its audit row"], env=env, capture_output=True,
                             text=True, timeout=300, check=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -32,7 +33,7 @@ import yaml
 from velocast import progress
 from velocast.config import PARIS_TZ, Settings, get_settings
 from velocast.data import schema as S
-from velocast.fileio import atomic_write_parquet, file_lock
+from velocast.fileio import atomic_write_parquet, naming, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -587,10 +588,15 @@ def quarantine(rejected: pd.DataFrame, stem: str, source: str, settings: Setting
 def _append_ingest_log(report: IngestReport, settings: Settings) -> None:
     entry = {"ingested_at": datetime.now(timezone.utc).isoformat(), **report.to_dict()}
     path = settings.store_dir / "ingest_log.jsonl"
-    with file_lock(settings.locks_dir / "ingest_log.lock"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one write() of a whole line on an O_APPEND descriptor: concurrent writers never interleave or
+    # overwrite lines (no lock file, so a Delta store's writers need none at all)
+    with naming(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(entry) + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
 
 
 def read_ingest_log(settings: Settings | None = None) -> list[dict[str, Any]]:

@@ -55,11 +55,16 @@ NO_WEATHER_NOTE = "no weather forecast for this hour: predicted by the model's n
 _HISTORY_DAYS = HISTORY_WINDOW_DAYS + 1
 
 
+def history_start(timestamps: pd.Series) -> pd.Timestamp:
+    """The earliest hour whose count can be history for a row at one of ``timestamps``."""
+    return paris_midnight(timestamps.min(), -_HISTORY_DAYS)
+
+
 def history_for(rows: pd.DataFrame, settings: Settings, extra: pd.DataFrame | None = None) -> pd.DataFrame:
     """Counts that can serve as history for ``rows``: the store's, plus ``extra`` labelled rows."""
     if rows.empty:
         return rows
-    start = paris_midnight(rows["timestamp"].min(), -_HISTORY_DAYS)
+    start = history_start(rows["timestamp"])
     end = paris_midnight(rows["timestamp"].max(), 1)
     ids = pd.unique(rows["counter_id"].astype(str))
     # a few counters (an API request): read only theirs; many: one scan is cheaper than a long IN list
@@ -305,5 +310,4 @@ def decision_weather(settings: Settings | None = None) -> str:
 
 
 __all__ = ["Inputs", "WEATHER_MODES", "WEATHER_SOURCE", "build_inputs", "cutoff_of", "decision_weather", "enrich",
-           "model_inputs",
-           "history_for", "outage_flags", "weather_columns"]
+           "history_for", "history_start", "model_inputs", "outage_flags", "weather_columns"]

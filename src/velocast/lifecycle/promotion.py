@@ -1,9 +1,9 @@
-"""Promotion and rollback: the MLflow aliases, summary.json flags and the audit log move together.
+"""Promotion and rollback: the MLflow alias moves, the audit log records it, summary.json follows.
 
-A promotion is three idempotent writes — aliases (``champion`` and ``previous-champion``),
-``is_champion`` flags in summary.json, the audit row — done under a per-model-type lock and
-guarded by a journal written *before the first write* that holds both the promotion and its undo
-(what the aliases and flags were):
+The registry's alias ``champion`` is the one truth about who is champion. A promotion is two
+idempotent writes — the aliases (``champion`` and ``previous-champion``), then the audit row —
+done under a per-model-type lock and guarded by a journal written *before the first write* that
+holds both the promotion and its undo (what the aliases were):
 
 - the audit row is written last and is the commit point: once it is there, the promotion happened;
 - if a write raises, the writes already made are undone at once and the error re-raised;
@@ -11,6 +11,11 @@ guarded by a journal written *before the first write* that holds both the promot
   write (``recover``, run before every promotion and rollback and at API start-up) finishes the
   *undo*: a promotion that did not commit never completes later by itself, and a fault leaves the
   champion as it was. Reads (``GET /models``, the UI, the serving cache) never run it.
+
+summary.json's ``is_champion`` flags are a view of the alias, not part of the transaction: they are
+brought in line after the commit and by every ``recover`` (:meth:`Registry.sync_summary`); if
+summary.json cannot be written then, the promotion stands and the flags catch up at the next write
+(or ``velocast summary rebuild``).
 
 Compare-and-swap: a caller that compared a challenger against a champion passes that champion as
 ``expected_champion``; the promotion refuses (``ChampionChanged``, audited) when the champion moved
@@ -46,7 +51,8 @@ from velocast.tracking.registry import CHAMPION, PREVIOUS, ModelRef, Registry
 log = logging.getLogger(__name__)
 
 # Fault injection for crash tests: VELOCAST_FAULT=promotion:after_alias makes the process die
-# between the alias write and the summary write, exactly like a kill -9 at that point.
+# between the alias write and the audit row (its commit point), exactly like a kill -9 at that point;
+# promotion:after_audit dies once it committed, before summary.json's flags follow the alias.
 _FAULT_ENV = "VELOCAST_FAULT"
 HISTORY_LIMIT = 10_000  # promotions and rollbacks read to find where a rollback goes
 
@@ -132,8 +138,6 @@ def _apply(registry: Registry, audit: AuditLog, p: Promotion) -> None:
     registry.set_alias(p.model_type, CHAMPION, p.to_version)
     registry.set_alias(p.model_type, PREVIOUS, p.previous_alias_after)
     _fault("after_alias")
-    registry.summary.set_champion(p.model_type, p.to_run_id)
-    _fault("after_summary")
     if p.action == "undo":
         audit.record(AuditEvent(event="error", model_type=p.model_type, actor=p.actor, from_version=p.from_version,
                                 to_version=p.to_version, error_message=p.reason, event_id=p.promotion_id,
@@ -150,6 +154,17 @@ def _apply(registry: Registry, audit: AuditLog, p: Promotion) -> None:
         model_uri=f"models:/{registry.get(p.model_type, p.to_version).name}/{p.to_version}", run_id=p.to_run_id,
         actor=p.actor, from_version=p.from_version, to_version=p.to_version, reasons=reasons,
         event_id=p.promotion_id, details=details))
+    _fault("after_audit")
+
+
+def _sync_view(registry: Registry, model_type: str) -> None:
+    """summary.json's flags after the alias; a failure is logged, never undoes a committed promotion."""
+    try:
+        registry.sync_summary(model_type)
+    except Exception as exc:
+        log.warning("summary.json's champion flags of %s could not follow the alias (%s: %s); the next promotion, "
+                    "recovery or `velocast summary rebuild` brings them in line", model_type, type(exc).__name__,
+                    redact_secrets(str(exc), registry.settings))
 
 
 def _reverse(p: Promotion, from_run_id: str | None) -> Promotion:
@@ -201,13 +216,17 @@ def _recover_locked(model_type: str, settings: Settings, registry: Registry, aud
 def recover(model_type: str, settings: Settings | None = None, registry: Registry | None = None) -> bool:
     """Undo a promotion a dead process (or a failed undo) left half-done. True if a journal was handled.
 
-    Writes: runs before every promotion and rollback and at API start-up, never on a read path.
+    Then bring summary.json's flags in line with the alias. Writes: runs before every promotion and
+    rollback and at API start-up, never on a read path.
     """
     settings = settings or get_settings()
-    if not _journal(settings, model_type).exists():
-        return False
-    with file_lock(_lock(settings, model_type)):
-        return _recover_locked(model_type, settings, registry or Registry(settings), AuditLog(settings=settings))
+    handled = False
+    if _journal(settings, model_type).exists():
+        registry = registry or Registry(settings)
+        with file_lock(_lock(settings, model_type)):
+            handled = _recover_locked(model_type, settings, registry, AuditLog(settings=settings))
+    _sync_view(registry or Registry(settings), model_type)
+    return handled
 
 
 def pending(model_type: str, settings: Settings | None = None) -> Promotion | None:
@@ -275,6 +294,7 @@ def _move(model_type: str, action: str, reason: str, settings: Settings, plan: P
                 log.exception("undo incomplete: the journal is kept and the next write (or API start) finishes it")
             raise
         _journal(settings, model_type).unlink(missing_ok=True)  # committed: the audit row is written
+        _sync_view(registry, model_type)
     log.info("%s %s: champion %s -> %s", action, model_type, from_version, target.version)
     return forward
 

@@ -51,10 +51,11 @@ from filelock import FileLock, Timeout
 
 from velocast import __version__, progress
 from velocast.choices import ENVS
-from velocast.config import Settings, get_settings
+from velocast.config import Settings, get_settings, redact
 from velocast.evaluation.reports import feature_importance_figure, regression_report
 from velocast.data.splits import paris_day
 from velocast.lifecycle.datasets import Datasets, calibration_days, load_datasets
+from velocast.lifecycle.distributed import connect, fit_on_dask, resolve_backend
 from velocast.lifecycle.inputs import build_inputs, model_inputs
 from velocast.lifecycle.scoring import ServedRows
 from velocast.models import (
@@ -70,6 +71,7 @@ from velocast.models import (
     validate_hyperparams,
 )
 from velocast.tracking import mlflow_runs
+from velocast.tracking.rebuild import ENTRY_ARTIFACT
 from velocast.tracking.registry import ATTEMPT_TAG, GATE_TAG, PENDING, STATUS_TAG, TEST_MODE_TAG, Registry
 from velocast.tracking.summary import SummaryEntry
 
@@ -78,6 +80,7 @@ log = logging.getLogger(__name__)
 # Fault injection for crash tests: VELOCAST_FAULT=train:<point> makes the process die at that point
 # exactly like a kill -9 (no clean-up): after_register, after_summary (run still RUNNING), after_run.
 _FAULT_ENV = "VELOCAST_FAULT"
+DASK_TRAIN_SCORE_ROWS = 200_000  # training rows a Dask training scores its train metrics on
 
 
 def _fault(point: str) -> None:
@@ -222,12 +225,15 @@ def train(model_type: str, data_source: str = "baseline", env: str | None = None
           seed: int = 42, settings: Settings | None = None, datasets: Datasets | None = None,
           continue_from: Any | None = None, run_name: str | None = None, tags: dict[str, str] | None = None,
           study_storage: str | None = None, study_name: str | None = None, n_workers: int = 1,
-          tuning_timeout: float | None = None) -> TrainResult:
+          tuning_timeout: float | None = None, backend: str = "auto", scheduler: str | None = None) -> TrainResult:
     """Train one model type end to end and return what was done (see the module docstring).
 
     With ``hyperopt``, ``n_workers > 1`` tunes over that many processes sharing the Optuna study in
     ``study_storage`` (required then), and ``tuning_timeout`` seconds stop starting new trials; see
-    :mod:`velocast.lifecycle.tuning`. Each stage is reported through :mod:`velocast.progress`.
+    :mod:`velocast.lifecycle.tuning`. ``backend``: ``local`` (this process), ``dask`` (LightGBM on the
+    Dask cluster at ``scheduler``, default ``VELOCAST_DASK_SCHEDULER``; see
+    :mod:`velocast.lifecycle.distributed`) or ``auto`` (Dask for a full lgbm fit when a scheduler is
+    configured). Each stage is reported through :mod:`velocast.progress`.
     """
     settings = settings or get_settings()
     spec = get_spec(model_type)
@@ -237,27 +243,39 @@ def train(model_type: str, data_source: str = "baseline", env: str | None = None
     if env not in ENVS:
         raise ValueError(f"env must be one of {', '.join(ENVS)}, got {env!r}")
     check_tuning_options(hyperopt, n_workers, study_storage)
-    if datasets is None:
-        progress.step(f"reading the {data_source} datasets")
-        datasets = load_datasets(data_source, settings, data_path, current_data, model_test, seed)
-    registry = Registry(settings)
-    reconcile(settings, registry)
-    with _attempt(settings) as attempt, progress.scope(model_type):
-        return _train(model_type, spec, horizon, params, data_source, env, model_test, hyperopt, n_trials, seed,
-                      settings, datasets, registry, continue_from, run_name, {**(tags or {}), ATTEMPT_TAG: attempt},
-                      study_storage, study_name, n_workers, tuning_timeout)
+    scheduler = scheduler or settings.dask_scheduler
+    backend = resolve_backend(backend, model_type, scheduler, model_test=model_test, hyperopt=hyperopt,
+                              continuing=continue_from is not None)
+    # the cluster is reached first: an unreachable scheduler fails before any run is opened
+    cluster = connect(scheduler, settings.dependency_timeout_seconds) if backend == "dask" else contextlib.nullcontext()
+    with cluster as client:
+        if datasets is None:
+            progress.step(f"reading the {data_source} datasets")
+            datasets = load_datasets(data_source, settings, data_path, current_data, model_test, seed)
+        registry = Registry(settings)
+        reconcile(settings, registry)
+        with _attempt(settings) as attempt, progress.scope(model_type):
+            return _train(model_type, spec, horizon, params, data_source, env, model_test, hyperopt, n_trials, seed,
+                          settings, datasets, registry, continue_from, run_name,
+                          {**(tags or {}), ATTEMPT_TAG: attempt}, study_storage, study_name, n_workers,
+                          tuning_timeout, client)
 
 
 def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], data_source: str, env: str,
            model_test: bool, hyperopt: bool, n_trials: int, seed: int, settings: Settings, datasets: Datasets,
            registry: Registry, continue_from: Any | None, run_name: str | None, tags: dict[str, str],
            study_storage: str | None, study_name: str | None, n_workers: int,
-           tuning_timeout: float | None) -> TrainResult:
+           tuning_timeout: float | None, client: Any | None) -> TrainResult:
+    """``client``: a Dask client to fit on (:mod:`velocast.lifecycle.distributed`); None: fit here."""
     started = time.perf_counter()
     notes: list[str] = []
-    progress.step(f"building the inputs of {len(datasets.train.frame):,} training rows (history, calendar, weather)")
-    train_inputs = build_inputs(datasets.train.frame, settings)
-    train_rows = train_inputs.frame("observed")  # models learn from the observed weather
+    if client is None:
+        progress.step(f"building the inputs of {len(datasets.train.frame):,} training rows (history, calendar, "
+                      "weather)")
+        train_inputs = build_inputs(datasets.train.frame, settings)
+        train_rows = train_inputs.frame("observed")  # models learn from the observed weather
+    else:  # the workers enrich the rows; the client keeps the canonical ones
+        train_inputs, train_rows = None, datasets.train.frame
     progress.step(f"building the test rows as served ({len(datasets.test_baseline.frame):,} test_baseline"
                   + (f", {len(datasets.test_current.frame):,} test_current" if datasets.test_current is not None
                      else "") + ")")
@@ -295,22 +313,42 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
             effective = {**(spec.continue_defaults if continue_from is not None else spec.defaults), **params}
             mlflow.log_params({**{f"hp_{k}": v for k, v in effective.items()}, "horizon": horizon,
                                "data_source": data_source, "train_rows": len(train_rows),
-                               "strategy": "continue" if continue_from is not None else "fit", "seed": seed})
+                               "strategy": "continue" if continue_from is not None else "fit", "seed": seed,
+                               "backend": "local" if client is None else "dask"})
             fit_started = time.perf_counter()
             progress.step(f"fitting on {len(train_rows):,} rows" + (" (with and without weather)" if spec.uses_weather
                                                                      else "")
-                          + (" from the champion" if continue_from is not None else ""))
-            pipeline = _fit(model_type, horizon, params, train_rows, seed, continue_from)
+                          + (" from the champion" if continue_from is not None else "")
+                          + (f" on the Dask cluster {redact(client.scheduler.address)}" if client is not None else ""))
+
+            def fit(rows: pd.DataFrame) -> Any:
+                if client is None:
+                    return _fit(model_type, horizon, params, rows, seed, continue_from)
+                return fit_on_dask(model_type, horizon, params, rows, seed, settings, client)
+
+            if client is not None:
+                mlflow.set_tag("dask_scheduler", redact(client.scheduler.address))
+            pipeline = fit(train_rows)
             fit_seconds = time.perf_counter() - fit_started
             mlflow.log_metric("fit_seconds", fit_seconds)
 
             progress.step(f"scoring on train, test_baseline ({len(test_b):,} rows)"
                           + (f" and test_current ({len(test_c):,} rows)" if test_c is not None else ""))
-            served_train = ServedRows.build(datasets.train.frame, settings, inputs=train_inputs,
-                                            weather=test_b.weather, outages_removed=True)
+            if client is None:
+                served_train = ServedRows.build(datasets.train.frame, settings, inputs=train_inputs,
+                                                weather=test_b.weather, outages_removed=True)
+            else:  # scored on a seeded sample: enriching every training row here is what Dask avoided
+                sample = datasets.train.frame
+                if len(sample) > DASK_TRAIN_SCORE_ROWS:
+                    sample = sample.sample(DASK_TRAIN_SCORE_ROWS, random_state=seed).sort_values(
+                        ["timestamp", "counter_id"], kind="stable")
+                    notes.append(f"train metrics on a seeded sample of {DASK_TRAIN_SCORE_ROWS:,} training rows "
+                                 "(trained on Dask)")
+                served_train = ServedRows.build(sample, settings, extra_history=datasets.history,
+                                                weather=test_b.weather, outages_removed=True)
             if spec.task == "regression":
-                pipeline = _calibrated(pipeline, model_type, horizon, params, seed, continue_from, datasets,
-                                       train_rows, served_train, settings, notes)
+                pipeline = _calibrated(pipeline, fit, datasets, train_rows,
+                                       served_train if client is None else None, test_b.weather, settings, notes)
             metrics_train = served_train.score(pipeline, model_type).flat()
             scored_b = test_b.score(pipeline, model_type)
             metrics_baseline = scored_b.flat()
@@ -337,6 +375,8 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
             entry = _summary_entry(model_type, env, model_test, run.info.run_id, model_uri, registered.version,
                                    horizon, data_source, datasets, metrics_train, metrics_baseline,
                                    metrics_current, baseline_regression)
+            # the entry travels with the run too: `velocast summary rebuild` regenerates summary.json from it
+            mlflow.log_dict(entry.to_dict(), ENTRY_ARTIFACT)
             registry.summary.append(entry)
             _fault("after_summary")
         except BaseException:
@@ -363,10 +403,13 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
         notes=[*datasets.notes, *test_b.notes, *(test_c.notes if test_c is not None else []), *notes])
 
 
-def _calibrated(pipeline: Any, model_type: str, horizon: str, params: dict[str, Any], seed: int,
-                continue_from: Any | None, datasets: Datasets, train_rows: pd.DataFrame, served_train: ServedRows,
-                settings: Settings, notes: list[str]) -> Any:
-    """``pipeline`` with intervals calibrated by its twin on the latest training days (module docstring)."""
+def _calibrated(pipeline: Any, fit: Any, datasets: Datasets, train_rows: pd.DataFrame,
+                served_train: ServedRows | None, weather: str, settings: Settings, notes: list[str]) -> Any:
+    """``pipeline`` with intervals calibrated by its twin on the latest training days (module docstring).
+
+    ``fit``: fits a twin on training rows (here or on the Dask cluster); ``served_train``: the training
+    rows as served, when every one was built (None: the calibration days' rows are built here).
+    """
     days = calibration_days(datasets.train.frame, settings.interval_calibration_days)
     if not days:
         notes.append("too few training days to calibrate prediction intervals: the model serves none "
@@ -375,8 +418,11 @@ def _calibrated(pipeline: Any, model_type: str, horizon: str, params: dict[str, 
         return pipeline
     on_days = paris_day(datasets.train.frame["timestamp"]).astype(str).isin(days).to_numpy()
     started = time.perf_counter()
-    twin = _fit(model_type, horizon, params, train_rows[~on_days].reset_index(drop=True), seed, continue_from)
-    calibrated = calibrate(pipeline, served_train.subset(on_days).calibration_rows, twin=twin)
+    twin = fit(train_rows[~on_days].reset_index(drop=True))
+    served = served_train.subset(on_days) if served_train is not None else ServedRows.build(
+        datasets.train.frame[on_days].reset_index(drop=True), settings, extra_history=datasets.history,
+        weather=weather, outages_removed=True)
+    calibrated = calibrate(pipeline, served.calibration_rows, twin=twin)
     info = calibration_info(calibrated) or {}
     mlflow.log_metric("calibration_seconds", time.perf_counter() - started)
     mlflow.log_params({"calibration_days": len(days), "calibration_first_day": days[0],

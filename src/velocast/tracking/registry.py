@@ -1,5 +1,9 @@
 """One registry facade over MLflow's model registry (versions, aliases) and summary.json.
 
+The registry is the one truth: the alias ``champion`` says who is champion, and summary.json is a
+view of the registry that :meth:`Registry.sync_summary` keeps in line (its ``is_champion`` flags)
+and :func:`velocast.tracking.rebuild.rebuild_summary` regenerates.
+
 Models are registered as ``bike-traffic-<type>``; the serving model carries the alias
 ``champion`` and the one before it ``previous-champion`` (aliases, never the deprecated stages).
 
@@ -334,6 +338,20 @@ class Registry:
     def delete_version(self, model_type: str, version: str) -> None:
         with self._mlflow():
             self.client.delete_model_version(registered_name(model_type), version)
+
+    def sync_summary(self, model_type: str) -> bool:
+        """Make summary.json's ``is_champion`` flags of ``model_type`` follow the champion alias; True if written.
+
+        A champion whose run has no entry (summary.json lost or deleted) is logged and left to
+        ``velocast summary rebuild``.
+        """
+        champion = self.champion(model_type)
+        try:
+            return self.summary.set_champion(model_type, champion.run_id if champion else None)
+        except KeyError:
+            log.warning("summary.json has no entry for run %s, the %s champion: `velocast summary rebuild` "
+                        "regenerates the file from the registry", champion.run_id if champion else None, model_type)
+            return False
 
     def set_alias(self, model_type: str, alias: str, version: str | None) -> None:
         """Point ``alias`` at ``version``; None removes the alias."""
