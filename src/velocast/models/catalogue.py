@@ -16,7 +16,9 @@ from velocast.models.spec import ModelSpec, Param
 
 CATALOGUE: dict[str, ModelSpec] = {name: importlib.import_module(f"velocast.models.{name}").SPEC
                                    for name in MODEL_TYPES}
-assert all(spec.name == name for name, spec in CATALOGUE.items()), "a family's SPEC.name is its module's name"
+_misnamed = [name for name, spec in CATALOGUE.items() if spec.name != name]
+if _misnamed:
+    raise ImportError(f"a family's SPEC.name must be its module's name: {', '.join(_misnamed)}")
 
 
 def get_spec(model_type: str) -> ModelSpec:
