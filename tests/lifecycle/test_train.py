@@ -51,6 +51,20 @@ def test_model_test_run_is_tracked_registered_and_summarised(real_home: Path) ->
         assert out.stdout.strip().endswith("3")
 
 
+def test_a_registry_reads_its_own_home_whatever_mlflow_points_at(real_home: Path, tmp_path: Path) -> None:
+    """Two homes in one process (API test clients, helpers): MLflow's tracking URI is process-wide and
+    every Registry sets it, so a Registry must never resolve a model or artifact through it."""
+    from velocast.config import Settings
+
+    result = train("baseline", model_test=True)
+    mine = Registry()
+    ref = mine.get("baseline", result.model_version)
+    Registry(Settings(home=tmp_path / "other"))  # points MLflow's process-wide URI at another, empty home
+    assert mine.champion("baseline") is None and [v.version for v in mine.versions("baseline")] == ["1"]
+    assert mine.load_model(ref).version == "1"  # loaded from this home's store, not through models:/ elsewhere
+    assert mine.trained_days(ref)  # the run's data/days.json, read from this home's store
+
+
 def test_failed_run_leaves_no_registered_version(real_home: Path) -> None:
     summary = Path(get_settings().summary_location)
     summary.mkdir(parents=True)  # a folder where the file should be: appending fails

@@ -128,19 +128,6 @@ def recalibrate(model_type: str = "lgbm", days: int | None = None, end: str | pd
                          settings.interval_coverage, before, event.event_id)
 
 
-def _days_record(run_id: str | None) -> dict[str, Any] | None:
-    """The ``data/days.json`` of a run (the days it trained on), None when it has none."""
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
-    if not run_id:
-        return None
-    try:
-        return mlflow.artifacts.load_dict(f"runs:/{run_id}/data/days.json")
-    except (MlflowException, OSError, ValueError):
-        return None
-
-
 def _register(model_type: str, champion: Any, pipeline: Any, served: ServedRows, days: list[str],
               before: dict[str, Any], settings: Settings, registry: Registry) -> tuple[str, str]:
     """Log and register the recalibrated model as a new complete version; its summary entry too."""
@@ -163,7 +150,7 @@ def _register(model_type: str, champion: Any, pipeline: Any, served: ServedRows,
             mlflow.log_params({"calibration_days": len(days), "calibration_first_day": days[0],
                                "calibration_last_day": days[-1], "calibration_rows": len(served)})
             mlflow_runs.log_metrics("recalibration_before", before)
-            trained = _days_record(parent.run_id)
+            trained = registry.run_json(parent.run_id, "data/days.json")
             if trained is not None:  # the point model is the parent's: so are the days it trained on
                 mlflow.log_dict(trained, "data/days.json")
             mlflow.log_dict({**(calibration_info(pipeline) or {}), "days": days,

@@ -58,7 +58,7 @@ def configure(settings: Settings | None = None) -> str:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = user_value
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
     experiment = client.get_experiment_by_name(settings.experiment_name)
     if experiment is None:
         artifact_location = None if settings.mlflow_tracking_uri else settings.artifact_location

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from mlflow.exceptions import MlflowException
 
 from velocast.models import MODEL_TYPES
 from velocast.tracking.registry import GATE_TAG, TEST_MODE_TAG, ModelRef, Registry
@@ -73,12 +72,9 @@ def _from_run(registry: Registry, model_type: str, ref: ModelRef) -> SummaryEntr
         train_metrics=trained, extra_metrics={k: v for k, v in baseline.items() if k not in ("rmse", "mae", "r2")})
 
 
-def _logged(ref: ModelRef) -> SummaryEntry | None:
-    import mlflow.artifacts
-
-    try:
-        data = mlflow.artifacts.load_dict(f"runs:/{ref.run_id}/{ENTRY_ARTIFACT}")
-    except (MlflowException, OSError, ValueError):  # a run of an earlier velocast: rebuilt from the run
+def _logged(registry: Registry, ref: ModelRef) -> SummaryEntry | None:
+    data = registry.run_json(ref.run_id, ENTRY_ARTIFACT)
+    if data is None:  # a run of an earlier velocast: rebuilt from the run
         return None
     entry = SummaryEntry.from_dict(data)
     return entry if entry.model_version == ref.version else None
@@ -98,7 +94,7 @@ def rebuild_summary(registry: Registry | None = None) -> RebuildReport:
             if not ref.complete:
                 pending_runs.add(ref.run_id or "")
                 continue
-            entry = _logged(ref)
+            entry = _logged(registry, ref)
             if entry is None:
                 entry = _from_run(registry, model_type, ref)
                 report.from_run += 1

@@ -30,6 +30,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
@@ -131,7 +132,8 @@ class Registry:
         silence_mlflow_logs()
         with self._mlflow():
             configure(self.settings)
-        self.client = mlflow.MlflowClient()
+        # bound to this home's store, never to MLflow's process-wide URI (another home may set it meanwhile)
+        self.client = mlflow.MlflowClient(tracking_uri=self.settings.tracking_uri)
         self.summary = SummaryStore(settings=self.settings)
 
     @contextmanager
@@ -293,7 +295,7 @@ class Registry:
     def load(self, ref: ModelRef) -> Any:
         """The fitted pipeline of a registered version (native scikit-learn object)."""
         with self._mlflow():
-            return load_sklearn_model(ref.uri)
+            return load_sklearn_model(self.client.get_model_version_download_uri(ref.name, ref.version))
 
     def load_model(self, ref: ModelRef) -> LoadedModel:
         """A registered version, loaded and ready to predict."""
@@ -302,14 +304,25 @@ class Registry:
     # ------------------------------------------------------------------ writing
     def trained_days(self, ref: ModelRef) -> set[str] | None:
         """Paris days (ISO) the version's run trained on (its ``data/days.json``); None if not recorded."""
-        import mlflow.artifacts
-        from mlflow.exceptions import MlflowException
+        recorded = self.run_json(ref.run_id, "data/days.json")
+        return None if recorded is None else set(recorded.get("train_days", {}))  # None: an older velocast's run
 
-        try:
-            recorded = mlflow.artifacts.load_dict(f"runs:/{ref.run_id}/data/days.json")
-        except (MlflowException, OSError, ValueError):  # a run of an older velocast: nothing recorded
+    def run_json(self, run_id: str | None, path: str) -> dict[str, Any] | None:
+        """The JSON artifact ``path`` of a run of this home's tracking store; None when it has none."""
+        import json
+        import tempfile
+
+        import mlflow.artifacts
+
+        if not run_id:
             return None
-        return set(recorded.get("train_days", {}))
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder,
+                                                            tracking_uri=self.settings.tracking_uri)
+                return json.loads(Path(local).read_text(encoding="utf-8"))
+            except (MlflowException, OSError, ValueError):
+                return None
 
     def register(self, model_type: str, model_uri: str, run_id: str, tags: dict[str, str],
                  model_id: str | None = None) -> ModelRef:
