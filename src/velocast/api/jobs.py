@@ -18,10 +18,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from velocast.api.airflow_runs import AirflowClient, AirflowError
 from velocast.config import Settings, redact_secrets
 from velocast.lifecycle.jobs import FINISHED, JobRecord, JobStore, Owner, TrainSpec, run_job
+
+START_SWEEP_ATTEMPTS = 3  # the start-up check for jobs of dead servers, before the server answers
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,16 @@ class JobManager:
     # ----- life cycle of the server
     def start(self) -> None:
         """Fail the jobs of servers that died, then keep this server's jobs alive with heartbeats."""
-        try:
-            self._sweep()
-        except Exception:  # the database is down: the server still serves, the heartbeat tries again
-            log.exception("training jobs: cannot check for jobs left by a dead server (retried every heartbeat)")
+        for attempt in range(START_SWEEP_ATTEMPTS):  # before serving: a dead server's job never reads "running"
+            try:
+                self._sweep()
+                break
+            except Exception:  # the database is down: the server still serves, the heartbeat tries again
+                if attempt + 1 == START_SWEEP_ATTEMPTS:
+                    log.exception("training jobs: cannot check for jobs left by a dead server (retried every "
+                                  "heartbeat)")
+                else:
+                    time.sleep(0.2 * (attempt + 1))
         if self._heart is None:
             self._heart = threading.Thread(target=self._beat, name="velocast-job-heartbeat", daemon=True)
             self._heart.start()

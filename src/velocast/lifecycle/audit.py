@@ -20,6 +20,10 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
+# imported whole here, in the importing thread: SQLAlchemy's core finds the ORM's inspectors once the ORM
+# is imported, and a server thread importing it (MLflow's stores do) while another runs a query made
+# that query fail on a half-initialised ``sqlalchemy.orm`` ("partially initialized module")
+import sqlalchemy.orm  # noqa: F401
 from sqlalchemy.exc import IntegrityError
 
 from velocast.choices import AUDIT_EVENTS
