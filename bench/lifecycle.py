@@ -74,7 +74,7 @@ def throughput(home: str) -> list[dict[str, Any]]:
         frames_seconds = time.perf_counter() - started
         # the model floor: LightGBM alone on the same matrix (each row to its weather variant's booster)
         matrix = serving.plan.matrix_of(enriched)
-        fallback = model.pipeline.named_steps["model"]
+        fallback = model.pipeline.named_steps["model"].estimator_  # the point model inside the conformal wrapper
         known = weather_known(enriched)
         kept = [i for i, c in enumerate(serving.plan.names) if c not in fallback.weather_columns]
         parts = [(fallback.with_weather_, matrix[known]), (fallback.without_weather_, matrix[~known][:, kept])]
