@@ -41,7 +41,8 @@ from bench.common import REAL_COUNTS, REAL_WEATHER, ROOT, isolated
 
 TRAIN_END = "2021-07-10"
 TEST_END = "2021-08-10"
-CALIBRATION_DAYS = 28  # VELOCAST_INTERVAL_CALIBRATION_DAYS's default
+# as `velocast train` calibrates: VELOCAST_INTERVAL_CALIBRATION_DAYS (default 28)
+CALIBRATION_DAYS = int(os.environ.get("VELOCAST_INTERVAL_CALIBRATION_DAYS", "28"))
 COVERAGE = 0.8
 INTERVAL_CONFIGS = {"baseline (seasonal naive)", "lgbm, calendar", "lgbm, day-ahead"}
 VARIANTS = {"as_served": "test_without.parquet", "perfect_weather": "test_with.parquet",
