@@ -15,7 +15,6 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -64,7 +63,6 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         isolated(prepare, Path(scratch))
-        text: Any
         text, _, _ = isolated(breakdown, args.model_type, args.horizon, scratch, args.top)
     print(text)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-
 from velocast.models import MODEL_TYPES
 from velocast.tracking.registry import GATE_TAG, TEST_MODE_TAG, ModelRef, Registry
 from velocast.tracking.summary import SummaryEntry
