@@ -15,7 +15,8 @@ conformity scores calibrate the intervals of the model fitted on every training 
 on the test month: empirical coverage of the 80% interval, mean width, interval score, coverage per
 counter (counters seen on >= 14 days), against the naive baseline: the prediction plus the
 empirical 10% and 90% quantiles of the twin's residuals (bikes) of the same hour of the day on the
-same calibration days.
+same calibration days. As served, the intervals of each test day adapt on the model's errors of
+the ``ADAPT_DAYS`` test days before it (``VELOCAST_INTERVAL_ADAPT_DAYS``, 0: as calibrated).
 
 Rows inside sensor outages (runs of >= 24 zero hours: ``20 Avenue de Clichy`` until 2021-07-20)
 are left out of the headline scores; the RMSE on all rows is reported beside them. The reference
@@ -43,6 +44,8 @@ TRAIN_END = "2021-07-10"
 TEST_END = "2021-08-10"
 # as `velocast train` calibrates: VELOCAST_INTERVAL_CALIBRATION_DAYS (default 28)
 CALIBRATION_DAYS = int(os.environ.get("VELOCAST_INTERVAL_CALIBRATION_DAYS", "28"))
+# as served: each test day's intervals adapt on the errors of the test days before it (VELOCAST_INTERVAL_ADAPT_DAYS)
+ADAPT_DAYS = int(os.environ.get("VELOCAST_INTERVAL_ADAPT_DAYS", "14"))
 COVERAGE = 0.8
 INTERVAL_CONFIGS = {"baseline (seasonal naive)", "lgbm, calendar", "lgbm, day-ahead"}
 VARIANTS = {"as_served": "test_without.parquet", "perfect_weather": "test_with.parquet",
@@ -108,7 +111,7 @@ def _scores(pipeline: Any, folder: str, naive: dict[str, Any] | None = None) -> 
     out = {}
     for variant, name in VARIANTS.items():
         rows = pd.read_parquet(Path(folder) / name)
-        predicted = predict_frame(pipeline, rows, COVERAGE)
+        predicted = predict_frame(pipeline, rows, COVERAGE, ADAPT_DAYS, learn_from_rows=True)
         out[variant] = regression_metrics(rows["bike_count"], predicted["prediction"]).to_dict()
         if naive is not None and variant != "all_rows" and predicted["lower"].notna().all():
             out[variant]["intervals"] = _interval_scores(rows, predicted, naive[variant])

@@ -196,6 +196,9 @@ class Settings(BaseSettings):
         default=28, ge=1, le=366, description="Latest whole days the prediction intervals are calibrated on: of "
         "the training period at training (the point model is fitted on the days before them), the newest "
         "labelled days unseen by the champion at recalibration.")
+    interval_adapt_days: int = Field(
+        default=14, ge=0, le=366, description="Labelled days before a forecast day, after the model's calibration, "
+        "whose errors (as served) adapt each counter's interval for that day; 0: intervals as calibrated.")
     log_level: str = Field(default="WARNING", description="Logging level of the CLI and servers (-v: INFO).")
     api_max_body_mb: float = Field(default=20.0, gt=0, description="Larger API request bodies get a 413.")
     api_cors_origins: str = Field(default="", description="Comma-separated CORS origins; CORS is off when empty.")

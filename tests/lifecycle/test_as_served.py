@@ -143,3 +143,45 @@ def test_a_forecast_issued_by_the_cutoff_is_used_the_same_way_by_evaluation_and_
     assert {p["weather"] for p in body["predictions"]} == {"forecast"}
     np.testing.assert_allclose([p["prediction"] for p in body["predictions"]],
                                predict_frame(model.pipeline, mine)["prediction"], rtol=1e-12)
+
+
+def test_served_intervals_adapt_on_the_days_before_as_the_evaluation_scores_them(
+        real_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluation adapts the intervals of each test_current day on the model's errors of the days
+    before it (its scored days, and the store's days before them after the calibration); /predict and
+    `velocast predict`, in a home whose store holds only the counts before the last test day, adapt on
+    the store's days: the same bounds, value for value."""
+    settings = Settings(home=real_home)
+    result = train("lgbm", model_test=True, settings=settings)
+    promote("lgbm", version=result.model_version, reason="test", force=True, settings=settings)
+    model = load_model("lgbm", settings=settings)
+    assert model.has_intervals and settings.interval_adapt_days == 14
+    split = splits.active_split(settings)
+    test_current = splits.load_split("test_current", split, settings)
+    evaluated = ServedRows.build(test_current, settings)
+    scored = evaluated.score(model.pipeline, "lgbm").scored
+    days = splits.paris_day(evaluated.decision_rows["timestamp"])
+    last = sorted(days.unique())[-1]
+    on_last = (days == last).to_numpy()
+    mine = evaluated.decision_rows[on_last].reset_index(drop=True)
+    lower, upper = scored.lower[on_last], scored.upper[on_last]
+    calibrated = predict_frame(model.pipeline, mine)  # the calibration's bounds, not adapted
+    assert not np.allclose(calibrated["upper"], upper), "the adaptation must change the last day's intervals"
+    np.testing.assert_array_equal(calibrated["prediction"], scored.predictions[on_last])  # the point forecast is not
+
+    known = _home_known_on(pd.Timestamp(last).tz_localize(PARIS_TZ), real_home, tmp_path / "known")
+    client = TestClient(create_app(known, config=ApiConfig(model_refresh_seconds=0)))
+    records = [{"counter_id": c, "timestamp": t.isoformat()} for c, t in zip(mine["counter_id"], mine["timestamp"])]
+    body = client.post("/predict", json={"records": records}).json()
+    np.testing.assert_allclose([p["lower"] for p in body["predictions"]], lower, rtol=1e-9)
+    np.testing.assert_allclose([p["upper"] for p in body["predictions"]], upper, rtol=1e-9)
+
+    rows_file, out_file = tmp_path / "rows.csv", tmp_path / "predicted.csv"
+    pd.DataFrame({"counter_id": mine["counter_id"],
+                  "date": mine["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)}).to_csv(rows_file, index=False)
+    monkeypatch.setenv("VELOCAST_HOME", str(known.home))
+    done = runner.invoke(cli, ["predict", "--input", str(rows_file), "--output", str(out_file)])
+    assert done.exit_code == 0, done.output
+    written = pd.read_csv(out_file)
+    np.testing.assert_allclose(written["lower"], lower, rtol=1e-9)
+    np.testing.assert_allclose(written["upper"], upper, rtol=1e-9)

@@ -19,7 +19,8 @@ import pytest
 
 from velocast.config import PARIS_TZ, Settings
 from velocast.data import store
-from velocast.features import HISTORY_COLUMNS
+from velocast.features import HISTORY_COLUMNS, paris_day_hour
+from velocast.lifecycle.adaptation import served_window
 from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs, enrich
 from velocast.lifecycle.predict import LoadedModel, predict_rows
 from velocast.lifecycle.served_history import store_history
@@ -88,7 +89,9 @@ def _reference(rows: pd.DataFrame, model: LoadedModel, settings: Settings) -> di
     matrix = features.transform(enriched)
     if "counter_code" in matrix and isinstance(matrix["counter_code"].dtype, pd.CategoricalDtype):
         matrix["counter_code"] = matrix["counter_code"].cat.codes.astype(np.float32)
-    predicted = predict_frame(model.pipeline, enriched)
+    day = paris_day_hour(rows["timestamp"])[0]
+    recent, _ = served_window(model, day, settings)  # the intervals adapt on the same recent errors
+    predicted = predict_frame(model.pipeline, enriched, adapt_days=settings.interval_adapt_days, recent=recent)
     return {"matrix": matrix.to_numpy(np.float32), "prediction": predicted["prediction"],
             "lower": predicted.get("lower"), "upper": predicted.get("upper"),
             "weather": enriched[WEATHER_SOURCE].to_numpy(),

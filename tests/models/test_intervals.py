@@ -9,7 +9,7 @@ import pytest
 from sklearn.tree import DecisionTreeRegressor
 
 from velocast.models import build_pipeline
-from velocast.models.intervals import ConformalRegressor, conformal_bounds
+from velocast.models.intervals import ConformalRegressor, RecentErrors, conformal_bounds
 from velocast.models.weather_fallback import WeatherFallback
 
 N_COUNTERS = 20
@@ -130,4 +130,57 @@ def test_regression_pipelines_carry_intervals_and_weather_variants_are_calibrate
     model = build_pipeline("lgbm").named_steps["model"]
     model.estimator_ = WeatherFallback(model.estimator)  # only its type matters for the variant of a row
     rows = pd.DataFrame({"temperature_c": [12.0, np.nan], "rain_mm": [0.0, 0.0]})
-    assert model.n_variants == 2 and list(model._variant(rows)) == [1, 0]
+    assert model.n_variants == 2 and list(model.variant_of(rows)) == [1, 0]
+
+
+def test_intervals_adapt_day_by_day_on_the_errors_of_the_days_before(world: tuple[World, DecisionTreeRegressor]) -> None:
+    """After calibration, four counters get twice as noisy and 40% busier. Day by day adaptation on the
+    errors of the 14 days before each day brings their coverage back; the other counters keep theirs;
+    the bounds of a day never depend on the counts of that day or later; counters without recent errors
+    keep their calibration."""
+    truth, model = world
+    rng = np.random.default_rng(21)
+    Xc, yc, dc = truth.rows(rng, 21)
+    calibrated = ConformalRegressor.around(model).calibrate(Xc, yc, dc)
+    changed = np.arange(4)
+    noisy = World()
+    noisy.sigma, noisy.level = truth.sigma.copy(), truth.level.copy()
+    noisy.sigma[changed] *= 2.0
+    noisy.level[changed] *= 1.4
+    X, y, d = noisy.rows(rng, 42)
+    prediction = calibrated.predict(X)
+    variant, counter = calibrated.variant_of(X), calibrated.counter_of(X)
+    recent = RecentErrors.of(prediction, y, variant, counter, d)
+    static = calibrated.bounds(prediction, variant, counter)
+    adapted = calibrated.day_by_day_bounds(prediction, variant, counter, d, recent, 14)
+    later = d >= 14  # days with 14 days of errors before them
+    hit = np.isin(X["counter_code"].to_numpy(), changed) & later
+    before, after = _coverage(y[hit], static[0][hit], static[1][hit]), _coverage(y[hit], adapted[0][hit], adapted[1][hit])
+    # most of the way back (the counters' recent statistics are shrunk towards the calibration's)
+    assert before < 0.55 and after >= 0.70 and after - before > 0.15, (before, after)
+    calm = ~np.isin(X["counter_code"].to_numpy(), changed) & later
+    assert 0.74 <= _coverage(y[calm], adapted[0][calm], adapted[1][calm]) <= 0.86
+    first = d == 0  # no day before it: the calibration's bounds
+    np.testing.assert_array_equal(adapted[0][first], static[0][first])
+    # counts of day 20 and later changed (even missing): the bounds of days up to 20 are the same
+    y2 = y.copy()
+    y2[d >= 20] = np.where(rng.random(int((d >= 20).sum())) < 0.5, np.nan, y2[d >= 20] * 3)
+    again = calibrated.day_by_day_bounds(prediction, variant, counter, d, RecentErrors.of(prediction, y2, variant,
+                                                                                           counter, d), 14)
+    upto = d <= 20
+    np.testing.assert_array_equal(again[0][upto], adapted[0][upto])
+    np.testing.assert_array_equal(again[1][upto], adapted[1][upto])
+    assert not np.array_equal(again[1][d > 20], adapted[1][d > 20])
+    # 0 days: as calibrated; a cache of adapted days gives the same bounds
+    np.testing.assert_array_equal(calibrated.day_by_day_bounds(prediction, variant, counter, d, recent, 0)[1],
+                                  static[1])
+    cache: dict[int, ConformalRegressor] = {}
+    cached = calibrated.day_by_day_bounds(prediction, variant, counter, d, recent, 14, cache=cache)
+    np.testing.assert_array_equal(cached[1], adapted[1])
+    assert set(cache) == set(range(42))
+    # an adapted copy shares the calibration and the point model; an unseen counter keeps its prior
+    one = calibrated.adapted(recent.between(10, 20))
+    assert one.scores_ is calibrated.scores_ and one.estimator_ is calibrated.estimator_
+    assert not np.array_equal(one.counter_spread_, calibrated.counter_spread_)
+    unseen = calibrated.adapted(RecentErrors.of(prediction[:5], y[:5], variant[:5], counter[:5], d[:5]))
+    np.testing.assert_array_equal(unseen.counter_spread_, calibrated.counter_spread_)  # fewer than MIN_ADAPT_ROWS

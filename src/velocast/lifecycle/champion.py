@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from velocast.config import Settings, redact_secrets
 from velocast.errors import DependencyUnavailable
 from velocast.lifecycle import promotion
+from velocast.lifecycle.adaptation import warm_adaptation
 from velocast.lifecycle.predict import load_model
 from velocast.models import MODEL_TYPES
 from velocast.tracking.registry import PREVIOUS, LoadedModel, ModelRef, NoServableModel, Registry
@@ -246,6 +247,9 @@ class ChampionCache:
         serving = served.model.serving
         if serving is not None and self.compile_models:
             serving.compile_in_background(self.settings.home / "cache" / "lleaves")
+        if served.model.has_intervals and self.settings.interval_adapt_days > 0:
+            threading.Thread(target=warm_adaptation, args=(served.model, self.settings), daemon=True,
+                             name="velocast-interval-adaptation").start()
 
     def _failed(self, key: Key, entry: ServedModel | None, now: float, generation: int, exc: Exception,
                 what: str) -> ServedModel:

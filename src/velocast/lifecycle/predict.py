@@ -21,6 +21,8 @@ from velocast.data import store
 from velocast.data.ingest import RawTable, Validated, read_table, validate
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.evaluation.intervals import check_coverage
+from velocast.features import paris_day_hour
+from velocast.lifecycle.adaptation import served_window
 from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs
 from velocast.lifecycle.scoring import score
 from velocast.lifecycle.serving import fast_inputs
@@ -86,15 +88,18 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
     serving = model.serving
     fast = fast_inputs(rows, serving, settings) if serving is not None else None
     metrics = None
+    day = paris_day_hour(rows["timestamp"])[0] if len(rows) else np.zeros(0, np.int64)
+    recent, adapted = served_window(model, day, settings)  # the errors of the days before, unseen by the model
+    adapt_days = settings.interval_adapt_days if len(recent) else 0
     if fast is not None:  # arrays all the way (velocast.lifecycle.serving), proven equal to the frames' path
-        predicted = serving.model.predict(fast.matrix, coverage)
+        predicted = serving.model.predict(fast.matrix, coverage, day, recent, adapt_days, adapted)
         weather_source, notes, unknown = fast.weather_source, fast.notes, fast.unknown_counters
     else:
         inputs = build_inputs(rows, settings)
         enriched = inputs.frame("served")
         features = model.pipeline.named_steps["features"]
         unknown = features.unknown_counters(enriched)
-        frame = predict_frame(model.pipeline, enriched, coverage)
+        frame = predict_frame(model.pipeline, enriched, coverage, adapt_days, recent, adapted)
         predicted = {column: frame[column].to_numpy() for column in frame.columns}
         weather_source = enriched[WEATHER_SOURCE].to_numpy()
         uses_weather = any(c in features.feature_names_out_ for c in WEATHER_COLUMNS)
@@ -102,7 +107,7 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
         labelled = enriched["bike_count"].notna() if "bike_count" in enriched else None
         if labelled is not None and labelled.any():
             metrics = score(model.pipeline, model.model_type, enriched[labelled.to_numpy()], coverage,
-                            settings.coverage_tolerance).to_dict()
+                            settings.coverage_tolerance, settings.interval_adapt_days).to_dict()
     # the one place where a batch of rows gets its predictions
     added = {**predicted, WEATHER_SOURCE: weather_source, "notes": ["; ".join(n) for n in notes]}
     replaced = [c for c in added if c in rows]

@@ -346,6 +346,7 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
                                  "(trained on Dask)")
                 served_train = ServedRows.build(sample, settings, extra_history=datasets.history,
                                                 weather=test_b.weather, outages_removed=True)
+            served_train.adapt_days = 0  # the model trained on these days: its errors there adapt nothing
             if spec.task == "regression":
                 pipeline = _calibrated(pipeline, fit, datasets, train_rows,
                                        served_train if client is None else None, test_b.weather, settings, notes)

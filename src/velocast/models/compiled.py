@@ -34,7 +34,7 @@ import pandas as pd
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.features import FeaturePlan
 from velocast.fileio import atomic_write_bytes, file_lock
-from velocast.models.intervals import ConformalRegressor
+from velocast.models.intervals import ConformalRegressor, RecentErrors
 from velocast.models.lgbm import LGBMCountRegressor
 from velocast.models.weather_fallback import REQUIRED_WEATHER, WeatherFallback
 
@@ -110,15 +110,29 @@ class CompiledModel:
             return booster
         return _Frame(estimator, self.plan, columns)
 
-    def predict(self, X: np.ndarray, coverage: float | None = None) -> dict[str, np.ndarray]:
+    def _known(self, X: np.ndarray) -> np.ndarray:
+        """Rows the with-weather model predicts (its required weather present)."""
+        return ~np.isnan(X[:, self._required]).any(axis=1) if self._required else np.zeros(len(X), bool)
+
+    def groups(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``ConformalRegressor.bounds``' ``variant`` and ``counter`` of each row of ``X``."""
+        variant = self._known(X).astype(np.int64) if self._weather else np.zeros(len(X), np.int64)
+        counter = X[:, 0] if self.plan.names[0] == "counter_code" else np.full(len(X), -1.0)
+        return variant, np.where(np.isfinite(counter), counter, -1).astype(np.int64)
+
+    def predict(self, X: np.ndarray, coverage: float | None = None, day: np.ndarray | None = None,
+                recent: RecentErrors | None = None, adapt_days: int = 0,
+                cache: dict[int, ConformalRegressor] | None = None) -> dict[str, np.ndarray]:
         """``predict_frame``'s columns for each row of ``X``: ``prediction``, and ``probability`` for
-        classifiers, ``lower``/``upper`` (the interval of central ``coverage``) for regressors."""
+        classifiers, ``lower``/``upper`` (the interval of central ``coverage``) for regressors.
+
+        ``day`` (Paris day numbers), ``recent``, ``adapt_days`` and ``cache``: as ``predict_frame``'s,
+        the intervals of each day adapted on the recent errors before it."""
         method = "predict_proba" if self.classifier else "predict"
-        known = None
         if not self._weather:
             values = getattr(self._with, method)(X)
         else:
-            known = ~np.isnan(X[:, self._required]).any(axis=1) if self._required else np.zeros(len(X), bool)
+            known = self._known(X)
             if known.all():
                 values = getattr(self._with, method)(X)
             elif not known.any():
@@ -136,10 +150,12 @@ class CompiledModel:
         if self.conformal is None or not self.conformal.calibrated:
             nan = np.full(len(X), np.nan)
             return {"prediction": values, "lower": nan, "upper": nan.copy()}
-        variant = known.astype(np.int64) if known is not None else np.zeros(len(X), np.int64)
-        counter = X[:, 0] if self.plan.names[0] == "counter_code" else np.full(len(X), -1.0)
-        counter = np.where(np.isfinite(counter), counter, -1).astype(np.int64)
-        lower, upper = self.conformal.bounds(values, variant, counter, coverage)
+        variant, counter = self.groups(X)
+        if adapt_days > 0 and day is not None and recent is not None:
+            lower, upper = self.conformal.day_by_day_bounds(values, variant, counter, day, recent, adapt_days, coverage,
+                                                            cache)
+        else:
+            lower, upper = self.conformal.bounds(values, variant, counter, coverage)
         return {"prediction": values, "lower": lower, "upper": upper}
 
     # ------------------------------------------------------------------ lleaves

@@ -30,12 +30,25 @@ The calibration days must be days the point model never trained on, as served (h
 each day, the weather a forecast would have had): ``velocast.lifecycle`` takes the latest whole
 days of the training period and fits the point model on the days before them, and the weekly
 cycle recalibrates on the newest labelled days (``velocast.lifecycle.recalibrate``).
+
+Adaptation (``day_by_day_bounds``): a counter's errors drift after calibration (a summer drop, a
+sensor that degrades). The interval of a row of Paris day D may therefore follow the errors the
+same model made on the labelled days D-k..D-1 that it never saw (``RecentErrors``, k =
+``VELOCAST_INTERVAL_ADAPT_DAYS``): each counter's shift and spread are recomputed from those
+errors, shrunk towards the calibration's by ``counter_prior_days`` as at calibration
+(``adapted``). Only days before D are read, so no bound of D changes when counts of D or later
+change. Scoring (``velocast.lifecycle.scoring``) adapts each scored day on the scored days before
+it; serving (``velocast.lifecycle.predict``) on the store's labelled days after the calibration:
+for a month of days the model never saw, both give the same bounds. On 2021-07-10..08-09
+(``make bench``), lgbm day-ahead as served: coverage of the 80% interval 0.766 -> 0.793, worst
+counter 0.575 -> 0.723, every counter with >= 14 days inside 0.70-0.90 (52 of 52, from 48).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,6 +62,7 @@ log = logging.getLogger(__name__)
 
 _SPREAD_QUANTILES = (0.1, 0.5, 0.9)  # a group's centre and spread: median, half the 10-90% range
 _MIN_SPREAD = 1e-3
+MIN_ADAPT_ROWS = 10  # fewer recent errors of a counter (and weather variant): its calibration's statistics
 
 
 def _centre_spread(values: np.ndarray) -> tuple[float, float]:
@@ -70,6 +84,48 @@ def conformal_bounds(sorted_scores: np.ndarray, coverage: float) -> tuple[float,
     low_rank = int(np.floor((n + 1) * alpha / 2.0 + 1e-9))
     high_rank = int(np.ceil((n + 1) * (1.0 - alpha / 2.0) - 1e-9))
     return float(sorted_scores[min(max(low_rank, 1), n) - 1]), float(sorted_scores[min(max(high_rank, 1), n) - 1])
+
+
+@dataclass(frozen=True)
+class RecentErrors:
+    """Labelled rows of days a model never saw, as that model predicted them (see "Adaptation").
+
+    ``day``: the Paris day number of each row (days since 1970-01-01); ``variant`` and ``counter``
+    as in ``ConformalRegressor.bounds``.
+    """
+
+    prediction: np.ndarray
+    count: np.ndarray
+    variant: np.ndarray
+    counter: np.ndarray
+    day: np.ndarray
+
+    @classmethod
+    def empty(cls) -> RecentErrors:
+        nothing = np.zeros(0, np.int64)
+        return cls(np.zeros(0), np.zeros(0), nothing, nothing, nothing)
+
+    @classmethod
+    def of(cls, prediction: Any, count: Any, variant: Any, counter: Any, day: Any) -> RecentErrors:
+        """The rows with a count, as arrays."""
+        count = np.asarray(count, float)
+        known = np.isfinite(count)
+        return cls(np.asarray(prediction, float)[known], count[known], np.asarray(variant, np.int64)[known],
+                   np.asarray(counter, np.int64)[known], np.asarray(day, np.int64)[known])
+
+    def plus(self, other: RecentErrors) -> RecentErrors:
+        """These rows and ``other``'s."""
+        return RecentErrors(*(np.concatenate([getattr(self, name), getattr(other, name)])
+                              for name in ("prediction", "count", "variant", "counter", "day")))
+
+    def between(self, first: int, last: int) -> RecentErrors:
+        """The rows of days ``first`` .. ``last`` (inclusive)."""
+        keep = (self.day >= first) & (self.day <= last)
+        return RecentErrors(self.prediction[keep], self.count[keep], self.variant[keep], self.counter[keep],
+                            self.day[keep])
+
+    def __len__(self) -> int:
+        return len(self.day)
 
 
 class ConformalRegressor(BaseEstimator, RegressorMixin):
@@ -138,14 +194,14 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
     def n_variants(self) -> int:
         return 2 if isinstance(self.estimator_, WeatherFallback) else 1
 
-    def _variant(self, X: pd.DataFrame) -> np.ndarray:
+    def variant_of(self, X: pd.DataFrame) -> np.ndarray:
         """0: predicted without weather (or a model that reads none), 1: with weather."""
         if self.n_variants == 1:
             return np.zeros(len(X), np.int64)
         return weather_known(X).astype(np.int64)
 
     @staticmethod
-    def _counter(X: pd.DataFrame) -> np.ndarray:
+    def counter_of(X: pd.DataFrame) -> np.ndarray:
         """The counter code of each row (-1: unknown to the model, or no counter feature)."""
         if "counter_code" not in X:
             return np.full(len(X), -1, np.int64)
@@ -192,8 +248,8 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
         prediction = out.predict(X)
         level = np.log1p(np.clip(prediction, 0, None))
         score = np.log1p(np.clip(y, 0, None)) - level
-        variant = out._variant(X)
-        counter = out._counter(X)
+        variant = out.variant_of(X)
+        counter = out.counter_of(X)
         day_names, day_code = np.unique(days.astype(str), return_inverse=True)
         n_variants, n_codes = out.n_variants, int(max(counter.max(initial=-1) + 1, 1))
         bins = max(1, int(self.level_bins))
@@ -296,7 +352,7 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
         if not self.calibrated:
             nan = np.full(len(X), np.nan)
             return prediction, nan, nan
-        lower, upper = self.bounds(prediction, self._variant(X), self._counter(X), coverage)
+        lower, upper = self.bounds(prediction, self.variant_of(X), self.counter_of(X), coverage)
         return prediction, lower, upper
 
     def bounds(self, prediction: np.ndarray, variant: np.ndarray, counter: np.ndarray,
@@ -328,6 +384,64 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
         upper = np.maximum(np.clip(np.expm1(upper), 0, None), lower)
         return lower, upper
 
+    # ------------------------------------------------------------------ adaptation
+    def adapted(self, recent: RecentErrors) -> ConformalRegressor:
+        """A copy whose counters' shift and spread follow ``recent`` errors (module docstring, "Adaptation").
+
+        Per weather variant and counter with at least ``MIN_ADAPT_ROWS`` recent rows: the centre and
+        spread of their normalised scores, weighted ``d / (d + counter_prior_days)`` (``d``: the
+        days they span) against the calibration's. Other counters keep the calibration's.
+        """
+        if not self.calibrated or not len(recent):
+            return self
+        level = np.log1p(np.clip(recent.prediction, 0, None))
+        variant = recent.variant if self.n_variants > 1 else np.zeros(len(recent), np.int64)
+        group = self._bins(variant, level)
+        z = (np.log1p(np.clip(recent.count, 0, None)) - level - self.centre_[variant, group]) / self.spread_[variant, group]
+        out = copy.copy(self)
+        out.counter_shift_, out.counter_spread_ = self.counter_shift_.copy(), self.counter_spread_.copy()
+        n_codes = self.counter_shift_.shape[1]
+        usable = (recent.counter >= 0) & (recent.counter < n_codes)
+        pairs, which = np.unique(np.stack([variant[usable], recent.counter[usable]], axis=1), axis=0,
+                                 return_inverse=True)
+        z, days = z[usable], recent.day[usable]
+        prior = float(self.counter_prior_days)
+        for index, (v, code) in enumerate(pairs):
+            own = which.ravel() == index
+            if own.sum() < MIN_ADAPT_ROWS:
+                continue
+            span = len(np.unique(days[own]))
+            weight = span / (span + prior) if prior > 0 else 1.0
+            centre, spread = _centre_spread(z[own])
+            out.counter_shift_[v, code] = weight * centre + (1 - weight) * self.counter_shift_[v, code]
+            out.counter_spread_[v, code] = weight * spread + (1 - weight) * self.counter_spread_[v, code]
+        return out
+
+    def day_by_day_bounds(self, prediction: np.ndarray, variant: np.ndarray, counter: np.ndarray,
+                          day: np.ndarray, recent: RecentErrors, adapt_days: int,
+                          coverage: float | None = None,
+                          cache: dict[int, ConformalRegressor] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``bounds`` where each Paris day D (``day``: day numbers) is ``adapted`` on the ``recent``
+        errors of days D-``adapt_days`` .. D-1 (``adapt_days`` 0: ``bounds`` as calibrated).
+
+        ``cache``: adapted copies by day, filled and reused (the serving path keeps one per model
+        and store version)."""
+        day = np.asarray(day, np.int64)
+        if adapt_days <= 0 or not self.calibrated or not len(recent):
+            return self.bounds(prediction, variant, counter, coverage)
+        prediction, variant, counter = (np.asarray(prediction, float), np.asarray(variant, np.int64),
+                                        np.asarray(counter, np.int64))
+        lower, upper = np.empty(len(prediction)), np.empty(len(prediction))
+        for d in np.unique(day):
+            rows = day == d
+            model = cache.get(int(d)) if cache is not None else None
+            if model is None:
+                model = self.adapted(recent.between(int(d) - int(adapt_days), int(d) - 1))
+                if cache is not None:
+                    cache[int(d)] = model
+            lower[rows], upper[rows] = model.bounds(prediction[rows], variant[rows], counter[rows], coverage)
+        return lower, upper
+
     def _nearest_scores(self, v: int, b: int) -> np.ndarray:
         bins = self.centre_.shape[1]
         for distance in range(1, bins):
@@ -342,4 +456,4 @@ def with_intervals(model: Any) -> ConformalRegressor:
     return model if isinstance(model, ConformalRegressor) else ConformalRegressor.around(model)
 
 
-__all__ = ["ConformalRegressor", "conformal_bounds", "with_intervals"]
+__all__ = ["MIN_ADAPT_ROWS", "ConformalRegressor", "RecentErrors", "conformal_bounds", "with_intervals"]

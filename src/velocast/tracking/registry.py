@@ -120,6 +120,13 @@ class LoadedModel:
 
         return ServingModel.of(self.pipeline)
 
+    @functools.cached_property
+    def adaptation(self) -> Any:
+        """The recent errors its intervals adapt on, per store version (``velocast.lifecycle.adaptation``)."""
+        from velocast.lifecycle.adaptation import Adaptation
+
+        return Adaptation()
+
     @property
     def has_intervals(self) -> bool:
         """True when the model serves calibrated prediction intervals."""

@@ -1,0 +1,145 @@
+"""The recent errors served intervals adapt on: the store's labelled days the model never saw.
+
+A forecast for Paris day D carries an interval adapted on the errors the same model made, as
+served, on the labelled days D-k..D-1 (k = ``VELOCAST_INTERVAL_ADAPT_DAYS``) that come after its
+calibration (``velocast.models.intervals``, "Adaptation"). ``served_errors`` rebuilds those
+errors the way the serving path predicted them: the store's counts of those days without their
+count (history before each day, the weather forecast stored as of its cut-off, else none),
+sensor-outage rows left out as in every score. Days up to the calibration's last day are never
+used: the model trained or was calibrated on them.
+
+The errors depend on the model and the store only, so they are computed once per loaded model,
+store version and window (``Adaptation``, kept on the ``LoadedModel``); the API pays for them on
+the first request after an ingest, every other request reuses them and the adapted calibration of
+each day.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from velocast.config import Settings
+from velocast.data import store
+from velocast.data.schema import paris_midnight
+from velocast.features import paris_day_hour
+from velocast.lifecycle.inputs import build_inputs, outage_flags
+from velocast.lifecycle.serving import fast_inputs
+from velocast.models.intervals import ConformalRegressor, RecentErrors
+
+log = logging.getLogger(__name__)
+
+_EPOCH = pd.Timestamp("1970-01-01")
+_KEEP = 4  # windows remembered per loaded model
+
+
+def day_number(day: str | pd.Timestamp) -> int:
+    """The Paris day number (days since 1970-01-01) of an ISO date."""
+    return int((pd.Timestamp(day).normalize().tz_localize(None) - _EPOCH) // pd.Timedelta(days=1))
+
+
+def _midnight(day: int) -> pd.Timestamp:
+    return paris_midnight(_EPOCH + pd.Timedelta(days=day))
+
+
+@dataclass
+class _Window:
+    recent: RecentErrors
+    by_day: dict[int, ConformalRegressor] = field(default_factory=dict)
+
+
+@dataclass
+class Adaptation:
+    """One loaded model's recent errors by (store version, first day, last day), and its adapted days."""
+
+    windows: dict[tuple, _Window] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def conformal_of(pipeline: Any) -> ConformalRegressor | None:
+    """The calibrated interval step of a pipeline (None: a classifier or a model without intervals)."""
+    model = pipeline.named_steps.get("model") if hasattr(pipeline, "named_steps") else None
+    return model if isinstance(model, ConformalRegressor) and model.calibrated else None
+
+
+def _window_start(conformal: ConformalRegressor, first_day: int, settings: Settings) -> int:
+    """The first day whose errors may adapt a forecast of ``first_day``: within the window, after the calibration."""
+    return max(first_day - int(settings.interval_adapt_days), day_number(conformal.calibration_["last_day"]) + 1)
+
+
+def served_window(model: Any, days: np.ndarray, settings: Settings) -> tuple[RecentErrors, dict[int, ConformalRegressor]]:
+    """The recent errors for rows of Paris day numbers ``days``, and the cache of adapted days to use
+    with them (``ConformalRegressor.day_by_day_bounds``). Empty when adaptation is off."""
+    conformal = conformal_of(model.pipeline)
+    if conformal is None or settings.interval_adapt_days <= 0 or not len(days):
+        return RecentErrors.empty(), {}
+    first, last = _window_start(conformal, int(days.min()), settings), int(days.max()) - 1
+    if first > last:
+        return RecentErrors.empty(), {}
+    key = (store.version(settings), first, last, settings.outage_min_zero_hours)
+    holder: Adaptation = model.adaptation
+    with holder.lock:
+        window = holder.windows.get(key)
+        if window is None:
+            window = _Window(served_errors(model.pipeline, first, last, settings, model.serving))
+            holder.windows = {**dict(list(holder.windows.items())[-(_KEEP - 1):]), key: window}
+    return window.recent, window.by_day
+
+
+def warm_adaptation(model: Any, settings: Settings) -> None:
+    """Compute the recent errors a forecast of the day after the store's latest count adapts on, so the
+    first request after a promotion does not wait for them (a failure is logged; requests retry)."""
+    try:
+        latest = store.latest_timestamp(settings)
+        if latest is not None:
+            served_window(model, np.asarray([day_number(paris_midnight(latest, 1).tz_localize(None))]), settings)
+    except Exception:  # noqa: BLE001 - serving goes on; the first request computes them
+        log.exception("warming the interval adaptation of %s failed", model.uri)
+
+
+def errors_before(pipeline: Any, first_day: int, settings: Settings) -> RecentErrors:
+    """For scoring rows from Paris day ``first_day`` on: the model's served errors on the store's
+    labelled days before it that a forecast of ``first_day`` adapts on (the scored rows add theirs)."""
+    conformal = conformal_of(pipeline)
+    if conformal is None or settings.interval_adapt_days <= 0:
+        return RecentErrors.empty()
+    first = _window_start(conformal, first_day, settings)
+    return served_errors(pipeline, first, first_day - 1, settings) if first <= first_day - 1 else RecentErrors.empty()
+
+
+def served_errors(pipeline: Any, first: int, last: int, settings: Settings, serving: Any = None) -> RecentErrors:
+    """The errors of ``pipeline``, as served, on the store's labelled rows of Paris days ``first`` .. ``last``.
+
+    ``serving``: the pipeline compiled for the serving path (``LoadedModel.serving``), else frames.
+    """
+    started = time.perf_counter()
+    conformal = pipeline.named_steps["model"]
+    rows = store.query_counts(_midnight(first), _midnight(last + 1), settings=settings)
+    rows = rows[rows["bike_count"].notna()].reset_index(drop=True)
+    if rows.empty:
+        return RecentErrors.empty()
+    rows = rows[~outage_flags(rows, settings)].reset_index(drop=True)
+    counts = rows["bike_count"].to_numpy(float)
+    unlabelled = rows.drop(columns=["bike_count"])
+    fast = fast_inputs(unlabelled, serving, settings) if serving is not None else None
+    if fast is not None:
+        prediction = serving.model.predict(fast.matrix)["prediction"]
+        variant, counter = serving.model.groups(fast.matrix)
+    else:
+        enriched = build_inputs(unlabelled, settings).frame("served")
+        Xf = pipeline[:-1].transform(enriched)
+        prediction, variant, counter = conformal.predict(Xf), conformal.variant_of(Xf), conformal.counter_of(Xf)
+    day, _ = paris_day_hour(rows["timestamp"])
+    log.info("intervals adapt on %d labelled rows of %d days after the calibration (%.2f s)", len(rows),
+             len(np.unique(day)), time.perf_counter() - started)
+    return RecentErrors.of(prediction, counts, variant, counter, day)
+
+
+__all__ = ["Adaptation", "conformal_of", "day_number", "errors_before", "served_errors", "served_window",
+           "warm_adaptation"]
