@@ -199,6 +199,10 @@ class Settings(BaseSettings):
     interval_adapt_days: int = Field(
         default=14, ge=0, le=366, description="Labelled days before a forecast day, after the model's calibration, "
         "whose errors (as served) adapt each counter's interval for that day; 0: intervals as calibrated.")
+    bias_correction_days: int = Field(
+        default=3, ge=0, le=366, description="Labelled days before a forecast day, after the model's calibration, "
+        "whose errors (as served) correct each counter's day-ahead prediction for that day (its recent level bias); "
+        "0: predictions as the model makes them.")
     log_level: str = Field(default="WARNING", description="Logging level of the CLI and servers (-v: INFO).")
     api_max_body_mb: float = Field(default=20.0, gt=0, description="Larger API request bodies get a 413.")
     api_cors_origins: str = Field(default="", description="Comma-separated CORS origins; CORS is off when empty.")

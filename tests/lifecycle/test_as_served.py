@@ -71,10 +71,12 @@ def test_evaluation_features_equal_served_features(real_home: Path, tmp_path: Pa
     evaluated = ServedRows.build(on_days, settings)  # what train/evaluate/cycle/health/simulate score
     assert evaluated.weather == "without" and len(evaluated) > 0
     scored = evaluated.decision_rows
+    scored_predictions = evaluated.score(model.pipeline, "lgbm").predictions
     assert (scored["weather_source"] == "missing").all()  # the observed weather of D is never read
 
     for day in days:
-        mine = scored[splits.paris_day(scored["timestamp"]) == day.date()].reset_index(drop=True)
+        on_day = (splits.paris_day(scored["timestamp"]) == day.date()).to_numpy()
+        mine = scored[on_day].reset_index(drop=True)
         assert len(mine), day
         known = _home_known_on(day, real_home, tmp_path / f"home-{day.date()}")
         assert store.latest_timestamp(known) < day
@@ -84,7 +86,7 @@ def test_evaluation_features_equal_served_features(real_home: Path, tmp_path: Pa
                              "longitude", "installation_date"]]
         served = build_inputs(to_serve, known).frame("served")
         pd.testing.assert_frame_equal(features.transform(served), features.transform(mine), check_exact=True)
-        expected = predict_frame(model.pipeline, mine)["prediction"].to_numpy()
+        expected = scored_predictions[on_day]  # with the level bias of the days before, as served
 
         # POST /predict in that home
         client = TestClient(create_app(known, config=ApiConfig(model_refresh_seconds=0)))
@@ -142,37 +144,39 @@ def test_a_forecast_issued_by_the_cutoff_is_used_the_same_way_by_evaluation_and_
     body = client.post("/predict", json={"records": records}).json()
     assert {p["weather"] for p in body["predictions"]} == {"forecast"}
     np.testing.assert_allclose([p["prediction"] for p in body["predictions"]],
-                               predict_frame(model.pipeline, mine)["prediction"], rtol=1e-12)
+                               evaluated.score(model.pipeline, "lgbm").predictions, rtol=1e-12)
 
 
-def test_served_intervals_adapt_on_the_days_before_as_the_evaluation_scores_them(
+def test_served_forecasts_follow_the_days_before_as_the_evaluation_scores_them(
         real_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The evaluation adapts the intervals of each test_current day on the model's errors of the days
-    before it (its scored days, and the store's days before them after the calibration); /predict and
-    `velocast predict`, in a home whose store holds only the counts before the last test day, adapt on
-    the store's days: the same bounds, value for value."""
+    """The evaluation makes each test_current day follow the model's errors on the store's days before
+    it, after the calibration (intervals adapted, day-ahead level bias corrected); /predict and
+    `velocast predict`, in a home whose store holds only the counts before the last test day, follow
+    the same days: the same predictions and bounds, value for value."""
     settings = Settings(home=real_home)
     result = train("lgbm", model_test=True, settings=settings)
     promote("lgbm", version=result.model_version, reason="test", force=True, settings=settings)
     model = load_model("lgbm", settings=settings)
-    assert model.has_intervals and settings.interval_adapt_days == 14
+    assert model.has_intervals and (settings.interval_adapt_days, settings.bias_correction_days) == (14, 3)
     split = splits.active_split(settings)
     test_current = splits.load_split("test_current", split, settings)
     evaluated = ServedRows.build(test_current, settings)
     scored = evaluated.score(model.pipeline, "lgbm").scored
     days = splits.paris_day(evaluated.decision_rows["timestamp"])
-    last = sorted(days.unique())[-1]
+    last = max(days.unique())
     on_last = (days == last).to_numpy()
     mine = evaluated.decision_rows[on_last].reset_index(drop=True)
     lower, upper = scored.lower[on_last], scored.upper[on_last]
-    calibrated = predict_frame(model.pipeline, mine)  # the calibration's bounds, not adapted
-    assert not np.allclose(calibrated["upper"], upper), "the adaptation must change the last day's intervals"
-    np.testing.assert_array_equal(calibrated["prediction"], scored.predictions[on_last])  # the point forecast is not
+    prediction = scored.predictions[on_last]
+    static = predict_frame(model.pipeline, mine)  # the model's own prediction, the calibration's bounds
+    assert not np.allclose(static["upper"], upper), "the adaptation must change the last day's intervals"
+    assert not np.allclose(static["prediction"], prediction), "the level bias must change the last day's forecasts"
 
     known = _home_known_on(pd.Timestamp(last).tz_localize(PARIS_TZ), real_home, tmp_path / "known")
     client = TestClient(create_app(known, config=ApiConfig(model_refresh_seconds=0)))
     records = [{"counter_id": c, "timestamp": t.isoformat()} for c, t in zip(mine["counter_id"], mine["timestamp"])]
     body = client.post("/predict", json={"records": records}).json()
+    np.testing.assert_allclose([p["prediction"] for p in body["predictions"]], prediction, rtol=1e-9)
     np.testing.assert_allclose([p["lower"] for p in body["predictions"]], lower, rtol=1e-9)
     np.testing.assert_allclose([p["upper"] for p in body["predictions"]], upper, rtol=1e-9)
 
@@ -183,5 +187,6 @@ def test_served_intervals_adapt_on_the_days_before_as_the_evaluation_scores_them
     done = runner.invoke(cli, ["predict", "--input", str(rows_file), "--output", str(out_file)])
     assert done.exit_code == 0, done.output
     written = pd.read_csv(out_file)
+    np.testing.assert_allclose(written["prediction"], prediction, rtol=1e-9)
     np.testing.assert_allclose(written["lower"], lower, rtol=1e-9)
     np.testing.assert_allclose(written["upper"], upper, rtol=1e-9)

@@ -20,12 +20,12 @@ import pytest
 from velocast.config import PARIS_TZ, Settings
 from velocast.data import store
 from velocast.features import HISTORY_COLUMNS, paris_day_hour
-from velocast.lifecycle.adaptation import served_window
+from velocast.lifecycle.adaptation import online_rule, served_window
 from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs, enrich
 from velocast.lifecycle.predict import LoadedModel, predict_rows
+from velocast.lifecycle.scoring import ServedRows
 from velocast.lifecycle.served_history import store_history
 from velocast.lifecycle.serving import fast_inputs
-from velocast.lifecycle.scoring import ServedRows
 from velocast.models import build_pipeline, calibrate, predict_frame
 from velocast.models.compiled import lleaves_available
 
@@ -91,7 +91,7 @@ def _reference(rows: pd.DataFrame, model: LoadedModel, settings: Settings) -> di
         matrix["counter_code"] = matrix["counter_code"].cat.codes.astype(np.float32)
     day = paris_day_hour(rows["timestamp"])[0]
     recent, _ = served_window(model, day, settings)  # the intervals adapt on the same recent errors
-    predicted = predict_frame(model.pipeline, enriched, adapt_days=settings.interval_adapt_days, recent=recent)
+    predicted = predict_frame(model.pipeline, enriched, rule=online_rule(settings), recent=recent)
     return {"matrix": matrix.to_numpy(np.float32), "prediction": predicted["prediction"],
             "lower": predicted.get("lower"), "upper": predicted.get("upper"),
             "weather": enriched[WEATHER_SOURCE].to_numpy(),

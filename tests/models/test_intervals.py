@@ -9,7 +9,14 @@ import pytest
 from sklearn.tree import DecisionTreeRegressor
 
 from velocast.models import build_pipeline
-from velocast.models.intervals import ConformalRegressor, RecentErrors, conformal_bounds
+from velocast.models.intervals import (
+    ConformalRegressor,
+    LevelBias,
+    OnlineRule,
+    RecentErrors,
+    conformal_bounds,
+    day_number,
+)
 from velocast.models.weather_fallback import WeatherFallback
 
 N_COUNTERS = 20
@@ -133,54 +140,76 @@ def test_regression_pipelines_carry_intervals_and_weather_variants_are_calibrate
     assert model.n_variants == 2 and list(model.variant_of(rows)) == [1, 0]
 
 
-def test_intervals_adapt_day_by_day_on_the_errors_of_the_days_before(world: tuple[World, DecisionTreeRegressor]) -> None:
-    """After calibration, four counters get twice as noisy and 40% busier. Day by day adaptation on the
-    errors of the 14 days before each day brings their coverage back; the other counters keep theirs;
-    the bounds of a day never depend on the counts of that day or later; counters without recent errors
-    keep their calibration."""
+def test_forecasts_follow_the_errors_of_the_days_before(world: tuple[World, DecisionTreeRegressor]) -> None:
+    """After calibration, four counters get twice as noisy and 40% busier. Day by day, intervals adapted
+    on the errors of the 14 days before each day bring their coverage back, the other counters keep
+    theirs, and the level bias of the 3 days before corrects the busier counters' predictions. Nothing
+    of a day depends on the counts of that day or later; counters without recent errors keep their
+    calibration and are not corrected."""
     truth, model = world
     rng = np.random.default_rng(21)
-    Xc, yc, dc = truth.rows(rng, 21)
-    calibrated = ConformalRegressor.around(model).calibrate(Xc, yc, dc)
+    Xc, yc, dc = truth.rows(rng, 21)  # calibrated on 2021-01-01 .. 01-21, forecast from 01-22 on
+    dates = (pd.Timestamp("2021-01-01") + pd.to_timedelta(dc, "D")).strftime("%Y-%m-%d").to_numpy()
+    calibrated = ConformalRegressor.around(model).calibrate(Xc, yc, dates)
+    assert calibrated.unseen_from == calibrated.calibrated_through + 1 == day_number("2021-01-22")
     changed = np.arange(4)
     noisy = World()
     noisy.sigma, noisy.level = truth.sigma.copy(), truth.level.copy()
     noisy.sigma[changed] *= 2.0
     noisy.level[changed] *= 1.4
     X, y, d = noisy.rows(rng, 42)
+    first_day = day_number("2021-01-22")
+    d = d + first_day  # Paris day numbers
     prediction = calibrated.predict(X)
     variant, counter = calibrated.variant_of(X), calibrated.counter_of(X)
     recent = RecentErrors.of(prediction, y, variant, counter, d)
     static = calibrated.bounds(prediction, variant, counter)
-    adapted = calibrated.day_by_day_bounds(prediction, variant, counter, d, recent, 14)
-    later = d >= 14  # days with 14 days of errors before them
+    rule = OnlineRule(interval_days=14, bias_days=3)
+    point, lower, upper = calibrated.day_by_day(prediction, variant, counter, d, recent, rule)
+    later = d - first_day >= 14  # days with 14 days of errors before them
     hit = np.isin(X["counter_code"].to_numpy(), changed) & later
-    before, after = _coverage(y[hit], static[0][hit], static[1][hit]), _coverage(y[hit], adapted[0][hit], adapted[1][hit])
+    before, after = _coverage(y[hit], static[0][hit], static[1][hit]), _coverage(y[hit], lower[hit], upper[hit])
     # most of the way back (the counters' recent statistics are shrunk towards the calibration's)
     assert before < 0.55 and after >= 0.70 and after - before > 0.15, (before, after)
     calm = ~np.isin(X["counter_code"].to_numpy(), changed) & later
-    assert 0.74 <= _coverage(y[calm], adapted[0][calm], adapted[1][calm]) <= 0.86
-    first = d == 0  # no day before it: the calibration's bounds
-    np.testing.assert_array_equal(adapted[0][first], static[0][first])
-    # counts of day 20 and later changed (even missing): the bounds of days up to 20 are the same
+    assert 0.74 <= _coverage(y[calm], lower[calm], upper[calm]) <= 0.86
+    # the busier counters' predictions rise towards their new level; the others barely move
+    assert np.median(point[hit] / np.maximum(prediction[hit], 1e-9)) > 1.15
+    assert abs(np.median(point[calm] / np.maximum(prediction[calm], 1e-9)) - 1) < 0.08
+    bias_before = np.median(np.log1p(y[hit]) - np.log1p(prediction[hit]))
+    bias_after = np.median(np.log1p(y[hit]) - np.log1p(point[hit]))
+    assert bias_before > 0.25 and abs(bias_after) < bias_before / 2, (bias_before, bias_after)
+    assert ((point >= lower) & (point <= upper)).all()
+    first = d == first_day  # no day before it: the calibration's bounds, the model's prediction
+    np.testing.assert_array_equal(lower[first], static[0][first])
+    np.testing.assert_array_equal(point[first], prediction[first])
+    # counts of day 20 and later changed (even missing): nothing of days up to 20 changes
     y2 = y.copy()
-    y2[d >= 20] = np.where(rng.random(int((d >= 20).sum())) < 0.5, np.nan, y2[d >= 20] * 3)
-    again = calibrated.day_by_day_bounds(prediction, variant, counter, d, RecentErrors.of(prediction, y2, variant,
-                                                                                           counter, d), 14)
-    upto = d <= 20
-    np.testing.assert_array_equal(again[0][upto], adapted[0][upto])
-    np.testing.assert_array_equal(again[1][upto], adapted[1][upto])
-    assert not np.array_equal(again[1][d > 20], adapted[1][d > 20])
-    # 0 days: as calibrated; a cache of adapted days gives the same bounds
-    np.testing.assert_array_equal(calibrated.day_by_day_bounds(prediction, variant, counter, d, recent, 0)[1],
-                                  static[1])
-    cache: dict[int, ConformalRegressor] = {}
-    cached = calibrated.day_by_day_bounds(prediction, variant, counter, d, recent, 14, cache=cache)
-    np.testing.assert_array_equal(cached[1], adapted[1])
-    assert set(cache) == set(range(42))
-    # an adapted copy shares the calibration and the point model; an unseen counter keeps its prior
-    one = calibrated.adapted(recent.between(10, 20))
+    d20 = first_day + 20
+    y2[d >= d20] = np.where(rng.random(int((d >= d20).sum())) < 0.5, np.nan, y2[d >= d20] * 3)
+    again = calibrated.day_by_day(prediction, variant, counter, d, RecentErrors.of(prediction, y2, variant, counter, d),
+                                  rule)
+    upto = d <= d20
+    for new, old in zip(again, (point, lower, upper)):
+        np.testing.assert_array_equal(new[upto], old[upto])
+    assert not np.array_equal(again[2][d > d20], upper[d > d20])
+    assert not np.array_equal(again[0][d > d20], point[d > d20])
+    # intervals only: the prediction is the model's; no rule: as calibrated; a cache gives the same
+    only = calibrated.day_by_day(prediction, variant, counter, d, recent, OnlineRule(interval_days=14))
+    np.testing.assert_array_equal(only[0], prediction)
+    np.testing.assert_array_equal(only[1], lower)
+    none = calibrated.day_by_day(prediction, variant, counter, d, recent, OnlineRule())
+    np.testing.assert_array_equal(none[0], prediction)
+    np.testing.assert_array_equal(none[2], static[1])
+    cache: dict = {}
+    cached = calibrated.day_by_day(prediction, variant, counter, d, recent, rule, cache=cache)
+    np.testing.assert_array_equal(cached[0], point)
+    np.testing.assert_array_equal(cached[2], upper)
+    assert set(cache) == set(range(first_day, first_day + 42))
+    # an adapted copy shares the calibration and the point model; a counter with too few errors keeps its prior
+    one = calibrated.adapted(recent.between(first_day + 10, d20))
     assert one.scores_ is calibrated.scores_ and one.estimator_ is calibrated.estimator_
     assert not np.array_equal(one.counter_spread_, calibrated.counter_spread_)
-    unseen = calibrated.adapted(RecentErrors.of(prediction[:5], y[:5], variant[:5], counter[:5], d[:5]))
-    np.testing.assert_array_equal(unseen.counter_spread_, calibrated.counter_spread_)  # fewer than MIN_ADAPT_ROWS
+    few = RecentErrors.of(prediction[:5], y[:5], variant[:5], counter[:5], d[:5])
+    np.testing.assert_array_equal(calibrated.adapted(few).counter_spread_, calibrated.counter_spread_)
+    assert LevelBias.of(few).by_counter == {}  # fewer than MIN_ADAPT_ROWS

@@ -1,17 +1,18 @@
-"""The recent errors served intervals adapt on: the store's labelled days the model never saw.
+"""The recent errors served forecasts follow: the store's labelled days the model never saw.
 
-A forecast for Paris day D carries an interval adapted on the errors the same model made, as
-served, on the labelled days D-k..D-1 (k = ``VELOCAST_INTERVAL_ADAPT_DAYS``) that come after its
-calibration (``velocast.models.intervals``, "Adaptation"). ``served_errors`` rebuilds those
-errors the way the serving path predicted them: the store's counts of those days without their
-count (history before each day, the weather forecast stored as of its cut-off, else none),
-sensor-outage rows left out as in every score. Days up to the calibration's last day are never
-used: the model trained or was calibrated on them.
+A forecast for Paris day D follows the errors the same model made, as served, on the labelled
+days before D that come after its calibration (``velocast.models.intervals``, "Following the
+recent errors"): its interval adapts on days D-``VELOCAST_INTERVAL_ADAPT_DAYS``..D-1, and a
+day-ahead prediction is corrected by its counter's level bias over D-``VELOCAST_BIAS_CORRECTION_DAYS``
+..D-1. ``served_errors`` rebuilds those errors the way the serving path predicted them: the
+store's counts of those days without their count (history before each day, the weather forecast
+stored as of its cut-off, else none), sensor-outage rows left out as in every score. Days up to
+the calibration's last day are never used: the model trained or was calibrated on them.
 
-The errors depend on the model and the store only, so they are computed once per loaded model,
-store version and window (``Adaptation``, kept on the ``LoadedModel``); the API pays for them on
-the first request after an ingest, every other request reuses them and the adapted calibration of
-each day.
+Serving and scoring read the same days (``served_window``, ``errors_for``). The errors depend on
+the model and the store only, so serving computes them once per loaded model, store version and
+window (``Adaptation``, kept on the ``LoadedModel``; warmed when a model is loaded): the first
+request after an ingest pays for them, every other one reuses them and each day's adaptation.
 """
 
 from __future__ import annotations
@@ -31,17 +32,12 @@ from velocast.data.schema import paris_midnight
 from velocast.features import paris_day_hour
 from velocast.lifecycle.inputs import build_inputs, outage_flags
 from velocast.lifecycle.serving import fast_inputs
-from velocast.models.intervals import ConformalRegressor, RecentErrors
+from velocast.models.intervals import ConformalRegressor, OnlineRule, RecentErrors, day_number
 
 log = logging.getLogger(__name__)
 
 _EPOCH = pd.Timestamp("1970-01-01")
 _KEEP = 4  # windows remembered per loaded model
-
-
-def day_number(day: str | pd.Timestamp) -> int:
-    """The Paris day number (days since 1970-01-01) of an ISO date."""
-    return int((pd.Timestamp(day).normalize().tz_localize(None) - _EPOCH) // pd.Timedelta(days=1))
 
 
 def _midnight(day: int) -> pd.Timestamp:
@@ -68,49 +64,56 @@ def conformal_of(pipeline: Any) -> ConformalRegressor | None:
     return model if isinstance(model, ConformalRegressor) and model.calibrated else None
 
 
-def _window_start(conformal: ConformalRegressor, first_day: int, settings: Settings) -> int:
-    """The first day whose errors may adapt a forecast of ``first_day``: within the window, after the calibration."""
-    return max(first_day - int(settings.interval_adapt_days), day_number(conformal.calibration_["last_day"]) + 1)
+def online_rule(settings: Settings) -> OnlineRule:
+    """How served forecasts follow the errors of the days before them, per the settings."""
+    return OnlineRule(int(settings.interval_adapt_days), int(settings.bias_correction_days))
 
 
-def served_window(model: Any, days: np.ndarray, settings: Settings) -> tuple[RecentErrors, dict[int, ConformalRegressor]]:
-    """The recent errors for rows of Paris day numbers ``days``, and the cache of adapted days to use
-    with them (``ConformalRegressor.day_by_day_bounds``). Empty when adaptation is off."""
+def _span(conformal: ConformalRegressor, days: np.ndarray, rule: OnlineRule) -> tuple[int, int] | None:
+    """The days whose errors forecasts of Paris day numbers ``days`` may follow: within the rule's
+    window before them and after the calibration (None: no such day)."""
+    if rule.window <= 0 or not len(days):
+        return None
+    first = max(int(days.min()) - rule.window, conformal.unseen_from)
+    last = int(days.max()) - 1
+    return (first, last) if first <= last else None
+
+
+def served_window(model: Any, days: np.ndarray, settings: Settings) -> tuple[RecentErrors, dict[int, Any]]:
+    """The recent errors for rows of Paris day numbers ``days``, and the cache of each day's adapted
+    calibration and bias to use with them (``ConformalRegressor.day_by_day``). Empty when off."""
     conformal = conformal_of(model.pipeline)
-    if conformal is None or settings.interval_adapt_days <= 0 or not len(days):
+    span = _span(conformal, days, online_rule(settings)) if conformal is not None else None
+    if span is None:
         return RecentErrors.empty(), {}
-    first, last = _window_start(conformal, int(days.min()), settings), int(days.max()) - 1
-    if first > last:
-        return RecentErrors.empty(), {}
-    key = (store.version(settings), first, last, settings.outage_min_zero_hours)
+    key = (store.version(settings), *span, settings.outage_min_zero_hours, online_rule(settings))
     holder: Adaptation = model.adaptation
     with holder.lock:
         window = holder.windows.get(key)
         if window is None:
-            window = _Window(served_errors(model.pipeline, first, last, settings, model.serving))
+            window = _Window(served_errors(model.pipeline, *span, settings, model.serving))
             holder.windows = {**dict(list(holder.windows.items())[-(_KEEP - 1):]), key: window}
     return window.recent, window.by_day
 
 
 def warm_adaptation(model: Any, settings: Settings) -> None:
-    """Compute the recent errors a forecast of the day after the store's latest count adapts on, so the
+    """Compute the recent errors a forecast of the day after the store's latest count follows, so the
     first request after a promotion does not wait for them (a failure is logged; requests retry)."""
     try:
         latest = store.latest_timestamp(settings)
         if latest is not None:
             served_window(model, np.asarray([day_number(paris_midnight(latest, 1).tz_localize(None))]), settings)
-    except Exception:  # noqa: BLE001 - serving goes on; the first request computes them
+    except Exception:
         log.exception("warming the interval adaptation of %s failed", model.uri)
 
 
-def errors_before(pipeline: Any, first_day: int, settings: Settings) -> RecentErrors:
-    """For scoring rows from Paris day ``first_day`` on: the model's served errors on the store's
-    labelled days before it that a forecast of ``first_day`` adapts on (the scored rows add theirs)."""
+def errors_for(pipeline: Any, days: np.ndarray, rule: OnlineRule, settings: Settings) -> RecentErrors:
+    """For scoring rows of Paris day numbers ``days``: the model's served errors on the store's
+    labelled days they follow (``served_window``'s, without the cache; the scored rows add theirs
+    for days the store lacks)."""
     conformal = conformal_of(pipeline)
-    if conformal is None or settings.interval_adapt_days <= 0:
-        return RecentErrors.empty()
-    first = _window_start(conformal, first_day, settings)
-    return served_errors(pipeline, first, first_day - 1, settings) if first <= first_day - 1 else RecentErrors.empty()
+    span = _span(conformal, days, rule) if conformal is not None else None
+    return served_errors(pipeline, *span, settings) if span is not None else RecentErrors.empty()
 
 
 def served_errors(pipeline: Any, first: int, last: int, settings: Settings, serving: Any = None) -> RecentErrors:
@@ -141,5 +144,5 @@ def served_errors(pipeline: Any, first: int, last: int, settings: Settings, serv
     return RecentErrors.of(prediction, counts, variant, counter, day)
 
 
-__all__ = ["Adaptation", "conformal_of", "day_number", "errors_before", "served_errors", "served_window",
-           "warm_adaptation"]
+__all__ = ["Adaptation", "conformal_of", "errors_for", "online_rule", "served_errors",
+           "served_window", "warm_adaptation"]

@@ -33,12 +33,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from velocast.config import Settings, redact_secrets
 from velocast.errors import DependencyUnavailable
 from velocast.lifecycle import promotion
-from velocast.lifecycle.adaptation import warm_adaptation
+from velocast.lifecycle.adaptation import online_rule, warm_adaptation
 from velocast.lifecycle.predict import load_model
 from velocast.models import MODEL_TYPES
 from velocast.tracking.registry import PREVIOUS, LoadedModel, ModelRef, NoServableModel, Registry
@@ -222,7 +222,7 @@ class ChampionCache:
         if model.version != ref.version:
             warnings.append(f"the {model_type} {'champion' if is_champion else 'latest version'} ({ref.version}) "
                             f"has another horizon: serving version {model.version}, the latest {horizon} model")
-        served = ServedModel(model, ref.version, is_champion, datetime.now(timezone.utc), now, warnings, generation)
+        served = ServedModel(model, ref.version, is_champion, datetime.now(UTC), now, warnings, generation)
         self._entries[key] = served
         self._errors.pop(key, None)
         self._changed()
@@ -238,7 +238,7 @@ class ChampionCache:
         for listener in self.listeners:
             try:
                 listener(snapshot)
-            except Exception:  # noqa: BLE001 - a metric must never break serving
+            except Exception:
                 log.exception("a model-cache listener failed")
 
     def _prepare(self, served: ServedModel) -> None:
@@ -247,7 +247,7 @@ class ChampionCache:
         serving = served.model.serving
         if serving is not None and self.compile_models:
             serving.compile_in_background(self.settings.home / "cache" / "lleaves")
-        if served.model.has_intervals and self.settings.interval_adapt_days > 0:
+        if served.model.has_intervals and online_rule(self.settings).window > 0:
             threading.Thread(target=warm_adaptation, args=(served.model, self.settings), daemon=True,
                              name="velocast-interval-adaptation").start()
 
@@ -294,7 +294,7 @@ class ChampionCache:
             for task in self.background:
                 try:
                     task()
-                except Exception:  # noqa: BLE001 - the request that needs it will report it
+                except Exception:
                     log.exception("background task %s failed", getattr(task, "__name__", task))
             self._stop.wait(interval)
 

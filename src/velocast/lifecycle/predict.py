@@ -22,11 +22,12 @@ from velocast.data.ingest import RawTable, Validated, read_table, validate
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.evaluation.intervals import check_coverage
 from velocast.features import paris_day_hour
-from velocast.lifecycle.adaptation import served_window
+from velocast.lifecycle.adaptation import online_rule, served_window
 from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs
 from velocast.lifecycle.scoring import score
 from velocast.lifecycle.serving import fast_inputs
 from velocast.models import get_spec, predict_frame
+from velocast.models.intervals import STATIC
 from velocast.tracking.mlflow_runs import load_sklearn_model
 from velocast.tracking.registry import LoadedModel, Registry
 
@@ -90,16 +91,16 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
     metrics = None
     day = paris_day_hour(rows["timestamp"])[0] if len(rows) else np.zeros(0, np.int64)
     recent, adapted = served_window(model, day, settings)  # the errors of the days before, unseen by the model
-    adapt_days = settings.interval_adapt_days if len(recent) else 0
+    rule = online_rule(settings) if len(recent) else STATIC
     if fast is not None:  # arrays all the way (velocast.lifecycle.serving), proven equal to the frames' path
-        predicted = serving.model.predict(fast.matrix, coverage, day, recent, adapt_days, adapted)
+        predicted = serving.model.predict(fast.matrix, coverage, day, recent, rule, adapted)
         weather_source, notes, unknown = fast.weather_source, fast.notes, fast.unknown_counters
     else:
         inputs = build_inputs(rows, settings)
         enriched = inputs.frame("served")
         features = model.pipeline.named_steps["features"]
         unknown = features.unknown_counters(enriched)
-        frame = predict_frame(model.pipeline, enriched, coverage, adapt_days, recent, adapted)
+        frame = predict_frame(model.pipeline, enriched, coverage, rule, recent, adapted)
         predicted = {column: frame[column].to_numpy() for column in frame.columns}
         weather_source = enriched[WEATHER_SOURCE].to_numpy()
         uses_weather = any(c in features.feature_names_out_ for c in WEATHER_COLUMNS)
@@ -107,7 +108,7 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
         labelled = enriched["bike_count"].notna() if "bike_count" in enriched else None
         if labelled is not None and labelled.any():
             metrics = score(model.pipeline, model.model_type, enriched[labelled.to_numpy()], coverage,
-                            settings.coverage_tolerance, settings.interval_adapt_days).to_dict()
+                            settings.coverage_tolerance, online_rule(settings), recent).to_dict()
     # the one place where a batch of rows gets its predictions
     added = {**predicted, WEATHER_SOURCE: weather_source, "notes": ["; ".join(n) for n in notes]}
     replaced = [c for c in added if c in rows]

@@ -43,10 +43,10 @@ from velocast.evaluation.metrics import (
     regression_metrics,
 )
 from velocast.features import paris_day_hour
-from velocast.lifecycle.adaptation import errors_before
+from velocast.lifecycle.adaptation import errors_for, online_rule
 from velocast.lifecycle.inputs import Inputs, build_inputs, decision_weather, outage_flags
 from velocast.models import classification_labels, get_spec, predict_frame
-from velocast.models.intervals import RecentErrors
+from velocast.models.intervals import OnlineRule, RecentErrors
 
 WEATHER_VARIANTS = ("with_weather", "without_weather")
 
@@ -72,15 +72,16 @@ class Scored:
 
 
 def score(pipeline: object, model_type: str, rows: pd.DataFrame, coverage: float | None = None,
-          tolerance: float | None = None, adapt_days: int | None = None,
-          earlier: RecentErrors | None = None) -> Scored:
+          tolerance: float | None = None, rule: OnlineRule | None = None,
+          recent: RecentErrors | None = None) -> Scored:
     """Metrics of ``pipeline`` on enriched, labelled ``rows`` (as they are: no weather rule applied).
 
     ``coverage``: of the intervals scored (default ``VELOCAST_INTERVAL_COVERAGE``); ``tolerance``:
     the half-width of the band a counter's coverage should stay in (``VELOCAST_COVERAGE_TOLERANCE``);
-    ``adapt_days``: the interval of each day adapts on the errors of the days before it, as serving
-    does (``VELOCAST_INTERVAL_ADAPT_DAYS``; 0: as calibrated): those of the scored rows and
-    ``earlier`` ones (the store's days before the rows, ``adaptation.errors_before``).
+    ``rule``: how each day follows the errors of the days before it, as serving does (default
+    ``adaptation.online_rule``: ``VELOCAST_INTERVAL_ADAPT_DAYS``, ``VELOCAST_BIAS_CORRECTION_DAYS``):
+    the ``recent`` ones (the store's, ``adaptation.errors_for``) and the scored rows' own of the
+    days ``recent`` lacks.
     """
     y = rows["bike_count"].to_numpy(float)
     if get_spec(model_type).task == "classification":
@@ -88,12 +89,12 @@ def score(pipeline: object, model_type: str, rows: pd.DataFrame, coverage: float
         labels = classification_labels(pipeline, rows, y)
         proba = out["probability"].to_numpy()
         return Scored(classification_metrics(labels, proba), proba, labels)
-    if coverage is None or tolerance is None or adapt_days is None:
+    if coverage is None or tolerance is None or rule is None:
         settings = get_settings()
         coverage = settings.interval_coverage if coverage is None else coverage
         tolerance = settings.coverage_tolerance if tolerance is None else tolerance
-        adapt_days = settings.interval_adapt_days if adapt_days is None else adapt_days
-    out = predict_frame(pipeline, rows, coverage, adapt_days, earlier, learn_from_rows=True)
+        rule = online_rule(settings) if rule is None else rule
+    out = predict_frame(pipeline, rows, coverage, rule, recent, learn_from_rows=True)
     pred = out["prediction"].to_numpy(float)
     scored = Scored(regression_metrics(y, pred), pred)
     lower, upper = out["lower"].to_numpy(float), out["upper"].to_numpy(float)
@@ -145,7 +146,7 @@ class ServedRows:
     notes: list[str] = field(default_factory=list)
     coverage: float | None = None  # of the intervals scored (None: VELOCAST_INTERVAL_COVERAGE)
     tolerance: float | None = None  # coverage band half-width (None: VELOCAST_COVERAGE_TOLERANCE)
-    adapt_days: int | None = None  # intervals adapted on the days before (None: VELOCAST_INTERVAL_ADAPT_DAYS)
+    rule: OnlineRule | None = None  # following the errors of the days before (None: adaptation.online_rule)
     settings: Settings | None = None  # the store the days before the rows are read from (adaptation)
 
     @classmethod
@@ -163,7 +164,7 @@ class ServedRows:
         notes = [f"{int(flagged.sum())} rows in sensor outages (runs of >= {settings.outage_min_zero_hours} zero "
                  "hours) left out of the score"] if flagged.any() else []
         return cls(variants, weather or decision_weather(settings), int(flagged.sum()), notes,
-                   settings.interval_coverage, settings.coverage_tolerance, settings.interval_adapt_days, settings)
+                   settings.interval_coverage, settings.coverage_tolerance, online_rule(settings), settings)
 
     @property
     def decision_rows(self) -> pd.DataFrame:
@@ -178,7 +179,7 @@ class ServedRows:
         """The same rows restricted to ``keep`` (a mask over the rows of every variant)."""
         keep = np.asarray(keep, bool)
         return ServedRows({v: rows[keep].reset_index(drop=True) for v, rows in self.variants.items()}, self.weather,
-                          self.outage_rows, list(self.notes), self.coverage, self.tolerance, self.adapt_days,
+                          self.outage_rows, list(self.notes), self.coverage, self.tolerance, self.rule,
                           self.settings)
 
     def days(self) -> np.ndarray:
@@ -191,12 +192,12 @@ class ServedRows:
     def score(self, pipeline: object, model_type: str) -> ServedScores:
         if not len(self):
             raise ValueError("nothing to score: every row lies in a sensor outage")
-        earlier = None
-        if self.adapt_days and get_spec(model_type).task == "regression":  # the store's days before, as served
-            settings = self.settings or get_settings()
-            earlier = errors_before(pipeline, int(paris_day_hour(self.decision_rows["timestamp"])[0].min()),
-                                    settings.model_copy(update={"interval_adapt_days": self.adapt_days}))
-        scored = {variant: score(pipeline, model_type, rows, self.coverage, self.tolerance, self.adapt_days, earlier)
+        settings = self.settings or get_settings()
+        rule = self.rule if self.rule is not None else online_rule(settings)
+        recent = None
+        if rule.window > 0 and get_spec(model_type).task == "regression":  # the store's days, as served
+            recent = errors_for(pipeline, paris_day_hour(self.decision_rows["timestamp"])[0], rule, settings)
+        scored = {variant: score(pipeline, model_type, rows, self.coverage, self.tolerance, rule, recent)
                   for variant, rows in self.variants.items()}
         decision = scored[f"{self.weather}_weather"]
         return ServedScores(self.weather, decision.to_dict(),

@@ -70,6 +70,7 @@ from velocast.models import (
     resolve_horizon,
     validate_hyperparams,
 )
+from velocast.models.intervals import STATIC
 from velocast.tracking import mlflow_runs
 from velocast.tracking.rebuild import ENTRY_ARTIFACT
 from velocast.tracking.registry import ATTEMPT_TAG, GATE_TAG, PENDING, STATUS_TAG, TEST_MODE_TAG, Registry
@@ -346,7 +347,7 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
                                  "(trained on Dask)")
                 served_train = ServedRows.build(sample, settings, extra_history=datasets.history,
                                                 weather=test_b.weather, outages_removed=True)
-            served_train.adapt_days = 0  # the model trained on these days: its errors there adapt nothing
+            served_train.rule = STATIC  # the model trained on these days: its errors there tell nothing
             if spec.task == "regression":
                 pipeline = _calibrated(pipeline, fit, datasets, train_rows,
                                        served_train if client is None else None, test_b.weather, settings, notes)

@@ -34,7 +34,7 @@ import pandas as pd
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.features import FeaturePlan
 from velocast.fileio import atomic_write_bytes, file_lock
-from velocast.models.intervals import ConformalRegressor, RecentErrors
+from velocast.models.intervals import STATIC, ConformalRegressor, OnlineRule, RecentErrors
 from velocast.models.lgbm import LGBMCountRegressor
 from velocast.models.weather_fallback import REQUIRED_WEATHER, WeatherFallback
 
@@ -121,13 +121,13 @@ class CompiledModel:
         return variant, np.where(np.isfinite(counter), counter, -1).astype(np.int64)
 
     def predict(self, X: np.ndarray, coverage: float | None = None, day: np.ndarray | None = None,
-                recent: RecentErrors | None = None, adapt_days: int = 0,
-                cache: dict[int, ConformalRegressor] | None = None) -> dict[str, np.ndarray]:
+                recent: RecentErrors | None = None, rule: OnlineRule = STATIC,
+                cache: dict[int, Any] | None = None) -> dict[str, np.ndarray]:
         """``predict_frame``'s columns for each row of ``X``: ``prediction``, and ``probability`` for
         classifiers, ``lower``/``upper`` (the interval of central ``coverage``) for regressors.
 
-        ``day`` (Paris day numbers), ``recent``, ``adapt_days`` and ``cache``: as ``predict_frame``'s,
-        the intervals of each day adapted on the recent errors before it."""
+        ``day`` (Paris day numbers), ``recent``, ``rule`` and ``cache``: as ``predict_frame``'s, each
+        day following the recent errors before it."""
         method = "predict_proba" if self.classifier else "predict"
         if not self._weather:
             values = getattr(self._with, method)(X)
@@ -151,9 +151,10 @@ class CompiledModel:
             nan = np.full(len(X), np.nan)
             return {"prediction": values, "lower": nan, "upper": nan.copy()}
         variant, counter = self.groups(X)
-        if adapt_days > 0 and day is not None and recent is not None:
-            lower, upper = self.conformal.day_by_day_bounds(values, variant, counter, day, recent, adapt_days, coverage,
-                                                            cache)
+        if not self.plan.day_ahead:
+            rule = rule.without_bias()  # a calendar forecast reads no count
+        if rule.window > 0 and day is not None and recent is not None:
+            values, lower, upper = self.conformal.day_by_day(values, variant, counter, day, recent, rule, coverage, cache)
         else:
             lower, upper = self.conformal.bounds(values, variant, counter, coverage)
         return {"prediction": values, "lower": lower, "upper": upper}
@@ -247,7 +248,7 @@ class ServingModel:
             try:
                 if self.model.compile_lleaves(cache_dir):
                     log.info("model compiled with lleaves: predictions no longer go through LightGBM")
-            except Exception:  # noqa: BLE001 - LightGBM keeps serving
+            except Exception:
                 log.exception("compiling the model with lleaves failed: LightGBM keeps serving")
 
         self._compiling = threading.Thread(target=run, name="velocast-lleaves-compile", daemon=True)

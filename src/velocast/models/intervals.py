@@ -31,17 +31,22 @@ each day, the weather a forecast would have had): ``velocast.lifecycle`` takes t
 days of the training period and fits the point model on the days before them, and the weekly
 cycle recalibrates on the newest labelled days (``velocast.lifecycle.recalibrate``).
 
-Adaptation (``day_by_day_bounds``): a counter's errors drift after calibration (a summer drop, a
-sensor that degrades). The interval of a row of Paris day D may therefore follow the errors the
-same model made on the labelled days D-k..D-1 that it never saw (``RecentErrors``, k =
-``VELOCAST_INTERVAL_ADAPT_DAYS``): each counter's shift and spread are recomputed from those
-errors, shrunk towards the calibration's by ``counter_prior_days`` as at calibration
-(``adapted``). Only days before D are read, so no bound of D changes when counts of D or later
-change. Scoring (``velocast.lifecycle.scoring``) adapts each scored day on the scored days before
-it; serving (``velocast.lifecycle.predict``) on the store's labelled days after the calibration:
-for a month of days the model never saw, both give the same bounds. On 2021-07-10..08-09
-(``make bench``), lgbm day-ahead as served: coverage of the 80% interval 0.766 -> 0.793, worst
-counter 0.575 -> 0.723, every counter with >= 14 days inside 0.70-0.90 (52 of 52, from 48).
+Following the recent errors (``day_by_day``, ``OnlineRule``): a counter's errors drift after
+calibration (a summer drop, a sensor that degrades). A forecast of Paris day D may therefore follow
+the errors the same model made on the labelled days before D that it never saw (``RecentErrors``):
+
+- its interval ``adapted`` on days D-k..D-1 (k = ``VELOCAST_INTERVAL_ADAPT_DAYS``): each counter's
+  shift and spread recomputed from those errors, shrunk towards the calibration's by
+  ``counter_prior_days`` as at calibration;
+- for day-ahead models, its prediction corrected by the counter's recent ``LevelBias`` (days
+  D-b..D-1, b = ``VELOCAST_BIAS_CORRECTION_DAYS``), then kept inside its interval.
+
+Only days before D are read, so nothing of D changes when counts of D or later change. Serving
+(``velocast.lifecycle.predict``) and scoring (``velocast.lifecycle.scoring``) read the same days:
+the store's labelled days after the calibration (``velocast.lifecycle.adaptation``), and scored
+rows of days the store lacks. On 2021-07-10..08-09 (``make bench``), lgbm day-ahead as served:
+coverage of the 80% interval 0.766 -> 0.793, worst counter 0.575 -> 0.723, every counter with
+>= 14 days inside 0.70-0.90 (52 of 52, from 48).
 """
 
 from __future__ import annotations
@@ -86,6 +91,15 @@ def conformal_bounds(sorted_scores: np.ndarray, coverage: float) -> tuple[float,
     return float(sorted_scores[min(max(low_rank, 1), n) - 1]), float(sorted_scores[min(max(high_rank, 1), n) - 1])
 
 
+_FIELDS = ("prediction", "count", "variant", "counter", "day")
+_EPOCH = pd.Timestamp("1970-01-01")
+
+
+def day_number(day: Any) -> int:
+    """The Paris day number (days since 1970-01-01) of an ISO date."""
+    return int((pd.Timestamp(day).normalize().tz_localize(None) - _EPOCH) // pd.Timedelta(days=1))
+
+
 @dataclass(frozen=True)
 class RecentErrors:
     """Labelled rows of days a model never saw, as that model predicted them (see "Adaptation").
@@ -113,19 +127,78 @@ class RecentErrors:
         return cls(np.asarray(prediction, float)[known], count[known], np.asarray(variant, np.int64)[known],
                    np.asarray(counter, np.int64)[known], np.asarray(day, np.int64)[known])
 
-    def plus(self, other: RecentErrors) -> RecentErrors:
-        """These rows and ``other``'s."""
-        return RecentErrors(*(np.concatenate([getattr(self, name), getattr(other, name)])
-                              for name in ("prediction", "count", "variant", "counter", "day")))
+    def plus_other_days(self, other: RecentErrors) -> RecentErrors:
+        """These rows and ``other``'s of the days these lack."""
+        other = other.where(~np.isin(other.day, self.day))
+        return RecentErrors(*(np.concatenate([getattr(self, name), getattr(other, name)]) for name in _FIELDS))
+
+    def where(self, keep: np.ndarray) -> RecentErrors:
+        return RecentErrors(*(getattr(self, name)[keep] for name in _FIELDS))
 
     def between(self, first: int, last: int) -> RecentErrors:
         """The rows of days ``first`` .. ``last`` (inclusive)."""
-        keep = (self.day >= first) & (self.day <= last)
-        return RecentErrors(self.prediction[keep], self.count[keep], self.variant[keep], self.counter[keep],
-                            self.day[keep])
+        return self.where((self.day >= first) & (self.day <= last))
 
     def __len__(self) -> int:
         return len(self.day)
+
+
+@dataclass(frozen=True)
+class OnlineRule:
+    """How a forecast of day D follows the errors of the days before it (0 days: not at all).
+
+    ``interval_days``: its bounds adapt on the errors of days D-k..D-1 (``VELOCAST_INTERVAL_ADAPT_DAYS``);
+    ``bias_days``: its prediction is corrected by its counter's recent level bias
+    (``VELOCAST_BIAS_CORRECTION_DAYS``; day-ahead models only: a calendar forecast reads no count).
+    """
+
+    interval_days: int = 0
+    bias_days: int = 0
+
+    @property
+    def window(self) -> int:
+        """The most days before D read."""
+        return max(self.interval_days, self.bias_days)
+
+    def without_bias(self) -> OnlineRule:
+        return OnlineRule(self.interval_days, 0)
+
+
+STATIC = OnlineRule()
+BIAS_PRIOR_DAYS = 2.0  # recent days that weigh as much as "no bias" in a counter's correction
+
+
+@dataclass(frozen=True)
+class LevelBias:
+    """Per counter (and weather variant): the shrunk median of ``log1p(count) - log1p(prediction)``
+    over recent days, ``d / (d + BIAS_PRIOR_DAYS)`` of it for errors spanning ``d`` days. A counter
+    with fewer than ``MIN_ADAPT_ROWS`` errors of a variant uses its errors of every variant; without
+    any, it is not corrected."""
+
+    by_pair: dict[tuple[int, int], float]
+    by_counter: dict[int, float]
+
+    @classmethod
+    def of(cls, recent: RecentErrors) -> LevelBias:
+        residual = np.log1p(np.clip(recent.count, 0, None)) - np.log1p(np.clip(recent.prediction, 0, None))
+        frame = pd.DataFrame({"v": recent.variant, "c": recent.counter, "d": recent.day, "r": residual})
+        frame = frame[frame["c"] >= 0]
+
+        def shrunk(groups: Any) -> dict[Any, float]:
+            stats = groups.agg(n=("r", "size"), days=("d", "nunique"), median=("r", "median"))
+            stats = stats[stats["n"] >= MIN_ADAPT_ROWS]
+            value = stats["median"] * stats["days"] / (stats["days"] + BIAS_PRIOR_DAYS)
+            return {key: float(v) for key, v in value.items()}
+
+        return cls(shrunk(frame.groupby(["v", "c"])), shrunk(frame.groupby("c")))
+
+    def apply(self, prediction: np.ndarray, variant: np.ndarray, counter: np.ndarray) -> np.ndarray:
+        """``prediction`` times its counter's recent level bias (in log1p space)."""
+        pooled = self.by_counter
+        shift = np.fromiter((self.by_pair.get((v, c), pooled.get(c, 0.0)) for v, c in zip(variant.tolist(),
+                                                                                        counter.tolist())),
+                            float, len(prediction))
+        return np.where(shift != 0, np.expm1(np.log1p(np.clip(prediction, 0, None)) + shift), prediction)
 
 
 class ConformalRegressor(BaseEstimator, RegressorMixin):
@@ -188,6 +261,19 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
     @property
     def calibrated(self) -> bool:
         return hasattr(self, "scores_")
+
+    @property
+    def calibrated_through(self) -> int:
+        """Paris day number of the last calibration day: the intervals already know the days up to it."""
+        return day_number(self.calibration_["last_day"])
+
+    @property
+    def unseen_from(self) -> int:
+        """Paris day number of the first day the point model never trained on, as far as the
+        calibration tells: its first day when the served model itself was calibrated on days it
+        never saw (``calibrate`` without a twin: a recalibration), else the day after its last."""
+        first = self.calibration_.get("unseen_from")
+        return day_number(first) if first is not None else self.calibrated_through + 1
 
     # ------------------------------------------------------------------ groups
     @property
@@ -417,30 +503,44 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
             out.counter_spread_[v, code] = weight * spread + (1 - weight) * self.counter_spread_[v, code]
         return out
 
-    def day_by_day_bounds(self, prediction: np.ndarray, variant: np.ndarray, counter: np.ndarray,
-                          day: np.ndarray, recent: RecentErrors, adapt_days: int,
-                          coverage: float | None = None,
-                          cache: dict[int, ConformalRegressor] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``bounds`` where each Paris day D (``day``: day numbers) is ``adapted`` on the ``recent``
-        errors of days D-``adapt_days`` .. D-1 (``adapt_days`` 0: ``bounds`` as calibrated).
+    def day_by_day(self, prediction: np.ndarray, variant: np.ndarray, counter: np.ndarray, day: np.ndarray,
+                   recent: RecentErrors, rule: OnlineRule, coverage: float | None = None,
+                   cache: dict[int, tuple[ConformalRegressor, LevelBias | None]] | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(prediction, lower, upper)`` where each Paris day D (``day``: day numbers) follows the
+        ``recent`` errors of the days before it (module docstring, "Following the recent errors"):
+        bounds ``adapted`` on days D-``rule.interval_days`` .. D-1, and the prediction corrected by
+        the ``LevelBias`` of days D-``rule.bias_days`` .. D-1 (then kept inside its bounds).
 
-        ``cache``: adapted copies by day, filled and reused (the serving path keeps one per model
-        and store version)."""
-        day = np.asarray(day, np.int64)
-        if adapt_days <= 0 or not self.calibrated or not len(recent):
-            return self.bounds(prediction, variant, counter, coverage)
+        ``prediction``: the point model's. ``cache``: each day's adapted copy and bias, filled and
+        reused (the serving path keeps one per model and store version)."""
         prediction, variant, counter = (np.asarray(prediction, float), np.asarray(variant, np.int64),
                                         np.asarray(counter, np.int64))
-        lower, upper = np.empty(len(prediction)), np.empty(len(prediction))
+        day = np.asarray(day, np.int64)
+        out = prediction.copy()
+        lower, upper = np.full(len(prediction), np.nan), np.full(len(prediction), np.nan)
         for d in np.unique(day):
             rows = day == d
-            model = cache.get(int(d)) if cache is not None else None
-            if model is None:
-                model = self.adapted(recent.between(int(d) - int(adapt_days), int(d) - 1))
+            entry = cache.get(int(d)) if cache is not None else None
+            if entry is None:
+                model, bias = self, None
+                if rule.interval_days > 0 and self.calibrated:  # days the calibration does not hold yet
+                    model = self.adapted(recent.between(max(int(d) - rule.interval_days, self.calibrated_through + 1),
+                                                        int(d) - 1))
+                if rule.bias_days > 0:  # days the point model never trained on
+                    since = self.unseen_from if self.calibrated else int(d) - rule.bias_days
+                    bias = LevelBias.of(recent.between(max(int(d) - rule.bias_days, since), int(d) - 1))
+                entry = (model, bias)
                 if cache is not None:
-                    cache[int(d)] = model
-            lower[rows], upper[rows] = model.bounds(prediction[rows], variant[rows], counter[rows], coverage)
-        return lower, upper
+                    cache[int(d)] = entry
+            model, bias = entry
+            if self.calibrated:
+                lower[rows], upper[rows] = model.bounds(prediction[rows], variant[rows], counter[rows], coverage)
+            if bias is not None:
+                out[rows] = bias.apply(prediction[rows], variant[rows], counter[rows])
+                if self.calibrated:
+                    out[rows] = np.clip(out[rows], lower[rows], upper[rows])
+        return out, lower, upper
 
     def _nearest_scores(self, v: int, b: int) -> np.ndarray:
         bins = self.centre_.shape[1]
@@ -456,4 +556,5 @@ def with_intervals(model: Any) -> ConformalRegressor:
     return model if isinstance(model, ConformalRegressor) else ConformalRegressor.around(model)
 
 
-__all__ = ["MIN_ADAPT_ROWS", "ConformalRegressor", "RecentErrors", "conformal_bounds", "with_intervals"]
+__all__ = ["BIAS_PRIOR_DAYS", "MIN_ADAPT_ROWS", "STATIC", "ConformalRegressor", "LevelBias", "OnlineRule",
+           "RecentErrors", "conformal_bounds", "with_intervals"]

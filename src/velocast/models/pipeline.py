@@ -17,7 +17,13 @@ from sklearn.pipeline import Pipeline
 from velocast.data.splits import paris_day
 from velocast.features import FeatureBuilder, paris_day_hour
 from velocast.models.catalogue import get_spec, resolve_horizon, validate_hyperparams
-from velocast.models.intervals import ConformalRegressor, RecentErrors, with_intervals
+from velocast.models.intervals import (
+    STATIC,
+    ConformalRegressor,
+    OnlineRule,
+    RecentErrors,
+    with_intervals,
+)
 from velocast.models.weather_fallback import WeatherFallback, unwrap
 
 
@@ -78,17 +84,18 @@ def _point_model(model: Any) -> Any:
     return model.estimator_ if isinstance(model, ConformalRegressor) else model
 
 
-def predict_frame(pipeline: Pipeline, X: pd.DataFrame, coverage: float | None = None, adapt_days: int = 0,
-                  recent: RecentErrors | None = None, cache: dict[int, ConformalRegressor] | None = None,
+def predict_frame(pipeline: Pipeline, X: pd.DataFrame, coverage: float | None = None, rule: OnlineRule = STATIC,
+                  recent: RecentErrors | None = None, cache: dict[int, Any] | None = None,
                   learn_from_rows: bool = False) -> pd.DataFrame:
     """``prediction`` for rows of canonical input: ``probability`` too for classifiers, ``lower`` and
     ``upper`` (the central interval of ``coverage``, default the model's) for regressors.
 
     The bounds are NaN for a regressor never calibrated (``calibrate``), e.g. one made before
-    velocast served intervals. ``adapt_days`` > 0: the interval of each Paris day D follows the
-    errors of days D-``adapt_days`` .. D-1 (``ConformalRegressor.day_by_day_bounds``) in ``recent``
-    and, with ``learn_from_rows``, those of the labelled rows of ``X`` itself (rows of days the
-    model never saw, scored in time order); ``cache``: adapted calibrations by day, reused.
+    velocast served intervals. ``rule``: how each Paris day D follows the errors of the days before
+    it (``ConformalRegressor.day_by_day``; the bias correction for day-ahead models only), read
+    from ``recent`` and, with ``learn_from_rows``, from the labelled rows of ``X`` itself of days
+    ``recent`` lacks (rows of days the model never saw, scored in time order); ``cache``: each
+    day's adapted calibration and bias, reused.
     """
     model = pipeline[-1]
     out = pd.DataFrame(index=X.index)
@@ -98,17 +105,18 @@ def predict_frame(pipeline: Pipeline, X: pd.DataFrame, coverage: float | None = 
         out["prediction"] = (proba >= 0.5).astype(int)
     elif isinstance(model, ConformalRegressor):  # the pipeline's own steps, then the interval method
         Xf = pipeline[:-1].transform(X)
-        if adapt_days <= 0 or not model.calibrated or X.empty:
+        if pipeline.named_steps["features"].horizon != "day-ahead":
+            rule = rule.without_bias()  # a calendar forecast reads no count
+        if rule.window <= 0 or not model.calibrated or X.empty:
             out["prediction"], out["lower"], out["upper"] = model.predict_interval(Xf, coverage)
             return out
         prediction, variant, counter = model.predict(Xf), model.variant_of(Xf), model.counter_of(Xf)
         day, _ = paris_day_hour(X["timestamp"])
         recent = recent if recent is not None else RecentErrors.empty()
         if learn_from_rows and "bike_count" in X:
-            recent = recent.plus(RecentErrors.of(prediction, X["bike_count"], variant, counter, day))
-        out["prediction"] = prediction
-        out["lower"], out["upper"] = model.day_by_day_bounds(prediction, variant, counter, day, recent, adapt_days,
-                                                             coverage, cache)
+            recent = recent.plus_other_days(RecentErrors.of(prediction, X["bike_count"], variant, counter, day))
+        out["prediction"], out["lower"], out["upper"] = model.day_by_day(prediction, variant, counter, day, recent,
+                                                                         rule, coverage, cache)
     else:
         out["prediction"] = pipeline.predict(X)
         out["lower"] = out["upper"] = np.nan
@@ -147,7 +155,9 @@ def calibrate(pipeline: Pipeline, rows: pd.DataFrame, twin: Pipeline | None = No
     calibrated = with_intervals(source.named_steps["model"]).calibrate(
         features.transform(rows), rows["bike_count"].to_numpy(float),
         paris_day(rows["timestamp"]).astype(str).to_numpy())
-    if twin is not None:
+    if twin is None:  # the served model itself forecast these days: it never trained on them
+        calibrated.calibration_["unseen_from"] = calibrated.calibration_["first_day"]
+    else:
         own = pipeline.named_steps["features"]
         counter_map = features.counter_codes(pd.Series(own.counter_ids_)) if hasattr(own, "counter_ids_") else []
         calibrated = calibrated.onto(_point_model(model), counter_map)
