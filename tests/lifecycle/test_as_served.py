@@ -28,7 +28,7 @@ from velocast.config import PARIS_TZ, Settings
 from velocast.data import splits, store
 from velocast.data.weather import read_synop, synop_to_hourly
 from velocast.data.weather_forecast import ingest_weather_forecast
-from velocast.lifecycle.inputs import build_inputs
+from velocast.lifecycle.inputs import build_inputs, outage_flags
 from velocast.lifecycle.predict import load_model
 from velocast.lifecycle.promotion import promote
 from velocast.lifecycle.scoring import ServedRows
@@ -190,3 +190,18 @@ def test_served_forecasts_follow_the_days_before_as_the_evaluation_scores_them(
     np.testing.assert_allclose(written["prediction"], prediction, rtol=1e-9)
     np.testing.assert_allclose(written["lower"], lower, rtol=1e-9)
     np.testing.assert_allclose(written["upper"], upper, rtol=1e-9)
+
+    # a counter's last hours of D-1 were zero; then the counts of D arrive, all zero: in hindsight the
+    # night of D-1 is a sensor outage, yet nothing of D's forecasts changes (no count of D is read)
+    day_start = pd.Timestamp(last).tz_localize(PARIS_TZ)
+    counter = mine["counter_id"].iloc[0]
+    night = store.query_counts(day_start - pd.Timedelta(hours=3), day_start, [counter], settings=known)
+    store.upsert_counts(night.assign(bike_count=0.0), known)
+    before = client.post("/predict", json={"records": records}).json()["predictions"]
+    hours = pd.date_range(day_start, periods=24, freq="h")
+    arriving = pd.concat([night.iloc[[0]]] * 24, ignore_index=True).assign(timestamp=hours, bike_count=0.0)
+    store.upsert_counts(arriving, known)
+    assert outage_flags(night.assign(bike_count=0.0), known).all(), "the night of D-1 now reads as an outage"
+    after = client.post("/predict", json={"records": records}).json()["predictions"]
+    for field in ("prediction", "lower", "upper"):
+        assert [p[field] for p in after] == [p[field] for p in before], field

@@ -6,8 +6,11 @@ recent errors"): its interval adapts on days D-``VELOCAST_INTERVAL_ADAPT_DAYS``.
 day-ahead prediction is corrected by its counter's level bias over D-``VELOCAST_BIAS_CORRECTION_DAYS``
 ..D-1. ``served_errors`` rebuilds those errors the way the serving path predicted them: the
 store's counts of those days without their count (history before each day, the weather forecast
-stored as of its cut-off, else none), sensor-outage rows left out as in every score. Days up to
-the calibration's last day are never used: the model trained or was calibrated on them.
+stored as of its cut-off, else none). Rows of sensor outages are left out as in every score, but
+judged with the counts up to the end of their own day only (``outages_known_by_day_end``): a zero
+run that reaches into D cannot change what a forecast of D reads. The level bias reads only days
+the point model never trained on (``ConformalRegressor.unseen_from``), the intervals only days
+after their calibration.
 
 Serving and scoring read the same days (``served_window``, ``errors_for``). The errors depend on
 the model and the store only, so serving computes them once per loaded model, store version and
@@ -18,6 +21,7 @@ request after an ingest pays for them, every other one reuses them and each day'
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,9 +32,10 @@ import pandas as pd
 
 from velocast.config import Settings
 from velocast.data import store
+from velocast.data.quality import zero_runs
 from velocast.data.schema import paris_midnight
-from velocast.features import paris_day_hour
-from velocast.lifecycle.inputs import build_inputs, outage_flags
+from velocast.features import midnight_utc_hours, paris_day_hour
+from velocast.lifecycle.inputs import build_inputs
 from velocast.lifecycle.serving import fast_inputs
 from velocast.models.intervals import ConformalRegressor, OnlineRule, RecentErrors, day_number
 
@@ -116,18 +121,34 @@ def errors_for(pipeline: Any, days: np.ndarray, rule: OnlineRule, settings: Sett
     return served_errors(pipeline, *span, settings) if span is not None else RecentErrors.empty()
 
 
+def outages_known_by_day_end(rows: pd.DataFrame, day: np.ndarray, min_hours: int) -> np.ndarray:
+    """True for labelled rows in a run of >= ``min_hours`` zero hours as known at the end of their own
+    Paris day (``day``): the counts of that day and before, never a later one. A forecast of D reads
+    errors of days before D only, so no later count (D's included) can turn a row of them into an
+    outage and change it."""
+    runs = zero_runs(rows["counter_id"], rows["timestamp"], rows["bike_count"].to_numpy(float))
+    day_end = midnight_utc_hours(np.asarray(day, np.int64) + 1) - 1
+    return (runs.start >= 0) & (np.minimum(runs.end, day_end) - runs.start + 1 >= min_hours)
+
+
 def served_errors(pipeline: Any, first: int, last: int, settings: Settings, serving: Any = None) -> RecentErrors:
-    """The errors of ``pipeline``, as served, on the store's labelled rows of Paris days ``first`` .. ``last``.
+    """The errors of ``pipeline``, as served, on the store's labelled rows of Paris days ``first`` .. ``last``
+    (rows of sensor outages known by the end of their day left out).
 
     ``serving``: the pipeline compiled for the serving path (``LoadedModel.serving``), else frames.
     """
     started = time.perf_counter()
     conformal = pipeline.named_steps["model"]
-    rows = store.query_counts(_midnight(first), _midnight(last + 1), settings=settings)
+    before = math.ceil(settings.outage_min_zero_hours / 24) + 1  # days of counts where a run of zeros may begin
+    rows = store.query_counts(_midnight(first - before), _midnight(last + 1), settings=settings)
     rows = rows[rows["bike_count"].notna()].reset_index(drop=True)
     if rows.empty:
         return RecentErrors.empty()
-    rows = rows[~outage_flags(rows, settings)].reset_index(drop=True)
+    day, _ = paris_day_hour(rows["timestamp"])
+    rows = rows[(day >= first) & ~outages_known_by_day_end(rows, day, settings.outage_min_zero_hours)]
+    rows = rows.reset_index(drop=True)
+    if rows.empty:
+        return RecentErrors.empty()
     counts = rows["bike_count"].to_numpy(float)
     unlabelled = rows.drop(columns=["bike_count"])
     fast = fast_inputs(unlabelled, serving, settings) if serving is not None else None
@@ -144,5 +165,5 @@ def served_errors(pipeline: Any, first: int, last: int, settings: Settings, serv
     return RecentErrors.of(prediction, counts, variant, counter, day)
 
 
-__all__ = ["Adaptation", "conformal_of", "errors_for", "online_rule", "served_errors",
+__all__ = ["Adaptation", "conformal_of", "errors_for", "online_rule", "outages_known_by_day_end", "served_errors",
            "served_window", "warm_adaptation"]
