@@ -14,7 +14,7 @@ after their calibration.
 
 Serving and scoring read the same days (``served_window``, ``errors_for``). The errors depend on
 the model and the store only, so serving computes them once per loaded model, store version and
-window (``Adaptation``, kept on the ``LoadedModel``; warmed when a model is loaded): the first
+window (``AdaptationCache``, kept on the ``LoadedModel``; warmed when a model is loaded): the first
 request after an ingest pays for them, every other one reuses them and each day's adaptation.
 """
 
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,35 +36,20 @@ from velocast.features import midnight_utc_hours, paris_day_hour
 from velocast.lifecycle.inputs import build_inputs
 from velocast.lifecycle.serving import fast_inputs
 from velocast.models.intervals import ConformalRegressor, OnlineRule, RecentErrors, day_number
+from velocast.models.pipeline import is_calibrated
 
 log = logging.getLogger(__name__)
 
 _EPOCH = pd.Timestamp("1970-01-01")
-_KEEP = 4  # windows remembered per loaded model
 
 
 def _midnight(day: int) -> pd.Timestamp:
     return paris_midnight(_EPOCH + pd.Timedelta(days=day))
 
 
-@dataclass
-class _Window:
-    recent: RecentErrors
-    by_day: dict[int, ConformalRegressor] = field(default_factory=dict)
-
-
-@dataclass
-class Adaptation:
-    """One loaded model's recent errors by (store version, first day, last day), and its adapted days."""
-
-    windows: dict[tuple, _Window] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 def conformal_of(pipeline: Any) -> ConformalRegressor | None:
     """The calibrated interval step of a pipeline (None: a classifier or a model without intervals)."""
-    model = pipeline.named_steps.get("model") if hasattr(pipeline, "named_steps") else None
-    return model if isinstance(model, ConformalRegressor) and model.calibrated else None
+    return pipeline.named_steps["model"] if is_calibrated(pipeline) else None
 
 
 def online_rule(settings: Settings) -> OnlineRule:
@@ -92,13 +75,7 @@ def served_window(model: Any, days: np.ndarray, settings: Settings) -> tuple[Rec
     if span is None:
         return RecentErrors.empty(), {}
     key = (store.version(settings), *span, settings.outage_min_zero_hours, online_rule(settings))
-    holder: Adaptation = model.adaptation
-    with holder.lock:
-        window = holder.windows.get(key)
-        if window is None:
-            window = _Window(served_errors(model.pipeline, *span, settings, model.serving))
-            holder.windows = {**dict(list(holder.windows.items())[-(_KEEP - 1):]), key: window}
-    return window.recent, window.by_day
+    return model.adaptation.window(key, lambda: served_errors(model.pipeline, *span, settings, model.serving))
 
 
 def warm_adaptation(model: Any, settings: Settings) -> None:
@@ -108,7 +85,7 @@ def warm_adaptation(model: Any, settings: Settings) -> None:
         latest = store.latest_timestamp(settings)
         if latest is not None:
             served_window(model, np.asarray([day_number(paris_midnight(latest, 1).tz_localize(None))]), settings)
-    except Exception:
+    except Exception:  # noqa: BLE001 - serving goes on; the first request computes them
         log.exception("warming the interval adaptation of %s failed", model.uri)
 
 
@@ -165,5 +142,5 @@ def served_errors(pipeline: Any, first: int, last: int, settings: Settings, serv
     return RecentErrors.of(prediction, counts, variant, counter, day)
 
 
-__all__ = ["Adaptation", "conformal_of", "errors_for", "online_rule", "outages_known_by_day_end", "served_errors",
+__all__ = ["conformal_of", "errors_for", "online_rule", "outages_known_by_day_end", "served_errors",
            "served_window", "warm_adaptation"]

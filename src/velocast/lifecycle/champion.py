@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from velocast.config import Settings, redact_secrets
 from velocast.errors import DependencyUnavailable
@@ -222,7 +222,7 @@ class ChampionCache:
         if model.version != ref.version:
             warnings.append(f"the {model_type} {'champion' if is_champion else 'latest version'} ({ref.version}) "
                             f"has another horizon: serving version {model.version}, the latest {horizon} model")
-        served = ServedModel(model, ref.version, is_champion, datetime.now(UTC), now, warnings, generation)
+        served = ServedModel(model, ref.version, is_champion, datetime.now(timezone.utc), now, warnings, generation)
         self._entries[key] = served
         self._errors.pop(key, None)
         self._changed()
@@ -238,7 +238,7 @@ class ChampionCache:
         for listener in self.listeners:
             try:
                 listener(snapshot)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a metric must never break serving
                 log.exception("a model-cache listener failed")
 
     def _prepare(self, served: ServedModel) -> None:
@@ -294,7 +294,7 @@ class ChampionCache:
             for task in self.background:
                 try:
                     task()
-                except Exception:
+                except Exception:  # noqa: BLE001 - the request that needs it will report it
                     log.exception("background task %s failed", getattr(task, "__name__", task))
             self._stop.wait(interval)
 

@@ -89,9 +89,11 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
     serving = model.serving
     fast = fast_inputs(rows, serving, settings) if serving is not None else None
     metrics = None
-    day = paris_day_hour(rows["timestamp"])[0] if len(rows) else np.zeros(0, np.int64)
-    recent, adapted = served_window(model, day, settings)  # the errors of the days before, unseen by the model
-    rule = online_rule(settings) if len(recent) else STATIC
+    day, recent, adapted, rule = None, None, None, STATIC
+    if len(rows) and model.has_intervals and online_rule(settings).window > 0:
+        day = paris_day_hour(rows["timestamp"])[0]
+        recent, adapted = served_window(model, day, settings)  # the errors of the days before, unseen by the model
+        rule = online_rule(settings) if len(recent) else STATIC
     if fast is not None:  # arrays all the way (velocast.lifecycle.serving), proven equal to the frames' path
         predicted = serving.model.predict(fast.matrix, coverage, day, recent, rule, adapted)
         weather_source, notes, unknown = fast.weather_source, fast.notes, fast.unknown_counters

@@ -53,7 +53,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -141,6 +143,25 @@ class RecentErrors:
 
     def __len__(self) -> int:
         return len(self.day)
+
+
+@dataclass
+class AdaptationCache:
+    """One loaded model's recent errors per key (store version, window), with each day's adapted
+    calibration and bias (``day_by_day``'s ``cache``); the newest ``keep`` keys are kept."""
+
+    keep: int = 4
+    windows: dict[tuple, tuple[RecentErrors, dict[int, Any]]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def window(self, key: tuple, compute: Callable[[], RecentErrors]) -> tuple[RecentErrors, dict[int, Any]]:
+        """The recent errors of ``key`` (computed once, other callers wait) and its cache of days."""
+        with self.lock:
+            found = self.windows.get(key)
+            if found is None:
+                found = (compute(), {})
+                self.windows = {**dict(list(self.windows.items())[-(self.keep - 1):]), key: found}
+        return found
 
 
 @dataclass(frozen=True)
@@ -556,5 +577,5 @@ def with_intervals(model: Any) -> ConformalRegressor:
     return model if isinstance(model, ConformalRegressor) else ConformalRegressor.around(model)
 
 
-__all__ = ["BIAS_PRIOR_DAYS", "MIN_ADAPT_ROWS", "STATIC", "ConformalRegressor", "LevelBias", "OnlineRule",
+__all__ = ["BIAS_PRIOR_DAYS", "MIN_ADAPT_ROWS", "STATIC", "AdaptationCache", "ConformalRegressor", "LevelBias", "OnlineRule",
            "RecentErrors", "conformal_bounds", "with_intervals"]

@@ -44,6 +44,7 @@ from velocast.tracking.summary import SummaryEntry, SummaryStore
 
 if TYPE_CHECKING:
     from velocast.models.compiled import ServingModel
+    from velocast.models.intervals import AdaptationCache
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +122,11 @@ class LoadedModel:
         return ServingModel.of(self.pipeline)
 
     @functools.cached_property
-    def adaptation(self) -> Any:
-        """The recent errors its intervals adapt on, per store version (``velocast.lifecycle.adaptation``)."""
-        from velocast.lifecycle.adaptation import Adaptation
+    def adaptation(self) -> AdaptationCache:
+        """The recent errors its forecasts follow, per store version (``velocast.lifecycle.adaptation``)."""
+        from velocast.models.intervals import AdaptationCache
 
-        return Adaptation()
+        return AdaptationCache()
 
     @property
     def has_intervals(self) -> bool:
