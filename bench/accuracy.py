@@ -2,7 +2,7 @@
 
 Train on 2020-09-01..2021-07-09, score 2021-07-10..2021-08-09 (Europe/Paris), day-ahead where the
 model supports it and calendar too. Test rows are built the way the serving path builds them at
-each day's cut-off (``velocast.lifecycle.scoring.ServedRows``: counts before the day, no observed
+each day's cut-off (``velocast.lifecycle.serving.scoring.ServedRows``: counts before the day, no observed
 weather of the day), in two variants:
 
 - ``as served`` — no weather forecast (none is archived for 2021): the model's no-weather sibling;
@@ -46,7 +46,7 @@ TRAIN_END = "2021-07-10"
 TEST_END = "2021-08-10"
 # as `velocast train` calibrates: VELOCAST_INTERVAL_CALIBRATION_DAYS (default 28)
 CALIBRATION_DAYS = int(os.environ.get("VELOCAST_INTERVAL_CALIBRATION_DAYS", "28"))
-# as served: each test day follows the model's errors of the test days before it (velocast.lifecycle.adaptation):
+# as served: each test day follows the model's errors of the test days before it (velocast.lifecycle.serving.adaptation):
 # intervals over VELOCAST_INTERVAL_ADAPT_DAYS, the day-ahead level bias over VELOCAST_BIAS_CORRECTION_DAYS
 ADAPT_DAYS = int(os.environ.get("VELOCAST_INTERVAL_ADAPT_DAYS", "14"))
 BIAS_DAYS = int(os.environ.get("VELOCAST_BIAS_CORRECTION_DAYS", "3"))
@@ -77,9 +77,9 @@ def prepare(folder: Path, train_end: str = TRAIN_END, test_end: str = TEST_END) 
     from velocast.data.ingest import ingest_file
     from velocast.data.weather import ingest_weather
     from velocast.data.splits import paris_day
-    from velocast.lifecycle.datasets import calibration_days, training_rows
+    from velocast.lifecycle.training.datasets import calibration_days, training_rows
     from velocast.lifecycle.inputs import enrich, outage_flags
-    from velocast.lifecycle.scoring import ServedRows
+    from velocast.lifecycle.serving.scoring import ServedRows
 
     settings = get_settings()
     ingest_file(REAL_COUNTS)
@@ -209,7 +209,7 @@ def tune_and_score(folder: str, home: str, n_trials: int) -> dict[str, Any]:
     import pandas as pd
 
     os.environ["VELOCAST_HOME"] = home
-    from velocast.lifecycle.tuning import tune
+    from velocast.lifecycle.training.tuning import tune
 
     train = pd.read_parquet(Path(folder) / "train.parquet")
     started = time.perf_counter()

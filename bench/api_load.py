@@ -43,7 +43,7 @@ def prepare(home: str) -> list[dict[str, Any]]:
     prepare_home(home)
     os.environ["VELOCAST_HOME"] = home
     from velocast.data import store
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.training.train import train
 
     train("lgbm", hyperparams={"n_estimators": 120})
     rows = store.query_counts("2021-08-01", "2021-08-10").sample(2000, random_state=0)

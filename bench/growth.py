@@ -112,8 +112,8 @@ def fit_predict_drift(folder: str) -> dict[str, Any]:
 
     os.environ["VELOCAST_HOME"] = str(Path(folder) / "home")
     from velocast.data import store
-    from velocast.lifecycle import monitor
-    from velocast.lifecycle.predict import LoadedModel
+    from velocast.lifecycle.decisions import monitor
+    from velocast.lifecycle.serving.predict import LoadedModel
     from velocast.models import build_pipeline, predict_frame
 
     train = pd.read_parquet(Path(folder) / "train.parquet")

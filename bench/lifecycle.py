@@ -20,8 +20,8 @@ def prepare_home(home: str) -> str:
     from velocast.data import splits
     from velocast.data.ingest import ingest_file
     from velocast.data.weather import ingest_weather
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.training.train import train
 
     ingest_file(REAL_COUNTS)
     ingest_weather(REAL_WEATHER)
@@ -33,7 +33,7 @@ def prepare_home(home: str) -> str:
 
 def cycle(home: str, strategy: str) -> dict[str, Any]:
     os.environ["VELOCAST_HOME"] = home
-    from velocast.lifecycle.cycle import monitor_and_fine_tune
+    from velocast.lifecycle.operations.cycle import monitor_and_fine_tune
 
     result = monitor_and_fine_tune("lgbm", force_fine_tune=True, strategy=strategy)
     return {"strategy": strategy, "total_seconds": result.seconds, "decision": result.decision,
@@ -53,7 +53,7 @@ def throughput(home: str) -> list[dict[str, Any]]:
 
     from velocast.data import store
     from velocast.lifecycle.inputs import enrich
-    from velocast.lifecycle.predict import load_model, predict_rows
+    from velocast.lifecycle.serving.predict import load_model, predict_rows
     from velocast.models import predict_frame
     from velocast.models.weather_fallback import weather_known
 
@@ -102,7 +102,7 @@ def drift(home: str) -> dict[str, Any]:
     import numpy as np
 
     from velocast.data import store
-    from velocast.lifecycle.monitor import check_drift
+    from velocast.lifecycle.decisions.monitor import check_drift
 
     rows = store.query_counts("2020-09-01", "2021-08-10")
     reference = rows.sample(400_000, random_state=0, replace=len(rows) < 400_000).sort_values("timestamp")

@@ -1,7 +1,7 @@
 """
 ### daily_ingest — new counts from the open-data portal and the inbox into the store
 
-Every day, two steps calling `velocast.lifecycle.daily`:
+Every day, two steps calling `velocast.lifecycle.operations.daily`:
 1. `fetch_from_portal` (`fetch_portal_counts`): the hourly counts published since the store's last
    ones (minus `$VELOCAST_OPENDATA_OVERLAP_HOURS`, for late corrections) are fetched from the Paris
    open-data portal (`$VELOCAST_OPENDATA_URL`), validated and upserted. A failure is logged and
@@ -45,7 +45,7 @@ from airflow.sdk import Param, dag, task
 def daily_ingest():
     @task
     def fetch_from_portal(params=None):
-        from velocast.lifecycle.daily import fetch_portal_counts
+        from velocast.lifecycle.operations.daily import fetch_portal_counts
 
         return fetch_portal_counts(synthetic=params["synthetic"])
 
@@ -53,7 +53,7 @@ def daily_ingest():
     def ingest_new_files(params=None):
         from airflow.sdk.exceptions import AirflowFailException
 
-        from velocast.lifecycle.daily import ingest_new_files as ingest
+        from velocast.lifecycle.operations.daily import ingest_new_files as ingest
 
         result = ingest(params["inbox"] or None, synthetic=params["synthetic"])
         if result["failed"]:  # unreadable files: retrying will not help, a person must look

@@ -1,7 +1,7 @@
 """
 ### daily_predict — day-ahead forecasts of every counter
 
-Every day, two steps calling `velocast.lifecycle.daily`:
+Every day, two steps calling `velocast.lifecycle.operations.daily`:
 1. `fetch_weather_forecast` (`fetch_weather`): the weather forecast of
    `$VELOCAST_WEATHER_FORECAST_URL` (Open-Meteo) is stored with its issue time (now). A failure is
    logged and returned (`status: failed`, `error`), never raised: the prediction still runs.
@@ -37,13 +37,13 @@ from velocast.choices import MODEL_TYPES  # names only: imports nothing
 def daily_predict():
     @task
     def fetch_weather_forecast():
-        from velocast.lifecycle.daily import fetch_weather
+        from velocast.lifecycle.operations.daily import fetch_weather
 
         return fetch_weather()
 
     @task(trigger_rule="all_done")
     def predict_tomorrow(weather=None, params=None):
-        from velocast.lifecycle.daily import predict_tomorrow as predict
+        from velocast.lifecycle.operations.daily import predict_tomorrow as predict
 
         return predict(params["model_type"], weather_fetch=weather)
 

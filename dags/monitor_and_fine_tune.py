@@ -1,7 +1,7 @@
 """
 ### monitor_and_fine_tune — the weekly champion/challenger cycle
 
-Every Sunday at 00:00 (Europe/Paris), one task per step of `velocast.lifecycle.cycle`, the same
+Every Sunday at 00:00 (Europe/Paris), one task per step of `velocast.lifecycle.operations.cycle`, the same
 functions `velocast cycle` runs in one process:
 
 `check_new_data` → `run_drift` → `run_health` → `decide` → `fine_tune` → `evaluate_challenger`
@@ -46,7 +46,7 @@ from airflow.sdk import Param, TriggerRule, chain, dag, task
 
 from velocast.choices import MODEL_TYPES, POLICIES, STRATEGIES  # names only: imports nothing
 
-# the cycle's step names (velocast.lifecycle.cycle_steps.STEPS) -> the task running each step
+# the cycle's step names (velocast.lifecycle.operations.cycle_steps.STEPS) -> the task running each step
 STEP_TASKS = {
     "new_data": "check_new_data", "drift": "run_drift", "health": "run_health", "decide": "decide",
     "fine_tune": "fine_tune", "evaluate": "evaluate_challenger", "promote": "promote_if_deployed",
@@ -96,7 +96,7 @@ def _remember_error(context) -> None:
 def monitor_and_fine_tune():
     @task.branch
     def check_new_data(params=None, ti=None):
-        from velocast.lifecycle.cycle_tasks import begin
+        from velocast.lifecycle.operations.cycle_tasks import begin
 
         started = begin(params["model_type"], params["force_fine_tune"], owner=_lease_owner(ti))
         ti.xcom_push(key=RESULT_KEY, value=started)
@@ -104,21 +104,21 @@ def monitor_and_fine_tune():
 
     @task
     def run_drift(params=None, ti=None):
-        from velocast.lifecycle.cycle import run_drift as step
+        from velocast.lifecycle.operations.cycle import run_drift as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
         return step(params["model_type"], params["window_days"], end).to_dict()
 
     @task
     def run_health(params=None, ti=None):
-        from velocast.lifecycle.cycle import run_health as step
+        from velocast.lifecycle.operations.cycle import run_health as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
         return step(params["model_type"], end).to_dict()
 
     @task.branch
     def decide(drift: dict, health: dict, params=None, ti=None):
-        from velocast.lifecycle.cycle_tasks import decide as step
+        from velocast.lifecycle.operations.cycle_tasks import decide as step
 
         started = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)
         verdict = step(drift, health, params["force_fine_tune"], started["champion_before"])
@@ -127,7 +127,7 @@ def monitor_and_fine_tune():
 
     @task
     def fine_tune(params=None, ti=None):
-        from velocast.lifecycle.cycle import fine_tune as step
+        from velocast.lifecycle.operations.cycle import fine_tune as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
         return step(params["model_type"], params["strategy"], params["window_days"], end,
@@ -135,7 +135,7 @@ def monitor_and_fine_tune():
 
     @task
     def evaluate_challenger(tuned: dict, params=None, ti=None):
-        from velocast.lifecycle.cycle import evaluate_challenger as step
+        from velocast.lifecycle.operations.cycle import evaluate_challenger as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
         return step(params["model_type"], tuned["version"], params["window_days"], end, params["policy"],
@@ -143,7 +143,7 @@ def monitor_and_fine_tune():
 
     @task
     def promote_if_deployed(tuned: dict, evaluated: dict, params=None, ti=None):
-        from velocast.lifecycle.cycle import promote_if_deployed as step
+        from velocast.lifecycle.operations.cycle import promote_if_deployed as step
 
         started = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)
         return step(params["model_type"], tuned["version"], evaluated["decision"], evaluated["reasons"],
@@ -152,14 +152,14 @@ def monitor_and_fine_tune():
     # after promote_if_deployed, or straight after decide when nothing was fine-tuned
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def recalibrate(params=None, ti=None):
-        from velocast.lifecycle.cycle import run_recalibration as step
+        from velocast.lifecycle.operations.cycle import run_recalibration as step
 
         end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
         return step(params["model_type"], end, test_mode=params["test_mode"]).to_dict()
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def audit(params=None, ti=None):
-        from velocast.lifecycle.cycle_tasks import finish
+        from velocast.lifecycle.operations.cycle_tasks import finish
 
         task_ids = list(STEP_TASKS.values())
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=task_ids).get(ti.run_id, {})
@@ -175,13 +175,13 @@ def monitor_and_fine_tune():
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def notify(params=None, ti=None):
-        from velocast.lifecycle.cycle_tasks import notify as step
+        from velocast.lifecycle.operations.cycle_tasks import notify as step
 
         return step(ti.xcom_pull(task_ids="audit"), params["model_type"])
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def release_cycle_lease(params=None, ti=None):
-        from velocast.lifecycle.cycle_tasks import release
+        from velocast.lifecycle.operations.cycle_tasks import release
 
         return release(params["model_type"], _lease_owner(ti))
 

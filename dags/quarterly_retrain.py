@@ -2,7 +2,7 @@
 ### quarterly_retrain — a new baseline and a model retrained from scratch
 
 At 03:00 on the first day of January, April, July and October,
-`velocast.lifecycle.cycle.quarterly_retrain`: the current data is merged into a new baseline
+`velocast.lifecycle.operations.cycle.quarterly_retrain`: the current data is merged into a new baseline
 split version (the old test days stay held out), `model_type` is retrained from scratch on it,
 and the new model is double-evaluated against the champion on the old `test_baseline`. It is
 promoted only when `promote_on_deploy` is on and the `policy` decides `deploy`; otherwise it
@@ -39,7 +39,7 @@ from velocast.choices import MODEL_TYPES, POLICIES  # names only: imports nothin
 def quarterly_retrain():
     @task
     def retrain(params=None):
-        from velocast.lifecycle.cycle import quarterly_retrain as step
+        from velocast.lifecycle.operations.cycle import quarterly_retrain as step
 
         return step(params["model_type"], merge=True, policy=params["policy"], test_mode=params["test_mode"],
                     promote_on_deploy=params["promote_on_deploy"])

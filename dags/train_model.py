@@ -3,7 +3,7 @@
 
 Triggered by `POST /train` when the API has `VELOCAST_AIRFLOW_URL` (never scheduled). The API
 stores the job (request, posted rows) in the velocast database and starts a run of this DAG with
-conf `{"job_id": "<id>"}`; the task calls `velocast.lifecycle.jobs.run_job`, the same function the
+conf `{"job_id": "<id>"}`; the task calls `velocast.lifecycle.operations.jobs.run_job`, the same function the
 API runs in-process: train, double-evaluate against the champion, audit (`training`), record the
 result or the error in the job's row. It never promotes. `GET /jobs/{id}` on the API shows the
 run's state and, when done, the result.
@@ -33,7 +33,7 @@ from airflow.sdk import Param, dag, task
 def train_model():
     @task
     def run_job(params=None):
-        from velocast.lifecycle.jobs import run_job as run
+        from velocast.lifecycle.operations.jobs import run_job as run
 
         return run(params["job_id"])
 

@@ -136,6 +136,6 @@ def test_champion_promote_and_rollback_say_who_is_previous(real_home: Path) -> N
     out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back again"])
     assert "baseline: champion 2 -> 1 (rolled back; previous-champion: " in out.output
     if "previous-champion: 2)" in out.output:
-        pytest.xfail("lifecycle/promotion.py rollback() takes the champion before `previous` from any history row, "
+        pytest.xfail("lifecycle/decisions/promotion.py rollback() takes the champion before `previous` from any history row, "
                      "rollbacks included: after promote 1, 2, rollback, promote 2, rollback, previous-champion is 2")
     assert "previous-champion: -)" in out.output

@@ -18,7 +18,7 @@ STRATEGIES = ("sliding_window", "continue")
 # what the audit log records (velocast.lifecycle.audit)
 AUDIT_EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain",
                 "recalibration", "error")
-# training jobs (velocast.lifecycle.jobs)
+# training jobs (velocast.lifecycle.operations.jobs)
 JOB_STATES = ("queued", "running", "succeeded", "failed")
 JOB_RUNNERS = ("api", "airflow")
 

@@ -31,8 +31,9 @@ import typer
 
 from velocast import __version__
 from velocast.choices import AUDIT_EVENTS, ENVS, POLICIES, STRATEGIES
-from velocast.models import MODEL_TYPES  # the family names only: velocast.models imports nothing heavy
-
+from velocast.models import (
+    MODEL_TYPES,  # the family names only: velocast.models imports nothing heavy
+)
 
 log = logging.getLogger("velocast.cli")
 _VERBOSE = {"on": False}
@@ -43,8 +44,8 @@ EXIT_FAILED, EXIT_INPUT, EXIT_BUSY, EXIT_DEPENDENCY, EXIT_STORAGE = 1, 2, 3, 4, 
 def _user_error(exc: BaseException) -> tuple[str, int] | None:
     """(one line, exit code) for an error the user can act on; None for a bug."""
     from velocast.errors import DependencyUnavailable, write_failure
-    from velocast.lifecycle.lease import CycleBusy
-    from velocast.lifecycle.promotion import PromotionError
+    from velocast.lifecycle.decisions.promotion import PromotionError
+    from velocast.lifecycle.operations.lease import CycleBusy
 
     if isinstance(exc, OSError):
         message = write_failure(exc, get_settings().home)
@@ -204,7 +205,14 @@ def _working(command: str) -> Iterator[None]:
     import time
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from velocast.progress import LOGGER_NAME, duration
 
@@ -516,7 +524,7 @@ def train_cmd(model_type: ModelTypeOrAll = typer.Option("lgbm", help="Model fami
               as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (progress stays on "
                                            "stderr).")) -> None:
     """Train, score on test_baseline/test_current, log to MLflow, register, record in summary.json."""
-    from velocast.lifecycle.train import ALL, train_many
+    from velocast.lifecycle.training.train import ALL, train_many
 
     types = list(ALL) if model_type == "all" else [model_type]
     try:
@@ -574,7 +582,7 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
     to <output>.rejected.csv with their reason. When the file carries counts, the metrics on them
     are printed.
     """
-    from velocast.lifecycle.predict import predict_file
+    from velocast.lifecycle.serving.predict import predict_file
 
     with _working("predict"):
         result = predict_file(input, output, model_type, model_uri, horizon, coverage=coverage)
@@ -612,7 +620,7 @@ def evaluate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
                  policy: str = typer.Option("double_eval", help="The policy whose decision --promote follows."),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Double-evaluate a model against the champion and show what each policy would decide."""
-    from velocast.lifecycle.evaluate import evaluate
+    from velocast.lifecycle.decisions.evaluate import evaluate
     from velocast.tracking.registry import Registry
 
     if promote_on_deploy and model_uri:
@@ -649,7 +657,7 @@ def evaluate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
 
 def _promote_after_evaluation(model_type: str, outcome: Any, policy: str, compared: Any) -> dict[str, Any]:
     """``evaluate --promote``: the decision's promotion, compare-and-swap against the champion evaluated against."""
-    from velocast.lifecycle.cycle import promote_if_deployed
+    from velocast.lifecycle.operations.cycle import promote_if_deployed
 
     decision = outcome.decisions[policy]
     version = outcome.evaluation.challenger.rsplit("/", 1)[-1]
@@ -668,7 +676,7 @@ def promote_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
                     None, help="The champion version you compared against ('none': no champion); refused if "
                                "the champion changed since.")) -> None:
     """Move the champion alias to a version (audited; summary.json's flags follow)."""
-    from velocast.lifecycle.promotion import expected_from_text, promote
+    from velocast.lifecycle.decisions.promotion import expected_from_text, promote
 
     done = promote(model_type, version=version, run_id=run_id, reason=reason, force=force,
                    expected_champion=expected_from_text(expected_champion))
@@ -681,7 +689,7 @@ def promote_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
 def rollback_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                  reason: str = typer.Option("", help="Why (kept in the history).")) -> None:
     """Give the champion back to the champion before it (never to a version rolled back from)."""
-    from velocast.lifecycle.promotion import rollback
+    from velocast.lifecycle.decisions.promotion import rollback
 
     done = rollback(model_type, reason=reason)
     typer.echo(f"{model_type}: champion {done.from_version} -> {done.to_version} (rolled back; previous-champion: "
@@ -693,8 +701,8 @@ def champion_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
                  history: bool = typer.Option(False, "--history", help="Show promotions and rollbacks."),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """The current champion of a model type (and its promotion history)."""
-    from velocast.lifecycle import promotion
-    from velocast.lifecycle.champion import champion_overview
+    from velocast.lifecycle.decisions import promotion
+    from velocast.lifecycle.decisions.champion import champion_overview
     from velocast.tracking.registry import Registry
 
     registry = Registry()  # a read: an interrupted promotion is only reported here, undone by the next write
@@ -791,8 +799,8 @@ def drift_cmd(model_type: ModelType = typer.Option("lgbm", help="Whose inputs an
               window_days: int = typer.Option(30, help="Days of the default current window."),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Drift of the champion's real inputs, target and predictions (JSON + HTML report)."""
-    from velocast.lifecycle.datasets import read_rows
-    from velocast.lifecycle.monitor import check_drift
+    from velocast.lifecycle.decisions.monitor import check_drift
+    from velocast.lifecycle.training.datasets import read_rows
 
     with _working("drift"):
         check = check_drift(model_type, read_rows(reference) if reference else None,
@@ -843,7 +851,7 @@ def cycle_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP)
               env: Optional[str] = typer.Option(None, help=ENV_HELP),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """monitor_and_fine_tune: new data? → drift → health → fine-tune → double evaluation → decision → audit."""
-    from velocast.lifecycle.cycle import monitor_and_fine_tune
+    from velocast.lifecycle.operations.cycle import monitor_and_fine_tune
 
     with _working("cycle"):
         result = monitor_and_fine_tune(model_type, force_fine_tune, test_mode, window_days, strategy, policy,
@@ -873,7 +881,7 @@ def recalibrate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE
     registered as a new version that becomes the champion (`velocast rollback` undoes it); the
     audit log records a `recalibration` event with the coverage the old intervals had.
     """
-    from velocast.lifecycle.recalibrate import recalibrate
+    from velocast.lifecycle.decisions.recalibrate import recalibrate
 
     done = recalibrate(model_type, days=days)
     if as_json:
@@ -894,7 +902,7 @@ def retrain_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
                 env: Optional[str] = typer.Option(None, help=ENV_HELP),
                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Quarterly retrain: new baseline version, retrain from scratch, compare on days neither model trained on."""
-    from velocast.lifecycle.cycle import quarterly_retrain
+    from velocast.lifecycle.operations.cycle import quarterly_retrain
 
     with _working("retrain"):
         out = quarterly_retrain(model_type, merge, cutoff, policy, promote_on_deploy=promote_on_deploy, env=env)
@@ -918,7 +926,7 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
                  window_days: int = typer.Option(30, help="Recent days each weekly fine-tuning uses."),
                  test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (fast, rough numbers).")) -> None:
     """Replay stored data week by week: weekly RMSE of never / always retrain / the policy, every decision."""
-    from velocast.lifecycle.simulate import simulate
+    from velocast.lifecycle.operations.simulate import simulate
 
     header = f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7} {'cover':>6}  champion  decision"
 

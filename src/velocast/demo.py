@@ -74,9 +74,9 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
     from velocast.data import splits, store
     from velocast.data.ingest import ingest_file
     from velocast.data.weather import ingest_weather
-    from velocast.lifecycle.daily import forecast_day, next_day_rows
-    from velocast.lifecycle.predict import load_model, predict_rows
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.operations.daily import forecast_day, next_day_rows
+    from velocast.lifecycle.serving.predict import load_model, predict_rows
+    from velocast.lifecycle.training.train import train
 
     settings = get_settings()
     started = time.perf_counter()
@@ -125,9 +125,9 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
     echo(f"5. day-ahead forecast for {day.date()} ({len(forecast):,} counter-hours; weather: {sources}) -> {out}")
     for name, total in totals.head(5).items():
         echo(f"     {name:45s} {total:8.0f} bikes")
-    from velocast.lifecycle.cycle import monitor_and_fine_tune
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.simulate import simulate
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.operations.cycle import monitor_and_fine_tune
+    from velocast.lifecycle.operations.simulate import simulate
 
     # --fast trains on samples: such a model is promoted only as an explicit, audited override
     promote("lgbm", version=results["lgbm"].model_version, force=fast, settings=settings,

@@ -184,7 +184,7 @@ def history_features(grid: HourlyHistory, r_code: np.ndarray, r_day: np.ndarray,
     """The ``HISTORY_COLUMNS`` of rows (counter code in ``grid``, Paris day number, Paris hour).
 
     The one computation of the day-ahead history: ``add_history`` feeds it a grid of the history
-    it is given, the serving path (``velocast.lifecycle.served_history``) its in-memory grid of
+    it is given, the serving path (``velocast.lifecycle.serving.served_history``) its in-memory grid of
     the store. Unknown counters (code -1) get NaN.
     """
     if len(r_code) == 0:

@@ -80,8 +80,8 @@ def empty_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="package")
 def model_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.training.train import train
 
     from tests.conftest import REAL_WEATHER
     from velocast.data.weather_forecast import ingest_observed_as_forecast

@@ -90,8 +90,8 @@ def test_registry_tells_not_found_from_failed(mlflow_server: dict[str, Any], hom
 def test_mlflow_killed_under_a_serving_api(mlflow_server: dict[str, Any], real_store_template: Path,
                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from velocast.config import Settings
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.training.train import train
 
     home = tmp_path / "home"
     shutil.copytree(real_store_template, home)

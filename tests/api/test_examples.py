@@ -11,8 +11,8 @@ from tests.api.conftest import settings_for
 from velocast.api import create_app
 from velocast.api.config import ApiConfig
 from velocast.data import store
-from velocast.lifecycle.promotion import promote
-from velocast.lifecycle.train import train
+from velocast.lifecycle.decisions.promotion import promote
+from velocast.lifecycle.training.train import train
 
 SEBASTOPOL = ("100057445-103057445", "100057445-104057445")
 

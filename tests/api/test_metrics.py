@@ -15,9 +15,9 @@ from tests.api.conftest import client_for, settings_for
 from velocast.config import Settings
 from velocast.data import store
 from velocast.lifecycle.audit import AuditLog
-from velocast.lifecycle.cycle import audit_cycle
-from velocast.lifecycle.cycle_steps import CycleResult
-from velocast.lifecycle.monitor import check_drift, latest_drift, record_health
+from velocast.lifecycle.decisions.monitor import check_drift, latest_drift, record_health
+from velocast.lifecycle.operations.cycle import audit_cycle
+from velocast.lifecycle.operations.cycle_steps import CycleResult
 from velocast.monitoring.health import HealthReport
 
 

@@ -62,8 +62,8 @@ def _dag_test(env: dict[str, str], dag_id: str, conf: dict | None = None) -> dic
 
 
 def _champion(model_type: str = "lgbm") -> str:
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.training.train import train
 
     result = train(model_type, model_test=True)
     promote(model_type, version=result.model_version, reason="test champion (test-mode: forced)", force=True)
@@ -140,8 +140,8 @@ def test_dag_files_import_without_heavy_modules(name: str, airflow_env: dict[str
 # --------------------------------------------------------------------------- the weekly cycle
 def test_weekly_dag_decides_audits_then_skips_without_new_data(airflow_env: dict[str, str], real_home: Path) -> None:
     from velocast.config import get_settings
-    from velocast.lifecycle import lease
     from velocast.lifecycle.audit import AuditLog
+    from velocast.lifecycle.operations import lease
     from velocast.tracking.registry import Registry
 
     before = _champion()
@@ -206,8 +206,8 @@ def test_weekly_dag_audits_a_failed_step_as_error_and_fails_the_run(airflow_env:
 
 def test_weekly_dag_refuses_while_a_cli_cycle_holds_the_lease(airflow_env: dict[str, str], real_home: Path) -> None:
     from velocast.config import get_settings
-    from velocast.lifecycle import lease
     from velocast.lifecycle.audit import AuditLog
+    from velocast.lifecycle.operations import lease
 
     settings = get_settings()
     with lease.held("lgbm", settings, owner="velocast cycle (CLI)"):
@@ -249,7 +249,7 @@ def test_daily_and_quarterly_dags_run_with_dag_test(airflow_env: dict[str, str],
     assert AuditLog().list(limit=1)[0].event == "retrain" and Registry().champion("lgbm") is None
 
     # a test-mode version never stands in for a missing champion: it forecasts once promoted (forced)
-    from velocast.lifecycle.promotion import promote
+    from velocast.lifecycle.decisions.promotion import promote
 
     promote("lgbm", version="1", force=True, reason="the daily forecasts need a champion")
     predict = _dag_test(offline, "daily_predict")  # the weather service unreachable: predicted all the same
@@ -270,7 +270,7 @@ def test_train_model_dag_runs_a_stored_job_like_the_api(airflow_env: dict[str, s
 
     from velocast.data import store
     from velocast.lifecycle.audit import AuditLog
-    from velocast.lifecycle.jobs import JobStore, TrainSpec
+    from velocast.lifecycle.operations.jobs import JobStore, TrainSpec
 
     latest = store.latest_timestamp()
     recent = store.query_counts(latest.normalize() - pd.Timedelta(days=6), latest.normalize() + pd.Timedelta(days=1))

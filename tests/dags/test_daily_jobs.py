@@ -16,7 +16,7 @@ from tests.http_server import refused_url
 def test_finish_audits_the_first_failed_step_without_airflow(home: Path) -> None:
     """The assembly the DAG's audit task relies on, on an empty home (no champion, no MLflow run)."""
     from velocast.lifecycle.audit import AuditLog
-    from velocast.lifecycle.cycle_tasks import finish
+    from velocast.lifecycle.operations.cycle_tasks import finish
 
     result = finish({}, {"new_data": "failed", "drift": "upstream_failed"}, {"new_data": "OSError: disk full"},
                     model_type="lgbm", test_mode=True)
@@ -30,9 +30,9 @@ def test_finish_audits_the_first_failed_step_without_airflow(home: Path) -> None
 # --------------------------------------------------------------------------- the daily jobs
 def test_predict_tomorrow_stores_one_forecast_per_counter_hour(real_home: Path, tmp_path: Path) -> None:
     from velocast.data import store
-    from velocast.lifecycle.daily import forecast_day, forecast_path, predict_tomorrow
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.operations.daily import forecast_day, forecast_path, predict_tomorrow
+    from velocast.lifecycle.training.train import train
 
     version = train("lgbm", model_test=True).model_version
     with pytest.raises(LookupError, match="test-mode model"):  # never stands in for a missing champion
@@ -80,7 +80,7 @@ def _store_forecasts(day: pd.Timestamp, folder: Path) -> None:
 
 
 def test_daily_sources_report_failures_instead_of_raising(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from velocast.lifecycle.daily import fetch_portal_counts, fetch_weather
+    from velocast.lifecycle.operations.daily import fetch_portal_counts, fetch_weather
 
     monkeypatch.setenv("VELOCAST_HTTP_RETRIES", "0")
     monkeypatch.setenv("VELOCAST_OPENDATA_URL", refused_url())
@@ -94,7 +94,7 @@ def test_daily_sources_report_failures_instead_of_raising(home: Path, monkeypatc
 
 def test_ingest_new_files_moves_the_inbox_to_done_and_appends_a_synthetic_day(real_home: Path) -> None:
     from velocast.data import store
-    from velocast.lifecycle.daily import ingest_new_files
+    from velocast.lifecycle.operations.daily import ingest_new_files
 
     inbox = real_home / "inbox"
     inbox.mkdir()

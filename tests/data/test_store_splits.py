@@ -120,8 +120,8 @@ def test_empty_store_split_says_what_to_do(home: Path) -> None:
 def test_day_windows_are_calendar_days_across_the_clock_changes(home: Path) -> None:
     """The 25-hour day of the autumn change and the 23-hour day of spring are whole days of every window."""
     from velocast.data.schema import paris_midnight
+    from velocast.lifecycle.decisions.monitor import window
     from velocast.lifecycle.inputs import history_for
-    from velocast.lifecycle.monitor import window
 
     assert paris_midnight("2021-10-31 12:00", 1) - paris_midnight("2021-10-31 12:00") == pd.Timedelta(hours=25)
     assert paris_midnight(pd.Timestamp("2021-03-28 03:00", tz="Europe/Paris"), 1) == \

@@ -353,9 +353,9 @@ def exported(real_store_template: Path, tmp_path_factory: pytest.TempPathFactory
     from prometheus_client.parser import text_string_to_metric_families
 
     from tests.api.conftest import ENV_NAMES, client_for, isolated_home
-    from velocast.lifecycle.cycle import monitor_and_fine_tune
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.operations.cycle import monitor_and_fine_tune
+    from velocast.lifecycle.training.train import train
 
     home = tmp_path_factory.mktemp("monitoring") / "home"
     shutil.copytree(real_store_template, home)

@@ -54,8 +54,8 @@ def api_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFactory
     """The real-data home with a small lgbm champion (v1) and challenger (v2) and a baseline champion."""
     import shutil
 
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.training.train import train
 
     home = tmp_path_factory.mktemp("fuzz") / "home"
     shutil.copytree(real_store_template, home)

@@ -178,7 +178,7 @@ def test_summary_json_survives_kill_9(forker: Forker, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------- (b) promotion
 def _promotion_state(settings: Any) -> dict[str, Any]:
-    from velocast.lifecycle.promotion import history
+    from velocast.lifecycle.decisions.promotion import history
     from velocast.tracking.registry import PREVIOUS, Registry
 
     registry = Registry(settings)
@@ -203,7 +203,7 @@ def _assert_promotion_consistent(state: dict[str, Any], versions: tuple[str, str
 
 @pytest.fixture(scope="module")
 def promotion_home(forker: Forker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from velocast.lifecycle.promotion import promote
+    from velocast.lifecycle.decisions.promotion import promote
 
     home = tmp_path_factory.mktemp("promotion") / "home"
     settings = _synthetic_home(home, seed=3)
@@ -214,7 +214,7 @@ def promotion_home(forker: Forker, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_promotion_survives_kill_9(forker: Forker, promotion_home: dict[str, Any], tmp_path: Path) -> None:
-    from velocast.lifecycle.promotion import _journal, recover
+    from velocast.lifecycle.decisions.promotion import _journal, recover
 
     settings, versions = promotion_home["settings"], promotion_home["versions"]
     rng = random.Random(SEED + 1)
@@ -249,7 +249,7 @@ def test_promotion_survives_kill_9(forker: Forker, promotion_home: dict[str, Any
 def test_promotion_dying_between_two_writes(forker: Forker, promotion_home: dict[str, Any], tmp_path: Path,
                                             point: str) -> None:
     """Dying before the audit row (the commit point) is undone; after it, only the view is left behind."""
-    from velocast.lifecycle.promotion import recover
+    from velocast.lifecycle.decisions.promotion import recover
 
     settings, versions = promotion_home["settings"], promotion_home["versions"]
     recover("baseline", settings)
@@ -311,7 +311,7 @@ def _assert_training_consistent(state: dict[str, Any], champion: str, first_entr
 
 @pytest.fixture(scope="module")
 def training_home(forker: Forker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from velocast.lifecycle.promotion import promote
+    from velocast.lifecycle.decisions.promotion import promote
 
     home = tmp_path_factory.mktemp("training") / "home"
     settings = _synthetic_home(home, seed=5)
@@ -321,7 +321,7 @@ def training_home(forker: Forker, tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 def test_training_survives_kill_9(forker: Forker, training_home: dict[str, Any], tmp_path: Path) -> None:
-    from velocast.lifecycle.train import reconcile
+    from velocast.lifecycle.training.train import reconcile
     from velocast.tracking.summary import SummaryStore
 
     settings, champion = training_home["settings"], training_home["champion"]
@@ -352,8 +352,8 @@ def test_training_survives_kill_9(forker: Forker, training_home: dict[str, Any],
                                                              ("after_run", True, "FINISHED")])
 def test_training_dying_between_two_writes(forker: Forker, training_home: dict[str, Any], tmp_path: Path,
                                            point: str, entry_written: bool, run_status: str) -> None:
-    from velocast.lifecycle.promotion import PromotionError, promote
-    from velocast.lifecycle.train import reconcile
+    from velocast.lifecycle.decisions.promotion import PromotionError, promote
+    from velocast.lifecycle.training.train import reconcile
     from velocast.tracking.summary import SummaryStore
 
     settings, champion = training_home["settings"], training_home["champion"]

@@ -41,8 +41,8 @@ def preload() -> None:
     from mlflow.utils.requirements_utils import _init_modules_to_packages_map
 
     import velocast.cli
-    import velocast.lifecycle.promotion
-    import velocast.lifecycle.train
+    import velocast.lifecycle.decisions.promotion
+    import velocast.lifecycle.training.train
     import velocast.tracking.summary  # noqa: F401
 
     _init_modules_to_packages_map()  # MLflow's map of installed packages (seconds, computed once)

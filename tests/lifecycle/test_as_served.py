@@ -28,11 +28,11 @@ from velocast.config import PARIS_TZ, Settings
 from velocast.data import splits, store
 from velocast.data.weather import read_synop, synop_to_hourly
 from velocast.data.weather_forecast import ingest_weather_forecast
+from velocast.lifecycle.decisions.promotion import promote
 from velocast.lifecycle.inputs import build_inputs, outage_flags
-from velocast.lifecycle.predict import load_model
-from velocast.lifecycle.promotion import promote
-from velocast.lifecycle.scoring import ServedRows
-from velocast.lifecycle.train import train
+from velocast.lifecycle.serving.predict import load_model
+from velocast.lifecycle.serving.scoring import ServedRows
+from velocast.lifecycle.training.train import train
 from velocast.models import predict_frame
 
 runner = CliRunner()

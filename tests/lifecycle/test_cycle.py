@@ -14,12 +14,12 @@ import pytest
 from velocast.config import get_settings
 from velocast.data import splits, store
 from velocast.lifecycle.audit import AuditLog
-from velocast.lifecycle import lease
-from velocast.lifecycle.cycle import CycleBusy, monitor_and_fine_tune, quarterly_retrain
-from velocast.lifecycle.monitor import check_drift
-from velocast.lifecycle.promotion import promote
-from velocast.lifecycle.simulate import simulate
-from velocast.lifecycle.train import train
+from velocast.lifecycle.operations import lease
+from velocast.lifecycle.operations.cycle import CycleBusy, monitor_and_fine_tune, quarterly_retrain
+from velocast.lifecycle.decisions.monitor import check_drift
+from velocast.lifecycle.decisions.promotion import promote
+from velocast.lifecycle.operations.simulate import simulate
+from velocast.lifecycle.training.train import train
 from velocast.tracking.registry import Registry
 
 # a baseline gate no model reaches: the decision is ``reject_regression`` by construction

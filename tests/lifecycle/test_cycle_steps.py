@@ -10,9 +10,10 @@ import pytest
 
 from velocast.evaluation.policies import DoubleEvaluation, PairedScores, Policy, decide_all
 from velocast.lifecycle.audit import AuditEvent, AuditLog, audit_table
-from velocast.lifecycle.challenger import Judgement
-from velocast.lifecycle.cycle import should_fine_tune
-from velocast.lifecycle.cycle_steps import (
+from velocast.lifecycle.decisions.challenger import Judgement
+from velocast.lifecycle.decisions.evaluate import EvaluationOutcome
+from velocast.lifecycle.operations.cycle import should_fine_tune
+from velocast.lifecycle.operations.cycle_steps import (
     AFTER_FAILURE,
     NO_NEW_DATA,
     STEP_TYPES,
@@ -27,7 +28,6 @@ from velocast.lifecycle.cycle_steps import (
     StepOutcome,
     assemble_cycle,
 )
-from velocast.lifecycle.evaluate import EvaluationOutcome
 
 PARAMS = CycleParams("lgbm", test_mode=False, forced=False, strategy="sliding_window", policy="double_eval",
                      window_days=30, env="prod")

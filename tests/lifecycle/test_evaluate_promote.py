@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from velocast.cli import app
 from velocast.data import splits
-from velocast.lifecycle.datasets import Dataset, load_datasets
-from velocast.lifecycle.evaluate import evaluate
-from velocast.lifecycle.promotion import PromotionError, history, promote, recover, rollback
-from velocast.lifecycle.train import train
+from velocast.lifecycle.training.datasets import Dataset, load_datasets
+from velocast.lifecycle.decisions.evaluate import evaluate
+from velocast.lifecycle.decisions.promotion import PromotionError, history, promote, recover, rollback
+from velocast.lifecycle.training.train import train
 from velocast.tracking.registry import Registry
 from velocast.tracking.summary import SummaryEntry, SummaryStore
 from tests.conftest import run_cli

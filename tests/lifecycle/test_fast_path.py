@@ -1,6 +1,6 @@
 """The serving path without pandas equals the frames' path, value for value.
 
-``predict_rows`` builds a request's inputs from arrays (``velocast.lifecycle.serving``: calendar
+``predict_rows`` builds a request's inputs from arrays (``velocast.lifecycle.serving.fast_path``: calendar
 table, the store's counts in memory, ``FeaturePlan``, ``CompiledModel``). The reference is the
 frames' path it replaces: ``build_inputs(rows).frame("served")`` (history read from the store),
 ``FeatureBuilder.transform`` and ``predict_frame``, with ``Inputs.notes``. On real rows of the
@@ -20,12 +20,12 @@ import pytest
 from velocast.config import PARIS_TZ, Settings
 from velocast.data import store
 from velocast.features import HISTORY_COLUMNS, paris_day_hour
-from velocast.lifecycle.adaptation import online_rule, served_window
 from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs, enrich
-from velocast.lifecycle.predict import LoadedModel, predict_rows
-from velocast.lifecycle.scoring import ServedRows
-from velocast.lifecycle.served_history import store_history
-from velocast.lifecycle.serving import fast_inputs
+from velocast.lifecycle.serving.adaptation import online_rule, served_window
+from velocast.lifecycle.serving.fast_path import fast_inputs
+from velocast.lifecycle.serving.predict import LoadedModel, predict_rows
+from velocast.lifecycle.serving.scoring import ServedRows
+from velocast.lifecycle.serving.served_history import store_history
 from velocast.models import build_pipeline, calibrate, predict_frame
 from velocast.models.compiled import lleaves_available
 

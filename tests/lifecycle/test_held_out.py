@@ -28,10 +28,10 @@ from velocast.api import create_app
 from velocast.cli import app as cli
 from velocast.config import PARIS_TZ, Settings
 from velocast.data import splits, store
-from velocast.lifecycle.cycle import fine_tune, quarterly_retrain
-from velocast.lifecycle.promotion import promote
-from velocast.lifecycle.simulate import simulate
-from velocast.lifecycle.train import train
+from velocast.lifecycle.operations.cycle import fine_tune, quarterly_retrain
+from velocast.lifecycle.decisions.promotion import promote
+from velocast.lifecycle.operations.simulate import simulate
+from velocast.lifecycle.training.train import train
 from velocast.tracking.registry import Registry
 
 runner = CliRunner()

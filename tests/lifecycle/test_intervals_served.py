@@ -20,10 +20,10 @@ from velocast.config import get_settings
 from velocast.data import store
 from velocast.data.splits import paris_day
 from velocast.lifecycle.audit import AuditLog
-from velocast.lifecycle.predict import load_model, predict_rows
-from velocast.lifecycle.promotion import promote, rollback
-from velocast.lifecycle.recalibrate import recalibrate
-from velocast.lifecycle.train import train
+from velocast.lifecycle.decisions.promotion import promote, rollback
+from velocast.lifecycle.decisions.recalibrate import recalibrate
+from velocast.lifecycle.serving.predict import load_model, predict_rows
+from velocast.lifecycle.training.train import train
 from velocast.models import calibration_info
 from velocast.tracking.registry import Registry
 

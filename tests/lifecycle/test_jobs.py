@@ -13,7 +13,14 @@ import pytest
 import sqlalchemy as sa
 
 from velocast.config import Settings
-from velocast.lifecycle.jobs import JobNotRunnable, JobStore, Owner, TrainSpec, jobs_table, run_job
+from velocast.lifecycle.operations.jobs import (
+    JobNotRunnable,
+    JobStore,
+    Owner,
+    TrainSpec,
+    jobs_table,
+    run_job,
+)
 
 
 def _spec(rows: pd.DataFrame | None = None) -> TrainSpec:
@@ -139,9 +146,9 @@ def test_a_training_error_is_recorded_and_raised(jobs: JobStore) -> None:
 def test_a_job_result_holds_one_evaluation(real_home, monkeypatch: pytest.MonkeyPatch) -> None:
     """The decision, baseline_regression and the test metrics of a job come from one double evaluation."""
     from velocast.lifecycle.audit import AuditLog
-    from velocast.lifecycle.jobs import run_training
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.operations.jobs import run_training
+    from velocast.lifecycle.training.train import train
 
     settings = Settings(home=real_home)
     first = train("lgbm", model_test=True, hyperparams={"n_estimators": 30}, settings=settings)

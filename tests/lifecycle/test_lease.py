@@ -12,9 +12,9 @@ import pytest
 
 from tests.conftest import run_cli
 from velocast.config import get_settings
-from velocast.lifecycle import cycle_tasks, lease
-from velocast.lifecycle.cycle import monitor_and_fine_tune, quarterly_retrain
-from velocast.lifecycle.lease import CycleBusy
+from velocast.lifecycle.operations import cycle_tasks, lease
+from velocast.lifecycle.operations.cycle import monitor_and_fine_tune, quarterly_retrain
+from velocast.lifecycle.operations.lease import CycleBusy
 
 
 def test_a_lease_is_held_by_its_owner_until_released_or_stale(home: Path) -> None:

@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import run_cli
 from velocast.lifecycle.audit import AuditLog
-from velocast.lifecycle.cycle import monitor_and_fine_tune
-from velocast.lifecycle.promotion import (
+from velocast.lifecycle.decisions.promotion import (
     ChampionChanged,
     PromotionError,
     history,
@@ -23,7 +22,8 @@ from velocast.lifecycle.promotion import (
     promote,
     rollback,
 )
-from velocast.lifecycle.train import train
+from velocast.lifecycle.operations.cycle import monitor_and_fine_tune
+from velocast.lifecycle.training.train import train
 from velocast.tracking.registry import NoServableModel, Registry
 
 WEAK = {"n_estimators": 1, "num_leaves": 2}  # one stump: R² on test_baseline far below the 0.60 gate
@@ -104,7 +104,7 @@ def test_a_second_rollback_never_brings_back_the_version_rolled_back_from(real_h
 def test_an_interrupted_promotion_is_undone_at_the_next_write_and_reads_never_run_it(real_home: Path) -> None:
     from tests.api.conftest import KEY, settings_for
     from velocast.api import create_app
-    from velocast.lifecycle.champion import ChampionCache
+    from velocast.lifecycle.decisions.champion import ChampionCache
 
     v1, v2 = (train("baseline", model_test=True).model_version for _ in range(2))
     promote("baseline", version=v1, reason="first", force=True)

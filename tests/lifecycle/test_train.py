@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from tests.conftest import REAL_COUNTS
 from velocast.cli import app
 from velocast.config import get_settings
-from velocast.lifecycle.train import train
+from velocast.lifecycle.training.train import train
 from velocast.tracking.registry import Registry
 from velocast.tracking.summary import SummaryStore
 
@@ -149,8 +149,8 @@ def test_plain_mlflow_day_ahead_needs_history_and_says_so(real_home: Path) -> No
 
     from velocast.features import NO_HISTORY_WARNING
     from velocast.lifecycle.inputs import enrich, model_inputs
-    from velocast.lifecycle.predict import load_model, predict_rows
-    from velocast.lifecycle.promotion import promote
+    from velocast.lifecycle.serving.predict import load_model, predict_rows
+    from velocast.lifecycle.decisions.promotion import promote
 
     result = train("lgbm", model_test=True)
     promote("lgbm", version=result.model_version, reason="test", force=True)

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from velocast.config import Settings
-from velocast.lifecycle.datasets import load_datasets
 from velocast.lifecycle.inputs import build_inputs
-from velocast.lifecycle.tuning import tune
+from velocast.lifecycle.training.datasets import load_datasets
+from velocast.lifecycle.training.tuning import tune
 from velocast.models import get_spec
 from velocast.progress import LOGGER_NAME
 

@@ -213,3 +213,34 @@ def test_forecasts_follow_the_errors_of_the_days_before(world: tuple[World, Deci
     few = RecentErrors.of(prediction[:5], y[:5], variant[:5], counter[:5], d[:5])
     np.testing.assert_array_equal(calibrated.adapted(few).counter_spread_, calibrated.counter_spread_)
     assert LevelBias.of(few).by_counter == {}  # fewer than MIN_ADAPT_ROWS
+
+
+def test_level_bias_is_the_shrunk_median_of_each_counter_and_variant():
+    """``LevelBias.of`` (sorted arrays) equals the definition written as a pandas group-by, on ragged
+    groups: odd and even sizes, groups below ``MIN_ADAPT_ROWS``, unknown counters (-1) left out."""
+    from velocast.models.intervals import BIAS_PRIOR_DAYS, MIN_ADAPT_ROWS
+
+    rng = np.random.default_rng(7)
+    n = 1200
+    counter = rng.integers(-1, 40, n)
+    variant = rng.integers(0, 2, n)
+    day = rng.integers(100, 104, n)
+    prediction = rng.gamma(2.0, 30.0, n)
+    count = np.round(prediction * np.exp(rng.normal(0.1 * (counter % 5), 0.4, n)))
+    bias = LevelBias.of(RecentErrors.of(prediction, count, variant, counter, day))
+
+    frame = pd.DataFrame({"v": variant, "c": counter, "d": day,
+                          "r": np.log1p(count) - np.log1p(prediction)})
+    frame = frame[frame["c"] >= 0]
+
+    def expected(groups):
+        stats = groups.agg(n=("r", "size"), days=("d", "nunique"), median=("r", "median"))
+        stats = stats[stats["n"] >= MIN_ADAPT_ROWS]
+        return (stats["median"] * stats["days"] / (stats["days"] + BIAS_PRIOR_DAYS)).to_dict()
+
+    by_pair, by_counter = expected(frame.groupby(["v", "c"])), expected(frame.groupby("c"))
+    assert len(by_counter) == 40 and 0 < len(by_pair) < 80  # some pairs fall below the minimum
+    assert bias.by_pair.keys() == by_pair.keys() and bias.by_counter.keys() == by_counter.keys()
+    np.testing.assert_allclose([bias.by_pair[k] for k in by_pair], list(by_pair.values()), rtol=1e-12)
+    np.testing.assert_allclose([bias.by_counter[k] for k in by_counter], list(by_counter.values()), rtol=1e-12)
+    assert LevelBias.of(RecentErrors.empty()).by_counter == {}

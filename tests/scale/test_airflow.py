@@ -65,8 +65,8 @@ def dag_runs(pg: PostgresCluster, dag_id: str) -> list[dict]:
 
 def test_weekly_dag_runs_with_a_postgresql_metadata_db(stack_env: dict[str, str], airflow_vars: dict[str, str],
                                                        pg: PostgresCluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.training.train import train
     from velocast.tracking.registry import Registry
 
     champion = train("lgbm", model_test=True, hyperparams={"n_estimators": 40})

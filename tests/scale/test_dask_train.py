@@ -26,17 +26,17 @@ from velocast.cli import EXIT_DEPENDENCY
 from velocast.config import Settings
 from velocast.errors import DependencyUnavailable
 from velocast.features import FeatureBuilder
-from velocast.lifecycle.datasets import load_datasets
-from velocast.lifecycle.distributed import (
+from velocast.lifecycle.decisions.promotion import promote
+from velocast.lifecycle.inputs import build_inputs
+from velocast.lifecycle.serving.predict import load_model, predict_rows, read_rows_to_predict
+from velocast.lifecycle.training.datasets import load_datasets
+from velocast.lifecycle.training.distributed import (
     connect,
     month_partitions,
     resolve_backend,
     worker_features,
 )
-from velocast.lifecycle.inputs import build_inputs
-from velocast.lifecycle.predict import load_model, predict_rows, read_rows_to_predict
-from velocast.lifecycle.promotion import promote
-from velocast.lifecycle.train import train
+from velocast.lifecycle.training.train import train
 from velocast.models import build_pipeline
 from velocast.models.lgbm import LGBMCountRegressor
 from velocast.models.weather_fallback import WeatherFallback

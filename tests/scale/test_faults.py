@@ -42,8 +42,8 @@ def _champion_state(s3: S3Server, summary_uri: str) -> tuple[str | None, list[st
 
 
 def _make_champion() -> str:
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.training.train import train
 
     result = train("lgbm", model_test=True, hyperparams={"n_estimators": 40})
     promote("lgbm", version=result.model_version, reason="champion before the fault", force=True)
@@ -53,7 +53,7 @@ def _make_champion() -> str:
 @pytest.mark.timeout(600)  # a hang is a failure, not a wait
 def test_mlflow_server_down_before_and_during_a_cycle(monkeypatch: pytest.MonkeyPatch, real_home: Path,
                                                       pg: PostgresCluster, s3: S3Server, mlflow_servers) -> None:
-    from velocast.lifecycle.cycle import monitor_and_fine_tune
+    from velocast.lifecycle.operations.cycle import monitor_and_fine_tune
 
     server: MlflowServer = mlflow_servers("mlflow_faults")
     variables = stack_variables(pg, s3, server, "models/faults-mlflow/summary.json")
@@ -109,7 +109,7 @@ def test_audit_database_unreachable_fails_the_cycle_in_bounded_time(stack_env: d
                                                                     monkeypatch: pytest.MonkeyPatch,
                                                                     silent_database: str) -> None:
     from velocast.lifecycle.audit import PG_CONNECT_TIMEOUT, _connect_args
-    from velocast.lifecycle.cycle import monitor_and_fine_tune
+    from velocast.lifecycle.operations.cycle import monitor_and_fine_tune
 
     _make_champion()
     before = _champion_state(s3, stack_env["VELOCAST_SUMMARY_URI"])

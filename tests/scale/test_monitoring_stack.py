@@ -32,7 +32,7 @@ def test_job_transitions_are_safe_between_replicas_on_postgresql(pg: PostgresClu
     import psutil
 
     from velocast.config import Settings
-    from velocast.lifecycle.jobs import JobStore, Owner, TrainSpec
+    from velocast.lifecycle.operations.jobs import JobStore, Owner, TrainSpec
 
     settings = Settings(audit_url=pg.url("velocast_audit"))
     spec = TrainSpec("baseline", "baseline", "dev", {}, True, None)

@@ -64,8 +64,8 @@ def test_train_promote_serve_and_roll_back_through_the_stack(stack_env: dict[str
     from mlflow.exceptions import MlflowException
 
     from velocast.api import create_app
-    from velocast.lifecycle.promotion import promote, rollback
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.promotion import promote, rollback
+    from velocast.lifecycle.training.train import train
     from velocast.tracking.registry import Registry
 
     audit_start = last_audit_id(pg)

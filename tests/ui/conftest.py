@@ -26,9 +26,9 @@ TIMEOUT = 120  # seconds for one script run (the first loads MLflow and the mode
 
 @pytest.fixture(scope="package")
 def ui_home(real_store_template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from velocast.lifecycle.monitor import check_drift
-    from velocast.lifecycle.promotion import promote
-    from velocast.lifecycle.train import train
+    from velocast.lifecycle.decisions.monitor import check_drift
+    from velocast.lifecycle.decisions.promotion import promote
+    from velocast.lifecycle.training.train import train
 
     home = tmp_path_factory.mktemp("ui-models") / "home"
     shutil.copytree(real_store_template, home)

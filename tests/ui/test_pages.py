@@ -13,7 +13,7 @@ from tests.conftest import OPENDATA_SAMPLE
 from tests.ui.conftest import open_page, table_with, texts
 from velocast.data import store
 from velocast.lifecycle.audit import AuditLog
-from velocast.lifecycle.monitor import latest_drift
+from velocast.lifecycle.decisions.monitor import latest_drift
 from velocast.tracking.registry import Registry
 
 DAY = date(2021, 8, 3)  # a stored day after the split cutoff

@@ -78,16 +78,16 @@ from velocast.api.security import DISABLED, key_configured, require_api_key
 from velocast.config import Settings, get_settings, install_log_redaction, redact, redact_secrets
 from velocast.data import store
 from velocast.errors import DependencyUnavailable, is_disk_full, write_failure
-from velocast.lifecycle import promotion
+from velocast.lifecycle.decisions import promotion
 from velocast.lifecycle.audit import AuditLog
-from velocast.lifecycle.champion import ChampionCache, NoModelError, ServedModel, overview
-from velocast.lifecycle.evaluate import evaluate
-from velocast.lifecycle.jobs import TrainSpec
-from velocast.lifecycle.monitor import champion_health, check_drift, latest_drift
+from velocast.lifecycle.decisions.champion import ChampionCache, NoModelError, ServedModel, overview
+from velocast.lifecycle.decisions.evaluate import evaluate
+from velocast.lifecycle.operations.jobs import TrainSpec
+from velocast.lifecycle.decisions.monitor import champion_health, check_drift, latest_drift
 from velocast.lifecycle.inputs import WEATHER_SOURCE
-from velocast.lifecycle.predict import Predictions, predict_rows, summarise_notes, unknown_counters_warning
-from velocast.lifecycle.served_history import store_history
-from velocast.lifecycle.train import reconcile
+from velocast.lifecycle.serving.predict import Predictions, predict_rows, summarise_notes, unknown_counters_warning
+from velocast.lifecycle.serving.served_history import store_history
+from velocast.lifecycle.training.train import reconcile
 from velocast.models import MODEL_TYPES, get_spec, registered_name, validate_hyperparams
 from velocast.tracking.registry import ModelRef
 

@@ -1,10 +1,10 @@
 """Training jobs of ``POST /train``: durable rows, run in this process or by Airflow, never promoting.
 
-Every job is a row of the velocast database (:mod:`velocast.lifecycle.jobs`), so ``GET /jobs/{id}``
+Every job is a row of the velocast database (:mod:`velocast.lifecycle.operations.jobs`), so ``GET /jobs/{id}``
 answers from any replica and after a restart.
 
 - Without ``VELOCAST_AIRFLOW_URL`` a job runs here, one at a time in a background thread
-  (:func:`velocast.lifecycle.jobs.run_job`). While this server lives it refreshes the heartbeat
+  (:func:`velocast.lifecycle.operations.jobs.run_job`). While this server lives it refreshes the heartbeat
   of its jobs; at start-up, and every heartbeat, jobs of a server that died (same host and its
   process gone, or no heartbeat for ``VELOCAST_JOB_LEASE_SECONDS``) are marked ``failed``.
 - With ``VELOCAST_AIRFLOW_URL`` a job triggers a run of the DAG ``VELOCAST_AIRFLOW_TRAIN_DAG``
@@ -22,7 +22,14 @@ import time
 
 from velocast.api.airflow_runs import AirflowClient, AirflowError
 from velocast.config import Settings, redact_secrets
-from velocast.lifecycle.jobs import FINISHED, JobRecord, JobStore, Owner, TrainSpec, run_job
+from velocast.lifecycle.operations.jobs import (
+    FINISHED,
+    JobRecord,
+    JobStore,
+    Owner,
+    TrainSpec,
+    run_job,
+)
 
 START_SWEEP_ATTEMPTS = 3  # the start-up check for jobs of dead servers, before the server answers
 

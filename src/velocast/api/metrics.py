@@ -54,7 +54,7 @@ from prometheus_client.registry import Collector
 from velocast.config import Settings, redact_secrets
 from velocast.data import store
 from velocast.lifecycle.audit import AuditLog
-from velocast.lifecycle.monitor import latest_drift, latest_health
+from velocast.lifecycle.decisions.monitor import latest_drift, latest_health
 from velocast.models import MODEL_TYPES
 from velocast.monitoring.drift import STATUSES as DRIFT_STATUSES
 

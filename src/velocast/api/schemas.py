@@ -25,7 +25,7 @@ from velocast.choices import (
 )
 from velocast.data.ingest import OPENDATA_COLUMNS, TIDY_COLUMNS
 from velocast.lifecycle.audit import AuditEvent
-from velocast.lifecycle.promotion import Promotion
+from velocast.lifecycle.decisions.promotion import Promotion
 
 # the closed sets of names, as declared once in velocast.choices
 ModelType = Literal[MODEL_TYPES]

@@ -31,7 +31,7 @@ from velocast.config import Settings, database_url, get_settings, redact_secrets
 from velocast.errors import DependencyUnavailable, sqlite_write_failure
 
 if TYPE_CHECKING:
-    from velocast.lifecycle.challenger import Judgement
+    from velocast.lifecycle.decisions.challenger import Judgement
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class AuditEvent:
     @classmethod
     def from_outcome(cls, event: str, outcome: Judgement | None, **fields_: Any) -> AuditEvent:
         """The row of a judged challenger: its decision, reasons and the metrics of both models on the
-        same rows (``outcome``: :class:`velocast.lifecycle.challenger.Judgement`, whose ``metrics`` are
+        same rows (``outcome``: :class:`velocast.lifecycle.decisions.challenger.Judgement`, whose ``metrics`` are
         named as this row's fields; None: nothing was judged).
         ``fields_`` add the rest and win over what the outcome says (e.g. the reasons of a cycle)."""
         if outcome is None:

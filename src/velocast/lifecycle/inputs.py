@@ -222,7 +222,7 @@ def history_notes(counters: np.ndarray, codes: np.ndarray, days: np.ndarray, kno
     at their cut-off (00:00 of D) is missing, older than D-1, incomplete, or a sensor outage.
 
     The one computation of these notes: ``Inputs.notes`` gives it the counts read for a request,
-    the serving path (``velocast.lifecycle.served_history``) its in-memory counts of the store with
+    the serving path (``velocast.lifecycle.serving.served_history``) its in-memory counts of the store with
     ``since_hour``, the first UTC hour the request's read would have held (earlier counts are ignored
     and a zero run is seen from there on, exactly as in that read).
     """

@@ -29,7 +29,7 @@ How an interval is made (``calibrate``, then ``predict_interval``):
 The calibration days must be days the point model never trained on, as served (history before
 each day, the weather a forecast would have had): ``velocast.lifecycle`` takes the latest whole
 days of the training period and fits the point model on the days before them, and the weekly
-cycle recalibrates on the newest labelled days (``velocast.lifecycle.recalibrate``).
+cycle recalibrates on the newest labelled days (``velocast.lifecycle.decisions.recalibrate``).
 
 Following the recent errors (``day_by_day``, ``OnlineRule``): a counter's errors drift after
 calibration (a summer drop, a sensor that degrades). A forecast of Paris day D may therefore follow
@@ -42,8 +42,8 @@ the errors the same model made on the labelled days before D that it never saw (
   D-b..D-1, b = ``VELOCAST_BIAS_CORRECTION_DAYS``), then kept inside its interval.
 
 Only days before D are read, so nothing of D changes when counts of D or later change. Serving
-(``velocast.lifecycle.predict``) and scoring (``velocast.lifecycle.scoring``) read the same days:
-the store's labelled days after the calibration (``velocast.lifecycle.adaptation``), and scored
+(``velocast.lifecycle.serving.predict``) and scoring (``velocast.lifecycle.serving.scoring``) read the same days:
+the store's labelled days after the calibration (``velocast.lifecycle.serving.adaptation``), and scored
 rows of days the store lacks. On 2021-07-10..08-09 (``make bench``), lgbm day-ahead as served:
 coverage of the 80% interval 0.766 -> 0.793, worst counter 0.575 -> 0.723, every counter with
 >= 14 days inside 0.70-0.90 (52 of 52, from 48).
@@ -202,16 +202,13 @@ class LevelBias:
     @classmethod
     def of(cls, recent: RecentErrors) -> LevelBias:
         residual = np.log1p(np.clip(recent.count, 0, None)) - np.log1p(np.clip(recent.prediction, 0, None))
-        frame = pd.DataFrame({"v": recent.variant, "c": recent.counter, "d": recent.day, "r": residual})
-        frame = frame[frame["c"] >= 0]
-
-        def shrunk(groups: Any) -> dict[Any, float]:
-            stats = groups.agg(n=("r", "size"), days=("d", "nunique"), median=("r", "median"))
-            stats = stats[stats["n"] >= MIN_ADAPT_ROWS]
-            value = stats["median"] * stats["days"] / (stats["days"] + BIAS_PRIOR_DAYS)
-            return {key: float(v) for key, v in value.items()}
-
-        return cls(shrunk(frame.groupby(["v", "c"])), shrunk(frame.groupby("c")))
+        usable = (recent.counter >= 0) & np.isfinite(residual)
+        variant, counter, day, residual = (recent.variant[usable], recent.counter[usable], recent.day[usable],
+                                           residual[usable])
+        width = int(counter.max(initial=0)) + 1
+        by_pair = _shrunk_medians(variant * width + counter, day, residual)
+        return cls({(int(key // width), int(key % width)): value for key, value in by_pair.items()},
+                   _shrunk_medians(counter, day, residual))
 
     def apply(self, prediction: np.ndarray, variant: np.ndarray, counter: np.ndarray) -> np.ndarray:
         """``prediction`` times its counter's recent level bias (in log1p space)."""
@@ -220,6 +217,23 @@ class LevelBias:
                                                                                         counter.tolist())),
                             float, len(prediction))
         return np.where(shift != 0, np.expm1(np.log1p(np.clip(prediction, 0, None)) + shift), prediction)
+
+
+def _shrunk_medians(key: np.ndarray, day: np.ndarray, residual: np.ndarray) -> dict[int, float]:
+    """Per ``key`` with at least ``MIN_ADAPT_ROWS`` rows: the median of its ``residual`` times
+    ``d / (d + BIAS_PRIOR_DAYS)``, ``d`` the distinct days it spans (sorted arrays, no group-by)."""
+    if not len(key):
+        return {}
+    order = np.lexsort((residual, key))
+    key, ordered = key[order], residual[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    size = np.diff(np.r_[starts, len(key)])
+    median = (ordered[starts + (size - 1) // 2] + ordered[starts + size // 2]) / 2.0
+    pairs = np.unique(np.stack([key, day[order]], axis=1), axis=0)
+    days = np.diff(np.r_[np.flatnonzero(np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]), len(pairs)])
+    value = median * days / (days + BIAS_PRIOR_DAYS)
+    enough = size >= MIN_ADAPT_ROWS
+    return {int(k): float(v) for k, v in zip(key[starts][enough], value[enough])}
 
 
 class ConformalRegressor(BaseEstimator, RegressorMixin):
@@ -403,7 +417,7 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
         ``counter_map[code]``: this model's counter code of the other model's counter ``code`` (-1
         when this calibration never saw it). Used to calibrate with a twin fitted on the days before
         the calibration days, then serve the model fitted on every training day (see the module
-        docstring of ``velocast.lifecycle.train``).
+        docstring of ``velocast.lifecycle.training.train``).
         """
         out = copy.copy(self)
         out.estimator_ = estimator

@@ -139,7 +139,7 @@ def calibrate(pipeline: Pipeline, rows: pd.DataFrame, twin: Pipeline | None = No
     """A copy of a fitted regression ``pipeline`` whose intervals are calibrated on labelled ``rows``.
 
     ``rows``: enriched, labelled rows of days the point model never trained on, built as served
-    (both weather variants, see ``velocast.lifecycle.scoring.ServedRows.calibration_rows``). The
+    (both weather variants, see ``velocast.lifecycle.serving.scoring.ServedRows.calibration_rows``). The
     point model is shared, not refitted; a pipeline made before intervals existed gets them.
 
     ``twin``: when given, the scores are those of ``twin`` (the same model fitted only on the days

@@ -9,7 +9,7 @@ Models are registered as ``bike-traffic-<type>``; the serving model carries the 
 
 A version is registered with the tag ``velocast_status=pending`` (atomically with the version) and
 tagged ``complete`` only once its summary.json entry is written and its run is FINISHED (see
-``velocast.lifecycle.train``). Lookups that pick a version by themselves (``latest``, ``resolve``
+``velocast.lifecycle.training.train``). Lookups that pick a version by themselves (``latest``, ``resolve``
 without a version, ``versions``) ignore pending ones, and a pending version cannot be promoted: a
 training killed half-way never serves. Versions registered before this tag existed count as complete.
 
@@ -123,7 +123,7 @@ class LoadedModel:
 
     @functools.cached_property
     def adaptation(self) -> AdaptationCache:
-        """The recent errors its forecasts follow, per store version (``velocast.lifecycle.adaptation``)."""
+        """The recent errors its forecasts follow, per store version (``velocast.lifecycle.serving.adaptation``)."""
         from velocast.models.intervals import AdaptationCache
 
         return AdaptationCache()

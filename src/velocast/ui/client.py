@@ -28,7 +28,7 @@ from velocast.config import PARIS_TZ, Settings, get_settings, redact
 from velocast.data.schema import to_paris
 
 if TYPE_CHECKING:
-    from velocast.lifecycle.predict import RowsToPredict
+    from velocast.lifecycle.serving.predict import RowsToPredict
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class Client(ABC):
 
         Raises ``velocast.data.ingest.IngestError`` when the file cannot be read at all.
         """
-        from velocast.lifecycle.predict import read_rows_to_predict
+        from velocast.lifecycle.serving.predict import read_rows_to_predict
 
         suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in {".csv", ".parquet", ".pq"} else ".csv"
         with tempfile.TemporaryDirectory(prefix="velocast-upload-") as folder:
@@ -274,11 +274,11 @@ class LocalClient(Client):
 
     # predictions
     def _served(self, model_type: str) -> Any:
-        """What serves (``velocast.lifecycle.champion.ChampionCache``, as in the API): the champion, else a
+        """What serves (``velocast.lifecycle.decisions.champion.ChampionCache``, as in the API): the champion, else a
         version that may stand in, reloaded only when it changed; a registry that does not answer leaves
         the loaded model serving."""
         from velocast.errors import DependencyUnavailable
-        from velocast.lifecycle import champion
+        from velocast.lifecycle.decisions import champion
 
         try:
             return self.champions.get(model_type)
@@ -293,7 +293,7 @@ class LocalClient(Client):
     def champions(self) -> Any:
         """The ``ChampionCache`` of this client (made on first use: it imports MLflow)."""
         if self._champions is None:
-            from velocast.lifecycle.champion import ChampionCache
+            from velocast.lifecycle.decisions.champion import ChampionCache
 
             # no lleaves compilation here: the UI predicts a day at a time, LightGBM serves it
             self._champions = ChampionCache(self.settings, refresh_seconds=self.model_recheck_seconds,
@@ -301,7 +301,7 @@ class LocalClient(Client):
         return self._champions
 
     def predict(self, rows: pd.DataFrame, model_type: str = "lgbm", coverage: float | None = None) -> PredictResult:
-        from velocast.lifecycle.predict import predict_rows
+        from velocast.lifecycle.serving.predict import predict_rows
 
         served = self._served(model_type)
         model = served.model
@@ -315,7 +315,7 @@ class LocalClient(Client):
 
     # models
     def overview(self) -> dict[str, ModelTypeOverview]:
-        from velocast.lifecycle.champion import overview
+        from velocast.lifecycle.decisions.champion import overview
 
         out = {}
         for model_type, types in overview(self.champions.registry, all_metrics=True).items():
@@ -326,7 +326,7 @@ class LocalClient(Client):
         return out
 
     def history(self, model_type: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        from velocast.lifecycle.promotion import history
+        from velocast.lifecycle.decisions.promotion import history
 
         return [e.to_dict() for e in history(model_type, self.settings, limit=limit)]
 
@@ -338,7 +338,7 @@ class LocalClient(Client):
 
     # monitoring
     def latest_drift(self) -> dict[str, Any] | None:
-        from velocast.lifecycle.monitor import latest_drift
+        from velocast.lifecycle.decisions.monitor import latest_drift
 
         return latest_drift(self.settings)
 
@@ -348,12 +348,12 @@ class LocalClient(Client):
         return path.read_bytes() if path is not None and path.is_file() else None
 
     def run_drift_check(self, model_type: str = "lgbm", window_days: int = 30) -> dict[str, Any]:
-        from velocast.lifecycle.monitor import check_drift
+        from velocast.lifecycle.decisions.monitor import check_drift
 
         return check_drift(model_type, window_days=window_days, settings=self.settings).to_dict()
 
     def champion_health(self, model_type: str = "lgbm", days: int = 7) -> dict[str, Any]:
-        from velocast.lifecycle.monitor import champion_health
+        from velocast.lifecycle.decisions.monitor import champion_health
 
         return champion_health(model_type, days=days, settings=self.settings).to_dict()
 

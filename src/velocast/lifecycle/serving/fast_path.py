@@ -1,13 +1,13 @@
 """The serving path without per-request pandas: rows to predictions through arrays.
 
-``predict_rows`` (``velocast.lifecycle.predict``) is the one serving function; for rows it can take
+``predict_rows`` (``velocast.lifecycle.serving.predict``) is the one serving function; for rows it can take
 (unlabelled, timezone-aware, of a model with the ``full`` features, and for day-ahead models within
 the days held in memory) it builds the model inputs here instead of through frames:
 
 - Paris-time and calendar fields from ``velocast.data.calendar.hour_fields`` (a table made by
   ``calendar_features`` itself),
 - day-ahead history and its notes from the store's counts held in memory
-  (``velocast.lifecycle.served_history``, refreshed when the store changes),
+  (``velocast.lifecycle.serving.served_history``, refreshed when the store changes),
 - the weather the row gives, else the stored forecast as of its cut-off (``inputs.weather_columns``,
   called only when forecasts are stored), else missing,
 - features from ``FeatureBuilder.plan()`` and predictions from ``CompiledModel``, both compiled once
@@ -32,7 +32,7 @@ from velocast.data.weather import WEATHER_COLUMNS
 from velocast.data.weather_forecast import load_forecasts
 from velocast.features import HOUR_NS, numeric_column
 from velocast.lifecycle.inputs import NO_WEATHER_NOTE, weather_columns
-from velocast.lifecycle.served_history import store_history
+from velocast.lifecycle.serving.served_history import store_history
 from velocast.models.compiled import ServingModel
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 ``test_baseline`` comes from the split snapshot; ``test_current`` from the store's latest 20% of
 days after the cutoff, or from a file given by the user. Both models see exactly the same rows,
-built as served (``velocast.lifecycle.scoring.ServedRows``: history before each day, no observed
+built as served (``velocast.lifecycle.serving.scoring.ServedRows``: history before each day, no observed
 weather of the predicted day in the decision's variant, sensor-outage rows left out). For ``rf_class`` the classifier validation suite runs on ``test_baseline`` and its gates
 decide whether the classifier may be promoted.
 """
@@ -36,9 +36,9 @@ from velocast.evaluation.policies import (
     decide_all,
 )
 from velocast.evaluation.reports import regression_report
-from velocast.lifecycle.datasets import read_rows
-from velocast.lifecycle.predict import LoadedModel, load_model
-from velocast.lifecycle.scoring import ServedRows, score
+from velocast.lifecycle.serving.predict import LoadedModel, load_model
+from velocast.lifecycle.serving.scoring import ServedRows, score
+from velocast.lifecycle.training.datasets import read_rows
 from velocast.models import get_spec
 from velocast.tracking.registry import Registry
 

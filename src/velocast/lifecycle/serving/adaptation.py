@@ -34,7 +34,7 @@ from velocast.data.quality import zero_runs
 from velocast.data.schema import paris_midnight
 from velocast.features import midnight_utc_hours, paris_day_hour
 from velocast.lifecycle.inputs import build_inputs
-from velocast.lifecycle.serving import fast_inputs
+from velocast.lifecycle.serving.fast_path import fast_inputs
 from velocast.models.intervals import ConformalRegressor, OnlineRule, RecentErrors, day_number
 from velocast.models.pipeline import is_calibrated
 

@@ -1,7 +1,7 @@
 """The store's recent counts in memory, for the serving path: day-ahead history without frames.
 
 ``build_inputs`` reads each request's history from the store and builds a grid of it; the serving
-path (``velocast.lifecycle.serving``) instead keeps one grid of the store's latest
+path (``velocast.lifecycle.serving.fast_path``) instead keeps one grid of the store's latest
 ``KEEP_DAYS`` days per process (``features.HourlyHistory``: counter x Paris day x hour, with the
 zero runs of sensor outages) and the same counts sorted for the notes. It is rebuilt when the
 store changes (``store.version``: one ``stat`` per request), by the first request that sees the

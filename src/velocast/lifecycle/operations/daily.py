@@ -210,7 +210,7 @@ def predict_tomorrow(model_type: str = "lgbm", settings: Settings | None = None,
 
     from velocast.data import store
     from velocast.fileio import atomic_write_parquet
-    from velocast.lifecycle.predict import load_model, predict_rows
+    from velocast.lifecycle.serving.predict import load_model, predict_rows
 
     settings = settings or get_settings()
     latest = store.latest_timestamp(settings)

@@ -2,15 +2,15 @@
 
 new data since the last training? → drift → champion health → fine-tune? → fine-tune →
 double evaluation → decision → promote or keep → recalibrate the champion's prediction intervals
-on the newest labelled days it never saw (``velocast.lifecycle.recalibrate``: a new version of the
+on the newest labelled days it never saw (``velocast.lifecycle.decisions.recalibrate``: a new version of the
 same point model, promoted and audited as ``recalibration``; also when the champion is kept) →
 audit → notify.
 
 Each step is a function taking small values (versions, run ids, paths) and returning a typed result
-of ``velocast.lifecycle.cycle_steps`` (JSON through its ``to_dict``/``from_dict``), so the Airflow DAG
+of ``velocast.lifecycle.operations.cycle_steps`` (JSON through its ``to_dict``/``from_dict``), so the Airflow DAG
 can run them as separate tasks; ``monitor_and_fine_tune`` runs them in one process for the CLI, and
 both build the cycle's result with ``cycle_steps.assemble_cycle``. The challenger is trained and judged
-by ``velocast.lifecycle.challenger`` (as the API's jobs and the quarterly retrain are). An exception in any step is audited as ``error`` with its message and the
+by ``velocast.lifecycle.decisions.challenger`` (as the API's jobs and the quarterly retrain are). An exception in any step is audited as ``error`` with its message and the
 champion stays as it was (a promotion that fails undoes itself). Two cycles of one model type
 never run at once: the second refuses with a clear message (the lease of ``lifecycle.lease``, also
 held across the Airflow DAG's tasks and by the quarterly retrain).
@@ -41,10 +41,19 @@ from velocast.data.schema import paris_midnight, to_paris
 from velocast.data.splits import split_by_time
 from velocast.evaluation.policies import Policy
 from velocast.fileio import atomic_write_json, file_lock
-from velocast.lifecycle import lease, notify
 from velocast.lifecycle.audit import AuditEvent, AuditLog
-from velocast.lifecycle.challenger import judge, train_and_judge
-from velocast.lifecycle.cycle_steps import (
+from velocast.lifecycle.decisions.challenger import judge, train_and_judge
+from velocast.lifecycle.decisions.monitor import (
+    champion_health,
+    champion_model,
+    check_drift,
+    record_health,
+    window,
+)
+from velocast.lifecycle.decisions.promotion import promote
+from velocast.lifecycle.decisions.recalibrate import recalibrate
+from velocast.lifecycle.operations import lease, notify
+from velocast.lifecycle.operations.cycle_steps import (
     NO_NEW_DATA,
     CycleParams,
     CycleResult,
@@ -59,14 +68,16 @@ from velocast.lifecycle.cycle_steps import (
     StepOutcome,
     assemble_cycle,
 )
-from velocast.lifecycle.datasets import MODEL_TEST_EVAL_ROWS, Dataset, load_datasets
-from velocast.lifecycle.lease import CycleBusy  # noqa: F401 - where callers import it from
-from velocast.lifecycle.monitor import champion_health, champion_model, check_drift, record_health, window
-from velocast.lifecycle.promotion import promote
-from velocast.lifecycle.recalibrate import recalibrate
-from velocast.lifecycle.train import train
+from velocast.lifecycle.operations.lease import CycleBusy  # noqa: F401 - where callers import it from
+from velocast.lifecycle.training.datasets import (
+    MODEL_TEST_EVAL_ROWS,
+    Dataset,
+    days_unseen_by,
+    load_datasets,
+)
+from velocast.lifecycle.training.train import train
 from velocast.models import get_spec
-from velocast.tracking.registry import ModelRef, Registry
+from velocast.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +334,7 @@ def cycle_env(env: str, test_mode: bool) -> str:
 
 
 def _run_cycle(params: CycleParams, settings: Settings, on_step: Callable[[StepOutcome], None] | None) -> CycleResult:
-    """The steps in one process; :func:`~velocast.lifecycle.cycle_steps.assemble_cycle` makes the result."""
+    """The steps in one process; :func:`~velocast.lifecycle.operations.cycle_steps.assemble_cycle` makes the result."""
     started = time.perf_counter()
     cycle_id, started_at = str(uuid.uuid4()), datetime.now(timezone.utc).isoformat()
     model_type, test_mode, window_days = params.model_type, params.test_mode, params.window_days
@@ -417,26 +428,6 @@ def _run_cycle(params: CycleParams, settings: Settings, on_step: Callable[[StepO
 
 
 # --------------------------------------------------------------------------- quarterly retrain
-def days_unseen_by(registry: Registry, ref: ModelRef, days: set[str], settings: Settings) -> set[str]:
-    """The ``days`` (Paris, ISO) the version ``ref`` never trained on.
-
-    Read from its run's record of training days; for a version trained before that record existed,
-    assume it trained on every day up to its data end except the test days of its split (fail closed).
-    """
-    trained = registry.trained_days(ref)
-    if trained is not None:
-        return days - trained
-    end = ref.tags.get("data_end")
-    held = set()
-    if ref.tags.get("split_version"):
-        try:
-            held = set(splits.get_split(int(ref.tags["split_version"]), settings).test_days)
-        except (splits.SplitError, ValueError):
-            held = set()
-    last = str(to_paris(end, naive="utc").date()) if end else "9999-12-31"
-    return {d for d in days if d > last or d in held}
-
-
 def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str | None = None,
                       policy: str = "double_eval", settings: Settings | None = None, test_mode: bool = False,
                       promote_on_deploy: bool = False, env: str | None = None) -> dict[str, Any]:

@@ -346,8 +346,8 @@ def run_training(spec: TrainSpec, settings: Settings, job_id: str | None = None)
     ``baseline_regression`` and the decision all come from the double evaluation, made on exactly
     the test rows (and history) the training used.
     """
-    from velocast.lifecycle.challenger import train_and_judge
-    from velocast.lifecycle.datasets import load_datasets
+    from velocast.lifecycle.decisions.challenger import train_and_judge
+    from velocast.lifecycle.training.datasets import load_datasets
 
     datasets = load_datasets(spec.data_source, settings, current_data=spec.current_data, model_test=spec.test_mode)
     done = train_and_judge(spec.model_type, settings, datasets=datasets, data_source=spec.data_source, env=spec.env,

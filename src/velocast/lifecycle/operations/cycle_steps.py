@@ -1,6 +1,6 @@
 """The weekly cycle's steps as typed results, and the one function that assembles a cycle from them.
 
-Each step of :mod:`velocast.lifecycle.cycle` returns one of the results below; ``to_dict`` and
+Each step of :mod:`velocast.lifecycle.operations.cycle` returns one of the results below; ``to_dict`` and
 ``from_dict`` carry it across an Airflow XCom unchanged. :func:`assemble_cycle` is pure: from the
 steps' outcomes (done with a result, failed with a message, or skipped) it builds the
 :class:`CycleResult` — which steps were skipped and why, the decision, the reasons, the champion
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from velocast.lifecycle.challenger import Judgement
-from velocast.lifecycle.recalibrate import Recalibration
+from velocast.lifecycle.decisions.challenger import Judgement
+from velocast.lifecycle.decisions.recalibrate import Recalibration
 from velocast.monitoring.health import HealthReport
 
 STEPS = ("new_data", "drift", "health", "decide", "fine_tune", "evaluate", "promote", "recalibrate")

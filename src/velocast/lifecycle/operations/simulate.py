@@ -33,10 +33,10 @@ from velocast import progress
 from velocast.config import Settings, get_settings
 from velocast.data import splits, store
 from velocast.data.schema import paris_midnight, to_paris
-from velocast.lifecycle.cycle import fine_tune, monitor_and_fine_tune
-from velocast.lifecycle.promotion import promote
-from velocast.lifecycle.scoring import ServedRows
-from velocast.lifecycle.train import train
+from velocast.lifecycle.decisions.promotion import promote
+from velocast.lifecycle.operations.cycle import fine_tune, monitor_and_fine_tune
+from velocast.lifecycle.serving.scoring import ServedRows
+from velocast.lifecycle.training.train import train
 from velocast.models import get_spec
 from velocast.tracking.registry import Registry
 

@@ -1,8 +1,8 @@
 """The weekly cycle run one step per task, as the Airflow DAG ``monitor_and_fine_tune`` does.
 
 ``cycle.monitor_and_fine_tune`` runs every step in one process. An orchestrator runs each step
-function of :mod:`velocast.lifecycle.cycle` as its own task and passes their results along as
-dicts (``to_dict``; ``from_dict`` back, :data:`~velocast.lifecycle.cycle_steps.STEP_TYPES`); what
+function of :mod:`velocast.lifecycle.operations.cycle` as its own task and passes their results along as
+dicts (``to_dict``; ``from_dict`` back, :data:`~velocast.lifecycle.operations.cycle_steps.STEP_TYPES`); what
 the in-process cycle does *between* the steps lives here, so both audit the same row:
 
 - :func:`begin` — takes the cycle lease of the model type for ``owner`` (the DAG run: it holds
@@ -16,7 +16,7 @@ the in-process cycle does *between* the steps lives here, so both audit the same
 - :func:`notify` — the webhook, also when the audit itself failed;
 - :func:`release` — gives the lease back (the DAG's last task, run whatever happened upstream).
 
-Step names are those of the in-process cycle (:data:`~velocast.lifecycle.cycle_steps.STEPS`),
+Step names are those of the in-process cycle (:data:`~velocast.lifecycle.operations.cycle_steps.STEPS`),
 whatever the orchestrator calls its tasks.
 """
 
@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from velocast.config import Settings, get_settings
-from velocast.lifecycle import lease
-from velocast.lifecycle.cycle import (
+from velocast.lifecycle.operations import lease
+from velocast.lifecycle.operations.cycle import (
     audit_cycle,
     champion_now,
     check_new_data,
@@ -39,7 +39,7 @@ from velocast.lifecycle.cycle import (
     record_cycle_state,
     should_fine_tune,
 )
-from velocast.lifecycle.cycle_steps import (
+from velocast.lifecycle.operations.cycle_steps import (
     STEP_TYPES,
     STEPS,
     CycleParams,

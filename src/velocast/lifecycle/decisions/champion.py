@@ -37,9 +37,9 @@ from datetime import datetime, timezone
 
 from velocast.config import Settings, redact_secrets
 from velocast.errors import DependencyUnavailable
-from velocast.lifecycle import promotion
-from velocast.lifecycle.adaptation import online_rule, warm_adaptation
-from velocast.lifecycle.predict import load_model
+from velocast.lifecycle.decisions import promotion
+from velocast.lifecycle.serving.adaptation import online_rule, warm_adaptation
+from velocast.lifecycle.serving.predict import load_model
 from velocast.models import MODEL_TYPES
 from velocast.tracking.registry import PREVIOUS, LoadedModel, ModelRef, NoServableModel, Registry
 

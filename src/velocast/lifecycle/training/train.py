@@ -17,7 +17,7 @@ is calibrated with; the served model also learned from the calibration days, so 
 if anything smaller (coverage at or above nominal). Fitting the served model without those days
 would give the exact guarantee but a worse model: on July 2021, leaving out the last 28 days of
 training raised the RMSE from 29.3 to 35.6. The weekly cycle then recalibrates the served model
-itself on newer days it never saw (``velocast.lifecycle.recalibrate``).
+itself on newer days it never saw (``velocast.lifecycle.decisions.recalibrate``).
 
 A process killed outright (kill -9, OOM, power loss) runs no clean-up, so each training attempt
 also holds a liveness lock (``locks/training/<attempt>.lock``) from before its run starts until
@@ -52,12 +52,12 @@ from filelock import FileLock, Timeout
 from velocast import __version__, progress
 from velocast.choices import ENVS
 from velocast.config import Settings, get_settings, redact
-from velocast.evaluation.reports import feature_importance_figure, regression_report
 from velocast.data.splits import paris_day
-from velocast.lifecycle.datasets import Datasets, calibration_days, load_datasets
-from velocast.lifecycle.distributed import connect, fit_on_dask, resolve_backend
+from velocast.evaluation.reports import feature_importance_figure, regression_report
 from velocast.lifecycle.inputs import build_inputs, model_inputs
-from velocast.lifecycle.scoring import ServedRows
+from velocast.lifecycle.serving.scoring import ServedRows
+from velocast.lifecycle.training.datasets import Datasets, calibration_days, load_datasets
+from velocast.lifecycle.training.distributed import connect, fit_on_dask, resolve_backend
 from velocast.models import (
     MODEL_TYPES,
     build_pipeline,
@@ -73,7 +73,14 @@ from velocast.models import (
 from velocast.models.intervals import STATIC
 from velocast.tracking import mlflow_runs
 from velocast.tracking.rebuild import ENTRY_ARTIFACT
-from velocast.tracking.registry import ATTEMPT_TAG, GATE_TAG, PENDING, STATUS_TAG, TEST_MODE_TAG, Registry
+from velocast.tracking.registry import (
+    ATTEMPT_TAG,
+    GATE_TAG,
+    PENDING,
+    STATUS_TAG,
+    TEST_MODE_TAG,
+    Registry,
+)
 from velocast.tracking.summary import SummaryEntry
 
 log = logging.getLogger(__name__)
@@ -205,7 +212,7 @@ def check_tuning_options(hyperopt: bool, n_workers: int, study_storage: str | No
     """Refuse worker counts that cannot work before any data is read."""
     if n_workers == 1:
         return
-    from velocast.lifecycle.tuning import check_workers
+    from velocast.lifecycle.training.tuning import check_workers
 
     if not hyperopt:
         raise ValueError("--n-jobs-workers distributes Optuna tuning: it needs --hyperopt")
@@ -231,9 +238,9 @@ def train(model_type: str, data_source: str = "baseline", env: str | None = None
 
     With ``hyperopt``, ``n_workers > 1`` tunes over that many processes sharing the Optuna study in
     ``study_storage`` (required then), and ``tuning_timeout`` seconds stop starting new trials; see
-    :mod:`velocast.lifecycle.tuning`. ``backend``: ``local`` (this process), ``dask`` (LightGBM on the
+    :mod:`velocast.lifecycle.training.tuning`. ``backend``: ``local`` (this process), ``dask`` (LightGBM on the
     Dask cluster at ``scheduler``, default ``VELOCAST_DASK_SCHEDULER``; see
-    :mod:`velocast.lifecycle.distributed`) or ``auto`` (Dask for a full lgbm fit when a scheduler is
+    :mod:`velocast.lifecycle.training.distributed`) or ``auto`` (Dask for a full lgbm fit when a scheduler is
     configured). Each stage is reported through :mod:`velocast.progress`.
     """
     settings = settings or get_settings()
@@ -267,7 +274,7 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
            registry: Registry, continue_from: Any | None, run_name: str | None, tags: dict[str, str],
            study_storage: str | None, study_name: str | None, n_workers: int,
            tuning_timeout: float | None, client: Any | None) -> TrainResult:
-    """``client``: a Dask client to fit on (:mod:`velocast.lifecycle.distributed`); None: fit here."""
+    """``client``: a Dask client to fit on (:mod:`velocast.lifecycle.training.distributed`); None: fit here."""
     started = time.perf_counter()
     notes: list[str] = []
     if client is None:
@@ -299,7 +306,7 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
                     mlflow_runs.log_dataset(ds.frame, ds.name, ds.content_hash, ds.source, context)
             mlflow_runs.log_days(datasets.train.frame, datasets.held_out, "data/days.json")
             if hyperopt:
-                from velocast.lifecycle.tuning import tune
+                from velocast.lifecycle.training.tuning import tune
 
                 tuned = tune(model_type, train_rows, horizon, n_trials=n_trials, seed=seed,
                              storage=study_storage, study_name=study_name, n_workers=n_workers,

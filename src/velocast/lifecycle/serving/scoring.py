@@ -43,8 +43,8 @@ from velocast.evaluation.metrics import (
     regression_metrics,
 )
 from velocast.features import paris_day_hour
-from velocast.lifecycle.adaptation import errors_for, online_rule
 from velocast.lifecycle.inputs import Inputs, build_inputs, decision_weather, outage_flags
+from velocast.lifecycle.serving.adaptation import errors_for, online_rule
 from velocast.models import classification_labels, get_spec, predict_frame
 from velocast.models.intervals import OnlineRule, RecentErrors
 

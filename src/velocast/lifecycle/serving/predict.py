@@ -22,10 +22,10 @@ from velocast.data.ingest import RawTable, Validated, read_table, validate
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.evaluation.intervals import check_coverage
 from velocast.features import paris_day_hour
-from velocast.lifecycle.adaptation import online_rule, served_window
 from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs
-from velocast.lifecycle.scoring import score
-from velocast.lifecycle.serving import fast_inputs
+from velocast.lifecycle.serving.adaptation import online_rule, served_window
+from velocast.lifecycle.serving.fast_path import fast_inputs
+from velocast.lifecycle.serving.scoring import score
 from velocast.models import get_spec, predict_frame
 from velocast.models.intervals import STATIC
 from velocast.tracking.mlflow_runs import load_sklearn_model
@@ -94,7 +94,7 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
         day = paris_day_hour(rows["timestamp"])[0]
         recent, adapted = served_window(model, day, settings)  # the errors of the days before, unseen by the model
         rule = online_rule(settings) if len(recent) else STATIC
-    if fast is not None:  # arrays all the way (velocast.lifecycle.serving), proven equal to the frames' path
+    if fast is not None:  # arrays all the way (velocast.lifecycle.serving.fast_path), proven equal to the frames' path
         predicted = serving.model.predict(fast.matrix, coverage, day, recent, rule, adapted)
         weather_source, notes, unknown = fast.weather_source, fast.notes, fast.unknown_counters
     else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,11 @@ from velocast.choices import DATA_SOURCES
 from velocast.config import Settings, get_settings
 from velocast.data import splits, store
 from velocast.data.ingest import read_table, validate
+from velocast.data.schema import to_paris
 from velocast.data.splits import SplitRecord, frame_hash, paris_day, split_by_time
+
+if TYPE_CHECKING:
+    from velocast.tracking.registry import ModelRef, Registry
 
 log = logging.getLogger(__name__)
 
@@ -193,3 +198,23 @@ def load_datasets(data_source: str = "baseline", settings: Settings | None = Non
     if train_ds.frame.empty:
         raise ValueError("no training rows")
     return Datasets(train_ds, test_baseline, test_current, split, notes, held_out)
+
+
+def days_unseen_by(registry: Registry, ref: ModelRef, days: set[str], settings: Settings) -> set[str]:
+    """The ``days`` (Paris, ISO) the version ``ref`` never trained on.
+
+    Read from its run's record of training days; for a version trained before that record existed,
+    assume it trained on every day up to its data end except the test days of its split (fail closed).
+    """
+    trained = registry.trained_days(ref)
+    if trained is not None:
+        return days - trained
+    end = ref.tags.get("data_end")
+    held = set()
+    if ref.tags.get("split_version"):
+        try:
+            held = set(splits.get_split(int(ref.tags["split_version"]), settings).test_days)
+        except (splits.SplitError, ValueError):
+            held = set()
+    last = str(to_paris(end, naive="utc").date()) if end else "9999-12-31"
+    return {d for d in days if d > last or d in held}

@@ -23,8 +23,8 @@ from velocast.data.schema import paris_midnight
 from velocast.features import FeatureBuilder
 from velocast.fileio import atomic_write_json, file_lock
 from velocast.lifecycle.inputs import enrich
-from velocast.lifecycle.scoring import ServedRows
-from velocast.lifecycle.predict import LoadedModel
+from velocast.lifecycle.serving.predict import LoadedModel
+from velocast.lifecycle.serving.scoring import ServedRows
 from velocast.models import get_spec, predict_frame
 from velocast.monitoring.drift import (
     DriftPolicy,

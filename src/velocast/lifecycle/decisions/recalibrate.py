@@ -31,11 +31,12 @@ from velocast import __version__
 from velocast.config import Settings, get_settings
 from velocast.data.splits import paris_day
 from velocast.lifecycle.audit import AuditEvent, AuditLog
+from velocast.lifecycle.decisions.monitor import champion_model, window
+from velocast.lifecycle.decisions.promotion import promote
 from velocast.lifecycle.inputs import model_inputs
-from velocast.lifecycle.monitor import champion_model, window
-from velocast.lifecycle.promotion import promote
-from velocast.lifecycle.scoring import ServedRows
-from velocast.lifecycle.train import training_attempt
+from velocast.lifecycle.serving.scoring import ServedRows
+from velocast.lifecycle.training.datasets import days_unseen_by
+from velocast.lifecycle.training.train import training_attempt
 from velocast.models import calibrate, calibration_info, get_spec, registered_name
 from velocast.tracking import mlflow_runs
 from velocast.tracking.registry import ATTEMPT_TAG, STATUS_TAG, Registry
@@ -65,12 +66,6 @@ class Recalibration:
         return asdict(self)
 
 
-def _unseen_days(registry: Registry, ref: Any, days: set[str], settings: Settings) -> set[str]:
-    from velocast.lifecycle.cycle import days_unseen_by
-
-    return days_unseen_by(registry, ref, days, settings)
-
-
 def recalibrate(model_type: str = "lgbm", days: int | None = None, end: str | pd.Timestamp | None = None,
                 settings: Settings | None = None, reason: str | None = None) -> Recalibration:
     """Recalibrate the champion of ``model_type`` on its newest unseen labelled days (module docstring).
@@ -93,7 +88,7 @@ def recalibrate(model_type: str = "lgbm", days: int | None = None, end: str | pd
     if rows.empty:
         return Recalibration(model_type, "skipped", "no labelled days in the store", champion.version)
     stored_days = set(paris_day(rows["timestamp"]).astype(str))
-    unseen = sorted(_unseen_days(registry, champion.ref, stored_days, settings))[-days:]
+    unseen = sorted(days_unseen_by(registry, champion.ref, stored_days, settings))[-days:]
     if len(unseen) < MIN_DAYS:
         return Recalibration(model_type, "skipped", f"only {len(unseen)} labelled day(s) unseen by v{champion.version}"
                              f" (at least {MIN_DAYS} needed): intervals kept", champion.version, days=unseen)

@@ -1,7 +1,7 @@
 """Train a challenger and judge it against the champion: one function for every caller.
 
-:func:`train_and_judge` trains a challenger (:func:`velocast.lifecycle.train.train`), scores it and
-the champion on the same rows (:func:`velocast.lifecycle.evaluate.evaluate_candidate`) and decides
+:func:`train_and_judge` trains a challenger (:func:`velocast.lifecycle.training.train.train`), scores it and
+the champion on the same rows (:func:`velocast.lifecycle.decisions.evaluate.evaluate_candidate`) and decides
 with a policy. :func:`judge` is its second half, for a version already registered: the weekly
 cycle trains (``fine_tune``) and judges (``evaluate``) in two steps, which Airflow runs as two tasks.
 
@@ -20,9 +20,9 @@ import pandas as pd
 from velocast.config import Settings
 from velocast.data import splits
 from velocast.evaluation.policies import DoubleEvaluation, Policy
-from velocast.lifecycle.evaluate import EvaluationOutcome, evaluate_candidate
-from velocast.lifecycle.predict import LoadedModel, load_model
-from velocast.lifecycle.train import TrainResult, train
+from velocast.lifecycle.decisions.evaluate import EvaluationOutcome, evaluate_candidate
+from velocast.lifecycle.serving.predict import LoadedModel, load_model
+from velocast.lifecycle.training.train import TrainResult, train
 from velocast.tracking.registry import ModelRef, Registry
 
 _CHAMPION_NOW: Any = object()  # ``champion`` default: the champion when the judging starts
@@ -120,7 +120,7 @@ def train_and_judge(model_type: str, settings: Settings, policy: str = "double_e
                     champion: ModelRef | None = _CHAMPION_NOW, current: pd.DataFrame | None = None,
                     split: splits.SplitRecord | None = None, sample: int | None = None,
                     **train_options: Any) -> Challenger:
-    """Train a challenger (``train_options``: those of :func:`velocast.lifecycle.train.train`), then
+    """Train a challenger (``train_options``: those of :func:`velocast.lifecycle.training.train.train`), then
     :func:`judge` it against ``champion`` on the test rows the training used (its ``datasets``' when
     given; else ``split``'s test_baseline and ``current``, or that split's test_current)."""
     trained = train(model_type, settings=settings, **train_options)
