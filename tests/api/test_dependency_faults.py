@@ -77,6 +77,14 @@ def test_registry_tells_not_found_from_failed(mlflow_server: dict[str, Any], hom
     assert live.champion("lgbm") is None and live.versions("lgbm") == []  # the server says: no such model
     with pytest.raises(NoServableModel, match="no lgbm model is registered yet"):
         live.serving("lgbm")
+    # a run's JSON artifact: present, absent (None), or unreadable because the server died (raises)
+    client = live.client
+    run = client.create_run(client.create_experiment("run-json"))
+    client.log_dict(run.info.run_id, {"train_days": ["2021-07-01"]}, "data/days.json")
+    client.set_terminated(run.info.run_id)
+    assert live.run_json(run.info.run_id, "data/days.json") == {"train_days": ["2021-07-01"]}
+    assert live.run_json(run.info.run_id, "data/missing.json") is None
+    assert live.run_json("0" * 32, "data/days.json") is None  # no such run
     dead_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     with pytest.raises(DependencyUnavailable, match="^mlflow unreachable: .*Connection refused"):
@@ -84,6 +92,8 @@ def test_registry_tells_not_found_from_failed(mlflow_server: dict[str, Any], hom
     mlflow_server["process"].kill()
     with pytest.raises(DependencyUnavailable, match="^mlflow unreachable"):
         live.champion("lgbm")  # never None: a dead server is not "no champion"
+    with pytest.raises(DependencyUnavailable, match="^mlflow unreachable"):
+        live.run_json(run.info.run_id, "data/days.json")  # never None: a dead server is not "not recorded"
     assert time.monotonic() - started < BOUND
 
 

@@ -71,7 +71,7 @@ def test_evaluation_features_equal_served_features(real_home: Path, tmp_path: Pa
     evaluated = ServedRows.build(on_days, settings)  # what train/evaluate/cycle/health/simulate score
     assert evaluated.weather == "without" and len(evaluated) > 0
     scored = evaluated.decision_rows
-    scored_predictions = evaluated.score(model.pipeline, "lgbm").predictions
+    scored_predictions = evaluated.score(model.pipeline).predictions
     assert (scored["weather_source"] == "missing").all()  # the observed weather of D is never read
 
     for day in days:
@@ -144,7 +144,7 @@ def test_a_forecast_issued_by_the_cutoff_is_used_the_same_way_by_evaluation_and_
     body = client.post("/predict", json={"records": records}).json()
     assert {p["weather"] for p in body["predictions"]} == {"forecast"}
     np.testing.assert_allclose([p["prediction"] for p in body["predictions"]],
-                               evaluated.score(model.pipeline, "lgbm").predictions, rtol=1e-12)
+                               evaluated.score(model.pipeline).predictions, rtol=1e-12)
 
 
 def test_served_forecasts_follow_the_days_before_as_the_evaluation_scores_them(
@@ -161,7 +161,7 @@ def test_served_forecasts_follow_the_days_before_as_the_evaluation_scores_them(
     split = splits.active_split(settings)
     test_current = splits.load_split("test_current", split, settings)
     evaluated = ServedRows.build(test_current, settings)
-    scored = evaluated.score(model.pipeline, "lgbm").scored
+    scored = evaluated.score(model.pipeline).scored
     days = splits.paris_day(evaluated.decision_rows["timestamp"])
     last = max(days.unique())
     on_last = (days == last).to_numpy()

@@ -26,7 +26,7 @@ _LAZY = {
                      "validate_hyperparams"), "velocast.models.catalogue"),
     **dict.fromkeys(("build_estimator", "build_features", "build_pipeline", "calibrate", "calibration_info",
                      "classification_labels", "continue_training", "feature_importance", "is_calibrated",
-                     "predict_frame"), "velocast.models.pipeline"),
+                     "predict_frame", "task_of"), "velocast.models.pipeline"),
 }
 
 

@@ -123,6 +123,12 @@ def predict_frame(pipeline: Pipeline, X: pd.DataFrame, coverage: float | None = 
     return out
 
 
+def task_of(pipeline: Pipeline) -> str:
+    """``"classification"`` or ``"regression"``: what the fitted pipeline's model does (its family's
+    ``ModelSpec.task``, known from the model itself, so scoring needs no model type)."""
+    return "classification" if hasattr(pipeline.named_steps["model"], "predict_proba") else "regression"
+
+
 def is_calibrated(pipeline: Pipeline) -> bool:
     """True when the pipeline serves calibrated intervals."""
     model = pipeline.named_steps["model"]

@@ -45,6 +45,7 @@ from velocast.tracking.summary import SummaryEntry, SummaryStore
 if TYPE_CHECKING:
     from velocast.models.compiled import ServingModel
     from velocast.models.intervals import AdaptationCache
+    from velocast.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,14 @@ class LoadedModel:
         return AdaptationCache()
 
     @property
+    def spec(self) -> ModelSpec:
+        """Its family's spec (task, parameters, how it continues training)."""
+        return get_spec(self.model_type)
+
+    @property
     def has_intervals(self) -> bool:
         """True when the model serves calibrated prediction intervals."""
-        return get_spec(self.model_type).task == "regression" and is_calibrated(self.pipeline)
+        return self.spec.task == "regression" and is_calibrated(self.pipeline)
 
 
 class Registry:
@@ -316,21 +322,37 @@ class Registry:
         return None if recorded is None else set(recorded.get("train_days", {}))  # None: an older velocast's run
 
     def run_json(self, run_id: str | None, path: str) -> dict[str, Any] | None:
-        """The JSON artifact ``path`` of a run of this home's tracking store; None when it has none."""
+        """The JSON artifact ``path`` of a run of this home's tracking store; None when the run or the
+        artifact does not exist (listed, not guessed from a failed download). A tracking store or
+        artifact store that fails to answer raises ``DependencyUnavailable``: callers that decide on
+        it (which days a version never saw) must not read a failure as "not recorded"."""
         import json
+        import posixpath
         import tempfile
 
         import mlflow.artifacts
 
         if not run_id:
             return None
+        try:
+            with self._mlflow():
+                listed = {item.path for item in self.client.list_artifacts(run_id, posixpath.dirname(path) or None)}
+        except MlflowException:  # not found: the run no longer exists
+            return None
+        if path not in listed:
+            return None
         with tempfile.TemporaryDirectory() as folder:
             try:
-                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder,
-                                                            tracking_uri=self.settings.tracking_uri)
-                return json.loads(Path(local).read_text(encoding="utf-8"))
-            except (MlflowException, OSError, ValueError):
-                return None
+                with self._mlflow():
+                    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder,
+                                                                tracking_uri=self.settings.tracking_uri)
+                text = Path(local).read_text(encoding="utf-8")
+            except (MlflowException, OSError) as exc:  # listed, yet unreadable: a failure, not an absence
+                raise DependencyUnavailable("mlflow", f"artifact {path} of run {run_id}: {exc}") from exc
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"artifact {path} of run {run_id} is not JSON: {exc}") from exc
 
     def register(self, model_type: str, model_uri: str, run_id: str, tags: dict[str, str],
                  model_id: str | None = None) -> ModelRef:

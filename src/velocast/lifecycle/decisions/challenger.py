@@ -101,7 +101,7 @@ def judge(model_type: str, version: str, settings: Settings, policy: str = "doub
     """
     registry = Registry(settings)
     compared = registry.champion(model_type) if champion is _CHAMPION_NOW else champion
-    outcome = evaluate_candidate(model_type, load_model(model_type, version=version, settings=settings), settings,
+    outcome = evaluate_candidate(load_model(model_type, version=version, settings=settings), settings,
                                  current=current, policy=Policy(name=policy, r2_threshold=settings.r2_baseline_threshold),
                                  champion=_champion(registry, model_type, compared), sample=sample, split=split,
                                  test_baseline=test_baseline, extra_history=extra_history)

@@ -39,17 +39,17 @@ from velocast.evaluation.reports import regression_report
 from velocast.lifecycle.serving.predict import LoadedModel, load_model
 from velocast.lifecycle.serving.scoring import ServedRows, score
 from velocast.lifecycle.training.datasets import read_rows
-from velocast.models import get_spec
+from velocast.models import task_of
 from velocast.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-def _paired(name: str, rows: ServedRows, model_type: str, challenger: Any, champion: Any | None) -> PairedScores:
-    ch = rows.score(challenger, model_type)
-    cp = rows.score(champion, model_type) if champion is not None else None
+def _paired(name: str, rows: ServedRows, challenger: Any, champion: Any | None) -> PairedScores:
+    ch = rows.score(challenger)
+    cp = rows.score(champion) if champion is not None else None
     paired = PairedScores(name, len(rows), ch.flat(), cp.flat() if cp else None)
-    if cp is not None and get_spec(model_type).task == "regression":
+    if cp is not None and task_of(challenger) == "regression":
         scored = rows.decision_rows
         y = scored["bike_count"].to_numpy(float)
         frame = pd.DataFrame({"day": splits.paris_day(scored["timestamp"]).to_numpy(),
@@ -65,20 +65,21 @@ def _paired(name: str, rows: ServedRows, model_type: str, challenger: Any, champ
     return paired
 
 
-def double_evaluate(model_type: str, challenger: Any, challenger_uri: str, champion: Any | None,
-                    champion_uri: str | None, test_baseline: ServedRows, test_current: ServedRows | None,
-                    gates_passed: bool | None = None, gate_failures: list[str] | None = None) -> DoubleEvaluation:
+def double_evaluate(challenger: LoadedModel, champion: LoadedModel | None, test_baseline: ServedRows,
+                    test_current: ServedRows | None, gates_passed: bool | None = None,
+                    gate_failures: list[str] | None = None) -> DoubleEvaluation:
     """Score both models on the same rows of both test sets, built as served."""
-    task = get_spec(model_type).task
-    baseline = _paired("test_baseline", test_baseline, model_type, challenger, champion)
-    current = (_paired("test_current", test_current, model_type, challenger, champion)
+    compared = champion.pipeline if champion is not None else None
+    baseline = _paired("test_baseline", test_baseline, challenger.pipeline, compared)
+    current = (_paired("test_current", test_current, challenger.pipeline, compared)
                if test_current is not None and len(test_current) else None)
     notes = [f"judged {test_baseline.weather} weather (as forecasts will be served; both are reported)",
              *test_baseline.notes, *(test_current.notes if test_current is not None else [])]
     if current is None:
         notes.append("no test_current rows")
-    return DoubleEvaluation(model_type, task, challenger_uri, champion_uri if champion is not None else None,
-                            baseline, current, gates_passed, notes, list(gate_failures or []))
+    return DoubleEvaluation(challenger.model_type, challenger.spec.task, challenger.uri,
+                            champion.uri if champion is not None else None, baseline, current, gates_passed, notes,
+                            list(gate_failures or []))
 
 
 @dataclass
@@ -108,7 +109,7 @@ def classifier_validation(pipeline: Any, rows: pd.DataFrame, out_dir: Path,
     return validation, {k: str(v) for k, v in {**plots, **paths}.items()}
 
 
-def evaluate_candidate(model_type: str, challenger: LoadedModel, settings: Settings | None = None,
+def evaluate_candidate(challenger: LoadedModel, settings: Settings | None = None,
                        current: pd.DataFrame | None = None, policy: Policy | None = None,
                        champion: LoadedModel | None = None, sample: int | None = None,
                        write_reports: bool = True, split: splits.SplitRecord | None = None,
@@ -121,6 +122,7 @@ def evaluate_candidate(model_type: str, challenger: LoadedModel, settings: Setti
     evaluation builds exactly the rows the training scored.
     """
     settings = settings or get_settings()
+    model_type = challenger.model_type
     policy = policy or Policy(r2_threshold=settings.r2_baseline_threshold)
     if champion is None:
         registry = Registry(settings)
@@ -141,21 +143,19 @@ def evaluate_candidate(model_type: str, challenger: LoadedModel, settings: Setti
     reports: dict[str, str] = {}
     folder = settings.reports_dir / "evaluations" / f"{model_type}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
     gates_passed, classifier, gate_failures = None, None, []
-    if get_spec(model_type).task == "classification":
+    if challenger.spec.task == "classification":
         progress.step("classifier validation suite on test_baseline")
         validation, paths = classifier_validation(challenger.pipeline, served_b.decision_rows, folder / "classifier")
         gates_passed, classifier, gate_failures = validation.passed, validation.to_dict(), validation.failures
         reports.update(paths)
     progress.step(f"scoring the challenger{' and the champion' if champion else ''} on the same rows")
-    evaluation = double_evaluate(model_type, challenger.pipeline, challenger.uri,
-                                 champion.pipeline if champion else None, champion.uri if champion else None,
-                                 served_b, served_c, gates_passed, gate_failures)
-    if write_reports and get_spec(model_type).task == "regression":
+    evaluation = double_evaluate(challenger, champion, served_b, served_c, gates_passed, gate_failures)
+    if write_reports and challenger.spec.task == "regression":
         progress.step("writing the per-counter and per-hour reports")
         for name, served in (("test_baseline", served_b), ("test_current", served_c)):
             if served is None:
                 continue
-            predictions = score(challenger.pipeline, model_type, served.decision_rows).predictions
+            predictions = score(challenger.pipeline, served.decision_rows).predictions
             written = regression_report(served.decision_rows, predictions, name).write(folder)
             reports.update({k: str(v) for k, v in written.items() if k.startswith(name) or k.startswith("per_")})
     return EvaluationOutcome(evaluation, decide_all(evaluation, policy), reports, classifier)
@@ -177,4 +177,4 @@ def evaluate(model_type: str, version: str | None = None, run_id: str | None = N
             raise LookupError(f"no registered {model_type} model yet")
         challenger = registry.load_model(ref)
     current = read_rows(current_path) if current_path else None
-    return evaluate_candidate(model_type, challenger, settings, current, policy)
+    return evaluate_candidate(challenger, settings, current, policy)

@@ -25,7 +25,7 @@ from velocast.fileio import atomic_write_json, file_lock
 from velocast.lifecycle.inputs import enrich
 from velocast.lifecycle.serving.predict import LoadedModel
 from velocast.lifecycle.serving.scoring import ServedRows
-from velocast.models import get_spec, predict_frame
+from velocast.models import predict_frame
 from velocast.monitoring.drift import (
     DriftPolicy,
     DriftReport,
@@ -100,7 +100,7 @@ def check_drift(model_type: str = "lgbm", reference: pd.DataFrame | None = None,
     if champion is not None:
         builder, pipeline = champion.pipeline.named_steps["features"], champion.pipeline
         known = set(builder.counter_ids_)
-        with_prediction = get_spec(model_type).task == "regression"
+        with_prediction = champion.spec.task == "regression"
     else:  # no champion yet: monitor the data alone
         builder = FeatureBuilder().fit(ref_rows, ref_rows["bike_count"])
         pipeline, known, with_prediction = None, set(ref_rows["counter_id"].astype(str)), False
@@ -161,7 +161,7 @@ def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp |
     champion = champion or champion_model(model_type, settings)
     if champion is None:
         return HealthReport("unknown", None, None, None, None, None, 0, None, [f"no {model_type} champion yet"])
-    if get_spec(model_type).task != "regression":
+    if champion.spec.task != "regression":
         return HealthReport("unknown", None, None, None, None, None, 0, None, ["health is defined for regressors"])
     rows = window(days, end, settings)
     if rows.empty:
@@ -169,7 +169,7 @@ def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp |
     served = ServedRows.build(rows, settings)
     if not len(served):
         return health_state(None, None, None, None, 0, policy, notes=served.notes)
-    metrics = served.score(champion.pipeline, model_type).metrics
+    metrics = served.score(champion.pipeline).metrics
     recorded = champion.ref.metrics if champion.ref else {}
     variant = f"test_baseline_{served.weather}_weather"
     scored = served.decision_rows

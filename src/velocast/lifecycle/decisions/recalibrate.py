@@ -97,7 +97,7 @@ def recalibrate(model_type: str = "lgbm", days: int | None = None, end: str | pd
     if not len(served):
         return Recalibration(model_type, "skipped", "every unseen labelled row lies in a sensor outage",
                              champion.version, days=unseen)
-    before = served.score(champion.pipeline, model_type).metrics
+    before = served.score(champion.pipeline).metrics
     before = {k: v for k, v in before.items() if k.startswith("interval_")}
     pipeline = calibrate(champion.pipeline, served.calibration_rows)
     shown = (f"coverage {before['interval_coverage']:.3f} of the nominal {settings.interval_coverage:.2f} before"

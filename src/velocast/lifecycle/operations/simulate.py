@@ -150,7 +150,7 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
         rows = ServedRows.build(arriving, sim)  # forecast day by day as served, before the week is ingested
         champion_ref = registry.champion(model_type)
         champion = registry.load(champion_ref)
-        scores = {name: rows.score(model, model_type).metrics
+        scores = {name: rows.score(model).metrics
                   for name, model in (("never", never), ("always", always), ("policy", champion))}
         rmse = {name: metrics["rmse"] for name, metrics in scores.items()}
         store.upsert_counts(arriving, sim)

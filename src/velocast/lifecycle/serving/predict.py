@@ -109,14 +109,14 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
         notes = inputs.notes(model.horizon == "day-ahead", weather_source if uses_weather else None)
         labelled = enriched["bike_count"].notna() if "bike_count" in enriched else None
         if labelled is not None and labelled.any():
-            metrics = score(model.pipeline, model.model_type, enriched[labelled.to_numpy()], coverage,
+            metrics = score(model.pipeline, enriched[labelled.to_numpy()], coverage,
                             settings.coverage_tolerance, online_rule(settings), recent).to_dict()
     # the one place where a batch of rows gets its predictions
     added = {**predicted, WEATHER_SOURCE: weather_source, "notes": ["; ".join(n) for n in notes]}
     replaced = [c for c in added if c in rows]
     out = pd.concat([rows.drop(columns=replaced) if replaced else rows, pd.DataFrame(added, index=rows.index)], axis=1)
     warnings = [unknown_counters_warning(unknown)] if unknown else []
-    if get_spec(model.model_type).task == "regression" and not model.has_intervals:
+    if model.spec.task == "regression" and not model.has_intervals:
         warnings.append(no_intervals_warning(model))
     warnings += summarise_notes(notes)
     return Predictions(out, model, warnings, metrics, unknown, notes, coverage if model.has_intervals else None)

@@ -45,7 +45,7 @@ from velocast.evaluation.metrics import (
 from velocast.features import paris_day_hour
 from velocast.lifecycle.inputs import Inputs, build_inputs, decision_weather, outage_flags
 from velocast.lifecycle.serving.adaptation import errors_for, online_rule
-from velocast.models import classification_labels, get_spec, predict_frame
+from velocast.models import classification_labels, predict_frame, task_of
 from velocast.models.intervals import OnlineRule, RecentErrors
 
 WEATHER_VARIANTS = ("with_weather", "without_weather")
@@ -71,7 +71,7 @@ class Scored:
         return out
 
 
-def score(pipeline: object, model_type: str, rows: pd.DataFrame, coverage: float | None = None,
+def score(pipeline: Any, rows: pd.DataFrame, coverage: float | None = None,
           tolerance: float | None = None, rule: OnlineRule | None = None,
           recent: RecentErrors | None = None) -> Scored:
     """Metrics of ``pipeline`` on enriched, labelled ``rows`` (as they are: no weather rule applied).
@@ -84,7 +84,7 @@ def score(pipeline: object, model_type: str, rows: pd.DataFrame, coverage: float
     days ``recent`` lacks.
     """
     y = rows["bike_count"].to_numpy(float)
-    if get_spec(model_type).task == "classification":
+    if task_of(pipeline) == "classification":
         out = predict_frame(pipeline, rows)
         labels = classification_labels(pipeline, rows, y)
         proba = out["probability"].to_numpy()
@@ -189,15 +189,15 @@ class ServedRows:
     def __len__(self) -> int:
         return len(self.decision_rows)
 
-    def score(self, pipeline: object, model_type: str) -> ServedScores:
+    def score(self, pipeline: Any) -> ServedScores:
         if not len(self):
             raise ValueError("nothing to score: every row lies in a sensor outage")
         settings = self.settings or get_settings()
         rule = self.rule if self.rule is not None else online_rule(settings)
         recent = None
-        if rule.window > 0 and get_spec(model_type).task == "regression":  # the store's days, as served
+        if rule.window > 0 and task_of(pipeline) == "regression":  # the store's days, as served
             recent = errors_for(pipeline, paris_day_hour(self.decision_rows["timestamp"])[0], rule, settings)
-        scored = {variant: score(pipeline, model_type, rows, self.coverage, self.tolerance, rule, recent)
+        scored = {variant: score(pipeline, rows, self.coverage, self.tolerance, rule, recent)
                   for variant, rows in self.variants.items()}
         decision = scored[f"{self.weather}_weather"]
         return ServedScores(self.weather, decision.to_dict(),

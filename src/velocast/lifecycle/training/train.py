@@ -68,6 +68,7 @@ from velocast.models import (
     get_spec,
     registered_name,
     resolve_horizon,
+    task_of,
     validate_hyperparams,
 )
 from velocast.models.intervals import STATIC
@@ -358,16 +359,16 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
             if spec.task == "regression":
                 pipeline = _calibrated(pipeline, fit, datasets, train_rows,
                                        served_train if client is None else None, test_b.weather, settings, notes)
-            metrics_train = served_train.score(pipeline, model_type).flat()
-            scored_b = test_b.score(pipeline, model_type)
+            metrics_train = served_train.score(pipeline).flat()
+            scored_b = test_b.score(pipeline)
             metrics_baseline = scored_b.flat()
-            metrics_current = test_c.score(pipeline, model_type).flat() if test_c is not None and len(test_c) else None
+            metrics_current = test_c.score(pipeline).flat() if test_c is not None and len(test_c) else None
             mlflow_runs.log_metrics("train", metrics_train)
             mlflow_runs.log_metrics("test_baseline", metrics_baseline)
             if metrics_current:
                 mlflow_runs.log_metrics("test_current", metrics_current)
             progress.step("logging plots and the model to MLflow")
-            _log_reports(pipeline, model_type, test_b.decision_rows, scored_b.predictions, run.info.run_id, settings)
+            _log_reports(pipeline, test_b.decision_rows, scored_b.predictions, run.info.run_id, settings)
 
             info = mlflow_runs.log_model(pipeline, mlflow_runs.input_example(model_inputs(test_b.decision_rows)),
                                          spec.task == "classification")
@@ -451,7 +452,7 @@ def _baseline_regression(task: str, metrics_baseline: dict[str, Any], settings: 
     return not (r2 is not None and np.isfinite(r2) and r2 >= settings.r2_baseline_threshold)  # NaN: regression
 
 
-def _log_reports(pipeline: Any, model_type: str, rows: pd.DataFrame, predictions: np.ndarray, run_id: str,
+def _log_reports(pipeline: Any, rows: pd.DataFrame, predictions: np.ndarray, run_id: str,
                  settings: Settings) -> None:
     folder = settings.reports_dir / "runs" / run_id
     importance = feature_importance(pipeline)
@@ -461,7 +462,7 @@ def _log_reports(pipeline: Any, model_type: str, rows: pd.DataFrame, predictions
         mlflow_runs.log_frame(importance.rename("importance").to_frame(), "reports/feature_importance.csv")
         folder.mkdir(parents=True, exist_ok=True)
         figure.savefig(folder / "feature_importance.png", dpi=90, bbox_inches="tight")
-    if get_spec(model_type).task != "regression":
+    if task_of(pipeline) != "regression":
         return
     report = regression_report(rows, predictions, "test_baseline")
     for name, figure in report.figures.items():

@@ -52,6 +52,7 @@ from velocast.config import database_url
 from velocast.data.splits import paris_day
 from velocast.evaluation.metrics import classification_metrics, regression_metrics
 from velocast.models import build_estimator, build_features, get_spec
+from velocast.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -305,9 +306,8 @@ def _run_workers(model_type: str, train: pd.DataFrame, horizon: str, n_trials: i
             raise RuntimeError(f"distributed tuning of study {study.study_name!r} failed: {'; '.join(errors)}")
 
 
-def _default_trial(model_type: str, study: optuna.Study) -> None:
+def _default_trial(spec: ModelSpec, study: optuna.Study) -> None:
     """Queue the family's defaults as the first trial of a new study (when the space covers them all)."""
-    spec = get_spec(model_type)
     if study.trials:
         return
     space = _space_names(spec)
@@ -353,7 +353,7 @@ def tune(model_type: str, train: pd.DataFrame, horizon: str, n_trials: int = 20,
     study = optuna.create_study(direction="maximize" if classification else "minimize",
                                 sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(), storage=storage,
                                 study_name=study_name, load_if_exists=storage is not None)
-    _default_trial(model_type, study)
+    _default_trial(spec, study)
     started = time.perf_counter()
     reporter = _Reporter(n_trials, n_folds, metric, started)
     if n_workers == 1:
