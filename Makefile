@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# pytest-xdist processes for `make test` (one per core here); 0 runs the suite in one process
+TEST_WORKERS ?= 2
 
 .PHONY: demo test bench lint audit clean
 
@@ -22,7 +24,7 @@ demo: $(VENV)/.installed  ## install and run the main job end to end (no server,
 	$(BIN)/velocast demo
 
 test: $(VENV)/.installed-dev  ## install with dev extras and run the full test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev  ## benchmarks -> bench/results/latest.{json,md}
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
