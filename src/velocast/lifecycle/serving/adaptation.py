@@ -69,13 +69,40 @@ def _span(conformal: ConformalRegressor, days: np.ndarray, rule: OnlineRule) -> 
 
 def served_window(model: Any, days: np.ndarray, settings: Settings) -> tuple[RecentErrors, dict[int, Any]]:
     """The recent errors for rows of Paris day numbers ``days``, and the cache of each day's adapted
-    calibration and bias to use with them (``ConformalRegressor.day_by_day``). Empty when off."""
+    calibration and bias to use with them (``ConformalRegressor.day_by_day``). Empty when off.
+
+    Requests whose days read only the store's last ``STORE_WINDOW_DAYS`` days (forecasts of
+    tomorrow, of the days just past) share one window per store version: its errors are computed
+    once, whatever the day asked. Older days get a window of their own (cached too)."""
     conformal = conformal_of(model.pipeline)
     span = _span(conformal, days, online_rule(settings)) if conformal is not None else None
     if span is None:
         return RecentErrors.empty(), {}
-    key = (store.version(settings), *span, settings.outage_min_zero_hours, online_rule(settings))
+    version = store.version(settings)
+    last = _last_store_day(settings, version)
+    if last is not None:
+        recent_first = max(conformal.unseen_from, last - STORE_WINDOW_DAYS + 1)
+        if span[0] >= recent_first and recent_first <= last:  # each day D reads only its own days before D
+            span = (recent_first, last)
+    key = (version, *span, settings.outage_min_zero_hours, online_rule(settings))
     return model.adaptation.window(key, lambda: served_errors(model.pipeline, *span, settings, model.serving))
+
+
+STORE_WINDOW_DAYS = 62  # the store's last days whose errors serving keeps per store version
+_store_ends: dict[tuple, int | None] = {}
+
+
+def _last_store_day(settings: Settings, version: int) -> int | None:
+    """The Paris day number of the store's latest count (None: empty), read once per store version."""
+    key = (str(settings.home), settings.store_uri, version)
+    try:
+        return _store_ends[key]
+    except KeyError:
+        latest = store.latest_timestamp(settings)
+        found = day_number(latest) if latest is not None else None
+        _store_ends.clear()  # one store version at a time is enough
+        _store_ends[key] = found
+        return found
 
 
 def warm_adaptation(model: Any, settings: Settings) -> None:
