@@ -56,12 +56,31 @@ def _child(fn: Callable[..., Any], args: tuple, queue: Any) -> None:
 
 
 def isolated(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
-    """Run ``fn(*args)`` in a fresh process: (result, wall seconds, peak RSS in MiB of that process)."""
+    """Run ``fn(*args)`` in a fresh process: (result, wall seconds, peak RSS in MiB of that process).
+
+    A process that dies without an answer (e.g. killed by the kernel's out-of-memory killer) raises
+    ``RuntimeError`` instead of leaving the parent waiting forever.
+    """
+    import queue as queues
+
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, args, queue))
     proc.start()
-    status, result, wall, peak = queue.get()
+    while True:
+        try:
+            status, result, wall, peak = queue.get(timeout=5)
+            break
+        except queues.Empty:
+            if proc.is_alive():
+                continue
+            try:  # it may have answered just before exiting
+                status, result, wall, peak = queue.get(timeout=2)
+                break
+            except queues.Empty:
+                proc.join()
+                raise RuntimeError(f"{getattr(fn, '__name__', fn)} died without an answer "
+                                   f"(exit code {proc.exitcode}; -9: killed, e.g. out of memory)") from None
     proc.join()
     if status != "ok":
         raise RuntimeError(result)

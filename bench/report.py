@@ -143,11 +143,30 @@ def render(results: dict[str, Any]) -> str:
     growth = results.get("growth")
     if growth:
         out += _growth(growth)
+    parity = results.get("dask_parity")
+    if parity:
+        out += _dask_parity(parity, targets)
     if targets:
         out += ["## Targets", "", "| target | measured | |", "|---|---|---|"]
         out += [f"| {name} | {value} | {_target(ok)} |" for name, value, ok in targets]
         out.append("")
     return "\n".join(out)
+
+
+def _dask_parity(parity: dict[str, Any], targets: list[tuple[str, str, bool | None]]) -> list[str]:
+    out = [f"## Dask training vs one process ({parity['model']}, {parity['workers']} workers)", "",
+           f"Train {parity['train']}; test {parity['test']}.", "",
+           "| seed | one process RMSE | Dask RMSE | one process fit (s) | Dask fit (s, with the enrichment) |",
+           "|---:|---:|---:|---:|---:|"]
+    out += [f"| {f['seed']} | {f['single_rmse']:.3f} | {f['dask_rmse']:.3f} | {f['single_fit_seconds']} | "
+            f"{f['dask_fit_seconds']} |" for f in parity["fits"]]
+    difference = parity["relative_difference"]
+    mean = (f"Mean RMSE: one process {parity['single_mean_rmse']:.3f}, Dask {parity['dask_mean_rmse']:.3f} "
+            f"({difference:+.1%}).")
+    out += ["", mean, ""]
+    targets.append(("Dask fit within 2% RMSE of one process (mean over seeds)", f"{difference:+.1%}",
+                    difference <= 0.02))
+    return out
 
 
 def _intervals(acc: dict[str, Any], targets: list[tuple[str, str, bool | None]]) -> list[str]:
@@ -197,15 +216,64 @@ def _growth(growth: dict[str, Any]) -> list[str]:
             "fit peak RSS (MiB) | predict (rows/s) | drift check (s) | drift rows (ref × cur) |"),
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for g in growth["sizes"]:
+        if "train_rows" not in g:  # the single-process steps were skipped or failed: see the notes below
+            out.append(f"| {g['factor']}× | {_f(g['counters'])} | - | {_f(g.get('ingest_seconds'), 1)} | "
+                       f"{_f(g.get('enrich_seconds'), 1)} | - | - | - | - | - | - |")
+            continue
         out.append(f"| {g['factor']}× | {_f(g['counters'])} | {_f(g['train_rows'])} | {_f(g['ingest_seconds'], 1)} | "
                    f"{_f(g['enrich_seconds'], 1)} | {_f(g['fit_seconds'], 1)} | {_f(g.get('fit_cpu_seconds'), 1)} | "
                    f"{_f(g['fit_peak_rss_mb'], 0)} | "
                    f"{_f(g['predict_rows_per_s'])} | {_f(g['drift_seconds'])} | "
                    f"{_f(g['drift_reference_rows'])} × {_f(g['drift_current_rows'])} |")
+    out += _growth_scale_out(growth)
     out += ["", "Rows per year for N counters (N × 8,760 hours): "
             + ", ".join(f"{int(n):,} counters → {rows:,}" for n, rows in growth["rows_per_year"].items()) + "."]
     if growth.get("load_average_before"):
         out.append(f"Load average (1, 5, 15 min) before / after: {growth['load_average_before']} / "
-                   f"{growth.get('load_average_after')} — other work on the machine slows every timing.")
+                   f"{growth.get('load_average_after')} — other work on the machine slows every timing."
+                   + (f" `OMP_WAIT_POLICY`: {growth['omp_wait_policy']}." if "omp_wait_policy" in growth else ""))
     out.append("")
+    return out
+
+
+def _mib_list(values: list[float] | None) -> str:
+    return " / ".join(_f(v, 0) for v in values) if values else "-"
+
+
+def _growth_scale_out(growth: dict[str, Any]) -> list[str]:
+    """The store kinds and the Dask fit of each size (runs before these figures existed have none)."""
+    sizes = growth["sizes"]
+    keys = ("delta_ingest_seconds", "dask_fit_seconds", "skipped", "failed")
+    if not any(k in g for g in sizes for k in keys):
+        return []
+    out = ["", f"### Growth: the counts' ingest per store kind, and the fit on Dask ({growth.get('dask', 'Dask')})", "",
+           ("Ingest: the counts file alone into an empty store (Parquet: the peak RSS of the prepare process "
+            "right after it). Dask fit: one attempt, including the workers' enrichment of their rows (the "
+            "single-process fit reads rows enriched beforehand: compare with enrich + fit above). RMSE: "
+            "counts of the same test rows (observed weather), both models with the same hyper-parameters and seed."),
+           "",
+           ("| size | train rows | Parquet ingest (s) | Parquet ingest peak (MiB) | Parquet on disk (MiB) "
+            "| Delta ingest (s) | Delta ingest peak (MiB) | Delta on disk (MiB) | single fit (s) | Dask fit (s) "
+            "| Dask workers CPU (s) | peak RSS per Dask worker (MiB) | Dask client peak (MiB) "
+            "| RMSE single | RMSE Dask | Dask / single |"),
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    notes = []
+    for g in sizes:
+        out.append(f"| {g['factor']}× | {_f(g.get('train_rows', g.get('prepared_train_rows')))} | "
+                   f"{_f(g.get('ingest_counts_seconds'), 1)} | {_f(g.get('ingest_peak_rss_mb'), 0)} | "
+                   f"{_f(g.get('parquet_store_mb'), 1)} | {_f(g.get('delta_ingest_seconds'), 1)} | "
+                   f"{_f(g.get('delta_ingest_peak_rss_mb'), 0)} | {_f(g.get('delta_store_mb'), 1)} | "
+                   f"{_f(g.get('fit_seconds'), 1)} | {_f(g.get('dask_fit_seconds'), 1)} | "
+                   f"{_f(g.get('dask_worker_cpu_seconds'), 1)} | {_mib_list(g.get('dask_worker_peak_rss_mb'))} | "
+                   f"{_f(g.get('dask_client_peak_rss_mb'), 0)} | {_f(g.get('single_rmse'))} | "
+                   f"{_f(g.get('dask_rmse'))} | {_f(g.get('dask_rmse_ratio'), 3)} |")
+        notes += [f"- {g['factor']}×: {step} skipped: {reason}." for step, reason in g.get("skipped", {}).items()]
+        notes += [f"- {g['factor']}×: {step} failed: `{reason}`." for step, reason in g.get("failed", {}).items()]
+    if notes:
+        out += ["", *notes]
+    limits = next((g["dask_worker_memory_limit_mb"] for g in sizes if g.get("dask_worker_memory_limit_mb")), None)
+    if limits:
+        out += ["", (f"Dask workers' memory limit (the `LocalCluster` default, RAM / workers): "
+                     f"{_mib_list(limits)} MiB each; steps estimated above {growth.get('memory_limit_gib', 20):g} GiB "
+                     f"(the Dask fit: client and workers together) are skipped.")]
     return out

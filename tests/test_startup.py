@@ -26,3 +26,16 @@ def test_skops_is_imported_without_torch() -> None:
             "import skops.io; print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0 and done.stdout.split()[-1] == "False", done.stderr[-2000:]
+
+
+def test_openmp_threads_wait_passively_unless_told_otherwise() -> None:
+    """velocast sets OMP_WAIT_POLICY=PASSIVE before LightGBM loads; an explicit value is kept."""
+    import os
+
+    code = "import velocast.models, os; print(os.environ['OMP_WAIT_POLICY'])"  # velocast.models loads lightgbm
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                              env=env if given is None else {**env, "OMP_WAIT_POLICY": given})
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split()[-1] == expected

@@ -2,8 +2,9 @@
 
 The cluster runs on 127.0.0.1 in separate worker processes (``processes=True``): the rows, the
 fitted features and the settings travel over the network exactly as to remote workers. The
-Dask-trained model is registered, promoted and served through the API like any other, and scores
-test_baseline within 2% RMSE of a single-process fit on the same rows with the same hyper-parameters.
+Dask-trained model is registered, promoted and served through the API like any other, and with the
+default hyper-parameters its test_baseline RMSE (as served) is within 2% of single-process fits on
+the same rows with the same seeds.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from velocast.features import FeatureBuilder
 from velocast.lifecycle.decisions.promotion import promote
 from velocast.lifecycle.inputs import build_inputs
 from velocast.lifecycle.serving.predict import load_model, predict_rows, read_rows_to_predict
+from velocast.lifecycle.serving.scoring import ServedRows
 from velocast.lifecycle.training.datasets import load_datasets
 from velocast.lifecycle.training.distributed import (
     connect,
+    fit_on_dask,
     month_partitions,
     resolve_backend,
     worker_features,
@@ -42,12 +45,8 @@ from velocast.models.lgbm import LGBMCountRegressor
 from velocast.models.weather_fallback import WeatherFallback
 from velocast.tracking.registry import Registry
 
-# Few trees keep the test quick. Row and column bagging off: with the default subsample=0.8 and
-# colsample_bytree=0.8 the single-process fit alone moves by up to 2.8% RMSE from one seed to another
-# on this subset (22.07-22.70 over 4 seeds), so one pair of fits would compare seeds, not backends.
-# Without bagging the single-process fit is deterministic (22.11); 4 Dask fits scored 22.10 or 22.48
-# (which worker bins which feature is not fixed), so the 2% bound has about 0.3% to spare.
-HP = {"n_estimators": 60, "subsample": 1.0, "colsample_bytree": 1.0}
+# Few trees keep the registration test quick; the accuracy test below uses the defaults.
+HP = {"n_estimators": 60}
 RMSE_TOLERANCE = 0.02
 
 
@@ -62,9 +61,8 @@ def cluster() -> Iterator[str]:
         yield local.scheduler_address
 
 
-def test_dask_training_is_registered_served_and_as_accurate_as_one_process(cluster: str, real_home: Path,
-                                                                          real_subset_file: Path,
-                                                                          tmp_path: Path) -> None:
+def test_dask_training_is_registered_and_served(cluster: str, real_home: Path, real_subset_file: Path,
+                                                tmp_path: Path) -> None:
     settings = Settings(home=real_home)
     single = train("lgbm", hyperparams=HP, settings=settings, backend="local")
     on_dask = train("lgbm", hyperparams=HP, settings=settings, backend="dask", scheduler=cluster)
@@ -76,8 +74,6 @@ def test_dask_training_is_registered_served_and_as_accurate_as_one_process(clust
     assert run.data.params["backend"] == "dask" and mlflow.get_run(single.run_id).data.params["backend"] == "local"
     assert run.data.tags["dask_scheduler"] == cluster
 
-    rmse_single, rmse_dask = single.metrics_baseline["rmse"], on_dask.metrics_baseline["rmse"]
-    print(f"test_baseline RMSE: one process {rmse_single:.3f}, Dask {rmse_dask:.3f}")
     assert on_dask.metrics_baseline["r2"] > 0.8
 
     # the same kind of pipeline: FeatureBuilder, then both LightGBM siblings in a WeatherFallback
@@ -110,13 +106,40 @@ def test_dask_training_is_registered_served_and_as_accurate_as_one_process(clust
     assert (served >= 0).all() and served.max() > 30
     assert np.corrcoef(served, rows["bike_count"].to_numpy(float))[0, 1] > 0.7
 
-    # as accurate: test_baseline RMSE within 2% of the single-process fit (both weather variants). A
-    # KNOWN GAP (README, "Training on a Dask cluster"): the data-parallel fit lands within 2% at 60
-    # trees on a quiet machine (22.10-22.48 vs 22.11) but 2.2% off under load and 10% off at 300
-    # trees (23.39 vs 21.30): reported as an expected failure with the figures until it is closed
-    deviation = abs(rmse_dask - rmse_single) / rmse_single
-    if deviation > RMSE_TOLERANCE:
-        pytest.xfail(f"Dask RMSE {rmse_dask:.3f} vs one process {rmse_single:.3f}: {deviation:.1%} off (> 2%)")
+
+
+SEEDS = (1, 2, 3)
+
+
+def test_dask_fits_are_as_accurate_as_single_process_fits_over_seeds(cluster: str, real_home: Path) -> None:
+    """Default hyper-parameters (300 trees, row and column bagging), seeds 1-3: the mean test_baseline
+    RMSE as served of the Dask fits is within 2% of the single-process fits' on the same rows.
+
+    Compared over seeds because one fit is not a measurement: the single-process fits alone move by
+    1.7% from seed to seed here (21.58-21.94), and a Dask fit differs from a local one as a seed does
+    (each feature's bins are found by one worker on its share of the rows, and the histograms are
+    summed in another order). Measured: one process 21.58 / 21.94 / 21.71; Dask, in two runs,
+    21.47 / 21.70 / 21.48 and 22.13 / 21.58 / 21.20 (which worker gets which rank is not fixed).
+    """
+    from distributed import Client
+
+    settings = Settings(home=real_home)
+    datasets = load_datasets("baseline", settings)
+    rows = datasets.train.frame
+    enriched = build_inputs(rows, settings).frame("observed")  # as a local training builds them
+    served = ServedRows.build(datasets.test_baseline.frame, settings, extra_history=datasets.history)
+    single, on_dask = [], []
+    with Client(cluster, set_as_default=False) as client:
+        for seed in SEEDS:
+            local = build_pipeline("lgbm", None, "day-ahead", seed=seed).fit(enriched, enriched["bike_count"].to_numpy(float))
+            distributed = fit_on_dask("lgbm", "day-ahead", None, rows, seed, settings, client)
+            assert distributed.named_steps["model"].estimator.with_weather_.booster_model_.booster_.num_trees() == 300
+            single.append(served.score(local).metrics["rmse"])
+            on_dask.append(served.score(distributed).metrics["rmse"])
+    print(f"test_baseline RMSE as served over seeds {SEEDS}: one process {np.round(single, 3)}, "
+          f"Dask {np.round(on_dask, 3)}")
+    assert abs(np.mean(on_dask) - np.mean(single)) / np.mean(single) <= RMSE_TOLERANCE
+    assert len(set(np.round(single, 6))) == len(SEEDS)  # the seeds do change the fits
 
 
 def test_worker_features_equal_the_single_process_ones(real_home: Path) -> None:
