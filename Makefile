@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 # pytest-xdist processes for `make test` (one per core here); 0 runs the suite in one process
 TEST_WORKERS ?= 2
+# OpenMP threads sleep while they wait for each other (README: OMP_WAIT_POLICY); velocast sets it too
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test bench lint audit clean
 
