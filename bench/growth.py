@@ -229,27 +229,11 @@ def fit_predict_drift(folder: str) -> dict[str, Any]:
             "drift_seconds": round(drift_seconds, 2), "drift_status": check.report.status}
 
 
-def _vm_hwm_mb() -> float:
-    """Peak RSS (MiB) of this process image: ``VmHWM``, which starts afresh at ``exec``.
-
-    Not ``ru_maxrss``: Linux carries it over ``exec`` from the forking process, so a Dask worker
-    forked by the nanny inside a client holding rows would report the client's RSS as its own
-    (``worker_peak_rss_mb`` reads ``ru_maxrss``: kept in the results, for the record).
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(_peak_rss_mb(), 1)
-
-
 def fit_dask(folder: str, n_workers: int = DASK_WORKERS) -> dict[str, Any]:
     """lgbm day-ahead on a fresh local Dask cluster from the canonical train rows; its RMSE on the test rows.
 
     Runs in a process of its own (``isolated``): its peak RSS is the client's (with the scheduler,
-    which runs in it); the workers are processes of the cluster, each measured by ``_vm_hwm_mb``.
+    which runs in it); the workers are processes of the cluster, each measured by ``worker_peak_rss_mb``.
     The cluster starts before the rows are read; the client never holds an enriched frame (the
     test rows are read after the cluster is closed and the training rows dropped).
     """
@@ -273,7 +257,7 @@ def fit_dask(folder: str, n_workers: int = DASK_WORKERS) -> dict[str, Any]:
         start_seconds = time.perf_counter() - started
         workers = client.scheduler_info(n_workers=-1)["workers"]
         limits = sorted(round(w.get("memory_limit", 0) / 2**20) for w in workers.values())
-        idle_mb = client.run(_vm_hwm_mb)
+        idle_mb = worker_peak_rss_mb(client)
         rows = store.query_counts(end=TRAIN_END, settings=settings)  # canonical: identity, time, count
         train_rows = len(rows)
         cpu_before = client.run(_cpu_seconds)
@@ -283,8 +267,7 @@ def fit_dask(folder: str, n_workers: int = DASK_WORKERS) -> dict[str, Any]:
         fit_seconds = time.perf_counter() - started
         client_cpu = _cpu_seconds() - client_cpu_before
         cpu_after = client.run(_cpu_seconds)
-        worker_peaks = client.run(_vm_hwm_mb)
-        worker_maxrss = worker_peak_rss_mb(client)
+        worker_peaks = worker_peak_rss_mb(client)
         client_peak_mb = _peak_rss_mb()
     del rows
     gc.collect()
@@ -296,7 +279,6 @@ def fit_dask(folder: str, n_workers: int = DASK_WORKERS) -> dict[str, Any]:
             "dask_client_cpu_seconds": round(client_cpu, 1),
             "dask_worker_peak_rss_mb": [worker_peaks[a] for a in sorted(worker_peaks)],
             "dask_worker_idle_rss_mb": [idle_mb[a] for a in sorted(idle_mb)],
-            "dask_worker_ru_maxrss_mb": [worker_maxrss[a] for a in sorted(worker_maxrss)],
             "dask_worker_memory_limit_mb": limits,
             "dask_client_peak_rss_mb": round(client_peak_mb, 1), "dask_rmse": round(rmse, 3)}
 

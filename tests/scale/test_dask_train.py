@@ -228,3 +228,18 @@ def test_backend_errors_say_what_is_expected(backend: str, model_type: str, sche
                                             message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         resolve_backend(backend, model_type, scheduler, **options)
+
+
+def test_a_process_peak_memory_is_its_own_not_its_parents() -> None:
+    """A worker started from a big process reports its own peak (``VmHWM``), not the inherited ``ru_maxrss``."""
+    import subprocess
+    import sys
+
+    child = ("import resource; from velocast.lifecycle.training.distributed import process_peak_rss_mb; "
+             "print(process_peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    parent = ("import subprocess, sys; import numpy as np; big = np.ones(100_000_000); "  # 800 MB touched
+              f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True, check=True).stdout)")
+    done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    own, inherited = (float(v) for v in done.stdout.split())
+    assert own < 500 and inherited > 700  # the child itself stays small; ru_maxrss carries the parent's 800 MB

@@ -29,6 +29,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -205,15 +206,28 @@ def fit_on_dask(model_type: str, horizon: str, hyperparams: dict[str, Any] | Non
     return Pipeline([("features", features), ("model", with_intervals(fallback))])
 
 
+def process_peak_rss_mb() -> float:
+    """Peak resident memory (MiB) of this process: ``VmHWM`` (``ru_maxrss`` where /proc is missing).
+
+    ``VmHWM`` starts afresh at ``exec``; ``ru_maxrss`` does not (Linux carries it over from the
+    forking process), so a Dask worker started by a nanny inside a client holding rows would report
+    the client's peak as its own.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker_peak_rss_mb(client: Any) -> dict[str, float]:
     """Peak resident memory (MiB) of each worker process so far."""
-    def peak() -> float:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    return {address: round(value, 1) for address, value in client.run(peak).items()}
+    return {address: round(value, 1) for address, value in client.run(process_peak_rss_mb).items()}
 
 
-__all__ = ["BACKENDS", "DASK_MODEL_TYPES", "connect", "fit_on_dask", "month_partitions", "resolve_backend",
-           "worker_features", "worker_peak_rss_mb"]
+__all__ = ["BACKENDS", "DASK_MODEL_TYPES", "connect", "fit_on_dask", "month_partitions", "process_peak_rss_mb",
+           "resolve_backend", "worker_features", "worker_peak_rss_mb"]
