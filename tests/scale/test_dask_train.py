@@ -113,13 +113,14 @@ SEEDS = (1, 2, 3)
 
 def test_dask_fits_are_as_accurate_as_single_process_fits_over_seeds(cluster: str, real_home: Path) -> None:
     """Default hyper-parameters (300 trees, row and column bagging), seeds 1-3: the mean test_baseline
-    RMSE as served of the Dask fits is within 2% of the single-process fits' on the same rows.
+    RMSE as served of the Dask fits is at most 2% above the single-process fits' on the same rows.
 
     Compared over seeds because one fit is not a measurement: the single-process fits alone move by
     1.7% from seed to seed here (21.58-21.94), and a Dask fit differs from a local one as a seed does
     (each feature's bins are found by one worker on its share of the rows, and the histograms are
-    summed in another order). Measured: one process 21.58 / 21.94 / 21.71; Dask, in two runs,
-    21.47 / 21.70 / 21.48 and 22.13 / 21.58 / 21.20 (which worker gets which rank is not fixed).
+    summed in another order). Measured: one process 21.58 / 21.94 / 21.71; Dask, in three runs,
+    21.47 / 21.70 / 21.48, 22.13 / 21.58 / 21.20 and 21.22 / 21.26 / 21.17 (which worker gets which
+    rank is not fixed).
     """
     from distributed import Client
 
@@ -138,7 +139,8 @@ def test_dask_fits_are_as_accurate_as_single_process_fits_over_seeds(cluster: st
             on_dask.append(served.score(distributed).metrics["rmse"])
     print(f"test_baseline RMSE as served over seeds {SEEDS}: one process {np.round(single, 3)}, "
           f"Dask {np.round(on_dask, 3)}")
-    assert abs(np.mean(on_dask) - np.mean(single)) / np.mean(single) <= RMSE_TOLERANCE
+    # as accurate: at most 2% worse (Dask fits have scored up to 2.4% better here: not a failure)
+    assert (np.mean(on_dask) - np.mean(single)) / np.mean(single) <= RMSE_TOLERANCE
     assert len(set(np.round(single, 6))) == len(SEEDS)  # the seeds do change the fits
 
 
