@@ -110,9 +110,9 @@ def _store_mb(path: Path) -> float:
 
 
 def _peak_rss_mb() -> float:
-    import resource
+    from velocast.lifecycle.training.distributed import process_peak_rss_mb
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return process_peak_rss_mb()
 
 
 def prepare(source: str, folder: str) -> dict[str, Any]:
