@@ -138,3 +138,20 @@ def test_the_repeated_autumn_hour_is_resolved_per_counter() -> None:
                          "bike_count": 1.0})
     hours = FeatureBuilder().fit(rows, rows["bike_count"]).transform(rows)["hour"].tolist()
     assert hours == [1, 1, 2, 2, 2, 2, 3, 3]
+
+
+def test_a_calendar_model_has_no_day_of_year_and_a_builder_fitted_with_one_still_serves() -> None:
+    stamps = pd.date_range("2021-03-01", periods=24 * 14, freq="h", tz="Europe/Paris")
+    rows = pd.DataFrame({"counter_id": "c", "timestamp": stamps, "latitude": 48.85, "longitude": 2.35,
+                         "bike_count": np.arange(len(stamps), dtype=float) % 24})
+    calendar = FeatureBuilder(horizon="calendar").fit(rows)
+    day_ahead = FeatureBuilder(horizon="day-ahead").fit(rows)
+    assert "day_of_year" not in calendar.feature_names_out_ and "month" in calendar.feature_names_out_
+    assert "day_of_year" in day_ahead.feature_names_out_
+    # a calendar builder fitted before the column was dropped (loaded from MLflow) keeps its columns
+    older = FeatureBuilder(horizon="calendar").fit(rows)
+    older.feature_names_out_ = [*older.feature_names_out_[:6], "day_of_year", *older.feature_names_out_[6:]]
+    out = older.transform(rows.head(30))
+    assert list(out.columns) == older.feature_names_out_
+    assert out["day_of_year"].tolist() == [60.0] * 24 + [61.0] * 6
+    assert np.array_equal(older.plan().matrix_of(rows.head(30)), out.to_numpy(np.float32), equal_nan=True)

@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     outage_min_zero_hours: int = Field(
         default=24, ge=2, description="Consecutive zero hours of one counter that make a sensor outage: left out "
         "of training and scores, read as unknown history.")
+    degraded_day_share: float = Field(
+        default=0.2, ge=0, lt=1, description="A counter-day whose total is below this share of what the counter "
+        "usually counts given the city that day is a degraded sensor day, left out of training (0: never).")
     decision_weather: Literal["auto", "with", "without"] = Field(
         default="auto", description="Weather a champion decision is judged with: 'with' (forecasts, else observed "
         "weather as a perfect forecast), 'without', or 'auto' ('with' once weather forecasts are stored).")

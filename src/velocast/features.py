@@ -42,6 +42,12 @@ HISTORY_COLUMNS = [*(f"lag_{k}d" for k in HISTORY_LAGS), "mean_7d_same_hour", "y
 IDENTITY_COLUMNS = ["counter_id", "timestamp", "counter_name", "site_id", "site_name", "latitude", "longitude"]
 MODEL_INPUT_COLUMNS = [*IDENTITY_COLUMNS, *WEATHER_COLUMNS, *HISTORY_COLUMNS]
 TIME_COLUMNS = ["hour", "weekday", "month", "day_of_year", "is_weekend", "hour_of_week"]
+# a calendar model has no day of year: with a year or two of history it can only memorise that
+# year's trajectory (the 2020-21 lockdowns, a flood), and days it never saw fall to whatever split
+# is nearest; without it the calendar lgbm scored lower RMSE as served on each of three months
+# (README, "Accuracy"). A day-ahead model keeps it: there its recent level bias builds on it (all
+# three months were worse as served without it). Builders fitted before keep their own columns.
+CALENDAR_ONLY_DROPS = ("day_of_year",)
 LEVEL_COLUMNS = ["counter_level", "counter_how_level"]
 _EPOCH = np.datetime64("1970-01-01")
 HOUR_NS = 3_600_000_000_000
@@ -390,8 +396,8 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         if self.feature_set == "original":
             return [*(f"counter={c}" for c in self.counter_ids_),
                     "hour", "weekday", "day", "month", "year", "latitude", "longitude"]
-        cols = ["counter_code", "latitude", "longitude", *TIME_COLUMNS, *CALENDAR_COLUMNS,
-                *WEATHER_COLUMNS, *LEVEL_COLUMNS]
+        time = [c for c in TIME_COLUMNS if self.horizon != "calendar" or c not in CALENDAR_ONLY_DROPS]
+        cols = ["counter_code", "latitude", "longitude", *time, *CALENDAR_COLUMNS, *WEATHER_COLUMNS, *LEVEL_COLUMNS]
         if self.horizon == "day-ahead":
             cols += HISTORY_COLUMNS
         return cols

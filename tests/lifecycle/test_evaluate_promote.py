@@ -42,8 +42,9 @@ def test_small_sample_challenger_is_rejected_for_regression(real_home: Path) -> 
     promote("rf", version=champion.model_version, reason="first champion")
     datasets = load_datasets("baseline")
     month = datasets.train.frame
-    month = month[(month["timestamp"] >= "2021-05-01") & (month["timestamp"] < "2021-06-01")]
-    datasets.train = Dataset("train_small", month.sample(964, random_state=1).sort_values("timestamp"), "test")
+    # a few hundred rows of the November 2020 lockdown: a model that knows nothing of normal traffic
+    month = month[(month["timestamp"] >= "2020-11-02") & (month["timestamp"] < "2020-11-30")]
+    datasets.train = Dataset("train_small", month.sample(400, random_state=1).sort_values("timestamp"), "test")
     challenger = train("rf", datasets=datasets, horizon="calendar", hyperparams={"n_estimators": 20})
     outcome = evaluate("rf", version=challenger.model_version)
     decision = outcome.decisions["double_eval"]

@@ -14,8 +14,18 @@ consecutive zero hours of one counter (default 24) as a *sensor outage*, and
   ``velocast.features.add_history``, which sees a run only up to the forecast's cut-off),
 - warns when a forecast is made for a counter whose latest counts are such a run.
 
-Runs are made of rows one hour apart in time (a missing hour ends a run). Pure functions of
-counts, no I/O.
+Runs are made of rows one hour apart in time (a missing hour ends a run).
+
+A sensor can also fail without reading 0: ``20 Avenue de Clichy`` counted 0-5 bikes an hour for
+most of April 2021 (80 before and after), and a closed lane (the riverside road under the
+February 2021 flood) counts a trickle. Such *degraded days* teach a model the wrong level of the
+counter for months. A counter-day is degraded when its total is below
+``Settings.degraded_day_share`` (default 0.2) of what the counter usually counts *given the city
+that day*: its median daily total times that day's city factor (the median, over counters, of each
+counter's total over its own median). A city-wide drop (a lockdown, Christmas) moves the factor,
+not the flag. Judged after the fact on whole days (at least 20 counted hours, at least 5
+counters), it is a training filter only: degraded days are left out of training, never out of a
+score. Pure functions of counts, no I/O.
 """
 
 from __future__ import annotations
@@ -26,7 +36,10 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_MIN_ZERO_HOURS = 24
+DEFAULT_DEGRADED_SHARE = 0.2
 _HOUR_NS = 3_600_000_000_000
+_WHOLE_DAY_HOURS = 20  # a counter-day is judged when at least this many hours are counted
+_MIN_COUNTERS = 5  # a day's city factor needs this many counters
 
 
 def utc_hours(timestamps: pd.Series) -> np.ndarray:
@@ -106,4 +119,49 @@ def outages(rows: pd.DataFrame, min_hours: int = DEFAULT_MIN_ZERO_HOURS) -> pd.D
                          "hours": (found["end"] - found["start"] + 1).to_numpy()})
 
 
-__all__ = ["DEFAULT_MIN_ZERO_HOURS", "ZeroRuns", "outage_mask", "outages", "utc_hours", "zero_runs"]
+def degraded_days(rows: pd.DataFrame, share: float = DEFAULT_DEGRADED_SHARE) -> pd.DataFrame:
+    """One line per degraded counter-day of labelled ``rows`` (module docstring): counter, Paris day,
+    its total, the total expected given the city that day, and their ratio. Empty when ``share`` <= 0."""
+    columns = ["counter_id", "day", "total", "expected", "ratio"]
+    if share <= 0 or rows.empty or "bike_count" not in rows:
+        return pd.DataFrame(columns=columns)
+    counts = rows["bike_count"].to_numpy(float)
+    known = ~np.isnan(counts)
+    frame = pd.DataFrame({"counter_id": rows["counter_id"].astype(str).to_numpy()[known],
+                          "day": rows["timestamp"].dt.tz_convert("Europe/Paris").dt.date.to_numpy()[known],
+                          "count": counts[known]})
+    days = frame.groupby(["day", "counter_id"], sort=True)["count"].agg(["sum", "size"])
+    totals = days["sum"][days["size"] >= _WHOLE_DAY_HOURS].unstack()  # Paris day x counter
+    if totals.empty:
+        return pd.DataFrame(columns=columns)
+    typical = totals.where(totals > 0).median()
+    relative = totals / typical
+    factor = relative.median(axis=1).where(relative.notna().sum(axis=1) >= _MIN_COUNTERS)
+    expected = pd.DataFrame(np.outer(factor.to_numpy(), typical.to_numpy()), index=totals.index,
+                            columns=totals.columns)
+    flagged = (totals < share * expected).stack()
+    flagged = flagged[flagged]
+    if flagged.empty:
+        return pd.DataFrame(columns=columns)
+    index = flagged.index
+    found = pd.DataFrame({"counter_id": index.get_level_values(1).astype(str),
+                          "day": index.get_level_values(0),
+                          "total": totals.stack().reindex(index).to_numpy(),
+                          "expected": expected.stack().reindex(index).to_numpy()})
+    found["ratio"] = found["total"] / found["expected"]
+    return found.sort_values(["counter_id", "day"]).reset_index(drop=True)[columns]
+
+
+def degraded_mask(rows: pd.DataFrame, share: float = DEFAULT_DEGRADED_SHARE) -> np.ndarray:
+    """True for the rows of ``rows`` on one of their degraded counter-days (``degraded_days``)."""
+    found = degraded_days(rows, share)
+    if found.empty:
+        return np.zeros(len(rows), bool)
+    keys = pd.MultiIndex.from_arrays([found["counter_id"], found["day"]])
+    mine = pd.MultiIndex.from_arrays([rows["counter_id"].astype(str).to_numpy(),
+                                      rows["timestamp"].dt.tz_convert("Europe/Paris").dt.date.to_numpy()])
+    return np.asarray(mine.isin(keys), bool)
+
+
+__all__ = ["DEFAULT_DEGRADED_SHARE", "DEFAULT_MIN_ZERO_HOURS", "ZeroRuns", "degraded_days", "degraded_mask",
+           "outage_mask", "outages", "utc_hours", "zero_runs"]

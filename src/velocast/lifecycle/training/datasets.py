@@ -88,7 +88,8 @@ def held_out_days(split: SplitRecord | None, *test_sets: pd.DataFrame | None) ->
 
 def training_rows(frame: pd.DataFrame, held_out: set[str], settings: Settings | None = None,
                   notes: list[str] | None = None) -> pd.DataFrame:
-    """``frame`` without its rows on held-out days and without sensor-outage rows (the one filter)."""
+    """``frame`` without its rows on held-out days, sensor-outage rows and degraded sensor days (the one filter)."""
+    from velocast.data.quality import degraded_mask
     from velocast.lifecycle.inputs import outage_flags
 
     settings = settings or get_settings()
@@ -102,7 +103,13 @@ def training_rows(frame: pd.DataFrame, held_out: set[str], settings: Settings | 
     if notes is not None and (outage & ~on_test_day).any():
         notes.append(f"{int((outage & ~on_test_day).sum())} rows in sensor outages (runs of >= "
                      f"{settings.outage_min_zero_hours} zero hours) left out of training")
-    keep = ~(on_test_day | outage)
+    degraded = degraded_mask(frame, settings.degraded_day_share) if "bike_count" in frame \
+        else np.zeros(len(frame), bool)
+    degraded &= ~(on_test_day | outage)
+    if notes is not None and degraded.any():
+        notes.append(f"{int(degraded.sum())} rows on degraded sensor days (a counter's total below "
+                     f"{settings.degraded_day_share:.0%} of its usual given the city that day) left out of training")
+    keep = ~(on_test_day | outage | degraded)
     return frame if keep.all() else frame[keep].reset_index(drop=True)
 
 
