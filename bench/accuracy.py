@@ -176,7 +176,9 @@ def _naive_residuals(twin: Any, calibration: Any) -> dict[str, tuple[Any, Any]]:
 
 
 def fit_and_score(model_type: str, horizon: str, params: dict, feature_set: str, folder: str,
-                  home: str, intervals: bool = False, seed: int = 42) -> dict[str, Any]:
+                  home: str, intervals: bool = False, seed: int = 42,
+                  features: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``features``: ``FeatureBuilder`` parameters that differ from the horizon's defaults."""
     import time
 
     import pandas as pd
@@ -186,7 +188,12 @@ def fit_and_score(model_type: str, horizon: str, params: dict, feature_set: str,
     from velocast.models import build_pipeline, calibrate
 
     train = pd.read_parquet(Path(folder) / "train.parquet")
-    pipeline = build_pipeline(model_type, params, horizon, seed=seed, feature_set=feature_set)
+
+    def build() -> Any:
+        built = build_pipeline(model_type, params, horizon, seed=seed, feature_set=feature_set)
+        return built.set_params(**{f"features__{k}": v for k, v in (features or {}).items()})
+
+    pipeline = build()
     started = time.perf_counter()
     pipeline.fit(train, train["bike_count"].to_numpy())
     fit_seconds = time.perf_counter() - started
@@ -195,7 +202,7 @@ def fit_and_score(model_type: str, horizon: str, params: dict, feature_set: str,
     calibration = pd.read_parquet(Path(folder) / "calibration.parquet")
     before = train[~paris_day(train["timestamp"]).isin(set(paris_day(calibration["timestamp"]))).to_numpy()]
     started = time.perf_counter()
-    twin = build_pipeline(model_type, params, horizon, seed=seed, feature_set=feature_set)
+    twin = build()
     twin.fit(before, before["bike_count"].to_numpy())
     calibrated = calibrate(pipeline, calibration, twin=twin)
     calibration_seconds = time.perf_counter() - started

@@ -47,6 +47,7 @@ TIME_COLUMNS = ["hour", "weekday", "month", "day_of_year", "is_weekend", "hour_o
 # is nearest; without it the calendar lgbm scored lower RMSE as served on each of three months
 # (README, "Accuracy"). A day-ahead model keeps it: there its recent level bias builds on it (all
 # three months were worse as served without it). Builders fitted before keep their own columns.
+# ``FeatureBuilder(day_of_year=...)`` overrides the choice.
 CALENDAR_ONLY_DROPS = ("day_of_year",)
 LEVEL_COLUMNS = ["counter_level", "counter_how_level"]
 _EPOCH = np.datetime64("1970-01-01")
@@ -315,14 +316,17 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         counter one-hot plus Paris-time calendar fields and coordinates).
     counter_as_category: give ``counter_code`` a pandas category dtype (LightGBM uses it natively).
     n_neighbors: known counters averaged to describe an unknown one.
+    day_of_year: give the model the Paris day of the year; None: only day-ahead models (see
+        ``CALENDAR_ONLY_DROPS``; ``bench/months.py`` compares both).
     """
 
     def __init__(self, horizon: str = "calendar", feature_set: str = "full",
-                 counter_as_category: bool = False, n_neighbors: int = 3):
+                 counter_as_category: bool = False, n_neighbors: int = 3, day_of_year: bool | None = None):
         self.horizon = horizon
         self.feature_set = feature_set
         self.counter_as_category = counter_as_category
         self.n_neighbors = n_neighbors
+        self.day_of_year = day_of_year
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: pd.DataFrame, y: pd.Series | np.ndarray | None = None) -> FeatureBuilder:
@@ -396,7 +400,8 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         if self.feature_set == "original":
             return [*(f"counter={c}" for c in self.counter_ids_),
                     "hour", "weekday", "day", "month", "year", "latitude", "longitude"]
-        time = [c for c in TIME_COLUMNS if self.horizon != "calendar" or c not in CALENDAR_ONLY_DROPS]
+        with_day = self.horizon != "calendar" if getattr(self, "day_of_year", None) is None else self.day_of_year
+        time = [c for c in TIME_COLUMNS if with_day or c not in CALENDAR_ONLY_DROPS]
         cols = ["counter_code", "latitude", "longitude", *time, *CALENDAR_COLUMNS, *WEATHER_COLUMNS, *LEVEL_COLUMNS]
         if self.horizon == "day-ahead":
             cols += HISTORY_COLUMNS
