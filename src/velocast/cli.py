@@ -456,6 +456,38 @@ def data_counters(as_json: bool = typer.Option(False, "--json", help=JSON_HELP))
         typer.echo(table[["counter_id", "counter_name", "first_seen", "last_seen", "hours"]].to_string(index=False))
 
 
+@data_app.command("quality")
+def data_quality(since: Optional[str] = typer.Option(None, help="First day looked at (YYYY-MM-DD; default: all)."),
+                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Broken sensors in the store: outages (runs of zero hours) and degraded days, both left out of training."""
+    from velocast.data import store
+    from velocast.data.quality import degraded_days, degraded_spans, outages
+
+    settings = get_settings()
+    rows = store.query_counts(start=since, settings=settings)
+    names = store.counters(settings)[["counter_id", "counter_name"]].astype(str) if len(rows) else None
+    found = {"outages": outages(rows, settings.outage_min_zero_hours),
+             "degraded": degraded_spans(degraded_days(rows, settings.degraded_day_share))}
+    for key, table in found.items():
+        if names is not None and "counter_name" not in table:
+            table = table.merge(names, on="counter_id", how="left")
+        table = table.sort_values([c for c in ("counter_name", "first_hour", "first_day") if c in table])
+        found[key] = table.astype({c: str for c in table.columns if c not in ("hours", "days", "median_ratio")})
+    if as_json:
+        _echo_json({key: table.to_dict(orient="records") for key, table in found.items()})
+        return
+    typer.echo(f"sensor outages (runs of >= {settings.outage_min_zero_hours} zero hours; left out of training and "
+               f"scores, unknown as history): {len(found['outages'])}")
+    if len(found["outages"]):
+        typer.echo(found["outages"][["counter_name", "first_hour", "last_hour", "hours"]].to_string(index=False))
+    typer.echo(f"degraded sensor days (total below {settings.degraded_day_share:.0%} of the counter's usual given the "
+               f"city that day; left out of training): {int(found['degraded']['days'].sum()) if len(found['degraded']) else 0}"
+               f" day(s) in {len(found['degraded'])} span(s)")
+    if len(found["degraded"]):
+        typer.echo(found["degraded"][["counter_name", "first_day", "last_day", "days", "median_ratio"]]
+                   .to_string(index=False))
+
+
 @data_app.command("generate")
 def data_generate(counters: int = typer.Option(20, help="Number of counters."),
                   days: int = typer.Option(120, help="Number of days."),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from tests.conftest import run_cli
 from velocast.config import Settings
 from velocast.data.quality import degraded_days, degraded_mask, outage_mask, outages, zero_runs
 from velocast.lifecycle.training.datasets import training_rows
@@ -121,3 +125,28 @@ def test_the_real_file_degraded_days(real_counts: pd.DataFrame) -> None:
     assert found.groupby("day").size().max() <= 4
     mask = degraded_mask(rows)
     assert int((mask & ~outage_mask(rows, 24)).sum()) == 1953
+
+
+def test_data_quality_lists_the_outages_and_degraded_days_of_the_store(home: Path, real_counts: pd.DataFrame,
+                                                                       tmp_path: Path) -> None:
+    """`velocast data quality` on five months of six real counters, the two of Avenue de Clichy among them."""
+    clichy = {"100063175-353277233", "100063175-353277235"}
+    ids = sorted(set(real_counts["counter_id"].astype(str)) - clichy)[:4] + sorted(clichy)
+    rows = real_counts[real_counts["counter_id"].astype(str).isin(ids)
+                       & (real_counts["date"] >= "2021-01-01") & (real_counts["date"] < "2021-06-01")]
+    path = tmp_path / "six.parquet"
+    rows.to_parquet(path, index=False)
+    assert run_cli(["data", "ingest", str(path)]).exit_code == 0
+    out = run_cli(["data", "quality", "--json"])
+    assert out.exit_code == 0, out.output
+    found = json.loads(out.output)
+    assert {o["counter_id"] for o in found["outages"]} == clichy
+    first = next(o for o in found["outages"] if o["counter_id"] == "100063175-353277233")
+    assert first["first_hour"] == "2021-04-08 21:00:00+02:00" and first["hours"] == 35
+    spans = found["degraded"]
+    assert {s["counter_id"] for s in spans} == clichy  # the four working counters are never flagged
+    longest = max(spans, key=lambda s: s["days"])
+    assert longest["counter_name"] == "20 Avenue de Clichy NO-SE" and longest["days"] >= 10
+    assert longest["median_ratio"] < 0.05
+    text = run_cli(["data", "quality", "--since", "2021-05-10"]).output
+    assert "sensor outages" in text and "degraded sensor days" in text and "0 day(s) in 0 span(s)" in text

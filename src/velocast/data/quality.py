@@ -163,5 +163,23 @@ def degraded_mask(rows: pd.DataFrame, share: float = DEFAULT_DEGRADED_SHARE) -> 
     return np.asarray(mine.isin(keys), bool)
 
 
-__all__ = ["DEFAULT_DEGRADED_SHARE", "DEFAULT_MIN_ZERO_HOURS", "ZeroRuns", "degraded_days", "degraded_mask",
+def degraded_spans(found: pd.DataFrame) -> pd.DataFrame:
+    """``degraded_days`` rows that still counted something, merged into spans of consecutive days
+    per counter: counter, first and last Paris day, days, median ratio to the expected total.
+    (Days at 0 all day are sensor outages: ``outages`` lists them.)"""
+    columns = ["counter_id", "first_day", "last_day", "days", "median_ratio"]
+    counted = found[found["total"] > 0].sort_values(["counter_id", "day"])
+    if counted.empty:
+        return pd.DataFrame(columns=columns)
+    day = pd.to_datetime(counted["day"]).to_numpy("datetime64[D]").astype(np.int64)
+    ids = counted["counter_id"].to_numpy()
+    new_span = np.ones(len(counted), bool)
+    new_span[1:] = (ids[1:] != ids[:-1]) | (day[1:] - day[:-1] > 1)
+    spans = counted.assign(span=np.cumsum(new_span)).groupby("span")
+    return pd.DataFrame({"counter_id": spans["counter_id"].first(), "first_day": spans["day"].min(),
+                         "last_day": spans["day"].max(), "days": spans.size(),
+                         "median_ratio": spans["ratio"].median().round(3)}).reset_index(drop=True)[columns]
+
+
+__all__ = ["DEFAULT_DEGRADED_SHARE", "DEFAULT_MIN_ZERO_HOURS", "ZeroRuns", "degraded_days", "degraded_mask", "degraded_spans",
            "outage_mask", "outages", "utc_hours", "zero_runs"]
