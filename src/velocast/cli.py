@@ -465,11 +465,11 @@ def data_quality(since: Optional[str] = typer.Option(None, help="First day looke
 
     settings = get_settings()
     rows = store.query_counts(start=since, settings=settings)
-    names = store.counters(settings)[["counter_id", "counter_name"]].astype(str) if len(rows) else None
+    names = rows[["counter_id", "counter_name"]].astype(str).drop_duplicates("counter_id")
     found = {"outages": outages(rows, settings.outage_min_zero_hours),
              "degraded": degraded_spans(degraded_days(rows, settings.degraded_day_share))}
     for key, table in found.items():
-        if names is not None and "counter_name" not in table:
+        if "counter_name" not in table:
             table = table.merge(names, on="counter_id", how="left")
         table = table.sort_values([c for c in ("counter_name", "first_hour", "first_day") if c in table])
         found[key] = table.astype({c: str for c in table.columns if c not in ("hours", "days", "median_ratio")})

@@ -122,18 +122,23 @@ def outages(rows: pd.DataFrame, min_hours: int = DEFAULT_MIN_ZERO_HOURS) -> pd.D
 def degraded_days(rows: pd.DataFrame, share: float = DEFAULT_DEGRADED_SHARE) -> pd.DataFrame:
     """One line per degraded counter-day of labelled ``rows`` (module docstring): counter, Paris day,
     its total, the total expected given the city that day, and their ratio. Empty when ``share`` <= 0."""
+    return _degraded(rows, share)[0]
+
+
+def _degraded(rows: pd.DataFrame, share: float) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray] | None]:
+    """``degraded_days`` and the counter-days of ``rows`` it read (None when it read none)."""
     columns = ["counter_id", "day", "total", "expected", "ratio"]
     if share <= 0 or rows.empty or "bike_count" not in rows:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=columns), None
     counts = rows["bike_count"].to_numpy(float)
     known = ~np.isnan(counts)
-    frame = pd.DataFrame({"counter_id": rows["counter_id"].astype(str).to_numpy()[known],
-                          "day": rows["timestamp"].dt.tz_convert("Europe/Paris").dt.date.to_numpy()[known],
-                          "count": counts[known]})
+    ids = rows["counter_id"].astype(str).to_numpy()
+    row_days = rows["timestamp"].dt.tz_convert("Europe/Paris").dt.date.to_numpy()
+    frame = pd.DataFrame({"counter_id": ids[known], "day": row_days[known], "count": counts[known]})
     days = frame.groupby(["day", "counter_id"], sort=True)["count"].agg(["sum", "size"])
     totals = days["sum"][days["size"] >= _WHOLE_DAY_HOURS].unstack()  # Paris day x counter
     if totals.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=columns), (ids, row_days)
     typical = totals.where(totals > 0).median()
     relative = totals / typical
     factor = relative.median(axis=1).where(relative.notna().sum(axis=1) >= _MIN_COUNTERS)
@@ -142,25 +147,23 @@ def degraded_days(rows: pd.DataFrame, share: float = DEFAULT_DEGRADED_SHARE) -> 
     flagged = (totals < share * expected).stack()
     flagged = flagged[flagged]
     if flagged.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=columns), (ids, row_days)
     index = flagged.index
     found = pd.DataFrame({"counter_id": index.get_level_values(1).astype(str),
                           "day": index.get_level_values(0),
                           "total": totals.stack().reindex(index).to_numpy(),
                           "expected": expected.stack().reindex(index).to_numpy()})
     found["ratio"] = found["total"] / found["expected"]
-    return found.sort_values(["counter_id", "day"]).reset_index(drop=True)[columns]
+    return found.sort_values(["counter_id", "day"]).reset_index(drop=True)[columns], (ids, row_days)
 
 
 def degraded_mask(rows: pd.DataFrame, share: float = DEFAULT_DEGRADED_SHARE) -> np.ndarray:
     """True for the rows of ``rows`` on one of their degraded counter-days (``degraded_days``)."""
-    found = degraded_days(rows, share)
-    if found.empty:
+    found, read = _degraded(rows, share)
+    if found.empty or read is None:
         return np.zeros(len(rows), bool)
     keys = pd.MultiIndex.from_arrays([found["counter_id"], found["day"]])
-    mine = pd.MultiIndex.from_arrays([rows["counter_id"].astype(str).to_numpy(),
-                                      rows["timestamp"].dt.tz_convert("Europe/Paris").dt.date.to_numpy()])
-    return np.asarray(mine.isin(keys), bool)
+    return np.asarray(pd.MultiIndex.from_arrays(list(read)).isin(keys), bool)
 
 
 def degraded_spans(found: pd.DataFrame) -> pd.DataFrame:
