@@ -155,3 +155,5 @@ def test_a_calendar_model_has_no_day_of_year_and_a_builder_fitted_with_one_still
     assert list(out.columns) == older.feature_names_out_
     assert out["day_of_year"].tolist() == [60.0] * 24 + [61.0] * 6
     assert np.array_equal(older.plan().matrix_of(rows.head(30)), out.to_numpy(np.float32), equal_nan=True)
+    del older.__dict__["day_of_year"]  # as loaded from a model saved before the parameter existed
+    assert older.get_params()["day_of_year"] is None and "FeatureBuilder" in repr(older)

@@ -320,6 +320,10 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         ``CALENDAR_ONLY_DROPS``; ``bench/months.py`` compares both).
     """
 
+    # a builder saved before this parameter existed has no such attribute once loaded: the class
+    # default keeps its get_params (repr, clone) working
+    day_of_year: bool | None = None
+
     def __init__(self, horizon: str = "calendar", feature_set: str = "full",
                  counter_as_category: bool = False, n_neighbors: int = 3, day_of_year: bool | None = None):
         self.horizon = horizon
@@ -400,7 +404,7 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         if self.feature_set == "original":
             return [*(f"counter={c}" for c in self.counter_ids_),
                     "hour", "weekday", "day", "month", "year", "latitude", "longitude"]
-        with_day = self.horizon != "calendar" if getattr(self, "day_of_year", None) is None else self.day_of_year
+        with_day = self.horizon != "calendar" if self.day_of_year is None else self.day_of_year
         time = [c for c in TIME_COLUMNS if with_day or c not in CALENDAR_ONLY_DROPS]
         cols = ["counter_code", "latitude", "longitude", *time, *CALENDAR_COLUMNS, *WEATHER_COLUMNS, *LEVEL_COLUMNS]
         if self.horizon == "day-ahead":
