@@ -151,7 +151,8 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
     """
     if known_counters is None or known_counters.empty:
         return None
-    known, located = _indexed(known_counters)
+    known = _indexed(known_counters)
+    located = known.located
     seconds, seen = [], set()
     for values, names in canonical:
         if not names.keys() <= _FAST_FIELDS or names.get("timestamp") != "timestamp":
@@ -178,13 +179,13 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
         seconds.append(int(epoch))
     n = len(canonical)
     ids = [values["counter_id"] for values, _ in canonical]
-    ref = known.iloc[known.index.get_indexer(ids)]
+    at = np.fromiter((known.position[i] for i in ids), np.int64, n)
     given_lat, given_lon = _floats(canonical, "latitude"), _floats(canonical, "longitude")
-    name = ref["counter_name"].to_numpy(object)
+    name = known.column["counter_name"][at]
     name = np.where(pd.isna(name), np.asarray(ids, object), name)
-    site_id = ref["site_id"].to_numpy(object)
+    site_id = known.column["site_id"][at]
     site_id = np.where(pd.isna(site_id), np.asarray([i.split("-")[0] for i in ids], object), site_id)
-    site_name = ref["site_name"].to_numpy(object)
+    site_name = known.column["site_name"][at]
     site_name = np.where(pd.isna(site_name), name, site_name)
     stamps = pd.DatetimeIndex(np.asarray(seconds, np.int64) * 1_000_000_000, tz="UTC").tz_convert(PARIS_TZ)
     rows = pd.DataFrame({
@@ -194,8 +195,8 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
         "site_name": pd.Series(site_name, dtype=object),
         "timestamp": pd.Series(stamps.astype(pd.DatetimeTZDtype(unit="ns", tz=PARIS_TZ))),
         "bike_count": np.full(n, np.nan),
-        "latitude": np.where(np.isnan(given_lat), ref["latitude"].to_numpy(float), given_lat),
-        "longitude": np.where(np.isnan(given_lon), ref["longitude"].to_numpy(float), given_lon),
+        "latitude": np.where(np.isnan(given_lat), known.column["latitude"][at], given_lat),
+        "longitude": np.where(np.isnan(given_lon), known.column["longitude"][at], given_lon),
         "installation_date": pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns]"),
     })
     for column in WEATHER_COLUMNS:
@@ -204,18 +205,32 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
     return RecordRows(rows, np.arange(n), {})
 
 
-_indexed_cache: list[tuple[pd.DataFrame, pd.DataFrame, frozenset[str]]] = []
+@dataclass(frozen=True)
+class _CounterTable:
+    """Known counters as arrays: ``position`` of each id, its ``column`` values, the ids with a location."""
+
+    position: dict[str, int]
+    column: dict[str, np.ndarray]
+    located: frozenset[str]
 
 
-def _indexed(known_counters: pd.DataFrame) -> tuple[pd.DataFrame, frozenset[str]]:
-    """Known counters indexed by id, and the ids with a location; kept while ``KnownCounters`` serves the same frame."""
-    for frame, known, located in _indexed_cache:
+_indexed_cache: list[tuple[pd.DataFrame, _CounterTable]] = []
+
+
+def _indexed(known_counters: pd.DataFrame) -> _CounterTable:
+    """``known_counters`` as a ``_CounterTable``; kept while ``KnownCounters`` serves the same frame."""
+    for frame, table in _indexed_cache:
         if frame is known_counters:
-            return known, located
-    known = known_counters.drop_duplicates("counter_id").set_index("counter_id")
-    located = frozenset(known.index[known["latitude"].notna().to_numpy() & known["longitude"].notna().to_numpy()])
-    _indexed_cache[:] = [(known_counters, known, located)]
-    return known, located
+            return table
+    known = known_counters.drop_duplicates("counter_id")
+    ids = known["counter_id"].astype(str).tolist()
+    column = {name: known[name].to_numpy(object) for name in ("counter_name", "site_id", "site_name")}
+    column.update({name: pd.to_numeric(known[name], errors="coerce").to_numpy(float) for name in ("latitude", "longitude")})
+    located = frozenset(i for i, lat, lon in zip(ids, column["latitude"], column["longitude"])
+                        if not (np.isnan(lat) or np.isnan(lon)))
+    table = _CounterTable({i: k for k, i in enumerate(ids)}, column, located)
+    _indexed_cache[:] = [(known_counters, table)]
+    return table
 
 
 def _floats(canonical: list[tuple[dict[str, Any], dict[str, str]]], name: str) -> np.ndarray:

@@ -91,7 +91,7 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
     metrics = None
     day, recent, adapted, rule = None, None, None, STATIC
     if len(rows) and model.has_intervals and online_rule(settings).window > 0:
-        day = paris_day_hour(rows["timestamp"])[0]
+        day = fast.day if fast is not None else paris_day_hour(rows["timestamp"])[0]
         recent, adapted = served_window(model, day, settings)  # the errors of the days before, unseen by the model
         rule = online_rule(settings) if len(recent) else STATIC
     if fast is not None:  # arrays all the way (velocast.lifecycle.serving.fast_path), proven equal to the frames' path
