@@ -34,7 +34,8 @@ def test_every_command_and_option_says_what_it_does() -> None:
     assert not [" ".join(path) for path, command in commands if not (command.help or "").strip()]
     helps = {(" ".join(path), p.opts[0]): p.help for path, command in commands for p in command.params
              if p.param_type_name == "option"}
-    assert "reference (both: the sliding window the weekly cycle uses)" in helps[("train", "--data-source")]
+    assert "reference (default: train_baseline + train_current, the sliding window the weekly cycle uses)" \
+        in helps[("train", "--data-source")]
     assert "VELOCAST_ENV" in helps[("train", "--env")] and "--hyperopt" in helps[("train", "--timeout")]
     assert "progress and the total time stay on stderr" in helps[("cycle", "--json")]
     predict = dict(commands)[("predict",)].help

@@ -30,7 +30,7 @@ from typing import Any, Literal, Optional
 import typer
 
 from velocast import __version__
-from velocast.choices import AUDIT_EVENTS, ENVS, POLICIES, STRATEGIES
+from velocast.choices import AUDIT_EVENTS, DEFAULT_DATA_SOURCE, ENVS, POLICIES, STRATEGIES
 from velocast.models import (
     MODEL_TYPES,  # the family names only: velocast.models imports nothing heavy
 )
@@ -529,9 +529,10 @@ def data_generate(counters: int = typer.Option(20, help="Number of counters."),
 # ------------------------------------------------------------------------------------------ models
 @app.command("train")
 def train_cmd(model_type: ModelTypeOrAll = typer.Option("lgbm", help="Model family, or all of them."),
-              data_source: str = typer.Option("baseline", help="What to train on: baseline (train_baseline of the "
-                                              "split) | current (the first 80% of the days after the cutoff) | "
-                                              "reference (both: the sliding window the weekly cycle uses)."),
+              data_source: str = typer.Option(DEFAULT_DATA_SOURCE, help="What to train on: reference (default: "
+                                              "train_baseline + train_current, the sliding window the weekly cycle "
+                                              "uses) | baseline (train_baseline of the split) | current (the first "
+                                              "80% of the days after the cutoff)."),
               env: Optional[str] = typer.Option(None, help="dev | prod: the environment recorded with the run "
                                                 "(summary.json, audit); default VELOCAST_ENV (dev)."),
               model_test: bool = typer.Option(False, "--model-test", help="Quick run on a 1,000-row sample."),

@@ -30,7 +30,7 @@ def test_model_test_run_is_tracked_registered_and_summarised(real_home: Path) ->
         assert key in run.data.metrics
     assert run.data.params["hp_num_leaves"] == "63" and run.data.tags["horizon"] == "day-ahead"
     inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
-    assert inputs == {"train_baseline", "test_baseline", "test_current"}
+    assert inputs == {"train_reference", "test_baseline", "test_current"}  # the default: train_baseline + train_current
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
     assert "plots/feature_importance.png" in artifacts and "plots/test_baseline_predicted_vs_actual.png" in artifacts
     entry = SummaryStore().find(result.run_id)

@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from velocast.choices import (
     AUDIT_EVENTS,
     DATA_SOURCES,
+    DEFAULT_DATA_SOURCE,
     ENVS,
     HORIZONS,
     JOB_RUNNERS,
@@ -319,7 +320,7 @@ class TrainRequest(BaseModel):
     ]})
 
     model_type: ModelType = "lgbm"
-    data_source: DataSource = "baseline"
+    data_source: DataSource = DEFAULT_DATA_SOURCE
     env: Env | None = Field(None, description="Environment recorded with the run and its audit row; default "
                             "the server's VELOCAST_ENV (dev).")
     hyperparams: dict[str, Any] = Field(default_factory=dict, description="Checked against the model type "

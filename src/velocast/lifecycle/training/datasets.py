@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from velocast.choices import DATA_SOURCES
+from velocast.choices import DATA_SOURCES, DEFAULT_DATA_SOURCE
 from velocast.config import Settings, get_settings
 from velocast.data import splits, store
 from velocast.data.ingest import read_table, validate
@@ -141,7 +141,7 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["timestamp", "counter_id"], kind="stable").reset_index(drop=True)
 
 
-def load_datasets(data_source: str = "baseline", settings: Settings | None = None,
+def load_datasets(data_source: str = DEFAULT_DATA_SOURCE, settings: Settings | None = None,
                   data_path: Path | str | None = None, current_data: pd.DataFrame | None = None,
                   model_test: bool = False, seed: int = 42, split: SplitRecord | None = None) -> Datasets:
     settings = settings or get_settings()
@@ -182,7 +182,7 @@ def load_datasets(data_source: str = "baseline", settings: Settings | None = Non
                 raise ValueError(f"no current data after the cutoff {split.cutoff}: ingest newer data first")
             train_ds = Dataset("train_current", train_c, f"store after {split.cutoff}")
         else:
-            train_ds = Dataset("reference", _sorted(pd.concat([train_b, train_c], ignore_index=True)),
+            train_ds = Dataset("train_reference", _sorted(pd.concat([train_b, train_c], ignore_index=True)),
                                f"{source} + store after {split.cutoff}")
     if current_data is not None and not current_data.empty:
         posted_train, posted_test = split_by_time(_sorted(current_data), 0.2)

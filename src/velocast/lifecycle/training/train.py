@@ -50,7 +50,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from velocast import __version__, progress
-from velocast.choices import ENVS
+from velocast.choices import DEFAULT_DATA_SOURCE, ENVS
 from velocast.config import Settings, get_settings, redact
 from velocast.data.splits import paris_day
 from velocast.evaluation.reports import feature_importance_figure, regression_report
@@ -228,7 +228,7 @@ def _fit(model_type: str, horizon: str, params: dict[str, Any], train_rows: pd.D
     return build_pipeline(model_type, params, horizon, seed=seed).fit(train_rows, y)
 
 
-def train(model_type: str, data_source: str = "baseline", env: str | None = None, model_test: bool = False,
+def train(model_type: str, data_source: str = DEFAULT_DATA_SOURCE, env: str | None = None, model_test: bool = False,
           horizon: str | None = None, hyperparams: dict[str, Any] | None = None, hyperopt: bool = False,
           n_trials: int = 20, data_path: Path | str | None = None, current_data: pd.DataFrame | None = None,
           seed: int = 42, settings: Settings | None = None, datasets: Datasets | None = None,
@@ -495,8 +495,8 @@ def train_many(model_types: list[str] | tuple[str, ...], **kwargs: Any) -> list[
     settings = kwargs.pop("settings", None) or get_settings()
     check_tuning_options(kwargs.get("hyperopt", False), kwargs.get("n_workers", 1), kwargs.get("study_storage"))
     if not kwargs.get("datasets"):
-        progress.step(f"reading the {kwargs.get('data_source', 'baseline')} datasets")
-        kwargs["datasets"] = load_datasets(kwargs.get("data_source", "baseline"), settings,
+        progress.step(f"reading the {kwargs.get('data_source', DEFAULT_DATA_SOURCE)} datasets")
+        kwargs["datasets"] = load_datasets(kwargs.get("data_source", DEFAULT_DATA_SOURCE), settings,
                                            kwargs.pop("data_path", None), kwargs.pop("current_data", None),
                                            kwargs.get("model_test", False), kwargs.get("seed", 42))
     results = []
