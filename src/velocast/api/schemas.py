@@ -320,7 +320,9 @@ class TrainRequest(BaseModel):
     ]})
 
     model_type: ModelType = "lgbm"
-    data_source: DataSource = DEFAULT_DATA_SOURCE
+    data_source: DataSource = Field(DEFAULT_DATA_SOURCE, description="What to train on: reference (default: "
+                                    "train_baseline + train_current) | baseline | current; held-out test days "
+                                    "never.")
     env: Env | None = Field(None, description="Environment recorded with the run and its audit row; default "
                             "the server's VELOCAST_ENV (dev).")
     hyperparams: dict[str, Any] = Field(default_factory=dict, description="Checked against the model type "
