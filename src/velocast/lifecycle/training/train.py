@@ -495,8 +495,9 @@ def train_many(model_types: list[str] | tuple[str, ...], **kwargs: Any) -> list[
     settings = kwargs.pop("settings", None) or get_settings()
     check_tuning_options(kwargs.get("hyperopt", False), kwargs.get("n_workers", 1), kwargs.get("study_storage"))
     if not kwargs.get("datasets"):
-        progress.step(f"reading the {kwargs.get('data_source', DEFAULT_DATA_SOURCE)} datasets")
-        kwargs["datasets"] = load_datasets(kwargs.get("data_source", DEFAULT_DATA_SOURCE), settings,
+        source = kwargs.get("data_source", DEFAULT_DATA_SOURCE)
+        progress.step(f"reading the {source} datasets")
+        kwargs["datasets"] = load_datasets(source, settings,
                                            kwargs.pop("data_path", None), kwargs.pop("current_data", None),
                                            kwargs.get("model_test", False), kwargs.get("seed", 42))
     results = []
