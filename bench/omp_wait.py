@@ -5,7 +5,12 @@ machine's cores, first with ``OMP_WAIT_POLICY=ACTIVE`` (threads spin while they 
 OpenMP's usual default), then with ``PASSIVE`` (they sleep; velocast's default), and each fit also
 runs alone. The rows: the real file's training rows before 2021-07-10 with velocast's day-ahead
 features (built once, in a scratch home); the fit: the default ``lgbm`` hyper-parameters with
-``TREES`` trees. Results: ``bench/results/omp_wait.json`` and ``.md``.
+``TREES`` trees.
+
+Then, under ``PASSIVE``, one fit of the default ``lgbm`` (all its trees) alone on 1 and on 2 threads
+for several row counts (the first rows of the matrix; the last size is the matrix twice): where
+``velocast.models.lgbm.ONE_THREAD_FIT_ROWS`` comes from. Results: ``bench/results/omp_wait.json``
+and ``.md``.
 """
 
 from __future__ import annotations
@@ -25,16 +30,20 @@ from bench.common import REAL_COUNTS, REAL_WEATHER, RESULTS, isolated, machine
 
 TREES = 100
 POLICIES = ("ACTIVE", "PASSIVE")
+THREADS = (1, 2)
+SIZES = (1_000, 20_000, 100_000, None, "twice")  # None: every row; "twice": the matrix stacked twice
 
 FIT = """
 import sys, time
 import numpy as np, pandas as pd, lightgbm as lgb
 from velocast.models.lgbm import DEFAULTS
 X = pd.read_parquet(sys.argv[1])
+trees, threads, rows = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+X = pd.concat([X, X], ignore_index=True) if rows == "twice" else X.iloc[:int(rows)] if rows != "None" else X
 y = X.pop("__log1p_count__").to_numpy()
 started = time.perf_counter()
-lgb.LGBMRegressor(**{**DEFAULTS, "n_estimators": int(sys.argv[2])}, n_jobs=2, verbose=-1).fit(X, y)
-print(round(time.perf_counter() - started, 2))
+lgb.LGBMRegressor(**{**DEFAULTS, "n_estimators": trees}, n_jobs=threads, verbose=-1).fit(X, y)
+print(len(X), round(time.perf_counter() - started, 2))
 """
 
 
@@ -60,12 +69,20 @@ def features(folder: str) -> int:
     return len(X)
 
 
-def _fits(matrix: Path, policy: str, at_once: int) -> list[float]:
+def _fits(matrix: Path, policy: str, at_once: int, trees: int = TREES, threads: int = 2,
+          rows: int | str | None = None) -> list[float]:
     """Wall seconds of ``at_once`` fits started together under ``policy``."""
     env = {**os.environ, "OMP_WAIT_POLICY": policy}
-    procs = [subprocess.Popen([sys.executable, "-c", FIT, str(matrix), str(TREES)], env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", FIT, str(matrix), str(trees), str(threads), str(rows)], env=env,
                               stdout=subprocess.PIPE, text=True) for _ in range(at_once)]
     return [float(p.communicate()[0].split()[-1]) for p in procs]
+
+
+def _rows(matrix: Path, rows: int | str | None) -> int:
+    import pandas as pd
+
+    total = len(pd.read_parquet(matrix, columns=["__log1p_count__"]))
+    return 2 * total if rows == "twice" else total if rows is None else min(int(rows), total)
 
 
 def run() -> dict[str, Any]:
@@ -78,6 +95,18 @@ def run() -> dict[str, Any]:
             out[policy] = {"alone_seconds": alone, "two_at_once_seconds": _fits(matrix, policy, 2)}
             print(f"{policy}: alone {out[policy]['alone_seconds']} s, two at once "
                   f"{out[policy]['two_at_once_seconds']} s", flush=True)
+        from velocast.models.lgbm import DEFAULTS
+
+        out["default_trees"] = DEFAULTS["n_estimators"]
+        out["threads"] = []
+        for rows in SIZES:
+            row: dict[str, Any] = {"rows": _rows(Path(tmp) / "X.parquet", rows)}
+            for threads in THREADS:  # best of 2, alone
+                row[f"{threads}_thread_seconds"] = min(_fits(Path(tmp) / "X.parquet", "PASSIVE", 1, DEFAULTS["n_estimators"],
+                                                             threads, rows)[0] for _ in range(2))
+            print(f"PASSIVE, {row['rows']:,} rows: {row['1_thread_seconds']} s on 1 thread, "
+                  f"{row['2_thread_seconds']} s on 2", flush=True)
+            out["threads"].append(row)
     return out
 
 
@@ -91,6 +120,13 @@ def render(result: dict[str, Any]) -> str:
     for policy in POLICIES:
         both = " / ".join(f"{s:.1f} s" for s in result[policy]["two_at_once_seconds"])
         lines.append(f"| {policy} | {min(result[policy]['alone_seconds']):.1f} s | {both} |")
+    if result.get("threads"):
+        caption = (f"One fit alone under PASSIVE: the default lgbm ({result['default_trees']} trees), best of 2, "
+                   "on the first rows of the same matrix (the last line: the matrix twice).")
+        lines += ["", caption, "",
+                  "| rows | 1 thread | 2 threads |", "|---:|---:|---:|"]
+        lines += [f"| {r['rows']:,} | {r['1_thread_seconds']:.2f} s | {r['2_thread_seconds']:.2f} s |"
+                  for r in result["threads"]]
     return "\n".join(lines) + "\n"
 
 

@@ -36,6 +36,13 @@ DEFAULTS = {
 TUNING_MAX_TREES = 600
 # continuing from a champion: a few more trees, more slowly
 CONTINUE_DEFAULTS = {"n_estimators": 50, "learning_rate": 0.05}
+# Fits on fewer rows than this use one thread whatever ``n_jobs`` says. With OpenMP threads that sleep
+# while they wait (OMP_WAIT_POLICY=PASSIVE, velocast's default: velocast/__init__.py) each of the many
+# parallel steps of a boosting round pays a wake-up, and one thread is faster on this 2-core machine:
+# the default 300 trees on the real day-ahead features took 0.03 s on 1 thread against 0.33 s on 2 for
+# 1,000 rows, 1.98 s / 4.86 s for 100,000, 7.20 s / 7.95 s for 383,451; 2 threads win only from about
+# 750,000 rows (14.34 s / 13.85 s). ``python bench/omp_wait.py`` (bench/results/omp_wait.md).
+ONE_THREAD_FIT_ROWS = 500_000
 
 
 def _log_counts(y: np.ndarray) -> np.ndarray:
@@ -47,6 +54,10 @@ class LGBMCountRegressor(BaseEstimator, RegressorMixin):
 
     ``init_model`` (a fitted LGBMCountRegressor) continues boosting from its trees.
     """
+
+    # two fits may run at once, one per core (``WeatherFallback``): below ONE_THREAD_FIT_ROWS each uses
+    # one thread, and LightGBM releases the GIL while it boosts
+    fits_concurrently = True
 
     def __init__(self, n_estimators: int = 300, learning_rate: float = 0.1, num_leaves: int = 63,
                  min_child_samples: int = 100, subsample: float = 0.8, subsample_freq: int = 1,
@@ -68,13 +79,15 @@ class LGBMCountRegressor(BaseEstimator, RegressorMixin):
             early_stopping_rounds: int = 20) -> LGBMCountRegressor:
         """Fit on log1p(y); with ``eval_set`` (rows, counts), stop once its loss has not improved for
         ``early_stopping_rounds`` trees (``best_iteration_`` trees then predict)."""
-        self.booster_model_ = lgb.LGBMRegressor(**self.get_params(), verbose=-1)
+        threads = 1 if len(X) < ONE_THREAD_FIT_ROWS else self.n_jobs
+        self.booster_model_ = lgb.LGBMRegressor(**{**self.get_params(), "n_jobs": threads}, verbose=-1)
         init = init_model.booster_model_.booster_ if init_model is not None else None
         stopping: dict = {}
         if eval_set is not None:
             stopping = {"eval_set": [(eval_set[0], _log_counts(eval_set[1]))],
                         "callbacks": [lgb.early_stopping(early_stopping_rounds, verbose=False)]}
         self.booster_model_.fit(X, _log_counts(y), init_model=init, **stopping)
+        self.booster_model_.set_params(n_jobs=self.n_jobs)  # predictions: the threads asked for
         self.best_iteration_ = int(self.booster_model_.best_iteration_ or self.n_estimators)
         self.feature_importances_ = self.booster_model_.booster_.feature_importance("gain")
         return self

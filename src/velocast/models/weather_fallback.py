@@ -7,11 +7,15 @@ model trained without weather). ``WeatherFallback`` therefore fits the family's 
 the same rows: once with the weather columns, once without them, and predicts each row with the
 first when its weather is known (``REQUIRED_WEATHER`` all present) and with the second otherwise.
 A row without weather is thus predicted exactly by a model trained without weather.
+
+An estimator whose class says ``fits_concurrently`` (``lgbm``: one thread per fit below a size, the
+GIL released while it boosts) has its two fits run at the same time, one per core.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -46,8 +50,16 @@ class WeatherFallback(BaseEstimator):
         return X.drop(columns=[c for c in self.weather_columns if c in X])
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, **fit_params: Any) -> WeatherFallback:
-        self.with_weather_ = clone(self.estimator).fit(X, y, **fit_params)
-        self.without_weather_ = clone(self.estimator).fit(self._without(X), y, **fit_params)
+        first, second = clone(self.estimator), clone(self.estimator)
+        bare = self._without(X)
+        if getattr(self.estimator, "fits_concurrently", False):
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="velocast-fit") as pool:
+                without = pool.submit(second.fit, bare, y, **fit_params)
+                self.with_weather_ = first.fit(X, y, **fit_params)
+                self.without_weather_ = without.result()
+        else:
+            self.with_weather_ = first.fit(X, y, **fit_params)
+            self.without_weather_ = second.fit(bare, y, **fit_params)
         self._copy_attributes()
         return self
 

@@ -231,6 +231,11 @@ def log_figure(figure: Any, artifact_file: str) -> None:
     mlflow.log_figure(figure, artifact_file)
 
 
+def log_file(path: Path, artifact_dir: str) -> None:
+    """A file already written (a saved figure): logged as is, not drawn again."""
+    mlflow.log_artifact(str(path), artifact_path=artifact_dir)
+
+
 def log_frame(frame: pd.DataFrame, artifact_file: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name

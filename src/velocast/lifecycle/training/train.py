@@ -454,22 +454,22 @@ def _baseline_regression(task: str, metrics_baseline: dict[str, Any], settings: 
 
 def _log_reports(pipeline: Any, rows: pd.DataFrame, predictions: np.ndarray, run_id: str,
                  settings: Settings) -> None:
+    """The run's plots and breakdowns, under the reports folder and in MLflow (each figure drawn once)."""
     folder = settings.reports_dir / "runs" / run_id
     importance = feature_importance(pipeline)
     if importance is not None:
-        figure = feature_importance_figure(importance)
-        mlflow_runs.log_figure(figure, "plots/feature_importance.png")
-        mlflow_runs.log_frame(importance.rename("importance").to_frame(), "reports/feature_importance.csv")
         folder.mkdir(parents=True, exist_ok=True)
-        figure.savefig(folder / "feature_importance.png", dpi=90, bbox_inches="tight")
+        feature_importance_figure(importance).savefig(folder / "feature_importance.png", dpi=90, bbox_inches="tight")
+        mlflow_runs.log_file(folder / "feature_importance.png", "plots")
+        mlflow_runs.log_frame(importance.rename("importance").to_frame(), "reports/feature_importance.csv")
     if task_of(pipeline) != "regression":
         return
     report = regression_report(rows, predictions, "test_baseline")
-    for name, figure in report.figures.items():
-        mlflow_runs.log_figure(figure, f"plots/{name}.png")
+    written = report.write(folder)
+    for name in report.figures:
+        mlflow_runs.log_file(written[name], "plots")
     mlflow_runs.log_frame(report.per_counter, "reports/test_baseline_per_counter.csv")
     mlflow_runs.log_frame(report.per_hour, "reports/test_baseline_per_hour.csv")
-    report.write(folder)
 
 
 def _summary_entry(model_type: str, env: str, test_mode: bool, run_id: str, model_uri: str, version: str,
