@@ -121,18 +121,18 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['machine']['commit']}; {result['machine']['date']}. Champion trained on the store up to "
              f"{FIRST_DAY} (exclusive); {FIRST_DAY}..{LAST_DAY} forecast one day at a time with `velocast predict` "
              "on rows without counts, each day's counts ingested the next day, no weather forecast. "
-             "`python bench/served_month.py`."),
+             "`python bench/served_month.py`; a run again replaces its own row only (commit column)."),
              "",
              ("| data source | horizon | RMSE | RMSE(log1p) | coverage 80% | width | RMSE all rows | RMSE(log1p) all "
-             "rows | outage rows | train (s) | total (s) |"),
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "rows | outage rows | train (s) | total (s) | commit |"),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for run in result["runs"]:
         s = run["scores"]
         w, a = s["without_outages"], s["all_rows"]
         lines.append(f"| {run['data_source']} | {run['horizon']} | {w['rmse']:.2f} | {w['rmse_log1p']:.3f} | "
                      f"{w['interval_coverage']:.3f} | {w['interval_width']:.1f} | {a['rmse']:.2f} | "
                      f"{a['rmse_log1p']:.3f} | {s['outage_rows']} | {run['train_seconds']:.0f} | "
-                     f"{run['total_seconds']:.0f} |")
+                     f"{run['total_seconds']:.0f} | {run.get('commit', result['machine']['commit'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -150,8 +150,17 @@ def main() -> None:
                 run = replay(folder, days, source, horizon)
                 runs.append({"data_source": source, "horizon": horizon, **run})
             print(json.dumps({k: v for k, v in runs[-1].items() if k != "train_output"}, indent=1), flush=True)
-    result = {"machine": machine(), "runs": runs}
+    for run in runs:
+        run["commit"] = machine()["commit"]
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if (RESULTS / "served_month.json").exists():  # keep the runs of the sources and horizons not run again
+        again = {(r["data_source"], r["horizon"]) for r in runs}
+        earlier = json.loads((RESULTS / "served_month.json").read_text(encoding="utf-8"))
+        runs = [*runs, *({**r, "commit": r.get("commit", earlier["machine"]["commit"])} for r in earlier["runs"]
+                         if (r["data_source"], r["horizon"]) not in again)]
+        order = ["reference", "baseline", "current"]
+        runs.sort(key=lambda r: (order.index(r["data_source"]), r["horizon"] != "day-ahead"))
+    result = {"machine": machine(), "runs": runs}
     (RESULTS / "served_month.json").write_text(json.dumps(result, indent=1))
     (RESULTS / "served_month.md").write_text(markdown(result))
     print(markdown(result))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any, ClassVar
+
 import numpy as np
 import pandas as pd
 
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.features import FeatureBuilder
 from velocast.models import build_pipeline, predict_frame
-from velocast.models.lgbm import LGBMCountRegressor
+from velocast.models.lgbm import ONE_THREAD_FIT_ROWS, LGBMCountRegressor, continue_from
 from velocast.models.weather_fallback import WeatherFallback
 
 
@@ -69,3 +72,49 @@ def test_training_rows_get_their_levels_out_of_fold() -> None:
     assert changed.sum() > 0 and not changed[0]
     full = FeatureBuilder().fit(rows, y).transform(rows.iloc[[0]])
     assert full["counter_how_level"].iloc[0] != oof["counter_how_level"].iloc[0]
+
+
+class _Recorded(LGBMCountRegressor):
+    """LightGBM that records the thread each fit ran in."""
+
+    threads: ClassVar[list[str]] = []
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, **kwargs: Any) -> _Recorded:
+        type(self).threads.append(threading.current_thread().name)
+        return super().fit(X, y, **kwargs)
+
+
+class _OneAfterTheOther(LGBMCountRegressor):
+    fits_concurrently = False
+
+
+def test_sibling_fits_run_side_by_side_on_one_thread_each_and_match_fits_one_after_the_other() -> None:
+    rows = _rows(days=30)
+    y = rows["bike_count"].to_numpy()
+    X = FeatureBuilder(horizon="calendar", counter_as_category=True).fit_transform(rows, y)
+    params = {"n_estimators": 30, "num_leaves": 15, "n_jobs": 2}
+
+    _Recorded.threads = []
+    side_by_side = WeatherFallback(_Recorded(**params)).fit(X, y)
+    assert sorted(name.startswith("velocast-fit") for name in _Recorded.threads) == [False, True]
+    one_after = WeatherFallback(_OneAfterTheOther(**params)).fit(X, y)
+    test = X.copy()
+    test.loc[test.index % 2 == 0, WEATHER_COLUMNS] = np.nan
+    np.testing.assert_array_equal(side_by_side.predict(test), one_after.predict(test))
+
+    # a small fit uses one thread whatever n_jobs says (faster with sleeping OpenMP threads);
+    # predictions keep the threads asked for
+    booster = side_by_side.with_weather_.booster_model_
+    assert len(X) < ONE_THREAD_FIT_ROWS and booster.booster_.params["num_threads"] == 1
+    assert booster.n_jobs == 2
+
+    # continued training: the same, side by side
+    steps: list[str] = []
+
+    def step(old: LGBMCountRegressor, features: pd.DataFrame) -> LGBMCountRegressor:
+        steps.append(threading.current_thread().name)
+        return continue_from(old, features, y, {"n_estimators": 5})
+
+    continued = side_by_side.continued(step, X)
+    assert sorted(name.startswith("velocast-fit") for name in steps) == [False, True]
+    assert continued.with_weather_.booster_model_.booster_.num_trees() == 35

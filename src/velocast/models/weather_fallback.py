@@ -52,24 +52,27 @@ class WeatherFallback(BaseEstimator):
     def fit(self, X: pd.DataFrame, y: np.ndarray, **fit_params: Any) -> WeatherFallback:
         first, second = clone(self.estimator), clone(self.estimator)
         bare = self._without(X)
-        if getattr(self.estimator, "fits_concurrently", False):
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="velocast-fit") as pool:
-                without = pool.submit(second.fit, bare, y, **fit_params)
-                self.with_weather_ = first.fit(X, y, **fit_params)
-                self.without_weather_ = without.result()
-        else:
-            self.with_weather_ = first.fit(X, y, **fit_params)
-            self.without_weather_ = second.fit(bare, y, **fit_params)
+        self.with_weather_, self.without_weather_ = self._both(lambda: first.fit(X, y, **fit_params),
+                                                               lambda: second.fit(bare, y, **fit_params))
         self._copy_attributes()
         return self
 
     def continued(self, step: Callable[[Any, pd.DataFrame], Any], X: pd.DataFrame) -> WeatherFallback:
         """A new fallback whose two models are ``step(old_model, rows)`` (continued training)."""
         out = WeatherFallback(self.estimator, self.weather_columns)
-        out.with_weather_ = step(self.with_weather_, X)
-        out.without_weather_ = step(self.without_weather_, self._without(X))
+        bare = self._without(X)
+        out.with_weather_, out.without_weather_ = self._both(lambda: step(self.with_weather_, X),
+                                                             lambda: step(self.without_weather_, bare))
         out._copy_attributes()
         return out
+
+    def _both(self, first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
+        """``first()`` and ``second()``: side by side when the estimator ``fits_concurrently``."""
+        if not getattr(self.estimator, "fits_concurrently", False):
+            return first(), second()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="velocast-fit") as pool:
+            later = pool.submit(second)
+            return first(), later.result()
 
     def _copy_attributes(self) -> None:
         for name in ("classes_", "feature_importances_"):
