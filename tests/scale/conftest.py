@@ -338,6 +338,11 @@ def apply_env(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> Non
 def stack_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, real_home: Path,
               pg: PostgresCluster, s3: S3Server, mlflow_server: MlflowServer) -> dict[str, str]:
     """velocast on the shared stack, by configuration only; summary.json under a key of this test."""
+    import mlflow
+
     variables = stack_variables(pg, s3, mlflow_server, f"models/{request.node.name}/summary.json")
     apply_env(monkeypatch, variables)
+    # the test's own MLflow calls go to the stack too: an earlier test of this worker process that ran
+    # velocast in-process left MLflow's process-wide tracking URI on its own home (it wins over the variable)
+    mlflow.set_tracking_uri(variables["MLFLOW_TRACKING_URI"])
     return variables
