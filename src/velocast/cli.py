@@ -892,10 +892,8 @@ def cycle_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP)
     if as_json:
         _echo_json(result.to_dict())
     else:
-        champion = (f"champion v{result.champion_before} kept" if result.champion_before == result.champion_after
-                    and result.champion_before else f"champion {result.champion_before or '-'} -> "
-                    f"{result.champion_after or '-'}")
-        typer.echo(f"cycle {result.cycle_id}: {result.status}; decision {result.decision or '-'}; {champion}")
+        typer.echo(f"cycle {result.cycle_id}: {result.status}; decision {result.decision or '-'}; "
+                   f"{result.champion_change}")
         for reason in result.reasons:
             typer.echo(f"  - {reason}")
     if result.error:

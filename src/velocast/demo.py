@@ -137,7 +137,7 @@ def run_demo(data: Path | None = None, weather: Path | None = None, fast: bool =
     echo("7. weekly cycle (monitor_and_fine_tune):")
     cycle = monitor_and_fine_tune("lgbm", test_mode=fast, settings=settings,
                                   on_step=lambda s: echo(f"     {s.name:10s} {s.status:8s} {s.summary[:150]}"))
-    echo(f"   -> decision {cycle.decision or '-'}; champion {cycle.champion_before} -> {cycle.champion_after}")
+    echo(f"   -> decision {cycle.decision or '-'}; {cycle.champion_change}")
     start = (split.cutoff_timestamp - timedelta(days=7 * sim_weeks)).date()
     echo(f"8. simulation: {sim_weeks} weeks replayed from {start} (never / always retrain / policy):")
     sim = simulate(str(start), weeks=sim_weeks, test_mode=fast, settings=settings,

@@ -90,6 +90,19 @@ def test_the_same_cycle_result_in_process_and_through_xcom() -> None:
     assert result.metrics["champion_r2_current"] == 0.70 and result.metrics["baseline_regression"] is False
     assert result.result_of("evaluate").decisions["double_eval"] == "deploy"
     assert json.loads(json.dumps(result.to_dict()))["model_improvement"] is True
+    assert result.champion_change == "champion v3 -> v4, its intervals recalibrated as v5"
+
+
+def test_the_champion_change_in_words() -> None:
+    kept_recalibrated = _full_cycle()[:4] + [
+        _done(Recalibrated(model_type="lgbm", status="done", summary="recalibrated", from_version="3",
+                           to_version="6", champion_after="6"))]
+    result = assemble_cycle(PARAMS, kept_recalibrated, **START)
+    assert (result.promoted, result.champion_after) == (False, "6")
+    assert result.champion_change == "champion v3 kept, its intervals recalibrated as v6"
+    assert assemble_cycle(PARAMS, _full_cycle()[:4], **START).champion_change == "champion v3 kept"
+    replaced = _full_cycle()[:7]  # deployed, not recalibrated
+    assert assemble_cycle(PARAMS, replaced, **START).champion_change == "champion v3 -> v4"
 
 
 def test_skipped_and_failed_steps_say_why() -> None:

@@ -185,6 +185,20 @@ class CycleResult:
             return "error"
         return "skipped" if self.new_data is False and not self.forced else "ok"
 
+    @property
+    def champion_change(self) -> str:
+        """What happened to the champion, in words: kept, replaced, or kept with recalibrated intervals."""
+        before, after = self.champion_before, self.champion_after
+        if before and before == after:
+            return f"champion v{before} kept"
+        recalibrated = self.recalibrated_version and after == self.recalibrated_version
+        if before and recalibrated and not self.promoted:
+            return f"champion v{before} kept, its intervals recalibrated as v{after}"
+        if before and recalibrated:
+            challenger = f"v{self.challenger_version}" if self.challenger_version else "the challenger"
+            return f"champion v{before} -> {challenger}, its intervals recalibrated as v{after}"
+        return f"champion {f'v{before}' if before else '-'} -> {f'v{after}' if after else '-'}"
+
     def result_of(self, name: str) -> Any:
         """The typed result of step ``name`` if it was done, else None."""
         return next((s.result for s in self.steps if s.name == name and s.status == "done"), None)
