@@ -107,6 +107,14 @@ def run_command(args: list[str], env: dict[str, str] | None = None, cwd: Path = 
             "tail": (done.stdout + done.stderr)[-800:] if done.returncode else ""}
 
 
+def replace_rows(new: list[dict[str, Any]], earlier: list[dict[str, Any]],
+                 key: Callable[[dict[str, Any]], Any]) -> list[dict[str, Any]]:
+    """``new`` plus the ``earlier`` rows whose ``key`` none of ``new`` has: a part of a bench run
+    again replaces its own rows and keeps what was measured of the rest."""
+    again = {key(r) for r in new}
+    return [*new, *(r for r in earlier if key(r) not in again)]
+
+
 def load_results() -> dict[str, Any]:
     path = RESULTS / "latest.json"
     return json.loads(path.read_text()) if path.exists() else {}

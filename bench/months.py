@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.accuracy import fit_and_score, prepare  # noqa: E402
-from bench.common import RESULTS, isolated  # noqa: E402
+from bench.common import RESULTS, isolated, replace_rows  # noqa: E402
 from bench.online import MONTHS, month_end  # noqa: E402
 
 SHARES = {"degraded days out": "0.2", "degraded days kept": "0"}
@@ -81,11 +81,10 @@ def main() -> None:
     rows = [r for first in args.months.split(",") for r in month(first, args.horizons.split(","))]
     RESULTS.mkdir(parents=True, exist_ok=True)
     if (RESULTS / "months.json").exists():  # keep what was measured of the months and horizons not run again
-        again = {(r["month"], r["horizon"]) for r in rows}
-        kept = [r for r in json.loads((RESULTS / "months.json").read_text(encoding="utf-8"))
-                if (r["month"], r["horizon"]) not in again]
-        rows = sorted(kept + rows, key=lambda r: (r["month"], r["training rows"] != "degraded days out",
-                                                  r["horizon"], r["day of year"]))
+        earlier = json.loads((RESULTS / "months.json").read_text(encoding="utf-8"))
+        rows = sorted(replace_rows(rows, earlier, lambda r: (r["month"], r["horizon"])),
+                      key=lambda r: (r["month"], r["training rows"] != "degraded days out", r["horizon"],
+                                     r["day of year"]))
     (RESULTS / "months.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     (RESULTS / "months.md").write_text(markdown(rows), encoding="utf-8")
     print(markdown(rows))

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import REAL_COUNTS, REAL_WEATHER, RESULTS, machine
+from bench.common import REAL_COUNTS, REAL_WEATHER, RESULTS, machine, replace_rows
 
 FIRST_DAY, LAST_DAY = "2021-07-10", "2021-08-09"
 VELOCAST = str(Path(sys.executable).with_name("velocast"))
@@ -150,17 +150,16 @@ def main() -> None:
                 run = replay(folder, days, source, horizon)
                 runs.append({"data_source": source, "horizon": horizon, **run})
             print(json.dumps({k: v for k, v in runs[-1].items() if k != "train_output"}, indent=1), flush=True)
-    for run in runs:
-        run["commit"] = machine()["commit"]
+    here = machine()
+    runs = [{**run, "commit": here["commit"]} for run in runs]
     RESULTS.mkdir(parents=True, exist_ok=True)
     if (RESULTS / "served_month.json").exists():  # keep the runs of the sources and horizons not run again
-        again = {(r["data_source"], r["horizon"]) for r in runs}
         earlier = json.loads((RESULTS / "served_month.json").read_text(encoding="utf-8"))
-        runs = [*runs, *({**r, "commit": r.get("commit", earlier["machine"]["commit"])} for r in earlier["runs"]
-                         if (r["data_source"], r["horizon"]) not in again)]
+        dated = [{**r, "commit": r.get("commit", earlier["machine"]["commit"])} for r in earlier["runs"]]
         order = ["reference", "baseline", "current"]
-        runs.sort(key=lambda r: (order.index(r["data_source"]), r["horizon"] != "day-ahead"))
-    result = {"machine": machine(), "runs": runs}
+        runs = sorted(replace_rows(runs, dated, lambda r: (r["data_source"], r["horizon"])),
+                      key=lambda r: (order.index(r["data_source"]), r["horizon"] != "day-ahead"))
+    result = {"machine": here, "runs": runs}
     (RESULTS / "served_month.json").write_text(json.dumps(result, indent=1))
     (RESULTS / "served_month.md").write_text(markdown(result))
     print(markdown(result))
