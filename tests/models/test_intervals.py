@@ -162,10 +162,11 @@ def test_forecasts_follow_the_errors_of_the_days_before(world: tuple[World, Deci
     d = d + first_day  # Paris day numbers
     prediction = calibrated.predict(X)
     variant, counter = calibrated.variant_of(X), calibrated.counter_of(X)
-    recent = RecentErrors.of(prediction, y, variant, counter, d)
+    hour = X["hour"].to_numpy().astype(np.int64)
+    recent = RecentErrors.of(prediction, y, variant, counter, d, hour)
     static = calibrated.bounds(prediction, variant, counter)
     rule = OnlineRule(interval_days=14, bias_days=3)
-    point, lower, upper = calibrated.day_by_day(prediction, variant, counter, d, recent, rule)
+    point, lower, upper = calibrated.day_by_day(prediction, variant, counter, d, hour, recent, rule)
     later = d - first_day >= 14  # days with 14 days of errors before them
     hit = np.isin(X["counter_code"].to_numpy(), changed) & later
     before, after = _coverage(y[hit], static[0][hit], static[1][hit]), _coverage(y[hit], lower[hit], upper[hit])
@@ -187,22 +188,22 @@ def test_forecasts_follow_the_errors_of_the_days_before(world: tuple[World, Deci
     y2 = y.copy()
     d20 = first_day + 20
     y2[d >= d20] = np.where(rng.random(int((d >= d20).sum())) < 0.5, np.nan, y2[d >= d20] * 3)
-    again = calibrated.day_by_day(prediction, variant, counter, d, RecentErrors.of(prediction, y2, variant, counter, d),
-                                  rule)
+    again = calibrated.day_by_day(prediction, variant, counter, d, hour,
+                                  RecentErrors.of(prediction, y2, variant, counter, d, hour), rule)
     upto = d <= d20
     for new, old in zip(again, (point, lower, upper)):
         np.testing.assert_array_equal(new[upto], old[upto])
     assert not np.array_equal(again[2][d > d20], upper[d > d20])
     assert not np.array_equal(again[0][d > d20], point[d > d20])
     # intervals only: the prediction is the model's; no rule: as calibrated; a cache gives the same
-    only = calibrated.day_by_day(prediction, variant, counter, d, recent, OnlineRule(interval_days=14))
+    only = calibrated.day_by_day(prediction, variant, counter, d, hour, recent, OnlineRule(interval_days=14))
     np.testing.assert_array_equal(only[0], prediction)
     np.testing.assert_array_equal(only[1], lower)
-    none = calibrated.day_by_day(prediction, variant, counter, d, recent, OnlineRule())
+    none = calibrated.day_by_day(prediction, variant, counter, d, hour, recent, OnlineRule())
     np.testing.assert_array_equal(none[0], prediction)
     np.testing.assert_array_equal(none[2], static[1])
     cache: dict = {}
-    cached = calibrated.day_by_day(prediction, variant, counter, d, recent, rule, cache=cache)
+    cached = calibrated.day_by_day(prediction, variant, counter, d, hour, recent, rule, cache=cache)
     np.testing.assert_array_equal(cached[0], point)
     np.testing.assert_array_equal(cached[2], upper)
     assert set(cache) == set(range(first_day, first_day + 42))
@@ -210,26 +211,30 @@ def test_forecasts_follow_the_errors_of_the_days_before(world: tuple[World, Deci
     one = calibrated.adapted(recent.between(first_day + 10, d20))
     assert one.scores_ is calibrated.scores_ and one.estimator_ is calibrated.estimator_
     assert not np.array_equal(one.counter_spread_, calibrated.counter_spread_)
-    few = RecentErrors.of(prediction[:5], y[:5], variant[:5], counter[:5], d[:5])
+    few = RecentErrors.of(prediction[:5], y[:5], variant[:5], counter[:5], d[:5], hour[:5])
     np.testing.assert_array_equal(calibrated.adapted(few).counter_spread_, calibrated.counter_spread_)
     assert LevelBias.of(few).by_counter == {}  # fewer than MIN_ADAPT_ROWS
 
 
-def test_level_bias_is_the_shrunk_median_of_each_counter_and_variant():
+def test_level_bias_is_the_shrunk_median_of_each_counter_variant_and_block_of_hours():
     """``LevelBias.of`` (sorted arrays) equals the definition written as a pandas group-by, on ragged
-    groups: odd and even sizes, groups below ``MIN_ADAPT_ROWS``, unknown counters (-1) left out."""
-    from velocast.models.intervals import BIAS_PRIOR_DAYS, MIN_ADAPT_ROWS
+    groups: odd and even sizes, groups below ``MIN_ADAPT_ROWS``, unknown counters (-1) left out; a
+    row's shift is its block's, else its variant's, else its counter's, else none."""
+    from velocast.models.intervals import BIAS_PRIOR_DAYS, HOUR_BLOCKS, MIN_ADAPT_ROWS
 
     rng = np.random.default_rng(7)
-    n = 1200
+    n = 6000
     counter = rng.integers(-1, 40, n)
     variant = rng.integers(0, 2, n)
     day = rng.integers(100, 104, n)
+    hour = rng.integers(0, 24, n)
     prediction = rng.gamma(2.0, 30.0, n)
-    count = np.round(prediction * np.exp(rng.normal(0.1 * (counter % 5), 0.4, n)))
-    bias = LevelBias.of(RecentErrors.of(prediction, count, variant, counter, day))
+    count = np.round(prediction * np.exp(rng.normal(0.1 * (counter % 5) + 0.05 * (hour // 6), 0.4, n)))
+    bias = LevelBias.of(RecentErrors.of(prediction, count, variant, counter, day, hour))
 
-    frame = pd.DataFrame({"v": variant, "c": counter, "d": day,
+    block = np.searchsorted(HOUR_BLOCKS, hour, side="right")  # 0-5 -> 0, 6-9 -> 1, ... 20-23 -> 4
+    assert block[hour == 5].max(initial=0) == 0 and set(block[hour == 6]) == {1} and set(block[hour == 23]) == {4}
+    frame = pd.DataFrame({"v": variant, "c": counter, "b": block, "d": day,
                           "r": np.log1p(count) - np.log1p(prediction)})
     frame = frame[frame["c"] >= 0]
 
@@ -238,9 +243,22 @@ def test_level_bias_is_the_shrunk_median_of_each_counter_and_variant():
         stats = stats[stats["n"] >= MIN_ADAPT_ROWS]
         return (stats["median"] * stats["days"] / (stats["days"] + BIAS_PRIOR_DAYS)).to_dict()
 
+    by_block = expected(frame.groupby(["v", "c", "b"]))
     by_pair, by_counter = expected(frame.groupby(["v", "c"])), expected(frame.groupby("c"))
-    assert len(by_counter) == 40 and 0 < len(by_pair) < 80  # some pairs fall below the minimum
+    assert len(by_counter) == 40 and len(by_pair) == 80 and 0 < len(by_block) < 400  # some blocks fall below
+    assert bias.by_block.keys() == by_block.keys()
     assert bias.by_pair.keys() == by_pair.keys() and bias.by_counter.keys() == by_counter.keys()
+    np.testing.assert_allclose([bias.by_block[k] for k in by_block], list(by_block.values()), rtol=1e-12)
     np.testing.assert_allclose([bias.by_pair[k] for k in by_pair], list(by_pair.values()), rtol=1e-12)
     np.testing.assert_allclose([bias.by_counter[k] for k in by_counter], list(by_counter.values()), rtol=1e-12)
+    # the shift of new rows, including a counter never seen (40) and an unknown one (-1)
+    few = LevelBias(by_block, {k: v for k, v in by_pair.items() if k[1] % 3}, {k: v for k, v in by_counter.items()
+                                                                               if k % 4})
+    v, c, h = rng.integers(0, 2, 3000), rng.integers(-1, 41, 3000), rng.integers(0, 24, 3000)
+    b = np.searchsorted(HOUR_BLOCKS, h, side="right")
+    want = [few.by_block.get((vi, ci, bi), few.by_pair.get((vi, ci), few.by_counter.get(ci, 0.0)))
+            for vi, ci, bi in zip(v.tolist(), c.tolist(), b.tolist())]
+    np.testing.assert_array_equal(few.shift(v, c, h), want)
+    assert (few.shift(v, c, h)[(c < 0) | (c == 40)] == 0).all()
+    assert len(set(want)) > 300  # blocks, pairs and counters all used
     assert LevelBias.of(RecentErrors.empty()).by_counter == {}

@@ -121,13 +121,13 @@ class CompiledModel:
         return variant, np.where(np.isfinite(counter), counter, -1).astype(np.int64)
 
     def predict(self, X: np.ndarray, coverage: float | None = None, day: np.ndarray | None = None,
-                recent: RecentErrors | None = None, rule: OnlineRule = STATIC,
+                hour: np.ndarray | None = None, recent: RecentErrors | None = None, rule: OnlineRule = STATIC,
                 cache: dict[int, Any] | None = None) -> dict[str, np.ndarray]:
         """``predict_frame``'s columns for each row of ``X``: ``prediction``, and ``probability`` for
         classifiers, ``lower``/``upper`` (the interval of central ``coverage``) for regressors.
 
-        ``day`` (Paris day numbers), ``recent``, ``rule`` and ``cache``: as ``predict_frame``'s, each
-        day following the recent errors before it."""
+        ``day``, ``hour`` (Paris day numbers and hours), ``recent``, ``rule`` and ``cache``: as
+        ``predict_frame``'s, each day following the recent errors before it."""
         method = "predict_proba" if self.classifier else "predict"
         if not self._weather:
             values = getattr(self._with, method)(X)
@@ -153,8 +153,9 @@ class CompiledModel:
         variant, counter = self.groups(X)
         if not self.plan.day_ahead:
             rule = rule.without_bias()  # a calendar forecast reads no count
-        if rule.window > 0 and day is not None and recent is not None:
-            values, lower, upper = self.conformal.day_by_day(values, variant, counter, day, recent, rule, coverage, cache)
+        if rule.window > 0 and day is not None and hour is not None and recent is not None:
+            values, lower, upper = self.conformal.day_by_day(values, variant, counter, day, hour, recent, rule,
+                                                             coverage, cache)
         else:
             lower, upper = self.conformal.bounds(values, variant, counter, coverage)
         return {"prediction": values, "lower": lower, "upper": upper}

@@ -111,12 +111,12 @@ def predict_frame(pipeline: Pipeline, X: pd.DataFrame, coverage: float | None = 
             out["prediction"], out["lower"], out["upper"] = model.predict_interval(Xf, coverage)
             return out
         prediction, variant, counter = model.predict(Xf), model.variant_of(Xf), model.counter_of(Xf)
-        day, _ = paris_day_hour(X["timestamp"])
+        day, hour = paris_day_hour(X["timestamp"])
         recent = recent if recent is not None else RecentErrors.empty()
         if learn_from_rows and "bike_count" in X:
-            recent = recent.plus_other_days(RecentErrors.of(prediction, X["bike_count"], variant, counter, day))
-        out["prediction"], out["lower"], out["upper"] = model.day_by_day(prediction, variant, counter, day, recent,
-                                                                         rule, coverage, cache)
+            recent = recent.plus_other_days(RecentErrors.of(prediction, X["bike_count"], variant, counter, day, hour))
+        out["prediction"], out["lower"], out["upper"] = model.day_by_day(prediction, variant, counter, day, hour,
+                                                                         recent, rule, coverage, cache)
     else:
         out["prediction"] = pipeline.predict(X)
         out["lower"] = out["upper"] = np.nan

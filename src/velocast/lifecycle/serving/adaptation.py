@@ -163,10 +163,10 @@ def served_errors(pipeline: Any, first: int, last: int, settings: Settings, serv
         enriched = build_inputs(unlabelled, settings).frame("served")
         Xf = pipeline[:-1].transform(enriched)
         prediction, variant, counter = conformal.predict(Xf), conformal.variant_of(Xf), conformal.counter_of(Xf)
-    day, _ = paris_day_hour(rows["timestamp"])
+    day, hour = paris_day_hour(rows["timestamp"])
     log.info("intervals adapt on %d labelled rows of %d days after the calibration (%.2f s)", len(rows),
              len(np.unique(day)), time.perf_counter() - started)
-    return RecentErrors.of(prediction, counts, variant, counter, day)
+    return RecentErrors.of(prediction, counts, variant, counter, day, hour)
 
 
 __all__ = ["conformal_of", "errors_for", "online_rule", "outages_known_by_day_end", "served_errors",

@@ -44,6 +44,7 @@ class FastInputs:
 
     matrix: np.ndarray
     day: np.ndarray  # each row's Paris day number (days since 1970-01-01)
+    hour: np.ndarray  # and its Paris hour (0-23)
     weather_source: np.ndarray
     notes: list[list[str]]
     unknown_counters: list[str]
@@ -84,7 +85,8 @@ def fast_inputs(rows: pd.DataFrame, serving: ServingModel, settings: Settings) -
         for position in np.flatnonzero(source == "missing"):
             notes[position].append(NO_WEATHER_NOTE)
     unknown = sorted(set(counters[codes < 0].tolist()))
-    return FastInputs(matrix, time["paris_day"].astype(np.int64), source, notes, unknown)
+    return FastInputs(matrix, time["paris_day"].astype(np.int64), time["hour"].astype(np.int64), source, notes,
+                      unknown)
 
 
 def _served_weather(rows: pd.DataFrame, settings: Settings) -> tuple[dict[str, np.ndarray], np.ndarray]:

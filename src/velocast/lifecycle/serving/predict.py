@@ -89,13 +89,13 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
     serving = model.serving
     fast = fast_inputs(rows, serving, settings) if serving is not None else None
     metrics = None
-    day, recent, adapted, rule = None, None, None, STATIC
+    day, hour, recent, adapted, rule = None, None, None, None, STATIC
     if len(rows) and model.has_intervals and online_rule(settings).window > 0:
-        day = fast.day if fast is not None else paris_day_hour(rows["timestamp"])[0]
+        day, hour = (fast.day, fast.hour) if fast is not None else paris_day_hour(rows["timestamp"])
         recent, adapted = served_window(model, day, settings)  # the errors of the days before, unseen by the model
         rule = online_rule(settings) if len(recent) else STATIC
     if fast is not None:  # arrays all the way (velocast.lifecycle.serving.fast_path), proven equal to the frames' path
-        predicted = serving.model.predict(fast.matrix, coverage, day, recent, rule, adapted)
+        predicted = serving.model.predict(fast.matrix, coverage, day, hour, recent, rule, adapted)
         weather_source, notes, unknown = fast.weather_source, fast.notes, fast.unknown_counters
     else:
         inputs = build_inputs(rows, settings)
