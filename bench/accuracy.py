@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import REAL_COUNTS, REAL_WEATHER, ROOT, isolated
+from bench.common import REAL_COUNTS, REAL_WEATHER, ROOT, isolated, replace_rows
 
 TRAIN_END = "2021-07-10"
 TEST_END = "2021-08-10"
@@ -296,13 +296,21 @@ def reference(commit: str, folder: Path) -> dict[str, Any]:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
 
 
-def run(n_trials: int = 20, reference_commit: str | None = None) -> dict[str, Any]:
+def run(n_trials: int = 20, reference_commit: str | None = None, models: list[str] | None = None,
+        earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every model of ``CONFIGS`` (and the Optuna-tuned lgbm with ``n_trials``), or only the labels in
+    ``models``: the other rows of ``earlier`` (the last results of this section) are kept."""
+    unknown = set(models or ()) - {c[0] for c in CONFIGS}
+    if unknown:
+        raise SystemExit(f"unknown models {sorted(unknown)}; choose among {[c[0] for c in CONFIGS]}")
     with tempfile.TemporaryDirectory(prefix="velocast-bench-") as tmp:
         folder = Path(tmp)
         paths, prep_seconds, _ = isolated(prepare, folder)
         home = str(folder / "home")
         rows = []
         for label, model_type, horizon, params, feature_set in CONFIGS:
+            if models and label not in models:
+                continue
             metrics, wall, peak = isolated(fit_and_score, model_type, horizon, params, feature_set, str(folder), home,
                                            label in INTERVAL_CONFIGS)
             rows.append({"model": label, **metrics, "peak_rss_mb": round(peak, 1)})
@@ -321,6 +329,11 @@ def run(n_trials: int = 20, reference_commit: str | None = None) -> dict[str, An
             print(f"  optuna: as served rmse {metrics['as_served']['rmse']:.2f} tune {metrics['tune_seconds']:.0f}s",
                   flush=True)
         before = reference(reference_commit, folder) if reference_commit else None
+    if models:
+        order = [c[0] for c in CONFIGS]
+        rows = sorted(replace_rows(rows, (earlier or {}).get("models", []), lambda r: r["model"]),
+                      key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
+        before = before or (earlier or {}).get("reference")
     original = next(r for r in rows if r["model"] == "rf, original recipe")
     for row in rows:
         row["rmse_ratio_to_original"] = round(row["as_served"]["rmse"] / original["as_served"]["rmse"], 3)

@@ -2,6 +2,7 @@
 
     python bench/run.py                       # everything (about 20 minutes on 2 cores)
     python bench/run.py --only accuracy,api   # some sections; the others keep their last results
+    python bench/run.py --only accuracy --trials 0 --accuracy-models 'lgbm, day-ahead'   # one model's rows again
     python bench/run.py --only batch          # lifecycle's batch-prediction figures alone (no weekly cycle)
     python bench/run.py --only growth --growth-scales 1,2,4,8,16   # growth up to 16x the real counters
     python bench/run.py --only growth --growth-scales 1 --results /tmp/bench   # a trial run, elsewhere
@@ -25,6 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated among {', '.join(SECTIONS)}")
     parser.add_argument("--trials", type=int, default=20, help="Optuna trials of the tuned lgbm")
+    parser.add_argument("--accuracy-models", default=None,
+                        help="accuracy: only these models, ';'-separated labels (e.g. 'lgbm, day-ahead;lgbm, calendar'); "
+                             "the other rows keep their last results")
     parser.add_argument("--reference", default=None, help="an older commit to re-measure on the same rows "
                         "(accuracy before/after), e.g. 2ded31d")
     parser.add_argument("--api-seconds", type=float, default=60.0, help="duration of each API load phase")
@@ -61,7 +65,8 @@ def main() -> None:
         print(f"== {section}", flush=True)
         if section == "accuracy":
             from bench import accuracy
-            results["accuracy"] = accuracy.run(args.trials, args.reference)
+            models = [m.strip() for m in args.accuracy_models.split(";") if m.strip()] if args.accuracy_models else None
+            results["accuracy"] = accuracy.run(args.trials, args.reference, models, results.get("accuracy"))
         elif section == "lifecycle":
             from bench import lifecycle
             results["lifecycle"] = lifecycle.run()
