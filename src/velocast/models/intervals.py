@@ -193,8 +193,9 @@ STATIC = OnlineRule()
 BIAS_PRIOR_DAYS = 2.0  # recent days that weigh as much as "no bias" in a counter's correction
 # Paris hours where a block of the day begins (00-06, 06-10, 10-16, 16-20, 20-24): a counter's level
 # bias is learned per block. Measured as served on three months (lgbm day-ahead, each month trained on
-# everything before it, bias over 3 days), RMSE with one bias per counter -> one per counter and block:
-# 2021-05-10..06-09 29.90 -> 29.26, 06-09..07-09 30.25 -> 29.96, 07-10..08-09 27.68 -> 27.45.
+# everything before it, bias over 3 days; `python bench/months.py --horizons day-ahead`), RMSE with one
+# bias per counter -> one per counter and block: 2021-05-10..06-09 30.19 -> 29.57, 06-10..07-09
+# 30.04 -> 29.53, 07-10..08-09 27.67 -> 27.45.
 HOUR_BLOCKS = (6, 10, 16, 20)
 
 
