@@ -226,14 +226,10 @@ class LevelBias:
         usable = (recent.counter >= 0) & np.isfinite(residual)
         variant, counter, day, block, residual = (recent.variant[usable], recent.counter[usable], recent.day[usable],
                                                   hour_block(recent.hour[usable]), residual[usable])
-        width, blocks = int(counter.max(initial=0)) + 1, len(HOUR_BLOCKS) + 1
-        pair = variant * width + counter
-        by_block = _shrunk_medians(pair * blocks + block, day, residual)
-        by_pair = _shrunk_medians(pair, day, residual)
-        return cls({(int(k // blocks // width), int(k // blocks % width), int(k % blocks)): value
-                    for k, value in by_block.items()},
-                   {(int(k // width), int(k % width)): value for k, value in by_pair.items()},
-                   _shrunk_medians(counter, day, residual))
+        by_block = _shrunk_medians(_packed((variant, counter, block)), day, residual)
+        by_pair = _shrunk_medians(_packed((variant, counter)), day, residual)
+        return cls({_unpacked(k, 3): value for k, value in by_block.items()},
+                   {_unpacked(k, 2): value for k, value in by_pair.items()}, _shrunk_medians(counter, day, residual))
 
     def shift(self, variant: np.ndarray, counter: np.ndarray, hour: np.ndarray) -> np.ndarray:
         """The log1p shift of each row: its block's, else its variant's, else its counter's, else 0."""
@@ -249,16 +245,25 @@ class LevelBias:
 
     def apply(self, prediction: np.ndarray, variant: np.ndarray, counter: np.ndarray, hour: np.ndarray) -> np.ndarray:
         """``prediction`` times its counter's recent level bias (in log1p space)."""
-        shift = self.shift(np.asarray(variant), np.asarray(counter), np.asarray(hour))
+        shift = self.shift(variant, counter, hour)
         return np.where(shift != 0, np.expm1(np.log1p(np.clip(prediction, 0, None)) + shift), prediction)
+
+
+_KEY_BITS = 20  # bits per part of a packed key: counter codes below 1,048,576
 
 
 def _packed(parts: tuple[np.ndarray, ...]) -> np.ndarray:
     """One int64 per row of small non-negative integer columns (variant, counter code, block)."""
     key = np.zeros(len(parts[0]), np.int64)
     for part in parts:
-        key = key * (1 << 20) + np.asarray(part, np.int64)
+        key = (key << _KEY_BITS) + np.asarray(part, np.int64)
     return key
+
+
+def _unpacked(key: int, n: int) -> tuple[int, ...]:
+    """The ``n`` parts of a ``_packed`` key."""
+    mask = (1 << _KEY_BITS) - 1
+    return tuple(int(key >> (_KEY_BITS * (n - 1 - i))) & mask for i in range(n))
 
 
 def _looked_up(table: dict, parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
