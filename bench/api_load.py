@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,11 +83,52 @@ async def _load(url: str, bodies: list[bytes] | None, seconds: float, clients: i
         elapsed = time.perf_counter() - started
     lat = np.array(latencies)
     return {"requests": len(lat), "rps": len(lat) / elapsed, "p50_ms": float(np.percentile(lat, 50)),
-            "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99)), "errors": errors}
+            "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99)), "errors": errors,
+            "generator": "httpx"}
 
 
 def load_phase(url: str, bodies: list[bytes] | None, seconds: float) -> dict[str, Any]:
+    """One phase of ``CLIENTS`` closed-loop clients: ``wrk`` when installed, else httpx in this process."""
+    if shutil.which("wrk"):
+        return _wrk(url, bodies, seconds, CLIENTS)
     return asyncio.run(_load(url, bodies, seconds, CLIENTS))
+
+
+# wrk: each connection sends the next body of the file in turn (GET without bodies); at the end, one
+# JSON line of the figures (latencies in microseconds; errors: socket errors and non-2xx answers)
+_WRK_SCRIPT = """
+local bodies, i = {}, 0
+function init(args)
+  if args[1] then for line in io.lines(args[1]) do bodies[#bodies + 1] = line end end
+  if #bodies > 0 then wrk.method = "POST"; wrk.headers["Content-Type"] = "application/json" end
+end
+function request()
+  if #bodies == 0 then return wrk.format() end
+  i = i + 1
+  return wrk.format(nil, nil, nil, bodies[(i % #bodies) + 1])
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('VELOCAST {"requests": %d, "seconds": %.6f, "p50_us": %d, "p95_us": %d, "p99_us": %d, '
+    .. '"errors": %d}\\n', summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), e.connect + e.read + e.write + e.timeout + e.status))
+end
+"""
+
+
+def _wrk(url: str, bodies: list[bytes] | None, seconds: float, clients: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="velocast-wrk-") as tmp:
+        script, data = Path(tmp) / "load.lua", Path(tmp) / "bodies.jsonl"
+        script.write_text(_WRK_SCRIPT)
+        data.write_bytes(b"\n".join(bodies or []) + b"\n")
+        command = ["wrk", "-t1", f"-c{clients}", f"-d{max(round(seconds), 1)}s", "--timeout", "30s",
+                   "-s", str(script), url, *(["--", str(data)] if bodies else [])]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("VELOCAST "))
+    got = json.loads(line.removeprefix("VELOCAST "))
+    return {"requests": got["requests"], "rps": got["requests"] / got["seconds"], "p50_ms": got["p50_us"] / 1000,
+            "p95_ms": got["p95_us"] / 1000, "p99_ms": got["p99_us"] / 1000, "errors": got["errors"],
+            "generator": "wrk"}
 
 
 def run(seconds: float = 60.0, workers: int = WORKERS) -> dict[str, Any]:

@@ -109,7 +109,9 @@ def render(results: dict[str, Any]) -> str:
         targets.append(("drift check < 10 s for 400k × 20k", f"{_f(d['verdict_seconds'])} s", d["verdict_seconds"] < 10))
     api = results.get("api")
     if api:
-        out += [f"## API under load (uvicorn on 127.0.0.1, {api.get('workers', 1)} worker(s), 16 concurrent clients)", "",
+        generator = api["phases"][0].get("generator", "httpx") if api["phases"] else "httpx"
+        out += [f"## API under load (uvicorn on 127.0.0.1, {api.get('workers', 1)} worker(s), 16 concurrent clients, "
+                f"load from {'`wrk` (C, one thread)' if generator == 'wrk' else 'httpx (Python, same 2 cores)'})", "",
                 "| phase | requests | req/s | p50 (ms) | p95 (ms) | p99 (ms) | p99 / `/health` p99 | errors |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
         ratios = api.get("p99_ratio_to_health", {})

@@ -86,7 +86,16 @@ def test_anything_not_plain_takes_the_full_validation(counter_rows: pd.DataFrame
         assert [e["index"] for e in exc.errors] == [1]
 
 
-def test_a_counter_hour_given_twice_is_left_to_the_full_path(counter_rows: pd.DataFrame, known: pd.DataFrame) -> None:
+def test_a_counter_hour_given_twice_is_carried_by_its_first_record(counter_rows: pd.DataFrame,
+                                                                  known: pd.DataFrame) -> None:
+    """Two clients asking for the same counter-hour in one micro-batch keep the fast path."""
     records = _records(counter_rows.head(2), 0)
     fast, full = _both([*records, records[0]], known)
+    assert fast is not None and fast.duplicate_of == full.duplicate_of == {2: 0}
+    assert fast.row_of.tolist() == [0, 1, 0] and len(fast.served) == 2
+    per_record = [rows.rows.iloc[rows.row_of].reset_index(drop=True) for rows in (fast, full)]
+    pd.testing.assert_frame_equal(*per_record)
+    # the same counter-hour with other values: left to the full validation
+    other = {**records[0], "temperature_c": 31.5}
+    fast, full = _both([*records, other], known)
     assert fast is None and full.duplicate_of == {2: 0}

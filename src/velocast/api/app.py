@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from velocast import __version__
 from velocast.api.batching import PredictBatcher, PredictKey
 from velocast.api.config import ApiConfig
+from velocast.api.heap import HeapSettler
 from velocast.api.jobs import AirflowUnavailable, JobManager, QueueFull
 from velocast.api.metrics import ApiMetrics, MetricsMiddleware
 from velocast.api.records import EARLIEST, LATEST, KnownCounters, RecordRows, RecordsRejected, error, to_rows
@@ -75,7 +77,7 @@ from velocast.api.schemas import (
     ValidationErrorResponse,
 )
 from velocast.api.security import DISABLED, key_configured, require_api_key
-from velocast.config import Settings, get_settings, install_log_redaction, redact, redact_secrets
+from velocast.config import PARIS_TZ, Settings, get_settings, install_log_redaction, redact, redact_secrets
 from velocast.data import store
 from velocast.errors import DependencyUnavailable, is_disk_full, write_failure
 from velocast.lifecycle.decisions import promotion
@@ -85,6 +87,7 @@ from velocast.lifecycle.decisions.evaluate import evaluate
 from velocast.lifecycle.operations.jobs import TrainSpec
 from velocast.lifecycle.decisions.monitor import champion_health, check_drift, latest_drift
 from velocast.lifecycle.inputs import WEATHER_SOURCE
+from velocast.lifecycle.serving.fast_path import ServedRows
 from velocast.lifecycle.serving.predict import Predictions, predict_rows, summarise_notes, unknown_counters_warning
 from velocast.lifecycle.serving.served_history import store_history
 from velocast.lifecycle.training.train import reconcile
@@ -164,14 +167,18 @@ def _served(cache: ChampionCache, model_type: str, horizon: str | None = None) -
 
 def _prediction_items(result: Predictions, converted: RecordRows) -> list[dict[str, Any]]:
     """One ``RecordPrediction`` per posted record, in the posted order, with its warnings."""
-    frame, row_of = result.frame, converted.row_of
-    predictions = frame["prediction"].to_numpy(float)[row_of]
-    probabilities = frame["probability"].to_numpy(float)[row_of] if "probability" in frame else None
-    lower, upper = ((frame["lower"].to_numpy(float)[row_of], frame["upper"].to_numpy(float)[row_of])
+    columns, row_of = result.columns, converted.row_of
+    predictions = np.asarray(columns["prediction"], float)[row_of]
+    probabilities = np.asarray(columns["probability"], float)[row_of] if "probability" in columns else None
+    lower, upper = ((np.asarray(columns["lower"], float)[row_of], np.asarray(columns["upper"], float)[row_of])
                     if result.coverage is not None else (None, None))
-    counters = frame["counter_id"].astype(str).to_numpy()[row_of]
-    stamps = np.asarray([t.isoformat() for t in frame["timestamp"]], dtype=object)[row_of]
-    weather = frame[WEATHER_SOURCE].to_numpy()[row_of]
+    rows = result.rows
+    if isinstance(rows, ServedRows):
+        counters, stamps = rows.counter_id[row_of], _iso_hours(rows.utc_hour[row_of])
+    else:
+        counters = rows["counter_id"].astype(str).to_numpy()[row_of]
+        stamps = np.asarray([t.isoformat() for t in rows["timestamp"]], dtype=object)[row_of]
+    weather = np.asarray(columns[WEATHER_SOURCE])[row_of]
     unknown = set(result.unknown_counters)
     items = []
     for i in range(len(row_of)):
@@ -182,13 +189,21 @@ def _prediction_items(result: Predictions, converted: RecordRows) -> list[dict[s
         warnings += result.row_notes[row_of[i]] if result.row_notes else []
         if i in converted.duplicate_of:
             warnings.append(f"same counter and hour as record {converted.duplicate_of[i]}")
-        items.append({"index": i, "counter_id": counters[i], "timestamp": stamps[i],
+        items.append({"index": i, "counter_id": str(counters[i]), "timestamp": stamps[i],
                       "prediction": float(predictions[i]),
                       "lower": None if lower is None else float(lower[i]),
                       "upper": None if upper is None else float(upper[i]),
                       "probability": None if probabilities is None else float(probabilities[i]),
                       "weather": str(weather[i]), "warnings": warnings})
     return items
+
+
+_PARIS = ZoneInfo(PARIS_TZ)
+
+
+def _iso_hours(utc_hours: np.ndarray) -> list[str]:
+    """Each UTC hour number in Paris time, ISO 8601 with its offset (as ``pd.Timestamp.isoformat``)."""
+    return [datetime.fromtimestamp(int(h) * 3600, _PARIS).isoformat() for h in utc_hours]
 
 
 def _iso_ms(millis: int | None) -> str | None:
@@ -306,7 +321,7 @@ def _predict_one(state: Any, key: PredictKey, records: list[PredictRecord]) -> d
     model_type, horizon, coverage = key
     converted = to_rows(records, state.settings, state.counters.get(), require_count=False, loc="records")
     served = _served(state.cache, model_type, horizon)
-    result = predict_rows(converted.rows, served.model, state.settings, coverage)
+    result = predict_rows(converted.served, served.model, state.settings, coverage)
     return _response(model_type, served, _prediction_items(result, converted), [*served.warnings, *result.warnings],
                      result.metrics, result.coverage)
 
@@ -317,7 +332,7 @@ def _predict_many(state: Any, key: PredictKey, groups: list[list[PredictRecord]]
     converted = to_rows([r for g in groups for r in g], state.settings, state.counters.get(), require_count=False,
                         loc="records")
     served = _served(state.cache, model_type, horizon)
-    result = predict_rows(converted.rows, served.model, state.settings, coverage)
+    result = predict_rows(converted.served, served.model, state.settings, coverage)
     items = _prediction_items(result, converted)
     unknown_ids = set(result.unknown_counters)
     out, start = [], 0
@@ -694,6 +709,7 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
             app.state.metrics.mark_dead()
             cache.stop()
             jobs.shutdown()
+            HeapSettler.release()
             stop_redacting()
 
     app = FastAPI(title="velocast API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
@@ -705,7 +721,12 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
                   contact={"name": "velocast"}, license_info={"name": "MIT"})
     # the store's counts in memory for the serving path: built (and rebuilt after an ingest) by the refresh
     # thread, so requests rarely wait for it
-    cache.background.append(store_history(settings).current)
+    history = store_history(settings)
+    cache.background.append(history.current)
+    settler = HeapSettler(lambda: (frozenset((key, served.version) for key, served in cache.snapshot().items()),
+                                   history.current().version))
+    cache.background.append(settler)
+    app.state.heap = settler
     app.state.settings = settings
     app.state.config = config
     app.state.cache = cache

@@ -40,6 +40,7 @@ from velocast.data.schema import (
     REASON_COUNT_NOT_NUMBER,
 )
 from velocast.data.weather import WEATHER_COLUMNS
+from velocast.lifecycle.serving.fast_path import ServedRows
 
 # timestamps a counter-hour may plausibly have (the Paris counters started in 2009)
 EARLIEST = pd.Timestamp("2000-01-01", tz=PARIS_TZ)
@@ -69,12 +70,20 @@ def error(message: str, field: str | None = None, index: int | None = None, reas
 
 @dataclass
 class RecordRows:
-    """Accepted canonical rows and, for each posted record, the row that carries it."""
+    """Accepted rows and, for each posted record, the row that carries it.
 
-    rows: pd.DataFrame
-    row_of: np.ndarray  # row position in ``rows`` for each record
+    ``served``: what ``predict_rows`` takes; arrays (``ServedRows``) for plain serving records, else
+    the canonical rows of the full validation. ``rows``: the canonical rows either way.
+    """
+
+    served: ServedRows | pd.DataFrame
+    row_of: np.ndarray  # row position in ``served`` for each record
     duplicate_of: dict[int, int]  # record index -> earlier record with the same counter-hour
     warnings: dict[int, list[str]] = field(default_factory=dict)  # record index -> warnings about it
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        return self.served if isinstance(self.served, pd.DataFrame) else self.served.frame()
 
 
 class KnownCounters:
@@ -142,19 +151,23 @@ _FAST_FIELDS = frozenset({"counter_id", "timestamp", "latitude", "longitude", *W
 
 def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
                known_counters: pd.DataFrame | None) -> RecordRows | None:
-    """The rows ``to_rows`` would make, built without pandas validation; None unless every record is plain.
+    """The rows ``to_rows`` would make, as ``ServedRows`` built without pandas; None unless every record is plain.
 
     Plain: a counter the store knows, an ISO ``timestamp`` with its UTC offset on a whole hour in
-    range, coordinates (if given) inside Île-de-France, optional weather, no count, no counter-hour
-    given twice. That is what a serving client sends, and validating it the ingest's way costs ~25 ms
-    per request; anything else takes the full validation, which names every problem.
+    range, coordinates (if given) inside Île-de-France, optional weather, no count. That is what a
+    serving client sends, and validating it the ingest's way costs ~25 ms per request; anything else
+    takes the full validation, which names every problem. A counter-hour given again is carried by
+    the row of its first record, as the full validation does.
     """
     if known_counters is None or known_counters.empty:
         return None
     known = _indexed(known_counters)
     located = known.located
-    seconds, seen = [], set()
-    for values, names in canonical:
+    hours: list[int] = []
+    first: dict[tuple[str, int], int] = {}  # (counter, UTC hour) -> its first record
+    row_of = np.empty(len(canonical), np.int64)
+    duplicate_of: dict[int, int] = {}
+    for index, (values, names) in enumerate(canonical):
         if not names.keys() <= _FAST_FIELDS or names.get("timestamp") != "timestamp":
             return None
         counter, text = values.get("counter_id"), values.get("timestamp")
@@ -173,36 +186,35 @@ def _fast_rows(canonical: list[tuple[dict[str, Any], dict[str, str]]],
             return None
         epoch = stamp.timestamp()
         # Paris is a whole number of hours from UTC (2000-2100): a whole Paris hour is a whole UTC hour
-        if epoch % 3600 or not _EARLIEST_S <= epoch < _LATEST_S or (counter, epoch) in seen:
-            return None  # not a whole Paris hour (an offset such as +05:30), out of range, or a duplicate
-        seen.add((counter, epoch))
-        seconds.append(int(epoch))
-    n = len(canonical)
-    ids = [values["counter_id"] for values, _ in canonical]
-    at = np.fromiter((known.position[i] for i in ids), np.int64, n)
-    given_lat, given_lon = _floats(canonical, "latitude"), _floats(canonical, "longitude")
+        if epoch % 3600 or not _EARLIEST_S <= epoch < _LATEST_S:
+            return None  # not a whole Paris hour (an offset such as +05:30), or out of range
+        hour = int(epoch) // 3600
+        earlier = first.get((counter, hour))
+        if earlier is not None:
+            if canonical[earlier][0] != values:
+                return None  # the same counter-hour with other values: the full validation's choice
+            row_of[index], duplicate_of[index] = row_of[earlier], earlier
+            continue
+        first[(counter, hour)] = index
+        row_of[index] = len(hours)
+        hours.append(hour)
+    kept = [canonical[i] for i in first.values()]
+    ids = [values["counter_id"] for values, _ in kept]
+    at = np.fromiter((known.position[i] for i in ids), np.int64, len(ids))
+    given_lat, given_lon = _floats(kept, "latitude"), _floats(kept, "longitude")
     name = known.column["counter_name"][at]
     name = np.where(pd.isna(name), np.asarray(ids, object), name)
     site_id = known.column["site_id"][at]
     site_id = np.where(pd.isna(site_id), np.asarray([i.split("-")[0] for i in ids], object), site_id)
     site_name = known.column["site_name"][at]
     site_name = np.where(pd.isna(site_name), name, site_name)
-    stamps = pd.DatetimeIndex(np.asarray(seconds, np.int64) * 1_000_000_000, tz="UTC").tz_convert(PARIS_TZ)
-    rows = pd.DataFrame({
-        "counter_id": pd.Series(ids, dtype=object),
-        "counter_name": pd.Series(name, dtype=object),
-        "site_id": pd.Series(site_id, dtype=object),
-        "site_name": pd.Series(site_name, dtype=object),
-        "timestamp": pd.Series(stamps.astype(pd.DatetimeTZDtype(unit="ns", tz=PARIS_TZ))),
-        "bike_count": np.full(n, np.nan),
-        "latitude": np.where(np.isnan(given_lat), known.column["latitude"][at], given_lat),
-        "longitude": np.where(np.isnan(given_lon), known.column["longitude"][at], given_lon),
-        "installation_date": pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns]"),
-    })
-    for column in WEATHER_COLUMNS:
-        if any(column in names for _, names in canonical):
-            rows[column] = _floats(canonical, column)
-    return RecordRows(rows, np.arange(n), {})
+    weather = {column: _floats(kept, column) for column in WEATHER_COLUMNS
+               if any(column in names for _, names in canonical)}
+    served = ServedRows(np.asarray(ids, object), np.asarray(hours, np.int64),
+                        np.where(np.isnan(given_lat), known.column["latitude"][at], given_lat),
+                        np.where(np.isnan(given_lon), known.column["longitude"][at], given_lon), weather,
+                        {"counter_name": name, "site_id": site_id, "site_name": site_name})
+    return RecordRows(served, row_of, duplicate_of)
 
 
 @dataclass(frozen=True)

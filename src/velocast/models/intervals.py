@@ -54,6 +54,7 @@ coverage of the 80% interval 0.766 -> 0.793, worst counter 0.575 -> 0.723, every
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -95,13 +96,21 @@ def conformal_bounds(sorted_scores: np.ndarray, coverage: float) -> tuple[float,
     return float(sorted_scores[min(max(low_rank, 1), n) - 1]), float(sorted_scores[min(max(high_rank, 1), n) - 1])
 
 
+# (variant, level bin) quantile tables of a calibration's scores at a coverage (``ConformalRegressor._quantiles``)
+_QUANTILES: dict[tuple[int, float], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 _FIELDS = ("prediction", "count", "variant", "counter", "day", "hour")
 _EPOCH = pd.Timestamp("1970-01-01")
 
 
 def day_number(day: Any) -> int:
     """The Paris day number (days since 1970-01-01) of an ISO date."""
-    return int((pd.Timestamp(day).normalize().tz_localize(None) - _EPOCH) // pd.Timedelta(days=1))
+    return _day_number_of(day) if isinstance(day, str) else \
+        int((pd.Timestamp(day).normalize().tz_localize(None) - _EPOCH) // pd.Timedelta(days=1))
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_number_of(text: str) -> int:  # a calibration's days, read on every forecast
+    return day_number(pd.Timestamp(text))
 
 
 @dataclass(frozen=True)
@@ -231,22 +240,40 @@ class LevelBias:
         return cls({_unpacked(k, 3): value for k, value in by_block.items()},
                    {_unpacked(k, 2): value for k, value in by_pair.items()}, _shrunk_medians(counter, day, residual))
 
+    @functools.cached_property
+    def table(self) -> np.ndarray:
+        """The shift of every (variant, counter code, block), in ``shift``'s order of fallbacks:
+        shape (2, 1 + the largest counter code, blocks); 0 where nothing is known."""
+        codes = [k for k in self.by_counter] + [k[1] for k in self.by_pair] + [k[1] for k in self.by_block]
+        out = np.zeros((2, max(codes, default=0) + 1, len(HOUR_BLOCKS) + 1))
+        for table, width in ((self.by_counter, 1), (self.by_pair, 2), (self.by_block, 3)):  # each overrides the last
+            if table:
+                keys = np.array(list(table), np.int64).reshape(len(table), width)
+                values = np.fromiter(table.values(), float, len(table))
+                where = (slice(None), keys[:, 0]) if width == 1 else tuple(keys.T)
+                out[where] = values[None, :, None] if width == 1 else values[:, None] if width == 2 else values
+        return out
+
     def shift(self, variant: np.ndarray, counter: np.ndarray, hour: np.ndarray) -> np.ndarray:
         """The log1p shift of each row: its block's, else its variant's, else its counter's, else 0."""
-        variant, counter = np.asarray(variant, np.int64), np.asarray(counter, np.int64)
-        out = np.zeros(len(variant))
-        missing = np.ones(len(variant), bool)
-        for table, key in ((self.by_block, (variant, counter, hour_block(hour))), (self.by_pair, (variant, counter)),
-                           (self.by_counter, (counter,))):
-            value, found = _looked_up(table, key)
-            out[missing & found] = value[missing & found]
-            missing &= ~found
-        return out
+        return _shifts(self.table[None], np.zeros(len(variant), np.int64), variant, counter, hour)
 
     def apply(self, prediction: np.ndarray, variant: np.ndarray, counter: np.ndarray, hour: np.ndarray) -> np.ndarray:
         """``prediction`` times its counter's recent level bias (in log1p space)."""
-        shift = self.shift(variant, counter, hour)
-        return np.where(shift != 0, np.expm1(np.log1p(np.clip(prediction, 0, None)) + shift), prediction)
+        return _shifted(prediction, self.shift(variant, counter, hour))
+
+
+def _shifts(tables: np.ndarray, which: np.ndarray, variant: Any, counter: Any, hour: Any) -> np.ndarray:
+    """``tables[which, variant, counter, block of hour]`` (stacked ``LevelBias.table`` arrays; ``which``:
+    each row's table), 0 for a counter or variant outside the tables."""
+    variant, counter = np.asarray(variant, np.int64), np.asarray(counter, np.int64)
+    inside = (counter >= 0) & (counter < tables.shape[2]) & (variant >= 0) & (variant < tables.shape[1])
+    looked = tables[which, np.where(inside, variant, 0), np.where(inside, counter, 0), hour_block(hour)]
+    return np.where(inside, looked, 0.0)
+
+
+def _shifted(prediction: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    return np.where(shift != 0, np.expm1(np.log1p(np.clip(prediction, 0, None)) + shift), prediction)
 
 
 _KEY_BITS = 20  # bits per part of a packed key: counter codes below 1,048,576
@@ -264,20 +291,6 @@ def _unpacked(key: int, n: int) -> tuple[int, ...]:
     """The ``n`` parts of a ``_packed`` key."""
     mask = (1 << _KEY_BITS) - 1
     return tuple(int(key >> (_KEY_BITS * (n - 1 - i))) & mask for i in range(n))
-
-
-def _looked_up(table: dict, parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The values of ``table`` (keys: tuples of ``len(parts)`` ints, or ints) for each row, and where found."""
-    if not table:
-        return np.zeros(len(parts[0])), np.zeros(len(parts[0]), bool)
-    keys = [k if isinstance(k, tuple) else (k,) for k in table]
-    known = _packed(tuple(np.array([k[i] for k in keys], np.int64) for i in range(len(parts))))
-    order = np.argsort(known)
-    known, values = known[order], np.fromiter(table.values(), float, len(table))[order]
-    wanted = _packed(parts)
-    position = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
-    found = (known[position] == wanted) & np.all([np.asarray(p) >= 0 for p in parts], axis=0)
-    return values[position], found
 
 
 def _shrunk_medians(key: np.ndarray, day: np.ndarray, residual: np.ndarray) -> dict[int, float]:
@@ -402,14 +415,6 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
             mine = variant == v
             out[mine] = np.searchsorted(self.edges_[v], level[mine], side="right")
         return out
-
-    def _counter_stats(self, variant: np.ndarray, counter: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n_codes = self.counter_shift_.shape[1]
-        known = (counter >= 0) & (counter < n_codes)
-        safe = np.where(known, counter, 0)
-        shift = np.where(known, self.counter_shift_[variant, safe], 0.0)
-        spread = np.where(known, self.counter_spread_[variant, safe], 1.0)
-        return shift, spread
 
     # ------------------------------------------------------------------ calibration
     def calibrate(self, X: pd.DataFrame, y: np.ndarray, days: np.ndarray) -> ConformalRegressor:
@@ -542,29 +547,52 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
         """``(lower, upper)`` around point predictions, from arrays: ``variant`` 1 where the row was
         predicted with weather (0 without), ``counter`` the counter code (-1: unknown). The serving
         path (``velocast.models.compiled``) calls it with its matrices; ``predict_interval`` with frames."""
+        return self._bounds(prediction, variant, counter, coverage, [self], np.zeros(len(prediction), np.int64))
+
+    def _bounds(self, prediction: np.ndarray, variant: np.ndarray, counter: np.ndarray, coverage: float | None,
+                counters_of: list[ConformalRegressor], which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``bounds``, each row normalised by the counter statistics of ``counters_of[which]`` (copies
+        of this calibration ``adapted`` to different days)."""
         coverage = check_coverage(self.coverage if coverage is None else coverage)
         prediction = np.asarray(prediction, float)
         level = np.log1p(np.clip(prediction, 0, None))
         variant = np.asarray(variant, np.int64) if self.n_variants > 1 else np.zeros(len(prediction), np.int64)
         group = self._bins(variant, level)
-        shift, spread = self._counter_stats(variant, np.asarray(counter, np.int64))
-        low_q, high_q = np.zeros(len(prediction)), np.zeros(len(prediction))
-        bins = self.centre_.shape[1]
-        for v in range(self.n_variants):
-            for b in range(bins):
-                inside = (variant == v) & (group == b)
-                if not inside.any():
-                    continue
-                scores = self._group_scores(v, b)
-                if not len(scores):  # a level bin without calibration rows: its nearest one's
-                    scores = self._nearest_scores(v, b)
-                low_q[inside], high_q[inside] = conformal_bounds(scores, coverage)
+        counter = np.asarray(counter, np.int64)
+        n_codes = self.counter_shift_.shape[1]
+        known = (counter >= 0) & (counter < n_codes)
+        at = (which, variant, np.where(known, counter, 0))
+        shifts, spreads = (np.stack([getattr(m, name) for m in counters_of]) for name in ("counter_shift_",
+                                                                                          "counter_spread_"))
+        shift, spread = np.where(known, shifts[at], 0.0), np.where(known, spreads[at], 1.0)
+        low_table, high_table = self._quantiles(coverage)
+        low_q, high_q = low_table[variant, group], high_table[variant, group]
         centre, width = self.centre_[variant, group], self.spread_[variant, group]
         lower = level + centre + width * (shift + spread * low_q)
         upper = level + centre + width * (shift + spread * high_q)
         lower = np.clip(np.expm1(lower), 0, None)
         upper = np.maximum(np.clip(np.expm1(upper), 0, None), lower)
         return lower, upper
+
+    def _quantiles(self, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per (variant, level bin): the conformal lower and upper score quantiles at ``coverage``
+        (a bin without calibration rows takes its nearest bin's). Kept per calibration and coverage."""
+        key = (id(self.scores_), coverage)
+        found = _QUANTILES.get(key)
+        if found is not None and found[0] is self.scores_:
+            return found[1], found[2]
+        shape = self.centre_.shape
+        low, high = np.zeros(shape), np.zeros(shape)
+        for v in range(shape[0]):
+            for b in range(shape[1]):
+                scores = self._group_scores(v, b)
+                if not len(scores):
+                    scores = self._nearest_scores(v, b)
+                low[v, b], high[v, b] = conformal_bounds(scores, coverage)
+        if len(_QUANTILES) >= 64:
+            _QUANTILES.clear()
+        _QUANTILES[key] = (self.scores_, low, high)  # the scores held: their id is not reused meanwhile
+        return low, high
 
     # ------------------------------------------------------------------ adaptation
     def adapted(self, recent: RecentErrors) -> ConformalRegressor:
@@ -613,31 +641,42 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
         model and store version)."""
         prediction, variant, counter = (np.asarray(prediction, float), np.asarray(variant, np.int64),
                                         np.asarray(counter, np.int64))
-        day, hour = np.asarray(day, np.int64), np.asarray(hour, np.int64)
-        out = prediction.copy()
+        days, which = np.unique(np.asarray(day, np.int64), return_inverse=True)
+        entries = [self._day(int(d), recent, rule, cache) for d in days]
         lower, upper = np.full(len(prediction), np.nan), np.full(len(prediction), np.nan)
-        for d in np.unique(day):
-            rows = day == d
-            entry = cache.get(int(d)) if cache is not None else None
-            if entry is None:
-                model, bias = self, None
-                if rule.interval_days > 0 and self.calibrated:  # days the calibration does not hold yet
-                    model = self.adapted(recent.between(max(int(d) - rule.interval_days, self.calibrated_through + 1),
-                                                        int(d) - 1))
-                if rule.bias_days > 0:  # days the point model never trained on
-                    since = self.unseen_from if self.calibrated else int(d) - rule.bias_days
-                    bias = LevelBias.of(recent.between(max(int(d) - rule.bias_days, since), int(d) - 1))
-                entry = (model, bias)
-                if cache is not None:
-                    cache[int(d)] = entry
-            model, bias = entry
+        if self.calibrated:
+            lower, upper = self._bounds(prediction, variant, counter, coverage, [model for model, _ in entries], which)
+        out = prediction.copy()
+        biased = np.array([bias is not None for _, bias in entries], bool)
+        if biased.any():
+            tables = [bias.table if bias is not None else np.zeros((2, 1, len(HOUR_BLOCKS) + 1)) for _, bias in entries]
+            codes = max(t.shape[1] for t in tables)
+            stacked = np.zeros((len(tables), 2, codes, len(HOUR_BLOCKS) + 1))
+            for i, t in enumerate(tables):
+                stacked[i, :, :t.shape[1]] = t
+            rows = biased[which]
+            shift = _shifts(stacked, which, variant, counter, hour)
+            out[rows] = _shifted(prediction[rows], shift[rows])
             if self.calibrated:
-                lower[rows], upper[rows] = model.bounds(prediction[rows], variant[rows], counter[rows], coverage)
-            if bias is not None:
-                out[rows] = bias.apply(prediction[rows], variant[rows], counter[rows], hour[rows])
-                if self.calibrated:
-                    out[rows] = np.clip(out[rows], lower[rows], upper[rows])
+                out[rows] = np.clip(out[rows], lower[rows], upper[rows])
         return out, lower, upper
+
+    def _day(self, d: int, recent: RecentErrors, rule: OnlineRule,
+             cache: dict[int, tuple[ConformalRegressor, LevelBias | None]] | None,
+             ) -> tuple[ConformalRegressor, LevelBias | None]:
+        """Day ``d``'s calibration ``adapted`` to the errors before it, and its level bias (cached)."""
+        entry = cache.get(d) if cache is not None else None
+        if entry is None:
+            model, bias = self, None
+            if rule.interval_days > 0 and self.calibrated:  # days the calibration does not hold yet
+                model = self.adapted(recent.between(max(d - rule.interval_days, self.calibrated_through + 1), d - 1))
+            if rule.bias_days > 0:  # days the point model never trained on
+                since = self.unseen_from if self.calibrated else d - rule.bias_days
+                bias = LevelBias.of(recent.between(max(d - rule.bias_days, since), d - 1))
+            entry = (model, bias)
+            if cache is not None:
+                cache[d] = entry
+        return entry
 
     def _nearest_scores(self, v: int, b: int) -> np.ndarray:
         bins = self.centre_.shape[1]

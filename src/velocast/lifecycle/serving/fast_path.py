@@ -21,13 +21,14 @@ the same features, predictions, weather sources and notes, value for value.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from velocast.config import Settings
+from velocast.config import PARIS_TZ, Settings
 from velocast.data.calendar import hour_fields
+from velocast.data.schema import CANONICAL_COLUMNS
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.data.weather_forecast import load_forecasts
 from velocast.features import HOUR_NS, numeric_column
@@ -36,6 +37,56 @@ from velocast.lifecycle.serving.served_history import store_history
 from velocast.models.compiled import ServingModel
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedRows:
+    """Unlabelled rows to forecast, as the serving path reads them: arrays, no frame.
+
+    The API makes them straight from the posted records (``velocast.api.records``); ``of`` takes
+    them from a frame. ``frame`` rebuilds the canonical rows when the frames' path needs them.
+    """
+
+    counter_id: np.ndarray  # str objects
+    utc_hour: np.ndarray  # int64: hours since 1970-01-01 00:00 UTC
+    latitude: np.ndarray  # float, NaN where not given
+    longitude: np.ndarray
+    weather: dict[str, np.ndarray]  # the WEATHER_COLUMNS given (float, NaN where missing)
+    other: dict[str, np.ndarray] = field(default_factory=dict)  # more canonical columns (names of the counters)
+
+    def __len__(self) -> int:
+        return len(self.utc_hour)
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> ServedRows | None:
+        """The arrays of ``rows``, or None when they take ``build_inputs``: labelled rows (their counts
+        are history too, and they get metrics), timestamps that are naive, missing or not on a whole hour."""
+        if rows.empty or "counter_id" not in rows or "timestamp" not in rows:
+            return None
+        if "bike_count" in rows and rows["bike_count"].notna().any():
+            return None
+        stamps = rows["timestamp"]
+        if not isinstance(stamps.dtype, pd.DatetimeTZDtype) or stamps.dtype.unit != "ns" or stamps.isna().any():
+            return None
+        ns = stamps.array.asi8
+        if (ns % HOUR_NS).any():
+            return None
+        return cls(rows["counter_id"].astype(str).to_numpy(object), ns // HOUR_NS, numeric_column(rows, "latitude"),
+                   numeric_column(rows, "longitude"), {c: numeric_column(rows, c) for c in WEATHER_COLUMNS if c in rows})
+
+    def timestamps(self) -> pd.Series:
+        """Each row's hour in Paris time (nanoseconds, as the store's)."""
+        return pd.Series(pd.DatetimeIndex(self.utc_hour * HOUR_NS, tz="UTC").tz_convert(PARIS_TZ))
+
+    def frame(self) -> pd.DataFrame:
+        """The canonical rows (unlabelled), then the weather given."""
+        n = len(self)
+        columns = {"counter_id": pd.Series(self.counter_id, dtype=object),
+                   **{name: pd.Series(values, dtype=object) for name, values in self.other.items()},
+                   "timestamp": self.timestamps(), "bike_count": np.full(n, np.nan), "latitude": self.latitude,
+                   "longitude": self.longitude,
+                   "installation_date": pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns]")}
+        return pd.DataFrame({**{c: columns[c] for c in CANONICAL_COLUMNS if c in columns}, **self.weather})
 
 
 @dataclass
@@ -50,18 +101,14 @@ class FastInputs:
     unknown_counters: list[str]
 
 
-def fast_inputs(rows: pd.DataFrame, serving: ServingModel, settings: Settings) -> FastInputs | None:
+def fast_inputs(rows: ServedRows | pd.DataFrame, serving: ServingModel, settings: Settings) -> FastInputs | None:
     """The inputs of ``rows`` built without frames, or None when these rows take ``build_inputs``."""
-    if rows.empty or "counter_id" not in rows or "timestamp" not in rows:
+    if isinstance(rows, pd.DataFrame):
+        rows = ServedRows.of(rows)
+    if rows is None or not len(rows):
         return None
-    if "bike_count" in rows and rows["bike_count"].notna().any():
-        return None  # labelled rows: their counts are history too, and they get metrics
-    stamps = rows["timestamp"]
-    if not isinstance(stamps.dtype, pd.DatetimeTZDtype) or stamps.isna().any():
-        return None
-    counters = rows["counter_id"].astype(str).to_numpy(object)
-    utc = stamps.array.asi8 // HOUR_NS
-    time = hour_fields(utc)  # FeatureBuilder.transform's calendar reads the environment's settings too
+    counters = rows.counter_id
+    time = hour_fields(rows.utc_hour)  # FeatureBuilder.transform's calendar reads the environment's settings too
     plan = serving.plan
     history: dict[str, np.ndarray] = {}
     history_notes: list[tuple[int, str]] = []
@@ -76,8 +123,7 @@ def fast_inputs(rows: pd.DataFrame, serving: ServingModel, settings: Settings) -
         history_notes = index.notes(counters, codes, days)
     weather, source = _served_weather(rows, settings)
     codes = plan.codes(counters)
-    matrix = plan.matrix(codes, time, numeric_column(rows, "latitude"), numeric_column(rows, "longitude"),
-                         {**weather, **history})
+    matrix = plan.matrix(codes, time, rows.latitude, rows.longitude, {**weather, **history})
     notes: list[list[str]] = [[] for _ in range(len(rows))]
     for position, note in history_notes:
         notes[position].append(note)
@@ -89,17 +135,18 @@ def fast_inputs(rows: pd.DataFrame, serving: ServingModel, settings: Settings) -
                       unknown)
 
 
-def _served_weather(rows: pd.DataFrame, settings: Settings) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _served_weather(rows: ServedRows, settings: Settings) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``weather_columns(rows, "served")``: the row's weather, else the stored forecast, else missing."""
-    given = {column: numeric_column(rows, column) for column in WEATHER_COLUMNS}
+    missing = np.full(len(rows), np.nan)
+    given = {column: rows.weather.get(column, missing) for column in WEATHER_COLUMNS}
     has_given = np.isfinite(given["temperature_c"]) | np.isfinite(given["rain_mm"])
     if not has_given.all():
         forecasts = load_forecasts(settings)
         if forecasts is not None and not forecasts.empty:  # the stored forecast as of each cut-off
-            values, source = weather_columns(rows[["timestamp", *(c for c in WEATHER_COLUMNS if c in rows)]],
+            values, source = weather_columns(pd.DataFrame({"timestamp": rows.timestamps(), **rows.weather}),
                                              "served", settings)
             return {c: values[c].to_numpy(float) for c in WEATHER_COLUMNS}, source
     return given, np.where(has_given, "given", "missing").astype(object)
 
 
-__all__ = ["FastInputs", "ServingModel", "fast_inputs"]
+__all__ = ["FastInputs", "ServedRows", "ServingModel", "fast_inputs"]

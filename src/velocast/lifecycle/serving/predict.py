@@ -7,6 +7,7 @@ plus a warning. Rows that cannot be read are reported, never silently dropped.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from velocast.evaluation.intervals import check_coverage
 from velocast.features import paris_day_hour
 from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs
 from velocast.lifecycle.serving.adaptation import online_rule, served_window
-from velocast.lifecycle.serving.fast_path import fast_inputs
+from velocast.lifecycle.serving.fast_path import ServedRows, fast_inputs
 from velocast.lifecycle.serving.scoring import score
 from velocast.models import get_spec, predict_frame
 from velocast.models.intervals import STATIC
@@ -36,13 +37,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Predictions:
-    frame: pd.DataFrame  # canonical rows + prediction (+ probability, or lower/upper) + weather_source + notes
+    rows: pd.DataFrame | ServedRows  # the rows as given to ``predict_rows``
+    columns: dict[str, Any]  # per row: prediction (+ probability, or lower/upper), weather_source, notes
     model: LoadedModel
     warnings: list[str] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
     unknown_counters: list[str] = field(default_factory=list)
     row_notes: list[list[str]] = field(default_factory=list)  # per row: what the forecast could not know
     coverage: float | None = None  # of every lower/upper (None: no calibrated intervals)
+
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """The rows (canonical columns) with their ``columns``."""
+        rows = self.rows if isinstance(self.rows, pd.DataFrame) else self.rows.frame()
+        replaced = [c for c in self.columns if c in rows]
+        return pd.concat([rows.drop(columns=replaced) if replaced else rows,
+                          pd.DataFrame(self.columns, index=rows.index)], axis=1)
 
 
 def load_model(model_type: str = "lgbm", model_uri: str | None = None, version: str | None = None,
@@ -74,7 +84,7 @@ def no_intervals_warning(model: LoadedModel) -> str:
             f"upper are empty; run `velocast recalibrate --model-type {model.model_type}` to add them")
 
 
-def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | None = None,
+def predict_rows(rows: pd.DataFrame | ServedRows, model: LoadedModel, settings: Settings | None = None,
                  coverage: float | None = None) -> Predictions:
     """Predict canonical rows as served (``bike_count`` optional; when present, metrics are computed).
 
@@ -88,6 +98,8 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
     coverage = check_coverage(settings.interval_coverage if coverage is None else coverage)
     serving = model.serving
     fast = fast_inputs(rows, serving, settings) if serving is not None else None
+    if fast is None and isinstance(rows, ServedRows):
+        rows = rows.frame()  # e.g. days before those the serving path holds in memory
     metrics = None
     day, hour, recent, adapted, rule = None, None, None, None, STATIC
     if len(rows) and model.has_intervals and online_rule(settings).window > 0:
@@ -112,14 +124,12 @@ def predict_rows(rows: pd.DataFrame, model: LoadedModel, settings: Settings | No
             metrics = score(model.pipeline, enriched[labelled.to_numpy()], coverage,
                             settings.coverage_tolerance, online_rule(settings), recent).to_dict()
     # the one place where a batch of rows gets its predictions
-    added = {**predicted, WEATHER_SOURCE: weather_source, "notes": ["; ".join(n) for n in notes]}
-    replaced = [c for c in added if c in rows]
-    out = pd.concat([rows.drop(columns=replaced) if replaced else rows, pd.DataFrame(added, index=rows.index)], axis=1)
+    columns = {**predicted, WEATHER_SOURCE: weather_source, "notes": ["; ".join(n) for n in notes]}
     warnings = [unknown_counters_warning(unknown)] if unknown else []
     if model.spec.task == "regression" and not model.has_intervals:
         warnings.append(no_intervals_warning(model))
     warnings += summarise_notes(notes)
-    return Predictions(out, model, warnings, metrics, unknown, notes, coverage if model.has_intervals else None)
+    return Predictions(rows, columns, model, warnings, metrics, unknown, notes, coverage if model.has_intervals else None)
 
 
 def summarise_notes(notes: list[list[str]]) -> list[str]:
