@@ -34,6 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.concurrency import run_in_threadpool
 
 from velocast import __version__
 from velocast.api.batching import PredictBatcher, PredictKey
@@ -121,19 +122,19 @@ router = APIRouter()
 
 
 # ------------------------------------------------------------------------------ dependencies
-def app_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def app_config(request: Request) -> ApiConfig:
+async def app_config(request: Request) -> ApiConfig:
     return request.app.state.config
 
 
-def model_cache(request: Request) -> ChampionCache:
+async def model_cache(request: Request) -> ChampionCache:
     return request.app.state.cache
 
 
-def job_manager(request: Request) -> JobManager:
+async def job_manager(request: Request) -> JobManager:
     return request.app.state.jobs
 
 
@@ -230,7 +231,7 @@ def root() -> RedirectResponse:
 
 
 @router.get("/health", response_model=HealthResponse, tags=["service"], summary="Liveness (always 200)")
-def health() -> HealthResponse:
+async def health() -> HealthResponse:  # on the event loop: no thread handoff for a constant answer
     return HealthResponse(version=__version__)
 
 
@@ -290,7 +291,7 @@ def models(cache: CacheDep, settings: SettingsDep,
 @router.post("/predict", response_model=PredictResponse, tags=["predictions"],
              summary="Predict counter-hours with the champion",
              responses={**VALIDATION_422, 503: {"model": ErrorResponse, "description": "No model registered yet."}})
-def predict(body: Annotated[PredictRequest, Body(openapi_examples={
+async def predict(body: Annotated[PredictRequest, Body(openapi_examples={
                 "tidy": {"summary": "tidy field names", "value": {"records": TIDY_EXAMPLE, "model_type": "lgbm"}},
                 "opendata": {"summary": "open-data export field names", "value": {"records": OPENDATA_EXAMPLE}}})],
             request: Request, config: ConfigDep) -> PredictResponse:
@@ -301,7 +302,14 @@ def predict(body: Annotated[PredictRequest, Body(openapi_examples={
     key = (model_type, body.horizon, body.coverage if body.coverage is not None else state.settings.interval_coverage)
     with_counts = any(r.bike_count is not None or r.fr_bike_count is not None for r in body.records)
     # requests carrying counts get their own metrics: they are not batched with others
-    payload = _predict_one(state, key, body.records) if with_counts else state.batcher.submit(key, body.records)
+    if not state.cache.answers_at_once(model_type, body.horizon):  # a model to load first: never on the loop
+        payload = await run_in_threadpool(_predict_one, state, key, body.records)
+    elif not with_counts:
+        payload = await state.batcher.submit(key, body.records)
+    elif len(body.records) <= state.batcher.inline_records:  # small: on the loop, as the batcher does
+        payload = _predict_one(state, key, body.records)
+    else:
+        payload = await run_in_threadpool(_predict_one, state, key, body.records)
     state.metrics.predictions.labels(model_type).inc(len(body.records))
     # validated once here and written by pydantic's serializer: FastAPI would validate the model again
     return Response(PredictResponse.model_validate(payload).model_dump_json(by_alias=True),
@@ -705,7 +713,6 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
         try:
             yield
         finally:
-            app.state.batcher.close()
             app.state.metrics.mark_dead()
             cache.stop()
             jobs.shutdown()

@@ -137,9 +137,9 @@ class ChampionCache:
         key = (model_type, horizon)
         asked = time.monotonic()
         entry = self._entries.get(key)
-        current = entry is not None and entry.generation == self._generations.get(model_type, 0)
-        if current and (self._fresh(entry, model_type) or self._background()):
+        if self._at_once(entry, model_type):
             return entry  # the background check keeps it current; a failing registry never blocks a request
+        current = entry is not None and entry.generation == self._generations.get(model_type, 0)
         lock = self._lock(key)
         if current:
             if not lock.acquire(blocking=False):
@@ -158,6 +158,15 @@ class ChampionCache:
             return self._refresh(key, entry)
         finally:
             lock.release()
+
+    def answers_at_once(self, model_type: str, horizon: str | None = None) -> bool:
+        """Would ``get`` return without touching the registry? (a current model, checked recently or by
+        the background thread). The API predicts on its event loop only then, never waiting for a load."""
+        return self._at_once(self._entries.get((model_type, horizon)), model_type)
+
+    def _at_once(self, entry: ServedModel | None, model_type: str) -> bool:
+        return (entry is not None and entry.generation == self._generations.get(model_type, 0)
+                and (self._fresh(entry, model_type) or self._background()))
 
     def invalidate(self, model_type: str) -> None:
         """Make the next ``get`` of this type re-read the registry (after a promotion by the API)."""
@@ -206,6 +215,7 @@ class ChampionCache:
         if entry is not None and entry.source_version == ref.version and entry.champion == is_champion:
             entry.checked_at, entry.generation, entry.last_error = now, generation, None
             return entry
+        started = time.perf_counter()
         try:
             if horizon and ref.tags.get("horizon") != horizon:
                 model = load_model(model_type, horizon=horizon, settings=self.settings)
@@ -215,6 +225,7 @@ class ChampionCache:
             raise NoModelError(str(exc)) from exc
         except Exception as exc:
             return self._failed(key, entry, now, generation, exc, f"loading version {ref.version} failed")
+        loaded = time.perf_counter()
         warnings = list(notes)
         if not is_champion:
             warnings.append(f"no {model_type} champion yet: serving the latest registered version {ref.version}; "
@@ -227,10 +238,12 @@ class ChampionCache:
         self._errors.pop(key, None)
         self._changed()
         self._prepare(served)
+        timing = f"loaded in {(loaded - started) * 1000:.0f} ms, prepared in {(time.perf_counter() - loaded) * 1000:.0f} ms"
         if entry is None:
-            log.info("loaded %s version %s (%s)", model_type, model.version, model.uri)
+            log.info("loaded %s version %s (%s; %s)", model_type, model.version, model.uri, timing)
         else:
-            log.warning("hot swap: %s now served by version %s (was %s)", model_type, model.version, entry.version)
+            log.warning("hot swap: %s now served by version %s (was %s; %s)", model_type, model.version,
+                        entry.version, timing)
         return served
 
     def _changed(self) -> None:
