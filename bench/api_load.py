@@ -131,6 +131,9 @@ def _wrk(url: str, bodies: list[bytes] | None, seconds: float, clients: int) -> 
             "generator": "wrk"}
 
 
+WARM_UP_SECONDS = 15  # /predict load after /ready: first requests, lleaves compile of the champion, heap settle
+
+
 def run(seconds: float = 60.0, workers: int = WORKERS) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="velocast-bench-api-") as tmp:
         home = str(Path(tmp) / "home")
@@ -138,54 +141,65 @@ def run(seconds: float = 60.0, workers: int = WORKERS) -> dict[str, Any]:
         print(f"  home ready in {prep_seconds:.0f}s", flush=True)
         port = _free_port()
         env = {**velocast_env(Path(home)), "VELOCAST_API_KEY": API_KEY, "VELOCAST_API_MODEL_REFRESH_SECONDS": "1"}
-        server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "velocast"), "serve", "--host", "127.0.0.1",
-                                   "--port", str(port), "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log_path = Path(tmp) / "server.log"
+        with open(log_path, "wb") as server_log:  # read only if something fails: a pipe nobody reads can block
+            server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "velocast"), "serve", "--host", "127.0.0.1",
+                                       "--port", str(port), "--workers", str(workers)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=server_log)
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(base)
+            _wait_ready(base, log_path)
             url = f"{base}/predict"
             single = [json.dumps({"records": [r], "model_type": "lgbm"}).encode() for r in records]
             hundred = [json.dumps({"records": records[i:i + 100], "model_type": "lgbm"}).encode()
                        for i in range(0, len(records), 100)]
-            load_phase(url, single, 5)  # warm-up
+            load_phase(url, single, WARM_UP_SECONDS)
             phases = []
             for name, target, bodies in (("/health (HTTP floor)", f"{base}/health", None), ("1 record", url, single),
                                          ("100 records", url, hundred)):
                 result, _, _ = isolated(load_phase, target, bodies, seconds)
                 phases.append({"name": name, **result})
                 print(f"  {name}: {result}", flush=True)
-            promoter = threading.Timer(seconds / 2, lambda: subprocess.run(
-                [str(ROOT / ".venv" / "bin" / "velocast"), "promote", "--model-type", "lgbm", "--version", "2",
-                 "--reason", "benchmark: promotion under load"], env=env, capture_output=True))
+            promotion: dict[str, Any] = {}
+
+            def promote() -> None:
+                started = time.perf_counter()
+                done = subprocess.run([str(ROOT / ".venv" / "bin" / "velocast"), "promote", "--model-type", "lgbm",
+                                       "--version", "2", "--reason", "benchmark: promotion under load"],
+                                      env=env, capture_output=True, text=True)
+                promotion.update(seconds=round(time.perf_counter() - started, 2), returncode=done.returncode,
+                                 output=(done.stdout + done.stderr).strip()[-300:])
+
+            promoter = threading.Timer(seconds / 2, promote)
             promoter.start()
             result, _, _ = isolated(load_phase, url, single, seconds)
             promoter.join()
-            import httpx
-
-            served = httpx.get(f"{base}/models", timeout=10).json()
             phases.append({"name": "1 record, promotion mid-run", **result})
-            print(f"  promotion phase: {result}", flush=True)
+            print(f"  promotion phase: {result}; promote command: {promotion}", flush=True)
+            served = _served_versions(base, single[0])
+        except BaseException:
+            print(log_path.read_text()[-3000:], file=sys.stderr)
+            raise
         finally:
             server.terminate()
             server.wait(timeout=30)
     health = phases[0]["p99_ms"]
-    return {"clients": CLIENTS, "workers": workers, "seconds_per_phase": seconds, "phases": phases,
-            "champion_after": _champion_version(served),
+    return {"clients": CLIENTS, "workers": workers, "seconds_per_phase": seconds, "warm_up_seconds": WARM_UP_SECONDS,
+            "phases": phases, "promotion": {**promotion, "served_after": served},
             "p99_ratio_to_health": {p["name"]: round(p["p99_ms"] / health, 2) for p in phases[1:]}}
 
 
-def _champion_version(models: Any) -> Any:
-    try:
-        items = models["models"] if isinstance(models, dict) and "models" in models else models
-        for item in items:
-            if item.get("model_type") == "lgbm":
-                return (item.get("champion") or {}).get("version")
-    except (TypeError, AttributeError):
-        return None
-    return None
+def _served_versions(base: str, body: bytes, calls: int = 32) -> list[str]:
+    """The model versions ``/predict`` answers with after the promotion (several calls: every worker)."""
+    import httpx
+
+    with httpx.Client(timeout=10) as http:
+        answers = [http.post(f"{base}/predict", content=body, headers={"content-type": "application/json"})
+                   for _ in range(calls)]
+    return sorted({a.json()["model"]["version"] for a in answers if a.status_code == 200})
 
 
-def _wait_ready(base: str, timeout: float = 120) -> None:
+def _wait_ready(base: str, log_path: Path, timeout: float = 120) -> None:
     import httpx
 
     deadline = time.time() + timeout
@@ -196,4 +210,4 @@ def _wait_ready(base: str, timeout: float = 120) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    sys.exit(f"the API at {base} did not become ready")
+    sys.exit(f"the API at {base} did not become ready; its log ends with:\n{log_path.read_text()[-3000:]}")

@@ -131,6 +131,15 @@ def render(results: dict[str, Any]) -> str:
             targets.append(("100-record /predict p99 ≤ 60 ms", f"{_f(hundred['p99_ms'], 1)} ms", hundred["p99_ms"] <= 60))
         if swap:
             targets.append(("0 errors across a promotion", _f(swap["errors"]), swap["errors"] == 0))
+            targets.append(("single-record /predict p99 ≤ 20 ms across a promotion", f"{_f(swap['p99_ms'], 1)} ms",
+                            swap["p99_ms"] <= 20))
+            promotion = api.get("promotion") or {}
+            if promotion:
+                served = ", ".join(promotion.get("served_after") or []) or "none"
+                out += ["", f"Promotion mid-run: `velocast promote --version 2` took {_f(promotion.get('seconds'), 1)} s "
+                            f"(exit code {promotion.get('returncode')}) on the same 2 cores; afterwards `/predict` "
+                            f"answered with version(s) {served}."]
+                targets.append(("the promotion is served by every worker", served, promotion.get("served_after") == ["2"]))
         out.append("")
     cmds = results.get("commands")
     if cmds:

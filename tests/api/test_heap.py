@@ -15,12 +15,12 @@ class _Node:
     pass
 
 
-def test_the_heap_is_settled_once_per_state_and_a_swapped_out_cycle_still_goes() -> None:
+def test_the_heap_is_settled_once_per_state_and_a_swapped_out_cycle_goes_at_the_next_full_settle() -> None:
     state = ["v1"]
-    settler = HeapSettler(lambda: state[0])
+    settler = HeapSettler(lambda: state[0], full_every=3)
     try:
         node = _Node()
-        node.me = node  # a reference cycle, as a loaded model has
+        node.me = node  # a reference cycle, as a loaded model may have
         gone = weakref.ref(node)
         settler()
         assert settler.settled == "v1" and gc.get_freeze_count() > 1000
@@ -29,10 +29,17 @@ def test_the_heap_is_settled_once_per_state_and_a_swapped_out_cycle_still_goes()
         assert gone() is not None  # frozen: full collections no longer walk (nor free) it
         settler()  # nothing changed: no collection, nothing frozen again
         assert settler.settles == 1 and gone() is not None
-        state[0] = "v2"  # a new champion: the old one's cycles are collected, the rest frozen again
+        state[0] = "v2"  # a new champion: only the new objects are collected and frozen (no pause)
         settler()
-        assert gone() is None and settler.settled == "v2" and settler.settles == 2
-        assert gc.get_freeze_count() > 1000
+        assert gone() is not None and settler.settled == "v2" and settler.settles == 2
+        fresh = _Node()
+        fresh.me = fresh
+        fresh_gone = weakref.ref(fresh)
+        del fresh
+        state[0] = "v3"  # the third settle is a full one: every frozen cycle is looked at again
+        settler()
+        assert gone() is None and fresh_gone() is None
+        assert settler.settles == 3 and settler.full_settles == 1 and gc.get_freeze_count() > 1000
     finally:
         HeapSettler.release()
     assert gc.get_freeze_count() == 0

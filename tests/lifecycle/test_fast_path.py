@@ -200,4 +200,16 @@ def test_lleaves_predicts_as_lightgbm(fitted: tuple[Settings, LoadedModel], tmp_
     other = CompiledModel(model.pipeline, model.serving.plan)
     assert other.compile_lleaves(tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.so"))) == 2  # with- and without-weather boosters
+    assert not list((tmp_path / "cache").glob("*.partial"))  # compiled in a child process, written atomically
     np.testing.assert_array_equal(other.predict(fast.matrix)["prediction"], again)
+
+
+@pytest.mark.skipif(not lleaves_available(), reason="lleaves is not installed (pip install lleaves)")
+def test_a_failed_lleaves_build_says_why_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    from velocast.models import lleaves_build
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("not a LightGBM model\n")
+    with pytest.raises(RuntimeError, match="compiling bad.txt with lleaves failed: "):
+        lleaves_build.build(bad, tmp_path / "bad.so")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt"]

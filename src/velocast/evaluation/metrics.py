@@ -7,13 +7,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 
 
 @dataclass(frozen=True)
@@ -59,6 +52,8 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> RegressionMetr
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> ClassificationMetrics:
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
     y_true, proba = np.asarray(y_true, int), np.asarray(proba, float)
     if len(y_true) == 0:
         raise ValueError("cannot score an empty dataset")

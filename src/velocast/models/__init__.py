@@ -21,8 +21,21 @@ from typing import Any
 from velocast.choices import MODEL_TYPES as MODEL_TYPES  # noqa: E402 - re-exported
 REGISTERED_NAME = "bike-traffic-{model_type}"
 
+
+def check_model_type(model_type: str) -> str:
+    """``model_type`` if it is one of ``MODEL_TYPES``, else ValueError (without importing any model)."""
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"unknown model type {model_type!r}: expected one of {', '.join(MODEL_TYPES)}")
+    return model_type
+
+
+def registered_name(model_type: str) -> str:
+    """The MLflow registered model of a type."""
+    return REGISTERED_NAME.format(model_type=check_model_type(model_type))
+
+
 _LAZY = {
-    **dict.fromkeys(("CATALOGUE", "ModelSpec", "Param", "get_spec", "registered_name", "resolve_horizon",
+    **dict.fromkeys(("CATALOGUE", "ModelSpec", "Param", "get_spec", "resolve_horizon",
                      "validate_hyperparams"), "velocast.models.catalogue"),
     **dict.fromkeys(("build_estimator", "build_features", "build_pipeline", "calibrate", "calibration_info",
                      "classification_labels", "continue_training", "feature_importance", "is_calibrated",

@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 from velocast.features import HORIZONS
-from velocast.models import MODEL_TYPES, REGISTERED_NAME
+from velocast.models import MODEL_TYPES, check_model_type
 from velocast.models.spec import ModelSpec, Param
 
 CATALOGUE: dict[str, ModelSpec] = {name: importlib.import_module(f"velocast.models.{name}").SPEC
@@ -22,15 +22,7 @@ if _misnamed:
 
 
 def get_spec(model_type: str) -> ModelSpec:
-    try:
-        return CATALOGUE[model_type]
-    except KeyError:
-        raise ValueError(f"unknown model type {model_type!r}: expected one of {', '.join(MODEL_TYPES)}") from None
-
-
-def registered_name(model_type: str) -> str:
-    get_spec(model_type)
-    return REGISTERED_NAME.format(model_type=model_type)
+    return CATALOGUE[check_model_type(model_type)]
 
 
 def validate_hyperparams(model_type: str, hyperparams: dict[str, Any] | None) -> dict[str, Any]:
@@ -52,5 +44,5 @@ def resolve_horizon(model_type: str, horizon: str | None) -> str:
     return horizon
 
 
-__all__ = ["CATALOGUE", "ModelSpec", "Param", "get_spec", "registered_name", "resolve_horizon",
+__all__ = ["CATALOGUE", "ModelSpec", "Param", "get_spec", "resolve_horizon",
            "validate_hyperparams"]

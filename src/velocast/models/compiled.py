@@ -11,9 +11,10 @@ matrix of ``FeaturePlan.matrix`` with the same semantics as ``predict_frame``:
   (predictions equal LightGBM's within 1e-9 on the log scale, tested);
 - any other estimator: ``predict``/``predict_proba`` of the frame ``FeaturePlan.frame`` rebuilds.
 
-Compiling is slow (seconds to a minute per booster), so it runs off the request path, once per
-model: ``compile_lleaves`` writes the compiled object to ``cache_dir`` keyed by the model text's
-hash and swaps it in when done; until then LightGBM serves.
+Compiling is slow (seconds per booster), so it runs off the request path, once per model and in a
+low-priority process of its own (``velocast.models.lleaves_build``): ``compile_lleaves`` has the
+compiled object written to ``cache_dir``, keyed by the model text's hash, loads it and swaps it in
+when done; until then LightGBM serves.
 
 ``ServingModel(pipeline)``: a loaded pipeline's ``FeaturePlan`` and ``CompiledModel``, made once per
 loaded model (``LoadedModel.serving``), with the lleaves compilation run in a background thread.
@@ -34,6 +35,7 @@ import pandas as pd
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.features import FeaturePlan
 from velocast.fileio import atomic_write_bytes, file_lock
+from velocast.models import lleaves_build
 from velocast.models.intervals import STATIC, ConformalRegressor, OnlineRule, RecentErrors
 from velocast.models.lgbm import LGBMCountRegressor
 from velocast.models.weather_fallback import REQUIRED_WEATHER, WeatherFallback
@@ -181,10 +183,10 @@ class CompiledModel:
                 model_file = cache_dir / f"{name}.txt"
                 if not model_file.exists():
                     atomic_write_bytes(model_file, text.encode())
+                if not target.exists():
+                    lleaves_build.build(model_file, target)  # in a low-priority process of its own
                 model = lleaves.Model(model_file=str(model_file))
-                # finline=False: one function per tree; inlining them all makes LLVM take minutes and
-                # gigabytes for a 150 x 255-leaf forest, for a few percent of speed
-                model.compile(cache=str(target), finline=False)  # written when missing, loaded when present
+                model.compile(cache=str(target), **lleaves_build.OPTIONS)  # loads the compiled object
             booster.compiled = model
         return True
 

@@ -38,7 +38,8 @@ from mlflow.exceptions import MlflowException
 
 from velocast.config import Settings, get_settings, redact_secrets
 from velocast.errors import DependencyUnavailable, sqlite_write_failure
-from velocast.models import get_spec, is_calibrated, registered_name
+from velocast import models
+from velocast.models import registered_name
 from velocast.tracking.mlflow_runs import configure, load_sklearn_model, silence_mlflow_logs
 from velocast.tracking.summary import SummaryEntry, SummaryStore
 
@@ -132,12 +133,12 @@ class LoadedModel:
     @property
     def spec(self) -> ModelSpec:
         """Its family's spec (task, parameters, how it continues training)."""
-        return get_spec(self.model_type)
+        return models.get_spec(self.model_type)
 
     @property
     def has_intervals(self) -> bool:
         """True when the model serves calibrated prediction intervals."""
-        return self.spec.task == "regression" and is_calibrated(self.pipeline)
+        return self.spec.task == "regression" and models.is_calibrated(self.pipeline)
 
 
 class Registry:

@@ -234,10 +234,10 @@ class ChampionCache:
             warnings.append(f"the {model_type} {'champion' if is_champion else 'latest version'} ({ref.version}) "
                             f"has another horizon: serving version {model.version}, the latest {horizon} model")
         served = ServedModel(model, ref.version, is_champion, datetime.now(timezone.utc), now, warnings, generation)
+        self._prepare(served)  # before it serves: the requests never compute what it needs themselves
         self._entries[key] = served
         self._errors.pop(key, None)
         self._changed()
-        self._prepare(served)
         timing = f"loaded in {(loaded - started) * 1000:.0f} ms, prepared in {(time.perf_counter() - loaded) * 1000:.0f} ms"
         if entry is None:
             log.info("loaded %s version %s (%s; %s)", model_type, model.version, model.uri, timing)
@@ -255,14 +255,14 @@ class ChampionCache:
                 log.exception("a model-cache listener failed")
 
     def _prepare(self, served: ServedModel) -> None:
-        """Compile the new model for the serving path; its trees with lleaves in the background (LightGBM
-        serves meanwhile; the compiled object is cached on disk per model, so other workers load it)."""
+        """Ready a model before it serves (the model it replaces serves meanwhile): the recent errors its
+        intervals follow, computed now; its trees compiled with lleaves in the background (LightGBM
+        serves until then; the compiled object is cached on disk per model, so other workers load it)."""
         serving = served.model.serving
         if serving is not None and self.compile_models:
             serving.compile_in_background(self.settings.home / "cache" / "lleaves")
         if served.model.has_intervals and online_rule(self.settings).window > 0:
-            threading.Thread(target=warm_adaptation, args=(served.model, self.settings), daemon=True,
-                             name="velocast-interval-adaptation").start()
+            warm_adaptation(served.model, self.settings)
 
     def _failed(self, key: Key, entry: ServedModel | None, now: float, generation: int, exc: Exception,
                 what: str) -> ServedModel:

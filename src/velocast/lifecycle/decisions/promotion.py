@@ -45,7 +45,7 @@ from typing import Any
 from velocast.config import Settings, get_settings, redact_secrets
 from velocast.fileio import atomic_write_json, file_lock
 from velocast.lifecycle.audit import AuditEvent, AuditLog
-from velocast.models import get_spec
+from velocast.models import check_model_type
 from velocast.tracking.registry import CHAMPION, PREVIOUS, ModelRef, Registry
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ def promote(model_type: str, version: str | None = None, run_id: str | None = No
     version anyway (needs a ``reason``; audited as an override).
     """
     settings = settings or get_settings()
-    get_spec(model_type)
+    check_model_type(model_type)
     if version is None and run_id is None:
         raise PromotionError("name the version (--version) or the run (--run-id) to promote")
     registry = Registry(settings)
@@ -358,7 +358,7 @@ def _rollback_order(model_type: str, settings: Settings) -> tuple[list[str], set
 def rollback(model_type: str, reason: str = "", settings: Settings | None = None) -> Promotion:
     """Give the champion back to the champion before it (from the history; never a version rolled back from)."""
     settings = settings or get_settings()
-    get_spec(model_type)
+    check_model_type(model_type)
     registry = Registry(settings)
     recover(model_type, settings, registry)
 
