@@ -108,7 +108,7 @@ class PredictBatcher:
         if len(group) > 1:
             try:
                 results = self._run_batch(key, [job.records for job in group])
-            except Exception as exc:  # an invalid record somewhere: serve each request on its own
+            except Exception as exc:  # noqa: BLE001 - an invalid record somewhere: each request on its own
                 log.debug("batch of %d requests split: %s", len(group), exc)
             else:
                 self.batches += 1

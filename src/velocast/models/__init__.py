@@ -19,6 +19,7 @@ from typing import Any
 # the family modules, in the order they are listed (velocast.choices, which imports nothing); a new
 # family is a module here with its ``SPEC`` and its name there
 from velocast.choices import MODEL_TYPES as MODEL_TYPES  # noqa: E402 - re-exported
+
 REGISTERED_NAME = "bike-traffic-{model_type}"
 
 

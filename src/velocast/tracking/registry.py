@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from velocast import models
 from velocast.config import Settings, get_settings, redact_secrets
 from velocast.errors import DependencyUnavailable, sqlite_write_failure
-from velocast import models
 from velocast.models import registered_name
 from velocast.tracking.mlflow_runs import configure, load_sklearn_model, silence_mlflow_logs
 from velocast.tracking.summary import SummaryEntry, SummaryStore
