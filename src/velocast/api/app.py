@@ -88,6 +88,7 @@ from velocast.lifecycle.decisions.evaluate import evaluate
 from velocast.lifecycle.operations.jobs import TrainSpec
 from velocast.lifecycle.decisions.monitor import champion_health, check_drift, latest_drift
 from velocast.lifecycle.inputs import WEATHER_SOURCE
+from velocast.lifecycle.serving.adaptation import adaptation_warm, warm_adaptation
 from velocast.lifecycle.serving.fast_path import ServedRows
 from velocast.lifecycle.serving.predict import Predictions, predict_rows, summarise_notes, unknown_counters_warning
 from velocast.lifecycle.serving.served_history import store_history
@@ -302,7 +303,7 @@ async def predict(body: Annotated[PredictRequest, Body(openapi_examples={
     key = (model_type, body.horizon, body.coverage if body.coverage is not None else state.settings.interval_coverage)
     with_counts = any(r.bike_count is not None or r.fr_bike_count is not None for r in body.records)
     # requests carrying counts get their own metrics: they are not batched with others
-    if not state.cache.answers_at_once(model_type, body.horizon):  # a model to load first: never on the loop
+    if not _on_loop(state, model_type, body.horizon):  # something to load or compute first: not on the loop
         payload = await run_in_threadpool(_predict_one, state, key, body.records)
     elif not with_counts:
         payload = await state.batcher.submit(key, body.records)
@@ -314,6 +315,16 @@ async def predict(body: Annotated[PredictRequest, Body(openapi_examples={
     # validated once here and written by pydantic's serializer: FastAPI would validate the model again
     return Response(PredictResponse.model_validate(payload).model_dump_json(by_alias=True),
                     media_type="application/json")
+
+
+def _on_loop(state: Any, model_type: str, horizon: str | None) -> bool:
+    """May a request be predicted on the event loop, with nothing to load or compute first? (the model
+    checked, the store's history and the model's recent errors built for the store's version)"""
+    served = state.cache.at_once(model_type, horizon)
+    if served is None:
+        return False
+    version = store.version(state.settings)
+    return state.history.ready(version) and adaptation_warm(served.model, state.settings, version)
 
 
 def _response(model_type: str, served: ServedModel, items: list[dict[str, Any]], warnings: list[str],
@@ -730,10 +741,19 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
     # thread, so requests rarely wait for it
     history = store_history(settings)
     cache.background.append(history.current)
+
+    def warm_served() -> None:  # after an ingest: every served model's recent errors, before requests need them
+        version = store.version(settings)
+        for served in cache.snapshot().values():
+            if not adaptation_warm(served.model, settings, version):
+                warm_adaptation(served.model, settings)
+
+    cache.background.append(warm_served)
     settler = HeapSettler(lambda: (frozenset((key, served.version) for key, served in cache.snapshot().items()),
                                    history.current().version))
     cache.background.append(settler)
     app.state.heap = settler
+    app.state.history = history
     app.state.settings = settings
     app.state.config = config
     app.state.cache = cache

@@ -166,6 +166,7 @@ class AdaptationCache:
     keep: int = 4
     windows: dict[tuple, tuple[RecentErrors, dict[int, Any]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    warmed: int | None = None  # the store version whose window of tomorrow's forecasts is computed
 
     def window(self, key: tuple, compute: Callable[[], RecentErrors]) -> tuple[RecentErrors, dict[int, Any]]:
         """The recent errors of ``key`` (computed once, other callers wait) and its cache of days."""

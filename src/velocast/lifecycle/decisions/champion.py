@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from velocast.config import Settings, redact_secrets
 from velocast.errors import DependencyUnavailable
 from velocast.lifecycle.decisions import promotion
-from velocast.lifecycle.serving.adaptation import online_rule, warm_adaptation
+from velocast.lifecycle.serving.adaptation import adapts, warm_adaptation
 from velocast.lifecycle.serving.predict import load_model
 from velocast.models import MODEL_TYPES
 from velocast.tracking.registry import PREVIOUS, LoadedModel, ModelRef, NoServableModel, Registry
@@ -159,10 +159,11 @@ class ChampionCache:
         finally:
             lock.release()
 
-    def answers_at_once(self, model_type: str, horizon: str | None = None) -> bool:
-        """Would ``get`` return without touching the registry? (a current model, checked recently or by
-        the background thread). The API predicts on its event loop only then, never waiting for a load."""
-        return self._at_once(self._entries.get((model_type, horizon)), model_type)
+    def at_once(self, model_type: str, horizon: str | None = None) -> ServedModel | None:
+        """What ``get`` would return without touching the registry (a current model, checked recently or
+        by the background thread), else None. The API predicts on its event loop only then."""
+        entry = self._entries.get((model_type, horizon))
+        return entry if self._at_once(entry, model_type) else None
 
     def _at_once(self, entry: ServedModel | None, model_type: str) -> bool:
         return (entry is not None and entry.generation == self._generations.get(model_type, 0)
@@ -261,7 +262,7 @@ class ChampionCache:
         serving = served.model.serving
         if serving is not None and self.compile_models:
             serving.compile_in_background(self.settings.home / "cache" / "lleaves")
-        if served.model.has_intervals and online_rule(self.settings).window > 0:
+        if adapts(served.model, self.settings):
             warm_adaptation(served.model, self.settings)
 
     def _failed(self, key: Key, entry: ServedModel | None, now: float, generation: int, exc: Exception,

@@ -105,15 +105,28 @@ def _last_store_day(settings: Settings, version: int) -> int | None:
         return found
 
 
+def adapts(model: Any, settings: Settings) -> bool:
+    """Do ``model``'s served forecasts follow recent errors (intervals, and the rule not off)?"""
+    return model.has_intervals and online_rule(settings).window > 0
+
+
 def warm_adaptation(model: Any, settings: Settings) -> None:
     """Compute the recent errors a forecast of the day after the store's latest count follows, so the
-    first request after a promotion does not wait for them (a failure is logged; requests retry)."""
+    first request after a promotion or an ingest does not wait for them (a failure is logged;
+    requests retry). Marks the model's cache warm for that store version (``adaptation_warm``)."""
+    version = store.version(settings)
     try:
         latest = store.latest_timestamp(settings)
         if latest is not None:
             served_window(model, np.asarray([day_number(paris_midnight(latest, 1).tz_localize(None))]), settings)
     except Exception:  # noqa: BLE001 - serving goes on; the first request computes them
         log.exception("warming the interval adaptation of %s failed", model.uri)
+    model.adaptation.warmed = version  # tried once per store version: a failure is not retried every second
+
+
+def adaptation_warm(model: Any, settings: Settings, version: int) -> bool:
+    """Would a forecast of tomorrow find its recent errors computed for store ``version``?"""
+    return not adapts(model, settings) or model.adaptation.warmed == version
 
 
 def errors_for(pipeline: Any, days: np.ndarray, rule: OnlineRule, settings: Settings) -> RecentErrors:

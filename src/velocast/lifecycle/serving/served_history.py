@@ -108,6 +108,11 @@ class StoreHistory:
         self._index: HistoryIndex | None = None
         self._lock = threading.Lock()
 
+    def ready(self, version: int) -> bool:
+        """Is the history of store ``version`` built (``current`` answers without reading the store)?"""
+        index = self._index
+        return index is not None and index.version == version
+
     def current(self) -> HistoryIndex:
         version = store.version(self.settings)
         index = self._index
