@@ -303,11 +303,11 @@ async def predict(body: Annotated[PredictRequest, Body(openapi_examples={
     key = (model_type, body.horizon, body.coverage if body.coverage is not None else state.settings.interval_coverage)
     with_counts = any(r.bike_count is not None or r.fr_bike_count is not None for r in body.records)
     # requests carrying counts get their own metrics: they are not batched with others
-    if not _on_loop(state, model_type, body.horizon):  # something to load or compute first: not on the loop
-        payload = await run_in_threadpool(_predict_one, state, key, body.records)
-    elif not with_counts:
+    # on the event loop unless something must be loaded or computed first, or the request is large
+    on_loop = _on_loop(state, model_type, body.horizon)
+    if on_loop and not with_counts:
         payload = await state.batcher.submit(key, body.records)
-    elif len(body.records) <= state.batcher.inline_records:  # small: on the loop, as the batcher does
+    elif on_loop and len(body.records) <= state.batcher.inline_records:
         payload = _predict_one(state, key, body.records)
     else:
         payload = await run_in_threadpool(_predict_one, state, key, body.records)

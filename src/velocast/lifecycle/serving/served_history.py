@@ -115,14 +115,11 @@ class StoreHistory:
 
     def current(self) -> HistoryIndex:
         version = store.version(self.settings)
-        index = self._index
-        if index is not None and index.version == version:
-            return index
-        with self._lock:
-            index = self._index
-            if index is None or index.version != version:
-                index = self._index = _build(self.settings, version)
-        return index
+        if not self.ready(version):
+            with self._lock:
+                if not self.ready(version):
+                    self._index = _build(self.settings, version)
+        return self._index
 
 
 _histories: dict[tuple[Path, int], StoreHistory] = {}
