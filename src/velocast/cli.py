@@ -991,6 +991,7 @@ def serve_cmd(host: str = typer.Option("127.0.0.1", help="Interface to listen on
     import uvicorn
 
     from velocast.api.config import ApiConfig
+    from velocast.api.workers import APP, Workers, balanced
 
     settings = get_settings()
     ApiConfig.from_settings(settings)  # a VELOCAST_API_* setting that cannot be read: ValueError, one line
@@ -1010,9 +1011,14 @@ def serve_cmd(host: str = typer.Option("127.0.0.1", help="Interface to listen on
     own = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="velocast-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    options = {"log_level": level, "log_config": None, "timeout_graceful_shutdown": 5}
     try:
-        uvicorn.run("velocast.api.app:create_app", factory=True, workers=workers, host=host, port=port,
-                    log_level=level, log_config=None, timeout_graceful_shutdown=5)
+        if balanced():  # one socket per worker: the kernel spreads the connections (velocast.api.workers)
+            code = Workers(host, port, workers, **options).run()
+            if code:
+                raise typer.Exit(code)
+        else:
+            uvicorn.run(APP, factory=True, workers=workers, host=host, port=port, **options)
     finally:
         if own:
             shutil.rmtree(folder, ignore_errors=True)

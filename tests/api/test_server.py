@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -95,4 +96,29 @@ def test_two_workers_share_metrics_and_see_a_promotion(model_home: dict[str, Any
         versions = {httpx.post(f"{http.base_url}/predict", json={"records": [record]}, timeout=30).json()["model"]["version"]
                     for _ in range(12)}
         assert versions == {model_home["lgbm_v2"]}
+        if sys.platform.startswith("linux"):  # a worker that dies is replaced, on its own socket of the port
+            workers = _workers(server.pid)
+            assert len(workers) == 2, workers
+            os.kill(workers[0], signal.SIGKILL)
+            deadline = time.monotonic() + 90
+            while (len(_workers(server.pid)) < 2 or workers[0] in _workers(server.pid)) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert len(_workers(server.pid)) == 2 and workers[0] not in _workers(server.pid)
+            for _ in range(20):  # new connections each time: the kernel spreads them over both sockets
+                assert httpx.get(f"{http.base_url}/ready", timeout=60).status_code == 200
     assert "2 workers" in log_path.read_text()
+
+
+def _workers(pid: int) -> list[int]:
+    """The API worker processes of a ``velocast serve --workers`` (Linux: its children running a worker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    out = []
+    for child in children:
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in command:
+            out.append(int(child))
+    return sorted(out)

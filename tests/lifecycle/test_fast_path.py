@@ -131,6 +131,14 @@ def test_fast_path_equals_frames_path(fitted: tuple[Settings, LoadedModel]) -> N
     assert set(served.frame[WEATHER_SOURCE]) == {"given", "missing"}
     history = fast.matrix[:, [model.serving.plan.names.index(c) for c in HISTORY_COLUMNS]]
     assert np.isnan(history).any() and np.isfinite(history).any()
+    # requests of one row each (the API's) read each (counter, day)'s history features from the pairs
+    # the store's in-memory history keeps: the same values, unknown counters and DST days included
+    index = store_history(settings).current()
+    assert index.pairs, "the rows above fill the pairs"
+    sample = np.random.default_rng(5).choice(len(rows), 40, replace=False)
+    for i in [*sample, *np.flatnonzero(rows["counter_id"].eq(UNKNOWN).to_numpy())[:3]]:
+        alone = fast_inputs(rows.iloc[[i]].reset_index(drop=True), model.serving, settings)
+        np.testing.assert_array_equal(alone.matrix[0], reference["matrix"][i])
     assert len(rows[rows["timestamp"].dt.tz_convert(PARIS_TZ).dt.date.astype(str) == "2020-10-25"]) == 25 * 9
     # one row alone (an API request) too
     one = rows.iloc[[len(rows) // 2]].reset_index(drop=True)

@@ -78,6 +78,7 @@ from velocast.api.schemas import (
     ValidationErrorResponse,
 )
 from velocast.api.security import DISABLED, key_configured, require_api_key
+from velocast.api.workers import RebalanceMiddleware, current_share
 from velocast.config import PARIS_TZ, Settings, get_settings, install_log_redaction, redact, redact_secrets
 from velocast.data import store
 from velocast.errors import DependencyUnavailable, is_disk_full, write_failure
@@ -772,6 +773,9 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
     app.add_exception_handler(Exception, _internal_handler)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    share = current_share()
+    if share is not None:  # one of several workers: even out the connections they hold (velocast.api.workers)
+        app.add_middleware(RebalanceMiddleware, share=share)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-API-Key"])

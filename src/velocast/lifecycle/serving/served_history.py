@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 KEEP_DAYS = 400  # days of counts kept in memory: forecasts reaching further back use build_inputs
 READ_DAYS = HISTORY_WINDOW_DAYS + 1  # build_inputs reads from 00:00 of D-29 (history_for)
+# (counter, Paris day) pairs whose history features (all 24 hours) one HistoryIndex keeps: requests
+# forecast the same few days of each counter again and again (tomorrow, mostly). 1.7 KB a pair.
+PAIR_CACHE = 8192
+_PAIR_KEY = 1 << 24  # a pair's key: (counter code + 1) * _PAIR_KEY + Paris day number
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class HistoryIndex:
     counts: SortedCounts
     since_day: int | None  # Paris day number of the first day held (None: the whole store)
     min_zero_hours: int
+    pairs: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)  # PAIR_CACHE
 
     def codes(self, counter_ids: np.ndarray) -> np.ndarray:
         get = self.code_of.get
@@ -63,9 +68,32 @@ class HistoryIndex:
         return self.since_day is None or int(days.min()) - READ_DAYS >= self.since_day
 
     def features(self, codes: np.ndarray, days: np.ndarray, hours: np.ndarray) -> dict[str, np.ndarray]:
+        """The ``HISTORY_COLUMNS`` of rows (counter code, Paris day number, Paris hour).
+
+        Each (counter, day) pair's features are computed once for its 24 hours (``history_features``:
+        they depend only on the pair's window of counts, which this version of the store fixes) and
+        kept in ``pairs``; a request of more than half ``PAIR_CACHE`` pairs is computed directly."""
         if self.grid.value.size == 0:  # an empty store
             return {column: np.full(len(codes), np.nan) for column in HISTORY_COLUMNS}
-        return history_features(self.grid, codes, days, hours)
+        keys = (np.asarray(codes, np.int64) + 1) * _PAIR_KEY + np.asarray(days, np.int64)
+        unique, where = np.unique(keys, return_inverse=True)
+        if len(unique) > PAIR_CACHE // 2:
+            return history_features(self.grid, codes, days, hours)
+        cached = self.pairs
+        found = {key: cached.get(key) for key in unique.tolist()}
+        missing = [key for key, table in found.items() if table is None]
+        if missing:
+            pair = np.asarray(missing, np.int64)
+            computed = history_features(self.grid, np.repeat(pair // _PAIR_KEY - 1, 24),
+                                        np.repeat(pair % _PAIR_KEY, 24), np.tile(np.arange(24), len(pair)))
+            tables = np.stack([computed[column].reshape(len(pair), 24) for column in HISTORY_COLUMNS], axis=1)
+            if len(cached) + len(missing) > PAIR_CACHE:
+                cached.clear()  # a new set of days: start again rather than track which pair is oldest
+            for key, table in zip(missing, tables):
+                found[key] = cached[key] = table
+        stacked = np.stack([found[key] for key in unique.tolist()])  # pairs x columns x 24 hours
+        rows = stacked[where.ravel(), :, np.asarray(hours, np.int64)]  # rows x columns
+        return {column: rows[:, i] for i, column in enumerate(HISTORY_COLUMNS)}
 
     def notes(self, counters: np.ndarray, codes: np.ndarray, days: np.ndarray) -> list[tuple[int, str]]:
         """``Inputs.notes``' history notes: the counts from 00:00 of the earliest day - 29, as its read."""
@@ -136,4 +164,4 @@ def store_history(settings: Settings) -> StoreHistory:
         return found
 
 
-__all__ = ["HistoryIndex", "KEEP_DAYS", "StoreHistory", "store_history"]
+__all__ = ["KEEP_DAYS", "PAIR_CACHE", "HistoryIndex", "StoreHistory", "store_history"]
