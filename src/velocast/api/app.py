@@ -6,6 +6,7 @@ Prometheus registry; ``velocast serve`` runs it with uvicorn.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -171,33 +172,35 @@ def _served(cache: ChampionCache, model_type: str, horizon: str | None = None) -
 def _prediction_items(result: Predictions, converted: RecordRows) -> list[dict[str, Any]]:
     """One ``RecordPrediction`` per posted record, in the posted order, with its warnings."""
     columns, row_of = result.columns, converted.row_of
-    predictions = np.asarray(columns["prediction"], float)[row_of]
-    probabilities = np.asarray(columns["probability"], float)[row_of] if "probability" in columns else None
-    lower, upper = ((np.asarray(columns["lower"], float)[row_of], np.asarray(columns["upper"], float)[row_of])
-                    if result.coverage is not None else (None, None))
+    n = len(row_of)
+    predictions = np.asarray(columns["prediction"], float)[row_of].tolist()  # Python floats at once
+    probabilities = np.asarray(columns["probability"], float)[row_of].tolist() if "probability" in columns \
+        else [None] * n
+    lower, upper = ((np.asarray(columns["lower"], float)[row_of].tolist(),
+                     np.asarray(columns["upper"], float)[row_of].tolist())
+                    if result.coverage is not None else ([None] * n, [None] * n))
     rows = result.rows
     if isinstance(rows, ServedRows):
-        counters, stamps = rows.counter_id[row_of], _iso_hours(rows.utc_hour[row_of])
+        counters, stamps = rows.counter_id[row_of].tolist(), _iso_hours(rows.utc_hour[row_of])
     else:
-        counters = rows["counter_id"].astype(str).to_numpy()[row_of]
-        stamps = np.asarray([t.isoformat() for t in rows["timestamp"]], dtype=object)[row_of]
-    weather = np.asarray(columns[WEATHER_SOURCE])[row_of]
+        counters = rows["counter_id"].astype(str).to_numpy()[row_of].tolist()
+        stamps = np.asarray([t.isoformat() for t in rows["timestamp"]], dtype=object)[row_of].tolist()
+    weather = np.asarray(columns[WEATHER_SOURCE])[row_of].tolist()
     unknown = set(result.unknown_counters)
+    notes = result.row_notes
     items = []
-    for i in range(len(row_of)):
+    for i in range(n):
         warnings = list(converted.warnings.get(i, []))
         if counters[i] in unknown:
             warnings.append(f"counter {counters[i]} is unknown to the model: predicted from its location and the "
                             "calendar")
-        warnings += result.row_notes[row_of[i]] if result.row_notes else []
+        if notes:
+            warnings += notes[row_of[i]]
         if i in converted.duplicate_of:
             warnings.append(f"same counter and hour as record {converted.duplicate_of[i]}")
         items.append({"index": i, "counter_id": str(counters[i]), "timestamp": stamps[i],
-                      "prediction": float(predictions[i]),
-                      "lower": None if lower is None else float(lower[i]),
-                      "upper": None if upper is None else float(upper[i]),
-                      "probability": None if probabilities is None else float(probabilities[i]),
-                      "weather": str(weather[i]), "warnings": warnings})
+                      "prediction": predictions[i], "lower": lower[i], "upper": upper[i],
+                      "probability": probabilities[i], "weather": str(weather[i]), "warnings": warnings})
     return items
 
 
@@ -206,7 +209,12 @@ _PARIS = ZoneInfo(PARIS_TZ)
 
 def _iso_hours(utc_hours: np.ndarray) -> list[str]:
     """Each UTC hour number in Paris time, ISO 8601 with its offset (as ``pd.Timestamp.isoformat``)."""
-    return [datetime.fromtimestamp(int(h) * 3600, _PARIS).isoformat() for h in utc_hours]
+    return [_iso_hour(h) for h in np.asarray(utc_hours, np.int64).tolist()]
+
+
+@functools.lru_cache(maxsize=65_536)  # requests ask for the same few days' hours again and again
+def _iso_hour(utc_hour: int) -> str:
+    return datetime.fromtimestamp(utc_hour * 3600, _PARIS).isoformat()
 
 
 def _iso_ms(millis: int | None) -> str | None:

@@ -124,31 +124,55 @@ class PredictRecord(BaseModel):
 
     @model_validator(mode="after")
     def _one_name_per_field(self) -> PredictRecord:
-        given = self.given()
-        for canonical, names in _NAMES_BY_CANONICAL.items():
-            used = [n for n in names if n in given]
-            if len(used) > 1:
-                raise PydanticCustomError(
-                    "record_conflicting_fields", "give only one of {names} (got {used})",
-                    {"field": used[-1], "names": " / ".join(repr(n) for n in names), "used": ", ".join(used)})
-            if not used and canonical in _REQUIRED:
-                raise PydanticCustomError("record_missing_field", "field required: give {names}",
-                                          {"field": names[0], "names": " or ".join(repr(n) for n in names)})
-        if "Coordonnées géographiques" in given and ("latitude" in given or "longitude" in given):
-            raise PydanticCustomError(
-                "record_conflicting_fields", "give either 'Coordonnées géographiques' or latitude/longitude, not both",
-                {"field": "Coordonnées géographiques"})
+        problem = _names_problem(frozenset(self.given()))
+        if problem is not None:
+            raise PydanticCustomError(*problem)
         return self
 
     def given(self) -> dict[str, Any]:
-        """The fields the client gave, under the names the client used."""
+        """The fields the client gave, under the names the client used (in the fields' order)."""
         values = self.__dict__
-        return {key: values[name] for name, key in _KEYS if values[name] is not None}
+        names = [name for name in self.model_fields_set if values[name] is not None]
+        if len(names) > 1:
+            names.sort(key=_POSITION.__getitem__)
+        return {_ALIAS[name]: values[name] for name in names}
 
 
+def _names_problem(given: frozenset[str]) -> tuple[str, str, dict[str, str]] | None:
+    """Why a record giving the fields ``given`` (the client's names) is refused: pydantic's error type,
+    message template and context; None when it is not. Records of a request give the same few sets of
+    names, so each set is judged once (``_NAME_PROBLEMS``)."""
+    try:
+        return _NAME_PROBLEMS[given]
+    except KeyError:
+        pass
+    problem = None
+    for canonical, names in _NAMES_BY_CANONICAL.items():
+        used = [n for n in names if n in given]
+        if len(used) > 1:
+            problem = ("record_conflicting_fields", "give only one of {names} (got {used})",
+                       {"field": used[-1], "names": " / ".join(repr(n) for n in names), "used": ", ".join(used)})
+            break
+        if not used and canonical in _REQUIRED:
+            problem = ("record_missing_field", "field required: give {names}",
+                       {"field": names[0], "names": " or ".join(repr(n) for n in names)})
+            break
+    if problem is None and "Coordonnées géographiques" in given and ("latitude" in given or "longitude" in given):
+        problem = ("record_conflicting_fields",
+                   "give either 'Coordonnées géographiques' or latitude/longitude, not both",
+                   {"field": "Coordonnées géographiques"})
+    if len(_NAME_PROBLEMS) >= 4096:
+        _NAME_PROBLEMS.clear()
+    _NAME_PROBLEMS[given] = problem
+    return problem
+
+
+_NAME_PROBLEMS: dict[frozenset[str], tuple[str, str, dict[str, str]] | None] = {}
 _REQUIRED = ("counter_id", "timestamp")
 # (python attribute, name in the JSON) of every record field
 _KEYS = [(name, info.alias or name) for name, info in PredictRecord.model_fields.items()]
+_ALIAS = dict(_KEYS)
+_POSITION = {name: i for i, (name, _) in enumerate(_KEYS)}
 # canonical field -> the record names that may carry it (the canonical name first)
 _NAMES_BY_CANONICAL: dict[str, tuple[str, ...]] = {}
 for _name, _canonical in [*TIDY_COLUMNS.items(), *OPENDATA_COLUMNS.items()]:
