@@ -118,6 +118,10 @@ def render(results: dict[str, Any]) -> str:
         for p in api["phases"]:
             out.append(f"| {p['name']} | {_f(p['requests'])} | {_f(p['rps'], 1)} | {_f(p['p50_ms'], 1)} | {_f(p['p95_ms'], 1)} | "
                        f"{_f(p['p99_ms'], 1)} | {_f(ratios.get(p['name']))} | {_f(p['errors'])} |")
+        compiled = api.get("compiled_after_seconds")
+        out += ["", "Phases start once the champion is compiled with lleaves (the server idle after the warm-up: "
+                    f"{_f(compiled, 1)} s)." if compiled is not None else
+                "Phases start after the warm-up (champion compiled with lleaves: not waited for, or lleaves missing)."]
         single = next((p for p in api["phases"] if p["name"] == "1 record"), None)
         hundred = next((p for p in api["phases"] if p["name"] == "100 records"), None)
         swap = next((p for p in api["phases"] if "promotion" in p["name"]), None)

@@ -5,9 +5,7 @@ connection and the first to run accepts every connection then waiting. Clients t
 connections open (a gateway's pool, a load generator) thus end up unevenly spread: 11 and 5 of 16
 ``wrk`` connections were measured, and the requests of the busier worker wait twice as long. Here
 each worker listens on a socket of its own, all bound to the port with ``SO_REUSEPORT``, and the
-kernel spreads the connections over them (by a hash of each connection's addresses). Measured on
-this 2-core machine (2 workers, 16 ``wrk`` connections, ``bench/api_load.py``), single-record
-``/predict``: p99 21-26 ms shared, 16 ms with a socket per worker.
+kernel spreads the connections over them (by a hash of each connection's addresses).
 
 The sockets are bound by this (parent) process, one per worker slot, and kept while it runs: a
 worker that dies is replaced on its slot's socket (connections the kernel gave that socket meanwhile
