@@ -107,6 +107,8 @@ def test_two_workers_share_metrics_and_see_a_promotion(model_home: dict[str, Any
             assert len(_workers(server.pid)) == 2 and workers[0] not in _workers(server.pid)
             for _ in range(20):  # new connections each time: the kernel spreads them over both sockets
                 assert httpx.get(f"{http.base_url}/ready", timeout=60).status_code == 200
+            served = _series(http.get("/metrics").text, "velocast_served_model_version")
+            assert str(workers[0]) not in {labels["pid"] for labels, _ in served}  # the dead worker's series went
     assert "2 workers" in log_path.read_text()
 
 

@@ -32,10 +32,11 @@ import threading
 import time
 from typing import Any
 
+from uvicorn.config import STARTUP_FAILURE  # the exit code of a worker that could not start
+
 log = logging.getLogger(__name__)
 
 APP = "velocast.api.app:create_app"
-STARTUP_FAILURE = 3  # uvicorn's exit code of a worker that could not start (uvicorn.config.STARTUP_FAILURE)
 STOP_SECONDS = 15.0  # after SIGTERM, how long a worker may take to finish its requests before it is killed
 ACTIVE_SECONDS = 1.0  # a connection counts as open when its client sent a request within this time
 CLOSE_EVERY_SECONDS = 0.25  # a worker with more than its share asks at most one client per this time to reconnect
@@ -139,6 +140,17 @@ def _work(sock: socket.socket, options: dict[str, Any], counts: Any, slot: int) 
     uvicorn.Server(uvicorn.Config(APP, factory=True, **options)).run(sockets=[sock])
 
 
+def _forget_metrics(pid: int | None) -> None:
+    """Drop the live Prometheus series of a worker that died without its shutdown (killed, crashed)."""
+    from velocast.api.metrics import multiprocess_dir
+
+    folder = multiprocess_dir()
+    if folder is not None and pid is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, folder)
+
+
 class Workers:
     """``count`` worker processes, each serving the app on its own socket of ``host:port``."""
 
@@ -187,10 +199,11 @@ class Workers:
                 return 1
             log.warning("API worker %d (pid %s) exited with code %s: starting another", slot, process.pid,
                         process.exitcode)
+            _forget_metrics(process.pid)
             self.processes[slot] = self._start(slot)
         return 0
 
-    def _stop_all(self) -> None:
+    def _stop_all(self) -> None:  # each worker drops its own live metric series at its shutdown
         for process in self.processes:
             if process.is_alive():
                 process.terminate()
