@@ -219,5 +219,17 @@ def test_a_failed_lleaves_build_says_why_and_leaves_nothing_behind(tmp_path: Pat
     bad = tmp_path / "bad.txt"
     bad.write_text("not a LightGBM model\n")
     with pytest.raises(RuntimeError, match="compiling bad.txt with lleaves failed: "):
-        lleaves_build.build(bad, tmp_path / "bad.so")
+        lleaves_build.build(bad, tmp_path / "bad.so", lleaves_build.options(""))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt"]
+
+
+def test_lleaves_inlines_the_trees_of_models_it_compiles_in_reasonable_time() -> None:
+    from velocast.models import lleaves_build
+
+    def text(trees: int, leaves: int) -> str:
+        return "tree\n" + "".join(f"Tree={i}\nnum_leaves={leaves}\nnum_cat=0\n" for i in range(trees))
+
+    default = lleaves_build.options(text(300, 63))  # the default lgbm: 18,900 leaves
+    assert default["finline"] and lleaves_build.options_tag(default) == "inline-b16-small"
+    big = lleaves_build.options(text(150, 255))  # 38,250 leaves: minutes to inline, so one function per tree
+    assert not big["finline"] and lleaves_build.options_tag(big) == "noinline-b16-small"

@@ -43,7 +43,6 @@ from velocast.models.weather_fallback import REQUIRED_WEATHER, WeatherFallback
 log = logging.getLogger(__name__)
 
 SMALL_BATCH = 2048  # rows predicted on one thread
-LLEAVES_OPTIONS = "noinline"  # part of the cached object's name
 
 
 def lleaves_available() -> bool:
@@ -65,12 +64,13 @@ class _Booster:
         self.compiled: Any = None
 
     def raw(self, X: np.ndarray) -> np.ndarray:
-        data = X[:, self.columns] if len(self.columns) != X.shape[1] else X
+        # ``take``, not ``X[:, columns]``: that one is column-major, and lleaves would copy it again
+        data = np.take(X, self.columns, axis=1) if len(self.columns) != X.shape[1] else X
         threads = 1 if len(data) <= SMALL_BATCH else min(self.n_jobs, os.cpu_count() or 1)
         compiled = self.compiled
         if compiled is not None:
             if self.categorical is not None:  # an unknown counter (-1) is missing, as LightGBM reads it
-                data = data.astype(np.float64)
+                data = data.astype(np.float64, order="C")
                 column = data[:, self.categorical]
                 column[column < 0] = np.nan
             return compiled.predict(data, n_jobs=threads)
@@ -177,16 +177,17 @@ class CompiledModel:
         for booster in self._boosters:
             text = booster.model_text()
             # the compiled object of that text for this machine's CPU (lleaves targets the host)
-            name = f"{hashlib.sha256(text.encode()).hexdigest()[:32]}-{_cpu_tag()}-{LLEAVES_OPTIONS}"
+            chosen = lleaves_build.options(text)
+            name = f"{hashlib.sha256(text.encode()).hexdigest()[:32]}-{_cpu_tag()}-{lleaves_build.options_tag(chosen)}"
             target = cache_dir / f"{name}.so"
             with file_lock(cache_dir / f"{name}.lock"):  # one process compiles, the others load its object
                 model_file = cache_dir / f"{name}.txt"
                 if not model_file.exists():
                     atomic_write_bytes(model_file, text.encode())
                 if not target.exists():
-                    lleaves_build.build(model_file, target)  # in a low-priority process of its own
+                    lleaves_build.build(model_file, target, chosen)  # in a low-priority process of its own
                 model = lleaves.Model(model_file=str(model_file))
-                model.compile(cache=str(target), **lleaves_build.OPTIONS)  # loads the compiled object
+                model.compile(cache=str(target), **chosen)  # loads the compiled object
             booster.compiled = model
         return True
 
