@@ -563,7 +563,7 @@ class FeaturePlan:
         missing = np.full(n, np.nan)
         columns = self.builder._feature_columns(codes, np.asarray(lat, float), np.asarray(lon, float), time,
                                                 {name: given.get(name, missing) for name in self._given})
-        out = np.empty((n, len(self.names)), np.float32)
+        out = np.empty((n, len(self.names)), np.float32, order="F")  # written column by column
         for j, name in enumerate(self.names):
             out[:, j] = columns[name]
         return out

@@ -64,13 +64,13 @@ class _Booster:
         self.compiled: Any = None
 
     def raw(self, X: np.ndarray) -> np.ndarray:
-        # ``take``, not ``X[:, columns]``: that one is column-major, and lleaves would copy it again
         data = np.take(X, self.columns, axis=1) if len(self.columns) != X.shape[1] else X
         threads = 1 if len(data) <= SMALL_BATCH else min(self.n_jobs, os.cpu_count() or 1)
         compiled = self.compiled
         if compiled is not None:
+            # lleaves reads row-major doubles: one copy (``FeaturePlan.matrix`` is column-major)
+            data = data.astype(np.float64, order="C")
             if self.categorical is not None:  # an unknown counter (-1) is missing, as LightGBM reads it
-                data = data.astype(np.float64, order="C")
                 column = data[:, self.categorical]
                 column[column < 0] = np.nan
             return compiled.predict(data, n_jobs=threads)
