@@ -261,5 +261,8 @@ def test_concurrent_requests_with_other_coverages_get_their_own_intervals(client
     for i, body in answers.items():
         coverage = (0.6, 0.9)[i % 2]
         assert body["coverage"] == coverage
-        assert [(p["lower"], p["upper"]) for p in body["predictions"]] == \
-               [(p["lower"], p["upper"]) for p in alone[coverage]]
+        # Equal to the last bits' noise: the background lleaves build may land between the calls, and
+        # lleaves and LightGBM sum the trees in another order (1e-15 apart); the two coverages'
+        # intervals differ by whole bikes.
+        assert [b for p in body["predictions"] for b in (p["lower"], p["upper"])] == \
+               pytest.approx([b for p in alone[coverage] for b in (p["lower"], p["upper"])], rel=1e-9)
