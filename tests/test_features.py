@@ -19,7 +19,10 @@ def test_history_features_values() -> None:
     day = pd.Timestamp("2021-03-16 08:00", tz="Europe/Paris")
     rows = pd.DataFrame({"counter_id": ["c", "new"], "timestamp": [day, day]})
     out = add_history(rows, hist)
-    value = lambda t: float(hist.loc[hist["timestamp"] == pd.Timestamp(t, tz="Europe/Paris"), "bike_count"].item())
+
+    def value(t: str) -> float:
+        return float(hist.loc[hist["timestamp"] == pd.Timestamp(t, tz="Europe/Paris"), "bike_count"].item())
+
     assert out["lag_1d"].iloc[0] == value("2021-03-15 08:00")
     assert out["lag_7d"].iloc[0] == value("2021-03-09 08:00")
     assert out["lag_14d"].iloc[0] == value("2021-03-02 08:00")

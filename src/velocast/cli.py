@@ -138,6 +138,13 @@ def _setup_logging(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _skops_first() -> None:
+    """For a command that saves or loads a model: skops before MLflow (``velocast.tracking.skops_io``)."""
+    from velocast.tracking.skops_io import import_skops
+
+    import_skops()
+
+
 def _redacted_excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
     """Print an uncaught error like Python does, without the secrets libraries put in their messages."""
     import traceback
@@ -557,6 +564,7 @@ def train_cmd(model_type: ModelTypeOrAll = typer.Option("lgbm", help="Model fami
               as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (progress stays on "
                                            "stderr).")) -> None:
     """Train, score on test_baseline/test_current, log to MLflow, register, record in summary.json."""
+    _skops_first()
     from velocast.lifecycle.training.train import ALL, train_many
 
     types = list(ALL) if model_type == "all" else [model_type]
@@ -615,6 +623,7 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
     to <output>.rejected.csv with their reason. When the file carries counts, the metrics on them
     are printed.
     """
+    _skops_first()
     from velocast.lifecycle.serving.predict import predict_file
 
     with _working("predict"):
@@ -653,6 +662,7 @@ def evaluate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
                  policy: str = typer.Option("double_eval", help="The policy whose decision --promote follows."),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Double-evaluate a model against the champion and show what each policy would decide."""
+    _skops_first()
     from velocast.lifecycle.decisions.evaluate import evaluate
     from velocast.tracking.registry import Registry
 
@@ -884,6 +894,7 @@ def cycle_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP)
               env: Optional[str] = typer.Option(None, help=ENV_HELP),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """monitor_and_fine_tune: new data? → drift → health → fine-tune → double evaluation → decision → audit."""
+    _skops_first()
     from velocast.lifecycle.operations.cycle import monitor_and_fine_tune
 
     with _working("cycle"):
@@ -912,6 +923,7 @@ def recalibrate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE
     registered as a new version that becomes the champion (`velocast rollback` undoes it); the
     audit log records a `recalibration` event with the coverage the old intervals had.
     """
+    _skops_first()
     from velocast.lifecycle.decisions.recalibrate import recalibrate
 
     done = recalibrate(model_type, days=days)
@@ -933,6 +945,7 @@ def retrain_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
                 env: Optional[str] = typer.Option(None, help=ENV_HELP),
                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Quarterly retrain: new baseline version, retrain from scratch, compare on days neither model trained on."""
+    _skops_first()
     from velocast.lifecycle.operations.cycle import quarterly_retrain
 
     with _working("retrain"):
@@ -957,6 +970,7 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
                  window_days: int = typer.Option(30, help="Recent days each weekly fine-tuning uses."),
                  test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (fast, rough numbers).")) -> None:
     """Replay stored data week by week: weekly RMSE of never / always retrain / the policy, every decision."""
+    _skops_first()
     from velocast.lifecycle.operations.simulate import simulate
 
     header = f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7} {'cover':>6}  champion  decision"
@@ -1062,6 +1076,7 @@ def demo_cmd(data: Optional[Path] = typer.Option(None, help="Counts file to use 
              fast: bool = typer.Option(False, help="Train on samples only (seconds)."),
              weeks: int = typer.Option(3, help="Weeks of the closing simulation.")) -> None:
     """Run the main job end to end on the embedded defaults and say where to look."""
+    _skops_first()
     from velocast.demo import run_demo
 
     with _working("demo"):

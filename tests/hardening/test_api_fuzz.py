@@ -223,7 +223,7 @@ def test_train_refuses_invalid_bodies_before_queueing_anything(server: dict[str,
 # random timestamps), so the model code behind /predict and /monitor would barely be exercised: these
 # strategies build records that pass it, with edge values (DST hours, far dates, unknown counters
 # located by coordinates, extreme weather, both field-name styles, duplicates).
-from hypothesis import strategies as st
+from hypothesis import strategies as st  # noqa: E402  (beside the strategies it builds)
 
 DST = ["2020-10-25T02:00:00", "2021-03-28T03:00:00", "2020-10-25T01:00:00", "2021-03-28T01:00:00"]
 

@@ -19,6 +19,7 @@ import mlflow
 import pandas as pd
 
 from velocast.config import Settings, get_settings
+from velocast.tracking.skops_io import import_skops
 
 log = logging.getLogger(__name__)
 
@@ -120,35 +121,6 @@ def load_sklearn_model(uri: str) -> Any:
         return mlflow.sklearn.load_model(uri)
     finally:
         sys.path[:] = path
-
-
-_TORCH_SHIM = "sklearn.externals.array_api_compat.torch"
-
-
-def import_skops() -> None:
-    """Import ``skops.io`` without importing PyTorch (~3 s) when nothing else needs it.
-
-    Importing ``skops.io`` lists scikit-learn's estimators (``sklearn.utils.all_estimators``),
-    whose package walk imports every sub-package, scikit-learn's array-API shim for PyTorch
-    included, which imports ``torch``. No estimator lives there: while skops is imported, that
-    shim is an empty placeholder module, removed afterwards (a later real import finds the real one).
-    """
-    import sys
-    import types
-
-    if "skops.io" in sys.modules or "torch" in sys.modules or _TORCH_SHIM in sys.modules:
-        import skops.io  # noqa: F401
-        return
-    placeholder = types.ModuleType(_TORCH_SHIM)
-    sys.modules[_TORCH_SHIM] = placeholder
-    try:
-        import skops.io  # noqa: F401
-    finally:
-        if sys.modules.get(_TORCH_SHIM) is placeholder:
-            del sys.modules[_TORCH_SHIM]
-        parent = sys.modules.get(_TORCH_SHIM.rsplit(".", 1)[0])
-        if parent is not None and getattr(parent, "torch", None) is placeholder:
-            delattr(parent, "torch")
 
 
 def trusted_types(model: Any) -> list[str]:
