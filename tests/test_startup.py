@@ -39,3 +39,33 @@ def test_openmp_threads_wait_passively_unless_told_otherwise() -> None:
                               env=env if given is None else {**env, "OMP_WAIT_POLICY": given})
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.split()[-1] == expected
+
+
+def test_the_console_command_ends_like_python_would_without_tearing_its_modules_down(tmp_path) -> None:
+    """``velocast`` exits with its command's status, after its threads, ``atexit`` handlers and output."""
+    import os
+    from pathlib import Path
+
+    velocast = Path(sys.executable).with_name("velocast")  # the console script pip installed
+    env = {**os.environ, "VELOCAST_HOME": str(tmp_path / "home")}
+    bad = subprocess.run([str(velocast), "promote", "--model-type", "nope"], capture_output=True, text=True,
+                         timeout=120, check=False, env=env)
+    assert bad.returncode == 2 and "'nope' is not one of" in bad.stderr, bad.stderr[-2000:]
+    code = ("import atexit, sys, threading, time\n"
+            "from velocast import cli\n"
+            "atexit.register(lambda: print('atexit ran', flush=False))\n"
+            "def late():\n"
+            "    time.sleep(0.3)\n"
+            "    print('thread finished', flush=False)\n"
+            "threading.Thread(target=late).start()\n"
+            "sys.argv = ['velocast', *sys.argv[1:]]\n"
+            "cli.console_main()\n")
+    for args, status in ((["--version"], 0), (["promote", "--model-type", "nope"], 2)):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+                              check=False, env=env)
+        assert done.returncode == status, done.stderr[-2000:]
+        lines = done.stdout.splitlines()
+        assert lines[-2:] == ["thread finished", "atexit ran"], done.stdout  # in Python's order, none lost
+    assert lines[:-2] == [] and "'nope' is not one of" in done.stderr
+    assert subprocess.run([str(velocast), "--version"], capture_output=True, text=True, timeout=120, check=False,
+                          env=env).stdout.startswith("velocast ")
