@@ -1015,6 +1015,7 @@ def serve_cmd(host: str = typer.Option("127.0.0.1", help="Interface to listen on
     # SIGTERM: at most a few seconds for requests in flight, then out (registry calls are bounded and
     # run in daemon threads, training jobs too: nothing holds the process)
     if workers == 1:
+        _skops_first()  # the app loads the champion at start
         from velocast.api import create_app
 
         uvicorn.run(create_app(settings), host=host, port=port, log_level=level, log_config=None,

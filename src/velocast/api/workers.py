@@ -135,6 +135,10 @@ def _work(sock: socket.socket, options: dict[str, Any], counts: Any, slot: int) 
     """One worker process: uvicorn serving the app on its slot's socket."""
     import uvicorn
 
+    from velocast.tracking.skops_io import import_skops
+
+    import_skops()  # before the app imports MLflow: the champion it loads at start is read with skops
+
     global _share
     _share = ConnectionShare(counts, slot)
     uvicorn.Server(uvicorn.Config(APP, factory=True, **options)).run(sockets=[sock])
