@@ -84,12 +84,23 @@ def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-class _Typer(typer.Typer):
-    """A Typer whose commands all report user errors the same way."""
+def _skops_first_for(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command that saves or loads a model with skops imported first (``_skops_first``)."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        _skops_first()
+        return command(*args, **kwargs)
+    return run
 
-    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+
+class _Typer(typer.Typer):
+    """A Typer whose commands all report user errors the same way. ``models=True``: the command
+    saves or loads a model, so skops is imported before MLflow (``velocast.tracking.skops_io``)."""
+
+    def command(self, *args: Any, models: bool = False,
+                **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         register = super().command(*args, **kwargs)
-        return lambda f: register(_user_errors(f))
+        return lambda f: register(_user_errors(_skops_first_for(f) if models else f))
 
 
 # plain help text (no rich rendering: importing rich's formatter costs a quarter of a second)
@@ -534,7 +545,7 @@ def data_generate(counters: int = typer.Option(20, help="Number of counters."),
 
 
 # ------------------------------------------------------------------------------------------ models
-@app.command("train")
+@app.command("train", models=True)
 def train_cmd(model_type: ModelTypeOrAll = typer.Option("lgbm", help="Model family, or all of them."),
               data_source: str = typer.Option(DEFAULT_DATA_SOURCE, help="What to train on: reference (default: "
                                               "train_baseline + train_current, the sliding window the weekly cycle "
@@ -564,7 +575,6 @@ def train_cmd(model_type: ModelTypeOrAll = typer.Option("lgbm", help="Model fami
               as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (progress stays on "
                                            "stderr).")) -> None:
     """Train, score on test_baseline/test_current, log to MLflow, register, record in summary.json."""
-    _skops_first()
     from velocast.lifecycle.training.train import ALL, train_many
 
     types = list(ALL) if model_type == "all" else [model_type]
@@ -595,7 +605,7 @@ def train_cmd(model_type: ModelTypeOrAll = typer.Option("lgbm", help="Model fami
                f"summary: {redact(settings.summary_location)}")
 
 
-@app.command("predict")
+@app.command("predict", models=True)
 def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict: tidy (counter_id + date [naive "
                                            "UTC] or timestamp [with offset]) or the open-data export; the count "
                                            "column is optional, weather columns are used as your forecast, any "
@@ -623,7 +633,6 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
     to <output>.rejected.csv with their reason. When the file carries counts, the metrics on them
     are printed.
     """
-    _skops_first()
     from velocast.lifecycle.serving.predict import predict_file
 
     with _working("predict"):
@@ -650,7 +659,7 @@ def _print_paired(label: str, paired: Any) -> None:
     typer.echo(f"    champion     {_metrics_line(paired.champion)}")
 
 
-@app.command("evaluate")
+@app.command("evaluate", models=True)
 def evaluate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                  run_id: Optional[str] = typer.Option(None, help="Registered run to evaluate (default: latest version)."),
                  version: Optional[str] = typer.Option(None, help="Registered version to evaluate."),
@@ -662,7 +671,6 @@ def evaluate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
                  policy: str = typer.Option("double_eval", help="The policy whose decision --promote follows."),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Double-evaluate a model against the champion and show what each policy would decide."""
-    _skops_first()
     from velocast.lifecycle.decisions.evaluate import evaluate
     from velocast.tracking.registry import Registry
 
@@ -884,7 +892,7 @@ def _print_step(step: Any) -> None:
     typer.echo(f"{mark} {step.name:10s} {step.seconds:6.1f}s  {step.summary}")
 
 
-@app.command("cycle")
+@app.command("cycle", models=True)
 def cycle_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
               force_fine_tune: bool = typer.Option(False, "--force-fine-tune", help="Fine-tune even without drift."),
               test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (says what it skips)."),
@@ -894,7 +902,6 @@ def cycle_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP)
               env: Optional[str] = typer.Option(None, help=ENV_HELP),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """monitor_and_fine_tune: new data? → drift → health → fine-tune → double evaluation → decision → audit."""
-    _skops_first()
     from velocast.lifecycle.operations.cycle import monitor_and_fine_tune
 
     with _working("cycle"):
@@ -911,7 +918,7 @@ def cycle_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP)
         raise typer.Exit(1)
 
 
-@app.command("recalibrate")
+@app.command("recalibrate", models=True)
 def recalibrate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                     days: Optional[int] = typer.Option(None, min=3, help="Newest labelled days the champion never "
                                                        "trained on to calibrate on (default "
@@ -923,7 +930,6 @@ def recalibrate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE
     registered as a new version that becomes the champion (`velocast rollback` undoes it); the
     audit log records a `recalibration` event with the coverage the old intervals had.
     """
-    _skops_first()
     from velocast.lifecycle.decisions.recalibrate import recalibrate
 
     done = recalibrate(model_type, days=days)
@@ -935,7 +941,7 @@ def recalibrate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE
         typer.echo(f"champion {done.from_version} -> {done.to_version} (same point model, new intervals)")
 
 
-@app.command("retrain")
+@app.command("retrain", models=True)
 def retrain_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
                 merge: bool = typer.Option(False, "--merge", help="Merge current data into a new baseline version."),
                 cutoff: Optional[str] = typer.Option(None, help="Cutoff of the new baseline (default: the day after the "
@@ -945,7 +951,6 @@ def retrain_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
                 env: Optional[str] = typer.Option(None, help=ENV_HELP),
                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Quarterly retrain: new baseline version, retrain from scratch, compare on days neither model trained on."""
-    _skops_first()
     from velocast.lifecycle.operations.cycle import quarterly_retrain
 
     with _working("retrain"):
@@ -960,7 +965,7 @@ def retrain_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
         typer.echo(f"  - {reason}")
 
 
-@app.command("simulate")
+@app.command("simulate", models=True)
 def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the baseline is the data before it)."),
                  weeks: int = typer.Option(20, min=1, help="Weeks to replay."),
                  model_type: ModelType = typer.Option("lgbm", help="Regression model family (not rf_class)."),
@@ -970,7 +975,6 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
                  window_days: int = typer.Option(30, help="Recent days each weekly fine-tuning uses."),
                  test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (fast, rough numbers).")) -> None:
     """Replay stored data week by week: weekly RMSE of never / always retrain / the policy, every decision."""
-    _skops_first()
     from velocast.lifecycle.operations.simulate import simulate
 
     header = f"{'week':>4} {'start':10s} {'never':>7} {'always':>7} {'policy':>7} {'cover':>6}  champion  decision"
@@ -1070,14 +1074,13 @@ def ui_cmd(port: int = typer.Option(8501, min=1, max=65535, help="TCP port."),
 
 
 # ------------------------------------------------------------------------------------------ demo
-@app.command("demo")
+@app.command("demo", models=True)
 def demo_cmd(data: Optional[Path] = typer.Option(None, help="Counts file to use (default: the real Paris file if "
                                                           "found beside the project, else synthetic data)."),
              weather: Optional[Path] = typer.Option(None, help="SYNOP weather file (default: found beside the project)."),
              fast: bool = typer.Option(False, help="Train on samples only (seconds)."),
              weeks: int = typer.Option(3, help="Weeks of the closing simulation.")) -> None:
     """Run the main job end to end on the embedded defaults and say where to look."""
-    _skops_first()
     from velocast.demo import run_demo
 
     with _working("demo"):
