@@ -140,9 +140,13 @@ def render(results: dict[str, Any]) -> str:
             promotion = api.get("promotion") or {}
             if promotion:
                 served = ", ".join(promotion.get("served_after") or []) or "none"
+                swapped = promotion.get("every_worker_swapped_after_seconds")
                 out += ["", f"Promotion mid-run: `velocast promote --version 2` took {_f(promotion.get('seconds'), 1)} s "
-                            f"(exit code {promotion.get('returncode')}) on the same 2 cores; afterwards `/predict` "
-                            f"answered with version(s) {served}."]
+                            f"(exit code {promotion.get('returncode')}) on the same 2 cores; the workers kept serving "
+                            "version 1 (compiled) while version 2's trees compiled with lleaves, then `/predict` answered "
+                            f"with version(s) {served}"
+                            + (f", every worker {_f(swapped, 1)} s after the promotion started." if swapped is not None
+                               else " at the end of the wait.")]
                 targets.append(("the promotion is served by every worker", served, promotion.get("served_after") == ["2"]))
         out.append("")
     cmds = results.get("commands")

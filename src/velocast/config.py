@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     api_max_body_mb: float = Field(default=20.0, gt=0, description="Larger API request bodies get a 413.")
     api_cors_origins: str = Field(default="", description="Comma-separated CORS origins; CORS is off when empty.")
     api_model_refresh_seconds: float = Field(default=2.0, ge=0, description="How often the API re-reads the champion alias.")
+    api_model_compile_wait_seconds: float = Field(
+        default=300.0, ge=0,
+        description="Longest the API keeps serving the old champion while the new one's trees compile with lleaves.")
     api_max_records: int = Field(default=20_000, ge=1, description="Most records in one /predict, /monitor or /train request.")
     api_default_model_type: str = Field(default="lgbm", description="Model type of /ready and of requests naming none.")
     weather_forecast_url: str = Field(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import HEADERS, tidy_records
+from tests.api.conftest import HEADERS, client_for, tidy_records
 from tests.conftest import run_cli
 
 
@@ -167,32 +170,51 @@ def test_latency_of_small_requests(client: TestClient, counter_rows: pd.DataFram
 
 
 def test_a_promotion_by_the_cli_is_served_without_restart(client: TestClient, at_model_home: dict[str, Any]) -> None:
+    """The refresh thread sees the CLI's promotion, loads v2 and compiles its trees with lleaves while v1
+    (compiled) keeps serving; v2 serves once compiled, and no request fails or waits meanwhile."""
     v1, v2 = at_model_home["lgbm_v1"], at_model_home["lgbm_v2"]
     record = {"counter_id": "100056330-104056330", "timestamp": "2021-08-03T18:00:00+02:00"}
     assert client.post("/predict", json={"records": [record]}).json()["model"]["version"] == v1
-    statuses: list[int] = []
+    cache = client.app.state.cache
+    answers: list[tuple[int, str | None, bool]] = []  # status, version, whether the served model was compiled
     stop = threading.Event()
 
     def hammer() -> None:  # requests keep coming during the swap
         while not stop.is_set():
-            statuses.append(client.post("/predict", json={"records": [record]}).status_code)
+            response = client.post("/predict", json={"records": [record]})
+            served = cache.snapshot().get(("lgbm", None))
+            compiled = served is not None and served.model.serving.model.compiled
+            answers.append((response.status_code, response.json().get("model", {}).get("version"), compiled))
 
+    for compiled_file in (at_model_home["home"] / "cache" / "lleaves").glob("*.so"):
+        compiled_file.unlink()  # v2 may have been compiled by an earlier test of this home: compile it now
     worker = threading.Thread(target=hammer)
     worker.start()
+    pending_seen = []
     try:
         time.sleep(0.3)
         out = run_cli(["promote", "--model-type", "lgbm", "--version", v2, "--reason", "hot swap", "--force"])
         assert out.exit_code == 0, out.output
         assert _champion_version(client) == v2  # /models reads the registry directly
+        started = time.monotonic()
+        while time.monotonic() - started < 120 and cache.snapshot()[("lgbm", None)].version != v2:
+            pending_seen.append(client.get("/models").json()["models"]["lgbm"]["served"]["next_version"])
+            time.sleep(0.1)
         waited = _wait_for_version(client, record, v2)
         time.sleep(0.3)
     finally:
         stop.set()
         worker.join()
-    print(f"\nnew champion served {waited:.2f}s after the CLI promotion ({len(statuses)} requests during the swap)")
-    assert waited < 10
-    assert statuses and set(statuses) == {200}
-    assert client.get("/models").json()["models"]["lgbm"]["served"]["version"] == v2
+    print(f"\nnew champion served {time.monotonic() - started:.2f}s after the CLI promotion "
+          f"({len(answers)} requests during the swap)")
+    assert waited < 5  # the cache had swapped: the next request is v2's
+    assert answers and {status for status, _, _ in answers} == {200}
+    versions = [version for _, version, _ in answers]
+    assert set(versions) == {v1, v2} and versions == sorted(versions, key=[v1, v2].index)  # v1, then only v2
+    assert all(compiled for _, version, compiled in answers if version == v2), "v2 served before it was compiled"
+    assert v2 in pending_seen  # /models said which version waited for its compiled trees
+    models = client.get("/models").json()["models"]["lgbm"]["served"]
+    assert (models["version"], models["next_version"]) == (v2, None)
     assert client.get("/ready").json()["model_version"] == v2
 
     # and back with the API's rollback: visible at once (the cache is invalidated)
@@ -204,6 +226,27 @@ def test_a_promotion_by_the_cli_is_served_without_restart(client: TestClient, at
     assert [(e["event"], e["from_version"], e["to_version"]) for e in events] == [("rollback", v2, v1),
                                                                                  ("promotion", v1, v2)]
     assert events[0]["reasons"] == ["back to v1"] and events[1]["reasons"][0] == "hot swap"
+
+
+def test_without_a_compile_wait_a_promotion_swaps_at_once_and_compiles_after(
+        model_home: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(model_home["home"], home, ignore=shutil.ignore_patterns("*.so"))  # nothing compiled yet
+    monkeypatch.setenv("VELOCAST_HOME", str(home))
+    v1, v2 = model_home["lgbm_v1"], model_home["lgbm_v2"]
+    record = {"counter_id": "100056330-104056330", "timestamp": "2021-08-03T18:00:00+02:00"}
+    caplog.set_level(logging.INFO, logger="velocast.lifecycle.decisions.champion")
+    with client_for(home, model_compile_wait_seconds=0) as client:
+        assert client.post("/predict", json={"records": [record]}).json()["model"]["version"] == v1
+        out = run_cli(["promote", "--model-type", "lgbm", "--version", v2, "--reason", "no wait", "--force"])
+        assert out.exit_code == 0, out.output
+        _wait_for_version(client, record, v2)
+        assert "now served by version %s (was %s; prepared" % (v2, v1) in caplog.text
+        assert "its trees still compiling" in caplog.text and "waits for its compiled trees" not in caplog.text
+        serving = client.app.state.cache.snapshot()[("lgbm", None)].model.serving
+        serving.compiling.join(timeout=300)  # and the compiled trees take over once built
+        assert serving.model.compiled
 
 
 def test_metrics_in_prometheus_format(client: TestClient) -> None:

@@ -293,7 +293,8 @@ def models(cache: CacheDep, settings: SettingsDep,
             champion=_version_info(champion) if champion else None,
             previous_champion=types.previous_champion,
             served=ServedInfo(version=now.version, uri=now.model.uri, champion=now.champion, horizon=now.model.horizon,
-                              loaded_at=now.loaded_at.isoformat()) if now else None,
+                              loaded_at=now.loaded_at.isoformat(), next_version=cache.pending(model_type))
+            if now else None,
             versions=[_version_info(ref) for ref in types.versions])
     return ModelsResponse(models=out)
 
@@ -712,7 +713,8 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
     """The API over ``settings`` (default: from the environment) and ``config`` (default: VELOCAST_API_*)."""
     settings = settings or get_settings()
     config = config or ApiConfig.from_settings(settings)
-    cache = ChampionCache(settings, config.model_refresh_seconds)
+    cache = ChampionCache(settings, config.model_refresh_seconds,
+                          compile_wait_seconds=config.model_compile_wait_seconds)
     jobs = JobManager(settings)
 
     @asynccontextmanager

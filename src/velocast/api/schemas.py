@@ -317,6 +317,9 @@ class ServedInfo(BaseModel):
     champion: bool
     horizon: str
     loaded_at: str
+    next_version: str | None = Field(
+        default=None, description="A newer version this worker loaded, serving once its trees are compiled "
+        "(VELOCAST_API_MODEL_COMPILE_WAIT_SECONDS at most); null when none waits.")
 
 
 class ModelTypeInfo(BaseModel):

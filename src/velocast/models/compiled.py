@@ -243,6 +243,11 @@ class ServingModel:
         matrix = self.plan.matrix_of(X)
         return None if matrix is None else self.model.predict(matrix)
 
+    @property
+    def compiling(self) -> threading.Thread | None:
+        """The thread of ``compile_in_background`` (None before it was called)."""
+        return self._compiling
+
     def compile_in_background(self, cache_dir: Path) -> threading.Thread | None:
         """Compile the LightGBM boosters with lleaves in a thread (LightGBM serves meanwhile)."""
         if self._compiling is not None:

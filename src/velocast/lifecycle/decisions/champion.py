@@ -11,9 +11,12 @@ One place for "which version serves, and reload it when the alias moves", used b
 ``ChampionCache.get`` returns the loaded model of a type at once. A background thread (``start``)
 re-reads the alias of every loaded type every ``refresh_seconds`` (and warms the default type); when
 the version changed it loads the new model and swaps it in, while every request keeps being served
-by the old model, so no request fails or waits during a swap. Without the thread (a cache used on
-its own, as the UI does), the request that finds the check too old runs it. A promotion made by the
-API invalidates the type, and the next request waits for the new check.
+by the old model, so no request fails or waits during a swap. When the new model's trees are compiled
+with lleaves (``compile_models``), the thread swaps it in only once they are, or after
+``compile_wait_seconds``: the old, compiled model serves meanwhile (``pending`` names the version that
+waits). Without the thread (a cache used on its own, as the UI does), the request that finds the check
+too old runs it. A promotion made by the API invalidates the type, and the next request waits for the
+new check and swaps at once (LightGBM serves until the compiled trees land).
 
 What serves is ``Registry.serving``: the champion, or — only when the registry positively says
 there is none — the latest version that is neither a test-mode model nor failed the baseline gate
@@ -97,9 +100,11 @@ Key = tuple[str, str | None]  # (model type, requested horizon)
 
 class ChampionCache:
     def __init__(self, settings: Settings, refresh_seconds: float = 2.0, wait_seconds: float = 30.0,
-                 compile_models: bool = True):
+                 compile_models: bool = True, compile_wait_seconds: float = 300.0):
         self.settings = settings
         self.compile_models = compile_models
+        self.compile_wait_seconds = compile_wait_seconds  # longest the old model serves while the new compiles
+        self._pending: dict[Key, ServedModel] = {}  # loaded by the background check, waiting for its compiled trees
         self.refresh_seconds = refresh_seconds
         self.wait_seconds = wait_seconds  # longest a request waits for another's first load of a type
         self._entries: dict[Key, ServedModel] = {}
@@ -122,6 +127,11 @@ class ChampionCache:
 
     def snapshot(self) -> dict[Key, ServedModel]:
         return dict(self._entries)
+
+    def pending(self, model_type: str, horizon: str | None = None) -> str | None:
+        """The version loaded to replace the served one, waiting for its compiled trees (None: none)."""
+        waiting = self._pending.get((model_type, horizon))
+        return waiting.version if waiting is not None else None
 
     def last_error(self, model_type: str, horizon: str | None = None) -> str | None:
         error = self._errors.get((model_type, horizon))
@@ -200,7 +210,9 @@ class ChampionCache:
         ref, is_champion = registry.serving(model_type)
         return ref, is_champion, []
 
-    def _refresh(self, key: Key, entry: ServedModel | None) -> ServedModel:
+    def _refresh(self, key: Key, entry: ServedModel | None, background: bool = False) -> ServedModel:
+        """Re-read what should serve and swap it in. ``background`` (the refresh thread): a new model whose
+        trees are being compiled waits in ``_pending`` while ``entry`` keeps serving (module docstring)."""
         model_type, horizon = key
         now = time.monotonic()
         generation = self._generations.get(model_type, 0)
@@ -214,8 +226,12 @@ class ChampionCache:
         except Exception as exc:
             return self._failed(key, entry, now, generation, exc, "cannot read the registry")
         if entry is not None and entry.source_version == ref.version and entry.champion == is_champion:
+            self._pending.pop(key, None)
             entry.checked_at, entry.generation, entry.last_error = now, generation, None
             return entry
+        waiting = self._pending.pop(key, None)
+        if waiting is not None and waiting.source_version == ref.version and waiting.champion == is_champion:
+            return self._swap(key, entry, waiting, now, generation, background)
         started = time.perf_counter()
         try:
             if horizon and ref.tags.get("horizon") != horizon:
@@ -235,16 +251,38 @@ class ChampionCache:
             warnings.append(f"the {model_type} {'champion' if is_champion else 'latest version'} ({ref.version}) "
                             f"has another horizon: serving version {model.version}, the latest {horizon} model")
         served = ServedModel(model, ref.version, is_champion, datetime.now(timezone.utc), now, warnings, generation)
-        self._prepare(served)  # before it serves: the requests never compute what it needs themselves
+        serving = model.serving
+        if serving is not None and self.compile_models:
+            serving.compile_in_background(self.settings.home / "cache" / "lleaves")
+        log.info("loaded %s version %s (%s) in %.0f ms", model_type, model.version, model.uri,
+                 (loaded - started) * 1000)
+        return self._swap(key, entry, served, now, generation, background)
+
+    def _swap(self, key: Key, entry: ServedModel | None, served: ServedModel, now: float, generation: int,
+              background: bool) -> ServedModel:
+        """Serve ``served`` instead of ``entry``; or, from the refresh thread while ``served``'s trees are
+        still compiling (for less than ``compile_wait_seconds``), keep ``entry`` serving."""
+        compiling = self._compiling(served)
+        if background and entry is not None and compiling is not None:
+            if time.monotonic() - served.checked_at < self.compile_wait_seconds:
+                if key not in self._pending:
+                    log.info("%s version %s waits for its compiled trees; version %s serves meanwhile", key[0],
+                             served.version, entry.version)
+                self._pending[key] = served
+                return entry
+            log.warning("%s version %s still compiling after %.0f s: it serves through LightGBM until then",
+                        key[0], served.version, self.compile_wait_seconds)
+        started = time.perf_counter()
+        if adapts(served.model, self.settings):  # before it serves: requests never compute it themselves
+            warm_adaptation(served.model, self.settings)
+        served.checked_at, served.generation = now, generation
         self._entries[key] = served
         self._errors.pop(key, None)
         self._changed()
-        timing = f"loaded in {(loaded - started) * 1000:.0f} ms, prepared in {(time.perf_counter() - loaded) * 1000:.0f} ms"
-        if entry is None:
-            log.info("loaded %s version %s (%s; %s)", model_type, model.version, model.uri, timing)
-        else:
-            log.warning("hot swap: %s now served by version %s (was %s; %s)", model_type, model.version,
-                        entry.version, timing)
+        if entry is not None:
+            log.warning("hot swap: %s now served by version %s (was %s; prepared in %.0f ms%s)", key[0],
+                        served.version, entry.version, (time.perf_counter() - started) * 1000,
+                        "; its trees still compiling" if compiling is not None else "")
         return served
 
     def _changed(self) -> None:
@@ -255,15 +293,11 @@ class ChampionCache:
             except Exception:  # noqa: BLE001 - a metric must never break serving
                 log.exception("a model-cache listener failed")
 
-    def _prepare(self, served: ServedModel) -> None:
-        """Ready a model before it serves (the model it replaces serves meanwhile): the recent errors its
-        intervals follow, computed now; its trees compiled with lleaves in the background (LightGBM
-        serves until then; the compiled object is cached on disk per model, so other workers load it)."""
+    def _compiling(self, served: ServedModel) -> threading.Thread | None:
+        """The thread compiling ``served``'s trees with lleaves, while it runs (None: done or not compiling)."""
         serving = served.model.serving
-        if serving is not None and self.compile_models:
-            serving.compile_in_background(self.settings.home / "cache" / "lleaves")
-        if adapts(served.model, self.settings):
-            warm_adaptation(served.model, self.settings)
+        thread = serving.compiling if serving is not None and self.compile_models else None
+        return thread if thread is not None and thread.is_alive() else None
 
     def _failed(self, key: Key, entry: ServedModel | None, now: float, generation: int, exc: Exception,
                 what: str) -> ServedModel:
@@ -320,6 +354,6 @@ class ChampionCache:
         if not lock.acquire(blocking=False):
             return  # a request is loading it
         try:
-            self._refresh(key, self._entries.get(key))
+            self._refresh(key, self._entries.get(key), background=True)
         finally:
             lock.release()
