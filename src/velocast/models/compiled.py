@@ -14,7 +14,8 @@ matrix of ``FeaturePlan.matrix`` with the same semantics as ``predict_frame``:
 Compiling is slow (seconds per booster), so it runs off the request path, once per model and in a
 low-priority process of its own (``velocast.models.lleaves_build``): ``compile_lleaves`` has the
 compiled object written to ``cache_dir``, keyed by the model text's hash, loads it and swaps it in
-when done; until then LightGBM serves.
+when done; until then LightGBM serves (the API's champion cache keeps the model it replaces serving
+meanwhile: ``velocast.lifecycle.decisions.champion``).
 
 ``ServingModel(pipeline)``: a loaded pipeline's ``FeaturePlan`` and ``CompiledModel``, made once per
 loaded model (``LoadedModel.serving``), with the lleaves compilation run in a background thread.
