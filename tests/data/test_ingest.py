@@ -181,3 +181,21 @@ def test_prediction_input_may_omit_counts() -> None:
     raw.frame = raw.frame.drop(columns=["Comptage horaire"])
     result = validate(raw, require_count=False)
     assert len(result.accepted) == 21 and result.accepted["bike_count"].isna().all()
+
+
+def test_future_rows_of_a_counter_the_store_does_not_know_say_its_location_is_needed(tmp_path: Path) -> None:
+    known = pd.DataFrame({"counter_id": ["100056330-104056330"], "counter_name": ["Sébastopol"],
+                          "site_id": ["100056330"], "site_name": ["Sébastopol"], "latitude": [48.86],
+                          "longitude": [2.35]})
+    rows = tmp_path / "future.csv"
+    rows.write_text("counter_id,date\n100056330-104056330,2021-08-10 06:00:00\nnew-1,2021-08-10 06:00:00\n")
+    result = validate(read_table(rows, require_count=False), require_count=False, known_counters=known)
+    assert result.accepted["counter_id"].tolist() == ["100056330-104056330"]
+    rejected = result.rejected.iloc[0]
+    assert rejected["reason"] == S.REASON_BAD_COORDINATES
+    assert rejected["detail"] == ("counter 'new-1' is not in the store, so its location is needed: give latitude "
+                                  "and longitude (or coordinates) columns")
+    # with a location column, the message names the value that was wrong
+    rows.write_text("counter_id,date,latitude,longitude\nnew-1,2021-08-10 06:00:00,north,2.35\n")
+    rejected = validate(read_table(rows, require_count=False), require_count=False, known_counters=known).rejected.iloc[0]
+    assert rejected["detail"] == "latitude='north': expected 'lat,lon' or numeric latitude/longitude"

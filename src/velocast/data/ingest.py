@@ -459,8 +459,12 @@ def validate(raw: RawTable, *, require_count: bool = True,
     canon["installation_date"] = canon["installation_date"].astype("datetime64[ns]")
     canon = _fill_from_known(canon, known_counters)
     coord_column = "coordinates" if "coordinates" in src else "latitude"
-    flag(pd.Series(np.where(canon["latitude"].isna() | canon["longitude"].isna(),
-                            S.REASON_BAD_COORDINATES, None), index=index), coord_column)
+    no_location = canon["latitude"].isna() | canon["longitude"].isna()
+    flag(pd.Series(np.where(no_location, S.REASON_BAD_COORDINATES, None), index=index), coord_column)
+    if coord_column not in src and "longitude" not in src:  # a file without locations: say whose is needed
+        unknown = no_location & (reason == S.REASON_BAD_COORDINATES)
+        detail[unknown] = [f"counter {c!r} is not in the store, so its location is needed: give latitude and "
+                           "longitude (or coordinates) columns" for c in counter_id[unknown]]
     canon["counter_name"] = canon["counter_name"].fillna(canon["counter_id"])
     canon["site_id"] = canon["site_id"].fillna(canon["counter_id"].str.split("-").str[0])
     canon["site_name"] = canon["site_name"].fillna(canon["counter_name"])
