@@ -51,6 +51,7 @@ class CountsBackend(Protocol):
 
 
 _delta_backends: dict[tuple[str, float], CountsBackend] = {}
+_parquet_backends: dict[int, tuple[Settings, CountsBackend]] = {}
 _backends_lock = threading.Lock()
 
 
@@ -58,10 +59,18 @@ def backend(settings: Settings | None = None) -> CountsBackend:
     """The backend of ``settings.store_uri`` (a Delta table is opened once per process and location)."""
     settings = settings or get_settings()
     uri = (settings.store_uri or "").strip()
-    if not uri:
+    if not uri:  # one per Settings object (the serving path asks for it several times per request)
+        found = _parquet_backends.get(id(settings))
+        if found is not None and found[0] is settings:
+            return found[1]
         from velocast.data.store_parquet import ParquetCounts
 
-        return ParquetCounts(settings)
+        made = ParquetCounts(settings)
+        with _backends_lock:
+            if len(_parquet_backends) >= 64:
+                _parquet_backends.clear()
+            _parquet_backends[id(settings)] = (settings, made)  # the settings held: their id is not reused
+        return made
     if not uri.startswith("delta:"):
         raise ValueError(f"VELOCAST_STORE_URI={uri!r}: expected nothing (Parquet under VELOCAST_HOME) or "
                          "delta:<folder or s3://bucket/prefix>")

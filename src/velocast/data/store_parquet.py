@@ -40,6 +40,7 @@ class ParquetCounts:
         self.settings = settings
         self.root = settings.counts_dir
         self.location = str(self.root)
+        self._version_file = str(self._version_path())
 
     def _month_path(self, month: str) -> Path:
         return self.root / f"month={month}" / "counts.parquet"
@@ -58,7 +59,7 @@ class ParquetCounts:
         after every write (in-memory copies of the store, e.g. the API's history, compare it per
         request). A store written before that file existed: the latest modification of a month file."""
         try:
-            return self._version_path().stat().st_mtime_ns
+            return os.stat(self._version_file).st_mtime_ns
         except FileNotFoundError:
             return max((p.stat().st_mtime_ns for p in self._files()), default=0)
 
