@@ -264,14 +264,16 @@ class ChampionCache:
         still compiling (for less than ``compile_wait_seconds``), keep ``entry`` serving."""
         compiling = self._compiling(served)
         if background and entry is not None and compiling is not None:
+            # a waiting model is never re-checked: its checked_at is when it was loaded
             if time.monotonic() - served.checked_at < self.compile_wait_seconds:
                 if key not in self._pending:
                     log.info("%s version %s waits for its compiled trees; version %s serves meanwhile", key[0],
                              served.version, entry.version)
                 self._pending[key] = served
                 return entry
-            log.warning("%s version %s still compiling after %.0f s: it serves through LightGBM until then",
-                        key[0], served.version, self.compile_wait_seconds)
+            if self.compile_wait_seconds > 0:
+                log.warning("%s version %s still compiling after %.0f s: it serves through LightGBM until then",
+                            key[0], served.version, self.compile_wait_seconds)
         started = time.perf_counter()
         if adapts(served.model, self.settings):  # before it serves: requests never compute it themselves
             warm_adaptation(served.model, self.settings)
