@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -167,3 +168,29 @@ def test_plain_mlflow_day_ahead_needs_history_and_says_so(real_home: Path) -> No
         bare = model.predict(rows.assign(timestamp=rows["timestamp"].map(lambda t: t.isoformat())))
     assert any(NO_HISTORY_WARNING.split("{n}")[0] in str(w.message) for w in caught)
     assert not np.allclose(bare, served.frame["prediction"])
+
+
+def test_a_store_without_weather_trains_and_serves_intervals(home: Path, real_subset_file: Path) -> None:
+    """A new user who ingests counts but no weather: training must not fail on the weather variant of
+    the calibration; the run says the weather was missing, and a forecast made later with a weather
+    forecast gets the intervals of the same forecast without one (never none, never narrower)."""
+    from velocast.data import splits
+    from velocast.data.ingest import ingest_file
+    from velocast.models import calibration_info
+
+    ingest_file(real_subset_file)
+    splits.record_split("2021-06-01")
+    result = train("lgbm", model_test=True)
+    assert any("no observed weather" in note for note in result.notes)
+    assert any("no calibration day had weather" in note for note in result.notes)
+    assert 0.6 < result.metrics_baseline["interval_coverage"] <= 1.0
+    registry = Registry()
+    pipeline = registry.load(registry.get("lgbm", result.model_version))
+    assert calibration_info(pipeline)["with_weather_from"] == "without_weather"
+    model = pipeline.named_steps["model"]
+    prediction = np.array([3.0, 40.0, 250.0, 40.0])
+    counter = np.array([0, 1, 2, -1])
+    without = model.bounds(prediction, np.zeros(4, np.int64), counter)
+    with_weather = model.bounds(prediction, np.ones(4, np.int64), counter)
+    assert np.all(without[0] <= prediction) and np.all(prediction <= without[1])
+    assert np.array_equal(without[0], with_weather[0]) and np.array_equal(without[1], with_weather[1])

@@ -448,8 +448,13 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
         out.counter_spread_ = np.ones((n_variants, n_codes))
         scores: list[np.ndarray] = []
         groups: dict[str, int] = {}
+        borrowed = False
         for v in range(n_variants):
             mine = np.flatnonzero(variant == v)
+            if not len(mine) and v == 1:  # no weather on any calibration day (none in the store, say)
+                borrowed = True
+                out._borrow_variant(0, 1, scores[-bins:], scores)
+                continue
             if not len(mine):
                 raise ValueError(f"no calibration rows {'with' if v else 'without'} weather: calibrate on both "
                                  "weather variants of the calibration days")
@@ -476,7 +481,19 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
         out.calibration_ = {"rows": len(X), "days": len(day_names),
                             "first_day": str(day_names[0]), "last_day": str(day_names[-1]),
                             "counters": len(np.unique(counter[counter >= 0])), "groups": groups}
+        if borrowed:
+            log.warning("no calibration day had weather: rows forecast with weather get the intervals of the "
+                        "rows without it (calibrated on %d days)", len(day_names))
+            out.calibration_["with_weather_from"] = "without_weather"
         return out
+
+    def _borrow_variant(self, source: int, target: int, source_scores: list[np.ndarray],
+                        scores: list[np.ndarray]) -> None:
+        """Give weather variant ``target`` the calibration of ``source`` (its level bins, centres,
+        spreads, counter statistics and sorted scores), appended to ``scores``."""
+        for name in ("edges_", "centre_", "spread_", "counter_shift_", "counter_spread_"):
+            getattr(self, name)[target] = getattr(self, name)[source]
+        scores.extend(list(source_scores))
 
     def onto(self, estimator: Any, counter_map: np.ndarray) -> ConformalRegressor:
         """This calibration carried onto another fitted point model of the same rows' features.

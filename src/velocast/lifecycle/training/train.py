@@ -72,6 +72,7 @@ from velocast.models import (
     validate_hyperparams,
 )
 from velocast.models.intervals import STATIC
+from velocast.models.weather_fallback import weather_known
 from velocast.tracking import mlflow_runs
 from velocast.tracking.rebuild import ENTRY_ARTIFACT
 from velocast.tracking.registry import (
@@ -283,6 +284,9 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
                       "weather)")
         train_inputs = build_inputs(datasets.train.frame, settings)
         train_rows = train_inputs.frame("observed")  # models learn from the observed weather
+        if spec.uses_weather and not weather_known(train_rows).any():
+            notes.append("no observed weather in the store for the training days: the model learns without "
+                         "weather (`velocast data ingest-weather` adds it)")
     else:  # the workers enrich the rows; the client keeps the canonical ones
         train_inputs, train_rows = None, datasets.train.frame
     progress.step(f"building the test rows as served ({len(datasets.test_baseline.frame):,} test_baseline"
@@ -434,6 +438,9 @@ def _calibrated(pipeline: Any, fit: Any, datasets: Datasets, train_rows: pd.Data
         weather=weather, outages_removed=True)
     calibrated = calibrate(pipeline, served.calibration_rows, twin=twin)
     info = calibration_info(calibrated) or {}
+    if info.get("with_weather_from"):
+        notes.append("no calibration day had weather: forecasts made with a weather forecast get the "
+                     "intervals of forecasts without one")
     mlflow.log_metric("calibration_seconds", time.perf_counter() - started)
     mlflow.log_params({"calibration_days": len(days), "calibration_first_day": days[0],
                        "calibration_last_day": days[-1], "calibration_rows": info.get("rows", 0)})
