@@ -67,6 +67,35 @@ def test_identical_challenger_is_skipped_by_every_policy(real_home: Path) -> Non
     assert Path(outcome.reports["test_current_predicted_vs_actual"]).exists()
 
 
+def test_a_version_that_trained_on_test_days_is_never_judged_on_them(real_home: Path) -> None:
+    """A version fitted after the split on its test days (a cycle's challenger, a retrain) must not be
+    scored on rows it learned: those days are left out for both models, and with no unseen
+    test_baseline day left the evaluation refuses to judge (fail closed)."""
+    import pandas as pd
+
+    promote("baseline", version=train("baseline").model_version)
+    split = splits.active_split()
+    current = splits.load_split("test_current", split)
+    datasets = load_datasets("baseline")
+    datasets.train = Dataset("train_and_test_current", pd.concat([datasets.train.frame, current]), "test")
+    leaked = train("baseline", datasets=datasets)
+    outcome = evaluate("baseline", version=leaked.model_version)
+    assert outcome.evaluation.current is None  # every test_current day was learned
+    assert any(f"(version {leaked.model_version}) trained on" in note and "left out for both models" in note
+               for note in outcome.evaluation.notes)
+    assert outcome.evaluation.baseline.rows > 0
+    assert any("compared on test_baseline instead" in r for r in outcome.decisions["double_eval"].reasons)
+    out = run_cli(["evaluate", "--model-type", "baseline", "--version", leaked.model_version])
+    assert out.exit_code == 0 and "left out for both models" in out.output and "reports: " in out.output
+
+    datasets = load_datasets("baseline")
+    everything = pd.concat([datasets.train.frame, splits.load_split("test_baseline", split)])
+    datasets.train = Dataset("train_and_test_baseline", everything, "test")
+    seen_all = train("baseline", datasets=datasets)
+    with pytest.raises(ValueError, match="every test_baseline day was seen in training by the challenger"):
+        evaluate("baseline", version=seen_all.model_version)
+
+
 def test_promote_rollback_promote_keeps_everything_in_step(real_home: Path) -> None:
     # test-mode models: every promotion is a forced, explained override
     v1, v2, v3 = (train("baseline", model_test=True).model_version for _ in range(3))
@@ -146,6 +175,12 @@ def test_summary_rebuild_regenerates_the_file_from_the_registry(real_home: Path)
     report = run_cli(["summary", "rebuild", "--json"])
     assert json.loads(report.output)["dropped"] == ["gone"]
     assert json.loads(summary.read_text()) == before
+    # `velocast summary` shows the runs, the champion starred
+    shown = run_cli(["summary", "--model-type", "baseline"])
+    assert shown.exit_code == 0, shown.output
+    lines = [line for line in shown.output.splitlines() if " baseline " in line]
+    assert len(lines) == 2 and lines[1].rstrip().endswith("* test-mode") and "*" not in lines[0]
+    assert f"{runs[1].metrics_baseline['rmse']:.3f}" in lines[1]
 
 
 def test_classifier_report_lists_every_metric_and_gate(real_home: Path) -> None:

@@ -38,7 +38,7 @@ from velocast.evaluation.policies import (
 from velocast.evaluation.reports import regression_report
 from velocast.lifecycle.serving.predict import LoadedModel, load_model
 from velocast.lifecycle.serving.scoring import ServedRows, score
-from velocast.lifecycle.training.datasets import read_rows
+from velocast.lifecycle.training.datasets import days_unseen_by, read_rows
 from velocast.models import task_of
 from velocast.tracking.registry import Registry
 
@@ -109,6 +109,53 @@ def classifier_validation(pipeline: Any, rows: pd.DataFrame, out_dir: Path,
     return validation, {k: str(v) for k, v in {**plots, **paths}.items()}
 
 
+def unseen_by_both(test_baseline: pd.DataFrame, test_current: pd.DataFrame | None, challenger: LoadedModel,
+                   champion: LoadedModel | None, settings: Settings,
+                   ) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]]:
+    """The test rows of days neither model trained on, and notes on what was left out.
+
+    A version trained after the split (a cycle's challenger fitted on the newest days, a retrain) may
+    have trained on the split's test days: scored there, it would be judged on rows it learned. Rows
+    of such days are left out for both models; no test_baseline row left is an error (fail closed),
+    no test_current row left turns the double evaluation into one on test_baseline (the policies say
+    so). A model loaded from a bare URI has no record of its training days: a note says so.
+    """
+    registry = Registry(settings)
+    frames = {"test_baseline": test_baseline, "test_current": test_current}
+    days = {name: splits.paris_day(frame["timestamp"]).astype(str).to_numpy()
+            for name, frame in frames.items() if frame is not None and len(frame)}
+    every_day = set().union(*(set(d) for d in days.values())) if days else set()
+    unseen, notes, learned_by = set(every_day), [], []
+    if champion is not None and challenger.uri == champion.uri:
+        notes.append("the challenger is the champion itself: both are the same model")
+    for role, model in (("challenger", challenger), ("champion", champion)):
+        if model is None:
+            continue
+        if model.ref is None:
+            notes.append(f"the {role} ({model.uri}) has no record of its training days: its scores may include "
+                         "days it trained on")
+            continue
+        theirs = days_unseen_by(registry, model.ref, every_day, settings)
+        seen = sorted(every_day - theirs)
+        if seen:
+            notes.append(f"the {role} (version {model.ref.version}) trained on {len(seen)} test day(s) "
+                         f"({seen[0]} .. {seen[-1]}): their rows are left out for both models")
+            learned_by.append(role)
+        unseen &= theirs
+    out: dict[str, pd.DataFrame | None] = dict(frames)
+    for name, frame in frames.items():
+        keep = np.isin(days[name], sorted(unseen)) if name in days else None
+        if frame is None or keep is None or keep.all():
+            continue
+        if name == "test_baseline" and not keep.any():
+            raise ValueError(f"every test_baseline day was seen in training by the {' or the '.join(learned_by)}: "
+                             "nothing unseen to judge on (record a new split with `velocast data split`, or "
+                             "evaluate a version trained on that split)")
+        out[name] = frame[keep].reset_index(drop=True) if keep.any() else None
+        log.warning("%s: %d of %d rows left out (days a model trained on)", name, int((~keep).sum()), len(frame))
+    return out["test_baseline"], out["test_current"], notes
+
+
 def evaluate_candidate(challenger: LoadedModel, settings: Settings | None = None,
                        current: pd.DataFrame | None = None, policy: Policy | None = None,
                        champion: LoadedModel | None = None, sample: int | None = None,
@@ -131,6 +178,7 @@ def evaluate_candidate(challenger: LoadedModel, settings: Settings | None = None
     split = split or splits.ensure_split(settings)
     test_b = test_baseline if test_baseline is not None else splits.load_split("test_baseline", split, settings)
     test_c = current if current is not None else splits.load_split("test_current", split, settings)
+    test_b, test_c, unseen_notes = unseen_by_both(test_b, test_c, challenger, champion, settings)
     if sample:
         test_b = test_b.sample(min(sample, len(test_b)), random_state=0).sort_values("timestamp")
         if test_c is not None and len(test_c) > sample:
@@ -150,6 +198,7 @@ def evaluate_candidate(challenger: LoadedModel, settings: Settings | None = None
         reports.update(paths)
     progress.step(f"scoring the challenger{' and the champion' if champion else ''} on the same rows")
     evaluation = double_evaluate(challenger, champion, served_b, served_c, gates_passed, gate_failures)
+    evaluation.notes.extend(unseen_notes)
     if write_reports and challenger.spec.task == "regression":
         progress.step("writing the per-counter and per-hour reports")
         for name, served in (("test_baseline", served_b), ("test_current", served_c)):
