@@ -122,7 +122,7 @@ def test_an_unknown_counter_gets_a_prediction_and_a_warning(client: TestClient) 
     assert prediction["prediction"] > 0
     assert prediction["warnings"] == [("counter 999999999-1 is unknown to the model: predicted from its location "
                                        "and the calendar"),
-                                      ("no history: no count of counter 999999999-1 before 2021-08-02 is known; "
+                                      ("no history: no count of counter 999999999-1 in the 28 days before 2021-08-02 is known; "
                                        "predicted from the calendar and its usual level")]
 
 

@@ -279,7 +279,9 @@ def _validated_rows(records: list[PredictRecord], canonical: list[tuple[dict[str
         if require_count and "bike_count" not in frame:
             frame["bike_count"] = np.nan  # each record is then rejected for its missing count
         raw = RawTable(frame, "api", Path("<request body>"), {c: c for c in frame.columns}, naive_timezone=naive_tz)
-        checked = validate(raw, require_count=require_count, known_counters=known_counters)
+        # labelled rows are stored (one count per counter-hour); rows to predict are each answered
+        checked = validate(raw, require_count=require_count, known_counters=known_counters,
+                           deduplicate=require_count)
         rejected = set()
         for row in checked.rejected.itertuples(index=False):
             index = members[int(row.source_row) - 1]
@@ -321,11 +323,12 @@ def _validated_rows(records: list[PredictRecord], canonical: list[tuple[dict[str
     for position, (counter, stamp) in enumerate(zip(rows["counter_id"].astype(str), rows["timestamp"])):
         row_by_key.setdefault((counter, stamp), position)
     first_record = rows["_record"].to_numpy()
+    own_row = {int(record): position for position, record in enumerate(first_record)}
     row_of = np.empty(len(records), dtype=int)
     duplicate_of: dict[int, int] = {}
     for index in range(len(records)):
         position = row_by_key[keys[index]]
-        row_of[index] = position
+        row_of[index] = own_row.get(index, position)  # a repeated counter-hour has its own row unless deduplicated
         if first_record[position] != index:
             duplicate_of[index] = int(first_record[position])
     return RecordRows(rows.drop(columns="_record"), row_of, duplicate_of, warnings)

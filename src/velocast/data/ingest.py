@@ -407,11 +407,13 @@ def _parse_coordinates(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
 
 def validate(raw: RawTable, *, require_count: bool = True,
-             known_counters: pd.DataFrame | None = None) -> Validated:
+             known_counters: pd.DataFrame | None = None, deduplicate: bool = True) -> Validated:
     """Turn a raw table into canonical rows; every row that fails goes to ``rejected`` with reasons.
 
     ``known_counters`` (the store's counter list) fills in missing names and coordinates of
-    counters that velocast already knows.
+    counters that velocast already knows. ``deduplicate`` (counts to store): rows repeating a
+    counter-hour with the same count are kept once, with different counts all rejected; False (rows
+    to predict): every row is kept, each answered on its own (weather scenarios of one hour, say).
     """
     src = raw.frame.rename(columns=raw.rename)
     src = src.loc[:, ~src.columns.duplicated()]
@@ -492,8 +494,11 @@ def validate(raw: RawTable, *, require_count: bool = True,
                 value = src[column][idx] if column in src else first["failure_case"]
                 detail[idx] = f"{column}={str(value)!r}: {expected}"
 
-    # conflicting duplicates (same counter and hour, different counts) are all rejected
     ok = reason.isna()
+    if not deduplicate:
+        accepted = canon[ok]
+        return _validated(raw, accepted, ok, reason, detail, n, 0, accepted.index.to_numpy())
+    # conflicting duplicates (same counter and hour, different counts) are all rejected
     keyed = canon[ok]
     groups = keyed.groupby(["counter_id", "timestamp"], sort=False)["bike_count"]
     n_distinct = groups.transform("nunique", dropna=False)
@@ -507,14 +512,18 @@ def validate(raw: RawTable, *, require_count: bool = True,
     accepted = canon[ok]
     identical = accepted.duplicated(["counter_id", "timestamp"], keep="first")
     positions = accepted.index.to_numpy()[~identical.to_numpy()]
-    accepted = accepted[~identical].reset_index(drop=True)
+    return _validated(raw, accepted[~identical], ok, reason, detail, n, int(identical.sum()), positions)
 
+
+def _validated(raw: RawTable, accepted: pd.DataFrame, ok: pd.Series, reason: pd.Series, detail: pd.Series, n: int,
+               duplicates: int, positions: np.ndarray) -> Validated:
+    """The accepted rows and the rejected ones (the file's own columns, its row number, reason, detail)."""
     rejected = raw.frame.reset_index(drop=True)[~ok.to_numpy()].copy()
     rejected = rejected.astype("string")
     rejected.insert(0, "source_row", (np.flatnonzero(~ok.to_numpy()) + 1).astype(int))
     rejected["reason"] = reason[~ok].to_numpy()
     rejected["detail"] = detail[~ok].to_numpy()
-    return Validated(accepted, rejected.reset_index(drop=True), n, int(identical.sum()), positions)
+    return Validated(accepted.reset_index(drop=True), rejected.reset_index(drop=True), n, duplicates, positions)
 
 
 def _fill_from_known(canon: pd.DataFrame, known: pd.DataFrame | None) -> pd.DataFrame:

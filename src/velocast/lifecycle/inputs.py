@@ -237,6 +237,8 @@ def history_notes(counters: np.ndarray, codes: np.ndarray, days: np.ndarray, kno
         latest = np.maximum(upto - 1, 0)
         latest_hour = known.hour[latest]
         has_any = (upto > 0) & (known.code[latest] == codes) & (codes >= 0)
+        # a count older than the row's own look-back is never read for it, whatever else the request asks
+        has_any &= latest_hour >= midnight_utc_hours(days - HISTORY_WINDOW_DAYS)
         if since_hour is not None:
             has_any &= latest_hour >= since_hour
         latest_hour = np.where(has_any, latest_hour, -1)
@@ -251,8 +253,8 @@ def history_notes(counters: np.ndarray, codes: np.ndarray, days: np.ndarray, kno
     for i in np.flatnonzero(flagged):
         day = date(1970, 1, 1) + timedelta(days=int(days[i]))
         if not has_any[i]:
-            out.append((i, f"no history: no count of counter {counters[i]} before {day} is known; "
-                           "predicted from the calendar and its usual level"))
+            out.append((i, f"no history: no count of counter {counters[i]} in the {HISTORY_WINDOW_DAYS} days before "
+                           f"{day} is known; predicted from the calendar and its usual level"))
         elif latest_hour[i] < previous[i]:
             stamp = pd.Timestamp(int(latest_hour[i]) * 3600, unit="s", tz="UTC").tz_convert(PARIS_TZ)
             out.append((i, f"beyond the day-ahead horizon: the latest known count of counter {counters[i]} is "
