@@ -194,3 +194,18 @@ def test_a_store_without_weather_trains_and_serves_intervals(home: Path, real_su
     with_weather = model.bounds(prediction, np.ones(4, np.int64), counter)
     assert np.all(without[0] <= prediction) and np.all(prediction <= without[1])
     assert np.array_equal(without[0], with_weather[0]) and np.array_equal(without[1], with_weather[1])
+    # a weather forecast given to it is not used, and the answer says so
+    from velocast.lifecycle.decisions.promotion import promote
+
+    promote("lgbm", version=result.model_version, force=True, reason="a test-mode model, to predict")
+    source, target = home.parent / "future.csv", home.parent / "predicted.csv"
+    counter = str(pd.read_parquet(real_subset_file, columns=["counter_id"])["counter_id"].iloc[0])
+    pd.DataFrame({"counter_id": [counter] * 3, "date": ["2021-08-10 06:00:00"] * 3,
+                  "temperature_c": [30.0, 2.0, None], "rain_mm": [0.0, 20.0, None]}).to_csv(source, index=False)
+    out = runner.invoke(app, ["predict", "--input", str(source), "--output", str(target)])
+    assert out.exit_code == 0, out.output
+    predicted = pd.read_csv(target)
+    assert len(predicted) == 3 and predicted["prediction"].nunique() == 1  # every row: the no-weather sibling
+    assert list(predicted["weather"]) == ["given", "given", "missing"]
+    assert predicted["notes"].str.contains("weather not used: the model was trained without weather").tolist() == \
+        [True, True, False]

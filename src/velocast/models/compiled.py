@@ -115,7 +115,9 @@ class CompiledModel:
 
     def _known(self, X: np.ndarray) -> np.ndarray:
         """Rows the with-weather model predicts (its required weather present)."""
-        return ~np.isnan(X[:, self._required]).any(axis=1) if self._required else np.zeros(len(X), bool)
+        if not self._required or not self.estimator.learned_weather:
+            return np.zeros(len(X), bool)
+        return ~np.isnan(X[:, self._required]).any(axis=1)
 
     def groups(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``ConformalRegressor.bounds``' ``variant`` and ``counter`` of each row of ``X``."""

@@ -66,7 +66,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 
 from velocast.evaluation.intervals import DEFAULT_COVERAGE, check_coverage
-from velocast.models.weather_fallback import WeatherFallback, weather_known
+from velocast.models.weather_fallback import WeatherFallback
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +394,7 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
         """0: predicted without weather (or a model that reads none), 1: with weather."""
         if self.n_variants == 1:
             return np.zeros(len(X), np.int64)
-        return weather_known(X).astype(np.int64)
+        return self.estimator_.uses_weather(X).astype(np.int64)
 
     @staticmethod
     def counter_of(X: pd.DataFrame) -> np.ndarray:

@@ -39,7 +39,10 @@ def weather_known(X: pd.DataFrame) -> np.ndarray:
 class WeatherFallback(BaseEstimator):
     """``estimator`` fitted with and without the weather columns; each row uses what it has.
 
-    Learned: ``with_weather_`` and ``without_weather_`` (two fitted clones of ``estimator``).
+    Learned: ``with_weather_`` and ``without_weather_`` (two fitted clones of ``estimator``), and
+    ``weather_learned_``: whether any training row had its weather. A model fitted with none (a store
+    without weather) predicts every row with ``without_weather_``, weather given or not: its
+    with-weather model never saw a temperature, so what it does with one means nothing.
     """
 
     def __init__(self, estimator: Any = None, weather_columns: tuple[str, ...] = tuple(WEATHER_COLUMNS)):
@@ -54,8 +57,18 @@ class WeatherFallback(BaseEstimator):
         bare = self._without(X)
         self.with_weather_, self.without_weather_ = self._both(lambda: first.fit(X, y, **fit_params),
                                                                lambda: second.fit(bare, y, **fit_params))
+        self.weather_learned_ = bool(weather_known(X).any())
         self._copy_attributes()
         return self
+
+    @property
+    def learned_weather(self) -> bool:
+        """Whether the with-weather model learned from any weather (True for models saved before it was recorded)."""
+        return bool(getattr(self, "weather_learned_", True))
+
+    def uses_weather(self, X: pd.DataFrame) -> np.ndarray:
+        """Rows the with-weather model predicts: their weather given, and a model that learned weather."""
+        return weather_known(X) & self.learned_weather
 
     def continued(self, step: Callable[[Any, pd.DataFrame], Any], X: pd.DataFrame) -> WeatherFallback:
         """A new fallback whose two models are ``step(old_model, rows)`` (continued training)."""
@@ -63,6 +76,7 @@ class WeatherFallback(BaseEstimator):
         bare = self._without(X)
         out.with_weather_, out.without_weather_ = self._both(lambda: step(self.with_weather_, X),
                                                              lambda: step(self.without_weather_, bare))
+        out.weather_learned_ = self.learned_weather or bool(weather_known(X).any())
         out._copy_attributes()
         return out
 
@@ -80,7 +94,7 @@ class WeatherFallback(BaseEstimator):
                 setattr(self, name, getattr(self.with_weather_, name))
 
     def _combine(self, method: str, X: pd.DataFrame) -> np.ndarray:
-        known = weather_known(X)
+        known = self.uses_weather(X)
         if known.all():
             return np.asarray(getattr(self.with_weather_, method)(X))
         if not known.any():

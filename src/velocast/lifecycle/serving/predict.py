@@ -29,6 +29,7 @@ from velocast.lifecycle.serving.fast_path import ServedRows, fast_inputs
 from velocast.lifecycle.serving.scoring import score
 from velocast.models import get_spec, predict_frame
 from velocast.models.intervals import STATIC
+from velocast.models.weather_fallback import WeatherFallback
 from velocast.tracking.mlflow_runs import load_sklearn_model
 from velocast.tracking.registry import LoadedModel, Registry
 
@@ -123,6 +124,9 @@ def predict_rows(rows: pd.DataFrame | ServedRows, model: LoadedModel, settings: 
         if labelled is not None and labelled.any():
             metrics = score(model.pipeline, enriched[labelled.to_numpy()], coverage,
                             settings.coverage_tolerance, online_rule(settings), recent).to_dict()
+    if not learned_weather(model.pipeline):  # trained without any weather: what a row gives is not used
+        for position in np.flatnonzero(np.asarray(weather_source) != "missing"):
+            notes[position].append(WEATHER_NOT_LEARNED_NOTE)
     # the one place where a batch of rows gets its predictions
     columns = {**predicted, WEATHER_SOURCE: weather_source, "notes": ["; ".join(n) for n in notes]}
     warnings = [unknown_counters_warning(unknown)] if unknown else []
@@ -130,6 +134,17 @@ def predict_rows(rows: pd.DataFrame | ServedRows, model: LoadedModel, settings: 
         warnings.append(no_intervals_warning(model))
     warnings += summarise_notes(notes)
     return Predictions(rows, columns, model, warnings, metrics, unknown, notes, coverage if model.has_intervals else None)
+
+
+WEATHER_NOT_LEARNED_NOTE = ("weather not used: the model was trained without weather (none was in the store); "
+                            "predicted by its no-weather sibling")
+
+
+def learned_weather(pipeline: Any) -> bool:
+    """False for a model with a no-weather sibling that never saw any weather when it was fitted."""
+    model = pipeline.named_steps["model"]
+    point = getattr(model, "estimator_", model)
+    return not isinstance(point, WeatherFallback) or point.learned_weather
 
 
 def summarise_notes(notes: list[list[str]]) -> list[str]:
@@ -186,7 +201,7 @@ def read_rows_to_predict(path: Path | str, settings: Settings | None = None,
     raw = read_table(path, require_count=False)
     if known_counters is None:
         known_counters = store.counters(settings or get_settings())
-    return RowsToPredict(raw, validate(raw, require_count=False, known_counters=known_counters))
+    return RowsToPredict(raw, validate(raw, require_count=False, known_counters=known_counters, deduplicate=False))
 
 
 def predict_file(input_path: Path | str, output_path: Path | str, model_type: str = "lgbm",
@@ -204,19 +219,25 @@ def predict_file(input_path: Path | str, output_path: Path | str, model_type: st
     settings = settings or get_settings()
     progress.step(f"reading {input_path}")
     read = read_rows_to_predict(input_path, settings)
+    output_path = Path(output_path)
+    rejected_path = output_path.with_name(output_path.stem + ".rejected.csv")
+    if read.checked.accepted.empty:
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        read.checked.rejected.to_csv(rejected_path, index=False)
+        reasons = ", ".join(f"{k} ({v})" for k, v in read.checked.rejected_by_reason().items())
+        raise ValueError(f"no row of {input_path} can be predicted ({reasons or 'the file has no rows'}); "
+                         f"each rejected row and why: {rejected_path}")
     progress.step(f"loading the {model_type} model")
     model = load_model(model_type, model_uri, horizon=horizon, settings=settings)
     progress.step(f"building the inputs as served and predicting {len(read.checked.accepted):,} rows")
     result = predict_rows(read.rows, model, settings, coverage)
     output = read.output(result.frame, result.coverage)
-    output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     if output_path.suffix.lower() in {".parquet", ".pq"}:
         output.to_parquet(output_path, index=False)
     else:
         output.to_csv(output_path, index=False)
     if not read.checked.rejected.empty:
-        rejected_path = output_path.with_name(output_path.stem + ".rejected.csv")
         read.checked.rejected.to_csv(rejected_path, index=False)
         result.warnings.append(f"{len(read.checked.rejected)} row(s) could not be predicted; see {rejected_path}")
     return result
