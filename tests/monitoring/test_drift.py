@@ -332,6 +332,20 @@ def test_write_reports(frame, tmp_path):
     assert "velocast drift verdict: DRIFT" in html and "the target (bike_count) drifted" in html
 
 
+def test_a_column_without_values_is_left_out_of_the_html_not_the_whole_report(frame, tmp_path):
+    """A store without weather: the weather columns are all missing; evidently refuses an empty
+    column, so it is left out of the panels (the verdict says it was not tested) and the HTML is written."""
+    reference, current = split_week(frame, "2021-06-28")
+    reference, current = reference.assign(temperature_c=np.nan), current.assign(temperature_c=np.nan)
+    report = detect_drift(reference, current, [*NUMERICAL, "temperature_c"], CATEGORICAL, target=TARGET)
+    untested = next(f for f in report.features if f.name == "temperature_c")
+    assert not untested.tested and not untested.drifted
+    matched, _ = seasonal_reference(reference, current)
+    paths = write_reports(report, matched, current, [*NUMERICAL, "temperature_c", *CATEGORICAL, TARGET], tmp_path)
+    assert set(paths) == {"json", "html"}
+    assert "not tested" in paths["html"].read_text(encoding="utf-8")
+
+
 def test_write_reports_without_html_still_writes_json(frame, tmp_path):
     reference, current = split_week(frame, "2021-06-28")
     report = check(reference, current)

@@ -685,6 +685,10 @@ def _evidently_html(report: DriftReport, reference: pd.DataFrame, current: pd.Da
     dropped = [c for c in columns if c not in cols]
     if dropped:
         logger.warning("columns left out of the HTML report (missing from a frame): %s", dropped)
+    empty = [c for c in cols if reference[c].isna().all() or current[c].isna().all()]
+    if empty:  # evidently refuses an empty column; the banner lists it as not tested
+        logger.info("columns without values left out of the HTML panels: %s", empty)
+        cols = [c for c in cols if c not in empty]
     if not cols:
         raise ValueError("no column common to reference and current to render")
     kinds = {f.name: f.kind for f in report.features}

@@ -1,6 +1,7 @@
 """Champion health: is the champion still as good on recent labelled days as on test_baseline?
 
-States follow the original system's decision table: ``ok``; ``degraded`` when RMSE rose 10-20%
+States follow the original system's decision table (``unknown`` below ``min_rows`` recent labelled
+rows): ``ok``; ``degraded`` when RMSE rose 10-20%
 above its own test_baseline RMSE (lightweight adaptation); ``critical`` when it rose more than 20%
 or the RMSE is above an absolute threshold (default 50). The prediction intervals are judged too:
 an empirical coverage outside ``nominal ± coverage_tolerance`` (0.70-0.90 for an 80% interval)
@@ -20,6 +21,7 @@ class HealthPolicy:
     critical_drop: float = 0.20
     rmse_threshold: float = 50.0
     coverage_tolerance: float = 0.10  # the interval's empirical coverage must stay within nominal ± this
+    min_rows: int = 200  # fewer recent labelled rows: "unknown" (a few hours of one counter judge nothing)
 
 
 @dataclass
@@ -75,6 +77,10 @@ def _state(rmse: float | None, r2: float | None, baseline_rmse: float | None, ba
     if rmse is None or rows == 0:
         return HealthReport("unknown", rmse, r2, baseline_rmse, baseline_r2, None, rows, period,
                             ["no recent labelled rows to check the champion on"])
+    if rows < policy.min_rows:
+        return HealthReport("unknown", rmse, r2, baseline_rmse, baseline_r2, None, rows, period,
+                            [f"only {rows} recent labelled rows ({period}), fewer than {policy.min_rows}: too few to "
+                             f"judge the champion (RMSE {rmse:.2f} on them)"])
     drop = (rmse - baseline_rmse) / baseline_rmse if baseline_rmse else None
     reasons = []
     if rmse > policy.rmse_threshold:
