@@ -233,3 +233,33 @@ def test_lleaves_inlines_the_trees_of_models_it_compiles_in_reasonable_time() ->
     assert default["finline"] and lleaves_build.options_tag(default) == "inline-b16-small"
     big = lleaves_build.options(text(150, 255))  # 38,250 leaves: minutes to inline, so one function per tree
     assert not big["finline"] and lleaves_build.options_tag(big) == "noinline-b16-small"
+
+
+@pytest.mark.skipif(not lleaves_available(), reason="lleaves is not installed (pip install lleaves)")
+def test_a_compile_ends_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A server stopped mid-compile leaves no orphan compiler running on (nor a partial file)."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import lightgbm
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 10))
+    booster = lightgbm.train({"num_leaves": 63, "verbose": -1, "min_data_in_leaf": 5}, lightgbm.Dataset(X, X[:, 0]),
+                             num_boost_round=300)
+    model_file, target = tmp_path / "model.txt", tmp_path / "model.so"
+    booster.save_model(str(model_file))
+    starter = (f"import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-m', "
+               f"'velocast.models.lleaves_build', {str(model_file)!r}, {str(target)!r}, "
+               f"{json.dumps(json.dumps({'finline': True, 'fblocksize': 16, 'fcodemodel': 'small'}))}]); "
+               "print(child.pid, flush=True); time.sleep(1.0)")  # then dies, its child still compiling
+    parent = subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True, timeout=60)
+    child = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z" \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists() or Path(f"/proc/{child}/stat").read_text().split()[2] == "Z"
+    assert not target.exists() and not list(tmp_path.glob("*.partial"))

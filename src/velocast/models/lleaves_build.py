@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess  # nosec B404 - runs this module with this interpreter, never a shell
 import sys
 from pathlib import Path
@@ -49,7 +50,23 @@ def build(model_file: Path, target: Path, chosen: dict[str, Any], timeout: float
         raise RuntimeError(f"compiling {model_file.name} with lleaves failed: {detail[0]}")
 
 
+def _end_with_parent() -> None:
+    """Be sent SIGTERM when the process that started this one dies (Linux), and leave on SIGTERM through
+    ``finally`` blocks: a server stopped mid-compile leaves no orphan compiler and no partial file."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the compile ends on its own
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        sys.exit(143)
+
+
 def _main(model_file: str, target: str, chosen: dict[str, Any]) -> None:
+    _end_with_parent()
     os.nice(NICENESS)
     import lleaves
 
