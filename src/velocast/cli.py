@@ -702,6 +702,11 @@ def evaluate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
         typer.echo(f"policy {name:14s} -> {decision.kind}")
         for reason in decision.reasons:
             typer.echo(f"    - {reason}")
+    for note in ev.notes:
+        typer.echo(f"note: {note}")
+    folders = sorted({str(Path(path).parent) for path in outcome.reports.values()})
+    if folders:
+        typer.echo(f"reports: {folders[0] if len(folders) == 1 else ', '.join(folders)}")
     if promote_on_deploy:
         typer.echo(promoted["summary"])
 
@@ -784,9 +789,40 @@ def champion_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
                    f"by {h.actor}: {'; '.join(h.reasons)}")
 
 
-summary_app = _Typer(help="summary.json: every run, a view derived from the registry.", no_args_is_help=True,
-                     rich_markup_mode=None)
+summary_app = _Typer(help="summary.json: every run, a view derived from the registry.", rich_markup_mode=None)
 app.add_typer(summary_app, name="summary")
+
+
+@summary_app.callback(invoke_without_command=True)
+def summary_show(context: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+                 model_type: str | None = typer.Option(None, "--model-type", help="Only this model type."),
+                 last: int = typer.Option(20, "--last", min=1, help="The newest N runs.")) -> None:
+    """Every run in summary.json, newest last: version, horizon, test metrics, champion (`rebuild` regenerates it)."""
+    if context.invoked_subcommand is not None:
+        return
+    from datetime import datetime
+
+    from velocast.tracking.summary import SummaryStore
+
+    entries = [e for e in SummaryStore().read() if model_type is None or e.model_type == model_type][-last:]
+    if as_json:
+        _echo_json([e.to_dict() for e in entries])
+        return
+    if not entries:
+        typer.echo(f"no run in {redact(get_settings().summary_location)} yet: `velocast train` records one")
+        return
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    typer.echo(f"{'trained (Paris time)':20s} {'model':9s} {'version':>7s} {'horizon':9s} {'env':4s} "
+               f"{'test_baseline rmse':>18s} {'test_current rmse':>17s}  champion")
+    for e in entries:
+        flags = ("*" if e.is_champion else "") + (" test-mode" if e.test_mode else "")
+        typer.echo(f"{_paris_time(datetime.fromisoformat(e.timestamp)):20s} {e.model_type:9s} {e.model_version or '-':>7s} "
+                   f"{e.horizon or '-':9s} {e.env:4s} {number(e.rmse_baseline or e.rmse):>18s} "
+                   f"{number(e.rmse_current):>17s}  {flags}")
+    typer.echo(f"summary: {redact(get_settings().summary_location)}")
 
 
 @summary_app.command("rebuild")
@@ -871,6 +907,9 @@ def drift_cmd(model_type: ModelType = typer.Option("lgbm", help="Whose inputs an
                f"({'on' if r.seasonal_matching else 'off'}); current: {r.current_rows:,} rows "
                f"({period(r.current_period)}); days in Europe/Paris")
     for f in r.features:
+        if not f.tested:
+            typer.echo(f"  -    {f.name:20s} {f.note or 'not tested'}")
+            continue
         flag = "DRIFT" if f.drifted else "  ok "
         typer.echo(f"  {flag} {f.name:20s} {f.test:5s} effect={f.effect if f.effect is None else round(f.effect, 3)}"
                    f" p={f.p_value if f.p_value is None else f'{f.p_value:.2g}'}")
