@@ -482,7 +482,7 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
                             "first_day": str(day_names[0]), "last_day": str(day_names[-1]),
                             "counters": len(np.unique(counter[counter >= 0])), "groups": groups}
         if borrowed:
-            log.warning("no calibration day had weather: rows forecast with weather get the intervals of the "
+            log.info("no calibration day had weather: rows forecast with weather get the intervals of the "
                         "rows without it (calibrated on %d days)", len(day_names))
             out.calibration_["with_weather_from"] = "without_weather"
         return out
