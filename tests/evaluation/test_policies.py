@@ -66,6 +66,16 @@ def test_no_current_falls_back_to_baseline_and_says_so() -> None:
     assert d.kind == "deploy" and any("compared on test_baseline" in r for r in d.reasons)
 
 
+def test_a_handful_of_current_rows_is_not_compared_on() -> None:
+    """125 rows (two night hours of the counters) say nothing: test_baseline decides, and the reasons say why."""
+    ev = _eval(_reg(0.85, 28), _reg(0.80, 30), _reg(0.60, 40), _reg(0.90, 20))
+    ev.current.rows = 125
+    d = decide(ev)
+    assert d.kind == "deploy" and any("only 125 test_current rows (fewer than 200)" in r for r in d.reasons)
+    ev.current.rows = 200
+    assert decide(ev).kind == "skip_no_improvement"
+
+
 def test_significant_needs_confidence_and_no_counter_regression() -> None:
     p = Policy(name="significant")
     rng = np.random.default_rng(0)

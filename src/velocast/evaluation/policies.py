@@ -11,8 +11,9 @@ Then:
   0.95 × the champion's;
 - ``significant``: deploy only if a paired bootstrap over days says the challenger's RMSE on
   ``test_current`` is lower with 95% confidence, and no counter's RMSE got worse by more than 25%.
-With no champion yet, passing the gate deploys. With no ``test_current``, the comparison is made on
-``test_baseline`` instead, and the reasons say so. A tie never deploys.
+With no champion yet, passing the gate deploys. With no ``test_current`` (or fewer than
+``min_current_rows`` rows of it), the comparison is made on ``test_baseline`` instead, and the
+reasons say so. A tie never deploys.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Policy:
     confidence: float = 0.95
     max_counter_regression: float = 0.25
     min_counter_rows: int = 24
+    min_current_rows: int = 200  # fewer test_current rows compare nothing: test_baseline decides instead
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,8 +110,13 @@ def decide(evaluation: DoubleEvaluation, policy: Policy | None = None) -> Decisi
     passed = _gate_reason(evaluation, policy)
     if not evaluation.has_champion:
         return Decision("deploy", policy.name, [passed, "there is no champion yet"], False, True)
-    compared = evaluation.current if evaluation.current is not None and evaluation.current.champion else evaluation.baseline
-    note = [] if compared is evaluation.current else ["no test_current rows: compared on test_baseline instead"]
+    current = evaluation.current
+    compared, note = evaluation.baseline, ["no test_current rows: compared on test_baseline instead"]
+    if current is not None and current.champion and current.rows >= policy.min_current_rows:
+        compared, note = current, []
+    elif current is not None and current.champion:
+        note = [f"only {current.rows} test_current rows (fewer than {policy.min_current_rows}): compared on "
+                "test_baseline instead"]
     if evaluation.task == "classification":
         return _classification(evaluation, compared, policy, [passed, *note])
     if policy.name == "double_eval":
