@@ -132,6 +132,17 @@ def test_cli_train_and_predict_held_out_rows(real_home: Path, tmp_path: Path, re
     assert len(predicted) == len(held_out) and predicted["prediction"].notna().all()
     assert "rmse=" in out.output  # counts were given, so metrics are printed
     assert "unknown to the model" in out.output  # some of those counters are not in the subset
+    # the repeated autumn hour without an offset is read as summer time, and the row says so
+    autumn = tmp_path / "autumn.csv"
+    from velocast.data import store
+
+    pd.DataFrame({"counter_id": [str(store.counters()["counter_id"].iloc[0])] * 2,
+                  "timestamp": ["2021-10-31 02:00", "2021-10-31 03:00"]}).to_csv(autumn, index=False)
+    out = runner.invoke(app, ["predict", "--input", str(autumn), "--output", str(target)])
+    assert out.exit_code == 0, out.output
+    notes = pd.read_csv(target)["notes"].fillna("").tolist()
+    assert "occurs twice in Paris (the autumn clock change)" in notes[0] and "autumn" not in notes[1]
+    assert "1 row(s): timestamp='2021-10-31 02:00' occurs twice in Paris" in out.output
 
 
 def test_unknown_type_and_bad_hyperparams_are_clear_errors(real_home: Path) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 from velocast import progress
 from velocast.config import Settings, get_settings
 from velocast.data import store
-from velocast.data.ingest import RawTable, Validated, read_table, validate
+from velocast.data.ingest import RawTable, Validated, ambiguous_local_times, read_table, validate
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.evaluation.intervals import check_coverage
 from velocast.features import paris_day_hour
@@ -174,6 +174,18 @@ class RowsToPredict:
                 rows[column] = pd.to_numeric(self.raw.frame[column], errors="coerce").to_numpy(float)[positions]
         return rows
 
+    def ambiguous_notes(self) -> list[str | None]:
+        """Per accepted row: a note when its time, naive Paris time, is the repeated autumn hour."""
+        column = next((raw for raw, canonical in self.raw.rename.items() if canonical == "timestamp"), None)
+        positions = np.asarray(self.checked.accepted_positions, dtype=int)
+        if column is None or column not in self.raw.frame or self.raw.naive_timezone == "UTC":
+            return [None] * len(positions)
+        values = self.raw.frame[column].iloc[positions].reset_index(drop=True)
+        ambiguous = ambiguous_local_times(values, self.raw.naive_timezone)
+        return [f"{column}={value!r} occurs twice in Paris (the autumn clock change) and has no offset: read as "
+                "summer time (+02:00); give the offset (+02:00 or +01:00) to choose" if flag else None
+                for value, flag in zip(values, ambiguous)]
+
     def output(self, predicted: pd.DataFrame, coverage: float | None = None) -> pd.DataFrame:
         """The file's own columns (all of them, in order) for each accepted row, plus the forecast.
 
@@ -232,6 +244,11 @@ def predict_file(input_path: Path | str, output_path: Path | str, model_type: st
     progress.step(f"building the inputs as served and predicting {len(read.checked.accepted):,} rows")
     result = predict_rows(read.rows, model, settings, coverage)
     output = read.output(result.frame, result.coverage)
+    ambiguous = read.ambiguous_notes()
+    if any(ambiguous):
+        output["notes"] = ["; ".join(n for n in (note, extra) if n) for note, extra in zip(output["notes"].fillna(""),
+                                                                                          ambiguous)]
+        result.warnings.append(f"{sum(map(bool, ambiguous))} row(s): {next(n for n in ambiguous if n)}")
     output_path.parent.mkdir(parents=True, exist_ok=True)
     if output_path.suffix.lower() in {".parquet", ".pq"}:
         output.to_parquet(output_path, index=False)
