@@ -1021,7 +1021,8 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
     def show(w: Any) -> None:
         cover = "-" if w.coverage_policy is None else format(w.coverage_policy, ".3f")
         typer.echo(f"{w.week:>4} {w.start:10s} {w.rmse_never:7.2f} {w.rmse_always:7.2f} {w.rmse_policy:7.2f} "
-                   f"{cover:>6}  v{w.champion_version:<7} {w.decision or '-'}{' (promoted)' if w.promoted else ''}")
+                   f"{cover:>6}  v{w.champion_version:<7} {w.decision or '-'}{' (promoted)' if w.promoted else ''}"
+                   + (" (not promoted: test mode)" if test_mode and w.decision == "deploy" else ""))
 
     with _working("simulate"):
         typer.echo(header)
@@ -1033,6 +1034,8 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
                    f"(nominal {get_settings().interval_coverage:.2f})")
     typer.echo(f"table: {result.files['markdown']}   plot: {result.files['plot']}")
     typer.echo(f"simulation home (its MLflow runs and audit log): VELOCAST_HOME={result.home} velocast audit list")
+    if test_mode:
+        typer.echo("test mode: cycles never promote, so the policy column follows the first champion")
 
 
 @app.command("serve")
