@@ -111,6 +111,9 @@ def test_naive_timestamp_is_paris_time_and_naive_date_is_utc(client: TestClient)
     assert predictions[0]["prediction"] == pytest.approx(predictions[1]["prediction"])
     assert predictions[0]["prediction"] == pytest.approx(predictions[2]["prediction"])
     assert predictions[3]["warnings"] == ["same counter and hour as record 0"]
+    # that record's own weather answers it (a scenario of the hour), not the first record's
+    assert predictions[3]["weather"] == "given" and predictions[0]["weather"] != "given"
+    assert predictions[3]["prediction"] != pytest.approx(predictions[0]["prediction"])
 
 
 def test_an_unknown_counter_gets_a_prediction_and_a_warning(client: TestClient) -> None:

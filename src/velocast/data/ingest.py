@@ -411,9 +411,9 @@ def validate(raw: RawTable, *, require_count: bool = True,
     """Turn a raw table into canonical rows; every row that fails goes to ``rejected`` with reasons.
 
     ``known_counters`` (the store's counter list) fills in missing names and coordinates of
-    counters that velocast already knows. ``deduplicate`` (counts to store): rows repeating a
-    counter-hour with the same count are kept once, with different counts all rejected; False (rows
-    to predict): every row is kept, each answered on its own (weather scenarios of one hour, say).
+    counters that velocast already knows. Rows repeating a counter-hour with different counts are
+    all rejected; with the same count (or none), ``deduplicate`` (counts to store) keeps them once,
+    False (rows to predict) keeps every one, each answered on its own (weather scenarios of an hour).
     """
     src = raw.frame.rename(columns=raw.rename)
     src = src.loc[:, ~src.columns.duplicated()]
@@ -494,11 +494,8 @@ def validate(raw: RawTable, *, require_count: bool = True,
                 value = src[column][idx] if column in src else first["failure_case"]
                 detail[idx] = f"{column}={str(value)!r}: {expected}"
 
-    ok = reason.isna()
-    if not deduplicate:
-        accepted = canon[ok]
-        return _validated(raw, accepted, ok, reason, detail, n, 0, accepted.index.to_numpy())
     # conflicting duplicates (same counter and hour, different counts) are all rejected
+    ok = reason.isna()
     keyed = canon[ok]
     groups = keyed.groupby(["counter_id", "timestamp"], sort=False)["bike_count"]
     n_distinct = groups.transform("nunique", dropna=False)
@@ -510,6 +507,8 @@ def validate(raw: RawTable, *, require_count: bool = True,
                                 for v in values[conflict_idx]]
     ok = reason.isna()
     accepted = canon[ok]
+    if not deduplicate:
+        return _validated(raw, accepted, ok, reason, detail, n, 0, accepted.index.to_numpy())
     identical = accepted.duplicated(["counter_id", "timestamp"], keep="first")
     positions = accepted.index.to_numpy()[~identical.to_numpy()]
     return _validated(raw, accepted[~identical], ok, reason, detail, n, int(identical.sum()), positions)
