@@ -171,6 +171,7 @@ def test_retrain(real_store_template: Path, tmp_path: Path, cutoff: str) -> None
         first = train("baseline", model_test=True, settings=settings)
         promote("baseline", version=first.model_version, reason="test", force=True, settings=settings)
         out = quarterly_retrain("baseline", test_mode=True, settings=settings)
-        new = splits.active_split(settings)
+        new = splits.get_split(out["new_split"], settings)
+        assert splits.active_split(settings).version == out["old_split"]  # a test-mode run changes no baseline
         assert trained_days(settings, out["run_id"]).isdisjoint(new.test_days)
         assert set(out["compared_days"]) <= set(new.test_days)

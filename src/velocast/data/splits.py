@@ -188,10 +188,17 @@ def record_split(cutoff: date | str | None = None, test_fraction: float = 0.2, s
             parent_version=parent_version, notes=notes or [],
         )
         atomic_write_json(folder / "split.json", asdict(record))
-        atomic_write_json(settings.splits_dir / "active.json", {"version": version})
+        activate(version, settings)
     log.info("recorded split v%d: cutoff %s, %d train / %d test rows, %d test days", version,
              record.cutoff, len(train), len(test), len(test_days))
     return record
+
+
+def activate(version: int, settings: Settings | None = None) -> None:
+    """Make the recorded split ``version`` the active one (atomic)."""
+    settings = settings or get_settings()
+    get_split(version, settings)  # it must exist
+    atomic_write_json(settings.splits_dir / "active.json", {"version": version})
 
 
 def ensure_split(settings: Settings | None = None) -> SplitRecord:

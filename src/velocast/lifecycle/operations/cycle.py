@@ -454,6 +454,19 @@ def _quarterly_retrain(model_type: str, cutoff: str | None, policy: str, setting
         cutoff = str(paris_midnight(store.latest_timestamp(settings), 1).date())
     new = splits.record_split(cutoff, old.test_fraction, old.seed, old.current_test_fraction, settings,
                               parent_version=old.version, notes=[f"quarterly retrain: merged current data into v{old.version}"])
+    try:
+        outcome = _retrain_on(model_type, old, new, policy, settings, test_mode, promote_on_deploy, env)
+    finally:
+        if test_mode:  # a test-mode retrain changes nothing that serves or decides: the old baseline stays active
+            splits.activate(old.version, settings)
+    if test_mode:
+        outcome["reasons"].append(f"test mode: baseline v{new.version} recorded, v{old.version} stays active")
+    return outcome
+
+
+def _retrain_on(model_type: str, old: splits.SplitRecord, new: splits.SplitRecord, policy: str, settings: Settings,
+                test_mode: bool, promote_on_deploy: bool, env: str) -> dict[str, Any]:
+    """Retrain on the new baseline ``new`` (recorded from ``old``), judge, maybe promote, audit."""
     registry = Registry(settings)
     compared = registry.champion(model_type)  # the champion judged against, for compare-and-swap
     judged = set(new.test_days)
