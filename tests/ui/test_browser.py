@@ -259,3 +259,41 @@ def test_the_predict_map_picks_a_counter_without_the_internet(ui_server: str, at
         assert requested and not outside, f"the page asked the internet for: {outside[:5]}"
     finally:
         browser.close()
+
+
+def test_the_api_docs_render_without_the_internet(tmp_path: Path) -> None:
+    """`/docs` (Swagger UI) and `/redoc` load their scripts from the API itself, not from a CDN: on a
+    machine without internet access the interactive documentation still shows every route."""
+    port = _free_port()
+    env = {**os.environ, "VELOCAST_HOME": str(tmp_path / "home")}
+    log_path = tmp_path / "api.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "velocast"), "serve", "--host", "127.0.0.1",
+                                    "--port", str(port)], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    browser = None
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.3)
+        html = httpx.get(f"{base}/docs", timeout=10).text
+        assert f"{base}" not in html and "cdn." not in html and "/docs-static/swagger-ui-bundle.js" in html
+        browser = Browser(tmp_path / "profile")
+        browser.call("Network.enable")
+        text = browser.render(f"{base}/docs", ["/predict", "/champion_health", "velocast API"])
+        assert "/predict" in text and "/champion_health" in text, text[:2000]
+        requested = {e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"}
+        assert requested and all(url.startswith(base) or url.startswith("data:") for url in requested), requested
+        text = browser.render(f"{base}/redoc", ["/predict", "velocast API"])
+        assert "/predict" in text, text[:2000]
+    finally:
+        if browser is not None:
+            browser.close()
+        _stop(process)

@@ -33,7 +33,7 @@ from fastapi import (
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -709,6 +709,42 @@ def recover_at_start(settings: Settings) -> list[str]:
     return done
 
 
+DOCS_STATIC = "/docs-static"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from files the API serves itself, not from a CDN: a machine
+    without internet access gets the interactive documentation too (the ``fastapi-offline`` package's
+    copies of Swagger UI 5 and ReDoc)."""
+    from pathlib import Path
+
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_STATIC, StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+                                   oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+                                   swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png")
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js", with_google_fonts=False,
+                              redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png")
+
+
 def create_app(settings: Settings | None = None, *, config: ApiConfig | None = None) -> FastAPI:
     """The API over ``settings`` (default: from the environment) and ``config`` (default: VELOCAST_API_*)."""
     settings = settings or get_settings()
@@ -747,7 +783,8 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
                                 {"name": "lifecycle", "description": "Training, evaluation, drift, promotion, "
                                  "audit."},
                                 {"name": "service", "description": "Health, readiness, metrics."}],
-                  contact={"name": "velocast"}, license_info={"name": "MIT"})
+                  contact={"name": "velocast"}, license_info={"name": "MIT"}, docs_url=None, redoc_url=None)
+    _offline_docs(app)
     # the store's counts in memory for the serving path: built (and rebuilt after an ingest) by the refresh
     # thread, so requests rarely wait for it
     history = store_history(settings)
