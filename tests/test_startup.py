@@ -28,6 +28,36 @@ def test_skops_is_imported_without_torch() -> None:
     assert done.returncode == 0 and done.stdout.split()[-1] == "False", done.stderr[-2000:]
 
 
+def test_skops_module_scan_is_silent_about_other_packages_deprecated_attributes() -> None:
+    """skops looks a function's module up by reading its name on every loaded module; in an Airflow task
+    each deprecated Airflow attribute it reads warned (a thousand log lines per task)."""
+    code = """
+import sys, types, warnings
+class DeprecatedImportWarning(FutureWarning):  # as Airflow's
+    pass
+def deprecated(name):
+    warnings.warn(f"the attribute {name} is deprecated", DeprecatedImportWarning, stacklevel=2)
+    raise AttributeError(name)
+module = types.ModuleType("a_deprecating_package")
+module.__getattr__ = deprecated
+sys.modules[module.__name__] = module
+from velocast.tracking.skops_io import import_skops, quiet_scan
+import_skops()
+from skops.io._utils import whichmodule
+def lookup(): pass
+lookup.__module__ = None  # as a scipy ufunc: searched for in every loaded module
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    whichmodule(lookup, "lookup")  # skops alone: warns
+    with quiet_scan():  # as velocast saves and loads its models
+        warnings.warn("velocast's own", FutureWarning)  # other FutureWarnings still show
+        whichmodule(lookup, "lookup")
+print(len(caught))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and done.stdout.split()[-1] == "2", (done.stdout, done.stderr[-2000:])
+
+
 def test_openmp_threads_wait_passively_unless_told_otherwise() -> None:
     """velocast sets OMP_WAIT_POLICY=PASSIVE before LightGBM loads; an explicit value is kept."""
     import os

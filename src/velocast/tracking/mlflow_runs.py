@@ -19,7 +19,7 @@ import mlflow
 import pandas as pd
 
 from velocast.config import Settings, get_settings
-from velocast.tracking.skops_io import import_skops
+from velocast.tracking.skops_io import import_skops, quiet_scan
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ def load_sklearn_model(uri: str) -> Any:
     import_skops()  # before MLflow imports it: skops' own import would import torch
     path = list(sys.path)
     try:
-        return mlflow.sklearn.load_model(uri)
+        with quiet_scan():
+            return mlflow.sklearn.load_model(uri)
     finally:
         sys.path[:] = path
 
@@ -128,7 +129,8 @@ def trusted_types(model: Any) -> list[str]:
     import_skops()
     import skops.io as sio
 
-    types = sio.get_untrusted_types(data=sio.dumps(model))
+    with quiet_scan():
+        types = sio.get_untrusted_types(data=sio.dumps(model))
     foreign = [t for t in types if not t.startswith(_TRUSTED_PREFIXES)]
     if foreign:
         raise TypeError(f"model holds types velocast does not trust for loading: {foreign}")
@@ -170,8 +172,8 @@ def log_model(pipeline: Any, example: pd.DataFrame, classification: bool = False
 
     keep = [c for c in MODEL_INPUT_COLUMNS if c in example]
     trusted = trusted_types(pipeline)
-    with warnings.catch_warnings():  # MLflow hints about integer columns of the example; the signature is explicit
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings(), quiet_scan():  # MLflow hints about integer columns of the example;
+        warnings.simplefilter("ignore", UserWarning)  # the signature is explicit
         return mlflow.sklearn.log_model(
             pipeline, name="model", signature=model_signature(classification), input_example=example[keep],
             pip_requirements=pip_requirements(with_torch=any(t.startswith("velocast.models.nn.") for t in trusted)),

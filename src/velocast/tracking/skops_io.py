@@ -17,15 +17,38 @@ This module imports nothing heavy itself.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
+import warnings
+from collections.abc import Iterator
 
 _TORCH_SHIM = "sklearn.externals.array_api_compat.torch"
 
 
 def import_skops() -> None:
-    """Import ``skops.io`` without importing PyTorch when nothing else needs it (see the module docstring)."""
-    if "skops.io" in sys.modules or "torch" in sys.modules or _TORCH_SHIM in sys.modules:
+    """Import ``skops.io`` without importing PyTorch when nothing else needs it (see the module docstring).
+
+    Its module scan is quiet (``quiet_scan``)."""
+    if "skops.io" in sys.modules:
+        return
+    with quiet_scan():
+        _import_skops()
+
+
+@contextlib.contextmanager
+def quiet_scan() -> Iterator[None]:
+    """skops finds a function's module by reading that name on every loaded module (on import, and on
+    each save and load): in an Airflow task each read of a deprecated Airflow attribute is a
+    ``DeprecatedImportWarning`` (a ``FutureWarning``), a thousand log lines per task. Within this
+    block, those warnings (raised from skops' scan, about other packages) are ignored."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"skops\.io\._utils")
+        yield
+
+
+def _import_skops() -> None:
+    if "torch" in sys.modules or _TORCH_SHIM in sys.modules:
         import skops.io  # noqa: F401
         return
     placeholder = types.ModuleType(_TORCH_SHIM)
