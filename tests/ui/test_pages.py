@@ -127,6 +127,13 @@ def test_batch_output_keeps_the_file_columns(at_ui_home: dict[str, Any], recent_
     assert (output["coverage"] == 0.8).all() and (output["lower"] <= output["upper"]).all()
     assert output["prediction"].ge(0).all() and output["weather"].isin(["forecast", "missing", "given"]).all()
     assert len(output) == 5 and batch.rejected["source_row"].tolist() == [4]
+    # a file that cannot be read is named as the user uploaded it, in the page's terms
+    from velocast.data.ingest import IngestError
+
+    with pytest.raises(IngestError) as raised:
+        client.validate_upload("my counts.csv", b"colour,size\nred,3\n")
+    assert "my counts.csv" in str(raised.value) and "velocast-upload-" not in str(raised.value)
+    assert "--mapping" not in str(raised.value) and "This page reads those two formats." in str(raised.value)
 
 
 def test_models_page_shows_champion_metrics_and_history(at_ui_home: dict[str, Any]) -> None:

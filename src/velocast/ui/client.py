@@ -184,13 +184,19 @@ class Client(ABC):
 
         Raises ``velocast.data.ingest.IngestError`` when the file cannot be read at all.
         """
+        from velocast.data.ingest import IngestError
         from velocast.lifecycle.serving.predict import read_rows_to_predict
 
         suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in {".csv", ".parquet", ".pq"} else ".csv"
         with tempfile.TemporaryDirectory(prefix="velocast-upload-") as folder:
             path = Path(folder) / f"upload{suffix}"
             path.write_bytes(content)
-            read = read_rows_to_predict(path, known_counters=self.counters())
+            try:
+                read = read_rows_to_predict(path, known_counters=self.counters())
+            except IngestError as exc:  # said of the file the user uploaded, in the page's terms
+                message = str(exc).replace(str(path), name).replace(
+                    "Use --mapping FILE for other tables.", "This page reads those two formats.")
+                raise IngestError(message) from None
         batch = BatchInput(name, read)
         log.info("upload %s (%s): %d rows, %d accepted, %d rejected", name, batch.format, batch.rows_read,
                  len(read.checked.accepted), len(batch.rejected))
