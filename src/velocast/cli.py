@@ -738,6 +738,7 @@ def promote_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
                    expected_champion=expected_from_text(expected_champion))
     typer.echo(f"{model_type}: champion {done.from_version or '-'} -> {done.to_version} "
                f"(previous-champion: {done.previous_alias_after or '-'})"
+               + ("; it already was the champion: nothing moved" if done.from_version == done.to_version else "")
                + (f"; OVERRIDE of: {'; '.join(done.overridden)}" if done.override else ""))
 
 
