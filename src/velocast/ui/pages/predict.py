@@ -145,7 +145,7 @@ if banded:
         tooltip=["hour", alt.Tooltip("lower:Q", format=".0f"), alt.Tooltip("predicted:Q", format=".0f"),
                  alt.Tooltip("upper:Q", format=".0f")])
     layers = [band, lines]
-st.altair_chart(alt.layer(*layers).resolve_scale(color="independent"), use_container_width=True)
+st.altair_chart(alt.layer(*layers).resolve_scale(color="independent"), width="stretch")
 if banded:
     st.caption(f"The band is the {result.coverage:.0%} prediction interval: calibrated so that {result.coverage:.0%} "
                "of the counts fall inside it (conformal prediction on recent days the model never trained on).")
