@@ -54,6 +54,8 @@ def test_a_job_lives_in_the_audit_database_with_its_request_and_rows(jobs: JobSt
     assert jobs.get("nope") is None
     with pytest.raises(JobNotRunnable, match="no training job 'nope'"):
         jobs.spec("nope")
+    with pytest.raises(JobNotRunnable, match="no job_id given"):  # the DAG triggered without its conf
+        run_job("  ")
 
 
 def test_transitions_are_compare_and_set(jobs: JobStore) -> None:

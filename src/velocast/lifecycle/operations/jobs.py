@@ -378,6 +378,9 @@ def run_job(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
     :class:`JobNotRunnable` when the job does not exist or is not queued, and re-raises the
     training's exception after recording it, so an Airflow task fails with it.
     """
+    if not str(job_id or "").strip():
+        raise JobNotRunnable("no job_id given: trigger with the conf {\"job_id\": \"<id>\"} of a job the API "
+                             "stored (POST /train answers it)")
     settings = settings or get_settings()
     store = JobStore(settings)
     spec = store.spec(job_id)
