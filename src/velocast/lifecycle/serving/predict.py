@@ -201,6 +201,10 @@ class RowsToPredict:
                 out[name] = predicted[column].to_numpy()
                 if name == "upper":
                     out["coverage"] = coverage
+        ambiguous = self.ambiguous_notes()
+        if "notes" in out and any(ambiguous):
+            out["notes"] = ["; ".join(n for n in (note, extra) if n)
+                            for note, extra in zip(out["notes"].fillna(""), ambiguous)]
         return out
 
 
@@ -243,12 +247,10 @@ def predict_file(input_path: Path | str, output_path: Path | str, model_type: st
     model = load_model(model_type, model_uri, horizon=horizon, settings=settings)
     progress.step(f"building the inputs as served and predicting {len(read.checked.accepted):,} rows")
     result = predict_rows(read.rows, model, settings, coverage)
-    output = read.output(result.frame, result.coverage)
-    ambiguous = read.ambiguous_notes()
-    if any(ambiguous):
-        output["notes"] = ["; ".join(n for n in (note, extra) if n) for note, extra in zip(output["notes"].fillna(""),
-                                                                                          ambiguous)]
-        result.warnings.append(f"{sum(map(bool, ambiguous))} row(s): {next(n for n in ambiguous if n)}")
+    output = read.output(result.frame, result.coverage)  # rows in the repeated autumn hour say how they were read
+    ambiguous = [note for note in read.ambiguous_notes() if note]
+    if ambiguous:
+        result.warnings.append(f"{len(ambiguous)} row(s): {ambiguous[0]}")
     output_path.parent.mkdir(parents=True, exist_ok=True)
     if output_path.suffix.lower() in {".parquet", ".pq"}:
         output.to_parquet(output_path, index=False)
