@@ -159,8 +159,9 @@ def test_quarterly_retrain_keeps_the_old_test_days_unseen(champion_home: Path, m
     old = splits.active_split()
     before = Registry().champion("lgbm").version
     out = quarterly_retrain("lgbm", cutoff="2021-07-15", test_mode=True, promote_on_deploy=True)
-    new = splits.active_split()
+    new = splits.get_split(out["new_split"])
     assert (out["old_split"], out["new_split"]) == (old.version, new.version) and new.parent_version == old.version
+    assert splits.active_split().version == old.version  # a test-mode retrain leaves the baseline active
     assert set(old.test_days) <= set(new.test_days)
     train_days = set(splits.paris_day(splits.load_split("train_baseline", new)["timestamp"]).astype(str))
     assert train_days.isdisjoint(old.test_days)
@@ -178,12 +179,13 @@ def test_retrain_by_default_merges_every_day_and_compares_on_days_neither_model_
     seen = Registry().trained_days(Registry().get("lgbm", champion.model_version))
     assert seen and max(seen) > splits.active_split().cutoff  # it trained on days after the cutoff
     out = quarterly_retrain("lgbm", test_mode=True)
-    new = splits.active_split()
+    new = splits.get_split(out["new_split"])
     assert new.cutoff == "2021-08-11"  # the day after the latest stored count (2021-08-10 01:00 Paris): all merged
     expected = set(new.test_days) - seen
     assert set(out["compared_days"]) == expected and expected < set(new.test_days)
     assert any(d in seen for d in new.test_days)
-    assert f"compared on {len(expected)} held-out days neither model trained on" in out["reasons"][-1]
+    assert any(f"compared on {len(expected)} held-out days neither model trained on" in r for r in out["reasons"])
+    assert out["reasons"][-1] == f"test mode: baseline v{new.version} recorded, v{out['old_split']} stays active"
     row = AuditLog().list(event="retrain")[0]
     assert row.details["compared_days"] == sorted(expected)
 

@@ -152,7 +152,7 @@ def unseen_by_both(test_baseline: pd.DataFrame, test_current: pd.DataFrame | Non
                              "nothing unseen to judge on (record a new split with `velocast data split`, or "
                              "evaluate a version trained on that split)")
         out[name] = frame[keep].reset_index(drop=True) if keep.any() else None
-        log.warning("%s: %d of %d rows left out (days a model trained on)", name, int((~keep).sum()), len(frame))
+        log.info("%s: %d of %d rows left out (days a model trained on)", name, int((~keep).sum()), len(frame))
     return out["test_baseline"], out["test_current"], notes
 
 
