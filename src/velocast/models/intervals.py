@@ -483,7 +483,7 @@ class ConformalRegressor(BaseEstimator, RegressorMixin):
                             "counters": len(np.unique(counter[counter >= 0])), "groups": groups}
         if borrowed:
             log.info("no calibration day had weather: rows forecast with weather get the intervals of the "
-                        "rows without it (calibrated on %d days)", len(day_names))
+                     "rows without it (calibrated on %d days)", len(day_names))
             out.calibration_["with_weather_from"] = "without_weather"
         return out
 
