@@ -40,7 +40,7 @@ _LAZY = {
                      "validate_hyperparams"), "velocast.models.catalogue"),
     **dict.fromkeys(("build_estimator", "build_features", "build_pipeline", "calibrate", "calibration_info",
                      "classification_labels", "continue_training", "feature_importance", "is_calibrated",
-                     "predict_frame", "task_of"), "velocast.models.pipeline"),
+                     "learned_weather", "predict_frame", "task_of"), "velocast.models.pipeline"),
 }
 
 

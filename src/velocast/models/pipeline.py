@@ -176,6 +176,12 @@ def classification_labels(pipeline: Pipeline, X: pd.DataFrame, counts: np.ndarra
     return pipeline.named_steps["model"].labels(Xf, counts)
 
 
+def learned_weather(pipeline: Pipeline) -> bool:
+    """False for a model with a no-weather sibling that never saw any weather when it was fitted."""
+    point = _point_model(pipeline.named_steps["model"])
+    return not isinstance(point, WeatherFallback) or point.learned_weather
+
+
 def feature_importance(pipeline: Pipeline) -> pd.Series | None:
     """Importance of each feature in the model that predicts rows with weather."""
     model = unwrap(_point_model(pipeline.named_steps["model"]))

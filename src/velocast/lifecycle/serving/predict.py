@@ -27,9 +27,8 @@ from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs
 from velocast.lifecycle.serving.adaptation import online_rule, served_window
 from velocast.lifecycle.serving.fast_path import ServedRows, fast_inputs
 from velocast.lifecycle.serving.scoring import score
-from velocast.models import get_spec, predict_frame
+from velocast.models import get_spec, learned_weather, predict_frame
 from velocast.models.intervals import STATIC
-from velocast.models.weather_fallback import WeatherFallback
 from velocast.tracking.mlflow_runs import load_sklearn_model
 from velocast.tracking.registry import LoadedModel, Registry
 
@@ -140,13 +139,6 @@ WEATHER_NOT_LEARNED_NOTE = ("weather not used: the model was trained without wea
                             "predicted by its no-weather sibling")
 
 
-def learned_weather(pipeline: Any) -> bool:
-    """False for a model with a no-weather sibling that never saw any weather when it was fitted."""
-    model = pipeline.named_steps["model"]
-    point = getattr(model, "estimator_", model)
-    return not isinstance(point, WeatherFallback) or point.learned_weather
-
-
 def summarise_notes(notes: list[list[str]]) -> list[str]:
     """One warning per kind of row note, with how many rows it concerns and the first example."""
     kinds: dict[str, list[str]] = {}
@@ -174,6 +166,7 @@ class RowsToPredict:
                 rows[column] = pd.to_numeric(self.raw.frame[column], errors="coerce").to_numpy(float)[positions]
         return rows
 
+    @functools.cached_property
     def ambiguous_notes(self) -> list[str | None]:
         """Per accepted row: a note when its time, naive Paris time, is the repeated autumn hour."""
         column = next((raw for raw, canonical in self.raw.rename.items() if canonical == "timestamp"), None)
@@ -201,7 +194,7 @@ class RowsToPredict:
                 out[name] = predicted[column].to_numpy()
                 if name == "upper":
                     out["coverage"] = coverage
-        ambiguous = self.ambiguous_notes()
+        ambiguous = self.ambiguous_notes
         if "notes" in out and any(ambiguous):
             out["notes"] = ["; ".join(n for n in (note, extra) if n)
                             for note, extra in zip(out["notes"].fillna(""), ambiguous)]
@@ -248,7 +241,7 @@ def predict_file(input_path: Path | str, output_path: Path | str, model_type: st
     progress.step(f"building the inputs as served and predicting {len(read.checked.accepted):,} rows")
     result = predict_rows(read.rows, model, settings, coverage)
     output = read.output(result.frame, result.coverage)  # rows in the repeated autumn hour say how they were read
-    ambiguous = [note for note in read.ambiguous_notes() if note]
+    ambiguous = [note for note in read.ambiguous_notes if note]
     if ambiguous:
         result.warnings.append(f"{len(ambiguous)} row(s): {ambiguous[0]}")
     output_path.parent.mkdir(parents=True, exist_ok=True)
