@@ -184,7 +184,13 @@ def test_retrain_by_default_merges_every_day_and_compares_on_days_neither_model_
     expected = set(new.test_days) - seen
     assert set(out["compared_days"]) == expected and expected < set(new.test_days)
     assert any(d in seen for d in new.test_days)
-    assert any(f"compared on {len(expected)} held-out days neither model trained on" in r for r in out["reasons"])
+    recent = expected - set(splits.get_split(out["old_split"]).test_days)
+    assert any(r.startswith(f"held-out days neither model trained on: {len(expected)} ") and
+               f"test_current is the {len(recent)} of them held out from the period the new baseline added" in r
+               for r in out["reasons"])
+    # test_current: the recent held-out days only (not a copy of test_baseline)
+    current = out["evaluation"]["metrics_current"]
+    assert (current is None) == (not recent)
     assert out["reasons"][-1] == f"test mode: baseline v{new.version} recorded, v{out['old_split']} stays active"
     row = AuditLog().list(event="retrain")[0]
     assert row.details["compared_days"] == sorted(expected)

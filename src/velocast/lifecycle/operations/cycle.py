@@ -473,20 +473,25 @@ def _retrain_on(model_type: str, old: splits.SplitRecord, new: splits.SplitRecor
     if compared is not None:
         judged = days_unseen_by(registry, compared, judged, settings)
     test_b = splits.load_split("test_baseline", new, settings)
-    unseen = test_b[splits.paris_day(test_b["timestamp"]).astype(str).isin(judged).to_numpy()].reset_index(drop=True)
-    if unseen.empty:
+    days = splits.paris_day(test_b["timestamp"]).astype(str)
+    if not days.isin(judged).any():
         raise ValueError("no held-out day is unseen by both the new model and the champion: no fair comparison "
                          "is possible (the champion trained on every test day of the new baseline)")
+    # the double evaluation's two sets: every held-out day (test_baseline, filtered again by the evaluation)
+    # and, as test_current, those the new baseline held out from the period it added (the recent data)
+    recent = judged - set(old.test_days)
+    current = test_b[days.isin(recent).to_numpy()].reset_index(drop=True)
     progress.step(f"baseline v{new.version} recorded (cutoff {new.cutoff}): retraining {model_type} from scratch, "
                   f"then a double evaluation on {len(judged)} held-out days neither model trained on")
-    done = train_and_judge(model_type, settings, policy, champion=compared, current=unseen, split=new,
+    done = train_and_judge(model_type, settings, policy, champion=compared, current=current, split=new,
                            sample=MODEL_TEST_EVAL_ROWS if test_mode else None, data_source="baseline", env=env,
                            model_test=test_mode, run_name=f"{model_type}-quarterly-retrain",
                            tags={"retrain": "quarterly", "split_parent": str(old.version)})
     result, judgement = done.trained, done.judgement
     promoted = None
-    days_note = (f"compared on {len(judged)} held-out days neither model trained on "
-                 f"({min(judged)} .. {max(judged)}), {len(unseen):,} rows")
+    days_note = (f"held-out days neither model trained on: {len(judged)} ({min(judged)} .. {max(judged)}); "
+                 f"test_current is the {len(recent)} of them held out from the period the new baseline added "
+                 f"({len(current):,} rows)")
     reasons = [*judgement.reasons, days_note]
     if promote_on_deploy and judgement.decision == "deploy":
         moved = promote_if_deployed(model_type, result.model_version, judgement.decision,
