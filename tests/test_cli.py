@@ -43,6 +43,17 @@ def test_every_command_and_option_says_what_it_does() -> None:
     assert runner.invoke(app, ["train", "--help"]).exit_code == 0
 
 
+def test_predict_takes_its_file_as_an_argument_or_with_input_but_one_file(home: Path, tmp_path: Path) -> None:
+    out = runner.invoke(app, ["predict", "--output", str(tmp_path / "out.csv")])
+    assert out.exit_code == 2 and "no rows to predict: give the file" in out.output
+    out = runner.invoke(app, ["predict", "a.csv", "--input", "b.csv", "--output", str(tmp_path / "out.csv")])
+    assert out.exit_code == 2 and "two files to predict: a.csv and --input b.csv" in out.output
+    for args in (["missing.csv"], ["--input", "missing.csv"]):  # either way the file is the one read
+        out = runner.invoke(app, ["predict", *args, "--output", str(tmp_path / "out.csv")])
+        assert out.exit_code == 2 and "missing.csv" in out.output and "not found" in out.output, out.output
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_audit_list_refuses_what_it_does_not_know(home: Path) -> None:
     out = runner.invoke(app, ["audit", "list", "--event", "bogus"])
     assert out.exit_code == 2 and "unknown audit event 'bogus': expected one of training, evaluation" in out.output

@@ -606,10 +606,12 @@ def train_cmd(model_type: ModelTypeOrAll = typer.Option("lgbm", help="Model fami
 
 
 @app.command("predict", models=True)
-def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict: tidy (counter_id + date [naive "
-                                           "UTC] or timestamp [with offset]) or the open-data export; the count "
-                                           "column is optional, weather columns are used as your forecast, any "
-                                           "other column is carried to the output."),
+def predict_cmd(rows: Optional[Path] = typer.Argument(None, show_default=False, metavar="FILE",
+                                                     help="The rows to predict (or --input FILE)."),
+                input: Optional[Path] = typer.Option(None, "--input", help="Rows to predict: tidy (counter_id + date "
+                                                     "[naive UTC] or timestamp [with offset]) or the open-data export; "
+                                                     "the count column is optional, weather columns are used as your "
+                                                     "forecast, any other column is carried to the output."),
                 output: Path = typer.Option(..., "--output", help="CSV or parquet: the input columns plus "
                                             "timestamp_paris, prediction, lower and upper (the prediction "
                                             "interval) and its coverage, weather (given/forecast/missing) and "
@@ -635,6 +637,11 @@ def predict_cmd(input: Path = typer.Option(..., "--input", help="Rows to predict
     """
     from velocast.lifecycle.serving.predict import predict_file
 
+    if rows is not None and input is not None and rows != input:
+        raise ValueError(f"two files to predict: {rows} and --input {input}; give one")
+    input = rows or input
+    if input is None:
+        raise ValueError("no rows to predict: give the file, e.g. `velocast predict rows.csv --output predicted.csv`")
     with _working("predict"):
         result = predict_file(input, output, model_type, model_uri, horizon, coverage=coverage)
     model = result.model

@@ -101,7 +101,7 @@ def test_evaluation_features_equal_served_features(real_home: Path, tmp_path: Pa
                       "my_column": np.arange(len(mine))}).to_csv(rows_file, index=False)
         out_file = tmp_path / f"predicted-{day.date()}.csv"
         monkeypatch.setenv("VELOCAST_HOME", str(known.home))
-        done = runner.invoke(cli, ["predict", "--input", str(rows_file), "--output", str(out_file)])
+        done = runner.invoke(cli, ["predict", str(rows_file), "--output", str(out_file)])  # the file as an argument
         assert done.exit_code == 0, done.output
         written = pd.read_csv(out_file)
         assert written["my_column"].tolist() == list(range(len(mine)))  # extra columns are carried
