@@ -27,7 +27,7 @@ from velocast.cli import app as cli
 from velocast.config import PARIS_TZ, Settings
 from velocast.data import splits, store
 from velocast.data.weather import read_synop, synop_to_hourly
-from velocast.data.weather_forecast import ingest_weather_forecast
+from velocast.data.weather_forecast import ingest_observed_as_forecast, ingest_weather_forecast
 from velocast.lifecycle.decisions.promotion import promote
 from velocast.lifecycle.inputs import build_inputs, outage_flags
 from velocast.lifecycle.serving.predict import load_model, predict_rows
@@ -214,3 +214,12 @@ def test_served_forecasts_follow_the_days_before_as_the_evaluation_scores_them(
     after = client.post("/predict", json={"records": records}).json()["predictions"]
     for field in ("prediction", "lower", "upper"):  # equal up to rounding: D's counts join the errors' batch
         np.testing.assert_allclose([p[field] for p in after], [p[field] for p in before], rtol=1e-12, err_msg=field)
+
+    # weather forecasts stored while the API runs: its answers follow the errors of forecasts as now
+    # served (with weather), as a model loaded afresh (`velocast predict`) computes them
+    ingest_observed_as_forecast(REAL_WEATHER, settings=known)
+    served = client.post("/predict", json={"records": records}).json()["predictions"]
+    assert {p["weather"] for p in served} == {"forecast"}
+    anew = predict_rows(mine[["counter_id", "timestamp"]], load_model("lgbm", settings=known), known).frame
+    for field in ("prediction", "lower", "upper"):
+        np.testing.assert_allclose([p[field] for p in served], anew[field], rtol=1e-9, err_msg=field)

@@ -404,6 +404,15 @@ def load_forecasts(settings: Settings | None = None) -> pd.DataFrame | None:
     return read_parquet_cached((settings or get_settings()).weather_forecasts_path, _read_forecasts)
 
 
+def forecasts_version(settings: Settings | None = None) -> int:
+    """The stored forecasts' version (the file's modification time; 0 when none was stored): what a
+    result computed from them depends on, like ``store.version`` for the counts."""
+    try:
+        return (settings or get_settings()).weather_forecasts_path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
 def _read_forecasts(path: str) -> pd.DataFrame:
     return _normalise(pd.read_parquet(path))[FORECAST_COLUMNS]
 

@@ -160,13 +160,13 @@ class RecentErrors:
 
 @dataclass
 class AdaptationCache:
-    """One loaded model's recent errors per key (store version, window), with each day's adapted
-    calibration and bias (``day_by_day``'s ``cache``); the newest ``keep`` keys are kept."""
+    """One loaded model's recent errors per key (store and forecasts versions, window), with each day's
+    adapted calibration and bias (``day_by_day``'s ``cache``); the newest ``keep`` keys are kept."""
 
     keep: int = 4
     windows: dict[tuple, tuple[RecentErrors, dict[int, Any]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    warmed: int | None = None  # the store version whose window of tomorrow's forecasts is computed
+    warmed: tuple[int, int] | None = None  # (store, forecasts) versions whose window of tomorrow is computed
 
     def window(self, key: tuple, compute: Callable[[], RecentErrors]) -> tuple[RecentErrors, dict[int, Any]]:
         """The recent errors of ``key`` (computed once, other callers wait) and its cache of days."""

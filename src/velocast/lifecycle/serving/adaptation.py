@@ -13,9 +13,10 @@ the point model never trained on (``ConformalRegressor.unseen_from``), the inter
 after their calibration.
 
 Serving and scoring read the same days (``served_window``, ``errors_for``). The errors depend on
-the model and the store only, so serving computes them once per loaded model, store version and
-window (``AdaptationCache``, kept on the ``LoadedModel``; warmed when a model is loaded): the first
-request after an ingest pays for them, every other one reuses them and each day's adaptation.
+the model, the store and the stored weather forecasts only, so serving computes them once per
+loaded model, store version, forecasts version and window (``AdaptationCache``, kept on the
+``LoadedModel``; warmed when a model is loaded): the first request after an ingest (of counts or
+forecasts) pays for them, every other one reuses them and each day's adaptation.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from velocast.config import Settings
 from velocast.data import store
 from velocast.data.quality import zero_runs
 from velocast.data.schema import paris_midnight
+from velocast.data.weather_forecast import forecasts_version
 from velocast.features import midnight_utc_hours, paris_day_hour
 from velocast.lifecycle.inputs import build_inputs
 from velocast.lifecycle.serving.fast_path import fast_inputs
@@ -80,6 +82,8 @@ def served_window(model: Any, days: np.ndarray, settings: Settings) -> tuple[Rec
         return RecentErrors.empty(), {}
     version = store.version(settings)
     last = _last_store_day(settings, version)
+    # the errors are those of forecasts as served: they change with the stored weather forecasts too
+    version = (version, forecasts_version(settings))
     if last is not None:
         recent_first = max(conformal.unseen_from, last - STORE_WINDOW_DAYS + 1)
         if span[0] >= recent_first and recent_first <= last:  # each day D reads only its own days before D
@@ -114,19 +118,20 @@ def warm_adaptation(model: Any, settings: Settings) -> None:
     """Compute the recent errors a forecast of the day after the store's latest count follows, so the
     first request after a promotion or an ingest does not wait for them (a failure is logged;
     requests retry). Marks the model's cache warm for that store version (``adaptation_warm``)."""
-    version = store.version(settings)
+    version = (store.version(settings), forecasts_version(settings))
     try:
         latest = store.latest_timestamp(settings)
         if latest is not None:
             served_window(model, np.asarray([day_number(paris_midnight(latest, 1).tz_localize(None))]), settings)
     except Exception:  # noqa: BLE001 - serving goes on; the first request computes them
         log.exception("warming the interval adaptation of %s failed", model.uri)
-    model.adaptation.warmed = version  # tried once per store version: a failure is not retried every second
+    model.adaptation.warmed = version  # tried once per data version: a failure is not retried every second
 
 
 def adaptation_warm(model: Any, settings: Settings, version: int) -> bool:
-    """Would a forecast of tomorrow find its recent errors computed for store ``version``?"""
-    return not adapts(model, settings) or model.adaptation.warmed == version
+    """Would a forecast of tomorrow find its recent errors computed for store ``version`` and the
+    stored weather forecasts as they are now?"""
+    return not adapts(model, settings) or model.adaptation.warmed == (version, forecasts_version(settings))
 
 
 def errors_for(pipeline: Any, days: np.ndarray, rule: OnlineRule, settings: Settings) -> RecentErrors:
