@@ -116,6 +116,23 @@ def test_naive_timestamp_is_paris_time_and_naive_date_is_utc(client: TestClient)
     assert predictions[3]["prediction"] != pytest.approx(predictions[0]["prediction"])
 
 
+def test_weather_given_in_part_is_not_used_and_the_answer_says_so(client: TestClient) -> None:
+    """The model needs temperature and rain: a record giving only one is answered with the stored forecast
+    of its hour (the home holds one for every day), exactly as the record without weather, and is told."""
+    counter = "100056334-103056334"
+    records = [{"counter_id": counter, "timestamp": "2021-08-02T08:00:00+02:00"},
+               {"counter_id": counter, "timestamp": "2021-08-02T08:00:00+02:00", "temperature_c": 35.0},
+               {"counter_id": counter, "timestamp": "2021-08-02T08:00:00+02:00", "temperature_c": 35.0,
+                "rain_mm": 0.0}]
+    plain, partial, whole = client.post("/predict", json={"records": records}).json()["predictions"]
+    assert (plain["weather"], partial["weather"], whole["weather"]) == ("forecast", "forecast", "given")
+    assert partial["prediction"] == plain["prediction"] and partial["upper"] == plain["upper"]
+    assert whole["prediction"] != pytest.approx(plain["prediction"])
+    assert ("incomplete weather given (no rain_mm; temperature_c and rain_mm are both needed): not used"
+            in partial["warnings"])
+    assert not any("incomplete" in w for w in plain["warnings"] + whole["warnings"])
+
+
 def test_an_unknown_counter_gets_a_prediction_and_a_warning(client: TestClient) -> None:
     record = {"counter_id": "999999999-1", "counter_name": "Pont neuf", "timestamp": "2021-08-02T08:00:00+02:00",
               "latitude": 48.8571, "longitude": 2.3412}

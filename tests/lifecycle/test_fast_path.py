@@ -126,7 +126,7 @@ def test_fast_path_equals_frames_path(fitted: tuple[Settings, LoadedModel]) -> N
     # the cases this test is about are really there
     notes = " ".join(n for row in served.row_notes for n in row)
     for kind in ("no history", "beyond the day-ahead horizon", "history incomplete", "sensor outage suspected",
-                 "no weather forecast"):
+                 "no weather forecast", "incomplete weather given (no rain_mm", "incomplete weather given (no temperature_c"):
         assert kind in notes, kind
     assert set(served.frame[WEATHER_SOURCE]) == {"given", "missing"}
     history = fast.matrix[:, [model.serving.plan.names.index(c) for c in HISTORY_COLUMNS]]

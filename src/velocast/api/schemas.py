@@ -109,7 +109,8 @@ class PredictRecord(BaseModel):
     fr_coordinates: str | None = Field(None, alias="Coordonnées géographiques", max_length=100,
                                        description='"lat,lon"', examples=["48.83504,2.33314"])
     # optional weather forecast of that hour (else the latest stored forecast issued by the end of the day before)
-    temperature_c: Number | None = Field(None, ge=-60, le=60, description="°C")
+    temperature_c: Number | None = Field(None, ge=-60, le=60, description="°C (used with rain_mm: the weather of a "
+                                         "record is used only when both are given)")
     humidity: Number | None = Field(None, ge=0, le=100, description="%")
     wind_ms: Number | None = Field(None, ge=0, le=100, description="m/s")
     cloud_cover: Number | None = Field(None, ge=0, le=100, description="%")

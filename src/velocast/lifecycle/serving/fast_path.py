@@ -32,7 +32,7 @@ from velocast.data.schema import CANONICAL_COLUMNS
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.data.weather_forecast import load_forecasts
 from velocast.features import HOUR_NS, numeric_column
-from velocast.lifecycle.inputs import NO_WEATHER_NOTE, weather_columns
+from velocast.lifecycle.inputs import NO_WEATHER_NOTE, complete_weather, incomplete_weather_notes, weather_columns
 from velocast.lifecycle.serving.served_history import store_history
 from velocast.models.compiled import ServingModel
 
@@ -128,6 +128,8 @@ def fast_inputs(rows: ServedRows | pd.DataFrame, serving: ServingModel, settings
     for position, note in history_notes:
         notes[position].append(note)
     if serving.uses_weather:
+        for position, note in incomplete_weather_notes(rows.weather, len(rows)):
+            notes[position].append(note)
         for position in np.flatnonzero(source == "missing"):
             notes[position].append(NO_WEATHER_NOTE)
     unknown = sorted(set(counters[codes < 0].tolist()))
@@ -139,7 +141,7 @@ def _served_weather(rows: ServedRows, settings: Settings) -> tuple[dict[str, np.
     """``weather_columns(rows, "served")``: the row's weather, else the stored forecast, else missing."""
     missing = np.full(len(rows), np.nan)
     given = {column: rows.weather.get(column, missing) for column in WEATHER_COLUMNS}
-    has_given = np.isfinite(given["temperature_c"]) | np.isfinite(given["rain_mm"])
+    has_given = complete_weather(given, len(rows))
     if not has_given.all():
         forecasts = load_forecasts(settings)
         if forecasts is not None and not forecasts.empty:  # the stored forecast as of each cut-off
