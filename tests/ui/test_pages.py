@@ -65,6 +65,15 @@ def test_predict_page_forecasts_a_counter_day_with_its_counts(at_ui_home: dict[s
     assert not at.exception
     assert "Weather set: 2.0 °C, 8.0 mm of rain per hour." in texts(at)
 
+    # 02:00 on the day summer time starts does not exist: the page says so and shows 03:00
+    at.date_input(key="day").set_value(date(2021, 3, 28))
+    at.selectbox(key="hour").set_value(2)
+    at.button(key="predict").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "02:00 does not exist on that day in Paris" in " ".join(i.value for i in at.info)
+    assert "Predicted bikes at 03:00 (Paris)" in {m.label for m in at.metric}
+    assert len(at.dataframe[0].value) == 23
+
 
 def _tidy_csv(rows: pd.DataFrame, path: Path) -> Path:
     """Rows of the tidy file as CSV, with data row 4 broken (an unreadable date)."""

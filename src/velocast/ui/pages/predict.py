@@ -106,19 +106,27 @@ if not actual.empty:
     frame["actual"] = frame["hour"].map(by_hour)
 value_column = "probability" if "probability" in frame else "prediction"
 frame = frame.rename(columns={value_column: "predicted"})
-at_hour = frame[frame["timestamp"].map(lambda t: t.hour) == shown["hour"]].iloc[0]
+paris_hours = frame["timestamp"].map(lambda t: t.tz_convert(PARIS_TZ).hour)
+asked = frame[paris_hours == shown["hour"]]
+if asked.empty:  # the hour the clocks skip when summer time starts (02:00 on the last Sunday of March)
+    later = frame[paris_hours > shown["hour"]]
+    asked = later if not later.empty else frame
+    st.info(f"{shown['hour']:02d}:00 does not exist on that day in Paris (the clocks skip it when summer time "
+            f"starts): {paris_hours[asked.index[0]]:02d}:00 is shown.")
+at_hour = asked.iloc[0]
+hour_shown = int(paris_hours[asked.index[0]])
 
 st.subheader(f"{shown['counter']} — {pd.Timestamp(shown['day']):%A %d %B %Y} (Paris)")
 m1, m2, m3 = st.columns(3)
 if value_column == "probability":
-    m1.metric(f"Probability of a busy hour at {shown['hour']:02d}:00 (Paris)", f"{at_hour['predicted']:.0%}")
+    m1.metric(f"Probability of a busy hour at {hour_shown:02d}:00 (Paris)", f"{at_hour['predicted']:.0%}")
 else:
-    m1.metric(f"Predicted bikes at {shown['hour']:02d}:00 (Paris)", f"{at_hour['predicted']:.0f}")
+    m1.metric(f"Predicted bikes at {hour_shown:02d}:00 (Paris)", f"{at_hour['predicted']:.0f}")
     if result.coverage is not None:
         m1.caption(f"{result.coverage:.0%} interval: **{at_hour['lower']:.0f} – {at_hour['upper']:.0f}** bikes")
     m2.metric("Predicted bikes over the day", f"{frame['predicted'].sum():,.0f}")
 if "actual" in frame and pd.notna(at_hour.get("actual")):
-    m3.metric(f"Counted at {shown['hour']:02d}:00 (Paris)", f"{at_hour['actual']:.0f}")
+    m3.metric(f"Counted at {hour_shown:02d}:00 (Paris)", f"{at_hour['actual']:.0f}")
 model = result.model
 st.caption(f"Model: **{model.label}** — `{model.uri}`" + (f", run `{model.run_id}`" if model.run_id else "")
            + (f", horizon {model.horizon}" if model.horizon else ""))
