@@ -141,3 +141,10 @@ def test_the_documented_examples_are_valid_requests() -> None:
         for example in model.model_config["json_schema_extra"]["examples"]:
             model.model_validate(example)
     assert schemas.ModelType.__args__ == MODEL_TYPES
+
+
+def test_a_drift_check_on_an_empty_store_is_a_409_saying_so(home: Path) -> None:
+    with client_for(home) as client:
+        response = client.post("/monitor", json={"model_type": "lgbm"}, headers=HEADERS)
+        assert response.status_code == 409, response.text
+        assert response.json()["detail"] == "the store is empty: ingest or generate data first (velocast data ingest)"

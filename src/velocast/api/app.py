@@ -81,7 +81,7 @@ from velocast.api.schemas import (
 from velocast.api.security import DISABLED, key_configured, require_api_key
 from velocast.api.workers import RebalanceMiddleware, current_share
 from velocast.config import PARIS_TZ, Settings, get_settings, install_log_redaction, redact, redact_secrets
-from velocast.data import store
+from velocast.data import splits, store
 from velocast.errors import DependencyUnavailable, is_disk_full, write_failure
 from velocast.lifecycle.decisions import promotion
 from velocast.lifecycle.audit import AuditLog
@@ -628,6 +628,12 @@ async def _http_handler(request: Request, exc: StarletteHTTPException) -> Respon
     return await http_exception_handler(request, exc)
 
 
+async def _split_handler(request: Request, exc: splits.SplitError) -> JSONResponse:
+    """No split can be made or read (an empty store, a day too few, an altered snapshot): 409, saying why."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+
 async def _dependency_handler(request: Request, exc: DependencyUnavailable) -> JSONResponse:
     """MLflow, the audit database or the object store did not answer: 503 naming it, never a 500 or a hang."""
     log.warning("%s %s: %s", request.method, request.url.path, exc)
@@ -816,6 +822,7 @@ def create_app(settings: Settings | None = None, *, config: ApiConfig | None = N
     app.add_exception_handler(RecordsRejected, _rejected_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(DependencyUnavailable, _dependency_handler)
+    app.add_exception_handler(splits.SplitError, _split_handler)
     app.add_exception_handler(OSError, _os_error_handler)
     app.add_exception_handler(Exception, _internal_handler)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)

@@ -354,9 +354,13 @@ class LocalClient(Client):
         return path.read_bytes() if path is not None and path.is_file() else None
 
     def run_drift_check(self, model_type: str = "lgbm", window_days: int = 30) -> dict[str, Any]:
+        from velocast.data.splits import SplitError
         from velocast.lifecycle.decisions.monitor import check_drift
 
-        return check_drift(model_type, window_days=window_days, settings=self.settings).to_dict()
+        try:
+            return check_drift(model_type, window_days=window_days, settings=self.settings).to_dict()
+        except SplitError as exc:  # nothing to compare with yet (an empty store): said like the API's 409
+            raise ClientError(f"no drift check possible: {exc}", 409) from exc
 
     def champion_health(self, model_type: str = "lgbm", days: int = 7) -> dict[str, Any]:
         from velocast.lifecycle.decisions.monitor import champion_health
