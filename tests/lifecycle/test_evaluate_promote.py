@@ -96,6 +96,25 @@ def test_a_version_that_trained_on_test_days_is_never_judged_on_them(real_home: 
         evaluate("baseline", version=seen_all.model_version)
 
 
+def test_champion_health_is_judged_on_days_the_champion_never_trained_on(real_home: Path) -> None:
+    import pandas as pd
+
+    from velocast.lifecycle.decisions.monitor import champion_health
+
+    promote("baseline", version=train("baseline").model_version)
+    honest = champion_health("baseline", days=7)
+    assert honest.rows > 0 and not any("the champion trained on" in n for n in honest.reasons)
+    split = splits.active_split()
+    datasets = load_datasets("baseline")
+    datasets.train = Dataset("train_and_test_current",
+                             pd.concat([datasets.train.frame, splits.load_split("test_current", split)]), "test")
+    leaked = train("baseline", datasets=datasets)
+    promote("baseline", version=leaked.model_version, reason="a champion that learned the latest days", force=True)
+    health = champion_health("baseline", days=7)  # the store's last 7 days: all learned, none left to judge on
+    assert health.state == "unknown" and health.rows == 0
+    assert any("day(s) the champion trained on" in n and "left out" in n for n in health.reasons), health.reasons
+
+
 def test_promote_rollback_promote_keeps_everything_in_step(real_home: Path) -> None:
     # test-mode models: every promotion is a forced, explained override
     v1, v2, v3 = (train("baseline", model_test=True).model_version for _ in range(3))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from velocast import progress
@@ -25,6 +26,7 @@ from velocast.fileio import atomic_write_json, file_lock
 from velocast.lifecycle.inputs import enrich
 from velocast.lifecycle.serving.predict import LoadedModel
 from velocast.lifecycle.serving.scoring import ServedRows
+from velocast.lifecycle.training.datasets import days_unseen_by
 from velocast.models import predict_frame
 from velocast.monitoring.drift import (
     DriftPolicy,
@@ -151,6 +153,22 @@ def latest_health(settings: Settings | None = None) -> dict[str, dict[str, Any]]
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+def _unseen_by(model: LoadedModel, rows: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, list[str]]:
+    """``rows`` without those of days ``model`` trained on (its health is judged on unseen days only), and
+    a note on what was left out."""
+    if model.ref is None:
+        return rows, [f"{model.uri} has no record of its training days: the score may include days it trained on"]
+    days = splits.paris_day(rows["timestamp"]).astype(str).to_numpy()
+    unseen = days_unseen_by(Registry(settings), model.ref, set(days), settings)
+    seen = sorted(set(days) - unseen)
+    if not seen:
+        return rows, []
+    keep = np.isin(days, sorted(unseen))
+    note = (f"{int((~keep).sum()):,} rows of {len(seen)} day(s) the champion trained on ({seen[0]} .. {seen[-1]}) "
+            "left out")
+    return rows[keep].reset_index(drop=True), [note]
+
+
 def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp | None = None,
                     settings: Settings | None = None, policy: HealthPolicy | None = None,
                     champion: LoadedModel | None = None) -> HealthReport:
@@ -166,9 +184,12 @@ def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp |
     rows = window(days, end, settings)
     if rows.empty:
         return health_state(None, None, None, None, 0, policy)
+    rows, unseen_notes = _unseen_by(champion, rows, settings)
+    if rows.empty:
+        return health_state(None, None, None, None, 0, policy, notes=unseen_notes)
     served = ServedRows.build(rows, settings)
     if not len(served):
-        return health_state(None, None, None, None, 0, policy, notes=served.notes)
+        return health_state(None, None, None, None, 0, policy, notes=[*unseen_notes, *served.notes])
     metrics = served.score(champion.pipeline).metrics
     recorded = champion.ref.metrics if champion.ref else {}
     variant = f"test_baseline_{served.weather}_weather"
@@ -176,7 +197,7 @@ def champion_health(model_type: str = "lgbm", days: int = 7, end: pd.Timestamp |
     period = f"{scored['timestamp'].min().date()} .. {scored['timestamp'].max().date()}"
     return health_state(metrics["rmse"], metrics["r2"], recorded.get(f"{variant}_rmse", recorded.get("test_baseline_rmse")),
                         recorded.get(f"{variant}_r2", recorded.get("test_baseline_r2")), len(served), policy, period,
-                        notes=[f"scored as served, {served.weather} weather", *served.notes],
+                        notes=[f"scored as served, {served.weather} weather", *unseen_notes, *served.notes],
                         coverage=metrics.get("interval_coverage"), nominal_coverage=metrics.get("interval_nominal"),
                         interval_width=metrics.get("interval_width"))
 
