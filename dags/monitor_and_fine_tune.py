@@ -154,8 +154,12 @@ def monitor_and_fine_tune():
     def recalibrate(params=None, ti=None):
         from velocast.lifecycle.operations.cycle import run_recalibration as step
 
-        end = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)["latest"]
-        return step(params["model_type"], end, test_mode=params["test_mode"]).to_dict()
+        started = ti.xcom_pull(task_ids="check_new_data", key=RESULT_KEY)
+        moved = ti.xcom_pull(task_ids="promote_if_deployed")  # None when nothing was fine-tuned
+        left = moved["champion_after"] if moved and moved["promoted"] else started["champion_before"]
+        # the champion this run left, and no other (a rollback meanwhile wins)
+        return step(params["model_type"], started["latest"], test_mode=params["test_mode"],
+                    expected_champion=left).to_dict()
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def audit(params=None, ti=None):

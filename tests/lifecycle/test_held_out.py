@@ -146,8 +146,15 @@ def test_cycle_fine_tunes(real_store_template: Path, tmp_path: Path, cutoff: str
         first = train("lgbm", model_test=True, hyperparams={"n_estimators": 20}, settings=settings)
         promote("lgbm", version=first.model_version, reason="test", force=True, settings=settings)
         tuned = fine_tune("lgbm", strategy, window, test_mode=True, settings=settings)
-        held_out = set(splits.active_split(settings).test_days) | latest_days(window_of(settings, window))
+        judged = latest_days(window_of(settings, window))
+        if strategy == "continue":  # it keeps the champion's trees: judged only on days they never learned
+            learned = trained_days(settings, first.run_id)
+            assert learned <= trained_days(settings, tuned.run_id)
+            judged -= learned
+        held_out = set(splits.active_split(settings).test_days) | judged
         assert trained_days(settings, tuned.run_id).isdisjoint(held_out)
+        recorded = mlflow.artifacts.load_dict(f"runs:/{tuned.run_id}/data/days.json")["held_out_days"]
+        assert judged <= set(recorded)
 
 
 @runs(2)

@@ -103,6 +103,11 @@ def test_recalibration_is_a_new_champion_version_of_the_same_model_audited_and_u
     rows = pd.DataFrame({"counter_id": old.pipeline.named_steps["features"].counter_ids_[:2] * 12,
                          "timestamp": pd.date_range("2021-08-09 00:00", periods=24, freq="h", tz="Europe/Paris")})
     served_before = predict_rows(rows, old).frame
+    # a caller that meant another champion (a cycle that left v999; a rollback since) recalibrates nothing
+    skipped = recalibrate("lgbm", expected_champion="999")
+    assert skipped.status == "skipped" and skipped.to_version is None
+    assert skipped.summary == f"the champion changed meanwhile (now v{before.version}, expected v999): not recalibrated"
+    assert registry.champion("lgbm").version == before.version
     done = recalibrate("lgbm")
     assert done.status == "done" and done.from_version == before.version, done.summary
     # the newest labelled days the champion never trained on (it trained on the baseline, before June)
@@ -129,3 +134,4 @@ def test_recalibration_is_a_new_champion_version_of_the_same_model_audited_and_u
     summary = json.loads(Path(get_settings().summary_location).read_text())
     entry = next(e for e in summary if e["model_version"] == done.to_version)
     assert entry["rmse"] == pytest.approx(trained["result"].metrics_baseline["rmse"])
+    assert not any("interval_" in k for k in entry["extra_metrics"])  # the former calibration's figures are not its own

@@ -194,11 +194,20 @@ def log_dataset(frame: pd.DataFrame, name: str, content_hash: str, source: str, 
                                                      "content_hash": content_hash})
 
 
-def log_days(frame: pd.DataFrame, held_out: set[str], artifact_file: str) -> None:
-    """Which Paris days the run trained on (rows per day) and which it is judged on (held out)."""
-    days = frame["timestamp"].dt.tz_convert("Europe/Paris").dt.date.astype(str).value_counts().sort_index()
-    mlflow.log_dict({"train_days": {str(k): int(v) for k, v in days.items()}, "held_out_days": sorted(held_out)},
-                    artifact_file)
+def log_days(frame: pd.DataFrame, held_out: set[str], artifact_file: str,
+             trained_before: dict[str, int] | None = None, continued_from: str | None = None) -> None:
+    """Which Paris days the run trained on (rows per day) and which it is judged on (held out).
+
+    A model continued from another one (``continued_from``, its run) also carries the trees fitted on
+    that one's days (``trained_before``): they count as days this run trained on."""
+    days = frame["timestamp"].dt.tz_convert("Europe/Paris").dt.date.astype(str).value_counts()
+    train_days = dict(trained_before or {})
+    for day, rows in days.items():
+        train_days[str(day)] = train_days.get(str(day), 0) + int(rows)
+    record: dict[str, Any] = {"train_days": dict(sorted(train_days.items())), "held_out_days": sorted(held_out)}
+    if continued_from:
+        record["continued_from"] = continued_from
+    mlflow.log_dict(record, artifact_file)
 
 
 def log_figure(figure: Any, artifact_file: str) -> None:

@@ -66,19 +66,30 @@ class Recalibration:
         return asdict(self)
 
 
+ANY_CHAMPION = object()  # recalibrate whichever version is champion
+
+
 def recalibrate(model_type: str = "lgbm", days: int | None = None, end: str | pd.Timestamp | None = None,
-                settings: Settings | None = None, reason: str | None = None) -> Recalibration:
+                settings: Settings | None = None, reason: str | None = None,
+                expected_champion: str | None | object = ANY_CHAMPION) -> Recalibration:
     """Recalibrate the champion of ``model_type`` on its newest unseen labelled days (module docstring).
 
     ``days``: most days used (default ``VELOCAST_INTERVAL_CALIBRATION_DAYS``); ``end``: the last day
-    considered (default: the latest stored count). Skipped, with the reason, when there is no
-    champion or fewer than ``MIN_DAYS`` labelled days it never trained on.
+    considered (default: the latest stored count); ``expected_champion``: the version the caller
+    means (None: no champion), else whichever is champion. Skipped, with the reason, when there is
+    no champion, another one than expected, or fewer than ``MIN_DAYS`` labelled days it never
+    trained on.
     """
     settings = settings or get_settings()
     if get_spec(model_type).task != "regression":
         return Recalibration(model_type, "skipped", f"{model_type} is a classifier: it has no prediction intervals")
     days = int(days or settings.interval_calibration_days)
     champion = champion_model(model_type, settings)
+    now = champion.version if champion is not None else None
+    if expected_champion is not ANY_CHAMPION and now != expected_champion:  # the promotion below is compare-and-swap
+        return Recalibration(model_type, "skipped", f"the champion changed meanwhile (now {f'v{now}' if now else 'none'}"
+                             f", expected {f'v{expected_champion}' if expected_champion else 'none'}): not recalibrated",
+                             now)
     if champion is None or champion.ref is None:
         return Recalibration(model_type, "skipped", f"no {model_type} champion to recalibrate")
     registry = Registry(settings)
@@ -161,8 +172,11 @@ def _register(model_type: str, champion: Any, pipeline: Any, served: ServedRows,
             now = datetime.now(timezone.utc).isoformat()
             uri = mlflow_runs.artifact_location(info)
             if entry is not None:
+                # the point metrics are the parent's (same trees); its interval metrics were of the former
+                # calibration: not carried (as in MLflow), the recalibration's own figures are in the audit
                 entry = replace(entry, timestamp=now, run_id=run.info.run_id, model_uri=uri,
-                                model_version=registered.version, is_champion=False)
+                                model_version=registered.version, is_champion=False,
+                                extra_metrics={k: v for k, v in entry.extra_metrics.items() if "interval_" not in k})
             else:
                 entry = SummaryEntry(timestamp=now, model_type=model_type, env="prod", test_mode=False,
                                      run_id=run.info.run_id, model_uri=uri, registered_model=registered_name(model_type),
@@ -180,4 +194,4 @@ def _register(model_type: str, champion: Any, pipeline: Any, served: ServedRows,
     return registered.version, run.info.run_id
 
 
-__all__ = ["MIN_DAYS", "RECALIBRATED_FROM", "Recalibration", "recalibrate"]
+__all__ = ["ANY_CHAMPION", "MIN_DAYS", "RECALIBRATED_FROM", "Recalibration", "recalibrate"]

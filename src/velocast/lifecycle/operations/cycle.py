@@ -51,7 +51,7 @@ from velocast.lifecycle.decisions.monitor import (
     window,
 )
 from velocast.lifecycle.decisions.promotion import promote
-from velocast.lifecycle.decisions.recalibrate import recalibrate
+from velocast.lifecycle.decisions.recalibrate import ANY_CHAMPION, recalibrate
 from velocast.lifecycle.operations import lease, notify
 from velocast.lifecycle.operations.cycle_steps import (
     NO_NEW_DATA,
@@ -72,6 +72,7 @@ from velocast.lifecycle.operations.lease import CycleBusy  # noqa: F401 - where 
 from velocast.lifecycle.training.datasets import (
     MODEL_TEST_EVAL_ROWS,
     Dataset,
+    Datasets,
     days_unseen_by,
     load_datasets,
 )
@@ -195,6 +196,14 @@ def fine_tune(model_type: str, strategy: str = "sliding_window", window_days: in
         continue_from = champion.pipeline
         recent = datasets.train.frame[datasets.train.frame["timestamp"] >= train_w["timestamp"].min()]
         datasets.train = Dataset("train_current_window", recent, f"last {window_days} days (80%)")
+        # the challenger keeps the champion's trees: the days they learned are days it trained on too
+        parent = Registry(settings).run_json(champion.ref.run_id, "data/days.json") if champion.ref else None
+        if parent is None:
+            raise ValueError(f"the champion ({champion.uri}) has no record of its training days: a model continued "
+                             "from it could be judged on days its trees learned; use the sliding_window strategy")
+        datasets.trained_before = {str(k): int(v) for k, v in parent.get("train_days", {}).items()}
+        datasets.continued_from = champion.ref.run_id
+        _leave_out_days_learned_before(datasets)
     horizon = None
     if continue_from is not None:
         horizon = continue_from.named_steps["features"].horizon
@@ -207,6 +216,24 @@ def fine_tune(model_type: str, strategy: str = "sliding_window", window_days: in
                      rows=result.rows, notes=result.notes,
                      summary=f"{strategy}: {result.registry_uri} trained on {result.rows['train']:,} rows"
                              + (" (test mode sample)" if test_mode else ""))
+
+
+def _leave_out_days_learned_before(datasets: Datasets) -> None:
+    """A continued model is not judged on days its inherited trees learned: such test_current days
+    (the window's latest, which an earlier fine-tune may have trained on) are left out, with a note."""
+    test = datasets.test_current
+    if test is None or not datasets.trained_before:
+        return
+    days = splits.paris_day(test.frame["timestamp"]).astype(str)
+    learned = days.isin(set(datasets.trained_before)).to_numpy()
+    if not learned.any():
+        return
+    seen = sorted(set(days[learned]))
+    datasets.notes.append(f"{int(learned.sum()):,} test_current rows of {len(seen)} day(s) the champion's trees "
+                          f"trained on ({seen[0]} .. {seen[-1]}) left out of the score")
+    kept = test.frame[~learned].reset_index(drop=True)
+    datasets.test_current = Dataset(test.name, kept, test.source) if len(kept) else None
+    datasets.held_out = datasets.held_out - set(seen)
 
 
 def evaluate_challenger(model_type: str, version: str, window_days: int = 30, end: str | None = None,
@@ -245,15 +272,18 @@ def promote_if_deployed(model_type: str, version: str, decision: str, reasons: l
 
 
 def run_recalibration(model_type: str, end: str | None, settings: Settings | None = None,
-                      test_mode: bool = False) -> Recalibrated:
+                      test_mode: bool = False, expected_champion: str | None | object = ANY_CHAMPION) -> Recalibrated:
     """Recalibrate the (possibly new) champion's intervals on its newest unseen labelled days.
 
-    Never in test mode: a test-mode cycle does not change the champion.
+    ``expected_champion``: the version the cycle left as champion (None: none); if another one is
+    champion now (a rollback or promotion meanwhile), nothing is recalibrated. Never in test mode: a
+    test-mode cycle does not change the champion.
     """
     if test_mode:
         why = "test mode: the champion's intervals are not recalibrated (a test-mode cycle changes no champion)"
         return Recalibrated(model_type=model_type, status="skipped", summary=why)
-    done = recalibrate(model_type, end=end, settings=settings, reason="weekly recalibration")
+    done = recalibrate(model_type, end=end, settings=settings, reason="weekly recalibration",
+                       expected_champion=expected_champion)
     return Recalibrated(**done.to_dict(), champion_after=done.to_version)
 
 
@@ -361,6 +391,7 @@ def _run_cycle(params: CycleParams, settings: Settings, on_step: Callable[[StepO
             report(StepOutcome(name, "skipped", why))
 
     current, champion_before, champion_after_error = "new_data", None, None  # the champion lookup is new_data's
+    moved: PromotionStep | None = None
     try:
         champion = Registry(settings).champion(model_type)
         champion_before = champion.version if champion else None
@@ -385,11 +416,14 @@ def _run_cycle(params: CycleParams, settings: Settings, on_step: Callable[[StepO
                                                                          new.latest, params.policy, test_mode,
                                                                          settings))
                 current = "promote"
-                step("promote", lambda: promote_if_deployed(model_type, tuned.version, evaluated.decision,
-                                                            evaluated.reasons, settings,
-                                                            expected_champion=champion_before, test_mode=test_mode))
+                moved = step("promote", lambda: promote_if_deployed(model_type, tuned.version, evaluated.decision,
+                                                                    evaluated.reasons, settings,
+                                                                    expected_champion=champion_before,
+                                                                    test_mode=test_mode))
             current = "recalibrate"
-            step("recalibrate", lambda: run_recalibration(model_type, new.latest, settings, test_mode))
+            left = moved.champion_after if moved is not None and moved.promoted else champion_before
+            step("recalibrate", lambda: run_recalibration(model_type, new.latest, settings, test_mode,
+                                                          expected_champion=left))
             current = "cycle_state"
             record_cycle_state(settings, model_type, data_end=new.latest, last_cycle=started_at,
                                last_cycle_id=cycle_id)

@@ -60,6 +60,10 @@ class Datasets:
     split: SplitRecord | None
     notes: list[str] = field(default_factory=list)
     held_out: set[str] = field(default_factory=set)  # Paris days (ISO) the model is judged on
+    # a model continued from another (the weekly cycle's ``continue``): the days that model's trees were
+    # trained on (day -> rows) and its run, recorded with this run's own days
+    trained_before: dict[str, int] = field(default_factory=dict)
+    continued_from: str | None = None
 
     @property
     def history(self) -> pd.DataFrame:

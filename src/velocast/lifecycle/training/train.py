@@ -309,7 +309,8 @@ def _train(model_type: str, spec: Any, horizon: str, params: dict[str, Any], dat
                                 (datasets.test_current, "test_current")):
                 if ds is not None:
                     mlflow_runs.log_dataset(ds.frame, ds.name, ds.content_hash, ds.source, context)
-            mlflow_runs.log_days(datasets.train.frame, datasets.held_out, "data/days.json")
+            mlflow_runs.log_days(datasets.train.frame, datasets.held_out, "data/days.json", datasets.trained_before,
+                                 datasets.continued_from)
             if hyperopt:
                 from velocast.lifecycle.training.tuning import tune
 
