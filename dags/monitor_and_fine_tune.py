@@ -98,7 +98,8 @@ def monitor_and_fine_tune():
     def check_new_data(params=None, ti=None):
         from velocast.lifecycle.operations.cycle_tasks import begin
 
-        started = begin(params["model_type"], params["force_fine_tune"], owner=_lease_owner(ti))
+        started = begin(params["model_type"], params["force_fine_tune"], owner=_lease_owner(ti),
+                        test_mode=params["test_mode"])
         ti.xcom_push(key=RESULT_KEY, value=started)
         return "run_drift" if started["proceed"] else "audit"
 

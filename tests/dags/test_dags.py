@@ -167,8 +167,12 @@ def test_weekly_dag_decides_audits_then_skips_without_new_data(airflow_env: dict
     audited = run["xcoms"]["audit.return_value"]
     assert audited["audit_event_id"] == row.event_id and audited["status"] == "ok"
 
-    # the run recorded what data it saw: the next one, not forced, has nothing new and skips to audit
-    again = _dag_test(airflow_env, "monitor_and_fine_tune")
+    # the run recorded what data it saw: the next test-mode one, not forced, has nothing new and skips to
+    # audit; a real run still has the data to judge (a smoke test never uses it up)
+    from velocast.lifecycle.operations.cycle import check_new_data
+
+    assert check_new_data("lgbm").new_data is True
+    again = _dag_test(airflow_env, "monitor_and_fine_tune", {"test_mode": True})
     assert again["state"] == "success", again["tasks"]
     skipped = {"run_drift", "run_health", "decide", "fine_tune", "evaluate_challenger", "promote_if_deployed",
                "recalibrate", "fail_run_on_error"}

@@ -15,7 +15,7 @@ from velocast.config import get_settings
 from velocast.data import splits, store
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.operations import lease
-from velocast.lifecycle.operations.cycle import CycleBusy, monitor_and_fine_tune, quarterly_retrain
+from velocast.lifecycle.operations.cycle import CycleBusy, check_new_data, monitor_and_fine_tune, quarterly_retrain
 from velocast.lifecycle.decisions.monitor import check_drift
 from velocast.lifecycle.decisions.promotion import promote
 from velocast.lifecycle.operations.simulate import simulate
@@ -81,8 +81,10 @@ def test_forced_test_mode_cycle_decides_and_audits_one_coherent_row(champion_hom
     assert Registry().champion("lgbm").version == before and not result.promoted
     assert row.env == "dev" and row.to_version == before  # a test-mode cycle is never production
     assert result.recalibrated_version is None  # test mode: the champion is never changed
-    # no new data since that cycle: the next one skips, and says so
-    again = monitor_and_fine_tune("lgbm")
+    # no new data since that cycle: the next test-mode one skips, and says so; a real cycle still has the
+    # week's data to judge (a smoke test never uses it up)
+    assert check_new_data("lgbm").new_data is True
+    again = monitor_and_fine_tune("lgbm", test_mode=True)
     assert again.status == "skipped" and again.new_data is False
     assert [s.status for s in again.steps[1:7]] == ["skipped"] * 6
     assert AuditLog().list(limit=1)[0].deployment_decision == "skip_no_new_data"
@@ -207,3 +209,24 @@ def test_simulate_writes_weekly_rmse_and_one_audit_row_per_week(real_home: Path)
     cycles = [e for e in sim_audit.list(limit=50) if e.event in ("cycle", "error")]
     assert len(cycles) == 2 and all(e.event == "cycle" for e in cycles)
     assert AuditLog().count() == 0  # the user's own audit log is untouched
+
+
+def test_a_failed_retrain_leaves_the_old_baseline_active_and_is_audited(real_home: Path) -> None:
+    from velocast.lifecycle.training.datasets import Dataset, load_datasets
+
+    old = splits.active_split()
+    with pytest.raises(ValueError, match="unknown policy 'bogus'"):  # refused before anything is recorded
+        quarterly_retrain("baseline", policy="bogus")
+    assert [s.version for s in splits.list_versions()] == [old.version]
+    # a champion that trained on every held-out day: no fair comparison, and the failure changes nothing
+    datasets = load_datasets("baseline")
+    datasets.train = Dataset("everything", pd.concat([datasets.train.frame, splits.load_split("test_baseline", old),
+                                                      splits.load_split("current", old)]), "test")
+    promote("baseline", version=train("baseline", datasets=datasets).model_version, reason="learned it all",
+            force=True)
+    with pytest.raises(ValueError, match="no held-out day is unseen by both"):
+        quarterly_retrain("baseline")
+    assert splits.active_split().version == old.version and len(splits.list_versions()) == 2
+    row = AuditLog().list(limit=1)[0]
+    assert row.event == "error" and "no held-out day is unseen by both" in row.error_message
+    assert row.reasons == [f"quarterly retrain failed: baseline v{old.version + 1} recorded, v{old.version} stays active"]

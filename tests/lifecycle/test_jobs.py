@@ -168,3 +168,15 @@ def test_a_job_result_holds_one_evaluation(real_home, monkeypatch: pytest.Monkey
     audited = AuditLog(settings=strict).list(event="training", limit=1)[0]
     assert audited.baseline_regression is True and audited.r2_baseline == result["metrics_baseline"]["r2"]
     assert audited.deployment_decision == "reject_regression"
+
+
+def test_a_test_mode_training_that_would_deploy_says_it_cannot_serve_as_is(real_home) -> None:
+    from velocast.lifecycle.audit import AuditLog
+    from velocast.lifecycle.operations.jobs import run_training
+
+    settings = Settings(home=real_home, r2_baseline_threshold=-10.0)  # any model passes the gate
+    result = run_training(TrainSpec("lgbm", "baseline", "dev", {"n_estimators": 20}, True, None, None), settings)
+    assert result["deployment_decision"] == "deploy"  # no champion yet: the policy's verdict
+    assert result["decision_reasons"][-1].startswith("not promotable as it is: a test-mode model")
+    audited = AuditLog(settings=settings).list(event="training", limit=1)[0]
+    assert audited.reasons == result["decision_reasons"]

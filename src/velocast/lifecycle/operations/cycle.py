@@ -101,11 +101,16 @@ def _read_state(settings: Settings) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def record_cycle_state(settings: Settings, model_type: str, **values: Any) -> None:
-    """Remember what the last completed cycle saw (``data_end``), for the next new-data check."""
+def _state_key(model_type: str, test_mode: bool) -> str:
+    """Test-mode cycles keep their own state: a smoke test never uses up the week's new data."""
+    return f"{model_type} (test mode)" if test_mode else model_type
+
+
+def record_cycle_state(settings: Settings, model_type: str, test_mode: bool = False, **values: Any) -> None:
+    """Remember what the last completed cycle saw (``data_end``), for the next new-data check (per mode)."""
     with file_lock(settings.locks_dir / "cycle_state.lock"):
         state = _read_state(settings)
-        state.setdefault(model_type, {}).update(values)
+        state.setdefault(_state_key(model_type, test_mode), {}).update(values)
         atomic_write_json(_state_path(settings), state)
 
 
@@ -114,13 +119,13 @@ def _ts(value: str | None) -> pd.Timestamp | None:
 
 
 # --------------------------------------------------------------------------- steps
-def check_new_data(model_type: str, settings: Settings | None = None) -> NewData:
-    """Did counts arrive after the data the last training or cycle of this type saw?"""
+def check_new_data(model_type: str, settings: Settings | None = None, test_mode: bool = False) -> NewData:
+    """Did counts arrive after the data the last training or cycle of this type (and mode) saw?"""
     settings = settings or get_settings()
     latest = store.latest_timestamp(settings)
     if latest is None:
         return NewData(False, None, None, "the store is empty")
-    seen = [_ts(_read_state(settings).get(model_type, {}).get("data_end"))]
+    seen = [_ts(_read_state(settings).get(_state_key(model_type, test_mode), {}).get("data_end"))]
     champion = Registry(settings).champion(model_type)
     if champion and champion.tags.get("data_end"):
         seen.append(_ts(champion.tags["data_end"]))
@@ -395,7 +400,7 @@ def _run_cycle(params: CycleParams, settings: Settings, on_step: Callable[[StepO
     try:
         champion = Registry(settings).champion(model_type)
         champion_before = champion.version if champion else None
-        new = step("new_data", lambda: check_new_data(model_type, settings))
+        new = step("new_data", lambda: check_new_data(model_type, settings, test_mode))
         if not new.new_data and not params.forced:
             skip(("drift", "health", "fine_tune", "evaluate", "promote", "recalibrate"), NO_NEW_DATA)
         else:
@@ -425,7 +430,7 @@ def _run_cycle(params: CycleParams, settings: Settings, on_step: Callable[[StepO
             step("recalibrate", lambda: run_recalibration(model_type, new.latest, settings, test_mode,
                                                           expected_champion=left))
             current = "cycle_state"
-            record_cycle_state(settings, model_type, data_end=new.latest, last_cycle=started_at,
+            record_cycle_state(settings, model_type, test_mode, data_end=new.latest, last_cycle=started_at,
                                last_cycle_id=cycle_id)
     except Exception as exc:
         # the audit log keeps it for ever and serves it (GET /audit): no password of a URL in it
@@ -483,15 +488,25 @@ def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str 
 
 def _quarterly_retrain(model_type: str, cutoff: str | None, policy: str, settings: Settings, test_mode: bool,
                        promote_on_deploy: bool, env: str) -> dict[str, Any]:
+    Policy(name=policy)  # an unknown policy fails before anything is recorded or trained
     old = splits.ensure_split(settings)
     if cutoff is None:
         cutoff = str(paris_midnight(store.latest_timestamp(settings), 1).date())
     new = splits.record_split(cutoff, old.test_fraction, old.seed, old.current_test_fraction, settings,
                               parent_version=old.version, notes=[f"quarterly retrain: merged current data into v{old.version}"])
+    done = False
     try:
         outcome = _retrain_on(model_type, old, new, policy, settings, test_mode, promote_on_deploy, env)
+        done = True
+    except Exception as exc:
+        AuditLog(settings=settings).record(AuditEvent(
+            event="error", model_type=model_type, env=env, error_message=redact_secrets(f"{type(exc).__name__}: "
+                                                                                        f"{exc}", settings),
+            reasons=[f"quarterly retrain failed: baseline v{new.version} recorded, v{old.version} stays active"],
+            details={"retrain": "quarterly", "old_split": old.version, "new_split": new.version}))
+        raise
     finally:
-        if test_mode:  # a test-mode retrain changes nothing that serves or decides: the old baseline stays active
+        if test_mode or not done:  # a test-mode or failed retrain changes nothing that serves or decides
             splits.activate(old.version, settings)
     if test_mode:
         outcome["reasons"].append(f"test mode: baseline v{new.version} recorded, v{old.version} stays active")

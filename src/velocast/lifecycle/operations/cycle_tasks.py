@@ -57,7 +57,7 @@ _SKIPPED = {"skipped", "upstream_failed", "removed"}  # the assembly says why
 
 
 def begin(model_type: str, force_fine_tune: bool = False, settings: Settings | None = None, *,
-          owner: str) -> dict[str, Any]:
+          owner: str, test_mode: bool = False) -> dict[str, Any]:
     """Start a cycle: take the lease for ``owner`` (``CycleBusy`` while another cycle holds it), then
     check for new data. The caller gives the lease back with :func:`release`, whatever happens.
 
@@ -70,7 +70,7 @@ def begin(model_type: str, force_fine_tune: bool = False, settings: Settings | N
     get_spec(model_type)
     lease.acquire(model_type, owner, settings)
     champion = Registry(settings).champion(model_type)
-    new = check_new_data(model_type, settings)
+    new = check_new_data(model_type, settings, test_mode)
     proceed = bool(new.new_data or force_fine_tune)
     return {**new.to_dict(), "cycle_id": str(uuid.uuid4()), "started_at": datetime.now(UTC).isoformat(),
             "model_type": model_type, "champion_before": champion.version if champion else None,
@@ -128,7 +128,7 @@ def finish(outputs: Mapping[str, Mapping[str, Any] | None], states: Mapping[str,
         else champion_before)
     if not result.error and states.get("drift") in _DONE:
         # like the in-process cycle: the data this cycle looked at, so the next one can skip
-        record_cycle_state(settings, model_type, data_end=start.get("latest"), last_cycle=result.started_at,
+        record_cycle_state(settings, model_type, test_mode, data_end=start.get("latest"), last_cycle=result.started_at,
                            last_cycle_id=result.cycle_id)
     result.audit_event_id = audit_cycle(result, settings)
     result.steps.append(StepOutcome("audit", "done", f"audit event {result.audit_event_id}"))

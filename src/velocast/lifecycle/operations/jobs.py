@@ -354,9 +354,13 @@ def run_training(spec: TrainSpec, settings: Settings, job_id: str | None = None)
                            model_test=spec.test_mode, horizon=spec.horizon, hyperparams=spec.hyperparams,
                            tags={"trigger": "api", **({"api_job": job_id} if job_id else {})})
     trained, judged = done.trained, done.judgement
+    reasons = list(judged.reasons)
+    if spec.test_mode and judged.decision == "deploy":  # what the policy says is not what may serve
+        reasons.append("not promotable as it is: a test-mode model (trained on a small sample) becomes champion "
+                       "only with force and a reason (POST /promote_champion)")
     AuditLog(settings=settings).record(AuditEvent.from_outcome(
         "training", judged, model_type=spec.model_type, model_uri=trained.registry_uri, run_id=trained.run_id,
-        env=spec.env, actor="api", to_version=trained.model_version,
+        env=spec.env, actor="api", to_version=trained.model_version, reasons=reasons,
         details={"job_id": job_id, "data_source": spec.data_source, "test_mode": spec.test_mode,
                  "champion": judged.evaluation.get("champion"), "decisions": judged.decisions}))
     return {
@@ -365,7 +369,7 @@ def run_training(spec: TrainSpec, settings: Settings, job_id: str | None = None)
         "metrics_baseline": judged.metrics_baseline, "metrics_current": judged.metrics_current,
         "double_evaluation_enabled": judged.metrics_current is not None,
         "baseline_regression": judged.baseline_regression, "deployment_decision": judged.decision,
-        "decision_reasons": judged.reasons, "decisions": judged.decisions,
+        "decision_reasons": reasons, "decisions": judged.decisions,
         "compared_champion": judged.compared_champion,
         "double_evaluation": judged.evaluation, "hyperparams": trained.hyperparams, "notes": trained.notes,
     }
