@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from velocast.api import create_app
 from velocast.config import Settings
 from velocast.data import store
-from velocast.ui.client import ApiClient, ClientError, LocalClient, day_rows, get_client
+from velocast.ui.client import API_CHUNK, ApiClient, ClientError, LocalClient, day_rows, get_client
 
 KEY = "ui-test-key-0123456789"
 
@@ -34,6 +34,11 @@ def test_api_client_predicts_like_the_library(clients: tuple[LocalClient, ApiCli
     # rows carrying counts are scored by both
     labelled = store.query_counts("2021-08-03", "2021-08-04", counter_ids=[str(counter["counter_id"])])
     assert api.predict(labelled).metrics["rmse"] == pytest.approx(local.predict(labelled).metrics["rmse"])
+    # more labelled rows than one prediction chunk: still scored in one request, as the library scores them
+    many = store.query_counts("2021-06-20", "2021-08-04")
+    assert len(many) > API_CHUNK
+    scored_there, scored_here = api.predict(many).metrics, local.predict(many).metrics
+    assert scored_there["n"] == scored_here["n"] and scored_there["rmse"] == pytest.approx(scored_here["rmse"])
 
 
 def test_api_client_reads_models_history_audit_and_reports(clients: tuple[LocalClient, ApiClient]) -> None:

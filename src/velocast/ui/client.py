@@ -462,8 +462,14 @@ class ApiClient(Client):
         warnings: list[str] = []
         model: dict[str, Any] | None = None
         metrics = None
-        for start in range(0, len(records), API_CHUNK):
-            chunk = records[start:start + API_CHUNK]
+        # the API scores the counts of each request on its own: labelled rows go in one request when they can
+        labelled = "bike_count" in rows and rows["bike_count"].notna().any()
+        size = max(API_CHUNK, self.local.settings.api_max_records) if labelled else API_CHUNK
+        if labelled and len(records) > size:
+            warnings.append(f"no scores: the {len(records):,} rows exceed the {size:,} records the API scores in one "
+                            "request (VELOCAST_API_MAX_RECORDS); `velocast predict` scores a file of any size")
+        for start in range(0, len(records), size):
+            chunk = records[start:start + size]
             request = {"records": chunk, "model_type": model_type, **({"coverage": coverage} if coverage else {})}
             try:
                 body = self._call("POST", "/predict", json=request).json()
@@ -483,7 +489,7 @@ class ApiClient(Client):
                 weather[start + item["index"]] = item.get("weather")
                 notes[start + item["index"]] = "; ".join(item.get("warnings") or [])
             warnings.extend(w for w in body.get("warnings", []) if w not in warnings)
-            metrics = body.get("metrics") if len(records) <= API_CHUNK else None
+            metrics = body.get("metrics") if len(records) <= size else None
         if model is None:
             raise ClientError("no rows to predict")
         frame = rows.copy()
