@@ -36,10 +36,18 @@ def test_latest_drift_and_champion_health(client: TestClient, at_model_home: dic
     monitored = client.post("/monitor", json={"model_type": "lgbm", "window_days": 14},
                             headers={"X-API-Key": KEY})
     assert monitored.status_code == 200, monitored.text
-    latest = client.get("/drift/latest").json()
-    assert latest["report"]["status"] == monitored.json()["verdict"]["status"]
-    assert latest["report_url"].endswith("/reports/drift/latest.html")
+    latest = client.get("/drift/latest").json()  # the default model type's (lgbm)
+    assert latest["model_type"] == "lgbm" and latest["report"]["status"] == monitored.json()["verdict"]["status"]
+    assert latest["report_url"] == monitored.json()["report_url"] and latest["checked_at"]
     assert client.get(latest["report_url"]).status_code == 200
+    # a check of another model type is that type's: it does not replace lgbm's latest verdict
+    row = store.query_counts("2021-08-01", "2021-08-02").iloc[0]
+    record = {"counter_id": row["counter_id"], "timestamp": row["timestamp"].isoformat(), "bike_count": 10.0}
+    other = client.post("/monitor", json={"model_type": "rf", "records": [record]}, headers={"X-API-Key": KEY})
+    assert other.status_code == 200 and other.json()["status"] == "insufficient_data"
+    assert client.get("/drift/latest").json()["report"] == latest["report"]
+    assert client.get("/drift/latest", params={"model_type": "rf"}).json()["report"]["status"] == "insufficient_data"
+    assert client.get("/drift/latest", params={"model_type": "nn"}).json()["report"] is None
     health = client.get("/champion_health", params={"model_type": "lgbm"}).json()
     assert health["state"] in {"ok", "degraded", "critical"} and health["rows"] > 0 and health["reasons"]
     assert client.get("/champion_health", params={"model_type": "xgb"}).status_code == 422

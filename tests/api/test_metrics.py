@@ -72,12 +72,13 @@ def test_lifecycle_gauges_tell_what_was_recorded(real_home: Path) -> None:
     assert value(scraped, "velocast_champion_health_rows", model_type="lgbm") == 168.0
     assert time.time() - value(scraped, "velocast_champion_health_timestamp_seconds", model_type="lgbm") < 600
 
-    report = latest_drift(settings)["report"]
-    assert value(scraped, "velocast_drift_share") == pytest.approx(report["drift_share"])
-    assert value(scraped, "velocast_drift_status", status=report["status"]) == 1.0
-    assert time.time() - value(scraped, "velocast_drift_report_timestamp_seconds") < 600
+    report = latest_drift(settings, "lgbm")["report"]
+    assert value(scraped, "velocast_drift_share", model_type="lgbm") == pytest.approx(report["drift_share"])
+    assert value(scraped, "velocast_drift_status", model_type="lgbm", status=report["status"]) == 1.0
+    assert value(scraped, "velocast_drift_share", model_type="rf") is None  # rf never checked
+    assert time.time() - value(scraped, "velocast_drift_report_timestamp_seconds", model_type="lgbm") < 600
     for feature in report["features"]:
-        labels = {"feature": feature["name"], "role": "input"}
+        labels = {"model_type": "lgbm", "feature": feature["name"], "role": "input"}
         assert value(scraped, "velocast_drift_feature_tested", **labels) == float(feature["tested"])
         if feature["tested"]:
             assert value(scraped, "velocast_drift_feature_drifted", **labels) == float(feature["drifted"])
@@ -85,7 +86,7 @@ def test_lifecycle_gauges_tell_what_was_recorded(real_home: Path) -> None:
             assert value(scraped, "velocast_drift_feature_p_value", **labels) == pytest.approx(feature["p_value"])
             assert value(scraped, "velocast_drift_feature_statistic", **labels,
                          test=feature["test"]) == pytest.approx(feature["statistic"])
-    assert value(scraped, "velocast_drift_feature_tested", feature="bike_count", role="target") == 1.0
+    assert value(scraped, "velocast_drift_feature_tested", model_type="lgbm", feature="bike_count", role="target") == 1.0
     assert value(scraped, "velocast_store_latest_count_timestamp_seconds") == store.latest_timestamp(settings).timestamp()
     assert value(scraped, "velocast_ready", model_type="lgbm") == 0.0  # no model in this home: /ready is 503
     for source in ("audit", "drift", "health", "store", "jobs", "champions", "readiness", "served"):

@@ -450,12 +450,14 @@ def counts(settings: SettingsDep, counter_id: Annotated[str, Query(min_length=1,
 
 
 @router.get("/drift/latest", response_model=DriftLatestResponse, tags=["monitoring"],
-            summary="The latest drift verdict")
-def drift_latest(request: Request, settings: SettingsDep) -> DriftLatestResponse:
-    latest = latest_drift(settings) or {}
-    report = latest.get("report")
-    url = str(request.url_for("drift_report", name="latest")) if latest.get("html") else None
-    return DriftLatestResponse(report=report, report_url=url)
+            summary="The latest drift verdict of a model type (default: the API's default model type)")
+def drift_latest(request: Request, settings: SettingsDep, config: ConfigDep,
+                 model_type: ModelType | None = None) -> DriftLatestResponse:
+    model_type = model_type or config.default_model_type
+    latest = latest_drift(settings, model_type) or {}
+    name = Path(latest["folder"]).name if latest.get("html") and latest.get("folder") else None
+    return DriftLatestResponse(model_type=model_type, report=latest.get("report"), checked_at=latest.get("checked_at"),
+                               report_url=str(request.app.url_path_for("drift_report", name=name)) if name else None)
 
 
 @router.get("/champion_health", response_model=ChampionHealthResponse, tags=["monitoring"],

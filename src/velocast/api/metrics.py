@@ -54,7 +54,7 @@ from prometheus_client.registry import Collector
 from velocast.config import Settings, redact_secrets
 from velocast.data import store
 from velocast.lifecycle.audit import AuditLog
-from velocast.lifecycle.decisions.monitor import latest_drift, latest_health
+from velocast.lifecycle.decisions.monitor import latest_drifts, latest_health
 from velocast.models import MODEL_TYPES
 from velocast.monitoring.drift import STATUSES as DRIFT_STATUSES
 
@@ -250,16 +250,18 @@ class LifecycleCollector(Collector):
         return [error, when, streak]
 
     def _drift(self) -> list[Metric]:
-        latest = latest_drift(self.settings) or {}
-        report = latest.get("report") or {}
-        share = GaugeMetricFamily("velocast_drift_share", "Share of drifted features in the latest drift report.")
-        detected = GaugeMetricFamily("velocast_drift_detected", "1 if the latest drift report found drift.")
+        by_type = ["model_type"]
+        share = GaugeMetricFamily("velocast_drift_share", "Share of drifted features in the model type's latest drift "
+                                  "report.", labels=by_type)
+        detected = GaugeMetricFamily("velocast_drift_detected", "1 if the model type's latest drift report found "
+                                     "drift.", labels=by_type)
         state = GaugeMetricFamily("velocast_drift_status", "Status of the latest drift report (1 for its status).",
-                                  labels=["status"])
-        when = GaugeMetricFamily("velocast_drift_report_timestamp_seconds", "When the latest drift report was made.")
+                                  labels=[*by_type, "status"])
+        when = GaugeMetricFamily("velocast_drift_report_timestamp_seconds", "When the latest drift report was made.",
+                                 labels=by_type)
         counters = GaugeMetricFamily("velocast_drift_new_counters", "Counters of the latest drift window unknown to "
-                                     "the champion.")
-        labels = ["feature", "role"]
+                                     "the champion.", labels=by_type)
+        labels = [*by_type, "feature", "role"]
         drifted = GaugeMetricFamily("velocast_drift_feature_drifted", "1 when the feature drifted in the latest "
                                     "report (tested features only).", labels=labels)
         tested = GaugeMetricFamily("velocast_drift_feature_tested", "1 when the feature had enough rows to be "
@@ -271,22 +273,25 @@ class LifecycleCollector(Collector):
                                    "Jensen-Shannon distance).", labels=labels)
         threshold = GaugeMetricFamily("velocast_drift_feature_effect_threshold", "Effect size above which a "
                                       "significant difference is drift.", labels=labels)
-        if report:
+        for model_type, latest in latest_drifts(self.settings).items():
+            report = latest.get("report") or {}
+            if not report:
+                continue
             if _number(report.get("drift_share")) is not None:
-                share.add_metric([], float(report["drift_share"]))
+                share.add_metric([model_type], float(report["drift_share"]))
             if report.get("drift_detected") is not None:
-                detected.add_metric([], float(bool(report["drift_detected"])))
+                detected.add_metric([model_type], float(bool(report["drift_detected"])))
             for status in DRIFT_STATUSES:
-                state.add_metric([status], 1.0 if report.get("status") == status else 0.0)
-            counters.add_metric([], float(len(report.get("new_counters") or [])))
+                state.add_metric([model_type, status], 1.0 if report.get("status") == status else 0.0)
+            counters.add_metric([model_type], float(len(report.get("new_counters") or [])))
             checked = _epoch(latest.get("checked_at"))
             if checked is not None:
-                when.add_metric([], checked)
+                when.add_metric([model_type], checked)
             features = [(f, "input") for f in report.get("features") or []]
             features += [(report[key], role) for key, role in (("target_drift", "target"),
                                                                ("prediction_drift", "prediction")) if report.get(key)]
             for feature, role in features:
-                names = [str(feature["name"]), role]
+                names = [model_type, str(feature["name"]), role]
                 tested.add_metric(names, 1.0 if feature.get("tested") else 0.0)
                 if feature.get("tested"):
                     drifted.add_metric(names, 1.0 if feature.get("drifted") else 0.0)

@@ -558,8 +558,11 @@ class CountsResponse(BaseModel):
 
 
 class DriftLatestResponse(BaseModel):
-    report: dict[str, Any] | None = Field(None, description="The latest drift verdict (null before any check)")
-    report_url: str | None = None
+    model_type: str = Field(description="The model type whose latest drift check this is.")
+    report: dict[str, Any] | None = Field(None, description="The latest drift verdict of that model type (null "
+                                          "before any check)")
+    checked_at: str | None = Field(None, description="When it was checked (ISO 8601, UTC).")
+    report_url: str | None = Field(None, description="Its HTML report (relative to the API).")
 
 
 class ChampionHealthResponse(BaseModel):

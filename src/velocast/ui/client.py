@@ -226,11 +226,11 @@ class Client(ABC):
 
     # ---------------------------------------------------------------- monitoring
     @abstractmethod
-    def latest_drift(self) -> dict[str, Any] | None:
-        """The latest drift check (``{"folder", "json", "html", "report": DriftReport.to_dict()}``)."""
+    def latest_drift(self, model_type: str = "lgbm") -> dict[str, Any] | None:
+        """The latest drift check of ``model_type`` (``{"checked_at", "html", "report": DriftReport.to_dict()}``)."""
 
     @abstractmethod
-    def drift_report_html(self) -> bytes | None:
+    def drift_report_html(self, model_type: str = "lgbm") -> bytes | None:
         """The evidently HTML of the latest drift check, if one was written."""
 
     @abstractmethod
@@ -343,13 +343,13 @@ class LocalClient(Client):
                                                                             model_type=model_type)]
 
     # monitoring
-    def latest_drift(self) -> dict[str, Any] | None:
+    def latest_drift(self, model_type: str = "lgbm") -> dict[str, Any] | None:
         from velocast.lifecycle.decisions.monitor import latest_drift
 
-        return latest_drift(self.settings)
+        return latest_drift(self.settings, model_type)
 
-    def drift_report_html(self) -> bytes | None:
-        latest = self.latest_drift() or {}
+    def drift_report_html(self, model_type: str = "lgbm") -> bytes | None:
+        latest = self.latest_drift(model_type) or {}
         path = Path(latest["html"]) if latest.get("html") else None
         return path.read_bytes() if path is not None and path.is_file() else None
 
@@ -528,16 +528,19 @@ class ApiClient(Client):
         params = {"limit": limit, **({"event": event} if event else {}), **({"model_type": model_type} if model_type else {})}
         return self._call("GET", "/audit", params=params).json()["events"]
 
-    # monitoring: GET /drift/latest, GET /reports/drift/latest.html, POST /monitor, GET /champion_health
-    def latest_drift(self) -> dict[str, Any] | None:
-        body = self._call("GET", "/drift/latest").json()
+    # monitoring: GET /drift/latest, GET /reports/drift/{name}.html, POST /monitor, GET /champion_health
+    def latest_drift(self, model_type: str = "lgbm") -> dict[str, Any] | None:
+        body = self._call("GET", "/drift/latest", params={"model_type": model_type}).json()
         if not body.get("report"):
             return None
-        return {"report": body["report"], "html": body.get("report_url")}
+        return {"report": body["report"], "html": body.get("report_url"), "checked_at": body.get("checked_at")}
 
-    def drift_report_html(self) -> bytes | None:
+    def drift_report_html(self, model_type: str = "lgbm") -> bytes | None:
+        url = (self.latest_drift(model_type) or {}).get("html")
+        if not url:
+            return None
         try:
-            return self._call("GET", "/reports/drift/latest.html").content
+            return self._call("GET", url).content
         except ClientError as exc:
             if exc.status == 404:  # no drift report written yet
                 return None

@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -123,14 +124,35 @@ def check_drift(model_type: str = "lgbm", reference: pd.DataFrame | None = None,
         progress.step("writing the JSON verdict and the HTML report")
         written = write_reports(report, matched, cur, columns, folder) if len(cur) else {}
         paths = {k: str(v) for k, v in written.items()}
-        atomic_write_json(settings.reports_dir / "drift" / "latest.json", {
-            "folder": str(folder), "checked_at": checked_at.isoformat(), **paths, "report": report.to_dict()})
+        latest = {"model_type": model_type, "folder": str(folder), "checked_at": checked_at.isoformat(), **paths,
+                  "report": report.to_dict()}
+        atomic_write_json(_drift_latest_path(settings, model_type), latest)  # the model type's latest check
+        atomic_write_json(_drift_latest_path(settings), latest)  # the latest check of any model type
     return DriftCheck(report, paths)
 
 
-def latest_drift(settings: Settings | None = None) -> dict[str, Any] | None:
-    path = (settings or get_settings()).reports_dir / "drift" / "latest.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+def _drift_latest_path(settings: Settings, model_type: str | None = None) -> Path:
+    return settings.reports_dir / "drift" / (f"latest-{model_type}.json" if model_type else "latest.json")
+
+
+def latest_drift(settings: Settings | None = None, model_type: str | None = None) -> dict[str, Any] | None:
+    """The latest drift check of ``model_type`` (None: of any model type), or None before any."""
+    settings = settings or get_settings()
+    path = _drift_latest_path(settings, model_type)
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    legacy = latest_drift(settings) if model_type else None  # written before checks were kept per model type
+    return legacy if legacy is not None and "model_type" not in legacy else None
+
+
+def latest_drifts(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """The latest drift check of each model type checked: ``{model_type: check}``."""
+    settings = settings or get_settings()
+    out = {}
+    for path in sorted((settings.reports_dir / "drift").glob("latest-*.json")):
+        check = json.loads(path.read_text(encoding="utf-8"))
+        out[check.get("model_type") or path.stem.removeprefix("latest-")] = check
+    return out
 
 
 def _health_path(settings: Settings):
@@ -207,6 +229,7 @@ __all__ = [
     "champion_health",
     "check_drift",
     "latest_drift",
+    "latest_drifts",
     "latest_health",
     "record_health",
     "window",

@@ -40,7 +40,7 @@ if st.button("Run a drift check now", key="run_drift",
     except ClientError as exc:
         st.error(str(exc))
 
-latest = client.latest_drift()
+latest = client.latest_drift(model_type)
 if latest is None:
     st.info(f"No drift check yet: run `velocast drift --model-type {model_type}` (or the button above).",
             icon=":material/monitor_heart:")
@@ -75,7 +75,7 @@ else:
             st.dataframe(features[[c for c in ("name", "kind", "test", "p_value", "effect", "drifted",
                                                "reference_mean", "current_mean") if c in features]],
                          hide_index=True)
-    html = client.drift_report_html()
+    html = client.drift_report_html(model_type)
     if html is None:
         st.caption("No HTML report was written for this check.")
     else:
