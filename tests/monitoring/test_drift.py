@@ -151,7 +151,7 @@ def test_level_shift_is_flagged(frame):
     # one verdict everywhere: the JSON leads with it and says why, the feature share is one reason
     out = report.to_dict()
     assert out["drift_detected"] is True and out["verdict_by"] == "velocast" and "dataset_drift" not in out
-    assert out["verdict"].startswith("drift (drift): the target (bike_count) drifted")
+    assert out["verdict"].startswith("drift: the target (bike_count) drifted")
     assert "2 of 6 input features drifted: temperature, lag_1d (share 0.33 < 0.5 for feature drift)" in out["reasons"]
 
 

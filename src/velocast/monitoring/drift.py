@@ -213,7 +213,8 @@ class DriftReport:
 
     def verdict(self) -> str:
         """One line: the verdict and its reasons, e.g. ``drift: the target (bike_count) drifted …``."""
-        return f"{self.headline} ({self.status}): " + "; ".join(self.reasons)
+        shown = self.headline if self.headline == self.status else f"{self.headline} ({self.status})"
+        return f"{shown}: " + "; ".join(self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
         return {

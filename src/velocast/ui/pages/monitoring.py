@@ -51,7 +51,8 @@ else:
     checked = latest.get("checked_at") or (pd.Timestamp(when[:15]).tz_localize("UTC") if len(when) >= 15 else None)
     verdict = DriftReport.from_dict(report) if "status" in report else None
     headline = verdict.headline if verdict else "unknown"
-    st.markdown(f"{STATE_ICONS.get(status, '')} Latest verdict (velocast's): **{headline}** ({status})"
+    st.markdown(f"{STATE_ICONS.get(status, '')} Latest verdict (velocast's): **{headline}**"
+                + (f" ({status})" if status != headline else "")
                 + (f" — checked {common.paris_time(checked)}" if checked is not None else ""))
     for reason in verdict.reasons if verdict else []:
         st.markdown(f"- {reason}")
