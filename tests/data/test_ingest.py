@@ -68,8 +68,9 @@ def test_bad_rows_are_quarantined_with_reasons(home: Path, tmp_path: Path) -> No
     # the user's original values are kept, with the field named in the detail
     assert quarantine.loc[quarantine["source_row"] == 5, "Comptage horaire"].item() == "beaucoup"
     detail = quarantine.set_index("source_row")["detail"]
-    assert detail[3].startswith("bike_count='-5'")
-    assert detail[9].startswith("coordinates='45.76,4.83'")
+    assert detail[3].startswith("Comptage horaire='-5'")  # the file's own column names
+    assert detail[7].startswith("Date et heure de comptage=")
+    assert detail[9].startswith("Coordonnées géographiques='45.76,4.83'")
     assert len(store.query_counts()) == 17
 
 
@@ -199,3 +200,12 @@ def test_future_rows_of_a_counter_the_store_does_not_know_say_its_location_is_ne
     rows.write_text("counter_id,date,latitude,longitude\nnew-1,2021-08-10 06:00:00,north,2.35\n")
     rejected = validate(read_table(rows, require_count=False), require_count=False, known_counters=known).rejected.iloc[0]
     assert rejected["detail"] == "latitude='north': expected 'lat,lon' or numeric latitude/longitude"
+
+
+def test_a_rejected_tidy_date_is_named_and_explained_as_the_file_gives_it(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    pd.DataFrame({"counter_id": ["100057445-104057445"] * 2, "date": ["2021-08-10 06:00:00", "sometime"],
+                  "latitude": [48.86, 48.86], "longitude": [2.35, 2.35]}).to_csv(path, index=False)
+    rejected = validate(read_table(path, require_count=False), require_count=False).rejected
+    assert rejected["detail"].tolist() == [
+        "date='sometime': expected a date-time such as 2021-09-01 06:00:00 (naive: UTC, as the tidy file's date)"]

@@ -423,11 +423,19 @@ def validate(raw: RawTable, *, require_count: bool = True,
     reason = pd.Series(None, index=index, dtype=object)
     detail = pd.Series(None, index=index, dtype=object)
 
+    named = {canonical: given for given, canonical in raw.rename.items()}  # details name the file's own columns
+
+    def expected(why: str, column: str) -> str:
+        if why == S.REASON_BAD_TIMESTAMP and named.get(column) == "date":  # the tidy file's naive UTC date
+            return "expected a date-time such as 2021-09-01 06:00:00 (naive: UTC, as the tidy file's date)"
+        return EXPECTED.get(why, "see the canonical schema")
+
     def flag(new_reason: pd.Series, column: str) -> None:
         hit = new_reason.notna() & reason.isna()
         reason[hit] = new_reason[hit]
         shown = raw_values[column] if column in raw_values else pd.Series("", index=index)
-        detail[hit] = [f"{column}={v!r}: {EXPECTED[r]}" for v, r in zip(shown[hit], new_reason[hit])]
+        detail[hit] = [f"{named.get(column, column)}={v!r}: {expected(r, column)}"
+                       for v, r in zip(shown[hit], new_reason[hit])]
 
     raw_values = {c: src[c] for c in src.columns}
     counter_id = _text(src["counter_id"]) if "counter_id" in src else pd.Series(pd.NA, index=index, dtype="string")
@@ -487,12 +495,11 @@ def validate(raw: RawTable, *, require_count: bool = True,
             idx = int(idx)
             if pd.isna(reason[idx]):
                 reason[idx] = str(first["check"])
-                expected = EXPECTED.get(str(first["check"]), "see the canonical schema")
                 column = str(first["column"])
                 if column in ("latitude", "longitude") and "coordinates" in src:
                     column = "coordinates"
                 value = src[column][idx] if column in src else first["failure_case"]
-                detail[idx] = f"{column}={str(value)!r}: {expected}"
+                detail[idx] = f"{named.get(column, column)}={str(value)!r}: {expected(str(first['check']), column)}"
 
     # conflicting duplicates (same counter and hour, different counts) are all rejected
     ok = reason.isna()
