@@ -130,6 +130,10 @@ def test_a_smaller_body_limit_is_configurable(empty_home: Path) -> None:
         response = client.post("/predict", json={"records": [RECORD] * 30})
         assert response.status_code == 413 and "the limit of 1,000 bytes" in response.json()["detail"]
         assert client.post("/predict", json={"records": [{"counter_id": "x"}]}).status_code == 422
+        streamed = client.post("/predict", content=iter([b'{"records": [' + b" " * 1500, b"]}"]),
+                               headers={"Content-Type": "application/json"})  # no declared size
+        assert streamed.status_code == 413
+        assert streamed.json()["detail"].startswith("request body too large: more than the limit of 1,000 bytes")
 
 
 def test_the_documented_examples_are_valid_requests() -> None:

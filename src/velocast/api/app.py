@@ -667,8 +667,8 @@ class BodySizeLimitMiddleware:
         self.app, self.max_bytes = app, max_bytes
 
     def _detail(self, size: int | None) -> str:
-        told = f"{size:,} bytes" if size is not None else "more"
-        return (f"request body too large: {told} > the limit of {self.max_bytes:,} bytes "
+        told = f"{size:,} bytes >" if size is not None else "more than"
+        return (f"request body too large: {told} the limit of {self.max_bytes:,} bytes "
                 f"({self.max_bytes / 1024 / 1024:.4g} MB, VELOCAST_API_MAX_BODY_MB)")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
