@@ -151,3 +151,26 @@ def test_champion_promote_and_rollback_say_who_is_previous(real_home: Path) -> N
         pytest.xfail("lifecycle/decisions/promotion.py rollback() takes the champion before `previous` from any history row, "
                      "rollbacks included: after promote 1, 2, rollback, promote 2, rollback, previous-champion is 2")
     assert "previous-champion: -)" in out.output
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("VELOCAST_INTERVAL_COVERAGE", "1.5", "expected a number from 0.5 to 0.99"),
+    ("VELOCAST_ENV", "staging", "expected one of dev, prod"),
+    ("VELOCAST_HTTP_RETRIES", "abc", "expected a whole number >= 0"),
+    ("VELOCAST_DEGRADED_DAY_SHARE", "1", "expected a number >= 0 and < 1"),
+])
+def test_a_bad_environment_value_is_one_line_naming_the_variable(home: Path, tmp_path: Path, variable: str,
+                                                                  value: str, expected: str) -> None:
+    from tests.conftest import run_cli
+
+    line = f"error: {variable}='{value}': {expected}"
+    for args in (["predict", "rows.csv", "--output", str(tmp_path / "p.csv")], ["data", "summary"],
+                 ["audit", "list"], ["summary"], ["champion"], ["-v", "champion"]):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(variable, value)
+            out = run_cli(args)
+        assert out.exit_code == 2, (args, out.output)
+        assert out.output.strip().splitlines()[-1] == line, (args, out.output)
+        if args[0] != "-v":
+            assert out.output.strip() == line and "Traceback" not in out.output, (args, out.output)
+    assert not (tmp_path / "p.csv").exists()

@@ -48,7 +48,8 @@ def _user_error(exc: BaseException) -> tuple[str, int] | None:
     from velocast.lifecycle.operations.lease import CycleBusy
 
     if isinstance(exc, OSError):
-        message = write_failure(exc, get_settings().home)
+        settings = _settings_or_none()
+        message = write_failure(exc, settings.home) if settings is not None else None
         if message is not None:
             return message, EXIT_STORAGE
         if isinstance(exc, FileNotFoundError) and exc.filename:
@@ -116,6 +117,14 @@ def get_settings() -> Any:
     return settings()
 
 
+def _settings_or_none() -> Any:
+    """The settings, or None when a ``VELOCAST_*`` variable cannot be read (the error about it says which)."""
+    try:
+        return get_settings()
+    except ValueError:
+        return None
+
+
 def install_log_redaction(*args: Any, **kwargs: Any) -> Any:
     from velocast.config import install_log_redaction as install
 
@@ -161,7 +170,7 @@ def _redacted_excepthook(kind: type[BaseException], value: BaseException, tb: An
     import traceback
 
     text = "".join(traceback.format_exception(kind, value, tb))
-    sys.stderr.write(redact_secrets(text, get_settings()))
+    sys.stderr.write(redact_secrets(text, _settings_or_none()))
 
 
 def _show_version(value: bool) -> None:
@@ -175,7 +184,12 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
          version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
                                       help="Print velocast's version and exit.")) -> None:
     _VERBOSE["on"] = verbose
-    _setup_logging(verbose)
+    try:
+        _setup_logging(verbose)  # the first read of the settings, before any command
+    except ValueError as exc:  # a VELOCAST_* variable that cannot be read (config.SettingsError): one line
+        if verbose:
+            log.error("the settings cannot be read", exc_info=exc)
+        _fail(str(exc), EXIT_INPUT)
 
 
 MODEL_TYPE_HELP = "Model family."
@@ -190,7 +204,7 @@ STRATEGY_HELP = " | ".join(STRATEGIES)
 
 
 def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {redact_secrets(message, get_settings())}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {redact_secrets(message, _settings_or_none())}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
