@@ -174,3 +174,37 @@ def test_a_bad_environment_value_is_one_line_naming_the_variable(home: Path, tmp
         if args[0] != "-v":
             assert out.output.strip() == line and "Traceback" not in out.output, (args, out.output)
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_option_values_are_refused_before_anything_runs(home: Path) -> None:
+    from tests.conftest import run_cli
+    from velocast.choices import ENVS, POLICIES
+
+    with_env = sorted(" ".join(path) for path, command in _commands(typer.main.get_command(app))
+                      if any("--env" in p.opts for p in command.params))
+    with_policy = sorted(" ".join(path) for path, command in _commands(typer.main.get_command(app))
+                         if any("--policy" in p.opts for p in command.params))
+    assert {"cycle", "retrain", "train"} <= set(with_env) and {"cycle", "evaluate", "retrain", "simulate"} <= \
+        set(with_policy), (with_env, with_policy)
+    start = ["--start", "2021-06-01"]
+    refused = [*[([*name.split(), *(start if name == "simulate" else []), "--env", "staging"], "--env", "staging")
+                 for name in with_env],
+               *[([*name.split(), *(start if name == "simulate" else []), "--policy", "bogus"], "--policy", "bogus")
+                 for name in with_policy],
+               (["simulate", *start, "--strategy", "bogus"], "--strategy", "bogus"),
+               (["cycle", "--strategy", "bogus"], "--strategy", "bogus")]
+    for command in ("cycle --force-fine-tune --test-mode", "drift", "simulate --start 2021-06-01"):
+        for days in ("0", "-3"):
+            refused.append(([*command.split(), "--window-days", days], "--window-days", days))
+    for args, option, value in refused:
+        out = run_cli(args)
+        assert out.exit_code == 2, (args, out.output)
+        assert f"Invalid value for '{option}'" in out.output and "Traceback" not in out.output, (args, out.output)
+        if option == "--env":
+            assert f"'staging' is not one of {', '.join(repr(e) for e in ENVS)}" in out.output, out.output
+        if option == "--policy":
+            assert f"'bogus' is not one of {', '.join(repr(p) for p in POLICIES)}" in out.output, out.output
+        if option == "--window-days":
+            assert "greater than or equal to 1" in out.output, out.output
+    assert not (home / "audit.db").exists() and not (home / "simulations").exists() and not (home / "mlruns").exists()
+    assert not (home / "mlflow.db").exists()

@@ -207,3 +207,24 @@ def test_simulate_writes_weekly_rmse_and_one_audit_row_per_week(real_home: Path)
     cycles = [e for e in sim_audit.list(limit=50) if e.event in ("cycle", "error")]
     assert len(cycles) == 2 and all(e.event == "cycle" for e in cycles)
     assert AuditLog().count() == 0  # the user's own audit log is untouched
+
+
+def test_bad_options_are_refused_before_anything_is_trained_recorded_or_audited(home: Path) -> None:
+    refused = [
+        (lambda: monitor_and_fine_tune("lgbm", True, True, window_days=0), "window_days must be at least 1"),
+        (lambda: monitor_and_fine_tune("lgbm", True, True, window_days=-5), "window_days must be at least 1"),
+        (lambda: monitor_and_fine_tune("lgbm", env="staging"), "unknown env 'staging': expected one of dev, prod"),
+        (lambda: monitor_and_fine_tune("lgbm", True, True, env="staging"), "unknown env 'staging'"),
+        (lambda: quarterly_retrain("lgbm", policy="bogus"), "unknown policy 'bogus': expected one of double_eval"),
+        (lambda: quarterly_retrain("lgbm", env="staging"), "unknown env 'staging'"),
+        (lambda: simulate("2021-06-01", 1, policy="bogus"), "unknown policy 'bogus'"),
+        (lambda: simulate("2021-06-01", 1, strategy="bogus"), "unknown strategy 'bogus'"),
+        (lambda: simulate("2021-06-01", 1, window_days=0), "window_days must be at least 1"),
+        (lambda: check_drift("lgbm", window_days=0), "window_days must be at least 1"),
+    ]
+    for call, message in refused:
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert AuditLog().list(limit=10) == []
+    assert not (home / "simulations").exists() and not (home / "splits").exists()
+    assert not (home / "mlflow.db").exists() and not (home / "reports").exists()

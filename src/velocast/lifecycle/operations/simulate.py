@@ -34,7 +34,7 @@ from velocast.config import Settings, get_settings
 from velocast.data import splits, store
 from velocast.data.schema import paris_midnight, to_paris
 from velocast.lifecycle.decisions.promotion import promote
-from velocast.lifecycle.operations.cycle import fine_tune, monitor_and_fine_tune
+from velocast.lifecycle.operations.cycle import check_options, fine_tune, monitor_and_fine_tune
 from velocast.lifecycle.serving.scoring import ServedRows
 from velocast.lifecycle.training.train import train
 from velocast.models import get_spec
@@ -108,6 +108,7 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
              settings: Settings | None = None, keep_home: bool = True,
              on_week: Callable[[WeekRow], None] | None = None) -> SimulationResult:
     settings = settings or get_settings()
+    check_options(model_type, policy, strategy, window_days)  # a typo refused before the first champion trains
     if get_spec(model_type).task != "regression":
         raise ValueError("simulate compares forecast RMSE: use a regression model type")
     source = store.query_counts(settings=settings)
