@@ -532,10 +532,13 @@ def monitor(body: MonitorRequest, request: Request, settings: SettingsDep, confi
              responses={**VALIDATION_422, **KEY_ERRORS, 404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
 def promote_champion(body: PromoteRequest, settings: SettingsDep, cache: CacheDep) -> PromotionResponse:
     try:
+        expected = promotion.expected_from_text(body.expected_champion)
+    except ValueError as exc:  # not a version: invalid, not "the champion changed"
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    try:
         done = promotion.promote(body.model_type, version=body.version, run_id=body.run_id,
                                  reason=body.reason or ("" if body.force else "promoted through the API"),
-                                 settings=settings, force=body.force,
-                                 expected_champion=promotion.expected_from_text(body.expected_champion))
+                                 settings=settings, force=body.force, expected_champion=expected)
     except promotion.PromotionError as exc:
         code = status.HTTP_404_NOT_FOUND if isinstance(exc.__cause__, LookupError) else status.HTTP_409_CONFLICT
         raise HTTPException(code, str(exc)) from exc

@@ -74,10 +74,19 @@ ANY_CHAMPION: Any = _AnyChampion()  # ``expected_champion`` default: no compare-
 
 
 def expected_from_text(value: str | None) -> Any:
-    """``--expected-champion`` / the API field: a version, ``none`` (no champion), or unset (no check)."""
+    """``--expected-champion`` / the API field: a version, ``none`` (no champion), or unset (no check).
+
+    Anything else is a ``ValueError``: a typo must not read as "the champion changed".
+    """
     if value is None or value == "":
         return ANY_CHAMPION
-    return None if value.strip().lower() in ("none", "-") else value.strip()
+    text = value.strip()
+    if text.lower() in ("none", "-"):
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"expected champion {text[:40]!r} is not a version: give the champion version you compared "
+                         "against (a number, e.g. 3) or 'none' (there was no champion)")
+    return str(int(text))
 
 
 @dataclass
