@@ -135,7 +135,9 @@ def test_champion_promote_and_rollback_say_who_is_previous(real_home: Path) -> N
     assert "baseline: champion - -> 1 (previous-champion: -)" in out.output, out.output
     out = runner.invoke(app, ["promote", "--model-type", "baseline", "--version", "2", "--reason", "second", "--force"])
     assert "baseline: champion 1 -> 2 (previous-champion: 1)" in out.output, out.output
-    out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back"])
+    out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back"])  # v1 is test-mode
+    assert out.exit_code == 2 and "version 1 is a test-mode model" in out.output and "--force" in out.output
+    out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back", "--force"])
     assert out.exit_code == 0 and "baseline: champion 2 -> 1 (rolled back; previous-champion: -)" in out.output
     out = runner.invoke(app, ["champion", "--model-type", "baseline", "--history"])
     assert "champion models:/bike-traffic-baseline/1" in out.output and "previous-champion: -" in out.output
@@ -145,7 +147,7 @@ def test_champion_promote_and_rollback_say_who_is_previous(real_home: Path) -> N
 
     # v2 again, then a second rollback: v1 serves, and v2 (just rolled back from) must not become previous
     runner.invoke(app, ["promote", "--model-type", "baseline", "--version", "2", "--reason", "again", "--force"])
-    out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back again"])
+    out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back again", "--force"])
     assert "baseline: champion 2 -> 1 (rolled back; previous-champion: " in out.output
     if "previous-champion: 2)" in out.output:
         pytest.xfail("lifecycle/decisions/promotion.py rollback() takes the champion before `previous` from any history row, "

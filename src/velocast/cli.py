@@ -767,13 +767,19 @@ def promote_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
 
 @app.command("rollback")
 def rollback_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
-                 reason: str = typer.Option("", help="Why (kept in the history).")) -> None:
-    """Give the champion back to the champion before it (never to a version rolled back from)."""
+                 reason: str = typer.Option("", help="Why (kept in the history; required with --force)."),
+                 force: bool = typer.Option(False, "--force", help="Bring back a test-mode or gate-failing version "
+                                            "anyway (audited as an override), as `promote --force` does.")) -> None:
+    """Give the champion back to the champion before it (never to a version rolled back from).
+
+    A test-mode or gate-failing version comes back only with --force --reason, as with `promote`.
+    """
     from velocast.lifecycle.decisions.promotion import rollback
 
-    done = rollback(model_type, reason=reason)
+    done = rollback(model_type, reason=reason, force=force)
     typer.echo(f"{model_type}: champion {done.from_version} -> {done.to_version} (rolled back; previous-champion: "
-               f"{done.previous_alias_after or '-'})")
+               f"{done.previous_alias_after or '-'})" + (f"; OVERRIDE of: {'; '.join(done.overridden)}"
+                                                        if done.override else ""))
 
 
 @app.command("champion")

@@ -124,14 +124,14 @@ def test_promote_rollback_promote_keeps_everything_in_step(real_home: Path) -> N
     assert _state() == (v2, v1, [_run_of(v2)])
     promote("baseline", version=v3, reason="even better", force=True)
     assert _state() == (v3, v2, [_run_of(v3)])
-    rollback("baseline", reason="v3 misbehaves")
+    rollback("baseline", reason="v3 misbehaves", force=True)
     assert _state() == (v2, v1, [_run_of(v2)])
     promote("baseline", version=v3, reason="fixed", force=True)
     assert _state() == (v3, v2, [_run_of(v3)])
     past = history("baseline")
     assert [(h.event, h.from_version, h.to_version) for h in past] == [
         ("promotion", v2, v3), ("rollback", v3, v2), ("promotion", v2, v3), ("promotion", v1, v2), ("promotion", None, v1)]
-    assert past[1].reasons == ["v3 misbehaves"] and past[0].actor
+    assert past[1].reasons[0] == "v3 misbehaves" and past[1].details["override"] is True and past[0].actor
     # the alias is what MLflow serves
     loaded = mlflow.pyfunc.load_model("models:/bike-traffic-baseline@champion")
     assert loaded.metadata.model_id == Registry().get("baseline", v3).source.split("/")[-1]

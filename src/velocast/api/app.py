@@ -552,8 +552,9 @@ def promote_champion(body: PromoteRequest, settings: SettingsDep, cache: CacheDe
              responses={**VALIDATION_422, **KEY_ERRORS, 409: {"model": ErrorResponse}})
 def rollback(body: RollbackRequest, settings: SettingsDep, cache: CacheDep) -> PromotionResponse:
     try:
-        done = promotion.rollback(body.model_type, reason=body.reason or "rolled back through the API",
-                                  settings=settings)
+        done = promotion.rollback(body.model_type,
+                                  reason=body.reason or ("" if body.force else "rolled back through the API"),
+                                  settings=settings, force=body.force)
     except promotion.PromotionError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     cache.invalidate(body.model_type)
