@@ -1043,7 +1043,9 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
                  strategy: Strategy = typer.Option("sliding_window", help=f"{STRATEGY_HELP}: how each week's "
                                               "challenger is trained."),
                  window_days: int = typer.Option(30, min=1, help="Recent days each weekly fine-tuning uses."),
-                 test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (fast, rough numbers).")) -> None:
+                 test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (fast, rough numbers; "
+                                                "recorded as dev)."),
+                 env: Optional[Env] = typer.Option(None, help=ENV_HELP)) -> None:
     """Replay stored data week by week: weekly RMSE of never / always retrain / the policy, every decision."""
     from velocast.lifecycle.operations.simulate import simulate
 
@@ -1057,7 +1059,7 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
 
     with _working("simulate"):
         typer.echo(header)
-        result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show)
+        result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show, env=env)
     totals = result.totals()
     typer.echo("overall RMSE: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
     if result.coverage() is not None:
