@@ -135,7 +135,9 @@ def test_champion_promote_and_rollback_say_who_is_previous(real_home: Path) -> N
     assert "baseline: champion - -> 1 (previous-champion: -)" in out.output, out.output
     out = runner.invoke(app, ["promote", "--model-type", "baseline", "--version", "2", "--reason", "second", "--force"])
     assert "baseline: champion 1 -> 2 (previous-champion: 1)" in out.output, out.output
-    out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back"])
+    out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back"])  # v1 is test-mode
+    assert out.exit_code == 2 and "version 1 is a test-mode model" in out.output and "--force" in out.output
+    out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back", "--force"])
     assert out.exit_code == 0 and "baseline: champion 2 -> 1 (rolled back; previous-champion: -)" in out.output
     out = runner.invoke(app, ["champion", "--model-type", "baseline", "--history"])
     assert "champion models:/bike-traffic-baseline/1" in out.output and "previous-champion: -" in out.output
@@ -145,9 +147,66 @@ def test_champion_promote_and_rollback_say_who_is_previous(real_home: Path) -> N
 
     # v2 again, then a second rollback: v1 serves, and v2 (just rolled back from) must not become previous
     runner.invoke(app, ["promote", "--model-type", "baseline", "--version", "2", "--reason", "again", "--force"])
-    out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back again"])
+    out = runner.invoke(app, ["rollback", "--model-type", "baseline", "--reason", "back again", "--force"])
     assert "baseline: champion 2 -> 1 (rolled back; previous-champion: " in out.output
     if "previous-champion: 2)" in out.output:
         pytest.xfail("lifecycle/decisions/promotion.py rollback() takes the champion before `previous` from any history row, "
                      "rollbacks included: after promote 1, 2, rollback, promote 2, rollback, previous-champion is 2")
     assert "previous-champion: -)" in out.output
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("VELOCAST_INTERVAL_COVERAGE", "1.5", "expected a number from 0.5 to 0.99"),
+    ("VELOCAST_ENV", "staging", "expected one of dev, prod"),
+    ("VELOCAST_HTTP_RETRIES", "abc", "expected a whole number >= 0"),
+    ("VELOCAST_DEGRADED_DAY_SHARE", "1", "expected a number >= 0 and < 1"),
+])
+def test_a_bad_environment_value_is_one_line_naming_the_variable(home: Path, tmp_path: Path, variable: str,
+                                                                  value: str, expected: str) -> None:
+    from tests.conftest import run_cli
+
+    line = f"error: {variable}='{value}': {expected}"
+    for args in (["predict", "rows.csv", "--output", str(tmp_path / "p.csv")], ["data", "summary"],
+                 ["audit", "list"], ["summary"], ["champion"], ["-v", "champion"]):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(variable, value)
+            out = run_cli(args)
+        assert out.exit_code == 2, (args, out.output)
+        assert out.output.strip().splitlines()[-1] == line, (args, out.output)
+        if args[0] != "-v":
+            assert out.output.strip() == line and "Traceback" not in out.output, (args, out.output)
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_option_values_are_refused_before_anything_runs(home: Path) -> None:
+    from tests.conftest import run_cli
+    from velocast.choices import ENVS, POLICIES
+
+    with_env = sorted(" ".join(path) for path, command in _commands(typer.main.get_command(app))
+                      if any("--env" in p.opts for p in command.params))
+    with_policy = sorted(" ".join(path) for path, command in _commands(typer.main.get_command(app))
+                         if any("--policy" in p.opts for p in command.params))
+    assert {"cycle", "retrain", "train"} <= set(with_env) and {"cycle", "evaluate", "retrain", "simulate"} <= \
+        set(with_policy), (with_env, with_policy)
+    start = ["--start", "2021-06-01"]
+    refused = [*[([*name.split(), *(start if name == "simulate" else []), "--env", "staging"], "--env", "staging")
+                 for name in with_env],
+               *[([*name.split(), *(start if name == "simulate" else []), "--policy", "bogus"], "--policy", "bogus")
+                 for name in with_policy],
+               (["simulate", *start, "--strategy", "bogus"], "--strategy", "bogus"),
+               (["cycle", "--strategy", "bogus"], "--strategy", "bogus")]
+    for command in ("cycle --force-fine-tune --test-mode", "drift", "simulate --start 2021-06-01"):
+        for days in ("0", "-3"):
+            refused.append(([*command.split(), "--window-days", days], "--window-days", days))
+    for args, option, value in refused:
+        out = run_cli(args)
+        assert out.exit_code == 2, (args, out.output)
+        assert f"Invalid value for '{option}'" in out.output and "Traceback" not in out.output, (args, out.output)
+        if option == "--env":
+            assert f"'staging' is not one of {', '.join(repr(e) for e in ENVS)}" in out.output, out.output
+        if option == "--policy":
+            assert f"'bogus' is not one of {', '.join(repr(p) for p in POLICIES)}" in out.output, out.output
+        if option == "--window-days":
+            assert "greater than or equal to 1" in out.output, out.output
+    assert not (home / "audit.db").exists() and not (home / "simulations").exists() and not (home / "mlruns").exists()
+    assert not (home / "mlflow.db").exists()

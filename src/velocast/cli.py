@@ -48,7 +48,8 @@ def _user_error(exc: BaseException) -> tuple[str, int] | None:
     from velocast.lifecycle.operations.lease import CycleBusy
 
     if isinstance(exc, OSError):
-        message = write_failure(exc, get_settings().home)
+        settings = _settings_or_none()
+        message = write_failure(exc, settings.home) if settings is not None else None
         if message is not None:
             return message, EXIT_STORAGE
         if isinstance(exc, FileNotFoundError) and exc.filename:
@@ -116,6 +117,14 @@ def get_settings() -> Any:
     return settings()
 
 
+def _settings_or_none() -> Any:
+    """The settings, or None when a ``VELOCAST_*`` variable cannot be read (the error about it says which)."""
+    try:
+        return get_settings()
+    except ValueError:
+        return None
+
+
 def install_log_redaction(*args: Any, **kwargs: Any) -> Any:
     from velocast.config import install_log_redaction as install
 
@@ -161,7 +170,7 @@ def _redacted_excepthook(kind: type[BaseException], value: BaseException, tb: An
     import traceback
 
     text = "".join(traceback.format_exception(kind, value, tb))
-    sys.stderr.write(redact_secrets(text, get_settings()))
+    sys.stderr.write(redact_secrets(text, _settings_or_none()))
 
 
 def _show_version(value: bool) -> None:
@@ -175,13 +184,22 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
          version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
                                       help="Print velocast's version and exit.")) -> None:
     _VERBOSE["on"] = verbose
-    _setup_logging(verbose)
+    try:
+        _setup_logging(verbose)  # the first read of the settings, before any command
+    except ValueError as exc:  # a VELOCAST_* variable that cannot be read (config.SettingsError): one line
+        if verbose:
+            log.error("the settings cannot be read", exc_info=exc)
+        _fail(str(exc), EXIT_INPUT)
 
 
 MODEL_TYPE_HELP = "Model family."
 # --model-type: a choice list from the model catalogue (an unknown family gets Click's error, exit 2)
 ModelType = Literal[MODEL_TYPES]
 ModelTypeOrAll = Literal[(*MODEL_TYPES, "all")]
+# the other closed sets are choice lists too: an unknown value is refused before anything runs (exit 2)
+Env = Literal[ENVS]
+PolicyName = Literal[POLICIES]
+Strategy = Literal[STRATEGIES]
 JSON_HELP = "Print the result as JSON on stdout (progress and the total time stay on stderr)."
 ENV_HELP = (f"{' | '.join(ENVS)}: the environment recorded with the runs and the audit row; "
             "default VELOCAST_ENV (dev).")
@@ -190,7 +208,7 @@ STRATEGY_HELP = " | ".join(STRATEGIES)
 
 
 def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {redact_secrets(message, get_settings())}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {redact_secrets(message, _settings_or_none())}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
@@ -551,7 +569,7 @@ def train_cmd(model_type: ModelTypeOrAll = typer.Option("lgbm", help="Model fami
                                               "train_baseline + train_current, the sliding window the weekly cycle "
                                               "uses) | baseline (train_baseline of the split) | current (the first "
                                               "80% of the days after the cutoff)."),
-              env: Optional[str] = typer.Option(None, help="dev | prod: the environment recorded with the run "
+              env: Optional[Env] = typer.Option(None, help="dev | prod: the environment recorded with the run "
                                                 "(summary.json, audit); default VELOCAST_ENV (dev)."),
               model_test: bool = typer.Option(False, "--model-test", help="Quick run on a 1,000-row sample."),
               horizon: Optional[str] = typer.Option(None, help="calendar | day-ahead (default per model)."),
@@ -675,7 +693,7 @@ def evaluate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
                  current: Optional[Path] = typer.Option(None, help="File of recent labelled rows used as test_current."),
                  promote_on_deploy: bool = typer.Option(False, "--promote", help="Promote the version if the policy "
                                                         "decides deploy, unless the champion changed meanwhile."),
-                 policy: str = typer.Option("double_eval", help="The policy whose decision --promote follows."),
+                 policy: PolicyName = typer.Option("double_eval", help="The policy whose decision --promote follows."),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Double-evaluate a model against the champion and show what each policy would decide."""
     from velocast.lifecycle.decisions.evaluate import evaluate
@@ -686,8 +704,6 @@ def evaluate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
     compared = Registry().champion(model_type) if promote_on_deploy else None  # for compare-and-swap
     with _working("evaluate"):
         outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current)
-    if promote_on_deploy and policy not in outcome.decisions:
-        raise ValueError(f"unknown policy {policy!r}: expected one of {', '.join(outcome.decisions)}")
     promoted = _promote_after_evaluation(model_type, outcome, policy, compared) if promote_on_deploy else None
     if as_json:
         _echo_json({**outcome.to_dict(), **({"promotion": promoted} if promote_on_deploy else {})})
@@ -751,13 +767,19 @@ def promote_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
 
 @app.command("rollback")
 def rollback_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
-                 reason: str = typer.Option("", help="Why (kept in the history).")) -> None:
-    """Give the champion back to the champion before it (never to a version rolled back from)."""
+                 reason: str = typer.Option("", help="Why (kept in the history; required with --force)."),
+                 force: bool = typer.Option(False, "--force", help="Bring back a test-mode or gate-failing version "
+                                            "anyway (audited as an override), as `promote --force` does.")) -> None:
+    """Give the champion back to the champion before it (never to a version rolled back from).
+
+    A test-mode or gate-failing version comes back only with --force --reason, as with `promote`.
+    """
     from velocast.lifecycle.decisions.promotion import rollback
 
-    done = rollback(model_type, reason=reason)
+    done = rollback(model_type, reason=reason, force=force)
     typer.echo(f"{model_type}: champion {done.from_version} -> {done.to_version} (rolled back; previous-champion: "
-               f"{done.previous_alias_after or '-'})")
+               f"{done.previous_alias_after or '-'})" + (f"; OVERRIDE of: {'; '.join(done.overridden)}"
+                                                        if done.override else ""))
 
 
 @app.command("champion")
@@ -891,7 +913,7 @@ def audit_list(limit: int = typer.Option(20, min=1, help="Most events to show.")
 def drift_cmd(model_type: ModelType = typer.Option("lgbm", help="Whose inputs and predictions to monitor."),
               reference: Optional[Path] = typer.Option(None, help="Reference rows (default: test_baseline)."),
               current: Optional[Path] = typer.Option(None, help="Current rows (default: the store's last N days)."),
-              window_days: int = typer.Option(30, help="Days of the default current window."),
+              window_days: int = typer.Option(30, min=1, help="Days of the default current window."),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Drift of the champion's real inputs, target and predictions (JSON + HTML report)."""
     from velocast.lifecycle.decisions.monitor import check_drift
@@ -943,10 +965,10 @@ def _print_step(step: Any) -> None:
 def cycle_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HELP),
               force_fine_tune: bool = typer.Option(False, "--force-fine-tune", help="Fine-tune even without drift."),
               test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (says what it skips)."),
-              window_days: int = typer.Option(30, help="Recent days to fine-tune on (80%) and test on (20%)."),
-              strategy: str = typer.Option("sliding_window", help=STRATEGY_HELP),
-              policy: str = typer.Option("double_eval", help=POLICY_HELP),
-              env: Optional[str] = typer.Option(None, help=ENV_HELP),
+              window_days: int = typer.Option(30, min=1, help="Recent days to fine-tune on (80%) and test on (20%)."),
+              strategy: Strategy = typer.Option("sliding_window", help=STRATEGY_HELP),
+              policy: PolicyName = typer.Option("double_eval", help=POLICY_HELP),
+              env: Optional[Env] = typer.Option(None, help=ENV_HELP),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """monitor_and_fine_tune: new data? → drift → health → fine-tune → double evaluation → decision → audit."""
     from velocast.lifecycle.operations.cycle import monitor_and_fine_tune
@@ -993,9 +1015,10 @@ def retrain_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
                 merge: bool = typer.Option(False, "--merge", help="Merge current data into a new baseline version."),
                 cutoff: Optional[str] = typer.Option(None, help="Cutoff of the new baseline (default: the day after the "
                                                      "latest stored count: every stored day is merged)."),
-                policy: str = typer.Option("double_eval", help=f"{POLICY_HELP}: the decision rule against the champion."),
+                policy: PolicyName = typer.Option("double_eval", help=f"{POLICY_HELP}: the decision rule against the "
+                                                  "champion."),
                 promote_on_deploy: bool = typer.Option(False, "--promote", help="Promote if the decision is deploy."),
-                env: Optional[str] = typer.Option(None, help=ENV_HELP),
+                env: Optional[Env] = typer.Option(None, help=ENV_HELP),
                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Quarterly retrain: new baseline version, retrain from scratch, compare on days neither model trained on."""
     from velocast.lifecycle.operations.cycle import quarterly_retrain
@@ -1016,11 +1039,13 @@ def retrain_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
 def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the baseline is the data before it)."),
                  weeks: int = typer.Option(20, min=1, help="Weeks to replay."),
                  model_type: ModelType = typer.Option("lgbm", help="Regression model family (not rf_class)."),
-                 policy: str = typer.Option("double_eval", help=POLICY_HELP),
-                 strategy: str = typer.Option("sliding_window", help=f"{STRATEGY_HELP}: how each week's "
+                 policy: PolicyName = typer.Option("double_eval", help=POLICY_HELP),
+                 strategy: Strategy = typer.Option("sliding_window", help=f"{STRATEGY_HELP}: how each week's "
                                               "challenger is trained."),
-                 window_days: int = typer.Option(30, help="Recent days each weekly fine-tuning uses."),
-                 test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (fast, rough numbers).")) -> None:
+                 window_days: int = typer.Option(30, min=1, help="Recent days each weekly fine-tuning uses."),
+                 test_mode: bool = typer.Option(False, "--test-mode", help="Small samples (fast, rough numbers; "
+                                                "recorded as dev)."),
+                 env: Optional[Env] = typer.Option(None, help=ENV_HELP)) -> None:
     """Replay stored data week by week: weekly RMSE of never / always retrain / the policy, every decision."""
     from velocast.lifecycle.operations.simulate import simulate
 
@@ -1034,7 +1059,7 @@ def simulate_cmd(start: str = typer.Option(..., help="First simulated week (the 
 
     with _working("simulate"):
         typer.echo(header)
-        result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show)
+        result = simulate(start, weeks, model_type, policy, window_days, strategy, test_mode, on_week=show, env=env)
     totals = result.totals()
     typer.echo("overall RMSE: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
     if result.coverage() is not None:

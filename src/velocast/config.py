@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from velocast.choices import ENVS
@@ -335,6 +336,37 @@ def database_url(url: str) -> str:
     return url
 
 
+class SettingsError(ValueError):
+    """An environment variable velocast cannot use; the message names it and what it expects, on one line."""
+
+
+def _expected(name: str) -> str:
+    """What the Settings field ``name`` accepts, in words: ``a number from 0.5 to 0.99``, ``one of dev, prod``."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return "a valid value"
+    if typing.get_origin(field.annotation) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(field.annotation)))
+    kind = {int: "a whole number", float: "a number", bool: "true or false"}.get(field.annotation, "a valid value")
+    bounds = {op: getattr(m, op) for m in field.metadata for op in ("ge", "gt", "le", "lt") if hasattr(m, op)}
+    if "ge" in bounds and "le" in bounds:
+        return f"{kind} from {bounds['ge']:g} to {bounds['le']:g}"
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return " ".join([kind, " and ".join(f"{signs[op]} {v:g}" for op, v in bounds.items())]).strip()
+
+
+def settings_error(exc: ValidationError) -> SettingsError:
+    """The one-line error of a ``Settings`` that cannot be built: ``VELOCAST_ENV='staging': expected one of dev, prod``."""
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error.get("loc") else ""
+        variable = name if name.isupper() else f"VELOCAST_{name.upper()}"
+        value = str(error.get("input", ""))
+        shown = repr(value if len(value) <= 60 else f"{value[:60]}...")
+        problems.append(f"{variable}={shown}: expected {_expected(name)}")
+    return SettingsError("; ".join(problems) or str(exc).splitlines()[0])
+
+
 _built: dict[tuple[tuple[Any, Any], ...], Settings] = {}
 
 
@@ -353,12 +385,16 @@ def get_settings() -> Settings:
     """The settings of the current environment: re-read whenever a ``VELOCAST_*`` or MLflow variable changes.
 
     Building them costs ~3 ms (pydantic-settings scans the environment), so they are kept per set of
-    relevant variables; each caller gets its own copy.
+    relevant variables; each caller gets its own copy. A variable that cannot be read raises
+    :class:`SettingsError` (a ``ValueError``) naming it and what it expects.
     """
     key = _settings_key()
     settings = _built.get(key)
     if settings is None:
-        settings = Settings()
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            raise settings_error(exc) from exc
         if len(_built) > 64:
             _built.clear()
         _built[key] = settings

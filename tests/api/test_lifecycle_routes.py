@@ -126,8 +126,12 @@ def test_promote_and_rollback_through_the_api(client: TestClient, model_home: di
     body = client.post("/predict", json={"records": [record]}).json()
     assert body["model"]["version"] == v2  # at once: the API's own promotion invalidates the cache
     assert client.get("/models").json()["models"]["lgbm"]["previous_champion"] == v1
-    response = client.post("/rollback", json={"model_type": "lgbm"}, headers=HEADERS)
+    response = client.post("/rollback", json={"model_type": "lgbm"}, headers=HEADERS)  # v1 is a test-mode model too
+    assert response.status_code == 409 and "test-mode model" in response.json()["detail"]
+    response = client.post("/rollback", json={"model_type": "lgbm", "force": True, "reason": "rolled back through "
+                                              "the API"}, headers=HEADERS)
     assert response.status_code == 200 and (response.json()["from_version"], response.json()["to_version"]) == (v2, v1)
+    assert response.json()["override"] is True
     assert client.post("/predict", json={"records": [record]}).json()["model"]["version"] == v1
     events = client.get("/audit", params={"model_type": "lgbm", "limit": 2}).json()["events"]
     assert [(e["event"], e["reasons"][0]) for e in events] == [("rollback", "rolled back through the API"),

@@ -307,7 +307,8 @@ def test_lifecycle_routes_with_valid_bodies(server: dict[str, Any], known_counte
     base = server["base"]
     promoted = _post(base, "/promote_champion", {"model_type": "lgbm", "version": "2", "reason": "fuzz", "force": True})
     assert promoted.status_code == 200 and promoted.json()["override"] is True  # v2 is a test-mode model
-    assert _post(base, "/rollback", {"model_type": "lgbm", "reason": "fuzz"}).status_code == 200
+    assert _post(base, "/rollback", {"model_type": "lgbm", "reason": "fuzz"}).status_code == 409  # v1: test-mode too
+    assert _post(base, "/rollback", {"model_type": "lgbm", "reason": "fuzz", "force": True}).status_code == 200
     again = _post(base, "/rollback", {"model_type": "lgbm"})  # back to v1 already; v2 was rolled back from
     assert again.status_code == 409 and "no previous champion" in again.json()["detail"]
     assert _post(base, "/evaluate", {"model_type": "lgbm", "version": "2"}).status_code == 200

@@ -198,8 +198,11 @@ def test_retrain_by_default_merges_every_day_and_compares_on_days_neither_model_
     assert row.details["compared_days"] == sorted(expected)
 
 
-def test_simulate_writes_weekly_rmse_and_one_audit_row_per_week(real_home: Path) -> None:
+def test_simulate_writes_weekly_rmse_and_one_audit_row_per_week(real_home: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VELOCAST_ENV", "prod")  # a test-mode simulation is dev all the same, its first champion too
     result = simulate("2021-06-14", weeks=2, test_mode=True)
+    _assert_simulation_env(result, "dev")
     assert [w.week for w in result.weeks] == [1, 2]
     for week in result.weeks:
         assert min(week.rmse_never, week.rmse_always, week.rmse_policy) > 0 and week.rows > 0
@@ -230,3 +233,46 @@ def test_a_failed_retrain_leaves_the_old_baseline_active_and_is_audited(real_hom
     row = AuditLog().list(limit=1)[0]
     assert row.event == "error" and "no held-out day is unseen by both" in row.error_message
     assert row.reasons == [f"quarterly retrain failed: baseline v{old.version + 1} recorded, v{old.version} stays active"]
+
+
+def test_bad_options_are_refused_before_anything_is_trained_recorded_or_audited(home: Path) -> None:
+    refused = [
+        (lambda: monitor_and_fine_tune("lgbm", True, True, window_days=0), "window_days must be at least 1"),
+        (lambda: monitor_and_fine_tune("lgbm", True, True, window_days=-5), "window_days must be at least 1"),
+        (lambda: monitor_and_fine_tune("lgbm", env="staging"), "unknown env 'staging': expected one of dev, prod"),
+        (lambda: monitor_and_fine_tune("lgbm", True, True, env="staging"), "unknown env 'staging'"),
+        (lambda: quarterly_retrain("lgbm", policy="bogus"), "unknown policy 'bogus': expected one of double_eval"),
+        (lambda: quarterly_retrain("lgbm", env="staging"), "unknown env 'staging'"),
+        (lambda: simulate("2021-06-01", 1, policy="bogus"), "unknown policy 'bogus'"),
+        (lambda: simulate("2021-06-01", 1, strategy="bogus"), "unknown strategy 'bogus'"),
+        (lambda: simulate("2021-06-01", 1, window_days=0), "window_days must be at least 1"),
+        (lambda: check_drift("lgbm", window_days=0), "window_days must be at least 1"),
+    ]
+    for call, message in refused:
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert AuditLog().list(limit=10) == []
+    assert not (home / "simulations").exists() and not (home / "splits").exists()
+    assert not (home / "mlflow.db").exists() and not (home / "reports").exists()
+
+
+def _assert_simulation_env(result, env: str) -> None:
+    from velocast.tracking.summary import SummaryStore
+
+    entries = SummaryStore(str(Path(result.home) / "summary.json")).read()
+    assert entries and {e.env for e in entries} == {env}, [(e.run_id, e.env) for e in entries]
+    rows = AuditLog(f"sqlite:///{Path(result.home) / 'audit.db'}").list(limit=50)
+    assert {e.env for e in rows if e.event in ("training", "cycle")} == {env}, [(e.event, e.env) for e in rows]
+
+
+def test_simulate_records_its_env_from_the_option_or_velocast_env(real_home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import run_cli
+
+    monkeypatch.setenv("VELOCAST_ENV", "prod")
+    _assert_simulation_env(simulate("2021-06-14", weeks=1, model_type="baseline"), "prod")
+    monkeypatch.setenv("VELOCAST_ENV", "dev")
+    out = run_cli(["simulate", "--start", "2021-06-21", "--weeks", "1", "--model-type", "baseline", "--env", "prod"])
+    assert out.exit_code == 0, out.output
+    home = out.output.split("simulation home (its MLflow runs and audit log): VELOCAST_HOME=")[1].split()[0]
+    _assert_simulation_env(type("Sim", (), {"home": home}), "prod")

@@ -124,14 +124,14 @@ def test_promote_rollback_promote_keeps_everything_in_step(real_home: Path) -> N
     assert _state() == (v2, v1, [_run_of(v2)])
     promote("baseline", version=v3, reason="even better", force=True)
     assert _state() == (v3, v2, [_run_of(v3)])
-    rollback("baseline", reason="v3 misbehaves")
+    rollback("baseline", reason="v3 misbehaves", force=True)
     assert _state() == (v2, v1, [_run_of(v2)])
     promote("baseline", version=v3, reason="fixed", force=True)
     assert _state() == (v3, v2, [_run_of(v3)])
     past = history("baseline")
     assert [(h.event, h.from_version, h.to_version) for h in past] == [
         ("promotion", v2, v3), ("rollback", v3, v2), ("promotion", v2, v3), ("promotion", v1, v2), ("promotion", None, v1)]
-    assert past[1].reasons == ["v3 misbehaves"] and past[0].actor
+    assert past[1].reasons[0] == "v3 misbehaves" and past[1].details["override"] is True and past[0].actor
     # the alias is what MLflow serves
     loaded = mlflow.pyfunc.load_model("models:/bike-traffic-baseline@champion")
     assert loaded.metadata.model_id == Registry().get("baseline", v3).source.split("/")[-1]
@@ -232,3 +232,39 @@ def test_cli_evaluate_promote_champion(real_home: Path) -> None:
     assert "models:/bike-traffic-baseline/1" in out.output and "promotion" in out.output
     out = runner.invoke(app, ["audit", "list"])
     assert "promotion" in out.output
+
+
+def test_promote_refuses_a_version_and_a_run_that_disagree_and_an_expected_champion_that_is_no_version(
+        real_home: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.api.conftest import HEADERS, KEY, settings_for
+    from velocast.api import create_app
+    from velocast.lifecycle.audit import AuditLog
+
+    v1, v2 = (train("baseline", model_test=True).model_version for _ in range(2))
+    forced = ["--force", "--reason", "test"]
+    out = run_cli(["promote", "--model-type", "baseline", "--version", v2, "--run-id", _run_of(v1), *forced])
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    assert (f"error: version {v2} and run {_run_of(v1)} name different versions of bike-traffic-baseline "
+            f"(run {_run_of(v1)} is version {v1}, version {v2} is of run {_run_of(v2)}): give one of them") \
+        in out.output, out.output
+    with pytest.raises(ValueError, match="name different versions"):
+        promote("baseline", version=v1, run_id=_run_of(v2), reason="test", force=True)
+    assert _state() == (None, None, [])
+    out = run_cli(["promote", "--model-type", "baseline", "--version", v1, "--run-id", _run_of(v1), *forced])
+    assert out.exit_code == 0 and f"champion - -> {v1}" in out.output, out.output  # the same version: fine
+
+    for bad in ("abc", "1.5", "v1"):
+        out = run_cli(["promote", "--model-type", "baseline", "--version", v2, *forced, "--expected-champion", bad])
+        assert out.exit_code == 2, out.output
+        assert f"expected champion '{bad}' is not a version: give the champion version you compared against (a " \
+            "number, e.g. 3) or 'none'" in out.output and "champion is version" not in out.output, out.output
+    assert _state()[0] == v1
+    assert AuditLog().list(event="error", limit=5) == []  # an invalid value, not an audited "champion changed"
+    with TestClient(create_app(settings_for(real_home, KEY))) as client:
+        body = {"model_type": "baseline", "version": v2, "force": True, "reason": "test", "expected_champion": "abc"}
+        response = client.post("/promote_champion", json=body, headers=HEADERS)
+        assert response.status_code == 422 and "is not a version" in response.json()["detail"], response.text
+        response = client.post("/promote_champion", json={**body, "expected_champion": v1}, headers=HEADERS)
+        assert response.status_code == 200 and response.json()["to_version"] == v2, response.text

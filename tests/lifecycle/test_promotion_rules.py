@@ -90,15 +90,15 @@ def test_a_second_rollback_never_brings_back_the_version_rolled_back_from(real_h
     v1, v2, v3 = (train("baseline", model_test=True).model_version for _ in range(3))
     for version in (v1, v2):
         promote("baseline", version=version, reason=f"v{version}", force=True)
-    assert rollback("baseline", reason="v2 misbehaves").to_version == v1
+    assert rollback("baseline", reason="v2 misbehaves", force=True).to_version == v1
     promote("baseline", version=v3, reason="v3", force=True)
-    back = rollback("baseline", reason="v3 misbehaves too")
+    back = rollback("baseline", reason="v3 misbehaves too", force=True)
     assert (back.from_version, back.to_version, back.previous_alias_after) == (v3, v1, None)
     with pytest.raises(PromotionError, match="no previous champion.*rolled back from are skipped"):
-        rollback("baseline", reason="and again")  # never v2 (rolled back from), never v3
+        rollback("baseline", reason="and again", force=True)  # never v2 (rolled back from), never v3
     assert _champion("baseline") == v1
     promote("baseline", version=v2, reason="v2 fixed: promoted again on purpose", force=True)
-    assert rollback("baseline", reason="no").to_version == v1  # v3 stays skipped
+    assert rollback("baseline", reason="no", force=True).to_version == v1  # v3 stays skipped
 
 
 def test_an_interrupted_promotion_is_undone_at_the_next_write_and_reads_never_run_it(real_home: Path) -> None:
@@ -167,7 +167,7 @@ def test_a_rollback_during_a_cycle_wins_over_its_promotion(real_home: Path) -> N
     def rollback_after_evaluation(step) -> None:
         if step.name == "evaluate" and step.status == "done":
             assert step.details["decision"] == "deploy", step.details["reasons"]
-            rollback("baseline", reason="incident during the cycle")
+            rollback("baseline", reason="incident during the cycle", force=True)
 
     result = monitor_and_fine_tune("baseline", force_fine_tune=True, on_step=rollback_after_evaluation)
     assert result.status == "error" and result.error.startswith("promote step failed: ChampionChanged"), result.error
@@ -179,3 +179,42 @@ def test_a_rollback_during_a_cycle_wins_over_its_promotion(real_home: Path) -> N
                                "expected_champion": v2, "champion": v1}
     assert [h.event for h in history("baseline")][:1] == ["rollback"]
 
+
+
+def test_a_rollback_brings_back_a_test_mode_version_only_as_an_override(real_home: Path) -> None:
+    """A test-mode version (forced champion once) is what a rollback would bring back: the same rule as a promotion."""
+    sample = train("baseline", model_test=True).model_version
+    promote("baseline", version=sample, reason="incident: the sample model was all we had", force=True)
+    real = train("baseline").model_version
+    assert Registry().blockers(Registry().get("baseline", real)) == []
+    promote("baseline", version=real, reason="a real model")
+    blockers = Registry().blockers(Registry().get("baseline", sample))
+    assert f"bike-traffic-baseline version {sample} is a test-mode model (trained on a small sample)" in blockers
+    blocker = "; ".join(blockers)
+    with pytest.raises(PromotionError, match="test-mode model.*not brought back by a rollback without an explicit "
+                                             "override.*--force --reason"):
+        rollback("baseline", reason="the real one misbehaves")
+    with pytest.raises(PromotionError, match="a forced rollback needs a reason"):
+        rollback("baseline", force=True)
+    out = run_cli(["rollback", "--model-type", "baseline"])
+    assert out.exit_code == 2 and out.output.strip() == (
+        f"error: {blocker}: it is not brought back by a rollback without an explicit override (CLI: --force "
+        "--reason \"why\"; API: \"force\": true and a reason)"), out.output
+    assert _champion("baseline") == real and history("baseline")[0].event == "promotion"  # nothing moved
+
+    from tests.api.conftest import HEADERS, KEY, settings_for
+    from velocast.api import create_app
+
+    with TestClient(create_app(settings_for(real_home, KEY))) as client:
+        response = client.post("/rollback", json={"model_type": "baseline", "reason": "api"}, headers=HEADERS)
+        assert response.status_code == 409 and "test-mode model" in response.json()["detail"], response.text
+        response = client.post("/rollback", json={"model_type": "baseline", "force": True}, headers=HEADERS)
+        assert response.status_code == 409 and "needs a reason" in response.json()["detail"], response.text
+        assert _champion("baseline") == real
+        out = run_cli(["rollback", "--model-type", "baseline", "--force", "--reason", "the real one misbehaves"])
+        assert out.exit_code == 0, out.output
+        assert f"champion {real} -> {sample} (rolled back; previous-champion: -); OVERRIDE of: {blocker}" in out.output
+    row = history("baseline")[0]
+    assert (row.event, row.from_version, row.to_version) == ("rollback", real, sample)
+    assert row.details["override"] is True and row.details["overridden"] == blockers
+    assert row.reasons == ["the real one misbehaves", *(f"override (--force): {b}" for b in blockers)]

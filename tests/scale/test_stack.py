@@ -104,7 +104,7 @@ def test_train_promote_serve_and_roll_back_through_the_stack(stack_env: dict[str
         assert body["model"]["version"] == v2.model_version and body["model"]["champion"] is True
         assert len(body["predictions"]) == len(posted) and all(p["prediction"] >= 0 for p in body["predictions"])
 
-        back = rollback("lgbm", reason="rollback on the stack")
+        back = rollback("lgbm", reason="rollback on the stack", force=True)  # v1: test-mode
         assert back.to_version == v1.model_version
 
     assert client.get_model_version_by_alias("bike-traffic-lgbm", "champion").version == v1.model_version

@@ -534,10 +534,13 @@ def monitor(body: MonitorRequest, request: Request, settings: SettingsDep, confi
              responses={**VALIDATION_422, **KEY_ERRORS, 404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
 def promote_champion(body: PromoteRequest, settings: SettingsDep, cache: CacheDep) -> PromotionResponse:
     try:
+        expected = promotion.expected_from_text(body.expected_champion)
+    except ValueError as exc:  # not a version: invalid, not "the champion changed"
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    try:
         done = promotion.promote(body.model_type, version=body.version, run_id=body.run_id,
                                  reason=body.reason or ("" if body.force else "promoted through the API"),
-                                 settings=settings, force=body.force,
-                                 expected_champion=promotion.expected_from_text(body.expected_champion))
+                                 settings=settings, force=body.force, expected_champion=expected)
     except promotion.PromotionError as exc:
         code = status.HTTP_404_NOT_FOUND if isinstance(exc.__cause__, LookupError) else status.HTTP_409_CONFLICT
         raise HTTPException(code, str(exc)) from exc
@@ -551,8 +554,9 @@ def promote_champion(body: PromoteRequest, settings: SettingsDep, cache: CacheDe
              responses={**VALIDATION_422, **KEY_ERRORS, 409: {"model": ErrorResponse}})
 def rollback(body: RollbackRequest, settings: SettingsDep, cache: CacheDep) -> PromotionResponse:
     try:
-        done = promotion.rollback(body.model_type, reason=body.reason or "rolled back through the API",
-                                  settings=settings)
+        done = promotion.rollback(body.model_type,
+                                  reason=body.reason or ("" if body.force else "rolled back through the API"),
+                                  settings=settings, force=body.force)
     except promotion.PromotionError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     cache.invalidate(body.model_type)

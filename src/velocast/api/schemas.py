@@ -493,6 +493,8 @@ class RollbackRequest(BaseModel):
 
     model_type: ModelType
     reason: str = Field("", max_length=1000)
+    force: bool = Field(False, description="Bring back a test-mode or gate-failing version anyway (needs a reason; "
+                                           "audited as an override), as /promote_champion does.")
 
 
 def model_of(cls: type, name: str, *, types: dict[str, Any] | None = None,

@@ -295,9 +295,18 @@ class Registry:
 
     def resolve(self, model_type: str, version: str | int | None = None, run_id: str | None = None,
                 alias: str | None = None) -> ModelRef:
-        """A version by number, run, or alias; default: the version that serves (:meth:`serving`)."""
+        """A version by number, run, or alias; default: the version that serves (:meth:`serving`).
+
+        Both a version and a run: the version, if it is one of that run's (else a ``ValueError``).
+        """
         if version is not None:
-            return self.get(model_type, version)
+            ref = self.get(model_type, version)
+            if run_id is not None and ref.run_id != run_id:
+                other = self.for_run(model_type, run_id)  # a run without a version: LookupError
+                raise ValueError(f"version {version} and run {run_id} name different versions of {ref.name} (run "
+                                 f"{run_id} is version {other.version}, version {version} is of run {ref.run_id}): "
+                                 "give one of them")
+            return ref
         if run_id is not None:
             return self.for_run(model_type, run_id)
         if alias is not None:

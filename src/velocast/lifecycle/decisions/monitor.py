@@ -59,9 +59,16 @@ class DriftCheck:
         return {**self.report.to_dict(), "reports": self.paths}
 
 
+def check_window(days: int) -> None:
+    """A window of recent days is at least one whole day."""
+    if days < 1:
+        raise ValueError(f"window_days must be at least 1 (whole days), got {days}")
+
+
 def window(days: int, end: pd.Timestamp | None = None, settings: Settings | None = None) -> pd.DataFrame:
     """Labelled rows of the ``days`` whole days ending with ``end``'s day (default: the latest day)."""
     settings = settings or get_settings()
+    check_window(days)
     if end is None:
         return store.last_days(days, settings)
     return store.query_counts(paris_midnight(end, 1 - days), paris_midnight(end, 1), settings=settings)
@@ -92,6 +99,8 @@ def check_drift(model_type: str = "lgbm", reference: pd.DataFrame | None = None,
                 policy: DriftPolicy | None = None, write: bool = True) -> DriftCheck:
     """Drift of the current window against the reference, on the champion's inputs and predictions."""
     settings = settings or get_settings()
+    if current is None:
+        check_window(window_days)
     reference = reference if reference is not None else splits.load_split("test_baseline", splits.ensure_split(settings), settings)
     current = current if current is not None else window(window_days, end, settings)
     progress.step(f"loading the {model_type} champion; building the inputs of {len(reference):,} reference and "

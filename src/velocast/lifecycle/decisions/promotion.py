@@ -24,7 +24,8 @@ meanwhile — a rollback made during a weekly cycle wins over the cycle's promot
 A version that is a test-mode model or failed the baseline gate (``Registry.blockers``) is promoted
 only with ``force=True`` and a reason, and the audit row says it was an override. A rollback goes to
 the champion before the current one in the promotion history, skipping versions that were rolled
-back from, so a second rollback never brings back the version the first one removed.
+back from, so a second rollback never brings back the version the first one removed; it brings back
+a version with blockers under the same rule as a promotion (``force=True`` and a reason, an override).
 
 Loading ``models:/bike-traffic-<type>@champion`` therefore always gives the current champion.
 """
@@ -74,10 +75,19 @@ ANY_CHAMPION: Any = _AnyChampion()  # ``expected_champion`` default: no compare-
 
 
 def expected_from_text(value: str | None) -> Any:
-    """``--expected-champion`` / the API field: a version, ``none`` (no champion), or unset (no check)."""
+    """``--expected-champion`` / the API field: a version, ``none`` (no champion), or unset (no check).
+
+    Anything else is a ``ValueError``: a typo must not read as "the champion changed".
+    """
     if value is None or value == "":
         return ANY_CHAMPION
-    return None if value.strip().lower() in ("none", "-") else value.strip()
+    text = value.strip()
+    if text.lower() in ("none", "-"):
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"expected champion {text[:40]!r} is not a version: give the champion version you compared "
+                         "against (a number, e.g. 3) or 'none' (there was no champion)")
+    return str(int(text))
 
 
 @dataclass
@@ -240,7 +250,8 @@ def pending(model_type: str, settings: Settings | None = None) -> Promotion | No
 
 
 # ------------------------------------------------------------------------------------ one move
-Plan = Callable[[ModelRef | None], tuple[ModelRef, str | None]]  # champion -> (target, previous-champion after)
+# champion -> (target, previous-champion after, the blockers of the target that are overridden)
+Plan = Callable[[ModelRef | None], tuple[ModelRef, str | None, list[str]]]
 
 
 def _refuse(audit: AuditLog, model_type: str, action: str, target: str | None, current: str | None,
@@ -257,14 +268,14 @@ def _refuse(audit: AuditLog, model_type: str, action: str, target: str | None, c
 
 
 def _move(model_type: str, action: str, reason: str, settings: Settings, plan: Plan,
-          expected_champion: Any = ANY_CHAMPION, overridden: list[str] | None = None) -> Promotion:
+          expected_champion: Any = ANY_CHAMPION) -> Promotion:
     registry = Registry(settings)
     audit = AuditLog(settings=settings)
     with file_lock(_lock(settings, model_type)):
         _recover_locked(model_type, settings, registry, audit)
         current = registry.champion(model_type)
         from_version = current.version if current else None
-        target, previous_after = plan(current)
+        target, previous_after, overridden = plan(current)
         if expected_champion is not ANY_CHAMPION and from_version != expected_champion:
             raise _refuse(audit, model_type, action, target.version, from_version, expected_champion)
         previous = registry.by_alias(model_type, PREVIOUS)
@@ -274,7 +285,7 @@ def _move(model_type: str, action: str, reason: str, settings: Settings, plan: P
             previous_alias_before=previous.version if previous else None,
             previous_alias_after=previous_after if from_version != target.version
             else (previous.version if previous else None),
-            reason=reason, actor=_actor(), at=_now(), override=bool(overridden), overridden=list(overridden or []))
+            reason=reason, actor=_actor(), at=_now(), override=bool(overridden), overridden=list(overridden))
         undo = _reverse(forward, current.run_id if current else None)
         _write_journal(settings, forward, undo, "applying")  # before the first write: what the undo needs
         try:
@@ -322,18 +333,25 @@ def promote(model_type: str, version: str | None = None, run_id: str | None = No
                               "(a killed process; the next training reconciles it)")
     except LookupError as exc:
         raise PromotionError(str(exc)) from exc
+    blockers = _overridden(registry, ref, "promotion", force, reason)
+
+    def plan(current: ModelRef | None) -> tuple[ModelRef, str | None, list[str]]:
+        return ref, current.version if current else None, blockers
+
+    return _move(model_type, "promote", reason or "manual promotion", settings, plan, expected_champion)
+
+
+def _overridden(registry: Registry, ref: ModelRef, action: str, force: bool, reason: str) -> list[str]:
+    """The blockers of ``ref`` that ``force`` overrides (empty: none); a ``PromotionError`` when it has
+    some and is not forced with a reason. The same rule for a promotion and a rollback."""
     blockers = registry.blockers(ref)
+    verb = "promoted" if action == "promotion" else "brought back by a rollback"
     if blockers and not force:
-        raise PromotionError(f"{'; '.join(blockers)}: it is not promoted without an explicit override "
+        raise PromotionError(f"{'; '.join(blockers)}: it is not {verb} without an explicit override "
                              "(CLI: --force --reason \"why\"; API: \"force\": true and a reason)")
     if blockers and not reason.strip():
-        raise PromotionError(f"a forced promotion needs a reason (--reason): {'; '.join(blockers)}")
-
-    def plan(current: ModelRef | None) -> tuple[ModelRef, str | None]:
-        return ref, current.version if current else None
-
-    return _move(model_type, "promote", reason or "manual promotion", settings, plan, expected_champion,
-                 blockers if force else None)
+        raise PromotionError(f"a forced {action} needs a reason (--reason): {'; '.join(blockers)}")
+    return blockers
 
 
 def _rollback_order(model_type: str, settings: Settings) -> tuple[list[str], set[str]]:
@@ -355,14 +373,18 @@ def _rollback_order(model_type: str, settings: Settings) -> tuple[list[str], set
     return stack, rolled
 
 
-def rollback(model_type: str, reason: str = "", settings: Settings | None = None) -> Promotion:
-    """Give the champion back to the champion before it (from the history; never a version rolled back from)."""
+def rollback(model_type: str, reason: str = "", settings: Settings | None = None, force: bool = False) -> Promotion:
+    """Give the champion back to the champion before it (from the history; never a version rolled back from).
+
+    That version is checked as a promotion is: a test-mode or gate-failing one is brought back only
+    with ``force`` and a ``reason`` (audited as an override), else ``PromotionError`` and nothing moves.
+    """
     settings = settings or get_settings()
     check_model_type(model_type)
     registry = Registry(settings)
     recover(model_type, settings, registry)
 
-    def plan(current: ModelRef | None) -> tuple[ModelRef, str | None]:
+    def plan(current: ModelRef | None) -> tuple[ModelRef, str | None, list[str]]:
         stack, rolled = _rollback_order(model_type, settings)
         if not stack:  # no history (an older home): the previous-champion alias
             previous = registry.by_alias(model_type, PREVIOUS)
@@ -377,7 +399,8 @@ def rollback(model_type: str, reason: str = "", settings: Settings | None = None
             target = registry.get(model_type, candidates[0])
         except LookupError as exc:
             raise PromotionError(f"{model_type}: the previous champion {candidates[0]} is gone: {exc}") from exc
-        return target, candidates[1] if len(candidates) > 1 else None
+        return target, candidates[1] if len(candidates) > 1 else None, _overridden(registry, target, "rollback",
+                                                                                   force, reason)
 
     return _move(model_type, "rollback", reason or "manual rollback", settings, plan)
 

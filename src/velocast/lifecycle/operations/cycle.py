@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from velocast import progress
-from velocast.choices import STRATEGIES
+from velocast.choices import ENVS, STRATEGIES
 from velocast.config import Settings, get_settings, redact_secrets
 from velocast.data import splits, store
 from velocast.data.schema import paris_midnight, to_paris
@@ -47,6 +47,7 @@ from velocast.lifecycle.decisions.monitor import (
     champion_health,
     champion_model,
     check_drift,
+    check_window,
     record_health,
     window,
 )
@@ -89,6 +90,20 @@ STEP_STARTS = {"new_data": "checking for counts newer than the last training or 
                "fine_tune": "fine-tuning a challenger on the recent window",
                "evaluate": "double evaluation of the challenger against the champion",
                "promote": "promotion (if the decision is deploy)"}
+
+
+def check_options(model_type: str, policy: str, strategy: str | None = None, window_days: int | None = None,
+                  env: str | None = None) -> None:
+    """Refuse an unknown model type, policy, strategy or env, and a window under one day, before anything runs
+    (nothing trained, recorded or audited for a typo)."""
+    get_spec(model_type)
+    Policy(name=policy)
+    if strategy is not None and strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if window_days is not None:
+        check_window(window_days)
+    if env is not None and env not in ENVS:
+        raise ValueError(f"unknown env {env!r}: expected one of {', '.join(ENVS)}")
 
 
 # --------------------------------------------------------------------------- state
@@ -344,10 +359,7 @@ def monitor_and_fine_tune(model_type: str = "lgbm", force_fine_tune: bool = Fals
     """
     settings = settings or get_settings()
     env = env or settings.env
-    get_spec(model_type)
-    Policy(name=policy)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    check_options(model_type, policy, strategy, window_days, env)
     params = CycleParams(model_type, test_mode, force_fine_tune, strategy, policy, window_days, cycle_env(env, test_mode))
     with lease.held(model_type, settings):
         return _run_cycle(params, settings, on_step)
@@ -481,6 +493,7 @@ def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str 
     settings = settings or get_settings()
     if not merge:
         raise ValueError("quarterly retrain without --merge is a plain `velocast train`")
+    check_options(model_type, policy, env=env or settings.env)  # before the new baseline is recorded
     with lease.held(model_type, settings):
         return _quarterly_retrain(model_type, cutoff, policy, settings, test_mode, promote_on_deploy,
                                   cycle_env(env or settings.env, test_mode))
@@ -488,7 +501,6 @@ def quarterly_retrain(model_type: str = "lgbm", merge: bool = True, cutoff: str 
 
 def _quarterly_retrain(model_type: str, cutoff: str | None, policy: str, settings: Settings, test_mode: bool,
                        promote_on_deploy: bool, env: str) -> dict[str, Any]:
-    Policy(name=policy)  # an unknown policy fails before anything is recorded or trained
     old = splits.ensure_split(settings)
     if cutoff is None:
         cutoff = str(paris_midnight(store.latest_timestamp(settings), 1).date())

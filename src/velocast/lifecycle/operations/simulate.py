@@ -34,7 +34,7 @@ from velocast.config import Settings, get_settings
 from velocast.data import splits, store
 from velocast.data.schema import paris_midnight, to_paris
 from velocast.lifecycle.decisions.promotion import promote
-from velocast.lifecycle.operations.cycle import fine_tune, monitor_and_fine_tune
+from velocast.lifecycle.operations.cycle import check_options, cycle_env, fine_tune, monitor_and_fine_tune
 from velocast.lifecycle.serving.scoring import ServedRows
 from velocast.lifecycle.training.train import train
 from velocast.models import get_spec
@@ -98,16 +98,24 @@ class SimulationResult:
         return {**asdict(self), "overall_rmse": self.totals(), "overall_coverage_policy": self.coverage()}
 
 
-def _isolated_settings(base: Settings, folder: Path) -> Settings:
+def _isolated_settings(base: Settings, folder: Path, env: str) -> Settings:
     return base.model_copy(update={"home": folder, "mlflow_tracking_uri": None, "summary_uri": None,
-                                   "audit_url": None, "webhook_url": None})
+                                   "audit_url": None, "webhook_url": None, "env": env})
 
 
 def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str = "double_eval",
              window_days: int = 30, strategy: str = "sliding_window", test_mode: bool = False,
              settings: Settings | None = None, keep_home: bool = True,
-             on_week: Callable[[WeekRow], None] | None = None) -> SimulationResult:
+             on_week: Callable[[WeekRow], None] | None = None, env: str | None = None) -> SimulationResult:
+    """Replay the stored data from ``start`` week by week (see the module docstring).
+
+    ``env`` (default ``VELOCAST_ENV``) is recorded with every run and audit row of the simulation,
+    its first champion included; in test mode it is ``dev``, as for a test-mode cycle.
+    """
     settings = settings or get_settings()
+    env = env or settings.env
+    check_options(model_type, policy, strategy, window_days, env)  # a typo refused before the first champion trains
+    env = cycle_env(env, test_mode)
     if get_spec(model_type).task != "regression":
         raise ValueError("simulate compares forecast RMSE: use a regression model type")
     source = store.query_counts(settings=settings)
@@ -118,7 +126,7 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
         raise ValueError(f"START {start} must fall inside the stored period "
                          f"({source['timestamp'].min().date()} .. {source['timestamp'].max().date()})")
     sim_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{model_type}-{policy}"
-    sim = _isolated_settings(settings, settings.home.resolve() / "simulations" / sim_id)
+    sim = _isolated_settings(settings, settings.home.resolve() / "simulations" / sim_id, env)
     out_dir = settings.reports_dir.resolve() / "simulations" / sim_id
     out_dir.mkdir(parents=True, exist_ok=True)
     progress.step(f"simulation home {sim.home}: copying the {int((source['timestamp'] < start_ts).sum()):,} counts "
@@ -130,7 +138,7 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
     splits.record_split(start_ts.date(), settings=sim, notes=[f"simulation {sim_id}"])
     progress.step(f"training the first champion on the data before {start_ts.date()}", done=0, total=weeks)
     with progress.scope("first champion"):
-        first = train(model_type, data_source="baseline", env="prod", model_test=test_mode, settings=sim,
+        first = train(model_type, data_source="baseline", env=env, model_test=test_mode, settings=sim,
                       run_name=f"{model_type}-simulation-start")
     # the replay needs a first champion, whatever its gate or sample: forced (an override only if it had blockers)
     promote(model_type, version=first.model_version, settings=sim, force=True,
@@ -156,12 +164,12 @@ def simulate(start: str, weeks: int = 20, model_type: str = "lgbm", policy: str 
         store.upsert_counts(arriving, sim)
         with progress.scope(f"week {week + 1}/{weeks}"):
             cycle = monitor_and_fine_tune(model_type, test_mode=test_mode, window_days=window_days,
-                                          strategy=strategy, policy=policy, settings=sim)
+                                          strategy=strategy, policy=policy, env=env, settings=sim)
         challenger_version = cycle.challenger_version
         if challenger_version is None and cycle.status != "error":  # "always retrain" needs a challenger anyway
             progress.step(f"week {week + 1}/{weeks}: fine-tuning the 'always retrain' challenger")
             with progress.scope(f"week {week + 1}/{weeks}"):
-                challenger_version = fine_tune(model_type, strategy, window_days, None, test_mode,
+                challenger_version = fine_tune(model_type, strategy, window_days, None, test_mode, env,
                                                settings=sim).version
         if challenger_version is not None:
             always = registry.load(registry.get(model_type, challenger_version))
