@@ -696,6 +696,7 @@ def evaluate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
                  policy: PolicyName = typer.Option("double_eval", help="The policy whose decision --promote follows."),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Double-evaluate a model against the champion and show what each policy would decide."""
+    from velocast.evaluation.policies import Policy
     from velocast.lifecycle.decisions.evaluate import evaluate
     from velocast.tracking.registry import Registry
 
@@ -703,7 +704,8 @@ def evaluate_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HE
         raise ValueError("--promote needs a registered version (--version or --run-id), not --model-uri")
     compared = Registry().champion(model_type) if promote_on_deploy else None  # for compare-and-swap
     with _working("evaluate"):
-        outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current)
+        outcome = evaluate(model_type, version=version, run_id=run_id, model_uri=model_uri, current_path=current,
+                           policy=Policy(name=policy, r2_threshold=get_settings().r2_baseline_threshold))
     promoted = _promote_after_evaluation(model_type, outcome, policy, compared) if promote_on_deploy else None
     if as_json:
         _echo_json({**outcome.to_dict(), **({"promotion": promoted} if promote_on_deploy else {})})

@@ -87,6 +87,14 @@ def test_a_version_that_trained_on_test_days_is_never_judged_on_them(real_home: 
     assert any("compared on test_baseline instead" in r for r in outcome.decisions["double_eval"].reasons)
     out = run_cli(["evaluate", "--model-type", "baseline", "--version", leaked.model_version])
     assert out.exit_code == 0 and "left out for both models" in out.output and "reports: " in out.output
+    # every evaluation is a decision on record, with its policy's verdict and both models' scores
+    from velocast.lifecycle.audit import AuditLog
+
+    rows = AuditLog().list(event="evaluation")
+    assert len(rows) == 2 and rows[0].to_version == leaked.model_version
+    assert rows[0].deployment_decision == outcome.decisions["double_eval"].kind
+    assert rows[0].details["policy"] == "double_eval" and rows[0].r2_baseline is not None
+    assert rows[0].champion_r2_baseline is not None and rows[0].reasons == outcome.decisions["double_eval"].reasons
 
     datasets = load_datasets("baseline")
     everything = pd.concat([datasets.train.frame, splits.load_split("test_baseline", split)])

@@ -19,25 +19,13 @@ import pandas as pd
 
 from velocast.config import Settings
 from velocast.data import splits
-from velocast.evaluation.policies import DoubleEvaluation, Policy
-from velocast.lifecycle.decisions.evaluate import EvaluationOutcome, evaluate_candidate
+from velocast.evaluation.policies import Policy
+from velocast.lifecycle.decisions.evaluate import EvaluationOutcome, evaluate_candidate, judged_metrics
 from velocast.lifecycle.serving.predict import LoadedModel, load_model
 from velocast.lifecycle.training.train import TrainResult, train
 from velocast.tracking.registry import ModelRef, Registry
 
 _CHAMPION_NOW: Any = object()  # ``champion`` default: the champion when the judging starts
-
-
-def judged_metrics(evaluation: DoubleEvaluation, metrics_train: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The numbers an audit row keeps of a double evaluation, named as the ``AuditEvent`` fields."""
-    out: dict[str, Any] = {"r2_train": (metrics_train or {}).get("r2"),
-                           "rmse_train": (metrics_train or {}).get("rmse")}
-    for name, paired in (("baseline", evaluation.baseline), ("current", evaluation.current)):
-        challenger = paired.challenger if paired is not None else {}
-        champion = (paired.champion if paired is not None else None) or {}
-        out.update({f"r2_{name}": challenger.get("r2"), f"rmse_{name}": challenger.get("rmse"),
-                    f"champion_r2_{name}": champion.get("r2"), f"champion_rmse_{name}": champion.get("rmse")})
-    return out
 
 
 @dataclass

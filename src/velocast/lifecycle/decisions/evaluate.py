@@ -36,6 +36,7 @@ from velocast.evaluation.policies import (
     decide_all,
 )
 from velocast.evaluation.reports import regression_report
+from velocast.lifecycle.audit import AuditEvent, AuditLog
 from velocast.lifecycle.serving.predict import LoadedModel, load_model
 from velocast.lifecycle.serving.scoring import ServedRows, score
 from velocast.lifecycle.training.datasets import days_unseen_by, read_rows
@@ -43,6 +44,18 @@ from velocast.models import task_of
 from velocast.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
+
+
+def judged_metrics(evaluation: DoubleEvaluation, metrics_train: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The numbers an audit row keeps of a double evaluation, named as the ``AuditEvent`` fields."""
+    out: dict[str, Any] = {"r2_train": (metrics_train or {}).get("r2"),
+                           "rmse_train": (metrics_train or {}).get("rmse")}
+    for name, paired in (("baseline", evaluation.baseline), ("current", evaluation.current)):
+        challenger = paired.challenger if paired is not None else {}
+        champion = (paired.champion if paired is not None else None) or {}
+        out.update({f"r2_{name}": challenger.get("r2"), f"rmse_{name}": challenger.get("rmse"),
+                    f"champion_r2_{name}": champion.get("r2"), f"champion_rmse_{name}": champion.get("rmse")})
+    return out
 
 
 def _paired(name: str, rows: ServedRows, challenger: Any, champion: Any | None) -> PairedScores:
@@ -226,4 +239,15 @@ def evaluate(model_type: str, version: str | None = None, run_id: str | None = N
             raise LookupError(f"no registered {model_type} model yet")
         challenger = registry.load_model(ref)
     current = read_rows(current_path) if current_path else None
-    return evaluate_candidate(challenger, settings, current, policy)
+    policy = policy or Policy(r2_threshold=settings.r2_baseline_threshold)
+    outcome = evaluate_candidate(challenger, settings, current, policy)
+    decision = outcome.decisions[policy.name]
+    evaluation = outcome.evaluation
+    AuditLog(settings=settings).record(AuditEvent(  # a decision, even one nobody acts on, is audited
+        event="evaluation", model_type=model_type, deployment_decision=decision.kind, reasons=list(decision.reasons),
+        baseline_regression=decision.baseline_regression, model_improvement=decision.model_improvement,
+        model_uri=challenger.uri, run_id=challenger.ref.run_id if challenger.ref else None, env=settings.env,
+        to_version=challenger.ref.version if challenger.ref else None, **judged_metrics(evaluation),
+        details={"policy": policy.name, "decisions": {name: d.kind for name, d in outcome.decisions.items()},
+                 "champion": evaluation.champion, "notes": list(evaluation.notes)}))
+    return outcome
