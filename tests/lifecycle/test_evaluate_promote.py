@@ -128,6 +128,12 @@ def test_promote_rollback_promote_keeps_everything_in_step(real_home: Path) -> N
     v1, v2, v3 = (train("baseline", model_test=True).model_version for _ in range(3))
     promote("baseline", version=v1, reason="first", force=True)
     assert _state() == (v1, None, [_run_of(v1)])
+    from velocast.lifecycle.audit import AuditLog
+
+    events = AuditLog().count()
+    again = promote("baseline", version=v1, reason="first, again", force=True)  # the champion already
+    assert (again.from_version, again.to_version) == (v1, v1) and AuditLog().count() == events
+    assert _state() == (v1, None, [_run_of(v1)]) and len(history("baseline")) == 1
     promote("baseline", run_id=_run_of(v2), reason="better", force=True)
     assert _state() == (v2, v1, [_run_of(v2)])
     promote("baseline", version=v3, reason="even better", force=True)

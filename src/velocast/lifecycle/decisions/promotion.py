@@ -286,6 +286,9 @@ def _move(model_type: str, action: str, reason: str, settings: Settings, plan: P
             previous_alias_after=previous_after if from_version != target.version
             else (previous.version if previous else None),
             reason=reason, actor=_actor(), at=_now(), override=bool(overridden), overridden=list(overridden))
+        if action == "promote" and from_version == target.version:  # nothing moves: nothing to record
+            log.info("promote %s: version %s already is the champion", model_type, from_version)
+            return forward
         undo = _reverse(forward, current.run_id if current else None)
         _write_journal(settings, forward, undo, "applying")  # before the first write: what the undo needs
         try:
