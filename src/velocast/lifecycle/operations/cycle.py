@@ -511,11 +511,14 @@ def _quarterly_retrain(model_type: str, cutoff: str | None, policy: str, setting
         outcome = _retrain_on(model_type, old, new, policy, settings, test_mode, promote_on_deploy, env)
         done = True
     except Exception as exc:
-        AuditLog(settings=settings).record(AuditEvent(
-            event="error", model_type=model_type, env=env, error_message=redact_secrets(f"{type(exc).__name__}: "
-                                                                                        f"{exc}", settings),
-            reasons=[f"quarterly retrain failed: baseline v{new.version} recorded, v{old.version} stays active"],
-            details={"retrain": "quarterly", "old_split": old.version, "new_split": new.version}))
+        try:
+            AuditLog(settings=settings).record(AuditEvent(
+                event="error", model_type=model_type, env=env,
+                error_message=redact_secrets(f"{type(exc).__name__}: {exc}", settings),
+                reasons=[f"quarterly retrain failed: baseline v{new.version} recorded, v{old.version} stays active"],
+                details={"retrain": "quarterly", "old_split": old.version, "new_split": new.version}))
+        except Exception:  # the retrain's own error is the one to raise
+            log.exception("could not audit the failed quarterly retrain")
         raise
     finally:
         if test_mode or not done:  # a test-mode or failed retrain changes nothing that serves or decides
