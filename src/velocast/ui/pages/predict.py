@@ -67,7 +67,8 @@ with right:
                                 key="coverage", help="The band holds this share of the counts: a calibrated "
                                 "(conformal) prediction interval.")
     own_weather = st.toggle("Set the weather myself", key="own_weather",
-                            help="Off: the stored weather of that day (when the store has it).")
+                            help="Off: the stored weather forecast of that day, issued by the evening before "
+                                 "(as the API and `velocast predict` serve it); without one, no weather.")
 temperature = rain = None
 if own_weather:
     w1, w2 = st.columns(2)
