@@ -361,7 +361,7 @@ def settings_error(exc: ValidationError) -> SettingsError:
     for error in exc.errors():
         name = str(error["loc"][0]) if error.get("loc") else ""
         variable = name if name.isupper() else f"VELOCAST_{name.upper()}"
-        value = str(error.get("input", ""))
+        value = "***" if "key" in name.lower() else (redact(str(error.get("input", ""))) or "")  # never a secret
         shown = repr(value if len(value) <= 60 else f"{value[:60]}...")
         problems.append(f"{variable}={shown}: expected {_expected(name)}")
     return SettingsError("; ".join(problems) or str(exc).splitlines()[0])
