@@ -182,6 +182,8 @@ def test_a_full_disk_is_507_and_the_audit_database_down_is_503(champion_home: Pa
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     shutil.copytree(champion_home, home)
+    done = _run(_cli(["train", "--model-type", "baseline", "--model-test"]), _env(home))  # version 2, to promote
+    assert done.returncode == 0, done.stderr[-3000:]
     real_fsync = os.fsync
 
     def full_disk(fd: int) -> None:  # the OS boundary: the kernel refuses the data, like a full device does
@@ -192,7 +194,7 @@ def test_a_full_disk_is_507_and_the_audit_database_down_is_503(champion_home: Pa
     with TestClient(create_app(settings_for(home, KEY))) as client:
         monkeypatch.setattr(os, "fsync", full_disk)
         response = client.post("/promote_champion", headers=HEADERS,
-                               json={"model_type": "baseline", "version": "1", "force": True, "reason": "x"})
+                               json={"model_type": "baseline", "version": "2", "force": True, "reason": "x"})
         monkeypatch.setattr(os, "fsync", real_fsync)
         assert response.status_code == 507, response.text
         detail = response.json()["detail"]

@@ -128,7 +128,10 @@ def test_train_promote_serve_and_roll_back_through_the_stack(stack_env: dict[str
     assert [(r["event"], r["from_version"], r["to_version"]) for r in rows] == [
         ("promotion", c0, v1.model_version), ("promotion", v1.model_version, v2.model_version),
         ("rollback", v2.model_version, v1.model_version)]
-    assert json.loads(rows[-1]["reasons"]) == ["rollback on the stack"]
+    assert json.loads(rows[-1]["reasons"]) == [  # v1 is a test-mode model: brought back as an override
+        "rollback on the stack",
+        f"override (--force): bike-traffic-lgbm version {v1.model_version} is a test-mode model (trained on a small "
+        "sample)"]
 
     # a consumer with S3 credentials only (no tracking server) loads the champion from summary.json
     code = ("import sys; from velocast.tracking.summary import load_best_model; "
