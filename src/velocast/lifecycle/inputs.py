@@ -48,7 +48,7 @@ from velocast.data.weather import WEATHER_COLUMNS, attach_weather, load_weather
 from velocast.data.weather_forecast import day_ahead_cutoffs as cutoff_of
 from velocast.data.weather_forecast import forecast_as_of, load_forecasts
 from velocast.features import HISTORY_WINDOW_DAYS, MODEL_INPUT_COLUMNS, add_history, midnight_utc_hours, paris_day_hour
-from velocast.models.weather_fallback import REQUIRED_WEATHER
+from velocast.models.weather_fallback import REQUIRED_WEATHER, weather_known
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +57,12 @@ WEATHER_SOURCE = "weather_source"
 NO_WEATHER_NOTE = "no weather forecast for this hour: predicted by the model's no-weather sibling"
 
 
-def complete_weather(weather: Mapping[str, Any], n: int) -> np.ndarray:
-    """True for the rows whose ``REQUIRED_WEATHER`` are all given: the weather a model can use."""
-    known = np.ones(n, bool)
-    for column in REQUIRED_WEATHER:
-        values = weather[column] if column in weather else None
-        known &= np.isfinite(np.asarray(values, float)) if values is not None else False
-    return known
-
-
 def incomplete_weather_notes(given: Mapping[str, Any], n: int) -> list[tuple[int, str]]:
     """(row, note) for rows that give some weather but not all of ``REQUIRED_WEATHER``: not used."""
-    known = {c: np.isfinite(np.asarray(given[c], float)) for c in WEATHER_COLUMNS if c in given}
+    known = {c: ~np.asarray(pd.isna(given[c]), bool) for c in WEATHER_COLUMNS if c in given}
     some = np.logical_or.reduce([*known.values(), np.zeros(n, bool)])
     out = []
-    for position in np.flatnonzero(some & ~complete_weather(given, n)):
+    for position in np.flatnonzero(some & ~weather_known(given, n)):
         lacking = [c for c in REQUIRED_WEATHER if c not in known or not known[c][position]]
         out.append((int(position), f"incomplete weather given (no {' or '.join(lacking)}; "
                                    f"{' and '.join(REQUIRED_WEATHER)} are both needed): not used"))
@@ -123,13 +114,13 @@ def weather_columns(rows: pd.DataFrame, mode: str, settings: Settings,
     filled = np.zeros(n, bool)
     for column in WEATHER_COLUMNS:
         values[column] = given[column]
-    has_given = complete_weather(given, n)  # weather given in part is not used (incomplete_weather_notes)
+    has_given = weather_known(given, n)  # weather given in part is not used (incomplete_weather_notes)
     source[has_given] = "given"
     filled |= has_given
     if mode in ("served", "with_weather") and not filled.all():
         forecast = _stored_forecasts(rows["timestamp"], settings)
         if forecast is not None:
-            found = complete_weather(forecast, n) & ~filled
+            found = weather_known(forecast, n) & ~filled
             for column in WEATHER_COLUMNS:
                 values.loc[found, column] = forecast[column].to_numpy(float)[found]
             source[found] = "forecast"

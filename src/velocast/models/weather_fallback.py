@@ -14,7 +14,7 @@ GIL released while it boosts) has its two fits run at the same time, one per cor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,11 +29,13 @@ from velocast.data.weather import WEATHER_COLUMNS
 REQUIRED_WEATHER = ("temperature_c", "rain_mm")
 
 
-def weather_known(X: pd.DataFrame) -> np.ndarray:
-    """True for rows whose ``REQUIRED_WEATHER`` are all given (a feature frame or enriched rows)."""
+def weather_known(X: pd.DataFrame | Mapping[str, Any], n: int | None = None) -> np.ndarray:
+    """True for rows whose ``REQUIRED_WEATHER`` are all given: the weather a model can use (a feature
+    frame, enriched rows, or ``n`` rows as a mapping of column -> values)."""
+    n = len(X) if n is None else n
     if not all(column in X for column in REQUIRED_WEATHER):
-        return np.zeros(len(X), bool)
-    return np.asarray(X[list(REQUIRED_WEATHER)].notna().all(axis=1).to_numpy(), bool)
+        return np.zeros(n, bool)
+    return np.logical_and.reduce([~np.asarray(pd.isna(X[column]), bool) for column in REQUIRED_WEATHER])
 
 
 class WeatherFallback(BaseEstimator):

@@ -32,9 +32,10 @@ from velocast.data.schema import CANONICAL_COLUMNS
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.data.weather_forecast import load_forecasts
 from velocast.features import HOUR_NS, numeric_column
-from velocast.lifecycle.inputs import NO_WEATHER_NOTE, complete_weather, incomplete_weather_notes, weather_columns
+from velocast.lifecycle.inputs import NO_WEATHER_NOTE, incomplete_weather_notes, weather_columns
 from velocast.lifecycle.serving.served_history import store_history
 from velocast.models.compiled import ServingModel
+from velocast.models.weather_fallback import weather_known
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _served_weather(rows: ServedRows, settings: Settings) -> tuple[dict[str, np.
     """``weather_columns(rows, "served")``: the row's weather, else the stored forecast, else missing."""
     missing = np.full(len(rows), np.nan)
     given = {column: rows.weather.get(column, missing) for column in WEATHER_COLUMNS}
-    has_given = complete_weather(given, len(rows))
+    has_given = weather_known(given, len(rows))
     if not has_given.all():
         forecasts = load_forecasts(settings)
         if forecasts is not None and not forecasts.empty:  # the stored forecast as of each cut-off
