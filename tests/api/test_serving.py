@@ -270,8 +270,9 @@ def test_without_a_compile_wait_a_promotion_swaps_at_once_and_compiles_after(
 
 
 def test_metrics_in_prometheus_format(client: TestClient) -> None:
-    client.post("/predict", json={"records": [{"counter_id": "100047547-104047547",
-                                               "timestamp": "2021-08-02T08:00:00+02:00"}]})
+    record = {"counter_id": "100047547-104047547", "timestamp": "2021-08-02T08:00:00+02:00"}
+    client.post("/predict", json={"records": [record]})
+    client.post("/predict", json={"records": [record], "horizon": "day-ahead"})  # the same model, asked by horizon
     client.get("/jobs/nope")
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
@@ -283,6 +284,8 @@ def test_metrics_in_prometheus_format(client: TestClient) -> None:
     assert 'route="/predict",status="200"' in text
     assert 'route="/jobs/{job_id}",status="404"' in text  # the template, not the path
     assert 'velocast_champion_version{model_type="lgbm"}' in text
+    served = [line for line in text.splitlines() if line.startswith("velocast_served_model_version{")]
+    assert len(served) == 1 and 'horizon="day-ahead"' in served[0], served  # the served model's own horizon
     assert 'velocast_last_decision_info{decision="' in text or 'velocast_last_decision_info{model_type="lgbm"' in text
 
 

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.api.conftest import HEADERS
+
 KNOWN = "100047547-104047547"  # a counter of the real subset in the store
 GOOD = {"counter_id": KNOWN, "timestamp": "2021-08-02T08:00:00+02:00"}
 DROP = object()
@@ -137,6 +139,14 @@ def test_wrong_content_type_is_a_422(empty_client: TestClient) -> None:
     response = empty_client.post("/predict", content=json.dumps(body(GOOD)), headers={"Content-Type": "text/plain"})
     assert response.status_code == 422
     assert "application/json" in response.json()["detail"][0]["message"]
+
+
+def test_a_check_of_the_whole_body_names_its_field(empty_client: TestClient) -> None:
+    response = empty_client.post("/promote_champion", json={"model_type": "lgbm", "version": "1", "run_id": "abc"},
+                                 headers=HEADERS)
+    assert response.status_code == 422
+    item = response.json()["detail"][0]
+    assert item["field"] == "version" and item["loc"] == ["version"] and "exactly one of" in item["message"]
 
 
 def test_huge_payloads_are_refused_with_413(empty_client: TestClient) -> None:

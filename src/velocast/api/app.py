@@ -611,6 +611,7 @@ def validation_items(exc: RequestValidationError) -> list[dict[str, Any]]:
         else:
             field = ".".join(str(x) for x in loc) if loc else ctx.get("field")
             message = _message(kind, msg, field, err.get("input"), False) if loc else msg
+            loc = loc or ([field] if field else [])  # a check of the whole body names the field it is about
         items.append(error(message, field, index, kind, [str(x) if not isinstance(x, int) else x for x in loc]))
     return items
 

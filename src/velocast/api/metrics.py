@@ -70,6 +70,14 @@ Read = Callable[[], list[Metric]]
 SERVED_HELP = "Version /predict serves now."
 
 
+def served_series(snapshot: dict[Any, Any]) -> dict[tuple[str, str, str], float]:
+    """``velocast_served_model_version``'s series of a champion cache's snapshot: labels (model type,
+    the served model's own horizon, champion or stand-in) -> version. The champion asked for without
+    a horizon and asked for by its horizon are one model: one series."""
+    return {(model_type, served.model.horizon, str(served.champion).lower()): _version_number(served.version)
+            for (model_type, _asked), served in snapshot.items()}
+
+
 def _version_number(version: str | None) -> float:
     try:
         return float(version) if version is not None else float("nan")
@@ -192,8 +200,8 @@ class LifecycleCollector(Collector):
     def _served(self) -> list[Metric]:
         gauge = GaugeMetricFamily("velocast_served_model_version", SERVED_HELP,
                                   labels=["model_type", "horizon", "champion"])
-        for (model_type, horizon), served in self.cache.snapshot().items():
-            gauge.add_metric([model_type, horizon or "", str(served.champion).lower()], _version_number(served.version))
+        for labels, version in served_series(self.cache.snapshot()).items():
+            gauge.add_metric(list(labels), version)
         return [gauge]
 
     def _readiness(self) -> list[Metric]:
@@ -377,8 +385,7 @@ class ApiMetrics:
         self._served_changed(cache.snapshot())
 
     def _served_changed(self, snapshot: dict[Any, Any]) -> None:
-        current = {(model_type, horizon or "", str(served.champion).lower()): _version_number(served.version)
-                   for (model_type, horizon), served in snapshot.items()}
+        current = served_series(snapshot)
         for labels in self._served_series - current.keys():  # a file-backed series cannot be removed: NaN
             self.served.labels(*labels).set(float("nan"))
         for labels, version in current.items():
