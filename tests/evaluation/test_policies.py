@@ -49,6 +49,11 @@ def test_double_eval_deploy_skip_and_tie() -> None:
     assert tie.kind == "skip_no_improvement" and not tie.model_improvement
 
 
+def test_an_undefined_r2_is_no_improvement() -> None:
+    d = decide(_eval(_reg(0.8, 30), {**_reg(0.8, 30), "r2": None}))  # R² of one row is None (not defined)
+    assert d.kind == "skip_no_improvement" and "not defined" in d.reasons[-1]
+
+
 def test_threshold_is_configurable() -> None:
     ev = _eval(_reg(0.65, 30), None)
     assert decide(ev, Policy(r2_threshold=0.7)).kind == "reject_regression"

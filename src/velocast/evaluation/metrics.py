@@ -13,7 +13,7 @@ import pandas as pd
 class RegressionMetrics:
     rmse: float
     mae: float
-    r2: float
+    r2: float | None  # None for a single row: R² is not defined (as scikit-learn's r2_score says)
     rmse_log1p: float
     n: int
 
@@ -45,9 +45,11 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> RegressionMetr
         raise ValueError("cannot score an empty dataset")
     err = y_pred - y_true
     total = float(np.sum((y_true - y_true.mean()) ** 2))
+    # constant counts: 1 for exact predictions, else 0 (scikit-learn's r2_score convention)
     r2 = 1.0 - float(np.sum(err**2)) / total if total > 0 else (1.0 if np.allclose(err, 0) else 0.0)
     log_err = np.log1p(np.clip(y_pred, 0, None)) - np.log1p(np.clip(y_true, 0, None))
-    return RegressionMetrics(rmse=float(np.sqrt(np.mean(err**2))), mae=float(np.mean(np.abs(err))), r2=r2,
+    return RegressionMetrics(rmse=float(np.sqrt(np.mean(err**2))), mae=float(np.mean(np.abs(err))),
+                             r2=r2 if len(y_true) > 1 else None,
                              rmse_log1p=float(np.sqrt(np.mean(log_err**2))), n=len(y_true))
 
 

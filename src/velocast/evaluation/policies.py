@@ -167,6 +167,10 @@ def _gate_reason(evaluation: DoubleEvaluation, policy: Policy) -> str:
 def _double_eval(scores: PairedScores, policy: Policy, reasons: list[str]) -> Decision:
     ch, cp = scores.challenger["r2"], scores.champion["r2"]
     details = {"r2_challenger": ch, "r2_champion": cp, "rows": scores.rows, "set": scores.name}
+    if ch is None or cp is None:  # one row: R² is not defined, nothing shows the challenger is better
+        return Decision("skip_no_improvement", policy.name,
+                        [*reasons, f"R² is not defined on the {scores.rows} row(s) of {scores.name}: no comparison"],
+                        False, False, details)
     if ch > cp:
         return Decision("deploy", policy.name, [*reasons, f"challenger R² on {scores.name} {_fmt(ch)} > champion "
                                                 f"{_fmt(cp)} on the same {scores.rows} rows"], False, True, details)

@@ -77,7 +77,7 @@ if result.metrics:
     metrics = {k: v for k, v in result.metrics.items() if k in ("rmse", "mae", "r2", "n", "interval_coverage",
                                                                   "interval_width")}
     st.caption("Scores on the rows that carry a count: "
-               + ", ".join(f"{k} {common.fmt(v, 3) if isinstance(v, float) else v}" for k, v in metrics.items()))
+               + ", ".join(f"{k} {common.fmt(v, 3) if v is None or isinstance(v, float) else v}" for k, v in metrics.items()))
 output = batch.output(result)
 st.dataframe(common.label_file_times(output), hide_index=True)
 st.caption("Times: the tidy format's `date` is UTC, a `timestamp` is read with its offset (none: Paris time); "
