@@ -200,6 +200,28 @@ def test_served_forecasts_follow_the_days_before_as_the_evaluation_scores_them(
     np.testing.assert_allclose(served, prediction, rtol=1e-9)
     assert len(fresh.adaptation.windows) == 1
 
+    # labelled rows of the last three days, in a home whose store lacks them: each day follows the errors
+    # of the days before it, the file's own included, as the evaluation scores them; the metrics are
+    # those of the predictions written
+    last_days = sorted(days.unique())[-3:]
+    early = _home_known_on(pd.Timestamp(last_days[0]).tz_localize(PARIS_TZ), real_home, tmp_path / "early")
+    span = days.isin(last_days).to_numpy()
+    labelled = evaluated.decision_rows[span][["counter_id", "timestamp", "bike_count"]].reset_index(drop=True)
+    result = predict_rows(labelled, load_model("lgbm", settings=early), early)
+    written = result.frame
+    np.testing.assert_allclose(written["prediction"], scored.predictions[span], rtol=1e-9)
+    np.testing.assert_allclose(written["upper"], scored.upper[span], rtol=1e-9)
+    y = labelled["bike_count"].to_numpy(float)
+    assert result.metrics["n"] == len(labelled)
+    assert result.metrics["rmse"] == pytest.approx(np.sqrt(np.mean((written["prediction"].to_numpy() - y) ** 2)))
+    # a counter reporting zeros for the three days: a sensor outage, left out of the metrics as in every score
+    counter = labelled["counter_id"].iloc[0]
+    broken = labelled["counter_id"] == counter
+    zeroed = predict_rows(labelled.assign(bike_count=labelled["bike_count"].mask(broken, 0.0)),
+                          load_model("lgbm", settings=early), early)
+    assert zeroed.metrics["n"] == len(labelled) - int(broken.sum())
+    assert any(f"{int(broken.sum())} labelled row(s) in sensor outages" in w for w in zeroed.warnings), zeroed.warnings
+
     # a counter's last hours of D-1 were zero; then the counts of D arrive, all zero: in hindsight the
     # night of D-1 is a sensor outage, yet nothing of D's forecasts changes (no count of D is read)
     day_start = pd.Timestamp(last).tz_localize(PARIS_TZ)

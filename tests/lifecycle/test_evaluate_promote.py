@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -65,6 +66,10 @@ def test_identical_challenger_is_skipped_by_every_policy(real_home: Path) -> Non
     assert {d.kind for d in outcome.decisions.values()} == {"skip_no_improvement"}
     assert outcome.evaluation.current.rows > 0
     assert Path(outcome.reports["test_current_predicted_vs_actual"]).exists()
+    # each set keeps its own breakdown, of the rows it was judged on
+    for name, scores in (("test_baseline", outcome.evaluation.baseline), ("test_current", outcome.evaluation.current)):
+        per_hour = pd.read_csv(outcome.reports[f"{name}_per_hour"])
+        assert per_hour["rows"].sum() == scores.rows, name
 
 
 def test_a_version_that_trained_on_test_days_is_never_judged_on_them(real_home: Path) -> None:

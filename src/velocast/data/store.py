@@ -243,12 +243,19 @@ def latest_timestamp(settings: Settings | None = None) -> pd.Timestamp | None:
 
 
 def last_days(days: int, settings: Settings | None = None) -> pd.DataFrame:
-    """The last ``days`` whole days of counts, ending with the latest day in the store."""
+    """The last ``days`` whole Paris days of counts: ending with the latest day in the store when its
+    23:00 is stored, else with the day before (a day still being counted, such as the 2 hours of
+    Paris' 10 August that end the real file's UTC month, is not a day of the window), unless the store
+    holds nothing earlier."""
     settings = settings or get_settings()
     latest = latest_timestamp(settings)
     if latest is None:
         return empty_counts()
-    return query_counts(paris_midnight(latest, 1 - days), paris_midnight(latest, 1), settings=settings)
+    end = 1 if latest.hour == 23 else 0
+    rows = query_counts(paris_midnight(latest, end - days), paris_midnight(latest, end), settings=settings)
+    if rows.empty and end == 0:  # nothing but the day being counted
+        rows = query_counts(paris_midnight(latest, 1 - days), paris_midnight(latest, 1), settings=settings)
+    return rows
 
 
 def counters(settings: Settings | None = None) -> pd.DataFrame:

@@ -21,15 +21,17 @@ if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
 
 @dataclass
 class EvaluationReport:
+    name: str  # the rows' set (test_baseline, test_current): every file it writes starts with it
     per_counter: pd.DataFrame
     per_hour: pd.DataFrame
     figures: dict[str, Figure]
 
     def write(self, folder: Path) -> dict[str, Path]:
+        """``<name>_per_counter.csv``, ``<name>_per_hour.csv`` and the figures in ``folder``."""
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {"per_counter": folder / "per_counter.csv", "per_hour": folder / "per_hour.csv"}
-        self.per_counter.to_csv(paths["per_counter"])
-        self.per_hour.to_csv(paths["per_hour"])
+        paths = {f"{self.name}_{part}": folder / f"{self.name}_{part}.csv" for part in ("per_counter", "per_hour")}
+        self.per_counter.to_csv(paths[f"{self.name}_per_counter"])
+        self.per_hour.to_csv(paths[f"{self.name}_per_hour"])
         for name, figure in self.figures.items():
             paths[name] = folder / f"{name}.png"
             figure.savefig(paths[name], dpi=90, bbox_inches="tight")
@@ -97,4 +99,4 @@ def regression_report(rows: pd.DataFrame, pred: np.ndarray, name: str) -> Evalua
         f"{name}_residuals_by_hour": residuals_by_hour(per_hour, f"{name}: RMSE by hour"),
         f"{name}_worst_counters": worst_counters(per_counter, f"{name}: worst counters"),
     }
-    return EvaluationReport(per_counter, per_hour, figures)
+    return EvaluationReport(name, per_counter, per_hour, figures)

@@ -38,7 +38,7 @@ from velocast.evaluation.policies import (
 from velocast.evaluation.reports import regression_report
 from velocast.lifecycle.audit import AuditEvent, AuditLog
 from velocast.lifecycle.serving.predict import LoadedModel, load_model
-from velocast.lifecycle.serving.scoring import ServedRows, score
+from velocast.lifecycle.serving.scoring import ServedRows
 from velocast.lifecycle.training.datasets import days_unseen_by, read_rows
 from velocast.models import task_of
 from velocast.tracking.registry import Registry
@@ -217,9 +217,9 @@ def evaluate_candidate(challenger: LoadedModel, settings: Settings | None = None
         for name, served in (("test_baseline", served_b), ("test_current", served_c)):
             if served is None:
                 continue
-            predictions = score(challenger.pipeline, served.decision_rows).predictions
+            predictions = served.score(challenger.pipeline).predictions  # the decision's, as served
             written = regression_report(served.decision_rows, predictions, name).write(folder)
-            reports.update({k: str(v) for k, v in written.items() if k.startswith(name) or k.startswith("per_")})
+            reports.update({k: str(v) for k, v in written.items()})
     return EvaluationOutcome(evaluation, decide_all(evaluation, policy), reports, classifier)
 
 

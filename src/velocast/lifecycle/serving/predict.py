@@ -23,10 +23,10 @@ from velocast.data.ingest import RawTable, Validated, ambiguous_local_times, rea
 from velocast.data.weather import WEATHER_COLUMNS
 from velocast.evaluation.intervals import check_coverage
 from velocast.features import paris_day_hour
-from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs
+from velocast.lifecycle.inputs import WEATHER_SOURCE, build_inputs, outage_flags
 from velocast.lifecycle.serving.adaptation import online_rule, served_window
 from velocast.lifecycle.serving.fast_path import ServedRows, fast_inputs
-from velocast.lifecycle.serving.scoring import score
+from velocast.lifecycle.serving.scoring import score, scored_predictions
 from velocast.models import get_spec, learned_weather, predict_frame
 from velocast.models.intervals import STATIC
 from velocast.tracking.mlflow_runs import load_sklearn_model
@@ -100,7 +100,7 @@ def predict_rows(rows: pd.DataFrame | ServedRows, model: LoadedModel, settings: 
     fast = fast_inputs(rows, serving, settings) if serving is not None else None
     if fast is None and isinstance(rows, ServedRows):
         rows = rows.frame()  # e.g. days before those the serving path holds in memory
-    metrics = None
+    metrics, metrics_note = None, None
     day, hour, recent, adapted, rule = None, None, None, None, STATIC
     if len(rows) and model.has_intervals and online_rule(settings).window > 0:
         day, hour = (fast.day, fast.hour) if fast is not None else paris_day_hour(rows["timestamp"])
@@ -114,15 +114,31 @@ def predict_rows(rows: pd.DataFrame | ServedRows, model: LoadedModel, settings: 
         enriched = inputs.frame("served")
         features = model.pipeline.named_steps["features"]
         unknown = features.unknown_counters(enriched)
-        frame = predict_frame(model.pipeline, enriched, coverage, rule, recent, adapted)
+        labelled = enriched["bike_count"].notna().to_numpy() if "bike_count" in enriched else np.zeros(len(rows), bool)
+        # labelled rows in a sensor outage are left out of the metrics and of the errors later days follow,
+        # as in every score (``ServedRows``)
+        outage = outage_flags(enriched, settings) & labelled if labelled.any() else labelled
+        frame, regression = None, model.spec.task == "regression"
+        if labelled.any() and regression and recent is not None:
+            # each day follows the errors of the labelled days before it, the file's own ones included, as
+            # the scores measure it (``score``): the shared cache of the store's days is not used for these
+            frame = predict_frame(model.pipeline, enriched.assign(bike_count=enriched["bike_count"].where(~outage)),
+                                  coverage, online_rule(settings), recent, learn_from_rows=True)
+        if frame is None:
+            frame = predict_frame(model.pipeline, enriched, coverage, rule, recent, adapted)
         predicted = {column: frame[column].to_numpy() for column in frame.columns}
         weather_source = enriched[WEATHER_SOURCE].to_numpy()
         uses_weather = any(c in features.feature_names_out_ for c in WEATHER_COLUMNS)
         notes = inputs.notes(model.horizon == "day-ahead", weather_source if uses_weather else None)
-        labelled = enriched["bike_count"].notna() if "bike_count" in enriched else None
-        if labelled is not None and labelled.any():
-            metrics = score(model.pipeline, enriched[labelled.to_numpy()], coverage,
-                            settings.coverage_tolerance, online_rule(settings), recent).to_dict()
+        scored_rows = labelled & ~outage
+        if scored_rows.any():  # the metrics of the predictions written, on the same rows as every score
+            scored = scored_predictions(enriched[scored_rows], frame[scored_rows], coverage,
+                                        settings.coverage_tolerance) if regression else \
+                score(model.pipeline, enriched[scored_rows], coverage, settings.coverage_tolerance)
+            metrics = scored.to_dict()
+        if outage.any():
+            metrics_note = (f"{int(outage.sum())} labelled row(s) in sensor outages (runs of >= "
+                            f"{settings.outage_min_zero_hours} zero hours) left out of the metrics")
     if not learned_weather(model.pipeline):  # trained without any weather: what a row gives is not used
         for position in np.flatnonzero(np.asarray(weather_source) != "missing"):
             notes[position].append(WEATHER_NOT_LEARNED_NOTE)
@@ -132,6 +148,8 @@ def predict_rows(rows: pd.DataFrame | ServedRows, model: LoadedModel, settings: 
     if model.spec.task == "regression" and not model.has_intervals:
         warnings.append(no_intervals_warning(model))
     warnings += summarise_notes(notes)
+    if metrics_note:
+        warnings.append(metrics_note)
     return Predictions(rows, columns, model, warnings, metrics, unknown, notes, coverage if model.has_intervals else None)
 
 

@@ -94,7 +94,14 @@ def score(pipeline: Any, rows: pd.DataFrame, coverage: float | None = None,
         coverage = settings.interval_coverage if coverage is None else coverage
         tolerance = settings.coverage_tolerance if tolerance is None else tolerance
         rule = online_rule(settings) if rule is None else rule
-    out = predict_frame(pipeline, rows, coverage, rule, recent, learn_from_rows=True)
+    return scored_predictions(rows, predict_frame(pipeline, rows, coverage, rule, recent, learn_from_rows=True),
+                              coverage, tolerance)
+
+
+def scored_predictions(rows: pd.DataFrame, out: pd.DataFrame, coverage: float, tolerance: float) -> Scored:
+    """The regression scores of predictions ``out`` (``prediction``, ``lower``, ``upper``) of labelled
+    ``rows``: the point metrics, and the interval metrics when every row has bounds."""
+    y = rows["bike_count"].to_numpy(float)
     pred = out["prediction"].to_numpy(float)
     scored = Scored(regression_metrics(y, pred), pred)
     lower, upper = out["lower"].to_numpy(float), out["upper"].to_numpy(float)
@@ -205,4 +212,5 @@ class ServedRows:
                             decision.predictions, self.outage_rows, decision)
 
 
-__all__ = ["MIN_COUNTER_DAYS", "WEATHER_VARIANTS", "Scored", "ServedRows", "ServedScores", "score"]
+__all__ = ["MIN_COUNTER_DAYS", "WEATHER_VARIANTS", "Scored", "ServedRows", "ServedScores", "score",
+           "scored_predictions"]
