@@ -160,7 +160,11 @@ def test_quarterly_retrain_keeps_the_old_test_days_unseen(champion_home: Path, m
     monkeypatch.setenv("VELOCAST_R2_BASELINE_THRESHOLD", UNREACHABLE_GATE)
     old = splits.active_split()
     before = Registry().champion("lgbm").version
-    out = quarterly_retrain("lgbm", cutoff="2021-07-15", test_mode=True, promote_on_deploy=True)
+    from tests.conftest import run_cli
+
+    done = run_cli(["retrain", "--merge", "--cutoff", "2021-07-15", "--test-mode", "--promote", "--json"])
+    assert done.exit_code == 0, done.output
+    out = json.loads(done.stdout)
     new = splits.get_split(out["new_split"])
     assert (out["old_split"], out["new_split"]) == (old.version, new.version) and new.parent_version == old.version
     assert splits.active_split().version == old.version  # a test-mode retrain leaves the baseline active
