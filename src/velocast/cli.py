@@ -1020,13 +1020,17 @@ def retrain_cmd(model_type: ModelType = typer.Option("lgbm", help=MODEL_TYPE_HEL
                 policy: PolicyName = typer.Option("double_eval", help=f"{POLICY_HELP}: the decision rule against the "
                                                   "champion."),
                 promote_on_deploy: bool = typer.Option(False, "--promote", help="Promote if the decision is deploy."),
+                test_mode: bool = typer.Option(False, "--test-mode", help="A smoke test on a sample: the new "
+                                               "baseline is recorded but the old one stays active, nothing is "
+                                               "promoted, env dev."),
                 env: Optional[Env] = typer.Option(None, help=ENV_HELP),
                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Quarterly retrain: new baseline version, retrain from scratch, compare on days neither model trained on."""
     from velocast.lifecycle.operations.cycle import quarterly_retrain
 
     with _working("retrain"):
-        out = quarterly_retrain(model_type, merge, cutoff, policy, promote_on_deploy=promote_on_deploy, env=env)
+        out = quarterly_retrain(model_type, merge, cutoff, policy, test_mode=test_mode,
+                                promote_on_deploy=promote_on_deploy, env=env)
     if as_json:
         _echo_json(out)
         return

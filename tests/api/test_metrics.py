@@ -31,9 +31,10 @@ def value(scraped: dict, name: str, **labels: str) -> float | None:
 
 
 def _cycle(settings: Settings, model_type: str, drift: bool | None, error: str | None = None,
-           decision: str | None = "no_fine_tune") -> None:
+           decision: str | None = "no_fine_tune", test_mode: bool = False) -> None:
     """One audit row as the weekly cycle writes it (``audit_cycle``, what both cycle shells call)."""
-    audit_cycle(CycleResult(str(uuid.uuid4()), model_type, "2021-08-09T00:00:00+00:00", test_mode=False, forced=False,
+    audit_cycle(CycleResult(str(uuid.uuid4()), model_type, "2021-08-09T00:00:00+00:00", test_mode=test_mode,
+                            forced=False,
                             strategy="sliding_window", policy="double_eval", window_days=30,
                             new_data=drift is not None, drift_detected=drift, drift_share=0.5 if drift else 0.0,
                             decision=None if error else decision, error=error), settings)
@@ -47,6 +48,8 @@ def test_lifecycle_gauges_tell_what_was_recorded(real_home: Path) -> None:
     _cycle(settings, "lgbm", None, decision=None)
     _cycle(settings, "lgbm", None, error="drift step failed: KeyError: 'x'")
     _cycle(settings, "rf", False)
+    _cycle(settings, "rf", True, test_mode=True)  # smoke tests on a sample count in no alert
+    _cycle(settings, "rf", None, error="smoke test failed", test_mode=True)
     record_health("lgbm", HealthReport("critical", 62.5, 0.41, 40.0, 0.8, 0.5625, 168, "2021-08-03 .. 2021-08-09",
                                        ["RMSE 62.50 is above the absolute threshold 50"]), settings)
     check = check_drift("lgbm", window_days=14, settings=settings)  # no champion: the data alone
@@ -62,6 +65,7 @@ def test_lifecycle_gauges_tell_what_was_recorded(real_home: Path) -> None:
         assert value(scraped, "velocast_audit_events_total", event=event, decision=decision or "",
                      model_type=model_type or "") == n
     assert value(scraped, "velocast_audit_events_total", event="error", decision="", model_type="lgbm") == 1.0
+    assert value(scraped, "velocast_audit_events_total", event="error", decision="", model_type="rf") == 1.0
     assert value(scraped, "velocast_audit_events_total", event="cycle", decision="no_fine_tune", model_type="lgbm") == 4
 
     assert value(scraped, "velocast_champion_health_state", model_type="lgbm", state="critical") == 1.0

@@ -160,7 +160,11 @@ def test_quarterly_retrain_keeps_the_old_test_days_unseen(champion_home: Path, m
     monkeypatch.setenv("VELOCAST_R2_BASELINE_THRESHOLD", UNREACHABLE_GATE)
     old = splits.active_split()
     before = Registry().champion("lgbm").version
-    out = quarterly_retrain("lgbm", cutoff="2021-07-15", test_mode=True, promote_on_deploy=True)
+    from tests.conftest import run_cli
+
+    done = run_cli(["retrain", "--merge", "--cutoff", "2021-07-15", "--test-mode", "--promote", "--json"])
+    assert done.exit_code == 0, done.output
+    out = json.loads(done.stdout)
     new = splits.get_split(out["new_split"])
     assert (out["old_split"], out["new_split"]) == (old.version, new.version) and new.parent_version == old.version
     assert splits.active_split().version == old.version  # a test-mode retrain leaves the baseline active
@@ -180,9 +184,12 @@ def test_retrain_by_default_merges_every_day_and_compares_on_days_neither_model_
     promote("lgbm", version=champion.model_version, reason="test champion", force=True)
     seen = Registry().trained_days(Registry().get("lgbm", champion.model_version))
     assert seen and max(seen) > splits.active_split().cutoff  # it trained on days after the cutoff
+    old_current = set(splits.paris_day(splits.load_split("test_current")["timestamp"]).astype(str))
+    assert old_current and old_current.isdisjoint(seen)
     out = quarterly_retrain("lgbm", test_mode=True)
     new = splits.get_split(out["new_split"])
     assert new.cutoff == "2021-08-11"  # the day after the latest stored count (2021-08-10 01:00 Paris): all merged
+    assert old_current <= set(new.test_days)  # the recent days no model trained on stay held out ...
     expected = set(new.test_days) - seen
     assert set(out["compared_days"]) == expected and expected < set(new.test_days)
     assert any(d in seen for d in new.test_days)
@@ -192,7 +199,8 @@ def test_retrain_by_default_merges_every_day_and_compares_on_days_neither_model_
                for r in out["reasons"])
     # test_current: the recent held-out days only (not a copy of test_baseline)
     current = out["evaluation"]["metrics_current"]
-    assert (current is None) == (not recent)
+    assert old_current <= recent and current is not None  # ... and the new model is judged on them
+    assert current["rows"] >= 200 and not any("compared on test_baseline instead" in r for r in out["reasons"])
     assert out["reasons"][-1] == f"test mode: baseline v{new.version} recorded, v{out['old_split']} stays active"
     row = AuditLog().list(event="retrain")[0]
     assert row.details["compared_days"] == sorted(expected)

@@ -232,7 +232,8 @@ class LifecycleCollector(Collector):
         return [events, info, when, *self._cycles(audit)]
 
     def _cycles(self, audit: AuditLog) -> list[Metric]:
-        """The last weekly cycle of each model type, and how many checked cycles in a row found drift."""
+        """The last weekly cycle of each model type, and how many checked cycles in a row found drift
+        (test-mode cycles, smoke tests on a sample, are left out)."""
         error = GaugeMetricFamily("velocast_last_cycle_error", "1 when the latest weekly cycle of the model type "
                                   "was audited as error, else 0.", labels=["model_type"])
         when = GaugeMetricFamily("velocast_last_cycle_timestamp_seconds", "When the latest weekly cycle was "
@@ -242,6 +243,8 @@ class LifecycleCollector(Collector):
                                    labels=["model_type"])
         rows: dict[str, list[Any]] = {}
         for event in audit.list(limit=CYCLE_ROWS, events=("cycle", "error")):
+            if event.details.get("test_mode"):
+                continue
             if event.model_type and (event.event == "cycle" or event.details.get("cycle_id")):
                 rows.setdefault(event.model_type, []).append(event)  # newest first
         for model_type, cycles in sorted(rows.items()):

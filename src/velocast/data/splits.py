@@ -146,8 +146,13 @@ def get_split(version: int, settings: Settings | None = None) -> SplitRecord:
 
 def record_split(cutoff: date | str | None = None, test_fraction: float = 0.2, seed: int = 42,
                  current_test_fraction: float = 0.2, settings: Settings | None = None,
-                 parent_version: int | None = None, notes: list[str] | None = None) -> SplitRecord:
-    """Split the store's data before ``cutoff`` and record it as a new, active baseline version."""
+                 parent_version: int | None = None, notes: list[str] | None = None,
+                 held_out: list[str] | None = None) -> SplitRecord:
+    """Split the store's data before ``cutoff`` and record it as a new, active baseline version.
+
+    ``parent_version``: the baseline this one merges (its test days stay held out, new ones are drawn
+    from the added period); ``held_out``: more days (ISO) to hold out, e.g. the parent's test_current
+    days, which no model of the parent trained on."""
     settings = settings or get_settings()
     latest = store.latest_timestamp(settings)
     if latest is None:
@@ -169,6 +174,8 @@ def record_split(cutoff: date | str | None = None, test_fraction: float = 0.2, s
         test_days = sorted(set(kept) | set(choose_test_days(added, test_fraction, seed) if len(added) >= 2 else []))
     else:
         test_days = choose_test_days(days, test_fraction, seed)
+    if held_out:
+        test_days = sorted(set(test_days) | ({date.fromisoformat(d) for d in held_out} & set(days)))
     train, test = split_baseline(baseline, test_days)
     progress.step(f"writing the split snapshot: {len(test_days)} whole test days, content hashes")
     with file_lock(settings.locks_dir / "splits.lock"):

@@ -504,8 +504,14 @@ def _quarterly_retrain(model_type: str, cutoff: str | None, policy: str, setting
     old = splits.ensure_split(settings)
     if cutoff is None:
         cutoff = str(paris_midnight(store.latest_timestamp(settings), 1).date())
+    # the old test_current days stay held out: fine-tunes and the champion never trained on them, so they
+    # are the recent days both models can be compared on
+    old_current = sorted(splits.paris_day(splits.load_split("test_current", old, settings)["timestamp"]).astype(str).unique())
     new = splits.record_split(cutoff, old.test_fraction, old.seed, old.current_test_fraction, settings,
-                              parent_version=old.version, notes=[f"quarterly retrain: merged current data into v{old.version}"])
+                              parent_version=old.version, held_out=old_current,
+                              notes=[f"quarterly retrain: merged current data into v{old.version}"
+                                     + (f"; its test_current days {old_current[0]} .. {old_current[-1]} held out"
+                                        if old_current else "")])
     done = False
     try:
         outcome = _retrain_on(model_type, old, new, policy, settings, test_mode, promote_on_deploy, env)
