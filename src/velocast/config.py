@@ -13,10 +13,10 @@ import re
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from velocast.choices import ENVS
@@ -137,6 +137,14 @@ def install_log_redaction(settings: Settings | None = None,
     return remove
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _level_name(value: Any) -> Any:
+    """A logging level in any case (``info``); anything else as given, for the error to show."""
+    return value.upper() if isinstance(value, str) and value.upper() in LOG_LEVELS else value
+
+
 class Settings(BaseSettings):
     """velocast configuration, read from the environment each time it is built."""
 
@@ -176,10 +184,10 @@ class Settings(BaseSettings):
         default="dev", description="Environment recorded with every run and decision (summary.json, the audit log): "
         "train, cycle, retrain, simulate and API jobs use it unless told otherwise.")
     r2_baseline_threshold: float = Field(
-        default=0.60, description="Minimum challenger R² on test_baseline before any deployment."
+        default=0.60, ge=-1.0, le=1.0, description="Minimum challenger R² on test_baseline before any deployment."
     )
     health_rmse_threshold: float = Field(
-        default=50.0, description="Champion RMSE above which its health is critical."
+        default=50.0, gt=0, description="Champion RMSE above which its health is critical."
     )
     outage_min_zero_hours: int = Field(
         default=24, ge=2, description="Consecutive zero hours of one counter that make a sensor outage: left out "
@@ -207,7 +215,8 @@ class Settings(BaseSettings):
         default=3, ge=0, le=366, description="Labelled days before a forecast day, after the model's calibration, "
         "whose errors (as served) correct each counter's day-ahead prediction for that day (its recent level bias); "
         "0: predictions as the model makes them.")
-    log_level: str = Field(default="WARNING", description="Logging level of the CLI and servers (-v: INFO).")
+    log_level: Annotated[Literal[LOG_LEVELS], BeforeValidator(_level_name)] = \
+        Field(default="WARNING", description="Logging level of the CLI and servers (-v: INFO).")
     api_max_body_mb: float = Field(default=20.0, gt=0, description="Larger API request bodies get a 413.")
     api_cors_origins: str = Field(default="", description="Comma-separated CORS origins; CORS is off when empty.")
     api_model_refresh_seconds: float = Field(default=2.0, ge=0, description="How often the API re-reads the champion alias.")

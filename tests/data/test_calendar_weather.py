@@ -46,6 +46,14 @@ def test_user_events_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     custom.write_text("events:\n  - {name: Bad, kind: party, start: 2025-04-13, end: 2025-04-14}\n")
     with pytest.raises(ValueError, match="event #1"):
         load_events(custom)
+    custom.write_text("events:\n  - name: x\n   kind: [\n")  # not YAML: said in one line, not a parser traceback
+    with pytest.raises(ValueError, match="is not valid YAML: .*line 3"):
+        load_events(custom)
+    custom.write_text("evnts:\n  - {name: Marathon, kind: event, start: 2025-04-13, end: 2025-04-14}\n")
+    with pytest.raises(ValueError, match="expected a mapping with an 'events' list"):  # not silently "no events"
+        load_events(custom)
+    custom.write_text("")
+    assert load_events(custom) == []
 
 
 def test_synop_to_hourly_units_and_rain() -> None:

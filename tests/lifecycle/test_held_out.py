@@ -92,7 +92,9 @@ def split_held_out(settings: Settings) -> set[str]:
 
 
 def window_of(settings: Settings, days: int) -> pd.DataFrame:
-    end = store.latest_timestamp(settings).tz_convert(PARIS_TZ).tz_localize(None).normalize() + pd.Timedelta(days=1)
+    """The last ``days`` whole Paris days (a last day whose 23:00 is not stored yet is still being counted)."""
+    latest = store.latest_timestamp(settings).tz_convert(PARIS_TZ).tz_localize(None)
+    end = latest.normalize() + pd.Timedelta(days=1 if latest.hour == 23 else 0)
     return store.query_counts((end - pd.Timedelta(days=days)).tz_localize(PARIS_TZ), end.tz_localize(PARIS_TZ),
                               settings=settings)
 
@@ -151,6 +153,9 @@ def test_cycle_fine_tunes(real_store_template: Path, tmp_path: Path, cutoff: str
             learned = trained_days(settings, first.run_id)
             assert learned <= trained_days(settings, tuned.run_id)
             judged -= learned
+            tags = mlflow.get_run(tuned.run_id).data.tags  # its lineage, as MLflow shows it
+            assert (tags["continued_from_version"], tags["continued_from_run"]) == (first.model_version, first.run_id)
+            assert tags["data_source"] == "train_current_window"
         held_out = set(splits.active_split(settings).test_days) | judged
         assert trained_days(settings, tuned.run_id).isdisjoint(held_out)
         recorded = mlflow.artifacts.load_dict(f"runs:/{tuned.run_id}/data/days.json")["held_out_days"]

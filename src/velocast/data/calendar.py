@@ -62,9 +62,14 @@ def load_events(path: Path | None = None) -> list[Event]:
 
 @functools.lru_cache(maxsize=8)
 def _load_events_cached(path: str, _mtime: int) -> tuple[Event, ...]:
-    spec = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {"events": []}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    if not isinstance(spec, dict) or not isinstance(spec.get("events", None), list):
+        raise ValueError(f"{path}: expected a mapping with an 'events' list (events: [{{name, kind, start, end}}, ...])")
     out = []
-    for i, item in enumerate(spec.get("events", []), start=1):
+    for i, item in enumerate(spec["events"], start=1):
         try:
             kind = item["kind"]
             if kind not in EVENT_KINDS:

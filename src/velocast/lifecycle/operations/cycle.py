@@ -208,7 +208,7 @@ def fine_tune(model_type: str, strategy: str = "sliding_window", window_days: in
     train_w, test_w = _window_parts(window_days, end, settings)
     datasets = load_datasets("baseline", settings, current_data=pd.concat([train_w, test_w], ignore_index=True),
                              model_test=test_mode, seed=seed)
-    continue_from = None
+    continue_from, lineage = None, {}
     if strategy == "continue":
         champion = champion_model(model_type, settings)
         if champion is None:
@@ -224,12 +224,16 @@ def fine_tune(model_type: str, strategy: str = "sliding_window", window_days: in
         datasets.trained_before = {str(k): int(v) for k, v in parent.get("train_days", {}).items()}
         datasets.continued_from = champion.ref.run_id
         _leave_out_days_learned_before(datasets)
+        # its lineage, as MLflow shows it: the version and run whose trees it continues, what it fitted on
+        lineage = {"continued_from_version": str(champion.ref.version), "continued_from_run": champion.ref.run_id,
+                   "data_source": datasets.train.name}
     horizon = None
     if continue_from is not None:
         horizon = continue_from.named_steps["features"].horizon
     result = train(model_type, data_source="reference", env=env, model_test=test_mode, horizon=horizon, seed=seed,
                    settings=settings, datasets=datasets, continue_from=continue_from,
-                   run_name=f"{model_type}-fine-tune-{strategy}", tags={"strategy": strategy, "cycle": "weekly"})
+                   run_name=f"{model_type}-fine-tune-{strategy}",
+                   tags={"strategy": strategy, "cycle": "weekly", **lineage})
     return FineTuned(version=result.model_version, run_id=result.run_id, model_uri=result.model_uri,
                      registry_uri=result.registry_uri, metrics_train=result.metrics_train,
                      metrics_baseline=result.metrics_baseline, metrics_current=result.metrics_current,
