@@ -2,6 +2,7 @@
 
     python bench/interval_months.py                                   # the three months below
     python bench/interval_months.py --months 2020-12-10               # one month (about 3 minutes)
+    PYTHONPATH=/tmp/old/src python bench/interval_months.py --results /tmp/before   # an older velocast
 
 Each month is scored as ``bench/accuracy.py`` scores its month: trained on 2020-09-01 .. the day
 before its first day, intervals calibrated by a twin on the last 28 training days, each test day
@@ -64,18 +65,19 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--months", default=",".join(MONTHS), help="first days of the months scored")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON and Markdown results")
     args = parser.parse_args()
     rows = []
     for first in args.months.split(","):
         rows.append(month(first.strip()))
         print(json.dumps(rows[-1]), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "interval_months.json"
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / "interval_months.json"
     if path.exists():
         rows = sorted(replace_rows(rows, json.loads(path.read_text(encoding="utf-8")), lambda r: r["month"]),
                       key=lambda r: r["month"])
     path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    (RESULTS / "interval_months.md").write_text(markdown(rows), encoding="utf-8")
+    (args.results / "interval_months.md").write_text(markdown(rows), encoding="utf-8")
     print(markdown(rows))
 
 

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from velocast.cli import app
 from velocast.config import get_settings
 from velocast.data import store
-from velocast.data.splits import paris_day
 from velocast.lifecycle.audit import AuditLog
 from velocast.lifecycle.decisions.promotion import promote, rollback
 from velocast.lifecycle.decisions.recalibrate import recalibrate
@@ -111,7 +110,8 @@ def test_recalibration_is_a_new_champion_version_of_the_same_model_audited_and_u
     done = recalibrate("lgbm")
     assert done.status == "done" and done.from_version == before.version, done.summary
     # the newest labelled days the champion never trained on (it trained on the baseline, before June)
-    latest = str(paris_day(pd.Series([store.latest_timestamp()]))[0])
+    assert store.latest_timestamp() == pd.Timestamp("2021-08-10 01:00", tz="Europe/Paris")
+    latest = "2021-08-09"  # the last whole day: the store's 2 hours of 10 August are a day still being counted
     assert done.days[-1] == latest and len(done.days) == get_settings().interval_calibration_days
     assert 0 < done.before["interval_coverage"] < 1
     champion = registry.champion("lgbm")
@@ -126,6 +126,8 @@ def test_recalibration_is_a_new_champion_version_of_the_same_model_audited_and_u
     assert not np.allclose(served_after["upper"], served_before["upper"])  # new intervals
     event = AuditLog().list(event="recalibration")[0]
     assert event.from_version == before.version and event.to_version == champion.version
+    moved = AuditLog().list(event="promotion")[0]  # the alias move: no deployment of another model
+    assert moved.to_version == champion.version and moved.deployment_decision == "recalibrate"
     assert event.details["days"] == done.days and event.details["before"]["interval_coverage"] is not None
     assert registry.trained_days(champion) == registry.trained_days(before)  # same training days on record
     # a second recalibration right away finds the same days: still a clean new version; rollback undoes one

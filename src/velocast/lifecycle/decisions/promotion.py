@@ -107,6 +107,7 @@ class Promotion:
     at: str
     override: bool = False  # promoted with force over these blockers
     overridden: list[str] = field(default_factory=list)
+    decision: str | None = None  # the audit row's decision when not a deploy (a recalibration's new version)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,7 +161,8 @@ def _apply(registry: Registry, audit: AuditLog, p: Promotion) -> None:
         reasons += [f"override (--force): {b}" for b in p.overridden]
     audit.record(AuditEvent(
         event="promotion" if p.action == "promote" else "rollback", model_type=p.model_type,
-        deployment_decision=("override" if p.override else "deploy") if p.action == "promote" else "rollback",
+        deployment_decision=(p.decision or ("override" if p.override else "deploy")) if p.action == "promote"
+        else "rollback",
         model_uri=f"models:/{registry.get(p.model_type, p.to_version).name}/{p.to_version}", run_id=p.to_run_id,
         actor=p.actor, from_version=p.from_version, to_version=p.to_version, reasons=reasons,
         event_id=p.promotion_id, details=details))
@@ -268,7 +270,7 @@ def _refuse(audit: AuditLog, model_type: str, action: str, target: str | None, c
 
 
 def _move(model_type: str, action: str, reason: str, settings: Settings, plan: Plan,
-          expected_champion: Any = ANY_CHAMPION) -> Promotion:
+          expected_champion: Any = ANY_CHAMPION, decision: str | None = None) -> Promotion:
     registry = Registry(settings)
     audit = AuditLog(settings=settings)
     with file_lock(_lock(settings, model_type)):
@@ -285,7 +287,8 @@ def _move(model_type: str, action: str, reason: str, settings: Settings, plan: P
             previous_alias_before=previous.version if previous else None,
             previous_alias_after=previous_after if from_version != target.version
             else (previous.version if previous else None),
-            reason=reason, actor=_actor(), at=_now(), override=bool(overridden), overridden=list(overridden))
+            reason=reason, actor=_actor(), at=_now(), override=bool(overridden), overridden=list(overridden),
+            decision=decision)
         if action == "promote" and from_version == target.version:  # nothing moves: nothing to record
             log.info("promote %s: version %s already is the champion", model_type, from_version)
             return forward
@@ -316,12 +319,14 @@ def _move(model_type: str, action: str, reason: str, settings: Settings, plan: P
 # ------------------------------------------------------------------------------------ commands
 def promote(model_type: str, version: str | None = None, run_id: str | None = None, reason: str = "",
             settings: Settings | None = None, expected_champion: Any = ANY_CHAMPION,
-            force: bool = False) -> Promotion:
+            force: bool = False, decision: str | None = None) -> Promotion:
     """Make a registered version (by number or run id) the champion of its type.
 
     ``expected_champion``: the champion version (None: no champion) the caller compared against;
     refused with ``ChampionChanged`` if it moved. ``force``: promote a test-mode or gate-failing
-    version anyway (needs a ``reason``; audited as an override).
+    version anyway (needs a ``reason``; audited as an override). ``decision``: the audit row's
+    decision when the move is no deployment of another model (``recalibrate``: the same point model
+    with new intervals), else ``deploy`` (or ``override``).
     """
     settings = settings or get_settings()
     check_model_type(model_type)
@@ -341,7 +346,7 @@ def promote(model_type: str, version: str | None = None, run_id: str | None = No
     def plan(current: ModelRef | None) -> tuple[ModelRef, str | None, list[str]]:
         return ref, current.version if current else None, blockers
 
-    return _move(model_type, "promote", reason or "manual promotion", settings, plan, expected_champion)
+    return _move(model_type, "promote", reason or "manual promotion", settings, plan, expected_champion, decision)
 
 
 def _overridden(registry: Registry, ref: ModelRef, action: str, force: bool, reason: str) -> list[str]:

@@ -121,7 +121,7 @@ def recalibrate(model_type: str = "lgbm", days: int | None = None, end: str | pd
     blockers = registry.blockers(champion.ref)
     promote(model_type, version=version, reason=why + (f" (the champion's override stands: {'; '.join(blockers)})"
                                                        if blockers else ""),
-            settings=settings, expected_champion=champion.version, force=bool(blockers))
+            settings=settings, expected_champion=champion.version, force=bool(blockers), decision="recalibrate")
     event = AuditLog(settings=settings).record(AuditEvent(
         event="recalibration", model_type=model_type, deployment_decision="recalibrate",
         model_uri=f"models:/{registered_name(model_type)}/{version}", run_id=run_id,
