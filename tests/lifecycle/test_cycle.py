@@ -158,6 +158,11 @@ def test_webhooks_report_decisions_and_a_failing_webhook_changes_nothing(real_ho
 
 def test_quarterly_retrain_keeps_the_old_test_days_unseen(champion_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VELOCAST_R2_BASELINE_THRESHOLD", UNREACHABLE_GATE)
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)  # its rejection is notified, as a weekly cycle's
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("VELOCAST_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    _Receiver.received.clear()
+    _Receiver.status = 200
     old = splits.active_split()
     before = Registry().champion("lgbm").version
     from tests.conftest import run_cli
@@ -175,6 +180,9 @@ def test_quarterly_retrain_keeps_the_old_test_days_unseen(champion_home: Path, m
     assert Registry().champion("lgbm").version == before
     assert out["evaluation"]["metrics_baseline"]["rows"] <= old.sizes["test_baseline"]
     assert AuditLog().list(event="retrain")[0].details["new_split"] == new.version
+    server.shutdown()
+    assert out["notified"] and len(_Receiver.received) == 1
+    assert _Receiver.received[0]["text"].startswith(f"velocast lgbm: challenger v{out['version']} rejected: ")
 
 
 def test_retrain_by_default_merges_every_day_and_compares_on_days_neither_model_saw(real_home: Path) -> None:

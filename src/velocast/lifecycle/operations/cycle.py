@@ -334,13 +334,14 @@ def audit_cycle(result: CycleResult, settings: Settings | None = None) -> str:
     return event.event_id
 
 
-def notify_cycle(result: dict[str, Any], settings: Settings | None = None) -> bool:
-    """Webhook on promotion, rejection and error (other outcomes are not worth a message)."""
+def notify_cycle(result: dict[str, Any], settings: Settings | None = None, what: str = "weekly cycle") -> bool:
+    """Webhook on promotion, rejection and error of a weekly cycle or a quarterly retrain (``what``);
+    other outcomes are not worth a message."""
     decision, error = result.get("decision"), result.get("error")
     if not (error or result.get("promoted") or decision == "reject_regression"):
         return False
     if error:
-        message = f"velocast {result['model_type']}: weekly cycle FAILED: {error}"
+        message = f"velocast {result['model_type']}: {what} FAILED: {error}"
     elif result.get("promoted"):
         message = (f"velocast {result['model_type']}: new champion v{result.get('champion_after')} "
                    f"(was v{result.get('champion_before') or '-'}): {'; '.join(result.get('reasons', [])[-1:])}")
@@ -521,6 +522,8 @@ def _quarterly_retrain(model_type: str, cutoff: str | None, policy: str, setting
         outcome = _retrain_on(model_type, old, new, policy, settings, test_mode, promote_on_deploy, env)
         done = True
     except Exception as exc:
+        notify_cycle({"model_type": model_type, "error": redact_secrets(f"{type(exc).__name__}: {exc}", settings)},
+                     settings, "quarterly retrain")
         try:
             AuditLog(settings=settings).record(AuditEvent(
                 event="error", model_type=model_type, env=env,
@@ -535,6 +538,8 @@ def _quarterly_retrain(model_type: str, cutoff: str | None, policy: str, setting
             splits.activate(old.version, settings)
     if test_mode:
         outcome["reasons"].append(f"test mode: baseline v{new.version} recorded, v{old.version} stays active")
+    outcome["notified"] = notify_cycle({**outcome, "model_type": model_type, "challenger_version": outcome["version"],
+                                        "champion_after": outcome["promoted"]}, settings, "quarterly retrain")
     return outcome
 
 
@@ -581,4 +586,5 @@ def _retrain_on(model_type: str, old: splits.SplitRecord, new: splits.SplitRecor
     return {"old_split": old.version, "new_split": new.version, "new_cutoff": new.cutoff,
             "version": result.model_version, "run_id": result.run_id, "decision": judgement.decision,
             "reasons": reasons, "promoted": promoted, "compared_days": sorted(judged),
+            "champion_before": compared.version if compared is not None else None,
             "evaluation": judgement.evaluation}
