@@ -46,11 +46,11 @@ The interval is built around the forecast served: the corrected prediction, with
 shift and spread adapted on the errors of the corrected forecasts of days D-k..D-1 (each of those
 days corrected by the bias of the b days before it, as it was served). An interval around the
 uncorrected prediction, adapted on uncorrected errors, lags a change of level the correction has
-already followed: scored as served (``python bench/accuracy.py``, lgbm day-ahead, trained before
-the month), 2020-12-10..2021-01-09 (Christmas holidays): coverage of the 80% interval 0.723 ->
-0.757, counters inside 0.70-0.90 75% -> 96%, mean width 34.2 -> 32.9; 2021-04-01..04-30: 0.801 ->
-0.804, width 41.9 -> 41.1, worst counter 0.580 -> 0.621; 2021-07-10..08-09: 0.794 -> 0.790, width
-40.4 -> 39.9, worst counter 0.720 -> 0.745.
+already followed. Scored as served (``python bench/interval_months.py``: lgbm day-ahead trained
+before each month, 80% intervals), before -> after: 2020-12-10..2021-01-09 (Christmas holidays)
+coverage 0.723 -> 0.757, counters inside 0.70-0.90 75% -> 96%, interval score 72.0 -> 62.2;
+2021-04-01..04-30 coverage 0.801 -> 0.804, worst counter 0.580 -> 0.621, score 59.1 -> 57.1;
+2021-07-10..08-09 coverage 0.794 -> 0.790, worst counter 0.720 -> 0.745, score 68.7 -> 70.7.
 
 Only days before D are read, so nothing of D changes when counts of D or later change. Serving
 (``velocast.lifecycle.serving.predict``) and scoring (``velocast.lifecycle.serving.scoring``) read the same days:
