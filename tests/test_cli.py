@@ -163,6 +163,10 @@ def test_champion_promote_and_rollback_say_who_is_previous(real_home: Path) -> N
     ("VELOCAST_R2_BASELINE_THRESHOLD", "7", "expected a number from -1 to 1"),
     ("VELOCAST_HEALTH_RMSE_THRESHOLD", "-5", "expected a number > 0"),
     ("VELOCAST_LOG_LEVEL", "chatty", "expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ("VELOCAST_AUDIT_URL", "nosuchdb://x", "expected a SQLAlchemy database URL with an installed driver "
+                                           "(sqlite:///path, postgresql+psycopg://...): NoSuchModuleError"),
+    ("VELOCAST_AUDIT_URL", "sqlite:////nonexistent/dir/x.db",  # not a second, empty audit log created elsewhere
+     "expected a SQLite file in an existing folder (/nonexistent/dir does not exist)"),
 ])
 def test_a_bad_environment_value_is_one_line_naming_the_variable(home: Path, tmp_path: Path, variable: str,
                                                                   value: str, expected: str) -> None:

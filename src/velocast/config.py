@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from velocast.choices import ENVS
@@ -140,6 +140,26 @@ def install_log_redaction(settings: Settings | None = None,
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def _database_url_problem(url: str | None) -> str | None:
+    """``url`` if velocast can open a database there: a SQLAlchemy URL whose driver is installed and, for
+    SQLite, whose folder exists (a typo must not start a second, empty audit log elsewhere)."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except Exception as exc:  # noqa: BLE001 - any parse or driver error is the same answer
+        raise ValueError(f"a SQLAlchemy database URL with an installed driver (sqlite:///path, "
+                         f"postgresql+psycopg://...): {type(exc).__name__}") from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ValueError(f"a SQLite file in an existing folder ({folder} does not exist)")
+    return url
+
+
 def _level_name(value: Any) -> Any:
     """A logging level in any case (``info``); anything else as given, for the error to show."""
     return value.upper() if isinstance(value, str) and value.upper() in LOG_LEVELS else value
@@ -170,7 +190,7 @@ class Settings(BaseSettings):
         description="Dask scheduler address (tcp://host:8786) that `velocast train --backend dask` and the DAGs' "
         "training use; unset = train in the calling process.",
     )
-    audit_url: str | None = Field(
+    audit_url: Annotated[str | None, AfterValidator(_database_url_problem)] = Field(
         default=None, description="SQLAlchemy URL of the audit log; default: SQLite in the velocast home."
     )
     events_file: Path | None = Field(
@@ -372,7 +392,9 @@ def settings_error(exc: ValidationError) -> SettingsError:
         variable = name if name.isupper() else f"VELOCAST_{name.upper()}"
         value = "***" if "key" in name.lower() else (redact(str(error.get("input", ""))) or "")  # never a secret
         shown = repr(value if len(value) <= 60 else f"{value[:60]}...")
-        problems.append(f"{variable}={shown}: expected {_expected(name)}")
+        expected = str(error.get("msg", "")).removeprefix("Value error, ") if error.get("type") == "value_error" \
+            else _expected(name)
+        problems.append(f"{variable}={shown}: expected {expected}")
     return SettingsError("; ".join(problems) or str(exc).splitlines()[0])
 
 
