@@ -100,6 +100,7 @@ def test_a_version_that_trained_on_test_days_is_never_judged_on_them(real_home: 
     assert rows[0].deployment_decision == outcome.decisions["double_eval"].kind
     assert rows[0].details["policy"] == "double_eval" and rows[0].r2_baseline is not None
     assert rows[0].champion_r2_baseline is not None and rows[0].reasons == outcome.decisions["double_eval"].reasons
+    assert rows[0].actor and rows[0].env == "dev"  # who decided, where
 
     datasets = load_datasets("baseline")
     everything = pd.concat([datasets.train.frame, splits.load_split("test_baseline", split)])

@@ -76,7 +76,8 @@ def test_promotion_is_compare_and_swap_and_a_refusal_is_audited(real_home: Path)
     assert _champion("baseline") == v1
     refused = AuditLog().list(event="error", limit=1)[0]
     assert refused.details["refused"] == "champion_changed" and refused.details["requested_version"] == v2
-    assert (refused.from_version, refused.to_version) == (v1, v1)
+    assert (refused.from_version, refused.to_version) == (v1, v2)  # the move asked for, not made
+    assert refused.actor and refused.env == "dev"
     done = promote("baseline", version=v2, reason="compared with v1", force=True, expected_champion=v1)
     assert (done.from_version, done.to_version) == (v1, v2)
     # the CLI: --expected-champion, refused in one line

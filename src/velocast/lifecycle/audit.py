@@ -6,8 +6,10 @@ SQLite and PostgreSQL). Each row carries an ``event_id`` so a retried write is r
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
+import os
 import math
 import types
 import typing
@@ -234,14 +236,26 @@ def _database(url: str) -> Iterator[None]:
         raise DependencyUnavailable("audit database", message) from exc
 
 
+def current_actor() -> str:
+    """Who acts: ``VELOCAST_ACTOR`` (an API or a scheduler may name its caller), else the OS user."""
+    try:
+        return os.environ.get("VELOCAST_ACTOR") or getpass.getuser()
+    except Exception:  # no user database in some containers
+        return "unknown"
+
+
 class AuditLog:
     def __init__(self, url: str | None = None, settings: Settings | None = None):
         settings = settings or get_settings()
         self.url = database_url(url or settings.audit_location)
         self.engine = engine(self.url, settings.dependency_timeout_seconds)
+        self.env = settings.env
 
     def record(self, event: AuditEvent) -> AuditEvent:
-        """Append one event; recording the same ``event_id`` twice keeps the first."""
+        """Append one event; recording the same ``event_id`` twice keeps the first. A row that names no
+        actor or env gets this process's (``current_actor``, ``VELOCAST_ENV``)."""
+        event.actor = event.actor or current_actor()
+        event.env = event.env or self.env
         try:
             with _database(self.url), self.engine.begin() as con:
                 con.execute(audit_table.insert().values(**event.to_row()))

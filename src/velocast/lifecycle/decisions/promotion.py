@@ -32,7 +32,6 @@ Loading ``models:/bike-traffic-<type>@champion`` therefore always gives the curr
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import os
@@ -45,7 +44,7 @@ from typing import Any
 
 from velocast.config import Settings, get_settings, redact_secrets
 from velocast.fileio import atomic_write_json, file_lock
-from velocast.lifecycle.audit import AuditEvent, AuditLog
+from velocast.lifecycle.audit import AuditEvent, AuditLog, current_actor
 from velocast.models import check_model_type
 from velocast.tracking.registry import CHAMPION, PREVIOUS, ModelRef, Registry
 
@@ -116,13 +115,6 @@ class Promotion:
     def from_dict(cls, data: dict[str, Any]) -> Promotion:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def _actor() -> str:
-    try:
-        return os.environ.get("VELOCAST_ACTOR") or getpass.getuser()
-    except Exception:  # no user database in some containers
-        return "unknown"
 
 
 def _now() -> str:
@@ -262,8 +254,8 @@ def _refuse(audit: AuditLog, model_type: str, action: str, target: str | None, c
                f"{'version ' + current if current else 'unset'}, not "
                f"{'version ' + expected if expected else 'unset'} as when it was compared (a rollback or another "
                "promotion happened meanwhile); compare against the current champion again")
-    audit.record(AuditEvent(event="error", model_type=model_type, actor=_actor(), from_version=current,
-                            to_version=current, error_message=message,
+    audit.record(AuditEvent(event="error", model_type=model_type, actor=current_actor(), from_version=current,
+                            to_version=target, error_message=message,
                             details={"refused": "champion_changed", "requested_version": target,
                                      "expected_champion": expected, "champion": current}))
     return ChampionChanged(message)
@@ -287,7 +279,7 @@ def _move(model_type: str, action: str, reason: str, settings: Settings, plan: P
             previous_alias_before=previous.version if previous else None,
             previous_alias_after=previous_after if from_version != target.version
             else (previous.version if previous else None),
-            reason=reason, actor=_actor(), at=_now(), override=bool(overridden), overridden=list(overridden),
+            reason=reason, actor=current_actor(), at=_now(), override=bool(overridden), overridden=list(overridden),
             decision=decision)
         if action == "promote" and from_version == target.version:  # nothing moves: nothing to record
             log.info("promote %s: version %s already is the champion", model_type, from_version)
