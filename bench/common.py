@@ -115,6 +115,21 @@ def replace_rows(new: list[dict[str, Any]], earlier: list[dict[str, Any]],
     return [*new, *(r for r in earlier if key(r) not in again)]
 
 
+def save_rows(folder: Path, name: str, rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
+              order: Callable[[dict[str, Any]], Any], markdown: Callable[[list[dict[str, Any]]], str]) -> str:
+    """Write ``rows`` to ``folder/name.json`` and ``.md``, keeping the rows of an earlier run that
+    these do not measure again (``replace_rows``), sorted by ``order``; the Markdown written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    if path.exists():
+        rows = replace_rows(rows, json.loads(path.read_text(encoding="utf-8")), key)
+    rows = sorted(rows, key=order)
+    path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    text = markdown(rows)
+    (folder / f"{name}.md").write_text(text, encoding="utf-8")
+    return text
+
+
 def load_results() -> dict[str, Any]:
     path = RESULTS / "latest.json"
     return json.loads(path.read_text()) if path.exists() else {}

@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.accuracy import fit_and_score, prepare  # noqa: E402
-from bench.common import RESULTS, isolated, replace_rows  # noqa: E402
+from bench.common import RESULTS, isolated, save_rows  # noqa: E402
 from bench.online import month_end  # noqa: E402
 
 MONTHS = ("2020-12-10", "2021-04-01", "2021-07-10")
@@ -71,14 +71,7 @@ def main() -> None:
     for first in args.months.split(","):
         rows.append(month(first.strip()))
         print(json.dumps(rows[-1]), flush=True)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / "interval_months.json"
-    if path.exists():
-        rows = sorted(replace_rows(rows, json.loads(path.read_text(encoding="utf-8")), lambda r: r["month"]),
-                      key=lambda r: r["month"])
-    path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    (args.results / "interval_months.md").write_text(markdown(rows), encoding="utf-8")
-    print(markdown(rows))
+    print(save_rows(args.results, "interval_months", rows, lambda r: r["month"], lambda r: r["month"], markdown))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.accuracy import fit_and_score, prepare  # noqa: E402
-from bench.common import RESULTS, isolated, replace_rows  # noqa: E402
+from bench.common import RESULTS, isolated, save_rows  # noqa: E402
 from bench.online import MONTHS, month_end  # noqa: E402
 
 SHARES = {"degraded days out": "0.2", "degraded days kept": "0"}
@@ -79,15 +79,9 @@ def main() -> None:
     parser.add_argument("--horizons", default="calendar,day-ahead")
     args = parser.parse_args()
     rows = [r for first in args.months.split(",") for r in month(first, args.horizons.split(","))]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    if (RESULTS / "months.json").exists():  # keep what was measured of the months and horizons not run again
-        earlier = json.loads((RESULTS / "months.json").read_text(encoding="utf-8"))
-        rows = sorted(replace_rows(rows, earlier, lambda r: (r["month"], r["horizon"])),
-                      key=lambda r: (r["month"], r["training rows"] != "degraded days out", r["horizon"],
-                                     r["day of year"]))
-    (RESULTS / "months.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    (RESULTS / "months.md").write_text(markdown(rows), encoding="utf-8")
-    print(markdown(rows))
+    print(save_rows(RESULTS, "months", rows, lambda r: (r["month"], r["horizon"]),
+                    lambda r: (r["month"], r["training rows"] != "degraded days out", r["horizon"], r["day of year"]),
+                    markdown))
 
 
 if __name__ == "__main__":
