@@ -57,6 +57,8 @@ def test_predict_takes_its_file_as_an_argument_or_with_input_but_one_file(home: 
 def test_audit_list_refuses_what_it_does_not_know(home: Path) -> None:
     out = runner.invoke(app, ["audit", "list", "--event", "bogus"])
     assert out.exit_code == 2 and "unknown audit event 'bogus': expected one of training, evaluation" in out.output
+    out = runner.invoke(app, ["audit", "list", "--event", "drift"])  # never recorded as an event: no empty answer
+    assert out.exit_code == 2 and "unknown audit event 'drift'" in out.output
     out = runner.invoke(app, ["audit", "list", "--model-type", "xgb"])
     assert out.exit_code == 2 and "'xgb' is not one of 'lgbm', 'rf', 'nn', 'rf_class', 'baseline'" in out.output
     out = runner.invoke(app, ["audit", "list", "--event", "cycle"])

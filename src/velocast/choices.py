@@ -22,8 +22,8 @@ POLICIES = ("double_eval", "relative_rmse", "significant")
 # how the weekly cycle fine-tunes: retrain on a sliding window, or continue from the champion
 STRATEGIES = ("sliding_window", "continue")
 # what the audit log records (velocast.lifecycle.audit)
-AUDIT_EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "drift", "health", "retrain",
-                "recalibration", "error")
+# what velocast records (drift and health verdicts are kept as reports and in the cycle's row, not as events)
+AUDIT_EVENTS = ("training", "evaluation", "promotion", "rollback", "cycle", "retrain", "recalibration", "error")
 # training jobs (velocast.lifecycle.operations.jobs)
 JOB_STATES = ("queued", "running", "succeeded", "failed")
 JOB_RUNNERS = ("api", "airflow")

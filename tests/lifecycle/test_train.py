@@ -86,6 +86,9 @@ def test_hyperopt_logs_each_trial_as_a_nested_run(real_home: Path) -> None:
     children = mlflow.search_runs(experiment_names=["velocast"],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert len(children) == 2 and "metrics.cv_rmse" in children.columns
+    # named as the progress counts them (trial 1/2, 2/2); the tag keeps Optuna's own number
+    assert sorted(children["tags.mlflow.runName"]) == ["trial-1", "trial-2"]
+    assert sorted(children["tags.optuna_trial"]) == ["0", "1"]
     # the search's history, the parameter importances and every trial, on the parent run
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "tuning")}
     assert logged == {"tuning/optimization_history.png", "tuning/param_importances.png", "tuning/trials.csv"}

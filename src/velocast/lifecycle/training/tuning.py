@@ -173,8 +173,9 @@ class _Objective:
              pruned: bool) -> None:
         tags = {"optuna_trial": str(trial.number), "optuna_study": trial.study.study_name,
                 "optuna_worker_pid": str(os.getpid()), "optuna_state": "pruned" if pruned else "complete"}
-        # in the parent process the parent run is active (nested); a worker names it explicitly
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, parent_run_id=self.parent_run_id,
+        # in the parent process the parent run is active (nested); a worker names it explicitly. Named as the
+        # progress counts trials (from 1); the tag optuna_trial keeps Optuna's own number (from 0)
+        with mlflow.start_run(run_name=f"trial-{trial.number + 1}", nested=True, parent_run_id=self.parent_run_id,
                               experiment_id=self.experiment_id, tags=tags):
             mlflow.log_params(params)
             metrics = {f"fold{i}_{self.metric}": v for i, v in enumerate(values)}
