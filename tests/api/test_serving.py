@@ -284,7 +284,8 @@ def test_metrics_in_prometheus_format(client: TestClient) -> None:
     assert 'route="/predict",status="200"' in text
     assert 'route="/jobs/{job_id}",status="404"' in text  # the template, not the path
     assert 'velocast_champion_version{model_type="lgbm"}' in text
-    served = [line for line in text.splitlines() if line.startswith("velocast_served_model_version{")]
+    served = [line for line in text.splitlines()
+              if line.startswith("velocast_served_model_version{") and 'model_type="lgbm"' in line]
     assert len(served) == 1 and 'horizon="day-ahead"' in served[0], served  # the served model's own horizon
     assert 'velocast_last_decision_info{decision="' in text or 'velocast_last_decision_info{model_type="lgbm"' in text
 
