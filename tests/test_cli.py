@@ -162,7 +162,7 @@ def test_champion_promote_and_rollback_say_who_is_previous(real_home: Path) -> N
     ("VELOCAST_ENV", "staging", "expected one of dev, prod"),
     ("VELOCAST_HTTP_RETRIES", "abc", "expected a whole number >= 0"),
     ("VELOCAST_DEGRADED_DAY_SHARE", "1", "expected a number >= 0 and < 1"),
-    ("VELOCAST_R2_BASELINE_THRESHOLD", "7", "expected a number from -1 to 1"),
+    ("VELOCAST_R2_BASELINE_THRESHOLD", "7", "expected a number <= 1"),
     ("VELOCAST_HEALTH_RMSE_THRESHOLD", "-5", "expected a number > 0"),
     ("VELOCAST_LOG_LEVEL", "chatty", "expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     ("VELOCAST_AUDIT_URL", "nosuchdb://x", "expected a SQLAlchemy database URL with an installed driver "

@@ -204,7 +204,7 @@ class Settings(BaseSettings):
         default="dev", description="Environment recorded with every run and decision (summary.json, the audit log): "
         "train, cycle, retrain, simulate and API jobs use it unless told otherwise.")
     r2_baseline_threshold: float = Field(
-        default=0.60, ge=-1.0, le=1.0, description="Minimum challenger R² on test_baseline before any deployment."
+        default=0.60, le=1.0, description="Minimum challenger R² on test_baseline before any deployment (R² is at most 1)."
     )
     health_rmse_threshold: float = Field(
         default=50.0, gt=0, description="Champion RMSE above which its health is critical."

@@ -40,9 +40,6 @@ def test_predict_without_any_model_is_503_after_validation(empty_client: TestCli
     assert response.status_code == 503
     assert "velocast train --model-type lgbm" in response.json()["detail"]
     assert empty_client.post("/predict", json={"records": []}).status_code == 422  # validation comes first
-    # a counter the empty store does not know, without coordinates: still "train a model first", the one way forward
-    unknown = empty_client.post("/predict", json={"records": [{**RECORD, "counter_id": "not-in-the-store"}]})
-    assert unknown.status_code == 503 and "velocast train" in unknown.json()["detail"]
 
 
 def test_models_lists_every_type_even_without_versions(empty_client: TestClient) -> None:

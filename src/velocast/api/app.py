@@ -348,8 +348,8 @@ def _response(model_type: str, served: ServedModel, items: list[dict[str, Any]],
 
 def _predict_one(state: Any, key: PredictKey, records: list[PredictRecord]) -> dict[str, Any]:
     model_type, horizon, coverage = key
-    served = _served(state.cache, model_type, horizon)  # no model at all: say so before judging the records
     converted = to_rows(records, state.settings, state.counters.get(), require_count=False, loc="records")
+    served = _served(state.cache, model_type, horizon)
     result = predict_rows(converted.served, served.model, state.settings, coverage)
     return _response(model_type, served, _prediction_items(result, converted), [*served.warnings, *result.warnings],
                      result.metrics, result.coverage)
@@ -358,9 +358,9 @@ def _predict_one(state: Any, key: PredictKey, records: list[PredictRecord]) -> d
 def _predict_many(state: Any, key: PredictKey, groups: list[list[PredictRecord]]) -> list[dict[str, Any]]:
     """Several requests predicted together; each gets its own items, indices and warnings back."""
     model_type, horizon, coverage = key
-    served = _served(state.cache, model_type, horizon)
     converted = to_rows([r for g in groups for r in g], state.settings, state.counters.get(), require_count=False,
                         loc="records")
+    served = _served(state.cache, model_type, horizon)
     result = predict_rows(converted.served, served.model, state.settings, coverage)
     items = _prediction_items(result, converted)
     unknown_ids = set(result.unknown_counters)
