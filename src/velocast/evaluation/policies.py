@@ -42,6 +42,8 @@ class PairedScores:
     daily: pd.DataFrame | None = None
     # one row per counter: counter, n, rmse_challenger, rmse_champion
     per_counter: pd.DataFrame | None = None
+    # the challenger's predictions on the decision's rows, as served (its reports are drawn from them)
+    predictions: np.ndarray | None = None
 
 
 @dataclass

@@ -61,7 +61,7 @@ def judged_metrics(evaluation: DoubleEvaluation, metrics_train: dict[str, Any] |
 def _paired(name: str, rows: ServedRows, challenger: Any, champion: Any | None) -> PairedScores:
     ch = rows.score(challenger)
     cp = rows.score(champion) if champion is not None else None
-    paired = PairedScores(name, len(rows), ch.flat(), cp.flat() if cp else None)
+    paired = PairedScores(name, len(rows), ch.flat(), cp.flat() if cp else None, predictions=ch.predictions)
     if cp is not None and task_of(challenger) == "regression":
         scored = rows.decision_rows
         y = scored["bike_count"].to_numpy(float)
@@ -214,11 +214,10 @@ def evaluate_candidate(challenger: LoadedModel, settings: Settings | None = None
     evaluation.notes.extend(unseen_notes)
     if write_reports and challenger.spec.task == "regression":
         progress.step("writing the per-counter and per-hour reports")
-        for name, served in (("test_baseline", served_b), ("test_current", served_c)):
-            if served is None:
+        for served, paired in ((served_b, evaluation.baseline), (served_c, evaluation.current)):
+            if served is None or paired is None:
                 continue
-            predictions = served.score(challenger.pipeline).predictions  # the decision's, as served
-            written = regression_report(served.decision_rows, predictions, name).write(folder)
+            written = regression_report(served.decision_rows, paired.predictions, paired.name).write(folder)
             reports.update({k: str(v) for k, v in written.items()})
     return EvaluationOutcome(evaluation, decide_all(evaluation, policy), reports, classifier)
 
